@@ -1,0 +1,430 @@
+"""The `migrator` command: validate, run, enqueue, status, resume, keygen."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from migrator.batch import (
+    AccessMethod,
+    AdminLogin,
+    BatchResult,
+    parse_server,
+    read_batch_file,
+    read_quota_file,
+)
+from migrator.display import result_table, status_json, watch
+from migrator.errors import ConfigError, MigrationError
+from migrator.foldermap import load_folder_map
+from migrator.imapconn import ConnectOptions
+from migrator.localredis import PrivateRedis, state_dir
+from migrator.report import MailboxState
+from migrator.runner import MailboxBusy, RunOptions, TargetSpec, build_jobs, execute_job, lock_ttl
+from migrator.secrets import SECRET_KEY_ENV, Secret, SecretBox, new_key
+from migrator.state import NewJob, StateStore
+
+REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
+ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
+TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
+
+EXIT_BAD_INPUT = 2
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except MigrationError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err_console.print("interrupted: run `migrator resume BATCH` to go on")
+        return 130
+
+
+# -- argument parsing -----------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="migrator", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check a batch CSV and name each bad line")
+    _batch_arguments(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    for name, func, text in (
+        ("run", cmd_run, "run a batch on this machine and wait"),
+        ("enqueue", cmd_enqueue, "enqueue a batch for Celery workers; print its id"),
+    ):
+        command = sub.add_parser(name, help=text)
+        _batch_arguments(command)
+        _run_arguments(command)
+        command.set_defaults(func=func)
+
+    status = sub.add_parser("status", help="the table of a batch")
+    status.add_argument("batch")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    resume = sub.add_parser("resume", help="re-enqueue every mailbox of a batch not done")
+    resume.add_argument("batch")
+    resume.add_argument(
+        "--workers", type=int, default=4, help="in-process pool size (no Redis URL)"
+    )
+    resume.add_argument("--no-wait", action="store_true", help="with Celery: do not wait")
+    resume.set_defaults(func=cmd_resume)
+
+    keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
+    keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
+    return parser
+
+
+def _batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("batch_csv", type=Path)
+    p.add_argument("--method", required=True, choices=[m.value for m in AccessMethod])
+    p.add_argument("--admin", help="source admin login (combined, rootfolder, proxyauth)")
+    p.add_argument(
+        "--admin-password-file", type=Path, help=f"file holding it (or ${ADMIN_PASSWORD_ENV})"
+    )
+    p.add_argument(
+        "--combined-template",
+        default="{admin}/{user}",
+        help="how the admin and the user combine into one login, e.g. '{user}*{admin}' for Dovecot",
+    )
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", choices=["imap"], default="imap")
+    p.add_argument("--target-server", required=True)
+    p.add_argument("--target-method", choices=["combined", "proxyauth"], default="proxyauth")
+    p.add_argument("--target-admin", required=True)
+    p.add_argument(
+        "--target-admin-password-file",
+        type=Path,
+        help=f"file holding it (or ${TARGET_ADMIN_PASSWORD_ENV})",
+    )
+    p.add_argument("--target-combined-template", default="{admin}/{user}")
+    p.add_argument("--quotas", type=Path, help="activation CSV with MailboxQuotaSize in bytes")
+    p.add_argument("--foldermap", type=Path, help="folder map XML (default: config/foldermap.xml)")
+    p.add_argument("--since", type=_date, help="copy mail from this date (YYYY-MM-DD)")
+    p.add_argument("--until", type=_date, help="copy mail before this date (YYYY-MM-DD)")
+    p.add_argument("--ca-file", help="CA bundle for servers with a private CA")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    p.add_argument("--allow-plaintext", action="store_true", help="allow servers without STARTTLS")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--max-connections-per-server", type=int, default=8)
+    p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
+    p.add_argument("--batch-id", help="name the batch (default: a new id)")
+
+
+def _date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _password(path: Path | None, env: str, what: str) -> Secret | None:
+    if path is not None:
+        try:
+            return Secret(path.read_text(encoding="utf-8").rstrip("\r\n"))
+        except OSError as exc:
+            raise ConfigError(f"{what} password file {path}: {exc.strerror}") from None
+    value = os.environ.get(env)
+    return Secret(value) if value else None
+
+
+def _read_batch(args: argparse.Namespace) -> BatchResult:
+    admin = None
+    if args.admin:
+        password = _password(args.admin_password_file, ADMIN_PASSWORD_ENV, "admin")
+        if password is None:
+            raise ConfigError(
+                "--admin given without a password: "
+                f"use --admin-password-file or ${ADMIN_PASSWORD_ENV}"
+            )
+        admin = AdminLogin(args.admin, password)
+    return read_batch_file(
+        args.batch_csv,
+        AccessMethod(args.method),
+        admin=admin,
+        combined_template=args.combined_template,
+    )
+
+
+def _print_problems(result: BatchResult, path: Path) -> None:
+    for problem in result.problems:
+        err_console.print(f"{path}:{problem}", highlight=False, markup=False)
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = _read_batch(args)
+    _print_problems(result, args.batch_csv)
+    bad_lines = sorted({p.line for p in result.problems})
+    console.print(
+        f"{len(result.jobs)} good rows, {len(bad_lines)} bad rows"
+        + (f" (lines {', '.join(map(str, bad_lines))})" if bad_lines else ""),
+        highlight=False,
+    )
+    return EXIT_BAD_INPUT if result.problems else 0
+
+
+def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, str], list[NewJob]]:
+    result = _read_batch(args)
+    if result.problems:
+        _print_problems(result, args.batch_csv)
+        raise ConfigError(
+            f"{args.batch_csv}: {len(result.problems)} problems; nothing was enqueued "
+            "(`migrator validate` lists them)"
+        )
+    target_password = _password(
+        args.target_admin_password_file, TARGET_ADMIN_PASSWORD_ENV, "target admin"
+    )
+    if target_password is None:
+        raise ConfigError(
+            "no target admin password: "
+            f"use --target-admin-password-file or ${TARGET_ADMIN_PASSWORD_ENV}"
+        )
+    try:
+        target_server = parse_server(args.target_server)
+    except ValueError as exc:
+        raise ConfigError(f"--target-server: {exc}") from None
+    foldermap_xml = None
+    if args.foldermap:
+        load_folder_map(args.foldermap)  # refuse a bad map now, not in every worker
+        foldermap_xml = args.foldermap.read_bytes()
+    quotas = None
+    if args.quotas:
+        quota_result = read_quota_file(args.quotas)
+        if quota_result.problems:
+            for problem in quota_result.problems:
+                err_console.print(f"{args.quotas}:{problem}", highlight=False, markup=False)
+            raise ConfigError(f"{args.quotas}: bad rows; nothing was enqueued")
+        quotas = dict(quota_result.quotas)
+    options = RunOptions(
+        target=TargetSpec(
+            server=target_server,
+            method=AccessMethod(args.target_method),
+            admin=AdminLogin(args.target_admin, target_password),
+            combined_template=args.target_combined_template,
+        ),
+        connect=ConnectOptions(
+            timeout=args.timeout,
+            ca_file=args.ca_file,
+            insecure=args.insecure,
+            allow_plaintext=args.allow_plaintext,
+        ),
+        since=args.since,
+        until=args.until,
+        foldermap_xml=foldermap_xml,
+        quotas=quotas,
+        max_connections_per_server=args.max_connections_per_server,
+    )
+    batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    meta = {
+        "csv": str(args.batch_csv),
+        "method": args.method,
+        "target": f"{args.target} {target_server}",
+        "insecure": "yes" if args.insecure else "no",
+        "since": args.since.isoformat() if args.since else "",
+        "until": args.until.isoformat() if args.until else "",
+    }
+    return batch_id, meta, build_jobs(result.jobs, options, box)
+
+
+def _manifest_path(batch_id: str) -> Path:
+    directory = state_dir() / "batches"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory / f"{batch_id}.json"
+
+
+def _save_manifest(batch_id: str, meta: dict[str, str], jobs: list[NewJob]) -> None:
+    """A copy of the batch on this machine, so `resume` works even after Redis is lost."""
+    path = _manifest_path(batch_id)
+    data = {"batch_id": batch_id, "meta": meta, "jobs": [j.__dict__ for j in jobs]}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
+def _load_manifest(batch_id: str) -> tuple[dict[str, str], list[NewJob]] | None:
+    path = _manifest_path(batch_id)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return dict(data["meta"]), [NewJob(**j) for j in data["jobs"]]
+
+
+def _secret_box(*, create: bool) -> SecretBox:
+    """The key from MIGRATOR_SECRET_KEY, or (without a Redis URL) this machine's own."""
+    if os.environ.get(SECRET_KEY_ENV):
+        return SecretBox.from_env()
+    if os.environ.get(REDIS_URL_ENV):
+        raise ConfigError(
+            f"{SECRET_KEY_ENV} is not set: workers and enqueuers must share one key "
+            "(make one with `migrator keygen`)"
+        )
+    path = state_dir() / "secret.key"
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no key at {path}: was this batch run on this machine?")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(new_key())
+    return SecretBox(path.read_text().strip())
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    url = _require_url()
+    box = _secret_box(create=False)
+    batch_id, meta, jobs = _prepare(args, box)
+    store = StateStore.from_url(url)
+    store.create_batch(batch_id, meta, jobs)
+    _save_manifest(batch_id, meta, jobs)
+    _send_tasks(batch_id, [j.job_id for j in jobs])
+    print(batch_id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    box = _secret_box(create=True)
+    batch_id, meta, jobs = _prepare(args, box)
+    _save_manifest(batch_id, meta, jobs)
+    err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
+    if args.insecure:
+        err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        store = StateStore.from_url(url)
+        store.create_batch(batch_id, meta, jobs)
+        _send_tasks(batch_id, [j.job_id for j in jobs])
+        rows = watch(store, batch_id, err_console)
+    else:
+        with PrivateRedis(state_dir()) as private:
+            store = StateStore.from_url(private.url)
+            store.create_batch(batch_id, meta, jobs)
+            rows = _run_in_process(store, batch_id, [j.job_id for j in jobs], box, args.workers)
+            store.client.bgrewriteaof()
+    console.print(result_table(rows, f"batch {batch_id}"))
+    return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        return _print_status(StateStore.from_url(url), args)
+    with PrivateRedis(state_dir()) as private:
+        return _print_status(StateStore.from_url(private.url), args)
+
+
+def _print_status(store: StateStore, args: argparse.Namespace) -> int:
+    if not store.batch_exists(args.batch):
+        raise ConfigError(f"batch {args.batch} is not known to this Redis")
+    if args.json:
+        print(status_json(store, args.batch))
+        return 0
+    meta = store.batch_meta(args.batch)
+    title = f"batch {args.batch}"
+    if meta.get("insecure") == "yes":
+        title += " (TLS NOT verified: --insecure)"
+    console.print(result_table(store.mailboxes(args.batch), title))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        store = StateStore.from_url(url)
+        pending = _pending(store, args.batch)
+        _send_tasks(args.batch, pending)
+        err_console.print(f"batch {args.batch}: {len(pending)} mailboxes re-enqueued")
+        if args.no_wait:
+            return 0
+        rows = watch(store, args.batch, err_console)
+    else:
+        box = _secret_box(create=False)
+        with PrivateRedis(state_dir()) as private:
+            store = StateStore.from_url(private.url)
+            pending = _pending(store, args.batch)
+            rows = _run_in_process(store, args.batch, pending, box, args.workers)
+            store.client.bgrewriteaof()
+    console.print(result_table(rows, f"batch {args.batch}"))
+    return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
+
+
+def _pending(store: StateStore, batch_id: str) -> list[str]:
+    """Mailboxes not done; the batch is restored from this machine's copy if Redis lost it."""
+    if not store.batch_exists(batch_id):
+        saved = _load_manifest(batch_id)
+        if saved is None:
+            raise ConfigError(f"batch {batch_id} is neither in Redis nor saved on this machine")
+        err_console.print(f"batch {batch_id} restored from {_manifest_path(batch_id)}")
+        store.create_batch(batch_id, *saved)
+    pending = []
+    for row in store.mailboxes(batch_id):
+        if row.state is not MailboxState.DONE:
+            store.set_state(batch_id, row.job_id, MailboxState.QUEUED)
+            pending.append(row.job_id)
+    return pending
+
+
+def _require_url() -> str:
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        raise ConfigError(f"{REDIS_URL_ENV} is not set: enqueue needs the workers' Redis")
+    return url
+
+
+def _send_tasks(batch_id: str, job_ids: Sequence[str]) -> None:
+    from workers.tasks import migrate_mailbox  # Celery only where a broker is used
+
+    for job_id in job_ids:
+        migrate_mailbox.apply_async(args=[batch_id, job_id])
+
+
+def _run_in_process(
+    store: StateStore, batch_id: str, job_ids: Sequence[str], box: SecretBox, workers: int
+) -> list:  # type: ignore[type-arg]
+    def one(job_id: str) -> None:
+        while True:
+            try:
+                execute_job(store, batch_id, job_id, box)
+                return
+            except MailboxBusy:
+                time.sleep(min(lock_ttl(), 5.0))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mailbox") as pool:
+        futures = [pool.submit(one, job_id) for job_id in job_ids]
+        rows = watch(store, batch_id, err_console, finished=lambda: all(f.done() for f in futures))
+        for future in futures:
+            future.result()
+    return store.mailboxes(batch_id) or rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

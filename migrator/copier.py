@@ -1,0 +1,218 @@
+"""Drives one mailbox: source -> plan -> target, with checkpoints and progress.
+
+One pass: list every source folder and message, map folders, index what the
+target already holds, plan newest first within the date range and the quota
+budget, then copy in that order, checkpointing each message as it lands.  A
+transient failure ends the pass; `migrate_mailbox` reconnects and runs another
+pass, which starts from the checkpoints and the target's index, so nothing is
+copied twice and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from migrator.errors import (
+    MailboxNotReady,
+    MessageRefused,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
+from migrator.foldermap import FolderMap
+from migrator.plan import MessageKey, MessageRef, make_plan, quota_budget, take_within_budget
+from migrator.report import MailboxResult, MailboxState, SkippedMessage
+from migrator.sources.base import MailboxSource
+from migrator.targets.base import MailboxTarget
+
+log = logging.getLogger(__name__)
+
+Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
+
+
+class Progress(Protocol):
+    """Where the copier reports; state.RedisProgress keeps it in Redis."""
+
+    def checkpoints(self) -> frozenset[Checkpoint]: ...
+
+    def planned(
+        self, *, total_messages: int, total_bytes: int, done_messages: int, done_bytes: int
+    ) -> None: ...
+
+    def folder(self, name: str) -> None: ...
+
+    def copied(self, ref: MessageRef) -> None:
+        """`ref` is at the target: checkpoint it and count it (one atomic step)."""
+        ...
+
+    def recognised(self, refs: list[MessageRef]) -> None:
+        """`refs` were found at the target without a checkpoint: checkpoint them."""
+        ...
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    since: datetime | None = None
+    until: datetime | None = None
+    activation_quota: int | None = None  # bytes, from the activation CSV
+    max_passes: int = 5  # passes after transient errors, each resuming the last
+    max_wait: float = 60.0  # seconds between passes, at most
+
+
+def copy_pass(
+    source: MailboxSource,
+    target: MailboxTarget,
+    folder_map: FolderMap,
+    progress: Progress,
+    options: CopyOptions,
+    *,
+    now: datetime | None = None,
+) -> MailboxResult:
+    """One pass over the mailbox; raises TransientError for the caller to retry."""
+    now = now or datetime.now(UTC)
+    folders = source.list_folders()
+    target_of: dict[str, str] = {}
+    refs: list[MessageRef] = []
+    for folder in folders:
+        target_of[folder.name] = target.open_folder(folder_map.map(folder.path, folder.special_use))
+        refs.extend(source.list_messages(folder))
+    present: dict[str, Counter[MessageKey]] = {
+        name: target.index(name) for name in sorted(set(target_of.values()))
+    }
+    checkpointed = progress.checkpoints()
+    plan = make_plan(
+        refs,
+        now=now,
+        since=options.since,
+        until=options.until,
+        checkpointed=checkpointed,
+        present_at_target=present,
+        target_of=target_of,
+    )
+    recognised = [
+        r for r in plan.already_done if (r.folder, r.uidvalidity, r.uid) not in checkpointed
+    ]
+    if recognised:
+        progress.recognised(recognised)
+    quota = target.quota()
+    already_bytes = sum(r.size for r in plan.already_done)
+    usage = quota.usage if quota.usage is not None else already_bytes
+    budget = quota_budget(
+        server_limit=quota.limit, server_usage=usage, activation_limit=options.activation_quota
+    )
+    split = take_within_budget(plan.to_copy, budget)
+    progress.planned(
+        total_messages=plan.total_messages,
+        total_bytes=plan.total_bytes,
+        done_messages=len(plan.already_done),
+        done_bytes=already_bytes,
+    )
+
+    copied_messages = copied_bytes = 0
+    skipped: list[SkippedMessage] = []
+    current_folder = ""
+    left: tuple[MessageRef, ...] = split.left
+    fits = split.fits
+    for ref, body in source.fetch(fits):
+        if ref.folder != current_folder:
+            current_folder = ref.folder
+            progress.folder(ref.folder)
+        try:
+            target.append(target_of[ref.folder], body, ref.flags, ref.internaldate)
+        except MessageRefused as exc:
+            log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, exc)
+            skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(exc)))
+            continue
+        except QuotaExceeded:
+            # The server's own count disagrees with ours (rounding, other mail
+            # arriving): it is the authority.  Everything not yet sent is left.
+            position = next(i for i, r in enumerate(fits) if r is ref)
+            left = tuple(fits[position:]) + split.left
+            break
+        del body
+        progress.copied(ref)
+        copied_messages += 1
+        copied_bytes += ref.size
+
+    state = MailboxState.QUOTA_STOPPED if left else MailboxState.DONE
+    return MailboxResult(
+        state=state,
+        total_messages=plan.total_messages,
+        total_bytes=plan.total_bytes,
+        copied_messages=copied_messages,
+        copied_bytes=copied_bytes,
+        already_messages=len(plan.already_done),
+        already_bytes=already_bytes,
+        left_messages=len(left),
+        left_bytes=sum(r.size for r in left),
+        skipped=tuple(skipped),
+    )
+
+
+def migrate_mailbox(
+    open_source: Callable[[], MailboxSource],
+    open_target: Callable[[], MailboxTarget],
+    folder_map: FolderMap,
+    progress: Progress,
+    options: CopyOptions,
+) -> MailboxResult:
+    """Copy one mailbox to the end: passes until done, quota-stopped, or failed.
+
+    Never raises for a mailbox-level failure: the result carries the state and the
+    error message (which never holds a password)."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(options.max_passes),
+        wait=wait_exponential(multiplier=1, min=1, max=options.max_wait),
+        reraise=True,
+        before_sleep=lambda rs: log.warning(
+            "pass %d ended: %s; resuming", rs.attempt_number, rs.outcome and rs.outcome.exception()
+        ),
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                return _one_pass(open_source, open_target, folder_map, progress, options)
+    except MailboxNotReady as exc:
+        return MailboxResult(state=MailboxState.NOT_READY, error=str(exc))
+    except (PermanentError, TransientError) as exc:
+        return MailboxResult(state=MailboxState.FAILED, error=str(exc))
+    except Exception as exc:
+        # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
+        log.exception("mailbox failed unexpectedly")
+        return MailboxResult(state=MailboxState.FAILED, error=f"internal error: {exc!r}"[:500])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _one_pass(
+    open_source: Callable[[], MailboxSource],
+    open_target: Callable[[], MailboxTarget],
+    folder_map: FolderMap,
+    progress: Progress,
+    options: CopyOptions,
+) -> MailboxResult:
+    try:
+        target = open_target()
+    except PermanentError as exc:
+        # Like the migration consoles: a target we cannot open is "not ready to migrate".
+        raise MailboxNotReady(str(exc)) from exc
+    try:
+        source = open_source()
+        try:
+            return copy_pass(source, target, folder_map, progress, options)
+        finally:
+            source.close()
+    finally:
+        target.close()

@@ -1,0 +1,82 @@
+"""The one exception hierarchy of migrator.
+
+    MigrationError
+    ├── ConfigError                 bad command-line options, missing secret key, ...
+    ├── BatchError                  a batch or quota CSV that cannot be read at all
+    │   └── BadBatchRow             one row is wrong (carries line and column)
+    ├── FolderMapError              foldermap.xml invalid or hostile (carries line)
+    ├── TransientError              worth retrying: reset, timeout, BYE, throttling
+    └── PermanentError              retrying will not help; fails one mailbox
+        ├── LoginFailed
+        ├── FolderRefused
+        ├── MessageRefused          the target refused one message; it is skipped
+        ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
+        └── MailboxNotReady         the target mailbox cannot be opened
+
+Each error says what it is about (mailbox, folder, CSV line) in its message, so a
+log line or status row is useful on its own.  No error message ever carries a
+password: adapters build messages from server responses, never from commands.
+"""
+
+from __future__ import annotations
+
+
+class MigrationError(Exception):
+    """Base class of every error migrator raises on purpose."""
+
+
+class ConfigError(MigrationError):
+    """An option, environment variable or configuration file is wrong."""
+
+
+class BatchError(MigrationError):
+    """A batch or activation CSV cannot be read at all (encoding, header)."""
+
+
+class BadBatchRow(BatchError):
+    """One CSV row is wrong; `line` is the 1-based physical line in the file."""
+
+    def __init__(self, line: int, column: str, problem: str) -> None:
+        self.line = line
+        self.column = column
+        self.problem = problem
+        super().__init__(f"line {line}, column {column}: {problem}")
+
+
+class FolderMapError(MigrationError):
+    """foldermap.xml is invalid, or hostile (entities, DTD, network)."""
+
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        where = f"{path}, line {line}" if line else path
+        super().__init__(f"{where}: {problem}")
+
+
+class TransientError(MigrationError):
+    """A failure that may go away: connection reset, timeout, BYE, throttling."""
+
+
+class PermanentError(MigrationError):
+    """A failure that retrying will not fix; it fails one mailbox, not the batch."""
+
+
+class LoginFailed(PermanentError):
+    """The server refused the credentials (the message never holds the password)."""
+
+
+class FolderRefused(PermanentError):
+    """A folder cannot be listed, selected or created."""
+
+
+class MessageRefused(PermanentError):
+    """The target refused one message (too big, bad content); it is skipped and counted."""
+
+
+class QuotaExceeded(PermanentError):
+    """The target mailbox is full (RFC 5530 [OVERQUOTA], or the planned budget ran out)."""
+
+
+class MailboxNotReady(PermanentError):
+    """The target mailbox does not exist or cannot be opened ("not ready to migrate")."""

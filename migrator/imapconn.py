@@ -1,0 +1,186 @@
+"""IMAP connections for both sides: TLS, login methods, and the one place where
+imapclient/imaplib/socket errors become migrator errors."""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import email.policy
+import imaplib
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+
+from migrator.batch import Credentials, ServerAddress, TlsMode
+from migrator.errors import (
+    LoginFailed,
+    MessageRefused,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
+from migrator.plan import MessageKey, message_key
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    timeout: float = 60.0
+    ca_file: str | None = None  # extra CA bundle (a private CA); system CAs otherwise
+    insecure: bool = False  # skip certificate checks: only by the operator's explicit choice
+    allow_plaintext: bool = False  # allow a server that offers no STARTTLS
+
+
+def tls_context(options: ConnectOptions) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=options.ca_file)
+    if options.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+# RFC 5530 response codes that mean "try again later" rather than "never".
+_TRANSIENT_CODES = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
+
+
+@contextlib.contextmanager
+def imap_errors(what: str) -> Iterator[None]:
+    """Translate imapclient/imaplib/socket errors raised inside into migrator errors.
+
+    `what` names the mailbox/folder/message, so the error is useful on its own.  The
+    server's words are kept; the command (which may hold a password) never is.
+    """
+    try:
+        yield
+    except (PermanentError, TransientError):
+        raise
+    except LoginError as exc:
+        raise LoginFailed(f"{what}: login refused: {_server_text(exc)}") from None
+    except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as exc:
+        # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
+        raise TransientError(f"{what}: connection lost: {_server_text(exc)}") from exc
+    except (IMAPClientError, imaplib.IMAP4.error) as exc:
+        text = _server_text(exc)
+        if "[OVERQUOTA]" in text.upper():
+            raise QuotaExceeded(f"{what}: target is over quota: {text}") from exc
+        if any(code in text.upper() for code in _TRANSIENT_CODES):
+            raise TransientError(f"{what}: server busy: {text}") from exc
+        raise PermanentError(f"{what}: {text}") from exc
+
+
+def _server_text(exc: BaseException) -> str:
+    text = str(exc)
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return text[:300]
+
+
+def connect(
+    server: ServerAddress, credentials: Credentials, options: ConnectOptions, *, what: str
+) -> IMAPClient:
+    """A logged-in client, over TLS unless the operator allowed plaintext."""
+    context = tls_context(options)
+    with imap_errors(f"{what} ({server})"):
+        client = IMAPClient(
+            server.host,
+            port=server.port,
+            ssl=server.tls is TlsMode.IMPLICIT,
+            ssl_context=context,
+            timeout=options.timeout,
+        )
+        try:
+            client.normalise_times = False  # keep INTERNALDATE's own time zone
+            if server.tls is TlsMode.STARTTLS:
+                if client.has_capability("STARTTLS"):
+                    client.starttls(context)
+                elif not options.allow_plaintext:
+                    raise PermanentError(
+                        f"{what} ({server}): server offers no STARTTLS; "
+                        "use imaps:// or allow plaintext explicitly"
+                    )
+            password = credentials.password.reveal()
+            try:
+                if credentials.authzid:
+                    # RFC 4616 SASL PLAIN: authenticate as the admin, act as the user.
+                    client.plain_login(
+                        credentials.login, password, authorization_identity=credentials.authzid
+                    )
+                else:
+                    client.login(credentials.login, password)
+            except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
+                who = credentials.login + (
+                    f" as {credentials.authzid}" if credentials.authzid else ""
+                )
+                raise LoginFailed(
+                    f"{what} ({server}): login {who} refused: {_server_text(exc)}"
+                ) from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+    return client
+
+
+def logout(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):
+        client.logout()
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+KEY_FETCH_ITEMS = ["RFC822.SIZE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"]
+_KEY_RESPONSE = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
+
+
+def header_fields(data: dict[bytes, Any]) -> tuple[str | None, str | None]:
+    """Message-ID and Date from a FETCH of KEY_FETCH_ITEMS."""
+    raw = data.get(_KEY_RESPONSE) or b""
+    headers = _HEADER_PARSER.parsebytes(raw)
+    message_id = _first_msgid(headers.get("Message-ID"))
+    date = headers.get("Date")
+    return message_id, (str(date) if date is not None else None)
+
+
+def _first_msgid(value: object) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    start = text.find("<")
+    end = text.find(">", start + 1)
+    if start != -1 and end != -1:
+        return text[start : end + 1]
+    return text or None
+
+
+def keys_for_folder(
+    client: IMAPClient, *, what: str
+) -> dict[int, tuple[MessageKey, dict[bytes, Any]]]:
+    """Key (Message-ID and size, or header hash and size) of every message in the
+    selected folder, with the raw FETCH data for other uses."""
+    with imap_errors(what):
+        uids = client.search("ALL")
+        fetched: dict[int, dict[bytes, Any]] = client.fetch(uids, KEY_FETCH_ITEMS) if uids else {}
+        without_id = [uid for uid, data in fetched.items() if header_fields(data)[0] is None]
+        headers: dict[int, dict[bytes, Any]] = (
+            client.fetch(without_id, ["BODY.PEEK[HEADER]"]) if without_id else {}
+        )
+    result: dict[int, tuple[MessageKey, dict[bytes, Any]]] = {}
+    for uid, data in fetched.items():
+        message_id, _ = header_fields(data)
+        block = headers.get(uid, {}).get(b"BODY[HEADER]") if message_id is None else None
+        result[uid] = (message_key(message_id, int(data[b"RFC822.SIZE"]), block), data)
+    return result
+
+
+def refuse_message(what: str, exc: PermanentError) -> MessageRefused:
+    return MessageRefused(f"{what}: refused: {exc}")
+
+
+def socket_error_types() -> tuple[type[BaseException], ...]:
+    return (socket.timeout, ConnectionError, ssl.SSLError)

@@ -1,0 +1,185 @@
+"""Newest-first ordering, date range and quota budget (pure: values in, values out).
+
+The copier lists every message of the mailbox as a `MessageRef`, then asks this
+module which ones to send and in what order: newest first across the whole
+mailbox, not folder by folder, so a mailbox stopped early (quota, time) holds
+the most recent mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+# Dates outside this window are "absurd" (a clock reset to 1970, a year 2099 typo):
+# ordering then falls back to the Date header.
+_EARLIEST_SANE = datetime(1980, 1, 1, tzinfo=UTC)
+_FUTURE_SLACK = timedelta(days=2)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+MessageKey = tuple[str, str, int]
+"""How a message is recognised at the target: ("mid", Message-ID, size) or
+("hdr", sha256 of the header block, size) where the message has no Message-ID."""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """One source message, as listed before copying (no body)."""
+
+    folder: str  # source folder name, as the source adapter names it
+    uidvalidity: int
+    uid: int
+    size: int
+    internaldate: datetime | None
+    date_header: datetime | None = None
+    flags: tuple[str, ...] = ()
+    key: MessageKey | None = None
+
+    def effective_date(self, now: datetime) -> datetime:
+        """INTERNALDATE, or the Date header where INTERNALDATE is missing or absurd."""
+        for candidate in (self.internaldate, self.date_header):
+            if candidate is not None and _is_sane(candidate, now):
+                return candidate
+        return self.internaldate or self.date_header or _EPOCH
+
+
+def _is_sane(value: datetime, now: datetime) -> bool:
+    return _EARLIEST_SANE <= value <= now + _FUTURE_SLACK
+
+
+def message_key(message_id: str | None, size: int, header_block: bytes | None) -> MessageKey:
+    """The identity used to recognise a message already at the target."""
+    if message_id:
+        return ("mid", message_id.strip(), size)
+    digest = hashlib.sha256(header_block or b"").hexdigest()
+    return ("hdr", digest, size)
+
+
+def newest_first(refs: Iterable[MessageRef], now: datetime) -> list[MessageRef]:
+    """Whole-mailbox order: newest first; ties broken by folder then UID, newest UID first."""
+    return sorted(
+        refs,
+        key=lambda r: (r.effective_date(now), r.folder, r.uid),
+        reverse=True,
+    )
+
+
+def within_range(
+    ref: MessageRef, now: datetime, since: datetime | None, until: datetime | None
+) -> bool:
+    """`since` is inclusive, `until` exclusive; no bounds means all mail."""
+    when = ref.effective_date(now)
+    if since is not None and when < since:
+        return False
+    return not (until is not None and when >= until)
+
+
+def quota_budget(
+    *,
+    server_limit: int | None,
+    server_usage: int,
+    activation_limit: int | None,
+) -> int | None:
+    """Bytes that may still be sent: the smaller of the server's and the activation CSV's
+    room, or None for no limit.  Both limits are on the whole target mailbox, so the
+    usage already there counts against each."""
+    rooms = [max(0, limit - server_usage) for limit in (server_limit, activation_limit) if limit]
+    return min(rooms) if rooms else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one pass over a mailbox will do."""
+
+    to_copy: tuple[MessageRef, ...]  # in copy order
+    already_done: tuple[MessageRef, ...]  # checkpointed, or recognised at the target
+    out_of_range: int
+    total_messages: int = field(init=False)
+    total_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_messages", len(self.to_copy) + len(self.already_done))
+        object.__setattr__(
+            self,
+            "total_bytes",
+            sum(r.size for r in self.to_copy) + sum(r.size for r in self.already_done),
+        )
+
+
+def make_plan(
+    refs: Sequence[MessageRef],
+    *,
+    now: datetime,
+    since: datetime | None,
+    until: datetime | None,
+    checkpointed: frozenset[tuple[str, int, int]],
+    present_at_target: dict[str, Counter[MessageKey]],
+    target_of: dict[str, str],
+) -> Plan:
+    """Order the mailbox newest first and split it into what is done and what to copy.
+
+    `checkpointed` holds (folder, uidvalidity, uid) of messages known copied.
+    `present_at_target` counts, per target folder, the keys already there; a
+    checkpointed message accounts for one of them, and each remaining one lets one
+    uncheckpointed source message with that key count as already copied.  Counting
+    (not a set) keeps two identical source messages as two target messages, and
+    recognises a message appended just before a crash, whose checkpoint never came.
+    """
+    in_range = [r for r in refs if within_range(r, now, since, until)]
+    ordered = newest_first(in_range, now)
+    spare: dict[str, Counter[MessageKey]] = {
+        folder: Counter(keys) for folder, keys in present_at_target.items()
+    }
+    done: list[MessageRef] = []
+    pending: list[MessageRef] = []
+    for ref in ordered:
+        if (ref.folder, ref.uidvalidity, ref.uid) in checkpointed:
+            done.append(ref)
+            counter = spare.get(target_of[ref.folder])
+            if counter is not None and ref.key is not None and counter[ref.key] > 0:
+                counter[ref.key] -= 1
+        else:
+            pending.append(ref)
+    to_copy: list[MessageRef] = []
+    for ref in pending:
+        counter = spare.get(target_of[ref.folder])
+        if counter is not None and ref.key is not None and counter[ref.key] > 0:
+            counter[ref.key] -= 1
+            done.append(ref)
+        else:
+            to_copy.append(ref)
+    return Plan(
+        to_copy=tuple(to_copy),
+        already_done=tuple(done),
+        out_of_range=len(refs) - len(in_range),
+    )
+
+
+@dataclass(frozen=True)
+class BudgetSplit:
+    fits: tuple[MessageRef, ...]
+    left: tuple[MessageRef, ...]
+
+    @property
+    def left_bytes(self) -> int:
+        return sum(r.size for r in self.left)
+
+
+def take_within_budget(ordered: Sequence[MessageRef], budget: int | None) -> BudgetSplit:
+    """The newest messages that fit, stopping at the first that does not.
+
+    It stops rather than skipping to smaller, older messages, so the target holds
+    exactly the newest mail: a gap in the middle of someone's mail is worse than
+    an older cut-off.
+    """
+    if budget is None:
+        return BudgetSplit(tuple(ordered), ())
+    used = 0
+    for index, ref in enumerate(ordered):
+        if used + ref.size > budget:
+            return BudgetSplit(tuple(ordered[:index]), tuple(ordered[index:]))
+        used += ref.size
+    return BudgetSplit(tuple(ordered), ())

@@ -1,0 +1,50 @@
+"""The states of a mailbox and the outcome of one copy pass (values only)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class MailboxState(enum.StrEnum):
+    """Where one mailbox of a batch stands.
+
+    queued -> running -> done | quota_stopped | failed | not_ready
+    A resume re-queues every mailbox that is not done.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    QUOTA_STOPPED = "quota_stopped"
+    FAILED = "failed"
+    NOT_READY = "not_ready"
+
+    @property
+    def final(self) -> bool:
+        return self not in (MailboxState.QUEUED, MailboxState.RUNNING)
+
+
+@dataclass(frozen=True)
+class SkippedMessage:
+    """A message the target refused: named in the report, never silently lost."""
+
+    folder: str
+    uid: int
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MailboxResult:
+    state: MailboxState
+    total_messages: int = 0
+    total_bytes: int = 0
+    copied_messages: int = 0  # sent in this pass
+    copied_bytes: int = 0
+    already_messages: int = 0  # checkpointed earlier or recognised at the target
+    already_bytes: int = 0
+    left_messages: int = 0  # not sent because the quota stopped the mailbox
+    left_bytes: int = 0
+    skipped: tuple[SkippedMessage, ...] = field(default=())
+    error: str | None = None

@@ -1,0 +1,306 @@
+"""Jobs as payloads, and running one job: what both the Celery task and the
+in-process pool of `migrator run` call.
+
+The enqueuing side turns MailboxJob values into self-contained JSON payloads
+(passwords sealed with Fernet) stored in Redis; the worker side opens one,
+takes the mailbox lock and a connection slot on the source server, keeps both
+alive with a heartbeat while the copier works, and records the outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from migrator.batch import (
+    AccessMethod,
+    AdminLogin,
+    Credentials,
+    MailboxJob,
+    ServerAddress,
+    TlsMode,
+    combine_login,
+)
+from migrator.copier import CopyOptions, migrate_mailbox
+from migrator.errors import ConfigError
+from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
+from migrator.imapconn import ConnectOptions
+from migrator.report import MailboxResult, MailboxState
+from migrator.secrets import SecretBox
+from migrator.sources.imap import ImapSource
+from migrator.state import NewJob, StateStore
+from migrator.targets.imap import ImapTarget
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL_ENV = "MIGRATOR_LOCK_TTL"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How to reach the target mailboxes: an admin acting for each TargetIdentity."""
+
+    server: ServerAddress
+    method: AccessMethod  # combined or proxyauth
+    admin: AdminLogin
+    combined_template: str = "{admin}/{user}"
+    kind: str = "imap"
+
+    def credentials(self, identity: str) -> Credentials:
+        if self.method is AccessMethod.PROXYAUTH:
+            return Credentials(self.admin.login, self.admin.password, authzid=identity)
+        if self.method is AccessMethod.COMBINED:
+            login = combine_login(self.combined_template, admin=self.admin.login, user=identity)
+            return Credentials(login, self.admin.password)
+        raise ConfigError(
+            f"target method {self.method.value} is not supported: use combined or proxyauth"
+        )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    target: TargetSpec
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    since: datetime | None = None
+    until: datetime | None = None
+    foldermap_xml: bytes | None = None  # None: the shipped config/foldermap.xml
+    quotas: Mapping[str, int] | None = None  # activation CSV, keyed by lower-cased identity
+    max_connections_per_server: int = 8
+
+
+def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
+    """Stable id of a (source mailbox, target mailbox) pair, for checkpoints and locks."""
+    text = "|".join(
+        [
+            str(job.source_server),
+            job.source_identity.lower(),
+            job.source_root_folder or "",
+            str(target.server),
+            job.target_identity.lower(),
+        ]
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) -> list[NewJob]:
+    """Payloads for Redis: everything a worker needs, passwords sealed."""
+    result = []
+    for index, job in enumerate(jobs, start=1):
+        target_creds = options.target.credentials(job.target_identity)
+        quota = (options.quotas or {}).get(job.target_identity.lower())
+        payload = {
+            "version": 1,
+            "line": job.line,
+            "mailbox_key": mailbox_key(job, options.target),
+            "source": {
+                "kind": "imap",
+                "identity": job.source_identity,
+                "server": _server_json(job.source_server),
+                "credentials": _creds_json(job.source_credentials, box),
+                "root_folder": job.source_root_folder,
+            },
+            "target": {
+                "kind": options.target.kind,
+                "identity": job.target_identity,
+                "server": _server_json(options.target.server),
+                "credentials": _creds_json(target_creds, box),
+                "activation_quota": quota,
+            },
+            "options": {
+                "since": options.since.isoformat() if options.since else None,
+                "until": options.until.isoformat() if options.until else None,
+                "timeout": options.connect.timeout,
+                "ca_file": options.connect.ca_file,
+                "insecure": options.connect.insecure,
+                "allow_plaintext": options.connect.allow_plaintext,
+                "foldermap_xml": options.foldermap_xml.decode("utf-8")
+                if options.foldermap_xml
+                else None,
+                "max_connections_per_server": options.max_connections_per_server,
+            },
+        }
+        result.append(
+            NewJob(
+                job_id=f"{index:05d}",
+                line=job.line,
+                source_identity=job.source_identity,
+                target_identity=job.target_identity,
+                mailbox_key=payload["mailbox_key"],  # type: ignore[arg-type]
+                payload=json.dumps(payload),
+            )
+        )
+    return result
+
+
+def _server_json(server: ServerAddress) -> dict[str, Any]:
+    return {"host": server.host, "port": server.port, "tls": server.tls.value}
+
+
+def _creds_json(creds: Credentials, box: SecretBox) -> dict[str, Any]:
+    return {"login": creds.login, "password": box.seal(creds.password), "authzid": creds.authzid}
+
+
+def _server(data: Mapping[str, Any]) -> ServerAddress:
+    return ServerAddress(str(data["host"]), int(data["port"]), TlsMode(data["tls"]))
+
+
+def _creds(data: Mapping[str, Any], box: SecretBox) -> Credentials:
+    return Credentials(str(data["login"]), box.open(str(data["password"])), data.get("authzid"))
+
+
+_folder_maps: dict[str, FolderMap] = {}
+
+
+def _folder_map(xml: str | None) -> FolderMap:
+    if xml is None:
+        return default_folder_map()
+    digest = hashlib.sha256(xml.encode("utf-8")).hexdigest()
+    if digest not in _folder_maps:
+        _folder_maps[digest] = parse_folder_map(xml.encode("utf-8"), source="batch folder map")
+    return _folder_maps[digest]
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lock_ttl() -> float:
+    return float(os.environ.get(LOCK_TTL_ENV, "30"))
+
+
+class MailboxBusy(Exception):
+    """Another worker holds the mailbox (or every connection slot of its server)."""
+
+
+def execute_job(
+    store: StateStore, batch_id: str, job_id: str, box: SecretBox, *, slot_wait: float = 600.0
+) -> MailboxResult | None:
+    """Run one mailbox of a batch to its end and record the result.
+
+    Returns None when there is nothing to do (already done, or the batch is gone);
+    raises MailboxBusy when another worker holds the mailbox, so the caller retries
+    later.
+    """
+    raw = store.payload(batch_id, job_id)
+    status = store.mailbox(batch_id, job_id)
+    if raw is None or status is None:
+        log.warning("batch %s job %s is not in Redis; nothing to do", batch_id, job_id)
+        return None
+    if status.state is MailboxState.DONE:
+        return None
+    payload = json.loads(raw)
+    key = str(payload["mailbox_key"])
+    owner = new_owner()
+    ttl = lock_ttl()
+    if not store.lock_mailbox(key, owner, ttl):
+        raise MailboxBusy(f"mailbox {status.source_identity} is being copied by another worker")
+    try:
+        source_server = _server(payload["source"]["server"])
+        cap = int(payload["options"]["max_connections_per_server"])
+        with (
+            _slot(store, str(source_server), owner, cap, ttl, slot_wait),
+            _heartbeat(store, key, str(source_server), owner, ttl),
+        ):
+            store.set_state(batch_id, job_id, MailboxState.RUNNING)
+            result = _run(store, batch_id, job_id, payload, box)
+        store.record_result(batch_id, job_id, result)
+        log.info(
+            "mailbox %s: %s (%d copied, %d already there, %d left)",
+            status.source_identity,
+            result.state.value,
+            result.copied_messages,
+            result.already_messages,
+            result.left_messages,
+        )
+        return result
+    finally:
+        store.unlock_mailbox(key, owner)
+
+
+def _run(
+    store: StateStore, batch_id: str, job_id: str, payload: Mapping[str, Any], box: SecretBox
+) -> MailboxResult:
+    opts = payload["options"]
+    connect = ConnectOptions(
+        timeout=float(opts["timeout"]),
+        ca_file=opts.get("ca_file"),
+        insecure=bool(opts.get("insecure")),
+        allow_plaintext=bool(opts.get("allow_plaintext")),
+    )
+    try:
+        src = payload["source"]
+        tgt = payload["target"]
+        job = MailboxJob(
+            line=int(payload["line"]),
+            source_identity=str(src["identity"]),
+            source_server=_server(src["server"]),
+            source_credentials=_creds(src["credentials"], box),
+            source_root_folder=src.get("root_folder"),
+            target_identity=str(tgt["identity"]),
+        )
+        target_server = _server(tgt["server"])
+        target_creds = _creds(tgt["credentials"], box)
+        folder_map = _folder_map(opts.get("foldermap_xml"))
+    except ConfigError as exc:
+        return MailboxResult(state=MailboxState.FAILED, error=str(exc))
+    options = CopyOptions(
+        since=datetime.fromisoformat(opts["since"]) if opts.get("since") else None,
+        until=datetime.fromisoformat(opts["until"]) if opts.get("until") else None,
+        activation_quota=tgt.get("activation_quota"),
+    )
+    return migrate_mailbox(
+        lambda: ImapSource(job, connect),
+        lambda: ImapTarget(target_server, target_creds, job.target_identity, connect),
+        folder_map,
+        store.progress(batch_id, job_id, str(payload["mailbox_key"])),
+        options,
+    )
+
+
+@contextmanager
+def _slot(
+    store: StateStore, server: str, owner: str, cap: int, ttl: float, wait: float
+) -> Iterator[None]:
+    deadline = time.monotonic() + wait
+    while not store.acquire_slot(server, owner, cap, ttl):
+        if time.monotonic() > deadline:
+            raise MailboxBusy(f"all {cap} connection slots of {server} are in use")
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        store.release_slot(server, owner)
+
+
+@contextmanager
+def _heartbeat(store: StateStore, key: str, server: str, owner: str, ttl: float) -> Iterator[None]:
+    """Keep the mailbox lock and the connection slot alive while the copier works; a
+    killed worker stops beating and both expire within `ttl`."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(ttl / 3):
+            try:
+                store.refresh_lock(key, owner, ttl)
+                store.refresh_slot(server, owner, ttl)
+            except Exception:  # a Redis blip must not kill the copy; the next beat retries
+                log.warning("heartbeat for mailbox lock failed", exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{key[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,32 @@
+"""The protocol every source adapter (IMAP, POP3, EWS) implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from migrator.plan import MessageRef
+
+
+@dataclass(frozen=True)
+class SourceFolder:
+    name: str  # the folder's name on the source server (decoded, full path)
+    path: tuple[str, ...]  # components relative to the mailbox root, for the folder map
+    special_use: frozenset[str] = frozenset()  # RFC 6154 flags, e.g. "\\Sent"
+
+
+class MailboxSource(Protocol):
+    """Reads one mailbox.  Library errors never escape: adapters raise migrator.errors."""
+
+    def list_folders(self) -> list[SourceFolder]: ...
+
+    def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+        """Every message of the folder with uid, date, size, flags and key; no bodies."""
+        ...
+
+    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        """The bytes of each message, in the order given, exactly as the server holds them."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,204 @@
+"""IMAP source adapter: lists a mailbox (or the part under a root folder) and
+fetches message bytes, newest-first batches grouped by folder."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from imapclient import IMAPClient
+
+from migrator.batch import MailboxJob
+from migrator.errors import FolderRefused, PermanentError, TransientError
+from migrator.imapconn import ConnectOptions, connect, header_fields, imap_errors, logout
+from migrator.plan import MessageRef, message_key
+from migrator.sources.base import SourceFolder
+
+# Flags that describe the session or the server's housekeeping, not the message.
+_DROPPED_FLAGS = {"\\recent", "\\deleted"}
+
+# A fetch round trip carries at most this many messages or bytes: big enough to
+# hide latency, small enough that memory stays flat.
+FETCH_BATCH_COUNT = 50
+FETCH_BATCH_BYTES = 8 * 1024 * 1024
+
+
+class ImapSource:
+    def __init__(self, job: MailboxJob, options: ConnectOptions) -> None:
+        self._job = job
+        self._what = f"source mailbox {job.source_identity}"
+        self._client: IMAPClient = connect(
+            job.source_server, job.source_credentials, options, what=self._what
+        )
+        self._selected: str | None = None
+        self._delimiter = "/"
+
+    # -- listing -----------------------------------------------------------------------
+
+    def list_folders(self) -> list[SourceFolder]:
+        root = (self._job.source_root_folder or "").strip()
+        with imap_errors(self._what):
+            listed = self._client.list_folders()
+        folders: list[SourceFolder] = []
+        for flags, delimiter, name in listed:
+            flag_names = {_text(f) for f in flags}
+            lowered = {f.lower() for f in flag_names}
+            if lowered & _NOT_COPIED:
+                continue
+            name = _text(name)
+            delim = _text(delimiter) if delimiter else ""
+            if delim:
+                self._delimiter = delim
+            path = _relative_path(name, delim, root)
+            if path is None:
+                continue
+            special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
+            folders.append(SourceFolder(name=name, path=path, special_use=special))
+        if root and not folders:
+            raise FolderRefused(f"{self._what}: root folder {root!r} not found or empty of folders")
+        return folders
+
+    def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+        what = f"{self._what}, folder {folder.name!r}"
+        info = self._select(folder.name)
+        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        if int(info.get(b"EXISTS", 0)) == 0:
+            return []
+        with imap_errors(what):
+            # imapclient parses "1:*" as one UID, so ask for the UIDs first.
+            fetched: dict[int, dict[bytes, Any]] = self._client.fetch(
+                self._client.search("ALL"),
+                [
+                    "UID",
+                    "INTERNALDATE",
+                    "RFC822.SIZE",
+                    "FLAGS",
+                    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]",
+                ],
+            )
+            without_id = [u for u, d in fetched.items() if header_fields(d)[0] is None]
+            blocks = self._client.fetch(without_id, ["BODY.PEEK[HEADER]"]) if without_id else {}
+        refs = []
+        for uid, data in fetched.items():
+            message_id, date_text = header_fields(data)
+            size = int(data[b"RFC822.SIZE"])
+            block = blocks.get(uid, {}).get(b"BODY[HEADER]") if message_id is None else None
+            refs.append(
+                MessageRef(
+                    folder=folder.name,
+                    uidvalidity=uidvalidity,
+                    uid=int(uid),
+                    size=size,
+                    internaldate=_aware(data.get(b"INTERNALDATE")),
+                    date_header=_parse_date(date_text),
+                    flags=tuple(
+                        f
+                        for f in (_text(x) for x in data.get(b"FLAGS", ()))
+                        if f.lower() not in _DROPPED_FLAGS
+                    ),
+                    key=message_key(message_id, size, block),
+                )
+            )
+        return refs
+
+    # -- fetching ----------------------------------------------------------------------
+
+    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        """Message bytes in the order given; one round trip per folder per window."""
+        for window in _windows(refs):
+            by_folder: dict[str, list[MessageRef]] = {}
+            for ref in window:
+                by_folder.setdefault(ref.folder, []).append(ref)
+            bodies: dict[tuple[str, int], bytes] = {}
+            for folder, members in by_folder.items():
+                info = self._select(folder)
+                what = f"{self._what}, folder {folder!r}"
+                if int(info.get(b"UIDVALIDITY", 0)) != members[0].uidvalidity:
+                    # The folder was rebuilt since it was listed: its UIDs mean other
+                    # messages now.  Re-plan rather than copy the wrong mail.
+                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
+                with imap_errors(what):
+                    fetched = self._client.fetch([r.uid for r in members], ["BODY.PEEK[]"])
+                for uid, data in fetched.items():
+                    body = data.get(b"BODY[]")
+                    if body is not None:
+                        bodies[(folder, int(uid))] = body
+                del fetched
+            for ref in window:
+                body = bodies.pop((ref.folder, ref.uid), None)
+                if body is None:
+                    # Expunged since listing: nothing to copy, and nothing lost.
+                    continue
+                yield ref, body
+
+    def close(self) -> None:
+        logout(self._client)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _select(self, name: str) -> dict[bytes, Any]:
+        with imap_errors(f"{self._what}, folder {name!r}"):
+            try:
+                info: dict[bytes, Any] = self._client.select_folder(name, readonly=True)
+            except PermanentError as exc:
+                raise FolderRefused(str(exc)) from exc
+        self._selected = name
+        return info
+
+
+# RFC 6154 SPECIAL-USE attributes the folder map understands.
+_SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive"}
+# Folders that hold no messages of their own: not selectable, or RFC 6154 virtual
+# views (\All, \Flagged: Gmail's All Mail, Starred) whose mail is also in a real folder.
+_NOT_COPIED = {"\\noselect", "\\nonexistent", "\\all", "\\flagged"}
+
+
+def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | None:
+    """Path of `name` relative to `root` (None when outside it); the root folder
+    itself stands for the Inbox of the migrated mailbox."""
+    parts = tuple(name.split(delimiter)) if delimiter else (name,)
+    if not root:
+        return parts
+    root_parts = tuple(p for p in (root.split(delimiter) if delimiter else (root,)) if p)
+    if parts[: len(root_parts)] != root_parts:
+        return None
+    rest = parts[len(root_parts) :]
+    return rest if rest else ("INBOX",)
+
+
+def _windows(refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
+    start = 0
+    while start < len(refs):
+        end = start
+        size = 0
+        while end < len(refs) and end - start < FETCH_BATCH_COUNT:
+            if end > start and size + refs[end].size > FETCH_BATCH_BYTES:
+                break
+            size += refs[end].size
+            end += 1
+        yield refs[start:end]
+        start = end
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _aware(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _parse_date(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed

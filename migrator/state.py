@@ -1,0 +1,340 @@
+"""Progress, throughput, checkpoints, locks and connection caps in Redis.
+
+Only this module talks to Redis.  Keys (all under "migrator:"):
+
+    batch:{bid}              hash   created, options (JSON, no secrets), job count
+    batch:{bid}:jobs         list   job ids in CSV order
+    job:{bid}:{jid}          string job payload JSON (passwords only as Fernet tokens)
+    mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error
+    tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
+    ckpt:{mailbox_key}       set    "{uidvalidity}:{uid}:{folder}" of every message copied
+    lock:{mailbox_key}       string owner of the mailbox while a pass runs (with TTL)
+    conn:{server}            zset   owner -> lease expiry; its size is capped per server
+
+Checkpoints are keyed by mailbox (source and target), not by batch, so a later
+batch over the same mailboxes (a delta pass) starts from them too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from migrator.copier import Checkpoint
+from migrator.plan import MessageRef
+from migrator.report import MailboxResult, MailboxState
+
+PREFIX = "migrator:"
+
+
+def _k(*parts: str) -> str:
+    return PREFIX + ":".join(parts)
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    batch_id: str
+    job_id: str
+    line: int
+    source_identity: str
+    target_identity: str
+    state: MailboxState
+    total_messages: int
+    total_bytes: int
+    done_messages: int
+    done_bytes: int
+    copied_messages: int
+    left_messages: int
+    left_bytes: int
+    skipped_messages: int
+    current_folder: str
+    started: float | None
+    updated: float | None
+    last_error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["state"] = self.state.value
+        return data
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    line: int
+    source_identity: str
+    target_identity: str
+    mailbox_key: str
+    payload: str  # JSON; secrets sealed
+
+
+class StateStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._r = client
+
+    @classmethod
+    def from_url(cls, url: str) -> StateStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True))
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
+
+    # -- batches --------------------------------------------------------------------
+
+    def create_batch(self, batch_id: str, meta: Mapping[str, str], jobs: Sequence[NewJob]) -> None:
+        """All or nothing (MULTI/EXEC): a batch is never half-enqueued."""
+        now = str(time.time())
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(
+            _k("batch", batch_id), mapping=_fields({**meta, "created": now, "jobs": str(len(jobs))})
+        )
+        pipe.delete(_k("batch", batch_id, "jobs"))
+        if jobs:
+            pipe.rpush(_k("batch", batch_id, "jobs"), *[j.job_id for j in jobs])
+        for job in jobs:
+            pipe.set(_k("job", batch_id, job.job_id), job.payload)
+            pipe.hset(
+                _k("mbx", batch_id, job.job_id),
+                mapping=_fields(
+                    {
+                        "line": str(job.line),
+                        "source_identity": job.source_identity,
+                        "target_identity": job.target_identity,
+                        "mailbox_key": job.mailbox_key,
+                        "state": MailboxState.QUEUED.value,
+                        "updated": now,
+                    }
+                ),
+            )
+        pipe.execute()
+
+    def batch_exists(self, batch_id: str) -> bool:
+        return bool(self._r.exists(_k("batch", batch_id)))
+
+    def batch_meta(self, batch_id: str) -> dict[str, str]:
+        return _strs(self._r.hgetall(_k("batch", batch_id)))
+
+    def job_ids(self, batch_id: str) -> list[str]:
+        return [str(v) for v in self._r.lrange(_k("batch", batch_id, "jobs"), 0, -1)]
+
+    def payload(self, batch_id: str, job_id: str) -> str | None:
+        value = self._r.get(_k("job", batch_id, job_id))
+        return str(value) if value is not None else None
+
+    # -- mailbox state --------------------------------------------------------------
+
+    def mailbox(self, batch_id: str, job_id: str) -> MailboxStatus | None:
+        data = _strs(self._r.hgetall(_k("mbx", batch_id, job_id)))
+        return _status(batch_id, job_id, data) if data else None
+
+    def mailboxes(self, batch_id: str) -> list[MailboxStatus]:
+        ids = self.job_ids(batch_id)
+        pipe = self._r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(_k("mbx", batch_id, job_id))
+        rows = pipe.execute()
+        return [_status(batch_id, j, _strs(d)) for j, d in zip(ids, rows, strict=True) if d]
+
+    def set_state(
+        self, batch_id: str, job_id: str, state: MailboxState, *, error: str | None = None
+    ) -> None:
+        now = str(time.time())
+        fields = {"state": state.value, "updated": now}
+        if state is MailboxState.RUNNING:
+            fields["started"] = now
+            fields["last_error"] = ""
+        if error is not None:
+            fields["last_error"] = error[:1000]
+        self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
+
+    def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
+        fields = {
+            "state": result.state.value,
+            "updated": str(time.time()),
+            "left_messages": str(result.left_messages),
+            "left_bytes": str(result.left_bytes),
+            "skipped_messages": str(len(result.skipped)),
+            "skipped": json.dumps(
+                [
+                    {"folder": s.folder, "uid": s.uid, "size": s.size, "reason": s.reason}
+                    for s in result.skipped[:1000]
+                ]
+            ),
+            "last_error": (result.error or "")[:1000],
+        }
+        if result.total_messages or result.state is not MailboxState.FAILED:
+            fields["total_messages"] = str(result.total_messages)
+            fields["total_bytes"] = str(result.total_bytes)
+        self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
+
+    def progress(self, batch_id: str, job_id: str, mailbox_key: str) -> RedisProgress:
+        return RedisProgress(self._r, batch_id, job_id, mailbox_key)
+
+    def throughput(self, batch_id: str) -> list[tuple[int, int, int]]:
+        """(minute as epoch seconds, messages, bytes) per minute, oldest first."""
+        raw = _strs(self._r.hgetall(_k("tp", batch_id)))
+        minutes: dict[int, list[int]] = {}
+        for field, value in raw.items():
+            minute, kind = field.split(":")
+            slot = minutes.setdefault(int(minute), [0, 0])
+            slot[0 if kind == "m" else 1] += int(value)
+        return [(m, v[0], v[1]) for m, v in sorted(minutes.items())]
+
+    # -- locks and connection caps --------------------------------------------------
+
+    def lock_mailbox(self, mailbox_key: str, owner: str, ttl: float) -> bool:
+        return bool(self._r.set(_k("lock", mailbox_key), owner, nx=True, px=int(ttl * 1000)))
+
+    def refresh_lock(self, mailbox_key: str, owner: str, ttl: float) -> bool:
+        script = self._r.register_script(_REFRESH_IF_OWNER)
+        return bool(script(keys=[_k("lock", mailbox_key)], args=[owner, int(ttl * 1000)]))
+
+    def unlock_mailbox(self, mailbox_key: str, owner: str) -> None:
+        script = self._r.register_script(_DELETE_IF_OWNER)
+        script(keys=[_k("lock", mailbox_key)], args=[owner])
+
+    def acquire_slot(self, server: str, owner: str, cap: int, ttl: float) -> bool:
+        """Take one of `cap` connection slots for `server`, shared by every worker."""
+        script = self._r.register_script(_ACQUIRE_SLOT)
+        now = time.time()
+        return bool(script(keys=[_k("conn", server)], args=[owner, cap, now, now + ttl]))
+
+    def refresh_slot(self, server: str, owner: str, ttl: float) -> None:
+        self._r.zadd(_k("conn", server), {owner: time.time() + ttl}, xx=True)
+
+    def release_slot(self, server: str, owner: str) -> None:
+        self._r.zrem(_k("conn", server), owner)
+
+
+class RedisProgress:
+    """The copier's Progress, kept in Redis: each copied message is checkpointed and
+    counted in one MULTI, so a crash never leaves one without the other."""
+
+    def __init__(self, client: redis.Redis, batch_id: str, job_id: str, mailbox_key: str) -> None:
+        self._r = client
+        self._mbx = _k("mbx", batch_id, job_id)
+        self._ckpt = _k("ckpt", mailbox_key)
+        self._tp = _k("tp", batch_id)
+
+    def checkpoints(self) -> frozenset[Checkpoint]:
+        result = set()
+        for member in self._r.sscan_iter(self._ckpt, count=5000):
+            uidvalidity, uid, folder = str(member).split(":", 2)
+            result.add((folder, int(uidvalidity), int(uid)))
+        return frozenset(result)
+
+    def planned(
+        self, *, total_messages: int, total_bytes: int, done_messages: int, done_bytes: int
+    ) -> None:
+        self._r.hset(
+            self._mbx,
+            mapping=_fields(
+                {
+                    "total_messages": str(total_messages),
+                    "total_bytes": str(total_bytes),
+                    "done_messages": str(done_messages),
+                    "done_bytes": str(done_bytes),
+                    "updated": str(time.time()),
+                }
+            ),
+        )
+
+    def folder(self, name: str) -> None:
+        self._r.hset(
+            self._mbx, mapping=_fields({"current_folder": name, "updated": str(time.time())})
+        )
+
+    def copied(self, ref: MessageRef) -> None:
+        now = time.time()
+        minute = str(int(now // 60 * 60))
+        pipe = self._r.pipeline(transaction=True)
+        pipe.sadd(self._ckpt, _member(ref))
+        pipe.hincrby(self._mbx, "done_messages", 1)
+        pipe.hincrby(self._mbx, "done_bytes", ref.size)
+        pipe.hincrby(self._mbx, "copied_messages", 1)
+        pipe.hset(self._mbx, "updated", str(now))
+        pipe.hincrby(self._tp, f"{minute}:m", 1)
+        pipe.hincrby(self._tp, f"{minute}:b", ref.size)
+        pipe.execute()
+
+    def recognised(self, refs: list[MessageRef]) -> None:
+        for start in range(0, len(refs), 1000):
+            self._r.sadd(self._ckpt, *[_member(r) for r in refs[start : start + 1000]])
+
+
+def _fields(values: Mapping[str, str]) -> dict[Any, Any]:
+    # redis-py's hset wants Mapping[EncodableT, EncodableT]; Mapping keys are invariant.
+    return dict(values)
+
+
+def _strs(raw: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in dict(raw).items()}
+
+
+def _member(ref: MessageRef) -> str:
+    return f"{ref.uidvalidity}:{ref.uid}:{ref.folder}"
+
+
+def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
+    def num(name: str) -> int:
+        return int(d.get(name) or 0)
+
+    def when(name: str) -> float | None:
+        value = d.get(name)
+        return float(value) if value else None
+
+    return MailboxStatus(
+        batch_id=batch_id,
+        job_id=job_id,
+        line=num("line"),
+        source_identity=d.get("source_identity", ""),
+        target_identity=d.get("target_identity", ""),
+        state=MailboxState(d.get("state", MailboxState.QUEUED.value)),
+        total_messages=num("total_messages"),
+        total_bytes=num("total_bytes"),
+        done_messages=num("done_messages"),
+        done_bytes=num("done_bytes"),
+        copied_messages=num("copied_messages"),
+        left_messages=num("left_messages"),
+        left_bytes=num("left_bytes"),
+        skipped_messages=num("skipped_messages"),
+        current_folder=d.get("current_folder", ""),
+        started=when("started"),
+        updated=when("updated"),
+        last_error=d.get("last_error", ""),
+    )
+
+
+_REFRESH_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_DELETE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# Drop expired leases (a killed worker's), then take a slot if one is free.
+_ACQUIRE_SLOT = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
+if redis.call('zscore', KEYS[1], ARGV[1]) then
+  redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
+  return 1
+end
+if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
+  return 1
+end
+return 0
+"""

@@ -1,0 +1,146 @@
+"""IMAP target adapter: resolves mapped folders on the target (SPECIAL-USE first),
+indexes what a folder already holds, and APPENDs with flags and INTERNALDATE."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from imapclient import IMAPClient
+
+from migrator.batch import Credentials, ServerAddress
+from migrator.errors import FolderRefused, MessageRefused, PermanentError
+from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.imapconn import ConnectOptions, connect, imap_errors, keys_for_folder, logout
+from migrator.plan import MessageKey
+from migrator.targets.base import QuotaInfo
+
+# RFC 6154: where a target server marks its own folders, default folders go there.
+_SPECIAL_USE_OF = {
+    SpecialFolder.SENT_ITEMS: "\\sent",
+    SpecialFolder.JUNK_EMAIL: "\\junk",
+    SpecialFolder.DELETED_ITEMS: "\\trash",
+    SpecialFolder.DRAFTS: "\\drafts",
+}
+
+_SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
+
+
+class ImapTarget:
+    def __init__(
+        self,
+        server: ServerAddress,
+        credentials: Credentials,
+        identity: str,
+        options: ConnectOptions,
+    ) -> None:
+        self._what = f"target mailbox {identity}"
+        self._client: IMAPClient = connect(server, credentials, options, what=self._what)
+        self._delimiter = "/"
+        self._existing: set[str] = set()
+        self._special: dict[str, str] = {}
+        self._keywords_ok: dict[str, bool] = {}
+        self._refresh_folders()
+
+    def _refresh_folders(self) -> None:
+        with imap_errors(self._what):
+            listed = self._client.list_folders()
+        for flags, delimiter, name in listed:
+            name = _text(name)
+            if delimiter:
+                self._delimiter = _text(delimiter)
+            self._existing.add(name)
+            for flag in flags:
+                self._special.setdefault(_text(flag).lower(), name)
+
+    def open_folder(self, folder: TargetFolder) -> str:
+        if folder.special is SpecialFolder.INBOX:
+            top = ["INBOX"]
+        elif folder.special is not None:
+            flagged = self._special.get(_SPECIAL_USE_OF.get(folder.special, ""))
+            top = [flagged] if flagged else [folder.special.value]
+        else:
+            top = []
+        parts = top + [_safe_component(p, self._delimiter) for p in folder.subpath]
+        if not parts:
+            parts = ["INBOX"]
+        name = self._delimiter.join(parts)
+        if name.upper() == "INBOX":
+            return "INBOX"
+        if name not in self._existing:
+            self._create(name)
+        return name
+
+    def _create(self, name: str) -> None:
+        what = f"{self._what}, folder {name!r}"
+        try:
+            with imap_errors(what):
+                self._client.create_folder(name)
+        except PermanentError as exc:
+            # RFC 5530 [ALREADYEXISTS]: made by an earlier pass or a parallel one.
+            if "ALREADYEXISTS" not in str(exc).upper():
+                raise FolderRefused(f"{what}: cannot create: {exc}") from exc
+        with imap_errors(what):
+            self._client.subscribe_folder(name)
+        self._existing.add(name)
+
+    def index(self, name: str) -> Counter[MessageKey]:
+        what = f"{self._what}, folder {name!r}"
+        with imap_errors(what):
+            # SELECT, not EXAMINE: a read-only folder reports no PERMANENTFLAGS (RFC 3501).
+            info: dict[bytes, Any] = self._client.select_folder(name)
+        permanent = {_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
+        self._keywords_ok[name] = "\\*" in permanent
+        if int(info.get(b"EXISTS", 0)) == 0:
+            return Counter()
+        return Counter(key for key, _ in keys_for_folder(self._client, what=what).values())
+
+    def quota(self) -> QuotaInfo:
+        if not self._client.has_capability("QUOTA"):
+            return QuotaInfo(limit=None, usage=None)
+        with imap_errors(self._what):
+            try:
+                _, quotas = self._client.get_quota_root("INBOX")
+            except IndexError:
+                # imapclient 3 fails on a QUOTAROOT reply naming no root: no limit.
+                return QuotaInfo(limit=None, usage=None)
+        for quota in quotas:
+            if str(quota.resource).upper() == "STORAGE":
+                # RFC 9208: STORAGE is counted in units of 1024 octets.
+                return QuotaInfo(limit=int(quota.limit) * 1024, usage=int(quota.usage) * 1024)
+        return QuotaInfo(limit=None, usage=None)
+
+    def append(
+        self, name: str, message: bytes, flags: tuple[str, ...], internaldate: datetime | None
+    ) -> None:
+        keep_keywords = self._keywords_ok.get(name, False)
+        kept = tuple(
+            f
+            for f in flags
+            if f.lower() in _SYSTEM_FLAGS or (keep_keywords and not f.startswith("\\"))
+        )
+        what = f"{self._what}, folder {name!r}"
+        try:
+            with imap_errors(what):
+                self._client.append(name, message, kept, internaldate)
+        except MessageRefused:
+            raise
+        except PermanentError as exc:
+            if type(exc) is PermanentError:
+                raise MessageRefused(str(exc)) from exc
+            raise
+
+    def close(self) -> None:
+        logout(self._client)
+
+
+def _safe_component(part: str, delimiter: str) -> str:
+    # A source name holding the target's delimiter would silently become two levels.
+    return part.replace(delimiter, "_") if delimiter else part
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

@@ -1,0 +1,107 @@
+"""Shared fixtures: real Dovecot and Redis servers on loopback, started once per test session.
+
+tests/ has no __init__.py, so pytest puts tests/ itself on sys.path (rootdir "prepend" import
+mode) and the helpers import as ``servers.*``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from collections.abc import Iterator
+
+import pytest
+import redis
+from servers.certs import TlsFiles, make_tls_files
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.redis import RedisServer
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """One CA for every server in the session, so one SSL_CERT_FILE trusts them all."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def ssl_context(tls_files: TlsFiles) -> ssl.SSLContext:
+    """A client context that trusts the test CA only, with hostname checking on."""
+    return ssl.create_default_context(cafile=tls_files.ca_cert)
+
+
+@pytest.fixture(scope="session")
+def tls_env(tls_files: TlsFiles) -> dict[str, str]:
+    """Environment for child processes (workers, the CLI) so OpenSSL trusts the test CA."""
+    return {"SSL_CERT_FILE": str(tls_files.ca_cert)}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis, emptied before the test: "we like our hygiene" (rq's tests)."""
+    if not redis_server.running:  # a fault test may have left it stopped
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+def _dovecot(tls_files: TlsFiles, separator: str) -> Iterator[DovecotServer]:
+    server = DovecotServer(
+        master_user_separator=separator,
+        master_users={MASTER_USER: MASTER_PASSWORD},
+        tls=tls_files,
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
+    """Dovecot whose master user logs in as "user*admin" with password MASTER_PASSWORD."""
+    yield from _dovecot(tls_files, "*")
+
+
+@pytest.fixture(scope="session")
+def dovecot_slash(tls_files: TlsFiles) -> Iterator[DovecotServer]:
+    """A second Dovecot whose master logins read "user/admin"; started only when asked for."""
+    yield from _dovecot(tls_files, "/")
+
+
+_user_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(dovecot: DovecotServer) -> MakeUser:
+    """Create a fresh user and return the login name, e.g. "user7@example.test".
+
+    ``make_user(password=DEFAULT_USER_PASSWORD, *, quota_bytes=None, prefix="user",
+    server=dovecot)``; names are unique for the session, so tests never share a mailbox.
+    """
+
+    def make(
+        password: str = DEFAULT_USER_PASSWORD,
+        *,
+        quota_bytes: int | None = None,
+        prefix: str = "user",
+        server: DovecotServer | None = None,
+    ) -> str:
+        name = f"{prefix}{next(_user_numbers)}@example.test"
+        (server or dovecot).add_user(name, password, quota_bytes=quota_bytes)
+        return name
+
+    return make

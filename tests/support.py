@@ -1,0 +1,130 @@
+"""What the end-to-end tests share: batches for the test Dovecot, running one job,
+and a snapshot of a mailbox to compare source with target."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import ssl
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from imapclient import IMAPClient
+from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
+
+from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from migrator.foldermap import default_folder_map
+from migrator.imapconn import ConnectOptions
+from migrator.runner import RunOptions, TargetSpec, build_jobs
+from migrator.secrets import Secret, SecretBox, new_key
+from migrator.state import NewJob
+
+COLUMNS = ["SourceIdentity", "SourceServer", "SourceLoginID", "SourcePassword", "TargetIdentity"]
+
+
+def batch_text(rows: list[dict[str, str]], columns: list[str] = COLUMNS) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def write_batch(path: Path, rows: list[dict[str, str]], columns: list[str] = COLUMNS) -> Path:
+    path.write_text(batch_text(rows, columns), encoding="utf-8")
+    return path
+
+
+def imaps(server: DovecotServer) -> str:
+    return f"imaps://127.0.0.1:{server.imaps_port}"
+
+
+def run_options(server: DovecotServer, ca_file: Path, **kw: object) -> RunOptions:
+    """Target: the same test Dovecot, reached through the master user with SASL PLAIN."""
+    return RunOptions(
+        target=TargetSpec(
+            server=parse_server(imaps(server)),
+            method=AccessMethod.PROXYAUTH,
+            admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
+        ),
+        connect=ConnectOptions(timeout=30, ca_file=str(ca_file)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def individual_jobs(
+    rows: list[dict[str, str]], options: RunOptions, box: SecretBox
+) -> list[NewJob]:
+    result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL)
+    assert not result.problems, result.problems
+    return build_jobs(result.jobs, options, box)
+
+
+def fresh_box() -> tuple[str, SecretBox]:
+    key = new_key()
+    return key, SecretBox(key)
+
+
+@dataclass(frozen=True)
+class Stored:
+    sha256: str
+    flags: frozenset[str]
+    internaldate: datetime
+    size: int
+
+
+def snapshot(
+    server: DovecotServer, login: str, password: str, context: ssl.SSLContext
+) -> dict[str, list[Stored]]:
+    """Every message of every selectable folder: hash of its bytes, flags, INTERNALDATE."""
+    result: dict[str, list[Stored]] = {}
+    with IMAPClient("127.0.0.1", server.imaps_port, ssl=True, ssl_context=context) as client:
+        client.normalise_times = False
+        client.login(login, password)
+        for flags, _delim, name in client.list_folders():
+            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
+                continue
+            client.select_folder(name, readonly=True)
+            uids = client.search("ALL")
+            stored = []
+            if uids:
+                for data in client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]).values():
+                    body = data[b"BODY[]"]
+                    stored.append(
+                        Stored(
+                            sha256=hashlib.sha256(body).hexdigest(),
+                            flags=frozenset(
+                                f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent"
+                            ),
+                            internaldate=data[b"INTERNALDATE"],
+                            size=len(body),
+                        )
+                    )
+            result[name] = stored
+    return result
+
+
+def counts(view: dict[str, list[Stored]]) -> dict[str, int]:
+    return {name: len(items) for name, items in view.items() if items}
+
+
+def hashes(items: list[Stored]) -> Counter[str]:
+    return Counter(s.sha256 for s in items)
+
+
+def default_map_target(path: tuple[str, ...]) -> str:
+    """Where the shipped folder map sends a source path on a Dovecot target."""
+    target = default_folder_map().map(path)
+    names = {
+        "Inbox": "INBOX",
+        "Sent Items": "Sent",
+        "Junk E-mail": "Junk",
+        "Deleted Items": "Trash",
+        "Drafts": "Drafts",
+    }
+    top = [names[target.special.value]] if target.special else []
+    return "/".join(top + list(target.subpath))

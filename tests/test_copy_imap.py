@@ -1,0 +1,196 @@
+"""IMAP to IMAP through the copier, against the test Dovecot and Redis (no Celery here)."""
+
+from __future__ import annotations
+
+import ssl
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+from servers.certs import TlsFiles
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import PopulatedMessage, populate
+from support import (
+    counts,
+    default_map_target,
+    fresh_box,
+    hashes,
+    imaps,
+    individual_jobs,
+    run_options,
+    snapshot,
+)
+
+from migrator.report import MailboxState
+from migrator.runner import execute_job
+from migrator.state import StateStore
+
+FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
+
+
+def _populate(
+    dovecot: DovecotServer, user: str, ctx: ssl.SSLContext, folders: dict[str, int] = FOLDERS
+) -> list[PopulatedMessage]:
+    return populate(
+        "127.0.0.1", dovecot.imaps_port, user, DEFAULT_USER_PASSWORD, folders, ssl_context=ctx
+    )
+
+
+def _run(
+    dovecot: DovecotServer,
+    tls_files: TlsFiles,
+    redis_url: str,
+    source: str,
+    target: str,
+    **options: object,
+) -> tuple[StateStore, str]:
+    _, box = fresh_box()
+    store = StateStore.from_url(redis_url)
+    jobs = individual_jobs(
+        [
+            {
+                "SourceIdentity": source,
+                "SourceServer": imaps(dovecot),
+                "SourceLoginID": source,
+                "SourcePassword": DEFAULT_USER_PASSWORD,
+                "TargetIdentity": target,
+            }
+        ],
+        run_options(dovecot, tls_files.ca_cert, **options),
+        box,
+    )
+    store.create_batch("b1", {}, jobs)
+    execute_job(store, "b1", jobs[0].job_id, box)
+    return store, jobs[0].job_id
+
+
+def test_copy_keeps_bytes_flags_dates_and_maps_folders(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _populate(dovecot, source, ssl_context)
+    store, job = _run(dovecot, tls_files, redis_url, source, target)
+
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.DONE, status
+    assert status.done_messages == status.total_messages == len(sent)
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    expected: dict[str, Counter[str]] = {}
+    for message in sent:
+        folder = default_map_target(tuple(message.folder.split("/")))
+        expected.setdefault(folder, Counter())[_digest(message)] += 1
+    assert {f: sum(c.values()) for f, c in expected.items()} == counts(view)
+    for folder, wanted in expected.items():
+        assert hashes(view[folder]) == wanted, folder
+    by_hash = {_digest(m): m for m in sent}
+    for items in view.values():
+        for stored in items:
+            original = by_hash[stored.sha256]
+            assert stored.flags == frozenset(original.flags)
+            assert stored.internaldate == original.internaldate
+
+
+def _digest(message: PopulatedMessage) -> str:
+    import hashlib
+
+    return hashlib.sha256(message.raw).hexdigest()
+
+
+def test_rerun_after_redis_is_lost_copies_nothing_twice(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _populate(dovecot, source, ssl_context, {"INBOX": 30, "Archive": 20})
+    store, _ = _run(dovecot, tls_files, redis_url, source, target)
+    store.client.flushall()
+    store, job = _run(dovecot, tls_files, redis_url, source, target)
+
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.DONE
+    assert status.copied_messages == 0  # everything recognised at the target
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert sum(counts(view).values()) == len(sent)
+
+
+def test_quota_stop_keeps_the_newest_messages(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _populate(dovecot, source, ssl_context, {"INBOX": 40, "Sent": 30, "Old": 30})
+    newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
+    quota = sum(m.size for m in newest) // 3
+    fits, used = [], 0
+    for message in newest:
+        if used + message.size > quota:
+            break
+        fits.append(message)
+        used += message.size
+
+    store, job = _run(dovecot, tls_files, redis_url, source, target, quotas={target.lower(): quota})
+
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.QUOTA_STOPPED
+    assert status.done_messages == len(fits)
+    assert status.done_bytes == used
+    assert status.left_messages == len(sent) - len(fits)
+    assert status.done_bytes + status.left_bytes == sum(m.size for m in sent)
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    at_target = Counter(s.sha256 for items in view.values() for s in items)
+    assert at_target == Counter(_digest(m) for m in fits)
+
+
+def test_server_over_quota_refusal_stops_the_mailbox(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source = make_user()
+    target = make_user(quota_bytes=60_000)
+    sent = _populate(dovecot, source, ssl_context, {"INBOX": 60})
+    store, job = _run(dovecot, tls_files, redis_url, source, target)
+
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.QUOTA_STOPPED, status
+    assert 0 < status.done_messages < len(sent)
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)[: status.done_messages]
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in newest)
+
+
+@pytest.mark.parametrize(("since", "until"), [("2022-01-01", None), (None, "2022-01-01")])
+def test_date_range_copies_only_mail_inside_it(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    since: str | None,
+    until: str | None,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _populate(dovecot, source, ssl_context, {"INBOX": 60})
+    lo = datetime.fromisoformat(since).replace(tzinfo=UTC) if since else None
+    hi = datetime.fromisoformat(until).replace(tzinfo=UTC) if until else None
+    inside = [
+        m
+        for m in sent
+        if (lo is None or m.internaldate >= lo) and (hi is None or m.internaldate < hi)
+    ]
+    assert 0 < len(inside) < len(sent)
+    _run(dovecot, tls_files, redis_url, source, target, since=lo, until=hi)
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert hashes(view["INBOX"]) == Counter(_digest(m) for m in inside)

@@ -1,0 +1,35 @@
+"""Celery configuration: broker and result backend from MIGRATOR_REDIS_URL."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
+QUEUE = "migrator"
+
+
+def redis_url() -> str:
+    return os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0")
+
+
+app = Celery("migrator", include=["workers.tasks"])
+app.conf.update(
+    broker_url=redis_url(),
+    result_backend=redis_url(),
+    task_default_queue=QUEUE,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    # A killed worker's mailbox goes back to the queue (rq would call it "abandoned").
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # A mailbox can take hours; Redis redelivers an unacknowledged task after this long.
+    # The mailbox lock keeps a redelivered copy from running beside the first.
+    broker_transport_options={"visibility_timeout": 6 * 3600},
+    result_expires=7 * 24 * 3600,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
