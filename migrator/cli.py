@@ -401,8 +401,11 @@ def _require_url() -> str:
 
 
 def _send_tasks(batch_id: str, job_ids: Sequence[str]) -> None:
-    from workers.tasks import migrate_mailbox  # Celery only where a broker is used
+    from workers.app import app  # Celery only where a broker is used
+    from workers.tasks import migrate_mailbox
 
+    url = _require_url()
+    app.conf.update(broker_url=url, result_backend=url)
     for job_id in job_ids:
         migrate_mailbox.apply_async(args=[batch_id, job_id])
 

@@ -29,7 +29,8 @@ app.conf.update(
     # A mailbox can take hours; Redis redelivers an unacknowledged task after this long.
     # The mailbox lock keeps a redelivered copy from running beside the first.
     broker_transport_options={"visibility_timeout": 6 * 3600},
-    result_expires=7 * 24 * 3600,
+    # Outcomes live in migrator's own state keys; Celery's result records add nothing.
+    task_ignore_result=True,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
