@@ -56,7 +56,8 @@ class Worker:
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "--without-gossip", "--without-mingle", "-n", f"w{time.time_ns()}@%h"],
+             "--concurrency", "2", "--without-gossip", "--without-mingle",
+             "-n", f"w{time.time_ns()}@%h"],
             cwd=REPO,
             env=env,
             stdout=self._log,
