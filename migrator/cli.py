@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from migrator.batch import (
     AccessMethod,
@@ -40,8 +41,9 @@ TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 EXIT_BAD_INPUT = 2
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: one problem stays one line when piped into grep or a script.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MigrationError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err_console.print("interrupted: run `migrator resume BATCH` to go on")

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -55,7 +56,7 @@ def result_table(rows: Sequence[MailboxStatus], title: str) -> Table:
             f"{_mb(row.done_bytes)}/{_mb(row.total_bytes)}",
             f"{row.left_messages}" if row.left_messages else "",
             f"{row.skipped_messages}" if row.skipped_messages else "",
-            note[:80],
+            escape(note[:80]),
         )
     return table
 

@@ -7,7 +7,6 @@ import contextlib
 import email.parser
 import email.policy
 import imaplib
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from migrator.batch import Credentials, ServerAddress, TlsMode
 from migrator.errors import (
     LoginFailed,
-    MessageRefused,
     PermanentError,
     QuotaExceeded,
     TransientError,
@@ -60,6 +58,12 @@ def imap_errors(what: str) -> Iterator[None]:
         raise
     except LoginError as exc:
         raise LoginFailed(f"{what}: login refused: {_server_text(exc)}") from None
+    except ssl.SSLCertVerificationError as exc:
+        # Retrying cannot make an untrusted certificate trusted.
+        raise PermanentError(
+            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
+            "give --ca-file, or --insecure to skip the check"
+        ) from None
     except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as exc:
         # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
         raise TransientError(f"{what}: connection lost: {_server_text(exc)}") from exc
@@ -176,11 +180,3 @@ def keys_for_folder(
         block = headers.get(uid, {}).get(b"BODY[HEADER]") if message_id is None else None
         result[uid] = (message_key(message_id, int(data[b"RFC822.SIZE"]), block), data)
     return result
-
-
-def refuse_message(what: str, exc: PermanentError) -> MessageRefused:
-    return MessageRefused(f"{what}: refused: {exc}")
-
-
-def socket_error_types() -> tuple[type[BaseException], ...]:
-    return (socket.timeout, ConnectionError, ssl.SSLError)

@@ -1,0 +1,339 @@
+"""Each access method logs in to a real Dovecot and reads the right mailbox.
+
+Every job here comes from a batch CSV through `parse_batch`, exactly as a batch would, and is
+read with `ImapSource`. The user's mailbox is filled first with folders and message counts
+no other mailbox has, so a listing that matches proves the login reached that user's mailbox
+and not the admin's or anyone else's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterator
+
+import pytest
+from servers.certs import TlsFiles
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.mailgen import PopulatedMessage, populate
+from support import COLUMNS, batch_text, imaps
+
+from migrator.batch import AccessMethod, AdminLogin, MailboxJob, parse_batch
+from migrator.errors import FolderRefused, LoginFailed, PermanentError
+from migrator.imapconn import ConnectOptions
+from migrator.secrets import Secret
+from migrator.sources.imap import ImapSource
+
+# Folder -> message count: "Projects" itself is only a parent (\Noselect) and is not listed.
+FOLDERS = {"INBOX": 3, "Reports": 2, "Projects/2024": 4}
+# RFC 6154 folders Dovecot gives every account at its first login; they stay empty here.
+EMPTY_SPECIAL_USE = {"Drafts": 0, "Junk": 0, "Sent": 0, "Trash": 0}
+EXPECTED_VIEW = {**EMPTY_SPECIAL_USE, **FOLDERS}
+
+ADMIN = AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD))
+WRONG_PASSWORD = "Wrong-Pw-7731-zz"
+
+
+def _fill(
+    server: DovecotServer, user: str, ssl_context: ssl.SSLContext, folders: dict[str, int]
+) -> list[PopulatedMessage]:
+    return populate(
+        "127.0.0.1",
+        server.imaps_port,
+        user,
+        DEFAULT_USER_PASSWORD,
+        folders,
+        ssl_context=ssl_context,
+    )
+
+
+def _job(
+    row: dict[str, str],
+    method: AccessMethod,
+    *,
+    admin: AdminLogin | None = None,
+    combined_template: str = "{admin}/{user}",
+) -> MailboxJob:
+    """The one job a one-row batch CSV gives for `method`."""
+    columns = [*COLUMNS, "SourceRootFolder"]
+    result = parse_batch(
+        batch_text([row], columns),
+        method,
+        admin=admin,
+        combined_template=combined_template,
+    )
+    assert not result.problems, result.problems
+    (job,) = result.jobs
+    return job
+
+
+def _row(server: str, login: str, password: str = "", root: str = "") -> dict[str, str]:
+    return {
+        "SourceIdentity": "jdoe@example.test",
+        "SourceServer": server,
+        "SourceLoginID": login,
+        "SourcePassword": password,
+        "TargetIdentity": "jdoe@target.example.test",
+        "SourceRootFolder": root,
+    }
+
+
+def _options(tls_files: TlsFiles, **kw: object) -> ConnectOptions:
+    return ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert), **kw)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _source(job: MailboxJob, options: ConnectOptions) -> Iterator[ImapSource]:
+    source = ImapSource(job, options)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def _view(source: ImapSource) -> dict[str, int]:
+    """Folder name -> number of messages, for every folder the source lists."""
+    return {f.name: len(source.list_messages(f)) for f in source.list_folders()}
+
+
+def _sizes(source: ImapSource) -> dict[str, list[int]]:
+    return {f.name: sorted(m.size for m in source.list_messages(f)) for f in source.list_folders()}
+
+
+def _populated_sizes(messages: list[PopulatedMessage]) -> dict[str, list[int]]:
+    sizes: dict[str, list[int]] = {name: [] for name in EMPTY_SPECIAL_USE}
+    for m in messages:
+        sizes.setdefault(m.folder, []).append(m.size)
+    return {name: sorted(values) for name, values in sizes.items()}
+
+
+# -- the five access methods ------------------------------------------------------------------
+
+
+def test_individual_logs_in_with_the_login_and_password_of_the_row(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user()
+    sent = _fill(dovecot, user, ssl_context, FOLDERS)
+    job = _job(_row(imaps(dovecot), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == EXPECTED_VIEW
+        assert _sizes(source) == _populated_sizes(sent)
+
+
+def test_manual_sends_a_master_user_login_from_the_row_as_written(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user()
+    sent = _fill(dovecot, user, ssl_context, FOLDERS)
+    login = f"{user}*{MASTER_USER}"
+    assert login == dovecot.master_login(user)
+    job = _job(_row(imaps(dovecot), login, MASTER_PASSWORD), AccessMethod.MANUAL)
+    assert job.source_credentials.login == login
+
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == EXPECTED_VIEW
+        assert _sizes(source) == _populated_sizes(sent)
+
+
+def test_combined_builds_the_master_login_from_the_template_and_the_admin_given_to_the_tool(
+    dovecot_slash: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user(server=dovecot_slash)
+    sent = _fill(dovecot_slash, user, ssl_context, FOLDERS)
+    job = _job(
+        _row(imaps(dovecot_slash), user),
+        AccessMethod.COMBINED,
+        admin=ADMIN,
+        combined_template="{user}/{admin}",
+    )
+    assert job.source_credentials.login == f"{user}/{MASTER_USER}"
+
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == EXPECTED_VIEW
+        assert _sizes(source) == _populated_sizes(sent)
+
+
+def test_proxyauth_authenticates_as_the_admin_and_acts_as_the_user(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user()
+    sent = _fill(dovecot, user, ssl_context, FOLDERS)
+    job = _job(_row(imaps(dovecot), user), AccessMethod.PROXYAUTH, admin=ADMIN)
+    assert (job.source_credentials.login, job.source_credentials.authzid) == (MASTER_USER, user)
+
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == EXPECTED_VIEW
+        assert _sizes(source) == _populated_sizes(sent)
+
+
+# The admin account's own mailbox holds every user's mail under Users/<name>.
+ARCHIVE_PASSWORD = "archive-secret-Pw3"
+ARCHIVE_FOLDERS = {
+    "Users/jdoe/INBOX": 3,
+    "Users/jdoe/Sent": 2,
+    "Users/jdoe/Projects/2024": 1,
+    "Users/jdoe2/INBOX": 5,  # shares the prefix "Users/jdoe" as text, not as a folder
+    "Users/other/INBOX": 4,
+    "Personal": 6,
+}
+
+
+@pytest.fixture
+def archive_account(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> str:
+    account = make_user(ARCHIVE_PASSWORD, prefix="archive-admin")
+    populate(
+        "127.0.0.1",
+        dovecot.imaps_port,
+        account,
+        ARCHIVE_PASSWORD,
+        ARCHIVE_FOLDERS,
+        ssl_context=ssl_context,
+    )
+    return account
+
+
+def test_rootfolder_lists_only_the_folders_under_the_root_relative_to_it(
+    dovecot: DovecotServer, archive_account: str, tls_files: TlsFiles
+) -> None:
+    job = _job(
+        _row(imaps(dovecot), archive_account, root="Users/jdoe"),
+        AccessMethod.ROOTFOLDER,
+        admin=AdminLogin(archive_account, Secret(ARCHIVE_PASSWORD)),
+    )
+    assert job.source_credentials.login == archive_account
+
+    with _source(job, _options(tls_files)) as source:
+        folders = source.list_folders()
+        assert sorted(f.path for f in folders) == [("INBOX",), ("Projects", "2024"), ("Sent",)]
+        assert {f.name: len(source.list_messages(f)) for f in folders} == {
+            "Users/jdoe/INBOX": 3,
+            "Users/jdoe/Sent": 2,
+            "Users/jdoe/Projects/2024": 1,
+        }
+
+
+def test_rootfolder_with_a_root_that_does_not_exist_is_refused(
+    dovecot: DovecotServer, archive_account: str, tls_files: TlsFiles
+) -> None:
+    job = _job(
+        _row(imaps(dovecot), archive_account, root="Users/nobody"),
+        AccessMethod.ROOTFOLDER,
+        admin=AdminLogin(archive_account, Secret(ARCHIVE_PASSWORD)),
+    )
+
+    with _source(job, _options(tls_files)) as source, pytest.raises(FolderRefused) as refused:
+        source.list_folders()
+    assert "Users/nobody" in str(refused.value)
+    assert "jdoe@example.test" in str(refused.value)
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def _server(dovecot: DovecotServer, scheme: str) -> str:
+    port = dovecot.imap_port if scheme == "imap" else dovecot.imaps_port
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("scheme", ["imap", "imaps"], ids=["starttls", "implicit-tls"])
+def test_tls_verifies_the_server_against_the_given_ca(
+    scheme: str,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user()
+    _fill(dovecot, user, ssl_context, {"INBOX": 2})
+    job = _job(_row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 2}
+
+
+@pytest.mark.parametrize("scheme", ["imap", "imaps"], ids=["starttls", "implicit-tls"])
+def test_a_server_certificate_from_an_unknown_ca_is_refused_and_names_the_mailbox(
+    scheme: str, dovecot: DovecotServer, make_user: MakeUser
+) -> None:
+    user = make_user()
+    job = _job(_row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    # System CAs only: the test CA is not among them.
+    with pytest.raises(PermanentError) as refused:
+        ImapSource(job, ConnectOptions(timeout=30))
+    message = str(refused.value)
+    assert "source mailbox jdoe@example.test" in message
+    assert "certificate not trusted" in message
+    assert DEFAULT_USER_PASSWORD not in message
+
+
+@pytest.mark.parametrize("scheme", ["imap", "imaps"], ids=["starttls", "implicit-tls"])
+def test_insecure_connects_without_verifying_the_certificate(
+    scheme: str,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    user = make_user()
+    _fill(dovecot, user, ssl_context, {"INBOX": 1})
+    job = _job(_row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    with _source(job, ConnectOptions(timeout=30, insecure=True)) as source:
+        assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 1}
+
+
+# -- refused logins ---------------------------------------------------------------------------
+
+
+def test_a_wrong_password_is_login_failed_naming_the_login_but_not_the_password(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
+) -> None:
+    user = make_user()
+    job = _job(_row(imaps(dovecot), user, WRONG_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    with pytest.raises(LoginFailed) as refused:
+        ImapSource(job, _options(tls_files))
+    message = str(refused.value)
+    assert f"login {user} refused" in message
+    assert "source mailbox jdoe@example.test" in message
+    assert WRONG_PASSWORD not in message
+    assert WRONG_PASSWORD not in repr(refused.value.args)
+
+
+def test_a_wrong_admin_password_for_proxyauth_names_admin_and_user_but_not_the_password(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
+) -> None:
+    user = make_user()
+    job = _job(
+        _row(imaps(dovecot), user),
+        AccessMethod.PROXYAUTH,
+        admin=AdminLogin(MASTER_USER, Secret(WRONG_PASSWORD)),
+    )
+
+    with pytest.raises(LoginFailed) as refused:
+        ImapSource(job, _options(tls_files))
+    message = str(refused.value)
+    assert f"login {MASTER_USER} as {user} refused" in message
+    assert WRONG_PASSWORD not in message

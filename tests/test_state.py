@@ -1,0 +1,104 @@
+"""Progress, checkpoints, locks and connection caps, against a real Redis."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from migrator.plan import MessageRef
+from migrator.report import MailboxResult, MailboxState, SkippedMessage
+from migrator.state import NewJob, StateStore
+
+
+def _job(job_id: str, identity: str) -> NewJob:
+    return NewJob(job_id, 2, identity, identity, f"key-{job_id}", '{"sealed": "token"}')
+
+
+def _ref(uid: int, size: int = 10, folder: str = "Données/Été") -> MessageRef:
+    return MessageRef(folder, 7, uid, size, datetime(2024, 1, 1, tzinfo=UTC))
+
+
+def test_a_new_batch_lists_its_mailboxes_queued(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.create_batch(
+        "b", {"method": "individual"}, [_job("1", "a@x.test"), _job("2", "b@x.test")]
+    )
+    rows = store.mailboxes("b")
+    assert [r.source_identity for r in rows] == ["a@x.test", "b@x.test"]
+    assert {r.state for r in rows} == {MailboxState.QUEUED}
+    assert store.batch_meta("b")["method"] == "individual"
+
+
+def test_copied_messages_are_checkpointed_and_counted(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.create_batch("b", {}, [_job("1", "a@x.test")])
+    progress = store.progress("b", "1", "key-1")
+    progress.planned(total_messages=3, total_bytes=30, done_messages=0, done_bytes=0)
+    progress.copied(_ref(1))
+    progress.copied(_ref(2))
+    progress.recognised([_ref(3)])
+    assert progress.checkpoints() == {("Données/Été", 7, uid) for uid in (1, 2, 3)}
+    row = store.mailbox("b", "1")
+    assert row is not None and (row.done_messages, row.done_bytes) == (2, 20)
+    ((_, messages, size),) = store.throughput("b")
+    assert (messages, size) == (2, 20)
+
+
+def test_checkpoints_outlive_the_batch_that_wrote_them(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.progress("b1", "1", "mailbox").copied(_ref(1))
+    # A later batch (a delta pass) over the same mailbox starts from them.
+    assert store.progress("b2", "9", "mailbox").checkpoints() == {("Données/Été", 7, 1)}
+
+
+def test_result_records_state_left_and_skipped(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.create_batch("b", {}, [_job("1", "a@x.test")])
+    store.record_result(
+        "b",
+        "1",
+        MailboxResult(
+            state=MailboxState.QUOTA_STOPPED,
+            total_messages=5,
+            total_bytes=50,
+            left_messages=2,
+            left_bytes=20,
+            skipped=(SkippedMessage("INBOX", 4, 10, "too big"),),
+        ),
+    )
+    row = store.mailbox("b", "1")
+    assert row is not None
+    assert (row.state, row.left_messages, row.left_bytes, row.skipped_messages) == (
+        MailboxState.QUOTA_STOPPED,
+        2,
+        20,
+        1,
+    )
+
+
+def test_mailbox_lock_admits_one_owner_and_expires(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    assert store.lock_mailbox("m", "w1", ttl=0.3)
+    assert not store.lock_mailbox("m", "w2", ttl=0.3)
+    store.unlock_mailbox("m", "w2")  # not the owner: no effect
+    assert not store.lock_mailbox("m", "w2", ttl=0.3)
+    time.sleep(0.4)  # w1 was killed and stopped beating
+    assert store.lock_mailbox("m", "w2", ttl=0.3)
+
+
+def test_connection_slots_are_capped_per_server_across_workers(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    assert store.acquire_slot("imaps://mail:993", "w1", cap=2, ttl=30)
+    assert store.acquire_slot("imaps://mail:993", "w2", cap=2, ttl=30)
+    assert not store.acquire_slot("imaps://mail:993", "w3", cap=2, ttl=30)
+    assert store.acquire_slot("imaps://other:993", "w3", cap=2, ttl=30)
+    store.release_slot("imaps://mail:993", "w1")
+    assert store.acquire_slot("imaps://mail:993", "w3", cap=2, ttl=30)
+
+
+def test_a_dead_workers_connection_slot_expires(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    assert store.acquire_slot("s", "dead", cap=1, ttl=0.2)
+    assert not store.acquire_slot("s", "live", cap=1, ttl=30)
+    time.sleep(0.3)
+    assert store.acquire_slot("s", "live", cap=1, ttl=30)
