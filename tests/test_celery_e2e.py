@@ -4,6 +4,7 @@ SIGKILL in the middle of a mailbox, `migrator resume`, and a Redis that forgets.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import ssl
@@ -192,6 +193,7 @@ def test_big_mailbox_through_a_celery_worker(
     env: dict[str, str],
     workers: list[Worker],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     password = "Src-Pw-big-7f3a9!"
     source, target = make_user(password), make_user()
@@ -208,6 +210,11 @@ def test_big_mailbox_through_a_celery_worker(
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == 2000
     _assert_exact_copy(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert main(["status", batch_id, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    (mailbox,) = status["mailboxes"]
+    assert (mailbox["state"], mailbox["done_messages"]) == ("done", 2000)
+    assert sum(minute["messages"] for minute in status["throughput"]) == 2000
     # Nothing in Redis, its dump, or the worker's log holds the source password.
     dump = redis_server.dump_rdb()
     assert password.encode() not in dump
