@@ -33,7 +33,9 @@ from lxml import etree
 
 from migrator.errors import FolderMapError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# migrator/data/ holds links to config/foldermap.{xml,xsd}: one copy in the repository,
+# and a wheel (which follows the links) carries both files as package data.
+CONFIG_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_MAP_PATH = CONFIG_DIR / "foldermap.xml"
 SCHEMA_PATH = CONFIG_DIR / "foldermap.xsd"
 
