@@ -40,6 +40,7 @@ ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
 TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 EXIT_BAD_INPUT = 2
+SOURCE_PROTOCOLS = {"imap": "imap", "pop": "pop3"}  # --source-type -> SourceServer scheme
 
 # soft_wrap: one problem stays one line when piped into grep or a script.
 console = Console(soft_wrap=True)
@@ -105,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
 def _batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch_csv", type=Path)
     p.add_argument("--method", required=True, choices=[m.value for m in AccessMethod])
+    p.add_argument(
+        "--source-type",
+        choices=sorted(SOURCE_PROTOCOLS),
+        default="imap",
+        help="what the source servers speak (SourceServer pop3s://host for POP3 over TLS)",
+    )
     p.add_argument("--admin", help="source admin login (combined, rootfolder, proxyauth)")
     p.add_argument(
         "--admin-password-file", type=Path, help=f"file holding it (or ${ADMIN_PASSWORD_ENV})"
@@ -173,6 +180,7 @@ def _read_batch(args: argparse.Namespace) -> BatchResult:
         AccessMethod(args.method),
         admin=admin,
         combined_template=args.combined_template,
+        protocol=SOURCE_PROTOCOLS[args.source_type],
     )
 
 
@@ -229,6 +237,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
             raise ConfigError(f"{args.quotas}: bad rows; nothing was enqueued")
         quotas = dict(quota_result.quotas)
     options = RunOptions(
+        source_kind=args.source_type,
         target=TargetSpec(
             server=target_server,
             method=AccessMethod(args.target_method),
@@ -251,6 +260,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
     meta = {
         "csv": str(args.batch_csv),
         "method": args.method,
+        "source_type": args.source_type,
         "target": f"{args.target} {target_server}",
         "insecure": "yes" if args.insecure else "no",
         "since": args.since.isoformat() if args.since else "",

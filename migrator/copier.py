@@ -130,7 +130,9 @@ def copy_pass(
             current_folder = ref.folder
             progress.folder(ref.folder)
         try:
-            target.append(target_of[ref.folder], body, ref.flags, ref.internaldate)
+            # POP3 has no INTERNALDATE: the Date header is the best arrival time left.
+            when = ref.internaldate or ref.date_header
+            target.append(target_of[ref.folder], body, ref.flags, when)
         except MessageRefused as exc:
             log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, exc)
             skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(exc)))

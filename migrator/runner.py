@@ -38,7 +38,9 @@ from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import SecretBox
+from migrator.sources.base import MailboxSource
 from migrator.sources.imap import ImapSource
+from migrator.sources.pop3 import Pop3Source
 from migrator.state import NewJob, StateStore
 from migrator.targets.imap import ImapTarget
 
@@ -71,6 +73,7 @@ class TargetSpec:
 @dataclass(frozen=True)
 class RunOptions:
     target: TargetSpec
+    source_kind: str = "imap"  # imap or pop
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     since: datetime | None = None
     until: datetime | None = None
@@ -104,7 +107,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
             "line": job.line,
             "mailbox_key": mailbox_key(job, options.target),
             "source": {
-                "kind": "imap",
+                "kind": options.source_kind,
                 "identity": job.source_identity,
                 "server": _server_json(job.source_server),
                 "credentials": _creds_json(job.source_credentials, box),
@@ -144,7 +147,12 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
 
 
 def _server_json(server: ServerAddress) -> dict[str, Any]:
-    return {"host": server.host, "port": server.port, "tls": server.tls.value}
+    return {
+        "host": server.host,
+        "port": server.port,
+        "tls": server.tls.value,
+        "protocol": server.protocol,
+    }
 
 
 def _creds_json(creds: Credentials, box: SecretBox) -> dict[str, Any]:
@@ -152,7 +160,12 @@ def _creds_json(creds: Credentials, box: SecretBox) -> dict[str, Any]:
 
 
 def _server(data: Mapping[str, Any]) -> ServerAddress:
-    return ServerAddress(str(data["host"]), int(data["port"]), TlsMode(data["tls"]))
+    return ServerAddress(
+        str(data["host"]),
+        int(data["port"]),
+        TlsMode(data["tls"]),
+        protocol=str(data.get("protocol", "imap")),
+    )
 
 
 def _creds(data: Mapping[str, Any], box: SecretBox) -> Credentials:
@@ -260,12 +273,21 @@ def _run(
         activation_quota=tgt.get("activation_quota"),
     )
     return migrate_mailbox(
-        lambda: ImapSource(job, connect),
+        lambda: open_source(str(src["kind"]), job, connect),
         lambda: ImapTarget(target_server, target_creds, job.target_identity, connect),
         folder_map,
         store.progress(batch_id, job_id, str(payload["mailbox_key"])),
         options,
     )
+
+
+def open_source(kind: str, job: MailboxJob, connect: ConnectOptions) -> MailboxSource:
+    """The adapter for one source protocol; each translates its library's errors."""
+    if kind == "imap":
+        return ImapSource(job, connect)
+    if kind == "pop":
+        return Pop3Source(job, connect)
+    raise ConfigError(f"unknown source type {kind!r}")
 
 
 @contextmanager

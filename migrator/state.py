@@ -99,6 +99,7 @@ class StateStore:
             pipe.rpush(_k("batch", batch_id, "jobs"), *[j.job_id for j in jobs])
         for job in jobs:
             pipe.set(_k("job", batch_id, job.job_id), job.payload)
+            pipe.delete(_k("mbx", batch_id, job.job_id))
             pipe.hset(
                 _k("mbx", batch_id, job.job_id),
                 mapping=_fields(

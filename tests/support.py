@@ -59,7 +59,8 @@ def run_options(server: DovecotServer, ca_file: Path, **kw: object) -> RunOption
 def individual_jobs(
     rows: list[dict[str, str]], options: RunOptions, box: SecretBox
 ) -> list[NewJob]:
-    result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL)
+    protocol = "pop3" if options.source_kind == "pop" else "imap"
+    result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL, protocol=protocol)
     assert not result.problems, result.problems
     return build_jobs(result.jobs, options, box)
 

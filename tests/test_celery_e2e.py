@@ -105,14 +105,19 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[list[Worker]]:
 
 
 def _enqueue(
-    tmp_path: Path, dovecot: DovecotServer, tls_files: TlsFiles, pairs: list[tuple[str, str, str]]
+    tmp_path: Path,
+    dovecot: DovecotServer,
+    tls_files: TlsFiles,
+    pairs: list[tuple[str, str, str]],
+    source_type: str = "imap",
 ) -> str:
+    server = imaps(dovecot) if source_type == "imap" else f"pop3s://127.0.0.1:{dovecot.pop3s_port}"
     batch = write_batch(
         tmp_path / "batch.csv",
         [
             {
                 "SourceIdentity": source,
-                "SourceServer": imaps(dovecot),
+                "SourceServer": server,
                 "SourceLoginID": source,
                 "SourcePassword": password,
                 "TargetIdentity": target,
@@ -128,7 +133,7 @@ def _enqueue(
         sys.stdout = handle
         try:
             code = main(
-                ["enqueue", str(batch), "--method", "individual",
+                ["enqueue", str(batch), "--method", "individual", "--source-type", source_type,
                  "--target-server", imaps(dovecot), "--target-method", "proxyauth",
                  "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret_file),
                  "--ca-file", str(tls_files.ca_cert)]
@@ -163,6 +168,8 @@ def _assert_exact_copy(
     target: str,
     password: str,
     ctx: ssl.SSLContext,
+    *,
+    flags: bool = True,
 ) -> None:
     """Same count per mapped folder, same bytes, same flags and INTERNALDATE: each
     message exactly once."""
@@ -180,7 +187,8 @@ def _assert_exact_copy(
     originals = {_digest(m): m for m in sent}
     for items in view.values():
         for stored in items:
-            assert stored.flags == frozenset(originals[stored.sha256].flags)
+            if flags:  # POP3 has no flags to carry
+                assert stored.flags == frozenset(originals[stored.sha256].flags)
             assert stored.internaldate == originals[stored.sha256].internaldate
 
 
@@ -222,7 +230,11 @@ def test_big_mailbox_through_a_celery_worker(
     assert password not in (tmp_path / "worker.log").read_text(errors="replace")
 
 
-@pytest.mark.parametrize("flush_redis", [False, True], ids=["resume", "resume-after-redis-flush"])
+@pytest.mark.parametrize(
+    ("source_type", "flush_redis"),
+    [("imap", False), ("imap", True), ("pop", False), ("pop", True)],
+    ids=["imap-resume", "imap-resume-after-redis-flush", "pop3-resume", "pop3-resume-after-flush"],
+)
 def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
@@ -231,21 +243,27 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
     env: dict[str, str],
     workers: list[Worker],
     tmp_path: Path,
+    source_type: str,
     flush_redis: bool,
 ) -> None:
     password = "Src-Pw-kill-2b8c!"
     source, target = make_user(password), make_user()
+    folders = (
+        {"INBOX": 300, "Sent Messages": 200, "Projects/2024": 200}
+        if source_type == "imap"
+        else {"INBOX": 600}
+    )
     sent = populate(
         "127.0.0.1",
         dovecot.imaps_port,
         source,
         password,
-        {"INBOX": 300, "Sent Messages": 200, "Projects/2024": 200},
+        folders,
         ssl_context=ssl_context,
         size_hint=20_000,
     )
     workers.append(Worker(env, tmp_path / "worker1.log"))
-    batch_id = _enqueue(tmp_path, dovecot, tls_files, [(source, password, target)])
+    batch_id = _enqueue(tmp_path, dovecot, tls_files, [(source, password, target)], source_type)
     store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
     _wait(store, batch_id, until=lambda rows: rows and rows[0].done_messages >= 150)
 
@@ -262,4 +280,6 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
 
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == len(sent)
-    _assert_exact_copy(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
+    _assert_exact_copy(
+        dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context, flags=source_type == "imap"
+    )

@@ -92,7 +92,7 @@ class ImapSource:
                     uid=int(uid),
                     size=size,
                     internaldate=_aware(data.get(b"INTERNALDATE")),
-                    date_header=_parse_date(date_text),
+                    date_header=parse_date(date_text),
                     flags=tuple(
                         f
                         for f in (_text(x) for x in data.get(b"FLAGS", ()))
@@ -192,7 +192,7 @@ def _aware(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def _parse_date(text: str | None) -> datetime | None:
+def parse_date(text: str | None) -> datetime | None:
     if not text:
         return None
     try:

@@ -1,0 +1,319 @@
+"""Rewrite the address headers of a message as it is copied (pure: bytes in, bytes out).
+
+A domain move changes every address, and Exchange keeps internal senders as X.500
+(legacyExchangeDN) addresses; rewriting From, To, Cc, ... lets replies reach the new mailboxes.
+
+What is promised, so the copier can rely on it:
+
+* Only the header block is read or changed: everything before the first empty line (CRLF or
+  LF).  Hence ``rewrite_message(header_block, maps).message + body`` equals
+  ``rewrite_message(header_block + body, maps).message``, whether or not the header block
+  carries the empty line.
+* Only the fields named in `ADDRESS_HEADERS` (any case) change, and in them only the
+  characters of an address a map hits: display names, encoded words (RFC 2047), UTF-8
+  (RFC 6532), comments, folding and line endings stay byte for byte.  Lines are not refolded.
+* Maps apply in order, first hit wins: identities (the whole address, case-insensitive), then
+  the X.500 map (a ``/O=.../CN=...`` DN, bare, in ``<...>``, with ``EX:``, or IMCEAEX-
+  encapsulated), then domains (exact domain, case-insensitive; subdomains are not touched, the
+  local part is kept as written).  The SMTP address an X.500 DN maps to goes through the
+  identity and domain maps too, so a map exported before the move still lands on the new
+  domain.
+* Rewriting is idempotent as long as no map's target is another map's source.
+* A field that cannot be parsed is kept as it was and counted in `headers_unparsable`.
+* With `RewriteMaps.keep_original`, each changed field is followed immediately by
+  ``X-Original-<Name>:`` carrying the original value bytes.  Right after (not at the end of the
+  block) so the pair stays together and so a second run can see it: no X-Original field is
+  added when the next field already is ``X-Original-<Name>``.  An ``X-Original-To`` that
+  Postfix put elsewhere (the envelope recipient) is therefore neither reused nor mistaken.
+* The size of the message changes when an address does; `RewriteResult.message` is the copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migrator.addrlist import AddressListError, AddrSpec, X500Address, find_addresses
+from migrator.batch import decode_csv_bytes, email_address_problem
+from migrator.errors import BatchError
+
+ADDRESS_HEADERS = (
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Resent-From",
+    "Resent-Sender",
+    "Resent-To",
+    "Resent-Cc",
+    "Disposition-Notification-To",  # RFC 8098 MDN
+    "Return-Receipt-To",  # pre-standard read receipts (Outlook, Pegasus)
+)
+_CANONICAL = {name.lower().encode("ascii"): name.encode("ascii") for name in ADDRESS_HEADERS}
+
+# RFC 5322 field-name, then obs-FWS before the colon; a UTF-8 BOM that a file carried in
+# front of the first field does not hide it.
+_FIELD_NAME = re.compile(rb"(?:\xef\xbb\xbf)?([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+_ATEXT = r"[^\x00-\x20\x7f()<>\[\]:;@\\,.\"]+"  # RFC 5322 atext, and UTF-8 (RFC 6532)
+_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W_](?:[\w-]*[^\W_])?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+@dataclass(frozen=True)
+class RewriteMaps:
+    """What to rewrite.  Keys are normalised on construction (identities and domains
+    lower-cased, X.500 DNs upper-cased without an ``EX:``/``X500:`` prefix), so callers may
+    pass addresses as the batch CSV spells them."""
+
+    identities: Mapping[str, str] = field(default_factory=dict)
+    x500: Mapping[str, str] = field(default_factory=dict)
+    domains: Mapping[str, str] = field(default_factory=dict)
+    keep_original: bool = False
+
+    def __post_init__(self) -> None:
+        identities = {k.strip().lower(): v.strip() for k, v in self.identities.items()}
+        x500 = {_dn_key(k): v.strip() for k, v in self.x500.items()}
+        domains = {k.strip().lower(): v.strip() for k, v in self.domains.items()}
+        object.__setattr__(self, "identities", identities)
+        object.__setattr__(self, "x500", x500)
+        object.__setattr__(self, "domains", domains)
+
+    def is_empty(self) -> bool:
+        """True when no map could hit: rewriting is off."""
+        return not (self.identities or self.x500 or self.domains)
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    message: bytes
+    addresses_rewritten: int
+    headers_unparsable: int  # address fields left as they were because they could not be parsed
+
+    @property
+    def changed(self) -> bool:
+        return self.addresses_rewritten > 0
+
+
+def rewrite_message(raw: bytes, maps: RewriteMaps) -> RewriteResult:
+    """Rewrite the address fields of `raw` with `maps`; see the module docstring."""
+    if maps.is_empty():
+        return RewriteResult(raw, 0, 0)
+    end = header_block_end(raw)
+    fields = _split_fields(raw[:end])
+    out: list[bytes] = []
+    rewritten = unparsable = 0
+    for index, field_bytes in enumerate(fields):
+        match = _FIELD_NAME.match(field_bytes)
+        name = _CANONICAL.get(match.group(1).lower()) if match else None
+        if match is None or name is None:
+            out.append(field_bytes)
+            continue
+        colon = match.end()
+        try:
+            value, count = _rewrite_value(field_bytes[colon:], maps)
+        except AddressListError:
+            unparsable += 1
+            out.append(field_bytes)
+            continue
+        if count == 0:
+            out.append(field_bytes)
+            continue
+        rewritten += count
+        new_field = field_bytes[:colon] + value
+        original = b"X-Original-" + name
+        if maps.keep_original and not _is_field(fields, index + 1, original):
+            if not new_field.endswith(b"\n"):  # the last line of a message without a newline
+                new_field += b"\r\n" if b"\r\n" in raw[:end] else b"\n"
+            out.extend((new_field, original + b":" + field_bytes[colon:]))
+        else:
+            out.append(new_field)
+    return RewriteResult(b"".join(out) + raw[end:], rewritten, unparsable)
+
+
+def header_block_end(raw: bytes) -> int:
+    """The offset of the first empty line (the header/body separator), or len(raw)."""
+    if raw.startswith((b"\n", b"\r\n")):
+        return 0
+    found = _EMPTY_LINE.search(raw)
+    return found.start() + 1 if found else len(raw)
+
+
+def _split_fields(block: bytes) -> list[bytes]:
+    """Physical fields: a line and the continuation lines (SP or HT first) after it."""
+    fields: list[list[bytes]] = []
+    for line in _LINE.findall(block):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    return [b"".join(lines) for lines in fields]
+
+
+def _is_field(fields: list[bytes], index: int, name: bytes) -> bool:
+    if index >= len(fields):
+        return False
+    match = _FIELD_NAME.match(fields[index])
+    return match is not None and match.group(1).lower() == name.lower()
+
+
+def _rewrite_value(value: bytes, maps: RewriteMaps) -> tuple[bytes, int]:
+    """The value with mapped addresses replaced, and how many were; raises AddressListError."""
+    # RFC 6532 allows UTF-8; surrogateescape carries any other byte through unchanged.
+    text = value.decode("utf-8", "surrogateescape")
+    edits: list[tuple[tuple[int, int], str]] = []
+    for address in find_addresses(text):
+        if isinstance(address, X500Address):
+            edit = _x500_edit(address, maps)
+        else:
+            edit = _addr_spec_edit(address, maps)
+        if edit is not None and text[edit[0][0] : edit[0][1]] != edit[1]:
+            edits.append(edit)
+    for (start, end), new in reversed(edits):
+        text = text[:start] + new + text[end:]
+    return text.encode("utf-8", "surrogateescape"), len(edits)
+
+
+def _x500_edit(address: X500Address, maps: RewriteMaps) -> tuple[tuple[int, int], str] | None:
+    smtp = maps.x500.get(_dn_key(address.dn))
+    return None if smtp is None else (address.span, _format(_after_x500(smtp, maps)))
+
+
+def _addr_spec_edit(address: AddrSpec, maps: RewriteMaps) -> tuple[tuple[int, int], str] | None:
+    local = _unquote(address.local)
+    for key in (f"{address.local}@{address.domain}", f"{local}@{address.domain}"):
+        target = maps.identities.get(key.lower())
+        if target is not None:
+            return _edit(address, target)
+    if local[:8].lower() == "imceaex-":
+        smtp = maps.x500.get(_dn_key(imcea_decode(local[8:])))
+        if smtp is not None:
+            return _edit(address, _after_x500(smtp, maps))
+    domain = maps.domains.get(address.domain.lower())
+    return None if domain is None else (address.domain_span, domain)
+
+
+def _edit(address: AddrSpec, target: str) -> tuple[tuple[int, int], str]:
+    local, _, domain = target.rpartition("@")
+    if local == address.local:  # only the domain differs: keep the local part's bytes
+        return address.domain_span, domain
+    return address.span, _format(target)
+
+
+def _after_x500(smtp: str, maps: RewriteMaps) -> str:
+    """The identity and domain maps applied to the SMTP address an X.500 DN resolved to."""
+    target = maps.identities.get(smtp.lower())
+    if target is not None:
+        return target
+    local, _, domain = smtp.rpartition("@")
+    new_domain = maps.domains.get(domain.lower())
+    return smtp if new_domain is None else f"{local}@{new_domain}"
+
+
+def _format(address: str) -> str:
+    """An address as an addr-spec: the local part quoted if it is not a dot-atom."""
+    local, at, domain = address.rpartition("@")
+    if not at or _DOT_ATOM.fullmatch(local) or local.startswith('"'):
+        return address
+    quoted = local.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}"@{domain}'
+
+
+def _unquote(local: str) -> str:
+    """A local part that is one quoted string, without its quotes and quoted-pairs."""
+    if len(local) < 2 or not (local.startswith('"') and local.endswith('"')):
+        return local
+    return re.sub(r"\\(.)", r"\1", local[1:-1], flags=re.DOTALL)
+
+
+def imcea_decode(encoded: str) -> str:
+    """The address inside an IMCEA encapsulation (the part after ``IMCEAEX-``).
+
+    Microsoft's IMCEA encoding (MS-OXCMAIL 2.1.3.1.3): ``_`` stands for ``/`` and ``+XX`` is
+    the byte with hex value XX (``+20`` space, ``+2E`` ``.``, ``+5F`` ``_``); anything else is
+    itself.  A ``+`` not followed by two hex digits is kept as it is.
+    """
+    out = bytearray()
+    i = 0
+    while i < len(encoded):
+        char = encoded[i]
+        if char == "_":
+            out += b"/"
+        elif char == "+" and len(encoded) > i + 2 and _HEX.issuperset(encoded[i + 1 : i + 3]):
+            out.append(int(encoded[i + 1 : i + 3], 16))
+            i += 3
+            continue
+        else:
+            out += char.encode("utf-8", "surrogateescape")
+        i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _dn_key(dn: str) -> str:
+    dn = dn.strip()
+    for prefix in ("EX:", "X500:"):
+        if dn.upper().startswith(prefix):
+            dn = dn[len(prefix) :]
+    return dn.upper()
+
+
+def load_x500_map(path: str | Path) -> dict[str, str]:
+    """Read a ``LegacyExchangeDN,PrimarySmtpAddress`` CSV (UTF-8, BOM or not, header row
+    required, other columns ignored) into {upper-cased DN: SMTP address}.
+
+    Raises BatchError naming the file and the line of the first problem.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BatchError(f"{path}: cannot be read: {exc.strerror}") from exc
+    rows = csv.reader(io.StringIO(decode_csv_bytes(data, what=str(path)), newline=""))
+    header = [cell.strip().lower() for cell in next(rows, [])]
+    columns: dict[str, int] = {}
+    for name in ("LegacyExchangeDN", "PrimarySmtpAddress"):
+        if name.lower() not in header:
+            raise BatchError(f"{path}: line 1: the header has no column {name}")
+        columns[name] = header.index(name.lower())
+    found: dict[str, str] = {}
+    for row in rows:
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = [cell.strip() for cell in row] + [""] * len(header)
+        dn, smtp = cells[columns["LegacyExchangeDN"]], cells[columns["PrimarySmtpAddress"]]
+        where = f"{path}: line {rows.line_num}"
+        key = _dn_key(dn)
+        if not key.startswith("/"):
+            raise BatchError(f"{where}: LegacyExchangeDN {dn!r} does not start with '/'")
+        problem = email_address_problem(smtp)
+        if problem:
+            raise BatchError(f"{where}: PrimarySmtpAddress {smtp!r}: {problem}")
+        if found.get(key, smtp).lower() != smtp.lower():
+            raise BatchError(f"{where}: {dn} is mapped twice, to {found[key]} and {smtp}")
+        found[key] = smtp
+    return found
+
+
+def parse_domain_pair(text: str) -> tuple[str, str]:
+    """``"adatum.com=contoso.com"`` -> ("adatum.com", "contoso.com"), lower-cased.
+
+    Raises ValueError saying what is wrong.
+    """
+    parts = [part.strip().lower() for part in text.split("=")]
+    if len(parts) != 2:
+        raise ValueError(f"{text!r}: give one pair as OLD=NEW, for example adatum.com=contoso.com")
+    for part in parts:
+        if not part:
+            raise ValueError(f"{text!r}: a domain is missing on one side of '='")
+        if not _DOMAIN.fullmatch(part):
+            raise ValueError(f"{text!r}: {part!r} is not a domain name like contoso.com")
+    if parts[0] == parts[1]:
+        raise ValueError(f"{text!r}: the domain maps to itself")
+    return parts[0], parts[1]

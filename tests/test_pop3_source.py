@@ -1,0 +1,194 @@
+"""POP3 source: Dovecot's POP3 read without deleting, copied newest first into IMAP."""
+
+from __future__ import annotations
+
+import hashlib
+import poplib
+import ssl
+from collections import Counter
+
+import pytest
+from servers.certs import TlsFiles
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.mailgen import PopulatedMessage, populate
+from support import batch_text, fresh_box, individual_jobs, run_options, snapshot
+
+from migrator.batch import AccessMethod, AdminLogin, parse_batch
+from migrator.errors import LoginFailed
+from migrator.imapconn import ConnectOptions
+from migrator.report import MailboxState
+from migrator.runner import execute_job
+from migrator.secrets import Secret
+from migrator.sources.pop3 import Pop3Source
+from migrator.state import StateStore
+
+
+def _digest(message: PopulatedMessage) -> str:
+    return hashlib.sha256(message.raw).hexdigest()
+
+
+def _fill(dovecot: DovecotServer, user: str, ctx: ssl.SSLContext, n: int) -> list[PopulatedMessage]:
+    return populate(
+        "127.0.0.1", dovecot.imaps_port, user, DEFAULT_USER_PASSWORD, {"INBOX": n}, ssl_context=ctx
+    )
+
+
+def _source(
+    dovecot: DovecotServer,
+    tls_files: TlsFiles,
+    login: str,
+    password: str,
+    *,
+    scheme: str = "pop3s",
+    method: AccessMethod = AccessMethod.INDIVIDUAL,
+    admin: AdminLogin | None = None,
+) -> Pop3Source:
+    port = dovecot.pop3s_port if scheme == "pop3s" else dovecot.pop3_port
+    row = {
+        "SourceIdentity": "jdoe@example.test",
+        "SourceServer": f"{scheme}://127.0.0.1:{port}",
+        "SourceLoginID": login,
+        "SourcePassword": password,
+    }
+    result = parse_batch(batch_text([row], list(row)), method, admin=admin, protocol="pop3")
+    assert not result.problems, result.problems
+    return Pop3Source(result.jobs[0], ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert)))
+
+
+@pytest.mark.parametrize("scheme", ["pop3", "pop3s"], ids=["stls", "implicit-tls"])
+def test_pop3_lists_the_inbox_over_tls(
+    scheme: str,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user()
+    sent = _fill(dovecot, user, ssl_context, 12)
+    source = _source(dovecot, tls_files, user, DEFAULT_USER_PASSWORD, scheme=scheme)
+    try:
+        (folder,) = source.list_folders()
+        refs = source.list_messages(folder)
+        assert sorted(r.size for r in refs) == sorted(m.size for m in sent)
+        assert {r.key[1] for r in refs if r.key} == {m.message_id for m in sent}
+    finally:
+        source.close()
+
+
+def test_pop3_master_user_and_sasl_authorization_identity_log_in(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, tls_files: TlsFiles
+) -> None:
+    user = make_user()
+    _fill(dovecot, user, ssl_context, 3)
+    manual = _source(
+        dovecot, tls_files, f"{user}*{MASTER_USER}", MASTER_PASSWORD, method=AccessMethod.MANUAL
+    )
+    proxy = _source(
+        dovecot,
+        tls_files,
+        user,
+        "",
+        method=AccessMethod.PROXYAUTH,
+        admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
+    )
+    for source in (manual, proxy):
+        try:
+            assert len(source.list_messages(source.list_folders()[0])) == 3
+        finally:
+            source.close()
+
+
+def test_pop3_wrong_password_is_login_failed_without_the_password(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
+) -> None:
+    user = make_user()
+    with pytest.raises(LoginFailed) as refused:
+        _source(dovecot, tls_files, user, "Wrong-Pw-91x")
+    assert user in str(refused.value) and "Wrong-Pw-91x" not in str(refused.value)
+
+
+def _copy(
+    dovecot: DovecotServer,
+    tls_files: TlsFiles,
+    redis_url: str,
+    source: str,
+    target: str,
+    **kw: object,
+) -> tuple[StateStore, str]:
+    _, box = fresh_box()
+    store = StateStore.from_url(redis_url)
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
+        "SourceLoginID": source,
+        "SourcePassword": DEFAULT_USER_PASSWORD,
+        "TargetIdentity": target,
+    }
+    options = run_options(dovecot, tls_files.ca_cert, source_kind="pop", **kw)
+    jobs = individual_jobs([row], options, box)
+    store.create_batch("p", {}, jobs)
+    execute_job(store, "p", jobs[0].job_id, box)
+    return store, jobs[0].job_id
+
+
+def test_pop3_mailbox_of_500_is_copied_to_imap_inbox_once_and_left_in_place(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _fill(dovecot, source, ssl_context, 500)
+    store, job = _copy(dovecot, tls_files, redis_url, source, target)
+    status = store.mailbox("p", job)
+    assert status is not None and status.state is MailboxState.DONE, status
+
+    # Run again: nothing new is sent.
+    store, job = _copy(dovecot, tls_files, redis_url, source, target)
+    again = store.mailbox("p", job)
+    assert again is not None and again.copied_messages == 0
+
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in sent)
+    dates = {_digest(m): m.internaldate for m in sent}
+    assert all(s.internaldate == dates[s.sha256] for s in view["INBOX"])
+    pop = poplib.POP3_SSL("127.0.0.1", dovecot.pop3s_port, context=ssl_context)
+    try:
+        pop.user(source)
+        pop.pass_(DEFAULT_USER_PASSWORD)
+        assert pop.stat()[0] == 500  # nothing deleted from the source
+    finally:
+        pop.quit()
+
+
+def test_pop3_quota_stop_keeps_the_newest_by_date_header(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _fill(dovecot, source, ssl_context, 60)
+    newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
+    quota = sum(m.size for m in sent) // 2
+    fits, used = [], 0
+    for message in newest:
+        if used + message.size > quota:
+            break
+        fits.append(message)
+        used += message.size
+    store, job = _copy(
+        dovecot, tls_files, redis_url, source, target, quotas={target.lower(): quota}
+    )
+    status = store.mailbox("p", job)
+    assert status is not None and status.state is MailboxState.QUOTA_STOPPED
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in fits)
