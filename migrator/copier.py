@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -35,7 +35,7 @@ from migrator.foldermap import FolderMap
 from migrator.plan import MessageKey, MessageRef, make_plan, quota_budget, take_within_budget
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
 from migrator.sources.base import MailboxSource
-from migrator.targets.base import MailboxTarget
+from migrator.targets.base import AppendItem, MailboxTarget
 
 log = logging.getLogger(__name__)
 
@@ -120,47 +120,84 @@ def copy_pass(
         done_bytes=already_bytes,
     )
 
-    copied_messages = copied_bytes = 0
-    skipped: list[SkippedMessage] = []
-    current_folder = ""
-    left: tuple[MessageRef, ...] = split.left
-    fits = split.fits
-    for ref, body in source.fetch(fits):
-        if ref.folder != current_folder:
-            current_folder = ref.folder
-            progress.folder(ref.folder)
-        try:
-            # POP3 has no INTERNALDATE: the Date header is the best arrival time left.
-            when = ref.internaldate or ref.date_header
-            target.append(target_of[ref.folder], body, ref.flags, when)
-        except MessageRefused as exc:
-            log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, exc)
-            skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(exc)))
-            continue
-        except QuotaExceeded:
-            # The server's own count disagrees with ours (rounding, other mail
-            # arriving): it is the authority.  Everything not yet sent is left.
-            position = next(i for i, r in enumerate(fits) if r is ref)
-            left = tuple(fits[position:]) + split.left
-            break
-        del body
-        progress.copied(ref)
-        copied_messages += 1
-        copied_bytes += ref.size
-
-    state = MailboxState.QUOTA_STOPPED if left else MailboxState.DONE
+    sent = _send(source, target, split.fits, target_of, progress)
+    left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
-        state=state,
+        state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
         total_messages=plan.total_messages,
         total_bytes=plan.total_bytes,
-        copied_messages=copied_messages,
-        copied_bytes=copied_bytes,
+        copied_messages=sent.messages,
+        copied_bytes=sent.bytes,
         already_messages=len(plan.already_done),
         already_bytes=already_bytes,
         left_messages=len(left),
         left_bytes=sum(r.size for r in left),
-        skipped=tuple(skipped),
+        skipped=tuple(sent.skipped),
     )
+
+
+# A batch of appends holds at most this many bytes of message in memory.
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class _Sent:
+    messages: int = 0
+    bytes: int = 0
+    skipped: list[SkippedMessage] = field(default_factory=list)
+    stopped_at: int | None = None  # index in the plan of the first message the quota refused
+
+
+def _send(
+    source: MailboxSource,
+    target: MailboxTarget,
+    fits: tuple[MessageRef, ...],
+    target_of: dict[str, str],
+    progress: Progress,
+) -> _Sent:
+    """Fetch and append in plan order, `target.batch_size` messages at a time."""
+    sent = _Sent()
+    position = {id(ref): index for index, ref in enumerate(fits)}
+    batch: list[tuple[MessageRef, AppendItem]] = []
+    batch_bytes = 0
+    current_folder = ""
+
+    def flush() -> bool:
+        nonlocal batch_bytes
+        outcomes = target.append_batch([item for _, item in batch])
+        for (ref, _), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, QuotaExceeded):
+                # The server's own count is the authority (rounding, new mail arriving):
+                # this message and every later one are left.
+                sent.stopped_at = position[id(ref)]
+                return False
+            if isinstance(outcome, MessageRefused):
+                log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
+                sent.skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(outcome)))
+                continue
+            progress.copied(ref)
+            sent.messages += 1
+            sent.bytes += ref.size
+        batch.clear()
+        batch_bytes = 0
+        return True
+
+    for ref, body in source.fetch(fits):
+        if ref.folder != current_folder:
+            current_folder = ref.folder
+            progress.folder(ref.folder)
+        # POP3 has no INTERNALDATE: the Date header is the best arrival time left.
+        item = AppendItem(
+            target_of[ref.folder], body, ref.flags, ref.internaldate or ref.date_header, ref.key
+        )
+        batch.append((ref, item))
+        batch_bytes += ref.size
+        del body, item
+        if (len(batch) >= target.batch_size or batch_bytes >= BATCH_BYTES) and not flush():
+            return sent
+    if batch:
+        flush()
+    return sent
 
 
 def migrate_mailbox(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from migrator.errors import MessageRefused, QuotaExceeded
 from migrator.foldermap import TargetFolder
 from migrator.plan import MessageKey
 
@@ -17,10 +19,26 @@ class QuotaInfo:
     usage: int | None  # bytes in use; None when the server cannot say
 
 
+@dataclass(frozen=True)
+class AppendItem:
+    folder: str  # the target's name, from open_folder
+    message: bytes
+    flags: tuple[str, ...]  # IMAP words: \Seen, \Flagged, ..., keywords
+    internaldate: datetime | None
+    key: MessageKey | None = None  # how index() will recognise it later
+
+
+Outcome = MessageRefused | QuotaExceeded | None
+"""Per item: None (stored), MessageRefused (skip it, go on), QuotaExceeded (the target
+is full: this item and every later one in the batch were not stored)."""
+
+
 class MailboxTarget(Protocol):
     """Writes one mailbox.  Library errors never escape: adapters raise migrator.errors
-    (QuotaExceeded for a full mailbox, MessageRefused for one bad message,
-    TransientError for anything worth a reconnect)."""
+    (TransientError for anything worth a reconnect, after which a new pass re-reads
+    index() and so never sends twice what a broken batch did store)."""
+
+    batch_size: int  # items per append_batch call; the copier also caps a batch's bytes
 
     def open_folder(self, folder: TargetFolder) -> str:
         """The target's own name for `folder`, created (idempotently) if missing."""
@@ -32,8 +50,8 @@ class MailboxTarget(Protocol):
 
     def quota(self) -> QuotaInfo: ...
 
-    def append(
-        self, name: str, message: bytes, flags: tuple[str, ...], internaldate: datetime | None
-    ) -> None: ...
+    def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        """Store the items in order; one outcome per item."""
+        ...
 
     def close(self) -> None: ...

@@ -4,17 +4,17 @@ indexes what a folder already holds, and APPENDs with flags and INTERNALDATE."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from imapclient import IMAPClient
 
 from migrator.batch import Credentials, ServerAddress
-from migrator.errors import FolderRefused, MessageRefused, PermanentError
+from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.imapconn import ConnectOptions, connect, imap_errors, keys_for_folder, logout
 from migrator.plan import MessageKey
-from migrator.targets.base import QuotaInfo
+from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
 # RFC 6154: where a target server marks its own folders, default folders go there.
 _SPECIAL_USE_OF = {
@@ -28,6 +28,8 @@ _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 
 
 class ImapTarget:
+    batch_size = 1
+
     def __init__(
         self,
         server: ServerAddress,
@@ -111,22 +113,33 @@ class ImapTarget:
                 return QuotaInfo(limit=int(quota.limit) * 1024, usage=int(quota.usage) * 1024)
         return QuotaInfo(limit=None, usage=None)
 
-    def append(
-        self, name: str, message: bytes, flags: tuple[str, ...], internaldate: datetime | None
-    ) -> None:
-        keep_keywords = self._keywords_ok.get(name, False)
+    def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for index, item in enumerate(items):
+            try:
+                self._append(item)
+            except MessageRefused as exc:
+                outcomes.append(exc)
+                continue
+            except QuotaExceeded as exc:
+                return outcomes + [exc] * (len(items) - index)
+            outcomes.append(None)
+        return outcomes
+
+    def _append(self, item: AppendItem) -> None:
+        keep_keywords = self._keywords_ok.get(item.folder, False)
         kept = tuple(
             f
-            for f in flags
+            for f in item.flags
             if f.lower() in _SYSTEM_FLAGS or (keep_keywords and not f.startswith("\\"))
         )
-        what = f"{self._what}, folder {name!r}"
+        what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):
-                self._client.append(name, message, kept, internaldate)
-        except MessageRefused:
-            raise
+                self._client.append(item.folder, item.message, kept, item.internaldate)
         except PermanentError as exc:
+            # A plain NO to APPEND is about this message (size, content); quota and
+            # login errors keep their own kind.
             if type(exc) is PermanentError:
                 raise MessageRefused(str(exc)) from exc
             raise
