@@ -10,12 +10,14 @@ copied twice and nothing is skipped.
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from tenacity import (
     Retrying,
@@ -136,8 +138,64 @@ def copy_pass(
     )
 
 
-# A batch of appends holds at most this many bytes of message in memory.
+# A batch of appends holds at most this many bytes of message in memory, and the
+# reader runs at most this far ahead of the writer.
 BATCH_BYTES = 16 * 1024 * 1024
+PREFETCH_BYTES = 16 * 1024 * 1024
+
+
+def prefetched(
+    messages: Iterator[tuple[MessageRef, bytes]], max_bytes: int
+) -> Iterator[tuple[MessageRef, bytes]]:
+    """Read ahead in a thread so source reads and target writes overlap.
+
+    At most `max_bytes` wait in between (always at least one message, however big),
+    so memory stays flat.  An error in the reader reaches the consumer in order."""
+    lock = threading.Condition()
+    waiting: collections.deque[tuple[MessageRef, bytes]] = collections.deque()
+    state: dict[str, Any] = {"bytes": 0, "done": False, "error": None, "stop": False}
+
+    def read() -> None:
+        try:
+            for ref, body in messages:
+                with lock:
+                    while state["bytes"] >= max_bytes and waiting and not state["stop"]:
+                        lock.wait()
+                    if state["stop"]:
+                        return
+                    waiting.append((ref, body))
+                    state["bytes"] += len(body)
+                    lock.notify_all()
+        except BaseException as exc:  # handed to the consumer, raised there
+            with lock:
+                state["error"] = exc
+        finally:
+            with lock:
+                state["done"] = True
+                lock.notify_all()
+
+    reader = threading.Thread(target=read, name="prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            with lock:
+                while not waiting and not state["done"]:
+                    lock.wait()
+                if waiting:
+                    ref, body = waiting.popleft()
+                    state["bytes"] -= len(body)
+                    lock.notify_all()
+                elif state["error"] is not None:
+                    raise state["error"]
+                else:
+                    return
+            yield ref, body
+            del body
+    finally:
+        with lock:
+            state["stop"] = True
+            lock.notify_all()
+        reader.join()
 
 
 @dataclass
@@ -182,7 +240,7 @@ def _send(
         batch_bytes = 0
         return True
 
-    for ref, body in source.fetch(fits):
+    for ref, body in prefetched(source.fetch(fits), PREFETCH_BYTES):
         if ref.folder != current_folder:
             current_folder = ref.folder
             progress.folder(ref.folder)

@@ -27,6 +27,10 @@ _SPECIAL_USE_OF = {
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 
 
+# RFC 3502 MULTIAPPEND: this many messages in one APPEND command, one round trip.
+MULTIAPPEND_BATCH = 25
+
+
 class ImapTarget:
     batch_size = 1
 
@@ -44,6 +48,9 @@ class ImapTarget:
         self._special: dict[str, str] = {}
         self._keywords_ok: dict[str, bool] = {}
         self._refresh_folders()
+        self._multiappend = self._client.has_capability("MULTIAPPEND")
+        if self._multiappend:
+            self.batch_size = MULTIAPPEND_BATCH
 
     def _refresh_folders(self) -> None:
         with imap_errors(self._what):
@@ -115,6 +122,41 @@ class ImapTarget:
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
         outcomes: list[Outcome] = []
+        start = 0
+        while start < len(items):
+            # MULTIAPPEND takes one mailbox: send each run of same-folder items at once.
+            end = start + 1
+            while end < len(items) and items[end].folder == items[start].folder:
+                end += 1
+            run = items[start:end]
+            if not (self._multiappend and len(run) > 1 and self._multiappend_run(run)):
+                run_outcomes = self._append_each(run)
+                outcomes.extend(run_outcomes)
+                if any(isinstance(o, QuotaExceeded) for o in run_outcomes):
+                    return outcomes + [run_outcomes[-1]] * (len(items) - end)
+            else:
+                outcomes.extend([None] * len(run))
+            start = end
+        return outcomes
+
+    def _multiappend_run(self, run: Sequence[AppendItem]) -> bool:
+        """True when the server stored the whole run.  On NO it stored none of them
+        (RFC 3502 is all or nothing), and the caller finds the culprit one by one, so a
+        quota stop still lands exactly at the first message that does not fit."""
+        folder = run[0].folder
+        keep_keywords = self._keywords_ok.get(folder, False)
+        messages = []
+        for item in run:
+            entry: dict[str, Any] = {"msg": item.message, "flags": _kept(item.flags, keep_keywords)}
+            if item.internaldate is not None:
+                entry["date"] = item.internaldate
+            messages.append(entry)
+        with imap_errors(f"{self._what}, folder {folder!r}"):
+            typ, _ = self._client.multiappend(folder, messages)
+        return bool(typ == "OK")
+
+    def _append_each(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         for index, item in enumerate(items):
             try:
                 self._append(item)
@@ -127,12 +169,7 @@ class ImapTarget:
         return outcomes
 
     def _append(self, item: AppendItem) -> None:
-        keep_keywords = self._keywords_ok.get(item.folder, False)
-        kept = tuple(
-            f
-            for f in item.flags
-            if f.lower() in _SYSTEM_FLAGS or (keep_keywords and not f.startswith("\\"))
-        )
+        kept = _kept(item.flags, self._keywords_ok.get(item.folder, False))
         what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):
@@ -146,6 +183,13 @@ class ImapTarget:
 
     def close(self) -> None:
         logout(self._client)
+
+
+def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:
+    """System flags always; keywords where the folder's PERMANENTFLAGS has \\*."""
+    return tuple(
+        f for f in flags if f.lower() in _SYSTEM_FLAGS or (keywords and not f.startswith("\\"))
+    )
 
 
 def _safe_component(part: str, delimiter: str) -> str:
