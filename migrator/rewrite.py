@@ -94,12 +94,15 @@ class RewriteMaps:
 
 @dataclass(frozen=True)
 class RewriteResult:
-    message: bytes
+    """One rewritten message and what it took; the copier sums the counts per mailbox."""
+
+    message: bytes  # the copy to store: a different length from the source when changed
     addresses_rewritten: int
     headers_unparsable: int  # address fields left as they were because they could not be parsed
 
     @property
     def changed(self) -> bool:
+        """True when at least one address was rewritten (so `message` differs from the input)."""
         return self.addresses_rewritten > 0
 
 
@@ -266,29 +269,31 @@ def _dn_key(dn: str) -> str:
 
 
 def load_x500_map(path: str | Path) -> dict[str, str]:
-    """Read a ``LegacyExchangeDN,PrimarySmtpAddress`` CSV (UTF-8, BOM or not, header row
-    required, other columns ignored) into {upper-cased DN: SMTP address}.
+    """Read a ``LegacyExchangeDN,PrimarySmtpAddress`` CSV into {upper-cased DN: SMTP address}.
 
-    Raises BatchError naming the file and the line of the first problem.
+    UTF-8 with or without a BOM; a header row names the two columns (any order, other columns
+    ignored), or, without one, the DN comes first and the address second.  A ``#TYPE`` line
+    (Windows PowerShell's Export-Csv) and blank lines are skipped; ``X500:``/``EX:`` prefixes
+    are dropped.  Raises BatchError naming the file and the line of the first problem.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise BatchError(f"{path}: cannot be read: {exc.strerror}") from exc
-    rows = csv.reader(io.StringIO(decode_csv_bytes(data, what=str(path)), newline=""))
-    header = [cell.strip().lower() for cell in next(rows, [])]
-    columns: dict[str, int] = {}
-    for name in ("LegacyExchangeDN", "PrimarySmtpAddress"):
-        if name.lower() not in header:
-            raise BatchError(f"{path}: line 1: the header has no column {name}")
-        columns[name] = header.index(name.lower())
+    reader = csv.reader(io.StringIO(decode_csv_bytes(data, what=str(path)), newline=""))
+    columns: list[int] | None = None
     found: dict[str, str] = {}
-    for row in rows:
-        if not any(cell.strip() for cell in row):
+    for line, row in ((reader.line_num, row) for row in reader):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or (line == 1 and cells[0].upper().startswith("#TYPE")):
             continue
-        cells = [cell.strip() for cell in row] + [""] * len(header)
-        dn, smtp = cells[columns["LegacyExchangeDN"]], cells[columns["PrimarySmtpAddress"]]
-        where = f"{path}: line {rows.line_num}"
+        where = f"{path}: line {line}"
+        if columns is None:
+            columns = [0, 1]
+            if not _dn_key(cells[0]).startswith("/"):
+                columns = _x500_columns(cells, where)
+                continue
+        dn, smtp = (cells[i] if i < len(cells) else "" for i in columns)
         key = _dn_key(dn)
         if not key.startswith("/"):
             raise BatchError(f"{where}: LegacyExchangeDN {dn!r} does not start with '/'")
@@ -298,7 +303,17 @@ def load_x500_map(path: str | Path) -> dict[str, str]:
         if found.get(key, smtp).lower() != smtp.lower():
             raise BatchError(f"{where}: {dn} is mapped twice, to {found[key]} and {smtp}")
         found[key] = smtp
+    if columns is None:
+        raise BatchError(f"{path}: the file has no rows")
     return found
+
+
+def _x500_columns(header: list[str], where: str) -> list[int]:
+    names = [cell.lower() for cell in header]
+    for name in ("LegacyExchangeDN", "PrimarySmtpAddress"):
+        if name.lower() not in names:
+            raise BatchError(f"{where}: the header has no column {name}")
+    return [names.index("legacyexchangedn"), names.index("primarysmtpaddress")]
 
 
 def parse_domain_pair(text: str) -> tuple[str, str]:
