@@ -21,6 +21,7 @@ from migrator.batch import (
     AccessMethod,
     AdminLogin,
     BatchResult,
+    MailboxJob,
     parse_server,
     read_batch_file,
     read_quota_file,
@@ -31,7 +32,16 @@ from migrator.foldermap import load_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.localredis import PrivateRedis, state_dir
 from migrator.report import MailboxState
-from migrator.runner import MailboxBusy, RunOptions, TargetSpec, build_jobs, execute_job, lock_ttl
+from migrator.rewrite import RewriteMaps, load_x500_map, parse_domain_pair
+from migrator.runner import (
+    MailboxBusy,
+    RunOptions,
+    TargetSpec,
+    build_jobs,
+    execute_job,
+    lock_ttl,
+    rewrite_meta,
+)
 from migrator.secrets import SECRET_KEY_ENV, Secret, SecretBox, new_key
 from migrator.state import NewJob, StateStore
 
@@ -145,6 +155,29 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections-per-server", type=int, default=8)
     p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
+    rewrite = p.add_argument_group("address rewriting (off unless asked for)")
+    rewrite.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="rewrite address headers: the batch's SourceIdentity -> TargetIdentity pairs",
+    )
+    rewrite.add_argument(
+        "--rewrite-x500",
+        type=Path,
+        help="CSV LegacyExchangeDN,PrimarySmtpAddress (implies --rewrite)",
+    )
+    rewrite.add_argument(
+        "--rewrite-domain",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="domain pair, repeatable (implies --rewrite)",
+    )
+    rewrite.add_argument(
+        "--keep-original-headers",
+        action="store_true",
+        help="add X-Original-<Header> beside each rewritten header",
+    )
 
 
 def _date(text: str) -> datetime:
@@ -257,6 +290,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         max_connections_per_server=args.max_connections_per_server,
     )
     batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    rewrite = _rewrite_maps(args, result.jobs)
     meta = {
         "csv": str(args.batch_csv),
         "method": args.method,
@@ -265,8 +299,31 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         "insecure": "yes" if args.insecure else "no",
         "since": args.since.isoformat() if args.since else "",
         "until": args.until.isoformat() if args.until else "",
+        "rewrite": rewrite_meta(rewrite),
     }
     return batch_id, meta, build_jobs(result.jobs, options, box)
+
+
+def _rewrite_maps(args: argparse.Namespace, jobs: Sequence[MailboxJob]) -> RewriteMaps | None:
+    if not (args.rewrite or args.rewrite_x500 or args.rewrite_domain):
+        return None
+    domains = {}
+    for text in args.rewrite_domain:
+        try:
+            old, new = parse_domain_pair(text)
+        except ValueError as exc:
+            raise ConfigError(f"--rewrite-domain {text!r}: {exc}") from None
+        domains[old] = new
+    return RewriteMaps(
+        identities={
+            j.source_identity: j.target_identity
+            for j in jobs
+            if j.source_identity.lower() != j.target_identity.lower()
+        },
+        x500=load_x500_map(args.rewrite_x500) if args.rewrite_x500 else {},
+        domains=domains,
+        keep_original=args.keep_original_headers,
+    )
 
 
 def _manifest_path(batch_id: str) -> Path:

@@ -34,8 +34,16 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import FolderMap
-from migrator.plan import MessageKey, MessageRef, make_plan, quota_budget, take_within_budget
+from migrator.plan import (
+    MessageKey,
+    MessageRef,
+    make_plan,
+    message_key,
+    quota_budget,
+    take_within_budget,
+)
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
+from migrator.rewrite import RewriteMaps, header_block_end, rewrite_message
 from migrator.sources.base import MailboxSource
 from migrator.targets.base import AppendItem, MailboxTarget
 
@@ -71,6 +79,7 @@ class CopyOptions:
     activation_quota: int | None = None  # bytes, from the activation CSV
     max_passes: int = 5  # passes after transient errors, each resuming the last
     max_wait: float = 60.0  # seconds between passes, at most
+    rewrite: RewriteMaps | None = None  # address headers rewritten on the way; None: bytes as is
 
 
 def copy_pass(
@@ -94,6 +103,7 @@ def copy_pass(
         name: target.index(name) for name in sorted(set(target_of.values()))
     }
     checkpointed = progress.checkpoints()
+    rewrite = options.rewrite if options.rewrite and not options.rewrite.is_empty() else None
     plan = make_plan(
         refs,
         now=now,
@@ -102,6 +112,7 @@ def copy_pass(
         checkpointed=checkpointed,
         present_at_target=present,
         target_of=target_of,
+        target_keys=_rewritten_keys(source, refs, present, target_of, rewrite),
     )
     recognised = [
         r for r in plan.already_done if (r.folder, r.uidvalidity, r.uid) not in checkpointed
@@ -122,7 +133,7 @@ def copy_pass(
         done_bytes=already_bytes,
     )
 
-    sent = _send(source, target, split.fits, target_of, progress)
+    sent = _send(source, target, split.fits, target_of, progress, rewrite)
     left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
@@ -135,7 +146,49 @@ def copy_pass(
         left_messages=len(left),
         left_bytes=sum(r.size for r in left),
         skipped=tuple(sent.skipped),
+        rewritten_messages=sent.rewritten_messages,
+        rewritten_addresses=sent.rewritten_addresses,
+        unparsable_headers=sent.unparsable_headers,
     )
+
+
+def _rewritten_keys(
+    source: MailboxSource,
+    refs: list[MessageRef],
+    present: dict[str, Counter[MessageKey]],
+    target_of: dict[str, str],
+    rewrite: RewriteMaps | None,
+) -> dict[tuple[str, int], MessageKey] | None:
+    """The keys messages have at the target once rewritten, for recognising them there.
+
+    Only needed where a target folder already holds mail; the header blocks are read
+    then, and only then, since rewriting touches nothing else."""
+    if rewrite is None:
+        return None
+    wanted = [r for r in refs if r.key is not None and present.get(target_of[r.folder])]
+    keys: dict[tuple[str, int], MessageKey] = {}
+    for ref, header in source.headers(wanted):
+        keys[(ref.folder, ref.uid)] = target_key(ref, header, rewrite)
+    return keys
+
+
+def target_key(ref: MessageRef, header: bytes, rewrite: RewriteMaps) -> MessageKey:
+    """`ref`'s key once its header block `header` is rewritten (Message-ID never is)."""
+    assert ref.key is not None
+    new_header = rewrite_message(header, rewrite).message
+    size = ref.size + len(new_header) - len(header)
+    if ref.key[0] == "mid":
+        return ("mid", ref.key[1], size)
+    return message_key(None, size, new_header)
+
+
+def _header_of(message: bytes) -> bytes:
+    """The header block with its empty line, as IMAP's BODY[HEADER] gives it."""
+    end = header_block_end(message)
+    for blank in (b"\r\n", b"\n"):
+        if message.startswith(blank, end):
+            return message[: end + len(blank)]
+    return message[:end]
 
 
 # A batch of appends holds at most this many bytes of message in memory, and the
@@ -204,6 +257,9 @@ class _Sent:
     bytes: int = 0
     skipped: list[SkippedMessage] = field(default_factory=list)
     stopped_at: int | None = None  # index in the plan of the first message the quota refused
+    rewritten_messages: int = 0
+    rewritten_addresses: int = 0
+    unparsable_headers: int = 0
 
 
 def _send(
@@ -212,6 +268,7 @@ def _send(
     fits: tuple[MessageRef, ...],
     target_of: dict[str, str],
     progress: Progress,
+    rewrite: RewriteMaps | None = None,
 ) -> _Sent:
     """Fetch and append in plan order, `target.batch_size` messages at a time."""
     sent = _Sent()
@@ -244,9 +301,19 @@ def _send(
         if ref.folder != current_folder:
             current_folder = ref.folder
             progress.folder(ref.folder)
+        key = ref.key
+        if rewrite is not None:
+            rewritten = rewrite_message(body, rewrite)
+            if rewritten.changed:
+                key = target_key(ref, _header_of(body), rewrite) if ref.key else None
+                body = rewritten.message
+                sent.rewritten_messages += 1
+                sent.rewritten_addresses += rewritten.addresses_rewritten
+            sent.unparsable_headers += rewritten.headers_unparsable
+            del rewritten
         # POP3 has no INTERNALDATE: the Date header is the best arrival time left.
         item = AppendItem(
-            target_of[ref.folder], body, ref.flags, ref.internaldate or ref.date_header, ref.key
+            target_of[ref.folder], body, ref.flags, ref.internaldate or ref.date_header, key
         )
         batch.append((ref, item))
         batch_bytes += ref.size

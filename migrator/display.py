@@ -47,6 +47,10 @@ def result_table(rows: Sequence[MailboxStatus], title: str) -> Table:
     for row in rows:
         style = _STATE_STYLE.get(row.state.value, "")
         note = row.last_error or (row.current_folder if row.state.value == "running" else "")
+        if not note and row.rewritten_messages:
+            note = f"rewrote {row.rewritten_addresses} addresses in {row.rewritten_messages} mails"
+            if row.unparsable_headers:
+                note += f", {row.unparsable_headers} headers left unparsed"
         table.add_row(
             str(row.line),
             row.source_identity,

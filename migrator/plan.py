@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -118,6 +118,7 @@ def make_plan(
     checkpointed: frozenset[tuple[str, int, int]],
     present_at_target: dict[str, Counter[MessageKey]],
     target_of: dict[str, str],
+    target_keys: Mapping[tuple[str, int], MessageKey] | None = None,
 ) -> Plan:
     """Order the mailbox newest first and split it into what is done and what to copy.
 
@@ -127,7 +128,15 @@ def make_plan(
     uncheckpointed source message with that key count as already copied.  Counting
     (not a set) keeps two identical source messages as two target messages, and
     recognises a message appended just before a crash, whose checkpoint never came.
+    `target_keys` gives, by (folder, uid), the key a message has once at the target
+    where that differs from its source key (addresses rewritten on the way).
     """
+
+    def key(ref: MessageRef) -> MessageKey | None:
+        if target_keys is not None:
+            return target_keys.get((ref.folder, ref.uid), ref.key)
+        return ref.key
+
     in_range = [r for r in refs if within_range(r, now, since, until)]
     ordered = newest_first(in_range, now)
     spare: dict[str, Counter[MessageKey]] = {
@@ -139,15 +148,15 @@ def make_plan(
         if (ref.folder, ref.uidvalidity, ref.uid) in checkpointed:
             done.append(ref)
             counter = spare.get(target_of[ref.folder])
-            if counter is not None and ref.key is not None and counter[ref.key] > 0:
-                counter[ref.key] -= 1
+            if counter is not None and (k := key(ref)) is not None and counter[k] > 0:
+                counter[k] -= 1
         else:
             pending.append(ref)
     to_copy: list[MessageRef] = []
     for ref in pending:
         counter = spare.get(target_of[ref.folder])
-        if counter is not None and ref.key is not None and counter[ref.key] > 0:
-            counter[ref.key] -= 1
+        if counter is not None and (k := key(ref)) is not None and counter[k] > 0:
+            counter[k] -= 1
             done.append(ref)
         else:
             to_copy.append(ref)

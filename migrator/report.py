@@ -48,3 +48,6 @@ class MailboxResult:
     left_bytes: int = 0
     skipped: tuple[SkippedMessage, ...] = field(default=())
     error: str | None = None
+    rewritten_messages: int = 0  # messages whose address headers were rewritten
+    rewritten_addresses: int = 0
+    unparsable_headers: int = 0  # address headers left as they were: they could not be parsed

@@ -37,6 +37,7 @@ from migrator.errors import ConfigError
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
+from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox
 from migrator.sources.base import MailboxSource
 from migrator.sources.imap import ImapSource
@@ -184,6 +185,37 @@ def _folder_map(xml: str | None) -> FolderMap:
     return _folder_maps[digest]
 
 
+def rewrite_meta(maps: RewriteMaps | None) -> str:
+    """The batch's rewrite maps as JSON for its Redis hash ("" when rewriting is off)."""
+    if maps is None:
+        return ""
+    return json.dumps(
+        {
+            "identities": dict(maps.identities),
+            "x500": dict(maps.x500),
+            "domains": dict(maps.domains),
+            "keep_original": maps.keep_original,
+        }
+    )
+
+
+_rewrites: dict[str, RewriteMaps] = {}
+
+
+def _rewrite_maps(text: str | None) -> RewriteMaps | None:
+    if not text:
+        return None
+    if text not in _rewrites:
+        data = json.loads(text)
+        _rewrites[text] = RewriteMaps(
+            identities=data["identities"],
+            x500=data["x500"],
+            domains=data["domains"],
+            keep_original=bool(data["keep_original"]),
+        )
+    return _rewrites[text]
+
+
 def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -271,6 +303,7 @@ def _run(
         since=datetime.fromisoformat(opts["since"]) if opts.get("since") else None,
         until=datetime.fromisoformat(opts["until"]) if opts.get("until") else None,
         activation_quota=tgt.get("activation_quota"),
+        rewrite=_rewrite_maps(store.batch_meta(batch_id).get("rewrite")),
     )
     return migrate_mailbox(
         lambda: open_source(str(src["kind"]), job, connect),

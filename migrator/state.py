@@ -52,6 +52,9 @@ class MailboxStatus:
     left_messages: int
     left_bytes: int
     skipped_messages: int
+    rewritten_messages: int
+    rewritten_addresses: int
+    unparsable_headers: int
     current_folder: str
     started: float | None
     updated: float | None
@@ -168,6 +171,9 @@ class StateStore:
                 ]
             ),
             "last_error": (result.error or "")[:1000],
+            "rewritten_messages": str(result.rewritten_messages),
+            "rewritten_addresses": str(result.rewritten_addresses),
+            "unparsable_headers": str(result.unparsable_headers),
         }
         if result.total_messages or result.state is not MailboxState.FAILED:
             fields["total_messages"] = str(result.total_messages)
@@ -305,6 +311,9 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         left_messages=num("left_messages"),
         left_bytes=num("left_bytes"),
         skipped_messages=num("skipped_messages"),
+        rewritten_messages=num("rewritten_messages"),
+        rewritten_addresses=num("rewritten_addresses"),
+        unparsable_headers=num("unparsable_headers"),
         current_folder=d.get("current_folder", ""),
         started=when("started"),
         updated=when("updated"),

@@ -42,6 +42,9 @@ class MemorySource:
         for ref in refs:
             yield ref, f"message {ref.uid}".encode()
 
+    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        return iter(())
+
     def close(self) -> None:
         pass
 

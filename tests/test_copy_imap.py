@@ -7,9 +7,10 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import PopulatedMessage, populate
+from servers.mailgen import PopulatedMessage, make_message, populate
 from support import (
     counts,
     default_map_target,
@@ -22,7 +23,8 @@ from support import (
 )
 
 from migrator.report import MailboxState
-from migrator.runner import execute_job
+from migrator.rewrite import RewriteMaps
+from migrator.runner import execute_job, rewrite_meta
 from migrator.state import StateStore
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
@@ -42,6 +44,7 @@ def _run(
     redis_url: str,
     source: str,
     target: str,
+    rewrite: RewriteMaps | None = None,
     **options: object,
 ) -> tuple[StateStore, str]:
     _, box = fresh_box()
@@ -59,7 +62,7 @@ def _run(
         run_options(dovecot, tls_files.ca_cert, **options),
         box,
     )
-    store.create_batch("b1", {}, jobs)
+    store.create_batch("b1", {"rewrite": rewrite_meta(rewrite)}, jobs)
     execute_job(store, "b1", jobs[0].job_id, box)
     return store, jobs[0].job_id
 
@@ -194,3 +197,43 @@ def test_date_range_copies_only_mail_inside_it(
     _run(dovecot, tls_files, redis_url, source, target, since=lo, until=hi)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert hashes(view["INBOX"]) == Counter(_digest(m) for m in inside)
+
+
+def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_nothing_twice(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _populate(dovecot, source, ssl_context, {"INBOX": 30})
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(source, DEFAULT_USER_PASSWORD)
+        for i in range(5):  # no Message-ID: recognised by the hash of the rewritten header
+            raw, when = make_message(100 + i, folder="INBOX", with_message_id=False)
+            client.append("INBOX", raw, (), when)
+    maps = RewriteMaps(domains={"source.example.test": "target.example.test"})
+
+    store, job = _run(dovecot, tls_files, redis_url, source, target, rewrite=maps)
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.DONE
+    assert (status.rewritten_messages, status.rewritten_addresses) == (35, 35)
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    originals = {_digest(m): m.raw for m in sent}
+    assert len(view["INBOX"]) == 35
+    assert not any(s.sha256 in originals for s in view["INBOX"])  # each one was rewritten
+
+    store.client.flushall()
+    store, job = _run(dovecot, tls_files, redis_url, source, target, rewrite=maps)
+    again = store.mailbox("b1", job)
+    assert again is not None and again.state is MailboxState.DONE
+    assert again.copied_messages == 0
+    assert len(snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)["INBOX"]) == 35
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(target, DEFAULT_USER_PASSWORD)
+        client.select_folder("INBOX", readonly=True)
+        for data in client.fetch(client.search("ALL"), ["BODY.PEEK[]"]).values():
+            body = data[b"BODY[]"]
+            assert b"@source.example.test" not in body.split(b"\r\n\r\n", 1)[0]
+            assert b"@target.example.test>" in body

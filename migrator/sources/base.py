@@ -29,4 +29,9 @@ class MailboxSource(Protocol):
         """The bytes of each message, in the order given, exactly as the server holds them."""
         ...
 
+    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        """The header block of each message (with its empty line, as IMAP's BODY[HEADER]);
+        read only when rewriting must recognise messages already at the target."""
+        ...
+
     def close(self) -> None: ...

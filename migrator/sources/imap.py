@@ -133,6 +133,21 @@ class ImapSource:
                     continue
                 yield ref, body
 
+    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        by_folder: dict[str, list[MessageRef]] = {}
+        for ref in refs:
+            by_folder.setdefault(ref.folder, []).append(ref)
+        for folder, members in by_folder.items():
+            self._select(folder)
+            for start in range(0, len(members), 500):
+                chunk = members[start : start + 500]
+                with imap_errors(f"{self._what}, folder {folder!r}"):
+                    fetched = self._client.fetch([r.uid for r in chunk], ["BODY.PEEK[HEADER]"])
+                for ref in chunk:
+                    header = fetched.get(ref.uid, {}).get(b"BODY[HEADER]")
+                    if header is not None:
+                        yield ref, header
+
     def close(self) -> None:
         logout(self._client)
 

@@ -37,6 +37,7 @@ class Pop3Source:
         self._job = job
         self._what = f"source mailbox {job.source_identity} ({job.source_server})"
         self._numbers: dict[int, int] = {}  # checkpoint id -> message number in this session
+        self._headers: dict[int, bytes] = {}  # checkpoint id -> header block (from TOP n 0)
         self._conn = self._connect(options)
 
     # -- connection ----------------------------------------------------------------------
@@ -102,6 +103,7 @@ class Pop3Source:
                 uidls = None  # RFC 1939 makes UIDL optional
             refs = []
             self._numbers.clear()
+            self._headers.clear()
             seen: Counter[MessageKey] = Counter()
             for number, size in sizes.items():
                 lines = self._conn.top(number, 0)[1]
@@ -120,6 +122,7 @@ class Pop3Source:
                     seen[key] += 1
                     uid = _checkpoint_id(f"{key[1]}|{key[2]}|{seen[key]}")
                 self._numbers[uid] = number
+                self._headers[uid] = header
                 refs.append(
                     MessageRef(
                         folder=INBOX.name,
@@ -143,6 +146,11 @@ class Pop3Source:
                 # CRLF lines (RFC 1939), so joining with CRLF gives the message back.
                 lines = self._conn.retr(number)[1]
             yield ref, b"\r\n".join(lines) + b"\r\n"
+
+    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        for ref in refs:
+            if ref.uid in self._headers:
+                yield ref, self._headers[ref.uid]
 
     def close(self) -> None:
         # QUIT without DELE: nothing is ever deleted from the source.
