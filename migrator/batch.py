@@ -140,6 +140,14 @@ _ADMIN_METHODS = frozenset({AccessMethod.COMBINED, AccessMethod.ROOTFOLDER, Acce
 _SCHEMES: Mapping[str, Mapping[str, tuple[TlsMode, int]]] = {
     "imap": {"imap": (TlsMode.STARTTLS, 143), "imaps": (TlsMode.IMPLICIT, 993)},
     "pop3": {"pop3": (TlsMode.STARTTLS, 110), "pop3s": (TlsMode.IMPLICIT, 995)},  # RFC 2595 STLS
+    # EWS (an Exchange source): a bare host or https:// is /EWS/Exchange.asmx over TLS;
+    # http:// (tests) has no TLS at all, and the EWS adapter refuses it without
+    # --allow-plaintext.  STARTTLS stands for that here: EWS has no upgrade.
+    "ews": {
+        "ews": (TlsMode.IMPLICIT, 443),
+        "https": (TlsMode.IMPLICIT, 443),
+        "http": (TlsMode.STARTTLS, 80),
+    },
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACE = re.compile(r"\s")
@@ -192,7 +200,11 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
     if separator:
         scheme = scheme.lower()
         if scheme not in schemes:
-            owner = next((name for name, known in _SCHEMES.items() if scheme in known), None)
+            # Named after their protocol (imaps, pop3s, ews): http(s) stays "unknown" to IMAP.
+            owner = next(
+                (n for n, known in _SCHEMES.items() if scheme in known and scheme.startswith(n)),
+                None,
+            )
             if owner is not None:
                 raise ValueError(
                     f"{scheme}:// is a {owner.upper()} address, but this batch reads "

@@ -28,6 +28,9 @@ from migrator.batch import (
 )
 from migrator.display import result_table, status_json, watch
 from migrator.errors import ConfigError, MigrationError
+from migrator.ews import add_ews_arguments, endpoint_address
+from migrator.ews import source_settings as ews_source_settings
+from migrator.ews import target_settings as ews_target_settings
 from migrator.foldermap import load_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.localredis import PrivateRedis, state_dir
@@ -50,7 +53,8 @@ ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
 TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 EXIT_BAD_INPUT = 2
-SOURCE_PROTOCOLS = {"imap": "imap", "pop": "pop3"}  # --source-type -> SourceServer scheme
+# --source-type -> SourceServer scheme
+SOURCE_PROTOCOLS = {"imap": "imap", "pop": "pop3", "ews": "ews"}
 
 # soft_wrap: one problem stays one line when piped into grep or a script.
 console = Console(soft_wrap=True)
@@ -64,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # imapclient logs every line and literal at DEBUG (message bodies): never let -v show them.
+    logging.getLogger("imapclient").setLevel(logging.INFO)
     try:
         return int(args.func(args))
     except MigrationError as exc:
@@ -108,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-wait", action="store_true", help="with Celery: do not wait")
     resume.set_defaults(func=cmd_resume)
 
+    # Imported here: migrator.velocity builds on this module's run machinery.
+    from migrator.velocity.cli import add_velocity_commands
+
+    add_velocity_commands(sub)
+
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
     return parser
@@ -134,10 +145,10 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=["imap"], default="imap")
-    p.add_argument("--target-server", required=True)
+    p.add_argument("--target", choices=["imap", "ews"], default="imap")
+    p.add_argument("--target-server", help="IMAP: host or URL; EWS: host or https:// URL")
     p.add_argument("--target-method", choices=["combined", "proxyauth"], default="proxyauth")
-    p.add_argument("--target-admin", required=True)
+    p.add_argument("--target-admin", help="the admin (IMAP) or service account (EWS)")
     p.add_argument(
         "--target-admin-password-file",
         type=Path,
@@ -155,6 +166,7 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections-per-server", type=int, default=8)
     p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
+    add_ews_arguments(p)
     rewrite = p.add_argument_group("address rewriting (off unless asked for)")
     rewrite.add_argument(
         "--rewrite",
@@ -248,15 +260,30 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
     target_password = _password(
         args.target_admin_password_file, TARGET_ADMIN_PASSWORD_ENV, "target admin"
     )
-    if target_password is None:
+    oauth = args.target == "ews" and args.ews_auth == "oauth"  # a client secret, no login
+    if target_password is None and not oauth:
         raise ConfigError(
             "no target admin password: "
             f"use --target-admin-password-file or ${TARGET_ADMIN_PASSWORD_ENV}"
         )
-    try:
-        target_server = parse_server(args.target_server)
-    except ValueError as exc:
-        raise ConfigError(f"--target-server: {exc}") from None
+    if not (args.target_admin or oauth):
+        raise ConfigError("--target-admin is required")
+    connect = ConnectOptions(
+        timeout=args.timeout,
+        ca_file=args.ca_file,
+        insecure=args.insecure,
+        allow_plaintext=args.allow_plaintext,
+    )
+    target_ews = ews_target_settings(args, connect) if args.target == "ews" else None
+    if target_ews is not None:
+        target_server = endpoint_address(target_ews.endpoint)
+    elif not args.target_server:
+        raise ConfigError("--target-server is required")
+    else:
+        try:
+            target_server = parse_server(args.target_server)
+        except ValueError as exc:
+            raise ConfigError(f"--target-server: {exc}") from None
     foldermap_xml = None
     if args.foldermap:
         load_folder_map(args.foldermap)  # refuse a bad map now, not in every worker
@@ -273,16 +300,15 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         source_kind=args.source_type,
         target=TargetSpec(
             server=target_server,
-            method=AccessMethod(args.target_method),
-            admin=AdminLogin(args.target_admin, target_password),
+            # EWS: the admin acts for each identity (impersonation or delegate rights).
+            method=AccessMethod.PROXYAUTH if target_ews else AccessMethod(args.target_method),
+            admin=AdminLogin(args.target_admin or "", target_password or Secret("")),
             combined_template=args.target_combined_template,
+            kind=args.target,
+            ews=target_ews,
         ),
-        connect=ConnectOptions(
-            timeout=args.timeout,
-            ca_file=args.ca_file,
-            insecure=args.insecure,
-            allow_plaintext=args.allow_plaintext,
-        ),
+        source_ews=ews_source_settings(args, connect) if args.source_type == "ews" else None,
+        connect=connect,
         since=args.since,
         until=args.until,
         foldermap_xml=foldermap_xml,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ def copy_pass(
         rewritten_messages=sent.rewritten_messages,
         rewritten_addresses=sent.rewritten_addresses,
         unparsable_headers=sent.unparsable_headers,
+        source_seconds=sent.source_seconds,
+        target_seconds=sent.target_seconds,
+        throttle_seconds=target.throttled_seconds,
     )
 
 
@@ -195,6 +199,20 @@ def _header_of(message: bytes) -> bytes:
 # reader runs at most this far ahead of the writer.
 BATCH_BYTES = 16 * 1024 * 1024
 PREFETCH_BYTES = 16 * 1024 * 1024
+
+
+def _timed(
+    messages: Iterator[tuple[MessageRef, bytes]], sent: _Sent
+) -> Iterator[tuple[MessageRef, bytes]]:
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        finally:
+            sent.source_seconds += time.perf_counter() - started
+        yield item
 
 
 def prefetched(
@@ -260,6 +278,8 @@ class _Sent:
     rewritten_messages: int = 0
     rewritten_addresses: int = 0
     unparsable_headers: int = 0
+    source_seconds: float = 0.0  # waiting on the source's FETCH (in the reader thread)
+    target_seconds: float = 0.0  # waiting on the target's APPEND / CreateItem
 
 
 def _send(
@@ -279,7 +299,9 @@ def _send(
 
     def flush() -> bool:
         nonlocal batch_bytes
+        started = time.perf_counter()
         outcomes = target.append_batch([item for _, item in batch])
+        sent.target_seconds += time.perf_counter() - started
         for (ref, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
                 # The server's own count is the authority (rounding, new mail arriving):
@@ -297,7 +319,7 @@ def _send(
         batch_bytes = 0
         return True
 
-    for ref, body in prefetched(source.fetch(fits), PREFETCH_BYTES):
+    for ref, body in prefetched(_timed(source.fetch(fits), sent), PREFETCH_BYTES):
         if ref.folder != current_folder:
             current_folder = ref.folder
             progress.folder(ref.folder)

@@ -48,6 +48,13 @@ class MailboxResult:
     left_bytes: int = 0
     skipped: tuple[SkippedMessage, ...] = field(default=())
     error: str | None = None
+    # Calendar, contact and task items of an EWS source: uploaded to an EWS target, or
+    # counted as skipped where the target (IMAP) cannot hold them.
+    copied_non_mail: int = 0
+    skipped_non_mail: int = 0
     rewritten_messages: int = 0  # messages whose address headers were rewritten
     rewritten_addresses: int = 0
     unparsable_headers: int = 0  # address headers left as they were: they could not be parsed
+    source_seconds: float = 0.0  # time spent waiting on the source, the target, and throttling
+    target_seconds: float = 0.0
+    throttle_seconds: float = 0.0

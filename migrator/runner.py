@@ -34,15 +34,19 @@ from migrator.batch import (
 )
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import ConfigError
+from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox
 from migrator.sources.base import MailboxSource
+from migrator.sources.ews import EwsSource, copy_non_mail
 from migrator.sources.imap import ImapSource
 from migrator.sources.pop3 import Pop3Source
 from migrator.state import NewJob, StateStore
+from migrator.targets.base import MailboxTarget
+from migrator.targets.ews import EwsTarget
 from migrator.targets.imap import ImapTarget
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,8 @@ class TargetSpec:
     method: AccessMethod  # combined or proxyauth
     admin: AdminLogin
     combined_template: str = "{admin}/{user}"
-    kind: str = "imap"
+    kind: str = "imap"  # imap or ews
+    ews: EwsSettings | None = None  # kind ews: endpoint, auth, access (admin: the login)
 
     def credentials(self, identity: str) -> Credentials:
         if self.method is AccessMethod.PROXYAUTH:
@@ -81,6 +86,7 @@ class RunOptions:
     foldermap_xml: bytes | None = None  # None: the shipped config/foldermap.xml
     quotas: Mapping[str, int] | None = None  # activation CSV, keyed by lower-cased identity
     max_connections_per_server: int = 8
+    source_ews: EwsSettings | None = None  # source_kind ews: auth and access
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -134,6 +140,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 "max_connections_per_server": options.max_connections_per_server,
             },
         }
+        _add_ews(payload, options, box)
         result.append(
             NewJob(
                 job_id=f"{index:05d}",
@@ -145,6 +152,39 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
             )
         )
     return result
+
+
+def _add_ews(payload: dict[str, Any], options: RunOptions, box: SecretBox) -> None:
+    """EWS settings beside the server and credentials; the client secret sealed."""
+    if options.target.ews is not None:
+        payload["target"]["ews"] = {
+            **options.target.ews.to_json(box),
+            "slot": options.target.ews.slot_key(),
+        }
+    if options.source_ews is not None:
+        payload["source"]["ews"] = options.source_ews.to_json(box)
+
+
+def _ews_settings(
+    end: Mapping[str, Any], box: SecretBox, connect: ConnectOptions
+) -> EwsSettings | None:
+    data = end.get("ews")
+    return EwsSettings.from_json(data, box, connect) if data is not None else None
+
+
+@contextmanager
+def _target_slot(
+    store: StateStore, payload: Mapping[str, Any], key: str, owner: str, ttl: float, wait: float
+) -> Iterator[None]:
+    """An EWS target's tenant caps concurrent mailboxes (throttling): one slot per mailbox
+    on its endpoint, like the source server's cap."""
+    ews = payload["target"].get("ews")
+    if ews is None:
+        yield
+        return
+    slot, cap = str(ews["slot"]), int(ews["max_connections"])
+    with _slot(store, slot, owner, cap, ttl, wait), _heartbeat(store, key, slot, owner, ttl):
+        yield
 
 
 def _server_json(server: ServerAddress) -> dict[str, Any]:
@@ -256,6 +296,7 @@ def execute_job(
         with (
             _slot(store, str(source_server), owner, cap, ttl, slot_wait),
             _heartbeat(store, key, str(source_server), owner, ttl),
+            _target_slot(store, payload, key, owner, ttl, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
             result = _run(store, batch_id, job_id, payload, box)
@@ -297,6 +338,8 @@ def _run(
         target_server = _server(tgt["server"])
         target_creds = _creds(tgt["credentials"], box)
         folder_map = _folder_map(opts.get("foldermap_xml"))
+        source_ews = _ews_settings(src, box, connect)
+        target_ews = _ews_settings(tgt, box, connect)
     except ConfigError as exc:
         return MailboxResult(state=MailboxState.FAILED, error=str(exc))
     options = CopyOptions(
@@ -305,17 +348,45 @@ def _run(
         activation_quota=tgt.get("activation_quota"),
         rewrite=_rewrite_maps(store.batch_meta(batch_id).get("rewrite")),
     )
-    return migrate_mailbox(
-        lambda: open_source(str(src["kind"]), job, connect),
-        lambda: ImapTarget(target_server, target_creds, job.target_identity, connect),
+    result = migrate_mailbox(
+        lambda: open_source(str(src["kind"]), job, connect, source_ews),
+        lambda: open_target(job.target_identity, target_server, target_creds, connect, target_ews),
         folder_map,
         store.progress(batch_id, job_id, str(payload["mailbox_key"])),
         options,
     )
+    if source_ews is not None and result.state is MailboxState.DONE:
+        ews_source = source_ews  # bound for the lambdas
+        open_ews_target = (
+            (lambda: EwsTarget(target_ews, target_creds, job.target_identity))
+            if target_ews is not None
+            else None
+        )
+        result = copy_non_mail(result, lambda: EwsSource(job, ews_source), open_ews_target)
+    return result
 
 
-def open_source(kind: str, job: MailboxJob, connect: ConnectOptions) -> MailboxSource:
+def open_target(
+    identity: str,
+    server: ServerAddress,
+    credentials: Credentials,
+    connect: ConnectOptions,
+    ews: EwsSettings | None = None,
+) -> MailboxTarget:
+    """The adapter for the target: EWS where the payload carries EWS settings, else IMAP."""
+    if ews is not None:
+        return EwsTarget(ews, credentials, identity)
+    return ImapTarget(server, credentials, identity, connect)
+
+
+def open_source(
+    kind: str, job: MailboxJob, connect: ConnectOptions, ews: EwsSettings | None = None
+) -> MailboxSource:
     """The adapter for one source protocol; each translates its library's errors."""
+    if kind == "ews":
+        if ews is None:
+            raise ConfigError("an EWS source needs its settings in the payload")
+        return EwsSource(job, ews)
     if kind == "imap":
         return ImapSource(job, connect)
     if kind == "pop":

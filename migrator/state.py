@@ -59,6 +59,8 @@ class MailboxStatus:
     started: float | None
     updated: float | None
     last_error: str
+    copied_non_mail: int = 0  # calendar, contact and task items (EWS source)
+    skipped_non_mail: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -174,11 +176,20 @@ class StateStore:
             "rewritten_messages": str(result.rewritten_messages),
             "rewritten_addresses": str(result.rewritten_addresses),
             "unparsable_headers": str(result.unparsable_headers),
+            "copied_non_mail": str(result.copied_non_mail),
+            "skipped_non_mail": str(result.skipped_non_mail),
         }
         if result.total_messages or result.state is not MailboxState.FAILED:
             fields["total_messages"] = str(result.total_messages)
             fields["total_bytes"] = str(result.total_bytes)
-        self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
+        key = _k("mbx", batch_id, job_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(key, mapping=_fields(fields))
+        # Time waiting on each side, added up over passes (the velocity report reads them).
+        pipe.hincrbyfloat(key, "source_seconds", result.source_seconds)
+        pipe.hincrbyfloat(key, "target_seconds", result.target_seconds)
+        pipe.hincrbyfloat(key, "throttle_seconds", result.throttle_seconds)
+        pipe.execute()
 
     def progress(self, batch_id: str, job_id: str, mailbox_key: str) -> RedisProgress:
         return RedisProgress(self._r, batch_id, job_id, mailbox_key)
@@ -265,6 +276,7 @@ class RedisProgress:
         pipe.hincrby(self._mbx, "done_messages", 1)
         pipe.hincrby(self._mbx, "done_bytes", ref.size)
         pipe.hincrby(self._mbx, "copied_messages", 1)
+        pipe.hincrby(self._mbx, "copied_bytes", ref.size)
         pipe.hset(self._mbx, "updated", str(now))
         pipe.hincrby(self._tp, f"{minute}:m", 1)
         pipe.hincrby(self._tp, f"{minute}:b", ref.size)
@@ -318,6 +330,8 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         started=when("started"),
         updated=when("updated"),
         last_error=d.get("last_error", ""),
+        copied_non_mail=num("copied_non_mail"),
+        skipped_non_mail=num("skipped_non_mail"),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from ews_server import EwsServer
 from servers.certs import TlsFiles, make_tls_files
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -21,6 +22,7 @@ from servers.dovecot import (
     MakeUser,
 )
 from servers.redis import RedisServer
+from support import EWS_ADMIN, EWS_PASSWORD
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +107,41 @@ def make_user(dovecot: DovecotServer) -> MakeUser:
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ews_server() -> Iterator[EwsServer]:
+    """One schema-checking EWS server for the session, with an impersonating service account;
+    its teardown asserts that the whole session made no schema violation."""
+    with EwsServer() as server:
+        server.add_user(EWS_ADMIN, EWS_PASSWORD, mailbox=False, impersonation=True)
+        yield server
+        server.assert_no_violations()
+        assert server.requests_validated > 0 and server.responses_validated > 0
+
+
+@pytest.fixture
+def ews(ews_server: EwsServer) -> Iterator[EwsServer]:
+    """The session EWS server with no faults and no size limit; no violation by this test."""
+    ews_server.faults.clear()
+    ews_server.max_message_size = None
+    yield ews_server
+    ews_server.faults.clear()
+    ews_server.max_message_size = None
+    ews_server.assert_no_violations()
+
+
+_ews_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_ews_mailbox(ews: EwsServer) -> MakeUser:
+    """A fresh Exchange mailbox on the session EWS server, e.g. "box3@example.com"."""
+
+    def make(password: str = EWS_PASSWORD, *, quota_bytes: int | None = None, **_: object) -> str:
+        name = f"box{next(_ews_numbers)}@example.com"
+        ews.add_user(name, password)
+        ews.store[name].quota_bytes = quota_bytes
+        return name
+
+    return make  # type: ignore[return-value]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import secrets
 import ssl
 from collections import Counter
 from dataclasses import dataclass
@@ -13,14 +14,60 @@ from datetime import datetime
 from pathlib import Path
 
 from imapclient import IMAPClient
-from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
+from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, MASTER_USER, DovecotServer
 
 from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from migrator.ews import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.runner import RunOptions, TargetSpec, build_jobs
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import NewJob
+
+# Every password a test puts into a batch, so tests/faults can prove that none of them ever
+# reaches Redis or a log. batch_password() makes one and registers it.
+BATCH_PASSWORDS: set[str] = {MASTER_PASSWORD, DEFAULT_USER_PASSWORD}
+
+
+def batch_password(tag: str) -> str:
+    """A unique password for a batch's source login, registered in BATCH_PASSWORDS."""
+    password = f"Pw-{tag}-{secrets.token_hex(6)}!"
+    BATCH_PASSWORDS.add(password)
+    return password
+
+
+EWS_ADMIN = "migration-svc@example.com"  # holds ApplicationImpersonation on the test server
+EWS_PASSWORD = "ews-secret-Pw1"
+BATCH_PASSWORDS.add(EWS_PASSWORD)
+
+
+def ews_settings(server_url: str | None, **kw: object) -> EwsSettings:
+    """An EWS target (or, with None, a source: the endpoint comes from each row) on the test
+    server: plain HTTP, our fixed API version."""
+    return EwsSettings(
+        endpoint=server_url,
+        access=EwsAccess.IMPERSONATION if server_url else EwsAccess.DELEGATE,
+        version="Exchange2016",
+        connect=ConnectOptions(timeout=30, allow_plaintext=True),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def ews_target_options(server_url: str, ca_file: Path, **kw: object) -> RunOptions:
+    """Target: the test EWS server, the service account impersonating each mailbox."""
+    settings = ews_settings(server_url)
+    return RunOptions(
+        target=TargetSpec(
+            server=endpoint_address(server_url),
+            method=AccessMethod.PROXYAUTH,
+            admin=AdminLogin(EWS_ADMIN, Secret(EWS_PASSWORD)),
+            kind="ews",
+            ews=settings,
+        ),
+        connect=ConnectOptions(timeout=30, ca_file=str(ca_file), allow_plaintext=True),
+        **kw,  # type: ignore[arg-type]
+    )
+
 
 COLUMNS = ["SourceIdentity", "SourceServer", "SourceLoginID", "SourcePassword", "TargetIdentity"]
 
@@ -59,7 +106,7 @@ def run_options(server: DovecotServer, ca_file: Path, **kw: object) -> RunOption
 def individual_jobs(
     rows: list[dict[str, str]], options: RunOptions, box: SecretBox
 ) -> list[NewJob]:
-    protocol = "pop3" if options.source_kind == "pop" else "imap"
+    protocol = {"pop": "pop3", "ews": "ews"}.get(options.source_kind, "imap")
     result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL, protocol=protocol)
     assert not result.problems, result.problems
     return build_jobs(result.jobs, options, box)

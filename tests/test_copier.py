@@ -58,6 +58,7 @@ class MemoryTarget:
         break_after: int | None = None,
     ) -> None:
         self.batch_size = batch_size
+        self.throttled_seconds = 0.0
         self.stored: list[AppendItem] = []
         self.refuse = refuse
         self.full_after = full_after

@@ -39,6 +39,7 @@ class MailboxTarget(Protocol):
     index() and so never sends twice what a broken batch did store)."""
 
     batch_size: int  # items per append_batch call; the copier also caps a batch's bytes
+    throttled_seconds: float  # time spent waiting because the server asked us to back off
 
     def open_folder(self, folder: TargetFolder) -> str:
         """The target's own name for `folder`, created (idempotently) if missing."""

@@ -10,7 +10,13 @@ from typing import Any
 from imapclient import IMAPClient
 
 from migrator.batch import Credentials, ServerAddress
-from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
+from migrator.errors import (
+    FolderRefused,
+    MessageRefused,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.imapconn import ConnectOptions, connect, imap_errors, keys_for_folder, logout
 from migrator.plan import MessageKey
@@ -33,6 +39,7 @@ MULTIAPPEND_BATCH = 25
 
 class ImapTarget:
     batch_size = 1
+    throttled_seconds = 0.0  # IMAP servers do not ask for back-off
 
     def __init__(
         self,
@@ -178,6 +185,12 @@ class ImapTarget:
             # A plain NO to APPEND is about this message (size, content); quota and
             # login errors keep their own kind.
             if type(exc) is PermanentError:
+                raise MessageRefused(str(exc)) from exc
+            raise
+        except TransientError as exc:
+            # RFC 5530 [LIMIT] to an APPEND is this message past a server limit (Dovecot's
+            # quota_max_mail_size); every retry would meet it again.
+            if "[LIMIT]" in str(exc).upper():
                 raise MessageRefused(str(exc)) from exc
             raise
 

@@ -1,0 +1,134 @@
+"""Into and out of Exchange through a real Celery worker: `migrator enqueue --target ews` and
+`--source-type ews`, a worker process reaching the in-process test EWS server over HTTP."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from collections import Counter
+from pathlib import Path
+
+from ews_server import EwsServer
+from servers.certs import TlsFiles
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import populate
+from support import EWS_ADMIN, EWS_PASSWORD, imaps, write_batch
+from test_celery_e2e import Worker, _wait, env, workers  # noqa: F401  (fixtures)
+from test_ews_source import EWS_FOLDER, seed
+from test_ews_target import EWS_FOLDER as TARGET_FOLDER
+from test_ews_target import folder_items
+
+from migrator.cli import main
+from migrator.report import MailboxState
+from migrator.state import StateStore
+
+BIG_MAILBOX = {  # 1,050 messages, small ones: exchangelib parses about 1.5 s per MB
+    "INBOX": 400,
+    "Sent Messages": 200,
+    "Spam": 100,
+    "Projects/2024": 200,
+    "INBOX/Important": 150,
+}
+
+
+def enqueue_to_ews(
+    tmp_path: Path, ews: EwsServer, rows: list[dict[str, str]], *options: str
+) -> str:
+    batch = write_batch(tmp_path / "batch.csv", rows)
+    secret = tmp_path / "svc.pw"
+    secret.write_text(EWS_PASSWORD)
+    out = tmp_path / "enqueue.out"
+    with out.open("w") as handle:
+        old, sys.stdout = sys.stdout, handle
+        try:
+            code = main(
+                ["enqueue", str(batch), "--method", "individual", *options,
+                 "--target", "ews", "--target-server", ews.url, "--impersonate",
+                 "--target-admin", EWS_ADMIN, "--target-admin-password-file", str(secret),
+                 "--ews-version", "Exchange2016", "--allow-plaintext"]
+            )  # fmt: skip
+        finally:
+            sys.stdout = old
+    assert code == 0
+    return out.read_text().strip().splitlines()[-1]
+
+
+def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    make_ews_mailbox: MakeUser,
+    ews: EwsServer,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    env: dict[str, str],  # noqa: F811
+    workers: list[Worker],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    password = "Src-Pw-ews-41d2!"
+    source, target = make_user(password), make_ews_mailbox()
+    sent = populate(
+        "127.0.0.1",
+        dovecot.imaps_port,
+        source,
+        password,
+        BIG_MAILBOX,
+        ssl_context=ssl_context,
+        size_hint=1500,
+    )
+    assert len(sent) >= 1000
+    workers.append(Worker(env, tmp_path / "worker.log"))
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": imaps(dovecot),
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
+    batch_id = enqueue_to_ews(tmp_path, ews, [row], "--ca-file", str(tls_files.ca_cert))
+
+    (status,) = _wait(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
+
+    assert status.state is MailboxState.DONE, status
+    assert status.done_messages == status.total_messages == len(sent)
+    for folder, path in TARGET_FOLDER.items():
+        items = folder_items(ews, target, path)
+        expected = {m.raw: m for m in sent if m.folder == folder}
+        assert Counter(i.mime for i in items) == Counter(m.raw for m in sent if m.folder == folder)
+        for item in items:
+            assert item.received == expected[item.mime].internaldate
+            assert item.is_read == ("\\Seen" in expected[item.mime].flags)
+    assert password not in (tmp_path / "worker.log").read_text(errors="replace")
+
+
+def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_worker(
+    make_ews_mailbox: MakeUser,
+    ews: EwsServer,
+    env: dict[str, str],  # noqa: F811
+    workers: list[Worker],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source, target = make_ews_mailbox(), make_ews_mailbox()
+    seeded = seed(ews, source)
+    workers.append(Worker(env, tmp_path / "worker.log"))
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": f"http://127.0.0.1:{ews.port}",
+        "SourceLoginID": source,
+        "SourcePassword": EWS_PASSWORD,
+        "TargetIdentity": target,
+    }
+    batch_id = enqueue_to_ews(
+        tmp_path, ews, [row], "--source-type", "ews", "--source-ews-version", "Exchange2016"
+    )
+
+    (status,) = _wait(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
+
+    assert status.state is MailboxState.DONE, status
+    assert (status.done_messages, status.copied_non_mail) == (len(seeded), 2)
+    for folder, path in EWS_FOLDER.items():
+        items = folder_items(ews, target, path)
+        assert Counter(i.mime for i in items) == Counter(
+            s.raw for s in seeded if s.folder == folder
+        )
+    assert [i.item_class for i in ews.store.messages(target, "calendar")] == ["IPM.Appointment"]
+    assert [i.item_class for i in ews.store.messages(target, "contacts")] == ["IPM.Contact"]
