@@ -1,0 +1,225 @@
+"""`migrator velocity run|plan` and `migrator inventory`, hooked into the main parser
+by `add_velocity_commands` (called from migrator.cli's `_parser()`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+# The module, not its names: migrator.cli imports this module while it loads.
+import migrator.cli as base
+from migrator.batch import read_quota_file
+from migrator.errors import ConfigError
+from migrator.foldermap import default_folder_map, load_folder_map
+from migrator.imapconn import ConnectOptions
+from migrator.velocity.inventory import format_inventory, read_inventory_file
+from migrator.velocity.plan import GB, PlanOptions, WavePlan, plan_waves
+from migrator.velocity.run import EMPTY_TARGETS_FLAG, run_velocity
+from migrator.velocity.survey import survey_batch
+
+
+def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `velocity` (with `run` and `plan`) and `inventory` to the `migrator` command."""
+    velocity = sub.add_parser("velocity", help="measure a pilot's throughput; size the waves")
+    commands = velocity.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run a pilot batch (as `migrator run`) and write a throughput report"
+    )
+    base._batch_arguments(run)
+    base._run_arguments(run)
+    run.add_argument(
+        "--concurrency",
+        type=_int_list,
+        help="pool sizes to measure in turn, e.g. 1,2,4,8 (default: --workers)",
+    )
+    run.add_argument("--repeat", type=_positive_int, default=1, help="runs per concurrency")
+    run.add_argument(
+        EMPTY_TARGETS_FLAG,
+        dest="empty_targets",
+        action="store_true",
+        help="before each point, DELETE all mail in the pilot's target mailboxes "
+        "(needed for more than one point)",
+    )
+    run.add_argument("--report-dir", type=Path, help="default: ./velocity-BATCHID")
+    run.add_argument("--slowest", type=_positive_int, default=5, help="slowest mailboxes shown")
+    run.set_defaults(func=cmd_velocity_run)
+
+    plan = commands.add_parser("plan", help="size the waves from an inventory and a throughput")
+    plan.add_argument("inventory_csv", type=Path)
+    plan.add_argument(
+        "--throughput", type=_positive_float, required=True, help="GB/hour per session"
+    )
+    plan.add_argument("--window", type=_positive_float, required=True, help="hours per wave")
+    plan.add_argument("--sessions", type=_positive_int, help="concurrent sessions")
+    plan.add_argument("--sessions-per-worker", type=_positive_int, default=4)
+    plan.add_argument("--workers", type=_positive_int, help="default: solved for")
+    plan.add_argument(
+        "--waves", type=_positive_int, default=1, help="most waves wanted when solving workers"
+    )
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_velocity_plan)
+
+    inventory = sub.add_parser(
+        "inventory", help="read sizes and item counts from the source servers into a CSV"
+    )
+    base._batch_arguments(inventory)
+    inventory.add_argument("-o", "--output", type=Path, help="default: standard output")
+    inventory.add_argument("--quotas", type=Path, help="activation CSV: fills QuotaBytes")
+    inventory.add_argument("--foldermap", type=Path, help="names target folders for item counts")
+    inventory.add_argument("--ca-file", help="CA bundle for servers with a private CA")
+    inventory.add_argument("--insecure", action="store_true", help="do not verify certificates")
+    inventory.add_argument("--allow-plaintext", action="store_true")
+    inventory.add_argument("--timeout", type=float, default=60.0)
+    inventory.add_argument("--workers", type=_positive_int, default=4, help="mailboxes at a time")
+    inventory.set_defaults(func=cmd_inventory)
+
+
+def cmd_velocity_run(args: argparse.Namespace) -> int:
+    outcome = run_velocity(
+        args, say=lambda text: base.err_console.print(text, highlight=False, markup=False)
+    )
+    table = Table(title=f"velocity {outcome.report.run_id}")
+    for column in ("Concurrency", "Runs", "GB/hour", "Messages/s"):
+        table.add_column(column, justify="right")
+    for point in outcome.report.curve:
+        table.add_row(
+            str(point.concurrency),
+            str(point.runs),
+            f"{point.gb_per_hour:.3f}",
+            f"{point.messages_per_second:.1f}",
+        )
+    base.console.print(table)
+    for path in (outcome.files.json, outcome.files.html, outcome.files.png):
+        base.console.print(str(path), highlight=False, markup=False)
+    return 0 if outcome.all_done else 1
+
+
+def cmd_velocity_plan(args: argparse.Namespace) -> int:
+    result = read_inventory_file(args.inventory_csv)
+    if result.problems:
+        for problem in result.problems:
+            base.err_console.print(f"{args.inventory_csv}:{problem}", highlight=False, markup=False)
+        raise ConfigError(f"{args.inventory_csv}: {len(result.problems)} bad rows; no plan made")
+    try:
+        plan = plan_waves(
+            result.rows,
+            PlanOptions(
+                throughput_gb_per_hour=args.throughput,
+                window_hours=args.window,
+                sessions=args.sessions,
+                sessions_per_worker=args.sessions_per_worker,
+                workers=args.workers,
+                waves=args.waves,
+            ),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.json:
+        print(json.dumps(plan.as_dict(), indent=2))
+    else:
+        _print_plan(plan)
+    return 0
+
+
+def _print_plan(plan: WavePlan) -> None:
+    table = Table(title=f"{len(plan.waves)} waves")
+    for column, justify in (
+        ("Wave", "right"),
+        ("Mailboxes", "right"),
+        ("GB", "right"),
+        ("Hours", "right"),
+        ("Who (largest first)", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for wave in plan.waves:
+        table.add_row(
+            str(wave.number) + (" (oversize)" if wave.oversize else ""),
+            str(len(wave.identities)),
+            f"{wave.bytes / GB:.2f}",
+            f"{wave.hours:.1f}",
+            escape(", ".join(wave.identities)),
+        )
+    base.console.print(table)
+    base.console.print(
+        f"{plan.workers} workers x {plan.sessions_per_worker} sessions per worker "
+        f"({plan.sessions} sessions); a wave holds {plan.wave_capacity_bytes / GB:.2f} GB; "
+        f"{plan.total_bytes / GB:.2f} GB in {plan.total_hours:.1f} hours of moving",
+        highlight=False,
+    )
+    for warning in plan.warnings:
+        base.console.print("[yellow]warning:[/]", escape(warning.message), highlight=False)
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    if args.source_type != "imap":
+        raise ConfigError("inventory reads IMAP sources only (LIST and STATUS)")
+    result = base._read_batch(args)
+    if result.problems:
+        base._print_problems(result, args.batch_csv)
+        raise ConfigError(f"{args.batch_csv}: {len(result.problems)} problems; nothing was read")
+    quotas = None
+    if args.quotas:
+        quota_result = read_quota_file(args.quotas)
+        if quota_result.problems:
+            raise ConfigError(f"{args.quotas}: bad rows (`migrator validate` style: fix them)")
+        quotas = dict(quota_result.quotas)
+    folder_map = load_folder_map(args.foldermap) if args.foldermap else default_folder_map()
+    survey = survey_batch(
+        result.jobs,
+        ConnectOptions(
+            timeout=args.timeout,
+            ca_file=args.ca_file,
+            insecure=args.insecure,
+            allow_plaintext=args.allow_plaintext,
+        ),
+        folder_map,
+        quotas=quotas,
+        workers=args.workers,
+    )
+    text = format_inventory(survey.rows)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    for failure in survey.failures:
+        base.err_console.print(
+            f"{args.batch_csv}:line {failure.line}: {failure.identity}: {failure.error}",
+            highlight=False,
+            markup=False,
+        )
+    return 1 if survey.failures else 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]: each at least 1, none repeated."""
+    values = [_positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one number, e.g. 1,2,4")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a number is repeated: {text!r}")
+    return values
