@@ -41,7 +41,7 @@ check: setup
 	$(VENV)/bin/mypy
 
 bench: setup
-	@echo "benchmarks arrive with the velocity issue (bench/)"
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,176 @@
+"""`make bench`: our copier against a plain sequential baseline, in the same run.
+
+A private Dovecot gets, from a fixed seed, one large mailbox (3,000 messages, about
+150 MB, ten folders, a realistic size mix with a few multi-megabyte attachments),
+ten small mailboxes, and a mailbox holding one 50 MB message.  Each copy runs in its
+own process (bench/copy.py), so its CPU seconds and peak memory are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from imapclient import IMAPClient
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from servers.certs import make_tls_files  # noqa: E402
+from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer  # noqa: E402
+from servers.mailgen import make_message  # noqa: E402
+from servers.redis import RedisServer  # noqa: E402
+
+SEED = 20261128
+PASSWORD = "bench-Pw-1"
+FOLDERS = [
+    "INBOX", "Sent Messages", "Drafts", "Trash", "Spam",
+    "Projects", "Projects/2024", "Archive/2019", "Archive/2020", "Données",
+]  # fmt: skip
+console = Console()
+
+
+def size_mix(rng: random.Random) -> int:
+    """Mostly small mail, some with documents, a few large attachments: ~50 KB mean."""
+    roll = rng.random()
+    if roll < 0.72:
+        return rng.randint(2_000, 15_000)
+    if roll < 0.97:
+        return rng.randint(20_000, 150_000)
+    if roll < 0.997:
+        return rng.randint(200_000, 800_000)
+    return rng.randint(2_000_000, 5_000_000)
+
+
+def fill(server: DovecotServer, ctx: ssl.SSLContext, user: str, count: int, seed: int) -> int:
+    rng = random.Random(seed)
+    total = 0
+    with IMAPClient("127.0.0.1", server.imaps_port, ssl_context=ctx, timeout=300) as client:
+        client.login(user, PASSWORD)
+        for folder in FOLDERS:
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+        batch: list[dict[str, Any]] = []
+        batch_bytes = 0
+        for i in range(count):
+            folder = FOLDERS[rng.randrange(len(FOLDERS))]
+            # make_message varies sizes from 0.3x to 3x its hint: aim the hint at the mix.
+            raw, date = make_message(i, folder=folder, size_hint=size_mix(rng) // 2, seed=seed)
+            batch.append({"folder": folder, "msg": raw, "date": date, "flags": [b"\\Seen"]})
+            batch_bytes += len(raw)
+            total += len(raw)
+            if batch_bytes > 8_000_000 or i == count - 1:
+                for f in {m["folder"] for m in batch}:
+                    client.multiappend(f, [m for m in batch if m["folder"] == f])
+                batch, batch_bytes = [], 0
+    return total
+
+
+def huge(server: DovecotServer, ctx: ssl.SSLContext, user: str) -> None:
+    raw, date = make_message(0, folder="INBOX", size_hint=10, seed=SEED)
+    header, _, body = raw.partition(b"\r\n\r\n")
+    filler = (b"x" * 76 + b"\r\n") * (50 * 1024 * 1024 // 78)
+    with IMAPClient("127.0.0.1", server.imaps_port, ssl_context=ctx, timeout=300) as client:
+        client.login(user, PASSWORD)
+        client.append("INBOX", header + b"\r\n\r\n" + body + filler, (), date)
+
+
+def measure(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.copy", mode, json.dumps(spec)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
+        os.chmod(tmp, 0o755)  # noqa: S103 -- Dovecot's unprivileged users must reach it
+        tls = make_tls_files(Path(tmp) / "tls")
+        ctx = ssl.create_default_context(cafile=tls.ca_cert)
+        with (
+            DovecotServer(master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls) as server,
+            RedisServer() as redis_server,
+        ):
+            users = ["big", "huge"] + [f"small{i}" for i in range(10)]
+            for name in users:
+                for side in ("src", "ours", "base", "seq", "par"):
+                    server.add_user(f"{name}-{side}@bench.test", PASSWORD)
+            started = time.perf_counter()
+            size = fill(server, ctx, "big-src@bench.test", 3000, SEED)
+            for i in range(10):
+                fill(server, ctx, f"small{i}-src@bench.test", 200, SEED + i + 1)
+            huge(server, ctx, "huge-src@bench.test")
+            console.print(
+                f"generated 3,000 messages ({size / 1e6:.0f} MB), 10 x 200 small, and one "
+                f"50 MB message in {time.perf_counter() - started:.0f} s (seed {SEED})"
+            )
+
+            def spec(names: list[str], side: str, parallel: int = 1) -> dict[str, Any]:
+                return {
+                    "server": f"imaps://127.0.0.1:{server.imaps_port}",
+                    "ca_file": str(tls.ca_cert),
+                    "password": PASSWORD,
+                    "admin": MASTER_USER,
+                    "admin_password": MASTER_PASSWORD,
+                    "redis_url": redis_server.url,
+                    "batch_id": f"bench-{side}-{names[0]}",
+                    "parallel": parallel,
+                    "pairs": [
+                        {"source": f"{n}-src@bench.test", "target": f"{n}-{side}@bench.test"}
+                        for n in names
+                    ],
+                }
+
+            small = [f"small{i}" for i in range(10)]
+            rows = [
+                ("large mailbox: baseline", measure("baseline", spec(["big"], "base"))),
+                ("large mailbox: migrator", measure("ours", spec(["big"], "ours"))),
+                ("10 small, one after another", measure("ours", spec(small, "seq", 1))),
+                ("10 small, in parallel", measure("ours", spec(small, "par", 10))),
+                ("one 50 MB message: migrator", measure("ours", spec(["huge"], "ours"))),
+            ]
+    table = Table(title="make bench (loopback, private Dovecot)")
+    for column in ("run", "messages", "MB", "seconds", "msg/s", "MB/s", "CPU s", "peak MB"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name, r in rows:
+        table.add_row(
+            name,
+            str(r["messages"]),
+            f"{r['bytes'] / 1e6:.1f}",
+            f"{r['wall']:.1f}",
+            f"{r['messages'] / r['wall']:.0f}",
+            f"{r['bytes'] / 1e6 / r['wall']:.1f}",
+            f"{r['cpu']:.1f}",
+            f"{r['peak_mb']:.0f}",
+        )
+    console.print(table)
+    base, ours_ = rows[0][1], rows[1][1]
+    seq, par = rows[2][1], rows[3][1]
+    console.print(
+        f"large mailbox: migrator is {base['wall'] / ours_['wall']:.2f}x the baseline; "
+        f"10 mailboxes in parallel finish {seq['wall'] / par['wall']:.2f}x faster than one "
+        f"after another; peak memory with a 50 MB message: {rows[4][1]['peak_mb']:.0f} MB"
+    )
+    (REPO / "bench" / "results.json").write_text(
+        json.dumps({name: r for name, r in rows}, indent=2) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
