@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery
@@ -13,6 +14,10 @@ QUEUE = "migrator"
 def redis_url() -> str:
     return os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0")
 
+
+# imapclient logs every line and literal at DEBUG (message bodies, the AUTHENTICATE token):
+# a worker run with --loglevel DEBUG must still not write them.
+logging.getLogger("imapclient").setLevel(logging.INFO)
 
 app = Celery("migrator", include=["workers.tasks"])
 app.conf.update(

@@ -222,6 +222,9 @@ def _pop_errors(what: str) -> Iterator[None]:
         raise TransientError(f"{what}: connection lost: {exc}") from exc
     except poplib.error_proto as exc:
         text = _text(exc)
+        if text == "-ERR EOF":
+            # poplib's own words for a connection closed mid-answer, not the server's.
+            raise TransientError(f"{what}: connection lost: {text}") from exc
         if "[IN-USE]" in text.upper() or "[SYS/TEMP]" in text.upper():  # RFC 2449 / 3206
             raise TransientError(f"{what}: server busy: {text}") from exc
         raise PermanentError(f"{what}: {text}") from exc

@@ -1,0 +1,163 @@
+"""The fault suite's bookkeeping: every scenario reports how many messages it compared
+between source and target and how many were lost or duplicated, and the terminal summary
+adds them up. After each test, Redis holds no batch password; after the session, no log
+under pytest's temporary directories does either."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from faultkit import Worker, compare
+from servers.certs import TlsFiles
+from servers.redis import RedisServer
+from support import BATCH_PASSWORDS
+
+from migrator.secrets import new_key
+
+
+@dataclass(frozen=True)
+class ScenarioOutcome:
+    scenario: str
+    checked: int
+    lost: int
+    duplicated: int
+
+
+OUTCOMES: list[ScenarioOutcome] = []
+
+
+class FaultReport:
+    """What a scenario hands in once it has compared source and target."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+
+    def record(self, checked: int, lost: int, duplicated: int) -> None:
+        OUTCOMES.append(ScenarioOutcome(self.scenario, checked, lost, duplicated))
+
+
+@pytest.fixture
+def fault_report(request: pytest.FixtureRequest) -> FaultReport:
+    return FaultReport(request.node.nodeid.split("::", 1)[-1])
+
+
+class ExactlyOnce:
+    """The end of every scenario: the full comparison, recorded for the summary."""
+
+    def __init__(self, report: FaultReport) -> None:
+        self._report = report
+
+    def __call__(
+        self, expected: dict[str, Counter[str]], target_view: dict[str, list[bytes]]
+    ) -> int:
+        checked, lost, duplicated = compare(expected, target_view)
+        self._report.record(checked, lost, duplicated)
+        assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated"
+        assert checked > 0
+        return checked
+
+
+@pytest.fixture
+def exactly_once(fault_report: FaultReport) -> ExactlyOnce:
+    return ExactlyOnce(fault_report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not OUTCOMES:
+        return
+    scenarios = len({o.scenario for o in OUTCOMES})
+    checked = sum(o.checked for o in OUTCOMES)
+    lost = sum(o.lost for o in OUTCOMES)
+    duplicated = sum(o.duplicated for o in OUTCOMES)
+    terminalreporter.write_line(
+        f"fault suite: {scenarios} scenarios, {checked:,} messages checked, "
+        f"{lost} lost, {duplicated} duplicated"
+    )
+
+
+def _redis_text(server: RedisServer) -> str:
+    """Every key and value in Redis as text (strings, hashes, lists, sets, sorted sets)."""
+    client = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=False)
+    parts: list[bytes] = []
+    try:
+        for key in client.scan_iter(count=1000):
+            parts.append(key)
+            kind = client.type(key)
+            if kind == b"string":
+                parts.append(client.get(key) or b"")
+            elif kind == b"hash":
+                for field, value in client.hgetall(key).items():
+                    parts.extend((field, value))
+            elif kind == b"list":
+                parts.extend(client.lrange(key, 0, -1))
+            elif kind == b"set":
+                parts.extend(client.smembers(key))
+            elif kind == b"zset":
+                parts.extend(client.zrange(key, 0, -1))
+    finally:
+        client.close()
+    return b"\n".join(parts).decode("utf-8", "replace")
+
+
+@pytest.fixture(autouse=True)
+def _no_password_in_redis_or_captured_logs(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    # Each test starts from an empty Redis (the redis_url fixture), so checking at the end
+    # of each one covers everything any fault test ever stored.
+    yield
+    leaked_logs = [p for p in BATCH_PASSWORDS if p in caplog.text]
+    assert not leaked_logs, "a batch password reached the captured log"
+    if not redis_server.running:
+        return
+    text = _redis_text(redis_server)
+    dump = redis_server.dump_rdb()
+    leaked = [p for p in BATCH_PASSWORDS if p in text or p.encode() in dump]
+    assert not leaked, f"{len(leaked)} batch passwords are in Redis"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_password_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    base = tmp_path_factory.getbasetemp()
+    leaked = []
+    for path in base.rglob("*"):
+        if path.suffix not in {".log", ".out", ".err", ".txt"} or not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace")
+            leaked += [str(path) for p in BATCH_PASSWORDS if p in text]
+    assert not leaked, f"batch passwords in logs: {sorted(set(leaked))}"
+
+
+@pytest.fixture
+def celery_env(
+    redis_url: str, tls_files: TlsFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Environment shared by `migrator` in this process and the worker processes. A short
+    lock TTL lets a resumed task take over a killed worker's mailbox quickly."""
+    values = {
+        "MIGRATOR_REDIS_URL": redis_url,
+        "MIGRATOR_SECRET_KEY": new_key(),
+        "MIGRATOR_STATE_DIR": str(tmp_path / "state"),
+        "MIGRATOR_LOCK_TTL": "1.5",
+        "SSL_CERT_FILE": str(tls_files.ca_cert),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **values}
+
+
+@pytest.fixture
+def workers(celery_env: dict[str, str]) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.stop()

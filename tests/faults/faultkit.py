@@ -1,0 +1,245 @@
+"""What the fault scenarios share: Celery workers as processes, running one mailbox in this
+process, and the full comparison of source and target that ends every scenario."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from pathlib import Path
+
+from imapclient import IMAPClient
+from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
+from support import default_map_target, individual_jobs, write_batch
+
+from migrator.batch import AccessMethod, AdminLogin, parse_server
+from migrator.cli import main
+from migrator.imapconn import ConnectOptions
+from migrator.runner import RunOptions, TargetSpec, execute_job
+from migrator.secrets import Secret, SecretBox, new_key
+from migrator.state import MailboxStatus, StateStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    """`celery -A workers worker` as its own process group, so SIGKILL takes all of it."""
+
+    def __init__(self, env: dict[str, str], log: Path, loglevel: str = "INFO") -> None:
+        self.log = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", loglevel,
+             "--concurrency", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", f"w{time.time_ns()}@%h"],
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def cli(args: list[str]) -> tuple[int, str]:
+    """`migrator ARGS` in this process; the exit code and what it printed on stdout."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(args)
+    return code, out.getvalue()
+
+
+def write_source_batch(path: Path, server_url: str, pairs: list[tuple[str, str, str]]) -> Path:
+    return write_batch(
+        path,
+        [
+            {
+                "SourceIdentity": source,
+                "SourceServer": server_url,
+                "SourceLoginID": source,
+                "SourcePassword": password,
+                "TargetIdentity": target,
+            }
+            for source, password, target in pairs
+        ],
+    )
+
+
+def enqueue(
+    tmp_path: Path,
+    server_url: str,
+    target_url: str,
+    ca_file: Path,
+    pairs: list[tuple[str, str, str]],
+    *extra: str,
+) -> str:
+    """`migrator enqueue` of one batch; its id."""
+    batch = write_source_batch(tmp_path / "batch.csv", server_url, pairs)
+    secret_file = tmp_path / "target-admin.pw"
+    secret_file.write_text(MASTER_PASSWORD)
+    code, out = cli(
+        ["enqueue", str(batch), "--method", "individual",
+         "--target-server", target_url, "--target-method", "proxyauth",
+         "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret_file),
+         "--ca-file", str(ca_file), *extra]
+    )  # fmt: skip
+    assert code == 0
+    return out.strip().splitlines()[-1]
+
+
+def wait_for(
+    store: StateStore,
+    batch_id: str,
+    until: Callable[[list[MailboxStatus]], bool] | None = None,
+    timeout: float = 120,
+) -> list[MailboxStatus]:
+    """Poll the batch until `until(rows)` (default: every mailbox in a final state)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = store.mailboxes(batch_id)
+        if until is not None and until(rows):
+            return rows
+        if until is None and rows and all(r.state.final for r in rows):
+            return rows
+        time.sleep(0.02)
+    raise AssertionError(f"batch {batch_id} did not get there: {store.mailboxes(batch_id)}")
+
+
+def run_options(
+    source_port: int, target_port: int, ca_file: Path, *, timeout: float = 30, **kw: object
+) -> tuple[RunOptions, str]:
+    """Options whose target is Dovecot (master user, SASL PLAIN) on `target_port`, and the
+    SourceServer cell for `source_port`."""
+    options = RunOptions(
+        target=TargetSpec(
+            server=parse_server(f"imaps://127.0.0.1:{target_port}"),
+            method=AccessMethod.PROXYAUTH,
+            admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
+        ),
+        connect=ConnectOptions(timeout=timeout, ca_file=str(ca_file)),
+        **kw,  # type: ignore[arg-type]
+    )
+    return options, f"imaps://127.0.0.1:{source_port}"
+
+
+def run_in_process(
+    store: StateStore,
+    batch_id: str,
+    options: RunOptions,
+    source_url: str,
+    source: str,
+    password: str,
+    target: str,
+) -> MailboxStatus:
+    """One mailbox through runner.execute_job (what a Celery task runs), to its end."""
+    box = SecretBox(new_key())
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": source_url,
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
+    jobs = individual_jobs([row], options, box)
+    store.create_batch(batch_id, {}, jobs)
+    execute_job(store, batch_id, jobs[0].job_id, box)
+    status = store.mailbox(batch_id, jobs[0].job_id)
+    assert status is not None
+    return status
+
+
+# -- the full comparison ----------------------------------------------------------------
+
+
+def stored(
+    server: DovecotServer,
+    login: str,
+    password: str,
+    context: ssl.SSLContext,
+    *,
+    port: int | None = None,
+) -> dict[str, list[bytes]]:
+    """Every message of every selectable folder, as the server holds it."""
+    result: dict[str, list[bytes]] = {}
+    with IMAPClient(
+        "127.0.0.1", port or server.imaps_port, ssl=True, ssl_context=context, timeout=60
+    ) as client:
+        client.login(login, password)
+        for flags, _delim, name in client.list_folders():
+            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
+                continue
+            client.select_folder(name, readonly=True)
+            uids = client.search("ALL")
+            bodies = []
+            for start in range(0, len(uids), 500):
+                fetched = client.fetch(uids[start : start + 500], ["BODY.PEEK[]"])
+                bodies.extend(data[b"BODY[]"] for data in fetched.values())
+            result[name] = bodies
+    return result
+
+
+def digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def expected_at_target(
+    source_view: dict[str, list[bytes]],
+    where: Callable[[str], str] | None = None,
+) -> dict[str, Counter[str]]:
+    """Per target folder, the digests the target must hold: the source's messages, mapped
+    by the shipped folder map (or `where`)."""
+    where = where or (lambda name: default_map_target(tuple(name.split("/"))))
+    expected: dict[str, Counter[str]] = {}
+    for name, bodies in source_view.items():
+        if bodies:
+            expected.setdefault(where(name), Counter()).update(digest(b) for b in bodies)
+    return expected
+
+
+def compare(
+    expected: dict[str, Counter[str]], target_view: dict[str, list[bytes]]
+) -> tuple[int, int, int]:
+    """(messages checked, lost, duplicated or unexpected) between what the target must hold
+    and what it holds, folder by folder, by the bytes of each message."""
+    got = {name: Counter(digest(b) for b in bodies) for name, bodies in target_view.items()}
+    checked = sum(sum(c.values()) for c in expected.values())
+    lost = sum(sum((c - got.get(name, Counter())).values()) for name, c in expected.items())
+    extra = sum(sum((c - expected.get(name, Counter())).values()) for name, c in got.items())
+    return checked, lost, extra
+
+
+__all__ = [
+    "REPO",
+    "Worker",
+    "cli",
+    "compare",
+    "digest",
+    "enqueue",
+    "expected_at_target",
+    "run_in_process",
+    "run_options",
+    "stored",
+    "wait_for",
+    "write_source_batch",
+]

@@ -1,0 +1,300 @@
+"""Bad input: real-world broken mail, hostile CSV and folder maps, hostile folder names."""
+
+from __future__ import annotations
+
+import codecs
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from corpus import corpus_messages
+from faultkit import cli, digest, expected_at_target, run_in_process, run_options, stored
+from imapclient import IMAPClient
+from servers.certs import TlsFiles
+from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
+from support import batch_password, batch_text
+
+from migrator.report import MailboxState
+from migrator.state import StateStore
+
+# -- the corpus ---------------------------------------------------------------------------
+
+
+def _as_dovecot_stores(raw: bytes) -> bytes:
+    """What Dovecot gives back for an APPENDed message: every bare LF (and lone CR) as CRLF
+    (it stores lines, and IMAP sends CRLF), and NUL as 0x80 (RFC 3501 forbids NUL in a
+    literal; Dovecot replaces it rather than refuse the message)."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", raw).replace(b"\0", b"\x80")
+
+
+def test_every_corpus_message_arrives_byte_identical(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    exactly_once: object,
+) -> None:
+    messages = corpus_messages()
+    # The corpus has no NUL byte yet; one message of our own covers it.
+    messages.append(("synthetic-nul.eml", b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\na\0b\r\n"))
+    password = batch_password("corpus")
+    source, target = make_user(password), make_user()
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(source, password)
+        for _name, raw in messages:
+            client.append("INBOX", raw, ("\\Seen",))
+    source_view = stored(dovecot, source, password, ssl_context)
+    # Dovecot took every one, and changed only line ends and NUL bytes.
+    assert sorted(map(digest, source_view["INBOX"])) == sorted(
+        digest(_as_dovecot_stores(raw)) for _name, raw in messages
+    )
+    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+
+    status = run_in_process(
+        StateStore.from_url(redis_url), "corpus", options, source_url, source, password, target
+    )
+
+    assert status.state is MailboxState.DONE, status
+    assert status.skipped_messages == 0
+    assert status.done_messages == len(messages)
+    # Source as stored and target as stored: the same bytes, each message once.
+    exactly_once(  # type: ignore[operator]
+        expected_at_target(source_view),
+        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+    )
+
+
+# -- CSV files ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def enqueue_env(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[redis.Redis]:
+    from migrator.secrets import new_key
+
+    monkeypatch.setenv("MIGRATOR_REDIS_URL", redis_url)
+    monkeypatch.setenv("MIGRATOR_SECRET_KEY", new_key())
+    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def _enqueue(csv: Path, *extra: str) -> int:
+    code, _ = cli(
+        ["enqueue", str(csv), "--method", "individual", "--target-server",
+         "imaps://127.0.0.1:1", "--target-admin", "admin", *extra]
+    )  # fmt: skip
+    return code
+
+
+def _row(i: int, password: str, **over: str) -> dict[str, str]:
+    row = {
+        "SourceIdentity": f"user{i}@example.test",
+        "SourceServer": "imaps://127.0.0.1:1",
+        "SourceLoginID": f"user{i}@example.test",
+        "SourcePassword": password,
+        "TargetIdentity": f"user{i}@example.test",
+    }
+    row.update(over)
+    return row
+
+
+def _csv_cases(password: str) -> dict[str, tuple[bytes, str]]:
+    good = [_row(i, password) for i in range(1, 4)]
+    many = [_row(i, password) for i in range(1, 100_001)]
+    many[-1] = _row(100_000, password, SourceServer="not a server")
+    return {
+        "latin-1": (
+            batch_text([_row(1, password, SourceIdentity="jörg@example.test")]).encode("latin-1"),
+            "is not UTF-8: line 2 has the byte 0xF6",
+        ),
+        "utf-16": (
+            codecs.BOM_UTF16_LE + batch_text(good).encode("utf-16-le"),
+            "it looks like UTF-16",
+        ),
+        "formula": (
+            batch_text([*good, _row(9, password, SourceIdentity="=cmd|' /C calc'!A0")]).encode(),
+            "line 5, column SourceIdentity: starts with '='",
+        ),
+        "100k-rows": (batch_text(many).encode(), "line 100001, column SourceServer"),
+        "embedded-newline": (
+            batch_text([*good, _row(9, password, SourceIdentity="a\nb@example.test")]).encode(),
+            "line 5, column SourceIdentity",
+        ),
+        "open-quote": (
+            batch_text(good).encode() + b'"user9@example.test,imaps://x,u,pw,t\r\n',
+            "not valid CSV",
+        ),
+        "missing-columns": (
+            b"SourceIdentity,SourceServer\r\nuser1@example.test,imaps://127.0.0.1:1\r\n",
+            "the header has no column SourceLoginID",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["latin-1", "utf-16", "formula", "100k-rows", "embedded-newline", "open-quote",
+     "missing-columns"],
+)  # fmt: skip
+def test_bad_csv_is_refused_clearly_and_nothing_is_enqueued(
+    enqueue_env: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    password = batch_password(f"csv-{case}")
+    data, words = _csv_cases(password)[case]
+    csv = tmp_path / "batch.csv"
+    csv.write_bytes(data)
+
+    assert _enqueue(csv) == 2
+    err = capsys.readouterr().err
+    assert words in " ".join(err.split()), err[-2000:]
+    assert password not in err
+    assert enqueue_env.dbsize() == 0  # no batch, no job, no Celery message
+
+
+# -- folder maps --------------------------------------------------------------------------
+
+
+class _Listener:
+    """A TCP port that records whether anything connected (a DTD or entity fetch)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.connected = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connected = True
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("kind", ["external-file", "billion-laughs", "dtd-network", "deep"])
+def test_hostile_foldermap_is_refused_by_enqueue_with_nothing_read_or_enqueued(
+    enqueue_env: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-MARKER-7781")
+    listener = _Listener()
+    entities = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10 if i else "lol"}">' for i in range(10))
+    xml = {
+        "external-file": f'<?xml version="1.0"?><!DOCTYPE FolderMap [<!ENTITY x SYSTEM '
+        f'"file://{secret}">]><FolderMap><Folder path="&x;"><Property Name="a"/></Folder>'
+        "</FolderMap>",
+        "billion-laughs": f'<?xml version="1.0"?><!DOCTYPE FolderMap [{entities}]>'
+        '<FolderMap><Folder path="&l9;"><Property Name="&l9;"/></Folder></FolderMap>',
+        "dtd-network": f'<?xml version="1.0"?><!DOCTYPE FolderMap SYSTEM '
+        f'"http://127.0.0.1:{listener.port}/x.dtd"><FolderMap/>',
+        "deep": '<?xml version="1.0"?><FolderMap>' + "<a>" * 5000 + "</a>" * 5000 + "</FolderMap>",
+    }[kind]
+    foldermap = tmp_path / "hostile.xml"
+    foldermap.write_text(xml)
+    password = batch_password(f"map-{kind}")
+    csv = tmp_path / "batch.csv"
+    csv.write_text(batch_text([_row(1, password)]))
+
+    try:
+        assert _enqueue(csv, "--foldermap", str(foldermap)) == 2
+    finally:
+        listener.close()
+    err = capsys.readouterr().err
+    assert "hostile.xml" in err and "error" in err
+    assert "TOP-SECRET-MARKER" not in err
+    assert not listener.connected
+    assert enqueue_env.dbsize() == 0
+
+
+# -- folder names -------------------------------------------------------------------------
+
+# Names Dovecot refuses to create (so no source can hold them here), with its reason.
+REFUSED_BY_DOVECOT = {
+    "..": "Contains '..' part",
+    "a/../b": "Contains '..' part",
+    "/leading": "Begins with hierarchy separator",
+    "ctl\x01char": "Control characters not allowed",
+    "tab\there": "Control characters not allowed",
+    "x//y": "Has adjacent hierarchy separators",
+    "/".join(f"d{i}" for i in range(1000)): "Mailbox name too long",
+}
+# Names it takes: dots, wildcards, spaces, non-ASCII, a leading dot, 60 levels deep.
+ODD_BUT_ALLOWED = [
+    "a.b",
+    ".hidden",
+    "*star",
+    "%percent",
+    "trailing space ",
+    "Ünïcødé/日本",
+    "back\\slash",
+    "/".join(f"L{i}" for i in range(60)),
+]
+
+
+def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    exactly_once: object,
+) -> None:
+    password = batch_password("folders")
+    source, target = make_user(password), make_user()
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(source, password)
+        for name, reason in REFUSED_BY_DOVECOT.items():
+            with pytest.raises(Exception, match=re.escape(reason)):
+                client.create_folder(name)
+        for index, name in enumerate(ODD_BUT_ALLOWED):
+            parts = name.split("/")
+            for depth in range(1, len(parts) + 1):
+                if not client.folder_exists("/".join(parts[:depth])):
+                    client.create_folder("/".join(parts[:depth]))
+            client.append(
+                name,
+                f"Subject: {index}\r\nMessage-ID: <f{index}@x>\r\n\r\nbody {index}\r\n".encode(),
+            )
+    homes_before = {p.name for p in dovecot.mail_dir.iterdir()}
+    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+
+    status = run_in_process(
+        StateStore.from_url(redis_url), "folders", options, source_url, source, password, target
+    )
+
+    assert status.state is MailboxState.DONE, status
+    assert status.done_messages == len(ODD_BUT_ALLOWED)
+    # Nothing was created beside the users' own homes (the target's appears at its first login).
+    assert {p.name for p in dovecot.mail_dir.iterdir()} - homes_before <= {target}
+    target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert {n for n, b in target_view.items() if b} == set(ODD_BUT_ALLOWED)
+    exactly_once(  # type: ignore[operator]
+        expected_at_target(stored(dovecot, source, password, ssl_context), lambda name: name),
+        target_view,
+    )

@@ -1,0 +1,140 @@
+"""Redis restarted, or emptied, while a worker copies: progress may be lost, mail may not."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from pathlib import Path
+
+import redis
+from faultkit import Worker, cli, enqueue, expected_at_target, stored, wait_for
+from servers.certs import TlsFiles
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import populate
+from servers.redis import RedisServer
+from support import batch_password
+
+from migrator.report import MailboxState
+from migrator.state import MailboxStatus, StateStore
+
+FOLDERS = {"INBOX": 200, "Archive/2019": 100}
+
+
+def _start(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    env: dict[str, str],
+    workers: list[Worker],
+    tmp_path: Path,
+    tag: str,
+) -> tuple[str, str, str, str, StateStore]:
+    password = batch_password(tag)
+    source, target = make_user(password), make_user()
+    populate(
+        "127.0.0.1", dovecot.imaps_port, source, password, FOLDERS,
+        ssl_context=ssl_context, size_hint=12_000,
+    )  # fmt: skip
+    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    workers.append(Worker(env, tmp_path / "worker1.log"))
+    batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
+    store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
+    wait_for(store, batch_id, lambda rows: rows[0].done_messages >= 60, timeout=60)
+    return batch_id, source, password, target, store
+
+
+def _mailbox_key(store: StateStore, batch_id: str) -> str:
+    (row,) = store.mailboxes(batch_id)
+    return str(store.client.hget(f"migrator:mbx:{batch_id}:{row.job_id}", "mailbox_key"))
+
+
+def _wait_until_let_go(store: StateStore, batch_id: str, key: str, timeout: float = 120) -> None:
+    """Until the mailbox is in a final state, or no worker has held its lock for 2 s (a
+    worker whose task died with Redis leaves the row at "running": an operator resumes)."""
+    deadline = time.monotonic() + timeout
+    free_since: float | None = None
+    while time.monotonic() < deadline:
+        rows = store.mailboxes(batch_id)
+        if rows and rows[0].state.final:
+            return
+        if store.client.exists(f"migrator:lock:{key}"):
+            free_since = None
+        elif free_since is None:
+            free_since = time.monotonic()
+        elif time.monotonic() - free_since > 2:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"mailbox {key} still held after {timeout} s")
+
+
+def _finish(store: StateStore, batch_id: str, key: str) -> MailboxStatus:
+    """Resume the batch when its mailbox did not end done; wait for it to end."""
+    _wait_until_let_go(store, batch_id, key)
+    rows = store.mailboxes(batch_id)
+    if not rows or rows[0].state is not MailboxState.DONE:
+        assert cli(["resume", batch_id, "--no-wait"])[0] == 0
+        rows = wait_for(store, batch_id, timeout=120)
+    (row,) = rows
+    assert row.state is MailboxState.DONE, row
+    assert row.done_messages == row.total_messages == sum(FOLDERS.values())
+    return row
+
+
+def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_server: RedisServer,
+    celery_env: dict[str, str],
+    workers: list[Worker],
+    tmp_path: Path,
+    exactly_once,
+) -> None:
+    batch_id, source, password, target, store = _start(
+        dovecot, make_user, ssl_context, tls_files, celery_env, workers, tmp_path, "redis-restart"
+    )
+
+    key = _mailbox_key(store, batch_id)
+
+    redis_server.restart(keep_data=True)
+
+    _finish(store, batch_id, key)
+    exactly_once(
+        expected_at_target(stored(dovecot, source, password, ssl_context)),
+        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+    )
+
+
+def test_redis_emptied_mid_batch_then_resume_restores_the_batch_and_copies_each_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    celery_env: dict[str, str],
+    workers: list[Worker],
+    tmp_path: Path,
+    exactly_once,
+) -> None:
+    batch_id, source, password, target, store = _start(
+        dovecot, make_user, ssl_context, tls_files, celery_env, workers, tmp_path, "redis-flush"
+    )
+    (before,) = store.mailboxes(batch_id)
+    assert before.state is MailboxState.RUNNING
+    key = _mailbox_key(store, batch_id)
+
+    redis.Redis.from_url(celery_env["MIGRATOR_REDIS_URL"]).flushall()
+
+    # The worker goes on to the end of its mailbox; the batch is gone from Redis. Once the
+    # worker let go, the operator resumes: the batch comes back from the local manifest and
+    # the copier recognises what the target already holds.
+    _wait_until_let_go(store, batch_id, key)
+    assert not store.batch_exists(batch_id)
+    assert cli(["resume", batch_id, "--no-wait"])[0] == 0
+    assert store.batch_exists(batch_id)
+    _finish(store, batch_id, key)
+    exactly_once(
+        expected_at_target(stored(dovecot, source, password, ssl_context)),
+        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+    )

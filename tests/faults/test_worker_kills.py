@@ -1,0 +1,175 @@
+"""A worker killed at any point, again and again, and resumed: each message lands once."""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from faultkit import (
+    Worker,
+    cli,
+    enqueue,
+    expected_at_target,
+    run_options,
+    stored,
+    wait_for,
+)
+from servers.certs import TlsFiles
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import populate
+from support import batch_password, batch_text, individual_jobs
+
+from migrator.batch import AccessMethod, parse_batch
+from migrator.copier import CopyOptions, migrate_mailbox
+from migrator.errors import TransientError
+from migrator.foldermap import default_folder_map
+from migrator.report import MailboxState
+from migrator.runner import open_source
+from migrator.secrets import SecretBox, new_key
+from migrator.state import StateStore
+from migrator.targets.base import AppendItem, MailboxTarget, Outcome
+from migrator.targets.imap import ImapTarget
+
+KILL_SEED = 20_240_611
+KILLS = 10
+
+
+def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    celery_env: dict[str, str],
+    workers: list[Worker],
+    tmp_path: Path,
+    exactly_once,
+) -> None:
+    rng = random.Random(KILL_SEED)
+    password = batch_password("kills")
+    source, target = make_user(password), make_user()
+    folders = {"INBOX": 300, "Sent Messages": 150, "Projects/2024": 150}
+    sent = populate(
+        "127.0.0.1", dovecot.imaps_port, source, password, folders,
+        ssl_context=ssl_context, size_hint=12_000,
+    )  # fmt: skip
+    assert len(sent) == 600
+    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    workers.append(Worker(celery_env, tmp_path / "worker0.log", loglevel="DEBUG"))
+    batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
+    store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
+
+    killed_at = []
+    for kill in range(KILLS):
+        start = store.mailboxes(batch_id)[0].done_messages
+        goal = start + rng.randint(10, 40)
+        rows = wait_for(
+            store, batch_id, lambda rows, g=goal: rows[0].done_messages >= g or rows[0].state.final
+        )
+        assert not rows[0].state.final, f"finished before kill {kill + 1}: {rows[0]}"
+        # A little more, at random: the kill lands mid-FETCH, mid-APPEND, or between an
+        # APPEND and its checkpoint.
+        time.sleep(rng.uniform(0, 0.15))
+        workers[-1].kill()
+        killed_at.append(store.mailboxes(batch_id)[0].done_messages)
+        assert cli(["resume", batch_id, "--no-wait"])[0] == 0
+        workers.append(Worker(celery_env, tmp_path / f"worker{kill + 1}.log", loglevel="DEBUG"))
+
+    (row,) = wait_for(store, batch_id, timeout=180)
+    assert len(killed_at) == KILLS and killed_at[-1] < len(sent)
+    assert row.state is MailboxState.DONE, row
+    assert row.done_messages == row.total_messages == len(sent)
+    exactly_once(
+        expected_at_target(stored(dovecot, source, password, ssl_context)),
+        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+    )
+    _no_body_line_in([w.log for w in workers], [m.raw.split(b"\r\n\r\n", 1)[1] for m in sent[::25]])
+
+
+def _no_body_line_in(logs: Sequence[Path], bodies: Sequence[bytes]) -> None:
+    lines = [b.split(b"\r\n")[len(b.split(b"\r\n")) // 2].decode() for b in bodies]
+    lines = [line for line in lines if len(line) > 40]
+    assert lines
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not [line for line in lines if line in text], f"a message body line in {log}"
+
+
+class StoresThenFails:
+    """Our MailboxTarget, whose `fail_on`-th append_batch reaches the server (the messages
+    are stored) and then fails as a lost connection would, before the copier hears back:
+    the copier never checkpoints that batch."""
+
+    def __init__(self, inner: ImapTarget, calls: list[int], fail_on: int) -> None:
+        self._inner = inner
+        self._calls = calls
+        self._fail_on = fail_on
+        self.batch_size = inner.batch_size
+
+    def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        outcomes = self._inner.append_batch(items)
+        self._calls.append(len(items))
+        if len(self._calls) == self._fail_on:
+            raise TransientError("target connection lost after the server stored the batch")
+        return outcomes
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    exactly_once,
+) -> None:
+    password = batch_password("stored-not-ckpt")
+    source, target = make_user(password), make_user()
+    sent = populate(
+        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 90, "Archive": 60},
+        ssl_context=ssl_context,
+    )  # fmt: skip
+    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+    box = SecretBox(new_key())
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": source_url,
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
+    (job,) = individual_jobs([row], options, box)
+    store = StateStore.from_url(redis_url)
+    store.create_batch("stored", {}, [job])
+    (mailbox,) = parse_batch(batch_text([row]), AccessMethod.INDIVIDUAL).jobs
+    calls: list[int] = []
+
+    def open_target() -> MailboxTarget:
+        creds = options.target.credentials(target)
+        inner = ImapTarget(options.target.server, creds, target, options.connect)
+        return StoresThenFails(inner, calls, fail_on=3)
+
+    progress = store.progress("stored", job.job_id, job.mailbox_key)
+    result = migrate_mailbox(
+        lambda: open_source("imap", mailbox, options.connect),
+        open_target,
+        default_folder_map(),
+        progress,
+        CopyOptions(max_wait=1),
+    )
+
+    assert result.state is MailboxState.DONE, result
+    lost_batch = calls[2]
+    assert lost_batch > 1  # a whole MULTIAPPEND batch was stored without its checkpoints
+    # The second pass found the unacknowledged batch at the target and sent the rest.
+    assert result.already_messages == sum(calls[:3])
+    assert result.copied_messages == len(sent) - sum(calls[:3])
+    assert len(progress.checkpoints()) == len(sent)
+    exactly_once(
+        expected_at_target(stored(dovecot, source, password, ssl_context)),
+        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+    )

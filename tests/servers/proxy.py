@@ -1,0 +1,201 @@
+"""A TCP proxy on a free loopback port that can cut, truncate and stall a connection on command.
+
+It forwards bytes as they are, so TLS passes through it untouched and certificate checks still
+hold (the client talks to the real server through it). Faults are armed from the test and fire
+once, on whichever connection first moves the given number of bytes in the given direction
+after arming:
+
+    drop_after_bytes(n, direction)      forward n more bytes, then reset both sides (RST)
+    truncate_after_bytes(n, direction)  forward n more bytes, then close both sides (FIN)
+    stall(seconds, after_bytes=n)       forward n more bytes, then hold everything back for a
+                                        while; then deliver it (then="forward") or reset
+
+"up" is client -> server, "down" is server -> client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+
+from .ports import LOOPBACK
+
+UP = "up"
+DOWN = "down"
+
+
+@dataclass
+class _Fault:
+    kind: str  # "drop", "truncate" or "stall"
+    direction: str
+    remaining: int  # bytes still forwarded before it fires
+    seconds: float = 0.0
+    then: str = "forward"  # after a stall: "forward" what was held back, or "drop" it
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to (host, target_port), one thread per connection."""
+
+    def __init__(self, target_port: int, *, host: str = LOOPBACK) -> None:
+        self.target = (host, target_port)
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._fault: _Fault | None = None
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: set[socket.socket] = set()
+        # Counters, for tests to prove a fault really happened.
+        self.connections = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.faults_fired: list[str] = []
+
+    # -- controls -------------------------------------------------------------------------
+
+    def drop_after_bytes(self, n: int, direction: str = DOWN) -> None:
+        self._arm(_Fault("drop", direction, n))
+
+    def truncate_after_bytes(self, n: int, direction: str = DOWN) -> None:
+        self._arm(_Fault("truncate", direction, n))
+
+    def stall(
+        self, seconds: float, *, after_bytes: int = 0, direction: str = DOWN, then: str = "forward"
+    ) -> None:
+        """Hold the connection still; then deliver what was held back (a slow path that
+        recovers) or reset it undelivered (a hung server that is restarted)."""
+        if then not in ("forward", "drop"):
+            raise ValueError("then must be 'forward' or 'drop'")
+        self._arm(_Fault("stall", direction, after_bytes, seconds, then))
+
+    def armed(self) -> bool:
+        with self._lock:
+            return self._fault is not None
+
+    def _arm(self, fault: _Fault) -> None:
+        if fault.direction not in (UP, DOWN):
+            raise ValueError(f"direction must be {UP!r} or {DOWN!r}")
+        with self._lock:
+            self._fault = fault
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> TcpProxy:
+        thread = threading.Thread(target=self._accept, name=f"proxy-{self.port}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def close(self) -> None:
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- forwarding -----------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.1)  # closing a socket does not wake accept()
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self.connections += 1
+                self._sockets.update((client, upstream))
+            thread = threading.Thread(
+                target=self._pump, args=(client, upstream), name="proxy-conn", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peer = {client: upstream, upstream: client}
+        direction = {client: UP, upstream: DOWN}
+        try:
+            while not self._closing.is_set():
+                readable, _, _ = select.select([client, upstream], [], [], 0.2)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if not self._forward(data, direction[sock], peer[sock], client, upstream):
+                        return
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._sockets.difference_update((client, upstream))
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _forward(
+        self,
+        data: bytes,
+        direction: str,
+        out: socket.socket,
+        client: socket.socket,
+        upstream: socket.socket,
+    ) -> bool:
+        """Send `data` on, applying an armed fault; False when the connection is over."""
+        fired: _Fault | None = None
+        with self._lock:
+            fault = self._fault
+            if fault is not None and fault.direction == direction:
+                if len(data) >= fault.remaining:
+                    fired, self._fault = fault, None
+                    self.faults_fired.append(fault.kind)
+                else:
+                    fault.remaining -= len(data)
+            if direction == UP:
+                self.bytes_up += len(data)
+            else:
+                self.bytes_down += len(data)
+        if fired is None:
+            out.sendall(data)
+            return True
+        out.sendall(data[: fired.remaining])
+        if fired.kind == "stall":
+            # The rest of this chunk, and everything after, waits until the stall is over.
+            self._closing.wait(fired.seconds)
+            if fired.then == "forward":
+                out.sendall(data[fired.remaining :])
+                return True
+        if fired.kind in ("drop", "stall"):
+            for sock in (client, upstream):
+                # SO_LINGER 0: close() sends RST, like a cut network path or a crashed box.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return False
