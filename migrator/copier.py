@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from migrator.errors import (
+    LockLost,
     MailboxNotReady,
     MessageRefused,
     PermanentError,
@@ -371,6 +372,8 @@ def migrate_mailbox(
         for attempt in retrying:
             with attempt:
                 return _one_pass(open_source, open_target, folder_map, progress, options)
+    except LockLost:
+        raise
     except MailboxNotReady as exc:
         return MailboxResult(state=MailboxState.NOT_READY, error=str(exc))
     except (PermanentError, TransientError) as exc:

@@ -5,6 +5,7 @@
     ├── BatchError                  a batch or quota CSV that cannot be read at all
     │   └── BadBatchRow             one row is wrong (carries line and column)
     ├── FolderMapError              foldermap.xml invalid or hostile (carries line)
+    ├── LockLost                    another worker took the mailbox over; this one stops
     ├── TransientError              worth retrying: reset, timeout, BYE, throttling
     └── PermanentError              retrying will not help; fails one mailbox
         ├── LoginFailed
@@ -52,6 +53,11 @@ class FolderMapError(MigrationError):
         self.problem = problem
         where = f"{path}, line {line}" if line else path
         super().__init__(f"{where}: {problem}")
+
+
+class LockLost(MigrationError):
+    """The mailbox lock expired and another worker holds it now: this worker stops at
+    once and records nothing, so two workers never copy one mailbox side by side."""
 
 
 class TransientError(MigrationError):

@@ -33,7 +33,7 @@ from migrator.batch import (
     combine_login,
 )
 from migrator.copier import CopyOptions, migrate_mailbox
-from migrator.errors import ConfigError
+from migrator.errors import ConfigError, LockLost
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.imapconn import ConnectOptions
@@ -295,11 +295,15 @@ def execute_job(
         cap = int(payload["options"]["max_connections_per_server"])
         with (
             _slot(store, str(source_server), owner, cap, ttl, slot_wait),
-            _heartbeat(store, key, str(source_server), owner, ttl),
+            _heartbeat(store, key, str(source_server), owner, ttl) as lost,
             _target_slot(store, payload, key, owner, ttl, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
-            result = _run(store, batch_id, job_id, payload, box)
+            try:
+                result = _run(store, batch_id, job_id, payload, box, lost)
+            except LockLost:
+                log.warning("mailbox %s: another worker took it over", status.source_identity)
+                return None
         store.record_result(batch_id, job_id, result)
         log.info(
             "mailbox %s: %s (%d copied, %d already there, %d left)",
@@ -315,7 +319,12 @@ def execute_job(
 
 
 def _run(
-    store: StateStore, batch_id: str, job_id: str, payload: Mapping[str, Any], box: SecretBox
+    store: StateStore,
+    batch_id: str,
+    job_id: str,
+    payload: Mapping[str, Any],
+    box: SecretBox,
+    lost: threading.Event | None = None,
 ) -> MailboxResult:
     opts = payload["options"]
     connect = ConnectOptions(
@@ -352,7 +361,7 @@ def _run(
         lambda: open_source(str(src["kind"]), job, connect, source_ews),
         lambda: open_target(job.target_identity, target_server, target_creds, connect, target_ews),
         folder_map,
-        store.progress(batch_id, job_id, str(payload["mailbox_key"])),
+        store.progress(batch_id, job_id, str(payload["mailbox_key"]), lost),
         options,
     )
     if source_ews is not None and result.state is MailboxState.DONE:
@@ -410,15 +419,25 @@ def _slot(
 
 
 @contextmanager
-def _heartbeat(store: StateStore, key: str, server: str, owner: str, ttl: float) -> Iterator[None]:
+def _heartbeat(
+    store: StateStore, key: str, server: str, owner: str, ttl: float
+) -> Iterator[threading.Event]:
     """Keep the mailbox lock and the connection slot alive while the copier works; a
-    killed worker stops beating and both expire within `ttl`."""
+    killed worker stops beating and both expire within `ttl`.
+
+    A lock that vanished (Redis emptied or restarted without its data) is taken
+    again; one that another worker holds by then sets the event it yields, and the
+    copier stops before its next checkpoint."""
     stop = threading.Event()
+    lost = threading.Event()
 
     def beat() -> None:
         while not stop.wait(ttl / 3):
             try:
-                store.refresh_lock(key, owner, ttl)
+                if not store.refresh_lock(key, owner, ttl) and not store.lock_mailbox(
+                    key, owner, ttl
+                ):
+                    lost.set()
                 store.refresh_slot(server, owner, ttl)
             except Exception:  # a Redis blip must not kill the copy; the next beat retries
                 log.warning("heartbeat for mailbox lock failed", exc_info=True)
@@ -426,7 +445,7 @@ def _heartbeat(store: StateStore, key: str, server: str, owner: str, ttl: float)
     thread = threading.Thread(target=beat, name=f"heartbeat-{key[:8]}", daemon=True)
     thread.start()
     try:
-        yield
+        yield lost
     finally:
         stop.set()
         thread.join(timeout=5)

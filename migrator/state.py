@@ -18,14 +18,18 @@ batch over the same mailboxes (a delta pass) starts from them too.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from migrator.copier import Checkpoint
+from migrator.errors import LockLost
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState
 
@@ -84,7 +88,16 @@ class StateStore:
 
     @classmethod
     def from_url(cls, url: str) -> StateStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+        # A Redis restart of a few seconds must not fail a mailbox: every command is
+        # retried with backoff (about 30 s in all) before the error reaches the copier.
+        return cls(
+            redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=10),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+            )
+        )
 
     @property
     def client(self) -> redis.Redis:
@@ -191,8 +204,10 @@ class StateStore:
         pipe.hincrbyfloat(key, "throttle_seconds", result.throttle_seconds)
         pipe.execute()
 
-    def progress(self, batch_id: str, job_id: str, mailbox_key: str) -> RedisProgress:
-        return RedisProgress(self._r, batch_id, job_id, mailbox_key)
+    def progress(
+        self, batch_id: str, job_id: str, mailbox_key: str, lost: threading.Event | None = None
+    ) -> RedisProgress:
+        return RedisProgress(self._r, batch_id, job_id, mailbox_key, lost)
 
     def throughput(self, batch_id: str) -> list[tuple[int, int, int]]:
         """(minute as epoch seconds, messages, bytes) per minute, oldest first."""
@@ -234,8 +249,16 @@ class RedisProgress:
     """The copier's Progress, kept in Redis: each copied message is checkpointed and
     counted in one MULTI, so a crash never leaves one without the other."""
 
-    def __init__(self, client: redis.Redis, batch_id: str, job_id: str, mailbox_key: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        batch_id: str,
+        job_id: str,
+        mailbox_key: str,
+        lost: threading.Event | None = None,
+    ) -> None:
         self._r = client
+        self._lost = lost
         self._mbx = _k("mbx", batch_id, job_id)
         self._ckpt = _k("ckpt", mailbox_key)
         self._tp = _k("tp", batch_id)
@@ -269,6 +292,8 @@ class RedisProgress:
         )
 
     def copied(self, ref: MessageRef) -> None:
+        if self._lost is not None and self._lost.is_set():
+            raise LockLost("another worker took this mailbox over; stopping here")
         now = time.time()
         minute = str(int(now // 60 * 60))
         pipe = self._r.pipeline(transaction=True)

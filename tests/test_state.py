@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
+
+from migrator.errors import LockLost
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
+from migrator.runner import _heartbeat
 from migrator.state import NewJob, StateStore
 
 
@@ -102,3 +106,29 @@ def test_a_dead_workers_connection_slot_expires(redis_url: str) -> None:
     assert not store.acquire_slot("s", "live", cap=1, ttl=30)
     time.sleep(0.3)
     assert store.acquire_slot("s", "live", cap=1, ttl=30)
+
+
+def test_a_worker_whose_lock_another_took_stops_before_its_next_checkpoint(
+    redis_url: str,
+) -> None:
+    store = StateStore.from_url(redis_url)
+    assert store.lock_mailbox("m", "me", ttl=0.3)
+    with _heartbeat(store, "m", "imaps://mail:993", "me", 0.3) as lost:
+        store.client.delete("migrator:lock:m")  # expired while this worker hung
+        assert store.lock_mailbox("m", "other", ttl=30)
+        time.sleep(0.35)
+        assert lost.is_set()
+        progress = store.progress("b", "1", "m", lost)
+        with pytest.raises(LockLost):
+            progress.copied(_ref(1))
+    assert progress.checkpoints() == frozenset()
+
+
+def test_a_lock_that_vanished_with_redis_data_is_taken_again(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    assert store.lock_mailbox("m", "me", ttl=0.3)
+    with _heartbeat(store, "m", "imaps://mail:993", "me", 0.3) as lost:
+        store.client.flushall()
+        time.sleep(0.35)
+        assert not lost.is_set()
+        assert store.client.get("migrator:lock:m") == "me"
