@@ -195,6 +195,11 @@ class StateStore:
         if result.total_messages or result.state is not MailboxState.FAILED:
             fields["total_messages"] = str(result.total_messages)
             fields["total_bytes"] = str(result.total_bytes)
+        if result.state in (MailboxState.DONE, MailboxState.QUOTA_STOPPED):
+            # The pass's own count is exact; the running counters may have lost a few
+            # increments to a Redis restart.
+            fields["done_messages"] = str(result.already_messages + result.copied_messages)
+            fields["done_bytes"] = str(result.already_bytes + result.copied_bytes)
         key = _k("mbx", batch_id, job_id)
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(key, mapping=_fields(fields))

@@ -1,0 +1,83 @@
+"""A loopback TCP proxy that adds a fixed one-way delay, as a network between two sites
+would: every chunk is delivered `delay` seconds after it arrived, in order, without
+limiting throughput.  TLS passes through it as bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import socket
+import threading
+import time
+
+
+class LatencyProxy:
+    def __init__(self, target_port: int, delay: float) -> None:
+        self._target = ("127.0.0.1", target_port)
+        self._delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._closing = threading.Event()
+
+    def __enter__(self) -> LatencyProxy:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._pipe(client, upstream)
+            self._pipe(upstream, client)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        """Read from `source` at once; write each chunk to `sink` after the delay."""
+        queue: list[tuple[float, int, bytes]] = []
+        ready = threading.Condition()
+        counter = [0]
+
+        def read() -> None:
+            while True:
+                try:
+                    data = source.recv(262144)
+                except OSError:
+                    data = b""
+                with ready:
+                    counter[0] += 1
+                    heapq.heappush(queue, (time.monotonic() + self._delay, counter[0], data))
+                    ready.notify()
+                if not data:
+                    return
+
+        def write() -> None:
+            while True:
+                with ready:
+                    while not queue:
+                        ready.wait()
+                    due, _, data = queue[0]
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        ready.wait(wait)
+                        continue
+                    heapq.heappop(queue)
+                if not data:
+                    with contextlib.suppress(OSError):
+                        sink.shutdown(socket.SHUT_WR)
+                    return
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()
