@@ -592,7 +592,7 @@ class _Row:
 def _open_table(
     text: str, known: tuple[str, ...], required: tuple[str, ...]
 ) -> tuple[dict[str, int], int, Iterator[tuple[int, list[str]]]]:
-    rows = _physical_rows(text.removeprefix("\ufeff"))
+    rows = physical_rows(text.removeprefix("\ufeff"))
     first = next(rows, None)
     if first is None:
         raise BatchError(f"the file is empty; its first line must name the columns: {required}")
@@ -615,7 +615,7 @@ def _open_table(
     return columns, len(header), rows
 
 
-def _physical_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+def physical_rows(text: str) -> Iterator[tuple[int, list[str]]]:
     """Non-empty rows with the physical line each starts on (quoted cells may hold newlines)."""
     # strict: a quote left open would otherwise swallow the rest of the file into one cell.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)

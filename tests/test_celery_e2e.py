@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import ssl
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from servers.celery_worker import Worker
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -48,36 +47,6 @@ BIG_MAILBOX = {
     "Données/Été": 250,
     "Archive/2019": 250,
 }
-
-
-class Worker:
-    """`celery -A workers worker` as its own process group, so SIGKILL takes it all."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "--without-gossip", "--without-mingle",
-             "-n", f"w{time.time_ns()}@%h"],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
 
 
 @pytest.fixture
@@ -209,7 +178,7 @@ def test_big_mailbox_through_a_celery_worker(
         "127.0.0.1", dovecot.imaps_port, source, password, BIG_MAILBOX, ssl_context=ssl_context
     )
     assert len(sent) == 2000
-    workers.append(Worker(env, tmp_path / "worker.log"))
+    workers.append(Worker(env, tmp_path / "worker.log", concurrency=2))
     batch_id = _enqueue(tmp_path, dovecot, tls_files, [(source, password, target)])
     store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
 
@@ -262,7 +231,7 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
         ssl_context=ssl_context,
         size_hint=20_000,
     )
-    workers.append(Worker(env, tmp_path / "worker1.log"))
+    workers.append(Worker(env, tmp_path / "worker1.log", concurrency=2))
     batch_id = _enqueue(tmp_path, dovecot, tls_files, [(source, password, target)], source_type)
     store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
     _wait(store, batch_id, until=lambda rows: rows and rows[0].done_messages >= 150)
@@ -275,7 +244,7 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
         redis.Redis.from_url(env["MIGRATOR_REDIS_URL"]).flushall()
 
     assert main(["resume", batch_id, "--no-wait"]) == 0
-    workers.append(Worker(env, tmp_path / "worker2.log"))
+    workers.append(Worker(env, tmp_path / "worker2.log", concurrency=2))
     (row,) = _wait(store, batch_id)
 
     assert row.state is MailboxState.DONE, row

@@ -9,11 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 from ews_server import EwsServer
+from servers.celery_worker import Worker
 from servers.certs import TlsFiles
 from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import populate
 from support import EWS_ADMIN, EWS_PASSWORD, imaps, write_batch
-from test_celery_e2e import Worker, _wait, env, workers  # noqa: F401  (fixtures)
+from test_celery_e2e import _wait, env, workers  # noqa: F401  (fixtures)
 from test_ews_source import EWS_FOLDER, seed
 from test_ews_target import EWS_FOLDER as TARGET_FOLDER
 from test_ews_target import folder_items

@@ -14,11 +14,11 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrator.batch import decode_csv_bytes
+from migrator.batch import decode_csv_bytes, physical_rows
 from migrator.errors import BadBatchRow, BatchError
 from migrator.velocity.plan import InventoryRow
 
@@ -40,7 +40,7 @@ class InventoryResult:
 def parse_inventory(text: str) -> InventoryResult:
     """Rows and problems of an inventory CSV.  Raises BatchError if the file is not
     CSV or its header lacks Identity or SizeBytes."""
-    rows_iter = _rows(text.removeprefix("\ufeff"))
+    rows_iter = physical_rows(text.removeprefix("\ufeff"))
     first = next(rows_iter, None)
     if first is None:
         raise BatchError(f"the file is empty; its first line must name {IDENTITY},{SIZE_BYTES}")
@@ -154,15 +154,3 @@ def format_inventory(rows: Sequence[InventoryRow]) -> str:
             ]
         )
     return out.getvalue()
-
-
-def _rows(text: str) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    start = 1
-    try:
-        for cells in reader:
-            line, start = start, reader.line_num + 1
-            if "".join(cells).strip():
-                yield line, cells
-    except csv.Error as exc:
-        raise BatchError(f"the row starting on line {start} is not valid CSV: {exc}") from exc

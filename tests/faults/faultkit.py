@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +13,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from imapclient import IMAPClient
+from servers.celery_worker import Worker
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
 from support import default_map_target, individual_jobs, write_batch
 
@@ -28,38 +25,7 @@ from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import MailboxStatus, StateStore
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Worker:
-    """`celery -A workers worker` as its own process group, so SIGKILL takes all of it."""
-
-    def __init__(self, env: dict[str, str], log: Path, loglevel: str = "INFO") -> None:
-        self.log = log
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", loglevel,
-             "--concurrency", "1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "-n", f"w{time.time_ns()}@%h"],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+__all__ = ["Worker"]  # re-exported for the scenarios
 
 
 def cli(args: list[str]) -> tuple[int, str]:

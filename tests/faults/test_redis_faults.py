@@ -96,8 +96,6 @@ def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
         dovecot, make_user, ssl_context, tls_files, celery_env, workers, tmp_path, "redis-restart"
     )
 
-    key = _mailbox_key(store, batch_id)
-
     redis_server.restart(keep_data=True)
 
     # Redis came back within the clients' retries: the worker finishes by itself.
