@@ -133,3 +133,51 @@ def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_work
         )
     assert [i.item_class for i in ews.store.messages(target, "calendar")] == ["IPM.Appointment"]
     assert [i.item_class for i in ews.store.messages(target, "contacts")] == ["IPM.Contact"]
+
+
+def test_pop3_into_exchange_killed_mid_mailbox_then_resumed_copies_each_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    make_ews_mailbox: MakeUser,
+    ews: EwsServer,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    env: dict[str, str],  # noqa: F811
+    workers: list[Worker],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    password = "Src-Pw-pop-ews-7c1!"
+    source, target = make_user(password), make_ews_mailbox()
+    sent = populate(
+        "127.0.0.1",
+        dovecot.imaps_port,
+        source,
+        password,
+        {"INBOX": 600},
+        ssl_context=ssl_context,
+        size_hint=1500,
+    )
+    workers.append(Worker(env, tmp_path / "worker1.log"))
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
+    batch_id = enqueue_to_ews(
+        tmp_path, ews, [row], "--source-type", "pop", "--ca-file", str(tls_files.ca_cert)
+    )
+    store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
+    _wait(store, batch_id, until=lambda rows: rows and rows[0].done_messages >= 60)
+
+    workers[0].kill()
+    (killed,) = store.mailboxes(batch_id)
+    assert killed.state is MailboxState.RUNNING and killed.done_messages < len(sent)
+    assert main(["resume", batch_id, "--no-wait"]) == 0
+    workers.append(Worker(env, tmp_path / "worker2.log"))
+    (status,) = _wait(store, batch_id)
+
+    assert status.state is MailboxState.DONE, status
+    inbox = Counter(item.mime for item in ews.store.messages(target, "inbox"))
+    assert inbox == Counter(m.raw for m in sent)
