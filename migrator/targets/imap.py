@@ -136,7 +136,9 @@ class ImapTarget:
             while end < len(items) and items[end].folder == items[start].folder:
                 end += 1
             run = items[start:end]
-            if not (self._multiappend and len(run) > 1 and self._multiappend_run(run)):
+            # Even one message goes as MULTIAPPEND: imapclient then sends a LITERAL+
+            # (RFC 7888) literal, one round trip where imaplib's APPEND takes two.
+            if not (self._multiappend and self._multiappend_run(run)):
                 run_outcomes = self._append_each(run)
                 outcomes.extend(run_outcomes)
                 if any(isinstance(o, QuotaExceeded) for o in run_outcomes):

@@ -154,7 +154,10 @@ def test_a_stalled_server_times_out_and_the_next_pass_finishes(
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: whether the held bytes form a whole command the server commits late
+    # depends on how the client splits its APPEND (one LITERAL+ command now, where
+    # imaplib's APPEND waited for a continuation), so this scenario may pass by luck.
+    strict=False,
     reason="known bug: an APPEND the target commits after the copier timed out and indexed "
     "the folder again is sent a second time (see the fault suite report)",
 )
