@@ -20,9 +20,9 @@ from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
 from migrator.ews import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec, build_jobs
+from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
 from migrator.secrets import Secret, SecretBox, new_key
-from migrator.state import NewJob
+from migrator.state import MailboxStatus, NewJob, StateStore
 
 # Every password a test puts into a batch, so tests/faults can prove that none of them ever
 # reaches Redis or a log. batch_password() makes one and registers it.
@@ -176,3 +176,31 @@ def default_map_target(path: tuple[str, ...]) -> str:
     }
     top = [names[target.special.value]] if target.special else []
     return "/".join(top + list(target.subpath))
+
+
+def run_in_process(
+    store: StateStore,
+    batch_id: str,
+    options: RunOptions,
+    source_url: str,
+    source: str,
+    password: str,
+    target: str,
+    *,
+    meta: dict[str, str] | None = None,
+) -> MailboxStatus:
+    """One mailbox through runner.execute_job (what a Celery task runs), to its end."""
+    box = SecretBox(new_key())
+    row = {
+        "SourceIdentity": source,
+        "SourceServer": source_url,
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
+    jobs = individual_jobs([row], options, box)
+    store.create_batch(batch_id, meta or {}, jobs)
+    execute_job(store, batch_id, jobs[0].job_id, box)
+    status = store.mailbox(batch_id, jobs[0].job_id)
+    assert status is not None
+    return status

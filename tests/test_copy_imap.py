@@ -14,17 +14,16 @@ from servers.mailgen import PopulatedMessage, make_message, populate
 from support import (
     counts,
     default_map_target,
-    fresh_box,
     hashes,
     imaps,
-    individual_jobs,
+    run_in_process,
     run_options,
     snapshot,
 )
 
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
-from migrator.runner import execute_job, rewrite_meta
+from migrator.runner import rewrite_meta
 from migrator.state import StateStore
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
@@ -47,24 +46,18 @@ def _run(
     rewrite: RewriteMaps | None = None,
     **options: object,
 ) -> tuple[StateStore, str]:
-    _, box = fresh_box()
     store = StateStore.from_url(redis_url)
-    jobs = individual_jobs(
-        [
-            {
-                "SourceIdentity": source,
-                "SourceServer": imaps(dovecot),
-                "SourceLoginID": source,
-                "SourcePassword": DEFAULT_USER_PASSWORD,
-                "TargetIdentity": target,
-            }
-        ],
+    status = run_in_process(
+        store,
+        "b1",
         run_options(dovecot, tls_files.ca_cert, **options),
-        box,
+        imaps(dovecot),
+        source,
+        DEFAULT_USER_PASSWORD,
+        target,
+        meta={"rewrite": rewrite_meta(rewrite)},
     )
-    store.create_batch("b1", {"rewrite": rewrite_meta(rewrite)}, jobs)
-    execute_job(store, "b1", jobs[0].job_id, box)
-    return store, jobs[0].job_id
+    return store, status.job_id
 
 
 def test_copy_keeps_bytes_flags_dates_and_maps_folders(

@@ -23,9 +23,8 @@ from support import (
     EWS_PASSWORD,
     ews_settings,
     ews_target_options,
-    fresh_box,
     imaps,
-    individual_jobs,
+    run_in_process,
 )
 
 from migrator.batch import Credentials
@@ -41,7 +40,6 @@ from migrator.errors import (
 from migrator.ews import client_assertion, endpoint_url, ews_call, translate
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.report import MailboxState
-from migrator.runner import execute_job
 from migrator.secrets import Secret
 from migrator.state import MailboxStatus, StateStore
 from migrator.targets.base import AppendItem
@@ -77,21 +75,15 @@ def run_to_ews(
     target: str,
     **options: object,
 ) -> MailboxStatus:
-    _, box = fresh_box()
-    store = StateStore.from_url(redis_url)
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": imaps(dovecot),
-        "SourceLoginID": source,
-        "SourcePassword": DEFAULT_USER_PASSWORD,
-        "TargetIdentity": target,
-    }
-    jobs = individual_jobs([row], ews_target_options(ews.url, ca_file, **options), box)
-    store.create_batch("b1", {}, jobs)
-    execute_job(store, "b1", jobs[0].job_id, box)
-    status = store.mailbox("b1", jobs[0].job_id)
-    assert status is not None
-    return status
+    return run_in_process(
+        StateStore.from_url(redis_url),
+        "b1",
+        ews_target_options(ews.url, ca_file, **options),
+        imaps(dovecot),
+        source,
+        DEFAULT_USER_PASSWORD,
+        target,
+    )
 
 
 def folder_items(ews: EwsServer, smtp: str, path: tuple[str, ...]) -> list[Item]:

@@ -17,13 +17,12 @@ from servers.dovecot import (
     MakeUser,
 )
 from servers.mailgen import PopulatedMessage, populate
-from support import batch_text, fresh_box, individual_jobs, run_options, snapshot
+from support import batch_text, run_in_process, run_options, snapshot
 
 from migrator.batch import AccessMethod, AdminLogin, parse_batch
 from migrator.errors import LoginFailed
 from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxState
-from migrator.runner import execute_job
 from migrator.secrets import Secret
 from migrator.sources.pop3 import Pop3Source
 from migrator.state import StateStore
@@ -121,20 +120,17 @@ def _copy(
     target: str,
     **kw: object,
 ) -> tuple[StateStore, str]:
-    _, box = fresh_box()
     store = StateStore.from_url(redis_url)
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
-        "SourceLoginID": source,
-        "SourcePassword": DEFAULT_USER_PASSWORD,
-        "TargetIdentity": target,
-    }
-    options = run_options(dovecot, tls_files.ca_cert, source_kind="pop", **kw)
-    jobs = individual_jobs([row], options, box)
-    store.create_batch("p", {}, jobs)
-    execute_job(store, "p", jobs[0].job_id, box)
-    return store, jobs[0].job_id
+    status = run_in_process(
+        store,
+        "p",
+        run_options(dovecot, tls_files.ca_cert, source_kind="pop", **kw),
+        f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
+        source,
+        DEFAULT_USER_PASSWORD,
+        target,
+    )
+    return store, status.job_id
 
 
 def test_pop3_mailbox_of_500_is_copied_to_imap_inbox_once_and_left_in_place(

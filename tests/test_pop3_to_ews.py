@@ -10,10 +10,9 @@ from ews_server import EwsServer
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import PopulatedMessage, populate
-from support import ews_target_options, fresh_box, individual_jobs
+from support import ews_target_options, run_in_process
 
 from migrator.report import MailboxState
-from migrator.runner import execute_job
 from migrator.state import MailboxStatus, StateStore
 
 
@@ -38,22 +37,15 @@ def _pop_to_ews(
     target: str,
     **options: object,
 ) -> MailboxStatus:
-    _, box = fresh_box()
-    store = StateStore.from_url(redis_url)
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
-        "SourceLoginID": source,
-        "SourcePassword": DEFAULT_USER_PASSWORD,
-        "TargetIdentity": target,
-    }
-    run = ews_target_options(ews.url, ca_file, source_kind="pop", **options)
-    jobs = individual_jobs([row], run, box)
-    store.create_batch("pe", {}, jobs)
-    execute_job(store, "pe", jobs[0].job_id, box)
-    status = store.mailbox("pe", jobs[0].job_id)
-    assert status is not None
-    return status
+    return run_in_process(
+        StateStore.from_url(redis_url),
+        "pe",
+        ews_target_options(ews.url, ca_file, source_kind="pop", **options),
+        f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
+        source,
+        DEFAULT_USER_PASSWORD,
+        target,
+    )
 
 
 def _inbox(ews: EwsServer, smtp: str) -> Counter[bytes]:

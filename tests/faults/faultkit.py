@@ -15,13 +15,13 @@ from pathlib import Path
 from imapclient import IMAPClient
 from servers.celery_worker import Worker
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
-from support import default_map_target, individual_jobs, write_batch
+from support import default_map_target, run_in_process, write_batch
 
 from migrator.batch import AccessMethod, AdminLogin, parse_server
 from migrator.cli import main
 from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec, execute_job
-from migrator.secrets import Secret, SecretBox, new_key
+from migrator.runner import RunOptions, TargetSpec
+from migrator.secrets import Secret
 from migrator.state import MailboxStatus, StateStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,32 +107,6 @@ def run_options(
         **kw,  # type: ignore[arg-type]
     )
     return options, f"imaps://127.0.0.1:{source_port}"
-
-
-def run_in_process(
-    store: StateStore,
-    batch_id: str,
-    options: RunOptions,
-    source_url: str,
-    source: str,
-    password: str,
-    target: str,
-) -> MailboxStatus:
-    """One mailbox through runner.execute_job (what a Celery task runs), to its end."""
-    box = SecretBox(new_key())
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": source_url,
-        "SourceLoginID": source,
-        "SourcePassword": password,
-        "TargetIdentity": target,
-    }
-    jobs = individual_jobs([row], options, box)
-    store.create_batch(batch_id, {}, jobs)
-    execute_job(store, batch_id, jobs[0].job_id, box)
-    status = store.mailbox(batch_id, jobs[0].job_id)
-    assert status is not None
-    return status
 
 
 # -- the full comparison ----------------------------------------------------------------
