@@ -9,12 +9,14 @@ import io
 import secrets
 import ssl
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from imapclient import IMAPClient
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, MASTER_USER, DovecotServer
+from servers.mailgen import PopulatedMessage
 
 from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
 from migrator.ews import EwsAccess, EwsSettings, endpoint_address
@@ -204,3 +206,16 @@ def run_in_process(
     status = store.mailbox(batch_id, jobs[0].job_id)
     assert status is not None
     return status
+
+
+def newest_that_fit(sent: Sequence[PopulatedMessage], quota: int) -> list[PopulatedMessage]:
+    """What a quota stop must leave at the target: the newest messages, in date order,
+    up to the first one that does not fit (worked out here apart from the copier)."""
+    fits: list[PopulatedMessage] = []
+    used = 0
+    for message in sorted(sent, key=lambda m: m.internaldate, reverse=True):
+        if used + message.size > quota:
+            break
+        fits.append(message)
+        used += message.size
+    return fits

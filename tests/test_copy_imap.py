@@ -16,6 +16,7 @@ from support import (
     default_map_target,
     hashes,
     imaps,
+    newest_that_fit,
     run_in_process,
     run_options,
     snapshot,
@@ -125,14 +126,9 @@ def test_quota_stop_keeps_the_newest_messages(
 ) -> None:
     source, target = make_user(), make_user()
     sent = _populate(dovecot, source, ssl_context, {"INBOX": 40, "Sent": 30, "Old": 30})
-    newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
-    quota = sum(m.size for m in newest) // 3
-    fits, used = [], 0
-    for message in newest:
-        if used + message.size > quota:
-            break
-        fits.append(message)
-        used += message.size
+    quota = sum(m.size for m in sent) // 3
+    fits = newest_that_fit(sent, quota)
+    used = sum(m.size for m in fits)
 
     store, job = _run(dovecot, tls_files, redis_url, source, target, quotas={target.lower(): quota})
 

@@ -24,6 +24,7 @@ from support import (
     ews_settings,
     ews_target_options,
     imaps,
+    newest_that_fit,
     run_in_process,
 )
 
@@ -190,14 +191,8 @@ def test_quota_stop_keeps_the_newest_messages(
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
     sent = _populate(dovecot, source, ssl_context, {"INBOX": 40, "Sent": 30, "Old": 30})
-    newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
-    quota = sum(m.size for m in newest) // 3
-    fits, used = [], 0
-    for message in newest:
-        if used + message.size > quota:
-            break
-        fits.append(message)
-        used += message.size
+    quota = sum(m.size for m in sent) // 3
+    fits = newest_that_fit(sent, quota)
 
     status = run_to_ews(
         dovecot, ews, tls_files.ca_cert, redis_url, source, target, quotas={target.lower(): quota}

@@ -17,7 +17,7 @@ from servers.dovecot import (
     MakeUser,
 )
 from servers.mailgen import PopulatedMessage, populate
-from support import batch_text, run_in_process, run_options, snapshot
+from support import batch_text, newest_that_fit, run_in_process, run_options, snapshot
 
 from migrator.batch import AccessMethod, AdminLogin, parse_batch
 from migrator.errors import LoginFailed
@@ -173,14 +173,8 @@ def test_pop3_quota_stop_keeps_the_newest_by_date_header(
 ) -> None:
     source, target = make_user(), make_user()
     sent = _fill(dovecot, source, ssl_context, 60)
-    newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
     quota = sum(m.size for m in sent) // 2
-    fits, used = [], 0
-    for message in newest:
-        if used + message.size > quota:
-            break
-        fits.append(message)
-        used += message.size
+    fits = newest_that_fit(sent, quota)
     store, job = _copy(
         dovecot, tls_files, redis_url, source, target, quotas={target.lower(): quota}
     )

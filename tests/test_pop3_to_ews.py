@@ -10,7 +10,7 @@ from ews_server import EwsServer
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import PopulatedMessage, populate
-from support import ews_target_options, run_in_process
+from support import ews_target_options, newest_that_fit, run_in_process
 
 from migrator.report import MailboxState
 from migrator.state import MailboxStatus, StateStore
@@ -88,12 +88,7 @@ def test_pop3_into_exchange_under_quota_keeps_the_newest_by_date(
     source, target = make_user(), make_ews_mailbox()
     sent = _fill(dovecot, source, ssl_context, 80)
     quota = sum(m.size for m in sent) // 3
-    fits, used = [], 0
-    for message in sorted(sent, key=lambda m: m.internaldate, reverse=True):
-        if used + message.size > quota:
-            break
-        fits.append(message)
-        used += message.size
+    fits = newest_that_fit(sent, quota)
 
     status = _pop_to_ews(
         dovecot, ews, tls_files.ca_cert, redis_url, source, target, quotas={target.lower(): quota}
