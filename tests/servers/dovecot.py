@@ -29,7 +29,7 @@ from .dovecot_config import (
     identity,
     render_config,
 )
-from .ports import LOOPBACK, free_port, wait_for_port
+from .ports import LOOPBACK, free_ports, wait_for_port
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
@@ -140,11 +140,13 @@ class DovecotServer:
         # None when dovecot-lmtpd is not installed.
         self.lmtp_socket: Path | None = self.base_dir / "lmtp" if LMTP_AVAILABLE else None
 
-        self.imap_port = free_port()
-        self.imaps_port = free_port()
-        self.pop3_port = free_port()
-        self.pop3s_port = free_port()
-        self.sieve_port = free_port()
+        (
+            self.imap_port,
+            self.imaps_port,
+            self.pop3_port,
+            self.pop3s_port,
+            self.sieve_port,
+        ) = free_ports(5)
 
         self.config = DovecotConfig(
             instance_name=f"migrator-test-{self.imap_port}",
