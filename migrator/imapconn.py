@@ -77,6 +77,13 @@ def imap_errors(what: str) -> Iterator[None]:
         raise PermanentError(f"{what}: {text}") from exc
 
 
+def as_text(value: object) -> str:
+    """imapclient gives names and flags as bytes or str; ours are str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _server_text(exc: BaseException) -> str:
     text = str(exc)
     if text.startswith("b'") or text.startswith('b"'):

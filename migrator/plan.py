@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -192,3 +192,20 @@ def take_within_budget(ordered: Sequence[MessageRef], budget: int | None) -> Bud
             return BudgetSplit(tuple(ordered[:index]), tuple(ordered[index:]))
         used += ref.size
     return BudgetSplit(tuple(ordered), ())
+
+
+def fetch_windows(
+    refs: Sequence[MessageRef], max_count: int, max_bytes: int
+) -> Iterator[Sequence[MessageRef]]:
+    """Consecutive slices of `refs` for one round trip each: at most `max_count`
+    messages and `max_bytes` bytes, but always at least one message, however big."""
+    start = 0
+    while start < len(refs):
+        end, size = start, 0
+        while end < len(refs) and end - start < max_count:
+            if end > start and size + refs[end].size > max_bytes:
+                break
+            size += refs[end].size
+            end += 1
+        yield refs[start:end]
+        start = end

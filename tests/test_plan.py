@@ -9,6 +9,7 @@ import pytest
 
 from migrator.plan import (
     MessageRef,
+    fetch_windows,
     make_plan,
     message_key,
     newest_first,
@@ -163,3 +164,22 @@ def test_message_key_uses_message_id_else_header_hash() -> None:
     one = message_key(None, 10, b"Subject: a\r\n\r\n")
     two = message_key(None, 10, b"Subject: b\r\n\r\n")
     assert one[0] == "hdr" and one != two
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_count", "windows"),
+    [
+        ([10, 10, 10], 10, [3]),  # all fit in one round trip
+        ([10] * 5, 2, [2, 2, 1]),  # at most two messages each
+        ([60, 50, 10], 10, [1, 2]),  # at most 100 bytes each
+        ([500, 10], 10, [1, 1]),  # a message over the cap still goes, alone
+        ([], 10, []),
+    ],
+)
+def test_fetch_windows_cap_count_and_bytes(
+    sizes: list[int], max_count: int, windows: list[int]
+) -> None:
+    refs = [ref("INBOX", i, "2020-01-01", size) for i, size in enumerate(sizes, start=1)]
+    got = list(fetch_windows(refs, max_count, 100))
+    assert [len(w) for w in got] == windows
+    assert [r for w in got for r in w] == refs

@@ -28,7 +28,7 @@ from migrator.ews import (
     source_endpoint,
     stable_int,
 )
-from migrator.plan import MessageRef, message_key
+from migrator.plan import MessageRef, fetch_windows, message_key
 from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder
 from migrator.targets.ews import EwsTarget
@@ -178,7 +178,7 @@ class EwsSource:
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         """MimeContent in the order given, one GetItem per window."""
-        for window in _windows(refs):
+        for window in fetch_windows(refs, FETCH_BATCH_COUNT, FETCH_BATCH_BYTES):
             ids = [self._item_ids[(r.folder, r.uid)] for r in window]
 
             def get(ids: list[str] = ids) -> list[Any]:
@@ -295,16 +295,3 @@ _ACCOUNT_ATTR = {  # distinguished folder -> exchangelib Account property
     "deleteditems": "trash",
     "drafts": "drafts",
 }
-
-
-def _windows(refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
-    start = 0
-    while start < len(refs):
-        end, size = start, 0
-        while end < len(refs) and end - start < FETCH_BATCH_COUNT:
-            if end > start and size + refs[end].size > FETCH_BATCH_BYTES:
-                break
-            size += refs[end].size
-            end += 1
-        yield refs[start:end]
-        start = end

@@ -12,8 +12,8 @@ from imapclient import IMAPClient
 
 from migrator.batch import MailboxJob
 from migrator.errors import FolderRefused, PermanentError, TransientError
-from migrator.imapconn import ConnectOptions, connect, header_fields, imap_errors, logout
-from migrator.plan import MessageRef, message_key
+from migrator.imapconn import ConnectOptions, as_text, connect, header_fields, imap_errors, logout
+from migrator.plan import MessageRef, fetch_windows, message_key
 from migrator.sources.base import SourceFolder
 
 # Flags that describe the session or the server's housekeeping, not the message.
@@ -43,12 +43,12 @@ class ImapSource:
             listed = self._client.list_folders()
         folders: list[SourceFolder] = []
         for flags, delimiter, name in listed:
-            flag_names = {_text(f) for f in flags}
+            flag_names = {as_text(f) for f in flags}
             lowered = {f.lower() for f in flag_names}
             if lowered & _NOT_COPIED:
                 continue
-            name = _text(name)
-            delim = _text(delimiter) if delimiter else ""
+            name = as_text(name)
+            delim = as_text(delimiter) if delimiter else ""
             if delim:
                 self._delimiter = delim
             path = _relative_path(name, delim, root)
@@ -95,7 +95,7 @@ class ImapSource:
                     date_header=parse_date(date_text),
                     flags=tuple(
                         f
-                        for f in (_text(x) for x in data.get(b"FLAGS", ()))
+                        for f in (as_text(x) for x in data.get(b"FLAGS", ()))
                         if f.lower() not in _DROPPED_FLAGS
                     ),
                     key=message_key(message_id, size, block),
@@ -107,7 +107,7 @@ class ImapSource:
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         """Message bytes in the order given; one round trip per folder per window."""
-        for window in _windows(refs):
+        for window in fetch_windows(refs, FETCH_BATCH_COUNT, FETCH_BATCH_BYTES):
             by_folder: dict[str, list[MessageRef]] = {}
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
@@ -181,26 +181,6 @@ def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | No
         return None
     rest = parts[len(root_parts) :]
     return rest if rest else ("INBOX",)
-
-
-def _windows(refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
-    start = 0
-    while start < len(refs):
-        end = start
-        size = 0
-        while end < len(refs) and end - start < FETCH_BATCH_COUNT:
-            if end > start and size + refs[end].size > FETCH_BATCH_BYTES:
-                break
-            size += refs[end].size
-            end += 1
-        yield refs[start:end]
-        start = end
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def _aware(value: object) -> datetime | None:

@@ -18,7 +18,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder
-from migrator.imapconn import ConnectOptions, connect, imap_errors, keys_for_folder, logout
+from migrator.imapconn import ConnectOptions, as_text, connect, imap_errors, keys_for_folder, logout
 from migrator.plan import MessageKey
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
@@ -63,12 +63,12 @@ class ImapTarget:
         with imap_errors(self._what):
             listed = self._client.list_folders()
         for flags, delimiter, name in listed:
-            name = _text(name)
+            name = as_text(name)
             if delimiter:
-                self._delimiter = _text(delimiter)
+                self._delimiter = as_text(delimiter)
             self._existing.add(name)
             for flag in flags:
-                self._special.setdefault(_text(flag).lower(), name)
+                self._special.setdefault(as_text(flag).lower(), name)
 
     def open_folder(self, folder: TargetFolder) -> str:
         if folder.special is SpecialFolder.INBOX:
@@ -106,7 +106,7 @@ class ImapTarget:
         with imap_errors(what):
             # SELECT, not EXAMINE: a read-only folder reports no PERMANENTFLAGS (RFC 3501).
             info: dict[bytes, Any] = self._client.select_folder(name)
-        permanent = {_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
+        permanent = {as_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
         self._keywords_ok[name] = "\\*" in permanent
         if int(info.get(b"EXISTS", 0)) == 0:
             return Counter()
@@ -210,9 +210,3 @@ def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:
 def _safe_component(part: str, delimiter: str) -> str:
     # A source name holding the target's delimiter would silently become two levels.
     return part.replace(delimiter, "_") if delimiter else part
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
