@@ -114,10 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-wait", action="store_true", help="with Celery: do not wait")
     resume.set_defaults(func=cmd_resume)
 
-    # Imported here: migrator.velocity builds on this module's run machinery.
+    # Imported here: these commands build on this module's run machinery.
     from migrator.velocity.cli import add_velocity_commands
 
     add_velocity_commands(sub)
+    from migrator.forwardcli import add_forwarding_commands
+
+    add_forwarding_commands(sub)
 
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
@@ -167,6 +170,15 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
     add_ews_arguments(p)
+    forward = p.add_argument_group("forwarding (off unless asked for)")
+    forward.add_argument(
+        "--forward-after-copy",
+        action="store_true",
+        help="when a mailbox is done, forward its new mail to the target (as `forwarding set`)",
+    )
+    forward.add_argument(
+        "--sieve-port", type=int, default=4190, help="ManageSieve port on each IMAP source host"
+    )
     rewrite = p.add_argument_group("address rewriting (off unless asked for)")
     rewrite.add_argument(
         "--rewrite",
@@ -314,6 +326,8 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         foldermap_xml=foldermap_xml,
         quotas=quotas,
         max_connections_per_server=args.max_connections_per_server,
+        forward_after_copy=args.forward_after_copy,
+        sieve_port=args.sieve_port,
     )
     batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     rewrite = _rewrite_maps(args, result.jobs)
@@ -326,6 +340,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         "since": args.since.isoformat() if args.since else "",
         "until": args.until.isoformat() if args.until else "",
         "rewrite": rewrite_meta(rewrite),
+        "forward_after_copy": "yes" if args.forward_after_copy else "no",
     }
     return batch_id, meta, build_jobs(result.jobs, options, box)
 
@@ -424,9 +439,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             store = StateStore.from_url(private.url)
             store.create_batch(batch_id, meta, jobs)
             rows = _run_in_process(store, batch_id, [j.job_id for j in jobs], box, args.workers)
+            forwarded = _forwarding_after_copy(store, args, jobs)
             store.client.bgrewriteaof()
+    if url:
+        forwarded = _forwarding_after_copy(store, args, jobs)
     console.print(result_table(rows, f"batch {batch_id}"))
+    if forwarded is not None:
+        from migrator.forwardcli import print_outcomes
+
+        print_outcomes(forwarded, f"forwarding after copy: batch {batch_id}", as_json=False)
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
+
+
+def _forwarding_after_copy(
+    store: StateStore, args: argparse.Namespace, jobs: Sequence[NewJob]
+) -> list[dict[str, str]] | None:
+    if not args.forward_after_copy:
+        return None
+    from migrator.forwardcli import forwarding_rows
+
+    return forwarding_rows(store, [json.loads(j.payload) for j in jobs])
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -23,19 +23,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from migrator import payload as payloads
 from migrator.batch import (
     AccessMethod,
     AdminLogin,
     Credentials,
     MailboxJob,
     ServerAddress,
-    TlsMode,
     combine_login,
 )
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import ConfigError, LockLost
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
+from migrator.forwarding import ForwardAction
+from migrator.forwardjobs import execute_forwarding
 from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
@@ -87,6 +89,8 @@ class RunOptions:
     quotas: Mapping[str, int] | None = None  # activation CSV, keyed by lower-cased identity
     max_connections_per_server: int = 8
     source_ews: EwsSettings | None = None  # source_kind ews: auth and access
+    forward_after_copy: bool = False  # set forwarding to the target when a mailbox is done
+    sieve_port: int = 4190  # ManageSieve on the source host, for that forwarding
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -113,31 +117,24 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
             "version": 1,
             "line": job.line,
             "mailbox_key": mailbox_key(job, options.target),
-            "source": {
-                "kind": options.source_kind,
-                "identity": job.source_identity,
-                "server": _server_json(job.source_server),
-                "credentials": _creds_json(job.source_credentials, box),
-                "root_folder": job.source_root_folder,
-            },
+            "source": payloads.source_json(job, options.source_kind, box, options.source_ews),
             "target": {
                 "kind": options.target.kind,
                 "identity": job.target_identity,
-                "server": _server_json(options.target.server),
-                "credentials": _creds_json(target_creds, box),
+                "server": payloads.server_json(options.target.server),
+                "credentials": payloads.creds_json(target_creds, box),
                 "activation_quota": quota,
             },
             "options": {
                 "since": options.since.isoformat() if options.since else None,
                 "until": options.until.isoformat() if options.until else None,
-                "timeout": options.connect.timeout,
-                "ca_file": options.connect.ca_file,
-                "insecure": options.connect.insecure,
-                "allow_plaintext": options.connect.allow_plaintext,
+                **payloads.connect_json(options.connect),
                 "foldermap_xml": options.foldermap_xml.decode("utf-8")
                 if options.foldermap_xml
                 else None,
                 "max_connections_per_server": options.max_connections_per_server,
+                "forward_after_copy": options.forward_after_copy,
+                "sieve_port": options.sieve_port,
             },
         }
         _add_ews(payload, options, box)
@@ -161,15 +158,6 @@ def _add_ews(payload: dict[str, Any], options: RunOptions, box: SecretBox) -> No
             **options.target.ews.to_json(box),
             "slot": options.target.ews.slot_key(),
         }
-    if options.source_ews is not None:
-        payload["source"]["ews"] = options.source_ews.to_json(box)
-
-
-def _ews_settings(
-    end: Mapping[str, Any], box: SecretBox, connect: ConnectOptions
-) -> EwsSettings | None:
-    data = end.get("ews")
-    return EwsSettings.from_json(data, box, connect) if data is not None else None
 
 
 @contextmanager
@@ -185,32 +173,6 @@ def _target_slot(
     slot, cap = str(ews["slot"]), int(ews["max_connections"])
     with _slot(store, slot, owner, cap, ttl, wait), _heartbeat(store, key, slot, owner, ttl):
         yield
-
-
-def _server_json(server: ServerAddress) -> dict[str, Any]:
-    return {
-        "host": server.host,
-        "port": server.port,
-        "tls": server.tls.value,
-        "protocol": server.protocol,
-    }
-
-
-def _creds_json(creds: Credentials, box: SecretBox) -> dict[str, Any]:
-    return {"login": creds.login, "password": box.seal(creds.password), "authzid": creds.authzid}
-
-
-def _server(data: Mapping[str, Any]) -> ServerAddress:
-    return ServerAddress(
-        str(data["host"]),
-        int(data["port"]),
-        TlsMode(data["tls"]),
-        protocol=str(data.get("protocol", "imap")),
-    )
-
-
-def _creds(data: Mapping[str, Any], box: SecretBox) -> Credentials:
-    return Credentials(str(data["login"]), box.open(str(data["password"])), data.get("authzid"))
 
 
 _folder_maps: dict[str, FolderMap] = {}
@@ -291,7 +253,7 @@ def execute_job(
     if not store.lock_mailbox(key, owner, ttl):
         raise MailboxBusy(f"mailbox {status.source_identity} is being copied by another worker")
     try:
-        source_server = _server(payload["source"]["server"])
+        source_server = payloads.server(payload["source"]["server"])
         cap = int(payload["options"]["max_connections_per_server"])
         with (
             _slot(store, str(source_server), owner, cap, ttl, slot_wait),
@@ -305,6 +267,8 @@ def execute_job(
                 log.warning("mailbox %s: another worker took it over", status.source_identity)
                 return None
         store.record_result(batch_id, job_id, result)
+        if result.state is MailboxState.DONE and payload["options"].get("forward_after_copy"):
+            execute_forwarding(store, ForwardAction.SET, payload, box, request=batch_id)
         log.info(
             "mailbox %s: %s (%d copied, %d already there, %d left)",
             status.source_identity,
@@ -327,28 +291,16 @@ def _run(
     lost: threading.Event | None = None,
 ) -> MailboxResult:
     opts = payload["options"]
-    connect = ConnectOptions(
-        timeout=float(opts["timeout"]),
-        ca_file=opts.get("ca_file"),
-        insecure=bool(opts.get("insecure")),
-        allow_plaintext=bool(opts.get("allow_plaintext")),
-    )
+    connect = payloads.connect_options(opts)
     try:
         src = payload["source"]
         tgt = payload["target"]
-        job = MailboxJob(
-            line=int(payload["line"]),
-            source_identity=str(src["identity"]),
-            source_server=_server(src["server"]),
-            source_credentials=_creds(src["credentials"], box),
-            source_root_folder=src.get("root_folder"),
-            target_identity=str(tgt["identity"]),
-        )
-        target_server = _server(tgt["server"])
-        target_creds = _creds(tgt["credentials"], box)
+        job = payloads.mailbox_job(payload, box)
+        target_server = payloads.server(tgt["server"])
+        target_creds = payloads.creds(tgt["credentials"], box)
         folder_map = _folder_map(opts.get("foldermap_xml"))
-        source_ews = _ews_settings(src, box, connect)
-        target_ews = _ews_settings(tgt, box, connect)
+        source_ews = payloads.ews_settings(src, box, connect)
+        target_ews = payloads.ews_settings(tgt, box, connect)
     except ConfigError as exc:
         return MailboxResult(state=MailboxState.FAILED, error=str(exc))
     options = CopyOptions(

@@ -10,6 +10,8 @@ Only this module talks to Redis.  Keys (all under "migrator:"):
     ckpt:{mailbox_key}       set    "{uidvalidity}:{uid}:{folder}" of every message copied
     lock:{mailbox_key}       string owner of the mailbox while a pass runs (with TTL)
     conn:{server}            zset   owner -> lease expiry; its size is capped per server
+    fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
+                                    detail, request (the command that last wrote it), time
 
 Checkpoints are keyed by mailbox (source and target), not by batch, so a later
 batch over the same mailboxes (a delta pass) starts from them too.
@@ -248,6 +250,14 @@ class StateStore:
 
     def release_slot(self, server: str, owner: str) -> None:
         self._r.zrem(_k("conn", server), owner)
+
+    # -- forwarding -------------------------------------------------------------------
+
+    def record_forwarding(self, forward_key: str, fields: Mapping[str, str]) -> None:
+        self._r.hset(_k("fwd", forward_key), mapping=_fields({**fields, "time": str(time.time())}))
+
+    def forwarding(self, forward_key: str) -> dict[str, str]:
+        return _strs(self._r.hgetall(_k("fwd", forward_key)))
 
 
 class RedisProgress:

@@ -1,9 +1,12 @@
-"""One task per mailbox: parse the payload reference, call migrator, record the outcome."""
+"""One task per mailbox: a migration, or a forwarding change; each records its outcome."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from migrator.forwarding import ForwardAction
+from migrator.forwardjobs import execute_forwarding
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import SecretBox
 from migrator.state import StateStore
@@ -27,3 +30,15 @@ def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
         "copied_messages": result.copied_messages,
         "left_messages": result.left_messages,
     }
+
+
+@app.task(name="migrator.forwarding")  # type: ignore[untyped-decorator]
+def forwarding(action: str, payload_json: str, request: str) -> dict[str, Any]:
+    """Set, remove or check the forwarding of one source mailbox; idempotent, so a
+    redelivered task does no harm.  The payload's passwords are Fernet tokens."""
+    store = StateStore.from_url(redis_url())
+    payload = json.loads(payload_json)
+    outcome = execute_forwarding(
+        store, ForwardAction(action), payload, SecretBox.from_env(), request=request
+    )
+    return {"state": outcome.state.value, "method": outcome.method}

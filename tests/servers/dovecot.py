@@ -362,6 +362,20 @@ class DovecotServer:
             check=check,
         )
 
+    def deliver(
+        self, user: str, message: bytes, *, submission_host: str | None = None, sender: str = ""
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Deliver `message` to `user` as the MTA would, through dovecot-lda: the user's
+        active Sieve script runs; a `redirect` goes out by SMTP to `submission_host`."""
+        overrides = ["-o", f"submission_host={submission_host}"] if submission_host else []
+        return subprocess.run(
+            [DOVECOT_LDA, "-c", str(self.config_path), "-d", user, *overrides]
+            + (["-f", sender] if sender else []),
+            input=message,
+            capture_output=True,
+            check=True,
+        )
+
     def log_text(self) -> str:
         """Dovecot's log, with anything the master printed before opening it."""
         parts = []
