@@ -32,6 +32,7 @@ from migrator.ews import add_ews_arguments, endpoint_address
 from migrator.ews import source_settings as ews_source_settings
 from migrator.ews import target_settings as ews_target_settings
 from migrator.foldermap import load_folder_map
+from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.imapconn import ConnectOptions
 from migrator.localredis import PrivateRedis, state_dir
 from migrator.report import MailboxState
@@ -176,9 +177,7 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="when a mailbox is done, forward its new mail to the target (as `forwarding set`)",
     )
-    forward.add_argument(
-        "--sieve-port", type=int, default=4190, help="ManageSieve port on each IMAP source host"
-    )
+    sieve_port_argument(forward)
     rewrite = p.add_argument_group("address rewriting (off unless asked for)")
     rewrite.add_argument(
         "--rewrite",
@@ -201,6 +200,15 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         "--keep-original-headers",
         action="store_true",
         help="add X-Original-<Header> beside each rewritten header",
+    )
+
+
+def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--sieve-port",
+        type=int,
+        default=DEFAULT_SIEVE_PORT,
+        help="ManageSieve port on each IMAP source host (STARTTLS), for forwarding",
     )
 
 

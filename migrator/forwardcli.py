@@ -24,7 +24,6 @@ from migrator.errors import ConfigError
 from migrator.ews import source_settings as ews_source_settings
 from migrator.forwarding import ForwardAction, ForwardState
 from migrator.forwardjobs import (
-    DEFAULT_SIEVE_PORT,
     ForwardOptions,
     build_forward_jobs,
     execute_forwarding,
@@ -55,7 +54,7 @@ def add_forwarding_commands(sub: Any) -> None:
     ):
         command = actions.add_parser(action.value, help=text)
         base._batch_arguments(command)
-        forwarding_arguments(command)
+        base.sieve_port_argument(command)
         command.add_argument("--ca-file", help="CA bundle for servers with a private CA")
         command.add_argument(
             "--insecure", action="store_true", help="do not verify TLS certificates"
@@ -74,15 +73,6 @@ def add_forwarding_commands(sub: Any) -> None:
         )
         command.add_argument("--source-ews-version", help="EWS API version of the source")
         command.set_defaults(func=cmd_forwarding, action=action)
-
-
-def forwarding_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--sieve-port",
-        type=int,
-        default=DEFAULT_SIEVE_PORT,
-        help="ManageSieve port on each IMAP source host (STARTTLS)",
-    )
 
 
 def cmd_forwarding(args: argparse.Namespace) -> int:

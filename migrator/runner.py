@@ -37,7 +37,7 @@ from migrator.errors import ConfigError, LockLost
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.forwarding import ForwardAction
-from migrator.forwardjobs import execute_forwarding
+from migrator.forwardjobs import DEFAULT_SIEVE_PORT, execute_forwarding
 from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
@@ -90,7 +90,7 @@ class RunOptions:
     max_connections_per_server: int = 8
     source_ews: EwsSettings | None = None  # source_kind ews: auth and access
     forward_after_copy: bool = False  # set forwarding to the target when a mailbox is done
-    sieve_port: int = 4190  # ManageSieve on the source host, for that forwarding
+    sieve_port: int = DEFAULT_SIEVE_PORT  # ManageSieve on the source host, for that forwarding
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:

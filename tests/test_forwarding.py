@@ -15,6 +15,7 @@ import os
 import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,19 +65,97 @@ def sink() -> Iterator[SmtpSink]:
         yield server
 
 
-def sieve(dovecot: DovecotServer, context: ssl.SSLContext, user: str) -> SieveClient:
-    client = SieveClient.connect("127.0.0.1", dovecot.sieve_port, context=context, timeout=10)
-    client.authenticate(user, Secret(DEFAULT_USER_PASSWORD))
-    return client
+def run_json(
+    capsys: pytest.CaptureFixture[str], action: str, csv: Path, *args: str
+) -> tuple[int, list[dict[str, str]]]:
+    capsys.readouterr()
+    code = main(["forwarding", action, str(csv), "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
 
 
-def install_user_script(dovecot: DovecotServer, context: ssl.SSLContext, user: str) -> None:
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=context) as imap:
+@dataclass
+class Site:
+    """The test Dovecot as the old mail system, and `migrator forwarding` run against it."""
+
+    dovecot: DovecotServer
+    context: ssl.SSLContext
+    ca: Path
+    dir: Path
+    capsys: pytest.CaptureFixture[str]
+    make_user: MakeUser
+
+    def pair(self) -> tuple[str, str]:
+        return self.make_user(), self.make_user(prefix="new")
+
+    def sieve_args(self) -> list[str]:
+        return [
+            "--method", "individual", "--sieve-port", str(self.dovecot.sieve_port),
+            "--ca-file", str(self.ca),
+        ]  # fmt: skip
+
+    def csv(
+        self,
+        rows: list[tuple[str, str]],
+        server: str | None = None,
+        name: str = "b.csv",
+        password: str = DEFAULT_USER_PASSWORD,
+    ) -> Path:
+        return write_batch(
+            self.dir / name,
+            [
+                {
+                    "SourceIdentity": source,
+                    "SourceServer": server or imaps(self.dovecot),
+                    "SourceLoginID": source,
+                    "SourcePassword": password,
+                    "TargetIdentity": target,
+                }
+                for source, target in rows
+            ],
+        )
+
+    def forwarding(self, action: str, csv: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
+        """`migrator forwarding ACTION CSV --json ARGS` (the Sieve options by default)."""
+        return run_json(self.capsys, action, csv, *(args or self.sieve_args()))
+
+    def sieve(self, user: str) -> SieveClient:
+        port = self.dovecot.sieve_port
+        client = SieveClient.connect("127.0.0.1", port, context=self.context, timeout=10)
+        client.authenticate(user, Secret(DEFAULT_USER_PASSWORD))
+        return client
+
+    def install_user_script(self, user: str) -> None:
+        with self.imap(user) as imap:
+            imap.create_folder("Lists")
+        with self.sieve(user) as client:
+            client.put_script("roundcube", USER_SCRIPT)
+            client.set_active("roundcube")
+
+    def imap(self, user: str) -> IMAPClient:
+        port = self.dovecot.imaps_port
+        imap = IMAPClient("127.0.0.1", port, ssl=True, ssl_context=self.context)
         imap.login(user, DEFAULT_USER_PASSWORD)
-        imap.create_folder("Lists")
-    with sieve(dovecot, context, user) as client:
-        client.put_script("roundcube", USER_SCRIPT)
-        client.set_active("roundcube")
+        return imap
+
+    def folders_holding(self, user: str, msgid: str) -> list[str]:
+        found = []
+        with self.imap(user) as imap:
+            for _flags, _delim, name in imap.list_folders():
+                imap.select_folder(name, readonly=True)
+                found += [str(name)] * len(imap.search(["HEADER", "Message-ID", msgid]))
+        return found
+
+
+@pytest.fixture
+def site(
+    cli_env: Path,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    capsys: pytest.CaptureFixture[str],
+) -> Site:
+    return Site(dovecot, ssl_context, tls_files.ca_cert, cli_env, capsys, make_user)
 
 
 def message(n: int, subject: str) -> bytes:
@@ -92,98 +171,48 @@ def message_id(raw: bytes) -> str:
     return line.split(b":", 1)[1].strip().decode()
 
 
-def folders_holding(
-    dovecot: DovecotServer, context: ssl.SSLContext, user: str, msgid: str
-) -> list[str]:
-    found = []
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=context) as imap:
-        imap.login(user, DEFAULT_USER_PASSWORD)
-        for _flags, _delim, name in imap.list_folders():
-            imap.select_folder(name, readonly=True)
-            found += [str(name)] * len(imap.search(["HEADER", "Message-ID", msgid]))
-    return found
-
-
-def batch(tmp_path: Path, rows: list[tuple[str, str]], server: str, name: str = "b.csv") -> Path:
-    return write_batch(
-        tmp_path / name,
-        [
-            {
-                "SourceIdentity": source,
-                "SourceServer": server,
-                "SourceLoginID": source,
-                "SourcePassword": DEFAULT_USER_PASSWORD,
-                "TargetIdentity": target,
-            }
-            for source, target in rows
-        ],
-    )
-
-
-def forwarding(
-    capsys: pytest.CaptureFixture[str], action: str, csv: Path, *args: str
-) -> tuple[int, list[dict[str, str]]]:
-    capsys.readouterr()
-    code = main(["forwarding", action, str(csv), "--json", *args])
-    return code, json.loads(capsys.readouterr().out)
-
-
-def sieve_args(dovecot: DovecotServer, tls_files: TlsFiles) -> list[str]:
-    return [
-        "--method", "individual", "--sieve-port", str(dovecot.sieve_port),
-        "--ca-file", str(tls_files.ca_cert),
-    ]  # fmt: skip
-
-
 # -- Dovecot: Sieve over ManageSieve ---------------------------------------------------------
 
 
 def test_set_forwards_new_mail_keeps_a_copy_and_the_users_rule_and_remove_restores_it(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    sink: SmtpSink,
-    capsys: pytest.CaptureFixture[str],
+    site: Site, sink: SmtpSink
 ) -> None:
-    source, target = make_user(), make_user(prefix="new")
-    install_user_script(dovecot, ssl_context, source)
-    csv = batch(cli_env, [(source, target)], imaps(dovecot))
-    args = sieve_args(dovecot, tls_files)
+    source, target = site.pair()
+    site.install_user_script(source)
+    csv = site.csv([(source, target)])
 
-    code, rows = forwarding(capsys, "set", csv, *args)
+    code, rows = site.forwarding("set", csv)
     assert code == 0, rows
     assert rows[0]["state"] == "set" and rows[0]["method"] == "sieve"
     assert rows[0]["target"] == target and "roundcube" in rows[0]["detail"]
 
     plain, listed = message(1, "Hello"), message(2, "[list] weekly news")
-    dovecot.deliver(source, plain, submission_host=sink.address)
-    dovecot.deliver(source, listed, submission_host=sink.address)
+    site.dovecot.deliver(source, plain, submission_host=sink.address)
+    site.dovecot.deliver(source, listed, submission_host=sink.address)
     sent = sink.wait_for(2)
     assert [d.rcpt_tos for d in sent] == [(target,), (target,)]
     assert [message_id(d.content) for d in sent] == [message_id(plain), message_id(listed)]
     # A copy stays behind, and the user's own rule still files list mail.
-    assert folders_holding(dovecot, ssl_context, source, message_id(plain)) == ["INBOX"]
-    assert folders_holding(dovecot, ssl_context, source, message_id(listed)) == ["Lists"]
+    assert site.folders_holding(source, message_id(plain)) == ["INBOX"]
+    assert site.folders_holding(source, message_id(listed)) == ["Lists"]
 
-    assert forwarding(capsys, "status", csv, *args)[1][0]["state"] == "set"
-    code, again = forwarding(capsys, "set", csv, *args)
+    assert site.forwarding("status", csv)[1][0]["state"] == "set"
+    code, again = site.forwarding("set", csv)
     assert code == 0 and again[0]["detail"] == "already set"
 
-    code, rows = forwarding(capsys, "remove", csv, *args)
+    code, rows = site.forwarding("remove", csv)
     assert code == 0 and rows[0]["state"] == "removed"
-    with sieve(dovecot, ssl_context, source) as client:
+    with site.sieve(source) as client:
         assert [(s.name, s.active) for s in client.list_scripts()] == [("roundcube", True)]
         assert client.get_script("roundcube") == USER_SCRIPT  # byte for byte
 
     after = message(3, "[list] after the wave")
-    dovecot.deliver(source, after, submission_host=sink.address)
+    site.dovecot.deliver(source, after, submission_host=sink.address)
     time.sleep(0.5)
     assert len(sink.deliveries()) == 2
-    assert folders_holding(dovecot, ssl_context, source, message_id(after)) == ["Lists"]
-    assert forwarding(capsys, "status", csv, *args)[1][0]["state"] == "not_set"
-    code, rows = forwarding(capsys, "remove", csv, *args)
+    assert site.folders_holding(source, message_id(after)) == ["Lists"]
+    assert site.forwarding("status", csv)[1][0]["state"] == "not_set"
+    code, rows = site.forwarding("remove", csv)
     assert code == 0 and rows[0]["detail"] == "was not set"
 
 
@@ -201,139 +230,96 @@ class WithoutInclude:
 
 
 def test_without_include_the_users_script_is_wrapped_and_still_works(
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    sink: SmtpSink,
+    site: Site, sink: SmtpSink
 ) -> None:
-    source, target = make_user(), make_user(prefix="new")
-    install_user_script(dovecot, ssl_context, source)
-    with sieve(dovecot, ssl_context, source) as client:
+    source, target = site.pair()
+    site.install_user_script(source)
+    with site.sieve(source) as client:
         outcome = sieve_set(WithoutInclude(client), target)  # type: ignore[arg-type]
         assert outcome.state is ForwardState.SET and "wrapping" in outcome.detail
         wrapped = client.get_script("migrator-forward")
         assert wrapped.endswith(USER_SCRIPT[USER_SCRIPT.index("if header") :])
     listed = message(1, "[list] wrapped")
-    dovecot.deliver(source, listed, submission_host=sink.address)
+    site.dovecot.deliver(source, listed, submission_host=sink.address)
     assert [d.rcpt_tos for d in sink.wait_for(1)] == [(target,)]
-    assert folders_holding(dovecot, ssl_context, source, message_id(listed)) == ["Lists"]
-    with sieve(dovecot, ssl_context, source) as client:
+    assert site.folders_holding(source, message_id(listed)) == ["Lists"]
+    with site.sieve(source) as client:
         assert sieve_remove(client).state is ForwardState.REMOVED
         assert client.get_script("roundcube") == USER_SCRIPT
         assert [s.name for s in client.list_scripts() if s.active] == ["roundcube"]
 
 
 def test_a_mailbox_without_a_script_of_its_own_gets_none_back_after_remove(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    sink: SmtpSink,
-    capsys: pytest.CaptureFixture[str],
+    site: Site, sink: SmtpSink
 ) -> None:
-    source, target = make_user(), make_user(prefix="new")
-    csv = batch(cli_env, [(source, target)], imaps(dovecot))
-    args = sieve_args(dovecot, tls_files)
-    assert forwarding(capsys, "set", csv, *args)[0] == 0
-    dovecot.deliver(source, message(1, "Hi"), submission_host=sink.address)
+    source, target = site.pair()
+    csv = site.csv([(source, target)])
+    assert site.forwarding("set", csv)[0] == 0
+    site.dovecot.deliver(source, message(1, "Hi"), submission_host=sink.address)
     assert [d.rcpt_tos for d in sink.wait_for(1)] == [(target,)]
-    assert forwarding(capsys, "remove", csv, *args)[0] == 0
-    with sieve(dovecot, ssl_context, source) as client:
+    assert site.forwarding("remove", csv)[0] == 0
+    with site.sieve(source) as client:
         assert client.list_scripts() == []
 
 
 def test_a_master_user_login_sets_the_users_own_script(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Combined admin login (`user*admin`, the admin's password), as for the copy."""
-    source, target = make_user(), make_user(prefix="new")
-    install_user_script(dovecot, ssl_context, source)
-    csv = write_batch(
-        cli_env / "combined.csv",
-        [{"SourceIdentity": source, "SourceServer": imaps(dovecot), "SourceLoginID": source,
-          "SourcePassword": "", "TargetIdentity": target}],
-    )  # fmt: skip
+    source, target = site.pair()
+    site.install_user_script(source)
+    csv = site.csv([(source, target)], password="")
     monkeypatch.setenv("MIGRATOR_ADMIN_PASSWORD", MASTER_PASSWORD)
-    template = "{user}" + dovecot.master_user_separator + "{admin}"
+    template = "{user}" + site.dovecot.master_user_separator + "{admin}"
     args = ["--method", "combined", "--admin", MASTER_USER, "--combined-template", template,
-            "--sieve-port", str(dovecot.sieve_port),
-            "--ca-file", str(tls_files.ca_cert)]  # fmt: skip
-    code, rows = forwarding(capsys, "set", csv, *args)
+            "--sieve-port", str(site.dovecot.sieve_port),
+            "--ca-file", str(site.ca)]  # fmt: skip
+    code, rows = site.forwarding("set", csv, *args)
     assert code == 0, rows
-    with sieve(dovecot, ssl_context, source) as client:
+    with site.sieve(source) as client:
         active = [s.name for s in client.list_scripts() if s.active]
         assert active == ["migrator-forward"]
         assert f'redirect :copy "{target}";' in client.get_script("migrator-forward")
-    assert forwarding(capsys, "remove", csv, *args)[0] == 0
+    assert site.forwarding("remove", csv, *args)[0] == 0
 
 
-def test_forwarding_to_the_source_itself_is_refused_as_a_loop(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    source = make_user()
-    csv = batch(cli_env, [(source, source.upper())], imaps(dovecot))
-    code, rows = forwarding(capsys, "set", csv, *sieve_args(dovecot, tls_files))
+def test_forwarding_to_the_source_itself_is_refused_as_a_loop(site: Site) -> None:
+    source = site.make_user()
+    csv = site.csv([(source, source.upper())])
+    code, rows = site.forwarding("set", csv)
     assert code == 1
     assert rows[0]["state"] == "refused" and "loop" in rows[0]["detail"]
-    with sieve(dovecot, ssl_context, source) as client:
+    with site.sieve(source) as client:
         assert client.list_scripts() == []
 
 
 def test_pop3_sources_and_hosts_without_managesieve_are_manual_with_the_instruction(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    tls_files: TlsFiles,
-    capsys: pytest.CaptureFixture[str],
+    site: Site,
 ) -> None:
-    source, target = make_user(), make_user(prefix="new")
-    pop = batch(cli_env, [(source, target)], f"pop3s://127.0.0.1:{dovecot.pop3s_port}", "p.csv")
-    code, rows = forwarding(
-        capsys, "set", pop, "--source-type", "pop", *sieve_args(dovecot, tls_files)
-    )
+    source, target = site.pair()
+    pop = site.csv([(source, target)], f"pop3s://127.0.0.1:{site.dovecot.pop3s_port}", "p.csv")
+    code, rows = site.forwarding("set", pop, "--source-type", "pop", *site.sieve_args())
     assert code == 1
     assert rows[0]["state"] == "manual"
     assert "POP3" in rows[0]["detail"] and f'redirect :copy "{target}"' in rows[0]["detail"]
 
-    imap = batch(cli_env, [(source, target)], imaps(dovecot), "i.csv")
+    imap = site.csv([(source, target)], name="i.csv")
     closed = free_port()
     args = ["--method", "individual", "--sieve-port", str(closed),
-            "--ca-file", str(tls_files.ca_cert)]  # fmt: skip
-    code, rows = forwarding(capsys, "set", imap, *args)
+            "--ca-file", str(site.ca)]  # fmt: skip
+    code, rows = site.forwarding("set", imap, *args)
     assert code == 1
     assert rows[0]["state"] == "manual"
     assert f"no ManageSieve service at 127.0.0.1:{closed}" in rows[0]["detail"]
 
 
-def test_a_wrong_password_fails_that_mailbox_without_showing_the_password(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    tls_files: TlsFiles,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    source, target = make_user(), make_user(prefix="new")
+def test_a_wrong_password_fails_that_mailbox_without_showing_the_password(site: Site) -> None:
+    source, target = site.pair()
     wrong = batch_password("forward-wrong")
-    csv = write_batch(
-        cli_env / "bad.csv",
-        [{"SourceIdentity": source, "SourceServer": imaps(dovecot), "SourceLoginID": source,
-          "SourcePassword": wrong, "TargetIdentity": target}],
-    )  # fmt: skip
-    capsys.readouterr()
-    code = main(["forwarding", "set", str(csv), "--json", *sieve_args(dovecot, tls_files)])
-    out = capsys.readouterr()
+    csv = site.csv([(source, target)], password=wrong)
+    site.capsys.readouterr()
+    code = main(["forwarding", "set", str(csv), "--json", *site.sieve_args()])
+    out = site.capsys.readouterr()
     assert code == 1
     row = json.loads(out.out)[0]
     assert row["state"] == "failed" and row["source"] == source
@@ -341,86 +327,67 @@ def test_a_wrong_password_fails_that_mailbox_without_showing_the_password(
     assert wrong not in out.out + out.err
 
 
-def test_certificates_are_checked_by_default(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_certificates_are_checked_by_default(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """The test CA is not trusted unless given: ManageSieve refuses; --insecure goes on,
     and says so."""
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    source, target = make_user(), make_user(prefix="new")
-    csv = batch(cli_env, [(source, target)], imaps(dovecot))
-    port = ["--method", "individual", "--sieve-port", str(dovecot.sieve_port)]
-    code, rows = forwarding(capsys, "set", csv, *port)
+    source, target = site.pair()
+    csv = site.csv([(source, target)])
+    port = ["--method", "individual", "--sieve-port", str(site.dovecot.sieve_port)]
+    code, rows = site.forwarding("set", csv, *port)
     assert code == 1 and "certificate not trusted" in rows[0]["detail"]
-    capsys.readouterr()
+    site.capsys.readouterr()
     assert main(["forwarding", "set", str(csv), "--insecure", *port]) == 0
-    assert "NOT verified" in capsys.readouterr().err
+    assert "NOT verified" in site.capsys.readouterr().err
     assert main(["forwarding", "remove", str(csv), "--insecure", *port]) == 0
 
 
 def test_forward_after_copy_sets_forwarding_when_the_mailbox_is_done(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    sink: SmtpSink,
-    capsys: pytest.CaptureFixture[str],
+    site: Site, sink: SmtpSink
 ) -> None:
-    source, target = make_user(), make_user(prefix="new")
-    dovecot.deliver(source, message(1, "Before the wave"))
-    csv = batch(cli_env, [(source, target)], imaps(dovecot))
-    secret = cli_env / "target.pw"
+    source, target = site.pair()
+    site.dovecot.deliver(source, message(1, "Before the wave"))
+    csv = site.csv([(source, target)])
+    secret = site.dir / "target.pw"
     secret.write_text(MASTER_PASSWORD)
-    capsys.readouterr()
+    site.capsys.readouterr()
     code = main(
-        ["run", str(csv), "--method", "individual", "--target-server", imaps(dovecot),
+        ["run", str(csv), "--method", "individual", "--target-server", imaps(site.dovecot),
          "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret),
-         "--ca-file", str(tls_files.ca_cert), "--forward-after-copy",
-         "--sieve-port", str(dovecot.sieve_port)]
+         "--ca-file", str(site.ca), "--forward-after-copy",
+         "--sieve-port", str(site.dovecot.sieve_port)]
     )  # fmt: skip
-    out = capsys.readouterr().out
+    out = site.capsys.readouterr().out
     assert code == 0, out
     assert "forwarding after copy" in out
-    with sieve(dovecot, ssl_context, source) as client:
+    with site.sieve(source) as client:
         assert [s.name for s in client.list_scripts() if s.active] == ["migrator-forward"]
-    dovecot.deliver(source, message(2, "During the wave"), submission_host=sink.address)
+    site.dovecot.deliver(source, message(2, "During the wave"), submission_host=sink.address)
     assert [d.rcpt_tos for d in sink.wait_for(1)] == [(target,)]
-    code, rows = forwarding(capsys, "status", csv, *sieve_args(dovecot, tls_files))
+    code, rows = site.forwarding("status", csv)
     assert rows[0]["state"] == "set" and rows[0]["target"] == target
 
 
 def test_each_mailbox_is_a_celery_task_when_workers_share_a_redis(
-    cli_env: Path,
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    site: Site, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pairs = [(make_user(), make_user(prefix="new")) for _ in range(3)]
-    csv = batch(cli_env, pairs, imaps(dovecot))
+    pairs = [site.pair() for _ in range(3)]
+    csv = site.csv(pairs)
     values = {"MIGRATOR_REDIS_URL": redis_url, "MIGRATOR_SECRET_KEY": new_key()}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    worker = Worker({**os.environ, **values}, cli_env / "worker.log", concurrency=2)
+    worker = Worker({**os.environ, **values}, site.dir / "worker.log", concurrency=2)
     try:
-        args = [*sieve_args(dovecot, tls_files), "--wait", "120"]
-        code, rows = forwarding(capsys, "set", csv, *args)
+        args = [*site.sieve_args(), "--wait", "120"]
+        code, rows = site.forwarding("set", csv, *args)
         assert code == 0, rows
         assert [r["state"] for r in rows] == ["set"] * 3
-        code, rows = forwarding(capsys, "remove", csv, *args)
+        code, rows = site.forwarding("remove", csv, *args)
         assert [r["state"] for r in rows] == ["removed"] * 3
     finally:
         worker.stop()
     for source, _ in pairs:
-        with sieve(dovecot, ssl_context, source) as client:
+        with site.sieve(source) as client:
             assert client.list_scripts() == []
 
 
@@ -450,7 +417,7 @@ def test_exchange_sources_get_a_tagged_redirect_rule_and_remove_deletes_only_it(
     args = ["--method", "individual", "--source-type", "ews", "--allow-plaintext",
             "--source-ews-version", "Exchange2016"]  # fmt: skip
 
-    code, rows = forwarding(capsys, "set", csv, *args)
+    code, rows = run_json(capsys, "set", csv, *args)
     assert code == 0, rows
     assert rows[0]["method"] == "ews-rule"
     rules = {r.display_name: r for r in account.rules}
@@ -458,10 +425,10 @@ def test_exchange_sources_get_a_tagged_redirect_rule_and_remove_deletes_only_it(
     assert [a.email_address for a in ours.actions.redirect_to_recipients] == [target]
     assert not ours.actions.delete and not ours.actions.move_to_folder  # a copy stays
     assert "Mark newsletters read" in rules
-    assert forwarding(capsys, "set", csv, *args)[1][0]["detail"] == "already set"
+    assert run_json(capsys, "set", csv, *args)[1][0]["detail"] == "already set"
     assert len(account.rules) == 2
 
-    code, rows = forwarding(capsys, "remove", csv, *args)
+    code, rows = run_json(capsys, "remove", csv, *args)
     assert code == 0 and rows[0]["state"] == "removed"
     assert [r.display_name for r in account.rules] == ["Mark newsletters read"]
-    assert forwarding(capsys, "status", csv, *args)[1][0]["state"] == "not_set"
+    assert run_json(capsys, "status", csv, *args)[1][0]["state"] == "not_set"
