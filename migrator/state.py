@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +258,25 @@ class StateStore:
 
     def forwarding(self, forward_key: str) -> dict[str, str]:
         return _strs(self._r.hgetall(_k("fwd", forward_key)))
+
+    # -- for velocity reports and pilot reruns -----------------------------------------
+
+    def mailbox_fields(
+        self, batch_id: str, job_ids: Sequence[str], names: Sequence[str]
+    ) -> list[dict[str, str]]:
+        """The named fields of each job's mbx hash (absent ones left out), in one round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(_k("mbx", batch_id, job_id), list(names))
+        return [
+            {name: str(v) for name, v in zip(names, values, strict=True) if v is not None}
+            for values in pipe.execute()
+        ]
+
+    def forget_checkpoints(self, mailbox_keys: Iterable[str]) -> int:
+        """Delete these mailboxes' checkpoints (a pilot copies again); how many existed."""
+        keys = [_k("ckpt", key) for key in mailbox_keys]
+        return int(self._r.delete(*keys)) if keys else 0
 
 
 class RedisProgress:

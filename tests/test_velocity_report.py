@@ -23,7 +23,7 @@ from migrator.velocity.report import (
     knee,
     point_from_store,
 )
-from migrator.velocity.store import Extra, Timings, forget_checkpoints, read_extras
+from migrator.velocity.store import Extra, Timings, read_extras
 
 T0 = 1_700_000_000.0
 MINUTE = int(T0 // 60 * 60)
@@ -197,8 +197,8 @@ def test_forgetting_checkpoints_touches_only_the_pilot_mailboxes(redis_url: str)
     store = StateStore.from_url(redis_url)
     for key in ("pilot1", "pilot2", "other"):
         store.client.sadd(f"migrator:ckpt:{key}", "1:1:INBOX")
-    assert forget_checkpoints(store, ["pilot1", "pilot2"]) == 2
-    assert forget_checkpoints(store, []) == 0
+    assert store.forget_checkpoints(["pilot1", "pilot2"]) == 2
+    assert store.forget_checkpoints([]) == 0
     assert not store.client.exists("migrator:ckpt:pilot1", "migrator:ckpt:pilot2")
     assert store.client.exists("migrator:ckpt:other")
 

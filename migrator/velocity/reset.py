@@ -19,7 +19,6 @@ from migrator.errors import ConfigError
 from migrator.imapconn import ConnectOptions, connect, imap_errors, logout
 from migrator.secrets import SecretBox
 from migrator.state import NewJob, StateStore
-from migrator.velocity.store import forget_checkpoints
 
 # Folders that hold no messages of their own (cannot be selected).
 _NOT_SELECTABLE = {b"\\noselect", b"\\nonexistent"}
@@ -89,7 +88,7 @@ def reset_targets(store: StateStore, targets: Sequence[PilotTarget]) -> int:
     deleted = 0
     for target in targets:
         deleted += _empty_mailbox(target)
-    forget_checkpoints(store, [t.mailbox_key for t in targets])
+    store.forget_checkpoints([t.mailbox_key for t in targets])
     return deleted
 
 

@@ -1,17 +1,12 @@
-"""The Redis reads and deletes velocity needs, beside StateStore rather than in it.
-
-A compromise with the style guide ("only state.py talks to Redis"): these functions
-take a StateStore and use its `client`, with the key layout documented in
-migrator/state.py, so that velocity adds no method to a module other engineers own.
-They belong in StateStore when velocity settles.
-"""
+"""What velocity reads of a mailbox beyond MailboxStatus (the timings the copier keeps),
+through StateStore."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from migrator.state import PREFIX, StateStore
+from migrator.state import StateStore
 
 # Seconds a mailbox's copy spent waiting, kept in its mbx:{bid}:{jid} hash by the copier.
 SOURCE_SECONDS = "source_seconds"  # waiting on the source server (LIST, FETCH)
@@ -58,21 +53,12 @@ class Extra:
 
 def read_extras(store: StateStore, batch_id: str, job_ids: Sequence[str]) -> dict[str, Extra]:
     """Timings and copied bytes of each job of a batch, by job id."""
-    pipe = store.client.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hmget(f"{PREFIX}mbx:{batch_id}:{job_id}", [*TIMING_FIELDS, COPIED_BYTES])
+    rows = store.mailbox_fields(batch_id, job_ids, [*TIMING_FIELDS, COPIED_BYTES])
     result: dict[str, Extra] = {}
-    for job_id, values in zip(job_ids, pipe.execute(), strict=True):
-        fields = {k: str(v) for k, v in zip(TIMING_FIELDS, values, strict=False) if v is not None}
-        copied = values[len(TIMING_FIELDS)]
+    for job_id, fields in zip(job_ids, rows, strict=True):
+        copied = fields.get(COPIED_BYTES)
         result[job_id] = Extra(
             Timings.from_fields(fields),
-            int(copied) if copied is not None and str(copied).isdigit() else None,
+            int(copied) if copied is not None and copied.isdigit() else None,
         )
     return result
-
-
-def forget_checkpoints(store: StateStore, mailbox_keys: Iterable[str]) -> int:
-    """Delete the checkpoints (ckpt:{mailbox_key}) of these mailboxes; how many existed."""
-    keys = [f"{PREFIX}ckpt:{key}" for key in mailbox_keys]
-    return int(store.client.delete(*keys)) if keys else 0
