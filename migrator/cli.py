@@ -448,7 +448,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             store.create_batch(batch_id, meta, jobs)
             rows = _run_in_process(store, batch_id, [j.job_id for j in jobs], box, args.workers)
             forwarded = _forwarding_after_copy(store, args, jobs)
-            store.client.bgrewriteaof()
+            store.flush_to_disk()
     if url:
         forwarded = _forwarding_after_copy(store, args, jobs)
     console.print(result_table(rows, f"batch {batch_id}"))
@@ -507,7 +507,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             store = StateStore.from_url(private.url)
             pending = _pending(store, args.batch)
             rows = _run_in_process(store, args.batch, pending, box, args.workers)
-            store.client.bgrewriteaof()
+            store.flush_to_disk()
     console.print(result_table(rows, f"batch {args.batch}"))
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
 

@@ -105,6 +105,10 @@ class StateStore:
     def client(self) -> redis.Redis:
         return self._r
 
+    def flush_to_disk(self) -> None:
+        """Rewrite the append-only file now (the private Redis of `migrator run` stops next)."""
+        self._r.bgrewriteaof()
+
     # -- batches --------------------------------------------------------------------
 
     def create_batch(self, batch_id: str, meta: Mapping[str, str], jobs: Sequence[NewJob]) -> None:

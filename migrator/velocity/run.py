@@ -105,7 +105,7 @@ def run_velocity(
                 f"in {total.wall_seconds:.1f} s = {total.gb_per_hour:.3f} GB/hour"
             )
         if private is not None:
-            store.client.bgrewriteaof()
+            store.flush_to_disk()
     report = VelocityReport(batch_id, meta, tuple(reports), slowest_count=args.slowest)
     directory = args.report_dir or Path(f"velocity-{batch_id}")
     return VelocityOutcome(report, write_report(report, Path(directory)), all_done)
