@@ -7,7 +7,7 @@ A batch CSV has one source mailbox per row:
 `parse_batch` turns the rows into `MailboxJob`s and every row it cannot use into one or
 more `BadBatchRow(line, column, problem)`, so one bad row never stops a batch of
 thousands.  Only a file that cannot be read at all (not UTF-8, not CSV, no header, a
-missing column, a missing admin login) raises `BatchError`.  `parse_quotas` does the
+missing column, a missing admin login) raises `BatchError`.  migrator.quotas does the
 same for the activation CSV (Identity, MailboxQuotaSize in bytes).
 
 Problem messages name the line and column but never quote a cell: a row with a comma
@@ -16,18 +16,15 @@ too many or too few shifts the password under another column.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import enum
 import functools
-import io
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
+from migrator.csvtable import CONTROL, FORMULA_START, Row, open_table, read_text
 from migrator.errors import BadBatchRow, BatchError
 from migrator.secrets import Secret
 
@@ -106,12 +103,6 @@ class BatchResult:
     problems: tuple[BadBatchRow, ...]  # in file order
 
 
-@dataclass(frozen=True)
-class QuotaResult:
-    quotas: Mapping[str, int]  # lower-cased Identity -> MailboxQuotaSize in bytes
-    problems: tuple[BadBatchRow, ...]
-
-
 SOURCE_IDENTITY = "SourceIdentity"
 SOURCE_SERVER = "SourceServer"
 SOURCE_LOGIN_ID = "SourceLoginID"
@@ -133,9 +124,6 @@ METHOD_COLUMNS: Mapping[AccessMethod, tuple[str, ...]] = {
     AccessMethod.MANUAL: (SOURCE_PASSWORD,),
     AccessMethod.ROOTFOLDER: (SOURCE_ROOT_FOLDER,),
 }
-QUOTA_COLUMNS = ("Identity", "SubscriptionIds", "UserLocation", "MailboxQuotaSize")
-QUOTA_REQUIRED = ("Identity", "MailboxQuotaSize")
-
 _ADMIN_METHODS = frozenset({AccessMethod.COMBINED, AccessMethod.ROOTFOLDER, AccessMethod.PROXYAUTH})
 _SCHEMES: Mapping[str, Mapping[str, tuple[TlsMode, int]]] = {
     "imap": {"imap": (TlsMode.STARTTLS, 143), "imaps": (TlsMode.IMPLICIT, 993)},
@@ -149,37 +137,10 @@ _SCHEMES: Mapping[str, Mapping[str, tuple[TlsMode, int]]] = {
         "http": (TlsMode.STARTTLS, 80),
     },
 }
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACE = re.compile(r"\s")
-# Spreadsheets run a cell starting with one of these as a formula (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _LOCAL_SPECIALS = re.compile(r'[\s"(),:;<>\[\\\]]')  # RFC 5322 specials, unquoted local part
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_WHOLE_NUMBER = re.compile(r"-?[0-9]+")  # int() alone accepts "1_000", " +5" and other digits
-_INT64_MAX = 2**63 - 1
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-
-
-def decode_csv_bytes(data: bytes, *, what: str) -> str:
-    """Decode a CSV file as strict UTF-8, with or without the BOM Excel writes.
-
-    Raises BatchError naming `what` and the line of the first byte that is not UTF-8.
-    """
-    body = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        start = exc.start
-    # Counted like the csv module counts (\r\n, \r, \n) so line numbers agree with rows.
-    line = len(_LINE_BREAK.findall(body, 0, start)) + 1
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        hint = "it looks like UTF-16 ('Unicode text'); save it as 'CSV UTF-8'"
-    else:
-        hint = "save it as 'CSV UTF-8 (comma delimited)'"
-    # Raised outside the except block: the UnicodeDecodeError holds the whole file,
-    # passwords included, and must not ride along as __context__ into a traceback.
-    raise BatchError(f"{what} is not UTF-8: line {line} has the byte 0x{body[start]:02X}; {hint}")
 
 
 def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
@@ -194,7 +155,7 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(_SCHEMES)}")
     if not text:
         raise ValueError("the server address is empty")
-    if _SPACE.search(text) or _CONTROL.search(text):
+    if _SPACE.search(text) or CONTROL.search(text):
         raise ValueError("the server address contains a space or control character")
     scheme, separator, rest = text.partition("://")
     if separator:
@@ -307,7 +268,7 @@ def email_address_problem(address: str) -> str | None:
     local, domain = address.split("@")
     if not local:
         return "not an email address: nothing before the @"
-    if _LOCAL_SPECIALS.search(local) or _CONTROL.search(local):
+    if _LOCAL_SPECIALS.search(local) or CONTROL.search(local):
         return 'the part before the @ has a space or one of "(),:;<>[\\]'
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return "the part before the @ starts or ends with a dot, or has '..'"
@@ -397,7 +358,7 @@ def parse_batch(
         _check_template(combined_template)
     if protocol not in _SCHEMES:
         raise ValueError(f"unknown protocol {protocol!r}")
-    columns, width, rows = _open_table(text, BATCH_COLUMNS, BATCH_REQUIRED)
+    columns, width, rows = open_table(text, BATCH_COLUMNS, BATCH_REQUIRED)
     needed = METHOD_COLUMNS.get(method, ())
     for name in needed:
         if name not in columns:
@@ -408,12 +369,12 @@ def parse_batch(
     first_source: dict[str, int] = {}  # lower-cased identity -> line; dicts keep it linear
     first_target: dict[str, int] = {}
     for line, cells in rows:
-        row = _Row(line, cells, columns, width)
+        row = Row(line, cells, columns, width)
         if row.shifted:
             problems.extend(row.problems.values())
             continue
         for name in (SOURCE_IDENTITY, SOURCE_SERVER, SOURCE_LOGIN_ID, TARGET_IDENTITY):
-            if row.get(name).startswith(_FORMULA_START):
+            if row.get(name).startswith(FORMULA_START):
                 row.report(name, f"starts with {row.get(name)[0]!r}, which spreadsheets run")
 
         source_identity = row.required(SOURCE_IDENTITY)
@@ -477,157 +438,10 @@ def read_batch_file(
     protocol: str = "imap",
 ) -> BatchResult:
     """Read, decode and parse a batch CSV file; file-level BatchErrors name the path."""
-    text = _read_text(path)
+    text = read_text(path)
     try:
         return parse_batch(
             text, method, admin=admin, combined_template=combined_template, protocol=protocol
         )
     except BatchError as exc:
         raise BatchError(f"{path}: {exc}") from exc
-
-
-def parse_quotas(text: str) -> QuotaResult:
-    """Parse an activation CSV: lower-cased Identity -> MailboxQuotaSize (Int64 bytes).
-
-    Rows with an empty cell, a value that is not a whole number of bytes, a negative
-    or over-Int64 value, or an Identity seen before become problems.
-    """
-    columns, width, rows = _open_table(text, QUOTA_COLUMNS, QUOTA_REQUIRED)
-    quotas: dict[str, int] = {}
-    first_line: dict[str, int] = {}
-    problems: list[BadBatchRow] = []
-    for line, cells in rows:
-        row = _Row(line, cells, columns, width)
-        if row.shifted:
-            problems.extend(row.problems.values())
-            continue
-        identity = row.required("Identity")
-        row.first_seen(first_line, "Identity", identity)
-        size_text = row.required("MailboxQuotaSize")
-        size = 0
-        if size_text and row.ok("MailboxQuotaSize"):
-            if not _WHOLE_NUMBER.fullmatch(size_text):
-                row.report("MailboxQuotaSize", f"{_show(size_text)} is not a whole number of bytes")
-            else:
-                size = int(size_text)
-                if size < 0:
-                    row.report("MailboxQuotaSize", f"{size} is negative")
-                elif size > _INT64_MAX:
-                    row.report("MailboxQuotaSize", f"{size} is larger than Int64 allows")
-        if row.problems:
-            problems.extend(row.problems.values())
-        else:
-            quotas[identity.lower()] = size
-    return QuotaResult(quotas=MappingProxyType(quotas), problems=tuple(problems))
-
-
-def read_quota_file(path: str | Path) -> QuotaResult:
-    """Read, decode and parse an activation CSV file; file-level BatchErrors name the path."""
-    text = _read_text(path)
-    try:
-        return parse_quotas(text)
-    except BatchError as exc:
-        raise BatchError(f"{path}: {exc}") from exc
-
-
-def _read_text(path: str | Path) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BatchError(f"{path}: cannot be read: {exc.strerror}") from exc
-    return decode_csv_bytes(data, what=str(path))
-
-
-class _Row:
-    """The trimmed cells of one row, and at most one problem per column."""
-
-    def __init__(self, line: int, cells: list[str], columns: Mapping[str, int], width: int):
-        self.line = line
-        self.problems: dict[str, BadBatchRow] = {}
-        self._values: dict[str, str] = {}
-        # Cells of a row longer than the header have shifted: checking them would mislead
-        # and could quote the password, which may now sit under any column.
-        self.shifted = len(cells) > width and bool("".join(cells[width:]).strip())
-        if self.shifted:
-            self.report(
-                str(width + 1),
-                f"the row has {len(cells)} cells but the header {width} columns "
-                "(a comma in a cell that is not in quotes?)",
-            )
-            return
-        for name, index in columns.items():
-            value = cells[index].strip() if index < len(cells) else ""
-            control = _CONTROL.search(value)
-            if control is not None:
-                self.report(name, f"contains the control character U+{ord(control[0]):04X}")
-            self._values[name] = value
-
-    def get(self, column: str) -> str:
-        return self._values.get(column, "")
-
-    def ok(self, column: str) -> bool:
-        return column not in self.problems
-
-    def report(self, column: str, problem: str | None) -> None:
-        if problem is not None and column not in self.problems:
-            self.problems[column] = BadBatchRow(self.line, column, problem)
-
-    def required(self, column: str, why: str = "is empty") -> str:
-        value = self.get(column)
-        if not value:
-            self.report(column, why)
-        return value
-
-    def first_seen(self, seen: dict[str, int], column: str, value: str) -> bool:
-        """Remember where `value` first appeared; report and return True if not here."""
-        if not value:
-            return False
-        first = seen.setdefault(value.lower(), self.line)
-        if first == self.line:
-            return False
-        self.report(column, f"the same address is already on line {first}")
-        return True
-
-
-def _open_table(
-    text: str, known: tuple[str, ...], required: tuple[str, ...]
-) -> tuple[dict[str, int], int, Iterator[tuple[int, list[str]]]]:
-    rows = physical_rows(text.removeprefix("\ufeff"))
-    first = next(rows, None)
-    if first is None:
-        raise BatchError(f"the file is empty; its first line must name the columns: {required}")
-    line, header = first
-    by_lower = {name.lower(): name for name in known}
-    columns: dict[str, int] = {}
-    for index, cell in enumerate(header):
-        name = by_lower.get(cell.strip().lower())
-        if name is None:
-            continue  # other columns are allowed and ignored
-        if name in columns:
-            raise BatchError(f"line {line}: the header has column {name} twice")
-        columns[name] = index
-    missing = [name for name in required if name not in columns]
-    if missing:
-        hint = ""
-        if len(header) == 1 and ";" in header[0]:
-            hint = "; cells are separated by ';': save as 'CSV UTF-8 (comma delimited)'"
-        raise BatchError(f"line {line}: the header has no column {', '.join(missing)}{hint}")
-    return columns, len(header), rows
-
-
-def physical_rows(text: str) -> Iterator[tuple[int, list[str]]]:
-    """Non-empty rows with the physical line each starts on (quoted cells may hold newlines)."""
-    # strict: a quote left open would otherwise swallow the rest of the file into one cell.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    start = 1
-    try:
-        for cells in reader:
-            line, start = start, reader.line_num + 1
-            if "".join(cells).strip():
-                yield line, cells
-    except csv.Error as exc:
-        raise BatchError(f"the row starting on line {start} is not valid CSV: {exc}") from exc
-
-
-def _show(value: str) -> str:
-    return repr(value if len(value) <= 60 else value[:57] + "...")

@@ -24,7 +24,6 @@ from migrator.batch import (
     MailboxJob,
     parse_server,
     read_batch_file,
-    read_quota_file,
 )
 from migrator.display import result_table, status_json, watch
 from migrator.errors import ConfigError, MigrationError
@@ -35,6 +34,7 @@ from migrator.foldermap import load_folder_map
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.imapconn import ConnectOptions
 from migrator.localredis import PrivateRedis, state_dir
+from migrator.quotas import read_quota_file
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps, load_x500_map, parse_domain_pair
 from migrator.runner import (

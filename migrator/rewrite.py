@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.addrlist import AddressListError, AddrSpec, X500Address, find_addresses
-from migrator.batch import decode_csv_bytes, email_address_problem
+from migrator.batch import email_address_problem
+from migrator.csvtable import decode_csv_bytes
 from migrator.errors import BatchError
 
 ADDRESS_HEADERS = (

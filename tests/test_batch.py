@@ -13,16 +13,15 @@ from migrator.batch import (
     Credentials,
     ServerAddress,
     TlsMode,
-    decode_csv_bytes,
     email_address_problem,
     parse_batch,
-    parse_quotas,
     parse_server,
     read_batch_file,
-    read_quota_file,
     resolve_credentials,
 )
+from migrator.csvtable import decode_csv_bytes
 from migrator.errors import BadBatchRow, BatchError
+from migrator.quotas import parse_quotas, read_quota_file
 from migrator.secrets import Secret
 
 ADMIN = AdminLogin(login="admin", password=Secret("admin-pw-7"))

@@ -12,10 +12,10 @@ from rich.table import Table
 
 # The module, not its names: migrator.cli imports this module while it loads.
 import migrator.cli as base
-from migrator.batch import read_quota_file
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map, load_folder_map
 from migrator.imapconn import ConnectOptions
+from migrator.quotas import read_quota_file
 from migrator.velocity.inventory import format_inventory, read_inventory_file
 from migrator.velocity.plan import GB, PlanOptions, WavePlan, plan_waves
 from migrator.velocity.run import EMPTY_TARGETS_FLAG, run_velocity

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrator.batch import decode_csv_bytes, physical_rows
+from migrator.csvtable import decode_csv_bytes, physical_rows
 from migrator.errors import BadBatchRow, BatchError
 from migrator.velocity.plan import InventoryRow
 
