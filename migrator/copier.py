@@ -5,7 +5,8 @@ target already holds, plan newest first within the date range and the quota
 budget, then copy in that order, checkpointing each message as it lands.  A
 transient failure ends the pass; `migrate_mailbox` reconnects and runs another
 pass, which starts from the checkpoints and the target's index, so nothing is
-copied twice and nothing is skipped.
+copied twice and nothing is skipped.  When the failure left appends in flight,
+the next pass first gives the target a grace period to commit them late.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 
 Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
 
+# Seconds: a held segment or a slow commit lands within this once the path recovers; the
+# wait is paid only after a pass that broke with appends in flight.
+LATE_COMMIT_GRACE = 30.0
+
 
 class Progress(Protocol):
     """Where the copier reports; state.RedisProgress keeps it in Redis."""
@@ -82,6 +87,41 @@ class CopyOptions:
     max_passes: int = 5  # passes after transient errors, each resuming the last
     max_wait: float = 60.0  # seconds between passes, at most
     rewrite: RewriteMaps | None = None  # address headers rewritten on the way; None: bytes as is
+    # After a pass gave up on appends in flight, seconds (from giving up) before the next
+    # pass indexes the target: a server may commit them late (a middlebox held the bytes,
+    # or it answered after our timeout), and the index must see them or they go twice.
+    late_commit_grace: float = LATE_COMMIT_GRACE
+
+
+@dataclass
+class InFlight:
+    """Appends whose outcome a failed pass never learnt: the target may still commit them.
+
+    Kept across the passes of one mailbox; the next pass waits out the grace before it
+    indexes the target, so messages committed late count as copied, not as to send."""
+
+    folders: set[str] = field(default_factory=set)  # target folders of the batch
+    given_up: float | None = None  # time.monotonic() when the pass gave up on them
+
+    def lost(self, folders: set[str]) -> None:
+        self.folders |= folders
+        self.given_up = time.monotonic()
+
+    def settle(self, grace: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait for what is left of `grace` since the appends were given up, then forget them."""
+        if self.given_up is None:
+            return
+        left = self.given_up + grace - time.monotonic()
+        if left > 0:
+            log.warning(
+                "appends to %s were in flight when the last pass failed: waiting %.1f s "
+                "for a late commit before indexing the target again",
+                ", ".join(repr(f) for f in sorted(self.folders)),
+                left,
+            )
+            sleep(left)
+        self.folders.clear()
+        self.given_up = None
 
 
 def copy_pass(
@@ -92,8 +132,12 @@ def copy_pass(
     options: CopyOptions,
     *,
     now: datetime | None = None,
+    in_flight: InFlight | None = None,
 ) -> MailboxResult:
-    """One pass over the mailbox; raises TransientError for the caller to retry."""
+    """One pass over the mailbox; raises TransientError for the caller to retry.
+
+    `in_flight` carries appends a failed earlier pass may have left uncommitted; this
+    pass waits out their grace before indexing, and records its own if it fails."""
     now = now or datetime.now(UTC)
     folders = source.list_folders()
     target_of: dict[str, str] = {}
@@ -101,6 +145,8 @@ def copy_pass(
     for folder in folders:
         target_of[folder.name] = target.open_folder(folder_map.map(folder.path, folder.special_use))
         refs.extend(source.list_messages(folder))
+    if in_flight is not None:
+        in_flight.settle(options.late_commit_grace)
     present: dict[str, Counter[MessageKey]] = {
         name: target.index(name) for name in sorted(set(target_of.values()))
     }
@@ -135,7 +181,7 @@ def copy_pass(
         done_bytes=already_bytes,
     )
 
-    sent = _send(source, target, split.fits, target_of, progress, rewrite)
+    sent = _send(source, target, split.fits, target_of, progress, rewrite, in_flight)
     left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
@@ -290,6 +336,7 @@ def _send(
     target_of: dict[str, str],
     progress: Progress,
     rewrite: RewriteMaps | None = None,
+    in_flight: InFlight | None = None,
 ) -> _Sent:
     """Fetch and append in plan order, `target.batch_size` messages at a time."""
     sent = _Sent()
@@ -301,7 +348,13 @@ def _send(
     def flush() -> bool:
         nonlocal batch_bytes
         started = time.perf_counter()
-        outcomes = target.append_batch([item for _, item in batch])
+        try:
+            outcomes = target.append_batch([item for _, item in batch])
+        except TransientError:
+            # The connection broke with the batch sent: any of it may still be committed.
+            if in_flight is not None:
+                in_flight.lost({item.folder for _, item in batch})
+            raise
         sent.target_seconds += time.perf_counter() - started
         for (ref, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
@@ -368,10 +421,11 @@ def migrate_mailbox(
             "pass %d ended: %s; resuming", rs.attempt_number, rs.outcome and rs.outcome.exception()
         ),
     )
+    in_flight = InFlight()
     try:
         for attempt in retrying:
             with attempt:
-                return _one_pass(open_source, open_target, folder_map, progress, options)
+                return _one_pass(open_source, open_target, folder_map, progress, options, in_flight)
     except LockLost:
         raise
     except MailboxNotReady as exc:
@@ -391,6 +445,7 @@ def _one_pass(
     folder_map: FolderMap,
     progress: Progress,
     options: CopyOptions,
+    in_flight: InFlight,
 ) -> MailboxResult:
     try:
         target = open_target()
@@ -400,7 +455,7 @@ def _one_pass(
     try:
         source = open_source()
         try:
-            return copy_pass(source, target, folder_map, progress, options)
+            return copy_pass(source, target, folder_map, progress, options, in_flight=in_flight)
         finally:
             source.close()
     finally:

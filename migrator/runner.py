@@ -32,7 +32,7 @@ from migrator.batch import (
     TlsMode,
     combine_login,
 )
-from migrator.copier import CopyOptions, migrate_mailbox
+from migrator.copier import LATE_COMMIT_GRACE, CopyOptions, migrate_mailbox
 from migrator.errors import ConfigError, LockLost
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
@@ -87,6 +87,7 @@ class RunOptions:
     quotas: Mapping[str, int] | None = None  # activation CSV, keyed by lower-cased identity
     max_connections_per_server: int = 8
     source_ews: EwsSettings | None = None  # source_kind ews: auth and access
+    late_commit_grace: float = LATE_COMMIT_GRACE  # see CopyOptions
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -138,6 +139,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 if options.foldermap_xml
                 else None,
                 "max_connections_per_server": options.max_connections_per_server,
+                "late_commit_grace": options.late_commit_grace,
             },
         }
         _add_ews(payload, options, box)
@@ -356,6 +358,7 @@ def _run(
         until=datetime.fromisoformat(opts["until"]) if opts.get("until") else None,
         activation_quota=tgt.get("activation_quota"),
         rewrite=_rewrite_maps(store.batch_meta(batch_id).get("rewrite")),
+        late_commit_grace=float(opts.get("late_commit_grace", LATE_COMMIT_GRACE)),
     )
     result = migrate_mailbox(
         lambda: open_source(str(src["kind"]), job, connect, source_ews),

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-from migrator.copier import Checkpoint, CopyOptions, copy_pass, migrate_mailbox
+from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
 from migrator.errors import MessageRefused, QuotaExceeded, TransientError
 from migrator.foldermap import TargetFolder, default_folder_map
 from migrator.plan import MessageKey, MessageRef
@@ -141,7 +141,7 @@ def test_a_pass_broken_mid_batch_is_resumed_without_duplicates() -> None:
         lambda: target,
         default_folder_map(),
         progress,
-        CopyOptions(max_wait=0.01),
+        CopyOptions(max_wait=0.01, late_commit_grace=0),
     )
     assert result.state is MailboxState.DONE
     # The broken batch stored one message whose checkpoint never came: recognised.
@@ -161,7 +161,21 @@ def test_transient_errors_beyond_the_cap_fail_the_mailbox_with_the_reason() -> N
         lambda: AlwaysBroken(),
         default_folder_map(),
         MemoryProgress(),
-        CopyOptions(max_passes=2, max_wait=0.01),
+        CopyOptions(max_passes=2, max_wait=0.01, late_commit_grace=0),
     )
     assert result.state is MailboxState.FAILED
     assert result.error == "server went away"
+
+
+def test_appends_left_in_flight_are_waited_for_once_and_only_what_is_left_of_the_grace() -> None:
+    in_flight, slept = InFlight(), list[float]()
+    in_flight.settle(5.0, slept.append)
+    assert slept == []  # nothing was in flight: no wait
+
+    in_flight.lost({"INBOX", "Archive"})
+    in_flight.settle(5.0, slept.append)
+    ((waited,),) = [slept]
+    assert 4.5 < waited <= 5.0
+
+    in_flight.settle(5.0, slept.append)
+    assert slept == [waited]  # settled: the pass after that does not wait again
