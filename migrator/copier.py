@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from migrator.errors import (
+    FolderRefused,
     LockLost,
     MailboxNotReady,
     MessageRefused,
@@ -44,6 +45,7 @@ from migrator.plan import (
     message_key,
     quota_budget,
     take_within_budget,
+    within_range,
 )
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
 from migrator.rewrite import RewriteMaps, header_block_end, rewrite_message
@@ -142,9 +144,24 @@ def copy_pass(
     folders = source.list_folders()
     target_of: dict[str, str] = {}
     refs: list[MessageRef] = []
+    refused: dict[str, str] = {}  # source folder -> why the target would not make it
+    skipped: list[SkippedMessage] = []  # their messages
     for folder in folders:
-        target_of[folder.name] = target.open_folder(folder_map.map(folder.path, folder.special_use))
-        refs.extend(source.list_messages(folder))
+        listed = source.list_messages(folder)
+        try:
+            mapped = folder_map.map(folder.path, folder.special_use)
+            target_of[folder.name] = target.open_folder(mapped)
+        except FolderRefused as exc:
+            # Only that folder fails: its mail is named as skipped, the other folders go on.
+            log.warning("skipped folder %r: %s", folder.name, exc)
+            refused[folder.name] = str(exc)
+            skipped += [
+                SkippedMessage(r.folder, r.uid, r.size, str(exc))
+                for r in listed
+                if within_range(r, now, options.since, options.until)
+            ]
+        else:
+            refs.extend(listed)
     if in_flight is not None:
         in_flight.settle(options.late_commit_grace)
     present: dict[str, Counter[MessageKey]] = {
@@ -185,15 +202,16 @@ def copy_pass(
     left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
-        total_messages=plan.total_messages,
-        total_bytes=plan.total_bytes,
+        total_messages=plan.total_messages + len(skipped),
+        total_bytes=plan.total_bytes + sum(s.size for s in skipped),
         copied_messages=sent.messages,
         copied_bytes=sent.bytes,
         already_messages=len(plan.already_done),
         already_bytes=already_bytes,
         left_messages=len(left),
         left_bytes=sum(r.size for r in left),
-        skipped=tuple(sent.skipped),
+        skipped=tuple(skipped + sent.skipped),
+        error=_refused_note(refused, len(skipped)),
         rewritten_messages=sent.rewritten_messages,
         rewritten_addresses=sent.rewritten_addresses,
         unparsable_headers=sent.unparsable_headers,
@@ -201,6 +219,14 @@ def copy_pass(
         target_seconds=sent.target_seconds,
         throttle_seconds=target.throttled_seconds,
     )
+
+
+def _refused_note(refused: dict[str, str], messages: int) -> str | None:
+    """One line for the status table: the folders the target refused, and why."""
+    if not refused:
+        return None
+    first = next(iter(refused.values()))
+    return f"{messages} messages skipped in {len(refused)} refused folder(s); {first}"
 
 
 def _rewritten_keys(

@@ -3,12 +3,13 @@ Progress (never of a library): refusals, quota refusals mid-batch, broken passes
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
-from migrator.errors import MessageRefused, QuotaExceeded, TransientError
+from migrator.errors import FolderRefused, MessageRefused, QuotaExceeded, TransientError
 from migrator.foldermap import TargetFolder, default_folder_map
 from migrator.plan import MessageKey, MessageRef
 from migrator.report import MailboxState
@@ -122,6 +123,38 @@ def test_a_refused_message_is_skipped_named_and_the_rest_go_on() -> None:
     ((skipped),) = result.skipped
     assert (skipped.folder, skipped.uid) == ("INBOX", 4)
     assert "refused" in skipped.reason
+
+
+def test_a_folder_the_target_refuses_is_skipped_named_and_the_other_folders_go_on() -> None:
+    class TwoFolders(MemorySource):
+        def __init__(self) -> None:
+            super().__init__(6)
+            self.refs = [dataclasses.replace(r, folder="dbox-Mails" if r.uid % 2 else "INBOX")
+                         for r in self.refs]  # fmt: skip
+
+        def list_folders(self) -> list[SourceFolder]:
+            return [SourceFolder("INBOX", ("INBOX",)), SourceFolder("dbox-Mails", ("dbox-Mails",))]
+
+        def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+            return [r for r in self.refs if r.folder == folder.name]
+
+    class RefusingTarget(MemoryTarget):
+        def open_folder(self, folder: TargetFolder) -> str:
+            if folder.subpath == ("dbox-Mails",):
+                raise FolderRefused("target mailbox t, folder 'dbox-Mails': reserved name")
+            return super().open_folder(folder)
+
+    target = RefusingTarget()
+    result = copy_pass(TwoFolders(), target, default_folder_map(), MemoryProgress(), CopyOptions())
+
+    assert result.state is MailboxState.DONE
+    assert (result.copied_messages, result.total_messages) == (3, 6)
+    assert {i.folder for i in target.stored} == {"Inbox"}
+    assert sorted((s.folder, s.uid) for s in result.skipped) == [
+        ("dbox-Mails", u) for u in (1, 3, 5)
+    ]
+    assert all("folder 'dbox-Mails': reserved name" in s.reason for s in result.skipped)
+    assert result.error is not None and "3 messages skipped" in result.error
 
 
 def test_a_quota_refusal_mid_batch_leaves_that_message_and_all_older() -> None:
