@@ -25,6 +25,7 @@ from migrator.batch import (
     parse_server,
     read_batch_file,
 )
+from migrator.copier import LATE_COMMIT_GRACE
 from migrator.display import result_table, status_json, watch
 from migrator.errors import ConfigError, MigrationError
 from migrator.ews import add_ews_arguments, endpoint_address
@@ -167,6 +168,14 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--allow-plaintext", action="store_true", help="allow servers without STARTTLS")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--late-commit-grace",
+        type=float,
+        default=LATE_COMMIT_GRACE,
+        metavar="SECONDS",
+        help="after a pass broke with appends in flight, wait this long before looking at "
+        f"the target again, so a late commit is not copied twice (default {LATE_COMMIT_GRACE:g})",
+    )
     p.add_argument("--max-connections-per-server", type=int, default=8)
     p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
@@ -336,6 +345,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         max_connections_per_server=args.max_connections_per_server,
         forward_after_copy=args.forward_after_copy,
         sieve_port=args.sieve_port,
+        late_commit_grace=args.late_commit_grace,
     )
     batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     rewrite = _rewrite_maps(args, result.jobs)

@@ -5,7 +5,8 @@ target already holds, plan newest first within the date range and the quota
 budget, then copy in that order, checkpointing each message as it lands.  A
 transient failure ends the pass; `migrate_mailbox` reconnects and runs another
 pass, which starts from the checkpoints and the target's index, so nothing is
-copied twice and nothing is skipped.
+copied twice and nothing is skipped.  When the failure left appends in flight,
+the next pass first gives the target a grace period to commit them late.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tenacity import (
 )
 
 from migrator.errors import (
+    FolderRefused,
     LockLost,
     MailboxNotReady,
     MessageRefused,
@@ -43,6 +45,7 @@ from migrator.plan import (
     message_key,
     quota_budget,
     take_within_budget,
+    within_range,
 )
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
 from migrator.rewrite import RewriteMaps, header_block_end, rewrite_message
@@ -52,6 +55,10 @@ from migrator.targets.base import AppendItem, MailboxTarget
 log = logging.getLogger(__name__)
 
 Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
+
+# Seconds: a held segment or a slow commit lands within this once the path recovers; the
+# wait is paid only after a pass that broke with appends in flight.
+LATE_COMMIT_GRACE = 30.0
 
 
 class Progress(Protocol):
@@ -82,6 +89,41 @@ class CopyOptions:
     max_passes: int = 5  # passes after transient errors, each resuming the last
     max_wait: float = 60.0  # seconds between passes, at most
     rewrite: RewriteMaps | None = None  # address headers rewritten on the way; None: bytes as is
+    # After a pass gave up on appends in flight, seconds (from giving up) before the next
+    # pass indexes the target: a server may commit them late (a middlebox held the bytes,
+    # or it answered after our timeout), and the index must see them or they go twice.
+    late_commit_grace: float = LATE_COMMIT_GRACE
+
+
+@dataclass
+class InFlight:
+    """Appends whose outcome a failed pass never learnt: the target may still commit them.
+
+    Kept across the passes of one mailbox; the next pass waits out the grace before it
+    indexes the target, so messages committed late count as copied, not as to send."""
+
+    folders: set[str] = field(default_factory=set)  # target folders of the batch
+    given_up: float | None = None  # time.monotonic() when the pass gave up on them
+
+    def lost(self, folders: set[str]) -> None:
+        self.folders |= folders
+        self.given_up = time.monotonic()
+
+    def settle(self, grace: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait for what is left of `grace` since the appends were given up, then forget them."""
+        if self.given_up is None:
+            return
+        left = self.given_up + grace - time.monotonic()
+        if left > 0:
+            log.warning(
+                "appends to %s were in flight when the last pass failed: waiting %.1f s "
+                "for a late commit before indexing the target again",
+                ", ".join(repr(f) for f in sorted(self.folders)),
+                left,
+            )
+            sleep(left)
+        self.folders.clear()
+        self.given_up = None
 
 
 def copy_pass(
@@ -92,15 +134,36 @@ def copy_pass(
     options: CopyOptions,
     *,
     now: datetime | None = None,
+    in_flight: InFlight | None = None,
 ) -> MailboxResult:
-    """One pass over the mailbox; raises TransientError for the caller to retry."""
+    """One pass over the mailbox; raises TransientError for the caller to retry.
+
+    `in_flight` carries appends a failed earlier pass may have left uncommitted; this
+    pass waits out their grace before indexing, and records its own if it fails."""
     now = now or datetime.now(UTC)
     folders = source.list_folders()
     target_of: dict[str, str] = {}
     refs: list[MessageRef] = []
+    refused: dict[str, str] = {}  # source folder -> why the target would not make it
+    skipped: list[SkippedMessage] = []  # their messages
     for folder in folders:
-        target_of[folder.name] = target.open_folder(folder_map.map(folder.path, folder.special_use))
-        refs.extend(source.list_messages(folder))
+        listed = source.list_messages(folder)
+        try:
+            mapped = folder_map.map(folder.path, folder.special_use)
+            target_of[folder.name] = target.open_folder(mapped)
+        except FolderRefused as exc:
+            # Only that folder fails: its mail is named as skipped, the other folders go on.
+            log.warning("skipped folder %r: %s", folder.name, exc)
+            refused[folder.name] = str(exc)
+            skipped += [
+                SkippedMessage(r.folder, r.uid, r.size, str(exc))
+                for r in listed
+                if within_range(r, now, options.since, options.until)
+            ]
+        else:
+            refs.extend(listed)
+    if in_flight is not None:
+        in_flight.settle(options.late_commit_grace)
     present: dict[str, Counter[MessageKey]] = {
         name: target.index(name) for name in sorted(set(target_of.values()))
     }
@@ -135,19 +198,20 @@ def copy_pass(
         done_bytes=already_bytes,
     )
 
-    sent = _send(source, target, split.fits, target_of, progress, rewrite)
+    sent = _send(source, target, split.fits, target_of, progress, rewrite, in_flight)
     left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
-        total_messages=plan.total_messages,
-        total_bytes=plan.total_bytes,
+        total_messages=plan.total_messages + len(skipped),
+        total_bytes=plan.total_bytes + sum(s.size for s in skipped),
         copied_messages=sent.messages,
         copied_bytes=sent.bytes,
         already_messages=len(plan.already_done),
         already_bytes=already_bytes,
         left_messages=len(left),
         left_bytes=sum(r.size for r in left),
-        skipped=tuple(sent.skipped),
+        skipped=tuple(skipped + sent.skipped),
+        error=_refused_note(refused, len(skipped)),
         rewritten_messages=sent.rewritten_messages,
         rewritten_addresses=sent.rewritten_addresses,
         unparsable_headers=sent.unparsable_headers,
@@ -155,6 +219,14 @@ def copy_pass(
         target_seconds=sent.target_seconds,
         throttle_seconds=target.throttled_seconds,
     )
+
+
+def _refused_note(refused: dict[str, str], messages: int) -> str | None:
+    """One line for the status table: the folders the target refused, and why."""
+    if not refused:
+        return None
+    first = next(iter(refused.values()))
+    return f"{messages} messages skipped in {len(refused)} refused folder(s); {first}"
 
 
 def _rewritten_keys(
@@ -290,6 +362,7 @@ def _send(
     target_of: dict[str, str],
     progress: Progress,
     rewrite: RewriteMaps | None = None,
+    in_flight: InFlight | None = None,
 ) -> _Sent:
     """Fetch and append in plan order, `target.batch_size` messages at a time."""
     sent = _Sent()
@@ -301,7 +374,13 @@ def _send(
     def flush() -> bool:
         nonlocal batch_bytes
         started = time.perf_counter()
-        outcomes = target.append_batch([item for _, item in batch])
+        try:
+            outcomes = target.append_batch([item for _, item in batch])
+        except TransientError:
+            # The connection broke with the batch sent: any of it may still be committed.
+            if in_flight is not None:
+                in_flight.lost({item.folder for _, item in batch})
+            raise
         sent.target_seconds += time.perf_counter() - started
         for (ref, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
@@ -368,10 +447,11 @@ def migrate_mailbox(
             "pass %d ended: %s; resuming", rs.attempt_number, rs.outcome and rs.outcome.exception()
         ),
     )
+    in_flight = InFlight()
     try:
         for attempt in retrying:
             with attempt:
-                return _one_pass(open_source, open_target, folder_map, progress, options)
+                return _one_pass(open_source, open_target, folder_map, progress, options, in_flight)
     except LockLost:
         raise
     except MailboxNotReady as exc:
@@ -391,6 +471,7 @@ def _one_pass(
     folder_map: FolderMap,
     progress: Progress,
     options: CopyOptions,
+    in_flight: InFlight,
 ) -> MailboxResult:
     try:
         target = open_target()
@@ -400,7 +481,7 @@ def _one_pass(
     try:
         source = open_source()
         try:
-            return copy_pass(source, target, folder_map, progress, options)
+            return copy_pass(source, target, folder_map, progress, options, in_flight=in_flight)
         finally:
             source.close()
     finally:

@@ -9,7 +9,8 @@
     ├── TransientError              worth retrying: reset, timeout, BYE, throttling
     └── PermanentError              retrying will not help; fails one mailbox
         ├── LoginFailed
-        ├── FolderRefused
+        ├── FolderRefused           a folder cannot be listed or made; at the target, only
+        │                           that folder's mail is skipped
         ├── MessageRefused          the target refused one message; it is skipped
         ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
         └── MailboxNotReady         the target mailbox cannot be opened
@@ -73,7 +74,8 @@ class LoginFailed(PermanentError):
 
 
 class FolderRefused(PermanentError):
-    """A folder cannot be listed, selected or created."""
+    """A folder cannot be listed, selected or created.  A target folder refused is that
+    folder's failure alone: its messages are skipped and named, the other folders go on."""
 
 
 class MessageRefused(PermanentError):

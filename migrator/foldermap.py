@@ -1,4 +1,5 @@
-"""foldermap.xml -> FolderMap, and mapping a source folder to a target folder (pure).
+"""foldermap.xml -> FolderMap, mapping a source folder to a target folder, and making its
+name one the target takes (pure).
 
 A folder map names where source folders land on the target::
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -159,6 +162,114 @@ class FolderMap:
         if key[0] == "inbox":
             return TargetFolder(SpecialFolder.INBOX, source[1:])
         return TargetFolder(None, source)
+
+
+# -- target folder names ----------------------------------------------------------------
+#
+# Sources name folders in ways a target refuses: its hierarchy delimiter inside a name
+# (Exchange allows "/"), "." or "..", a leading "~" (Dovecot), control characters, names
+# and depths past its limits.  Dovecot 2.3, for one, refuses a level over 255 octets and,
+# on a plain filesystem, a whole name near 4,000; Exchange takes depths of about 300.
+
+MAX_LEVELS = 64  # levels below the target's top folder; deeper ones fold into the last
+MAX_LEVEL_OCTETS = 200  # one level's name, as the target stores it (UTF-8 or modified UTF-7)
+MAX_PATH_OCTETS = 1000  # all levels and their delimiters
+
+_JOIN = "%%"  # between levels folded into one
+_EMPTY = "%-"  # a level with no name
+_CUT = "%#"  # a name cut to fit, followed by a digest of the whole
+_DIGEST_HEX = 20  # 80 bits
+_HEX = frozenset("0123456789abcdefABCDEF")
+_TOKEN = re.compile(r"%(?:[0-9A-F]{2}|.)|.", re.DOTALL)  # a mark, or a "%" with what follows
+
+
+def safe_subpath(
+    path: Sequence[str],
+    delimiter: str,
+    *,
+    max_levels: int = MAX_LEVELS,
+    max_level_octets: int = MAX_LEVEL_OCTETS,
+    max_path_octets: int = MAX_PATH_OCTETS,
+) -> tuple[str, ...]:
+    """The levels of a target folder path for the source levels `path`, each one a name the
+    target takes, so that no folder is refused for its name alone.
+
+    Deterministic (a rerun maps a folder where the last run did, so resume works) and
+    collision-free: two different paths never give the same levels.  Within the limits
+    it is reversible, like percent-encoding: `%XX` is an octet of the name's UTF-8, for
+    the delimiter, control characters, a leading "~", each dot of a "." or ".." level, and
+    a "%" that would otherwise read as one of these marks: `%XX`, `%%` (levels folded
+    into one: those past `max_levels`, or as many as it takes to keep the whole path
+    within `max_path_octets`), `%-` (a level with no name), and `%#` followed by a
+    digest, ending a name cut to `max_level_octets` (the digest is of the whole name, so
+    cut names differ where the names did).  Any other "%" stays as it is.
+    """
+    if not path:
+        raise ValueError("path is empty")
+    if len(delimiter) != 1:
+        raise ValueError(f"delimiter {delimiter!r} is not one character")
+    if max_levels < 1 or max_level_octets < 2 * (len(_CUT) + _DIGEST_HEX):
+        raise ValueError("limits too small to name a folder")
+    if max_path_octets < max_level_octets:
+        raise ValueError("max_path_octets is below max_level_octets")
+    escaped = [_escaped(level, delimiter) for level in path]
+    for levels in range(min(len(escaped), max_levels), 0, -1):
+        parts = [_capped(name, max_level_octets) for name in escaped[: levels - 1]]
+        parts.append(_capped(_JOIN.join(escaped[levels - 1 :]), max_level_octets))
+        if _octets(delimiter.join(parts)) <= max_path_octets:
+            return tuple(parts)
+    raise AssertionError("unreachable: one level always fits")  # pragma: no cover
+
+
+def _escaped(name: str, delimiter: str) -> str:
+    if not name:
+        return _EMPTY
+    if name in (".", ".."):
+        return "%2E" * len(name)  # RFC 3501 leaves them to the server; file systems refuse
+    out = []
+    for index, char in enumerate(name):
+        if (
+            char == delimiter
+            or unicodedata.category(char) in ("Cc", "Cs")  # controls; lone surrogates
+            or (char == "~" and index == 0)  # Dovecot: a home directory
+            or (char == "%" and _reads_as_mark(name, index))
+        ):
+            out.append("".join(f"%{octet:02X}" for octet in char.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _reads_as_mark(name: str, index: int) -> bool:
+    after = name[index + 1 : index + 3]
+    return len(after) == 0 or after[0] in "%#-" or (len(after) == 2 and set(after) <= _HEX)
+
+
+def _capped(name: str, limit: int) -> str:
+    if _octets(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_HEX]
+    tail = _CUT + digest
+    kept = ""
+    for token in _TOKEN.findall(name):  # never cut inside an escape
+        if _octets(kept + token) + len(tail) > limit:
+            break
+        kept += token
+    return kept + tail
+
+
+def _octets(name: str) -> int:
+    """The longer of the name's UTF-8 and modified UTF-7 (RFC 3501 5.1.3) forms: a server
+    limits whichever it stores (Dovecot: modified UTF-7 unless told otherwise)."""
+    utf7, run = 0, 0  # run: UTF-16 units of non-printable-ASCII waiting to be base64ed
+    for char in name:
+        if " " <= char <= "~":
+            utf7 += (2 + math.ceil(run * 16 / 6) if run else 0) + (2 if char == "&" else 1)
+            run = 0
+        else:
+            run += 2 if ord(char) > 0xFFFF else 1
+    utf7 += 2 + math.ceil(run * 16 / 6) if run else 0
+    return max(utf7, len(name.encode("utf-8", "surrogatepass")))
 
 
 def load_folder_map(path: str | Path) -> FolderMap:

@@ -32,7 +32,7 @@ from migrator.batch import (
     ServerAddress,
     combine_login,
 )
-from migrator.copier import CopyOptions, migrate_mailbox
+from migrator.copier import LATE_COMMIT_GRACE, CopyOptions, migrate_mailbox
 from migrator.errors import ConfigError, LockLost
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
@@ -91,6 +91,7 @@ class RunOptions:
     source_ews: EwsSettings | None = None  # source_kind ews: auth and access
     forward_after_copy: bool = False  # set forwarding to the target when a mailbox is done
     sieve_port: int = DEFAULT_SIEVE_PORT  # ManageSieve on the source host, for that forwarding
+    late_commit_grace: float = LATE_COMMIT_GRACE  # see CopyOptions
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -135,6 +136,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 "max_connections_per_server": options.max_connections_per_server,
                 "forward_after_copy": options.forward_after_copy,
                 "sieve_port": options.sieve_port,
+                "late_commit_grace": options.late_commit_grace,
             },
         }
         _add_ews(payload, options, box)
@@ -308,6 +310,7 @@ def _run(
         until=datetime.fromisoformat(opts["until"]) if opts.get("until") else None,
         activation_quota=tgt.get("activation_quota"),
         rewrite=_rewrite_maps(store.batch_meta(batch_id).get("rewrite")),
+        late_commit_grace=float(opts.get("late_commit_grace", LATE_COMMIT_GRACE)),
     )
     result = migrate_mailbox(
         lambda: open_source(str(src["kind"]), job, connect, source_ews),

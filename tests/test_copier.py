@@ -3,12 +3,13 @@ Progress (never of a library): refusals, quota refusals mid-batch, broken passes
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-from migrator.copier import Checkpoint, CopyOptions, copy_pass, migrate_mailbox
-from migrator.errors import MessageRefused, QuotaExceeded, TransientError
+from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
+from migrator.errors import FolderRefused, MessageRefused, QuotaExceeded, TransientError
 from migrator.foldermap import TargetFolder, default_folder_map
 from migrator.plan import MessageKey, MessageRef
 from migrator.report import MailboxState
@@ -124,6 +125,38 @@ def test_a_refused_message_is_skipped_named_and_the_rest_go_on() -> None:
     assert "refused" in skipped.reason
 
 
+def test_a_folder_the_target_refuses_is_skipped_named_and_the_other_folders_go_on() -> None:
+    class TwoFolders(MemorySource):
+        def __init__(self) -> None:
+            super().__init__(6)
+            self.refs = [dataclasses.replace(r, folder="dbox-Mails" if r.uid % 2 else "INBOX")
+                         for r in self.refs]  # fmt: skip
+
+        def list_folders(self) -> list[SourceFolder]:
+            return [SourceFolder("INBOX", ("INBOX",)), SourceFolder("dbox-Mails", ("dbox-Mails",))]
+
+        def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+            return [r for r in self.refs if r.folder == folder.name]
+
+    class RefusingTarget(MemoryTarget):
+        def open_folder(self, folder: TargetFolder) -> str:
+            if folder.subpath == ("dbox-Mails",):
+                raise FolderRefused("target mailbox t, folder 'dbox-Mails': reserved name")
+            return super().open_folder(folder)
+
+    target = RefusingTarget()
+    result = copy_pass(TwoFolders(), target, default_folder_map(), MemoryProgress(), CopyOptions())
+
+    assert result.state is MailboxState.DONE
+    assert (result.copied_messages, result.total_messages) == (3, 6)
+    assert {i.folder for i in target.stored} == {"Inbox"}
+    assert sorted((s.folder, s.uid) for s in result.skipped) == [
+        ("dbox-Mails", u) for u in (1, 3, 5)
+    ]
+    assert all("folder 'dbox-Mails': reserved name" in s.reason for s in result.skipped)
+    assert result.error is not None and "3 messages skipped" in result.error
+
+
 def test_a_quota_refusal_mid_batch_leaves_that_message_and_all_older() -> None:
     target = MemoryTarget(batch_size=4, full_after=5)
     result = copy_pass(
@@ -141,7 +174,7 @@ def test_a_pass_broken_mid_batch_is_resumed_without_duplicates() -> None:
         lambda: target,
         default_folder_map(),
         progress,
-        CopyOptions(max_wait=0.01),
+        CopyOptions(max_wait=0.01, late_commit_grace=0),
     )
     assert result.state is MailboxState.DONE
     # The broken batch stored one message whose checkpoint never came: recognised.
@@ -161,7 +194,21 @@ def test_transient_errors_beyond_the_cap_fail_the_mailbox_with_the_reason() -> N
         lambda: AlwaysBroken(),
         default_folder_map(),
         MemoryProgress(),
-        CopyOptions(max_passes=2, max_wait=0.01),
+        CopyOptions(max_passes=2, max_wait=0.01, late_commit_grace=0),
     )
     assert result.state is MailboxState.FAILED
     assert result.error == "server went away"
+
+
+def test_appends_left_in_flight_are_waited_for_once_and_only_what_is_left_of_the_grace() -> None:
+    in_flight, slept = InFlight(), list[float]()
+    in_flight.settle(5.0, slept.append)
+    assert slept == []  # nothing was in flight: no wait
+
+    in_flight.lost({"INBOX", "Archive"})
+    in_flight.settle(5.0, slept.append)
+    ((waited,),) = [slept]
+    assert 4.5 < waited <= 5.0
+
+    in_flight.settle(5.0, slept.append)
+    assert slept == [waited]  # settled: the pass after that does not wait again

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import socket
 import threading
 import time
@@ -10,6 +12,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from imapclient import imap_utf7
 
 from migrator.errors import FolderMapError
 from migrator.foldermap import (
@@ -21,6 +24,7 @@ from migrator.foldermap import (
     default_folder_map,
     load_folder_map,
     parse_folder_map,
+    safe_subpath,
 )
 
 DATA = Path(__file__).parent / "data" / "foldermap"
@@ -410,3 +414,129 @@ def test_deep_nesting_is_refused(depth: int, words: str) -> None:
     with pytest.raises(FolderMapError, match=words) as caught:
         parse_folder_map(wrap(nested))
     assert caught.value.line == 3
+
+
+# --- names the target takes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        # What every server takes passes as it is, "%" included where it reads as no mark.
+        (("Archive", "2019"), ("Archive", "2019")),
+        (("Ünïcødé", "日本"), ("Ünïcødé", "日本")),
+        (
+            ("a.b", ".hidden", "*star", "back\\slash", "x~"),
+            ("a.b", ".hidden", "*star", "back\\slash", "x~"),
+        ),
+        (("100% done", "%percent"), ("100% done", "%percent")),
+        # The delimiter inside a name (Exchange allows "/") stays inside that level.
+        (("Projects/2019",), ("Projects%2F2019",)),
+        ((".", ".."), ("%2E", "%2E%2E")),
+        (("", "leading"), ("%-", "leading")),  # "/leading" split at its delimiter
+        (("~user",), ("%7Euser",)),  # Dovecot: "Begins with '~'"
+        (
+            ("tab\there", "nul\x00", "del\x7f", "c1\x85"),
+            ("tab%09here", "nul%00", "del%7F", "c1%C2%85"),
+        ),
+        # A "%" that would read as a mark is escaped itself, so no name can pose as another.
+        (("%2F", "%%", "%-", "%#", "100%"), ("%252F", "%25%25", "%25-", "%25#", "100%25")),
+    ],
+)
+def test_a_folder_name_is_made_one_the_target_takes(
+    source: tuple[str, ...], target: tuple[str, ...]
+) -> None:
+    assert safe_subpath(source, "/") == target
+
+
+def test_the_delimiter_escaped_is_the_targets_own() -> None:
+    assert safe_subpath(("a/b.c",), ".") == ("a/b%2Ec",)
+
+
+def test_levels_past_the_limit_fold_into_the_last_one_and_keep_their_names() -> None:
+    deep = tuple(f"d{i}" for i in range(10))
+    assert safe_subpath(deep, "/", max_levels=4) == ("d0", "d1", "d2", "d3%%d4%%d5%%d6%%d7%%d8%%d9")
+    assert safe_subpath(deep[:4], "/", max_levels=4) == deep[:4]
+
+
+def test_a_name_too_long_is_cut_and_ends_with_a_digest_of_the_whole() -> None:
+    (cut,) = safe_subpath(("x" * 300,), "/")
+    assert re.fullmatch(r"x{178}%#[0-9a-f]{20}", cut)
+    (other,) = safe_subpath(("x" * 299 + "y",), "/")
+    assert other[:178] == cut[:178] and other != cut
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "日" * 100,  # 300 octets of UTF-8, 269 of modified UTF-7: Dovecot refuses it
+        "&" * 150,  # "&-" each in modified UTF-7
+        "\U0001f4e7" * 60,  # outside the BMP: two UTF-16 units each
+    ],
+)
+def test_the_length_limit_counts_octets_as_the_target_stores_them(name: str) -> None:
+    (cut,) = safe_subpath((name,), "/")
+    assert "%#" in cut
+    assert len(cut.encode()) <= 200
+    assert len(imap_utf7.encode(cut)) <= 200  # as Dovecot stores it
+
+
+def test_a_thousand_levels_become_at_most_64_within_1000_octets() -> None:
+    path = tuple(f"d{i}" for i in range(1000))
+    levels = safe_subpath(path, "/")
+    assert levels[:63] == path[:63]
+    assert len(levels) == 64
+    assert levels[63].startswith("d63%%d64%%") and "%#" in levels[63]
+    assert len("/".join(levels)) <= 1000
+    assert safe_subpath(path, "/") == levels  # a rerun maps it the same way
+
+
+def test_a_long_path_folds_levels_until_the_whole_fits() -> None:
+    path = tuple(c * 150 for c in "abcdefgh")  # 8 levels of 150: 1207 octets with delimiters
+    levels = safe_subpath(path, "/")
+    assert levels[:5] == path[:5]
+    assert len("/".join(levels)) <= 1000 and len(levels) == 6
+    assert levels[5].startswith("f" * 150 + "%%") and "%#" in levels[5]
+
+
+_ALPHABET = ["a", "F", "2", "5", "%", "#", "-", "~", ".", "/", "\t"]
+
+
+def _names(longest: int) -> list[str]:
+    return [
+        "".join(chars)
+        for length in range(longest + 1)
+        for chars in itertools.product(_ALPHABET, repeat=length)
+    ]
+
+
+def test_no_two_source_paths_share_a_target_name() -> None:
+    # Every name of up to 3 characters drawn from the marks and what they are made of,
+    # alone and as every pair of levels of up to 2, and folded (3 levels into 2).
+    short, shorter = _names(3), _names(2)
+    paths: list[tuple[str, ...]] = [(n,) for n in short]
+    paths += list(itertools.product(shorter, repeat=2))
+    seen: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for path in paths:
+        target = safe_subpath(path, "/")
+        assert seen.setdefault(target, path) == path, f"{path!r} and {seen[target]!r}"
+    folded: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for path in itertools.product(["a", "", "%", "%-", "/", "a%"], repeat=3):
+        target = safe_subpath(path, "/", max_levels=2)
+        assert folded.setdefault(target, path) == path, f"{path!r} and {folded[target]!r}"
+
+
+def test_every_target_level_is_one_dovecot_takes() -> None:
+    refused = re.compile(r"[\x00-\x1f\x7f/]|^~|^\.\.?$|^$")
+    for path in [("a/b", "..", ".", "", "~x", "ctl\x01"), tuple(f"d{i}" for i in range(1000))]:
+        for level in safe_subpath(path, "/"):
+            assert not refused.search(level), level
+
+
+def test_limits_too_small_to_name_anything_are_refused() -> None:
+    with pytest.raises(ValueError):
+        safe_subpath(("a",), "/", max_level_octets=20)
+    with pytest.raises(ValueError):
+        safe_subpath(("a",), "//")
+    with pytest.raises(ValueError):
+        safe_subpath((), "/")

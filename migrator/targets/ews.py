@@ -15,7 +15,7 @@ from exchangelib.items import SAVE_ONLY, SEND_TO_NONE
 from exchangelib.services import CreateItem, UploadItems
 
 from migrator.batch import Credentials
-from migrator.errors import FolderRefused, MessageRefused, QuotaExceeded
+from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.ews import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
@@ -134,6 +134,10 @@ class EwsTarget:
             if again is None:
                 raise
             return again
+        except PermanentError as exc:
+            if type(exc) is not PermanentError:
+                raise  # login, quota, not ready: about the mailbox, not this folder
+            raise FolderRefused(f"{exc}") from exc  # this name: only this folder fails
         return new
 
     # -- index and quota ---------------------------------------------------------------

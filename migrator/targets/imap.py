@@ -17,7 +17,7 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.foldermap import SpecialFolder, TargetFolder, safe_subpath
 from migrator.imapconn import ConnectOptions, as_text, connect, imap_errors, keys_for_folder, logout
 from migrator.plan import MessageKey
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
@@ -78,7 +78,7 @@ class ImapTarget:
             top = [flagged] if flagged else [folder.special.value]
         else:
             top = []
-        parts = top + [_safe_component(p, self._delimiter) for p in folder.subpath]
+        parts = top + list(safe_subpath(folder.subpath, self._delimiter) if folder.subpath else ())
         if not parts:
             parts = ["INBOX"]
         name = self._delimiter.join(parts)
@@ -205,8 +205,3 @@ def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:
     return tuple(
         f for f in flags if f.lower() in _SYSTEM_FLAGS or (keywords and not f.startswith("\\"))
     )
-
-
-def _safe_component(part: str, delimiter: str) -> str:
-    # A source name holding the target's delimiter would silently become two levels.
-    return part.replace(delimiter, "_") if delimiter else part

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from ews_server import EwsServer
 from imapclient import IMAPClient
 from servers.celery_worker import Worker
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
@@ -92,11 +93,17 @@ def wait_for(
     raise AssertionError(f"batch {batch_id} did not get there: {store.mailboxes(batch_id)}")
 
 
+# The faults here come from the test, not from a slow server: a pass that breaks with
+# appends in flight need not wait long for a late commit (the scenario that has one says so).
+LATE_COMMIT_GRACE = 0.2
+
+
 def run_options(
     source_port: int, target_port: int, ca_file: Path, *, timeout: float = 30, **kw: object
 ) -> tuple[RunOptions, str]:
     """Options whose target is Dovecot (master user, SASL PLAIN) on `target_port`, and the
     SourceServer cell for `source_port`."""
+    kw.setdefault("late_commit_grace", LATE_COMMIT_GRACE)
     options = RunOptions(
         target=TargetSpec(
             server=parse_server(f"imaps://127.0.0.1:{target_port}"),
@@ -139,6 +146,24 @@ def stored(
     return result
 
 
+def ews_stored(ews: EwsServer, smtp: str) -> dict[str, list[bytes]]:
+    """Every message of every mail folder of an Exchange mailbox on the test EWS server, by
+    the folder's path below the message folder root ("Inbox", "Archive", "Inbox/Projects")."""
+    box = ews.store[smtp]
+    top = box.distinguished("msgfolderroot").id
+    result: dict[str, list[bytes]] = {}
+    for folder in box.folders.values():
+        if folder.folder_class not in (None, "IPF.Note"):
+            continue
+        path, current = [], folder
+        while current.parent_id is not None and current.id != top:
+            path.append(current.name)
+            current = box.folders[current.parent_id]
+        if current.id == top and path:
+            result["/".join(reversed(path))] = [i.mime for i in box.items_in(folder.id)]
+    return result
+
+
 def digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
@@ -176,6 +201,7 @@ __all__ = [
     "compare",
     "digest",
     "enqueue",
+    "ews_stored",
     "expected_at_target",
     "run_in_process",
     "run_options",

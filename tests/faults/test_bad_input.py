@@ -1,4 +1,5 @@
-"""Bad input: real-world broken mail, hostile CSV and folder maps, hostile folder names."""
+"""Bad input: real-world broken mail, hostile CSV and folder maps, hostile folder names, and
+folder names the target refuses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,13 @@ from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
 from support import batch_password, batch_text
 
+from migrator.copier import CopyOptions, migrate_mailbox
+from migrator.foldermap import default_folder_map, safe_subpath
+from migrator.plan import MessageRef
 from migrator.report import MailboxState
+from migrator.sources.base import SourceFolder
 from migrator.state import StateStore
+from migrator.targets.imap import ImapTarget
 
 # -- the corpus ---------------------------------------------------------------------------
 
@@ -298,3 +306,123 @@ def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
         expected_at_target(stored(dovecot, source, password, ssl_context), lambda name: name),
         target_view,
     )
+
+
+# Names Dovecot cannot hold, so no Dovecot source has them, but an Exchange mailbox or another
+# IMAP server can (RFC 3501 allows any octet but NUL in a name): a source of our own holds
+# them, as its levels (`SourceFolder.path`) after the source's own delimiter is taken away.
+HOSTILE_PATHS: list[tuple[str, ...]] = [
+    ("a/b",),  # the target's delimiter inside a name ...
+    ("a", "b"),  # ... is not the folder b inside a
+    ("a_b",),  # what the old mapping made of "a/b"
+    ("..",),
+    (".",),
+    ("", "leading"),  # "/leading" at a source whose delimiter is "/"
+    ("/leading",),  # the same name at a source whose delimiter is not
+    ("x", "", "y"),  # "x//y"
+    ("ctl\x01char",),
+    ("tab\there",),
+    ("~home",),
+    ("%2F",),
+    ("日" * 100,),  # too long for Dovecot as modified UTF-7
+    # 1,000 levels, and some levels on the way (the others are \Noselect at the source):
+    # around the 64 the target keeps, and the path length that folds more of them.
+    *(tuple(f"d{i}" for i in range(depth)) for depth in (10, 63, 64, 65, 66, 250, 999, 1000)),
+]
+RESERVED_BY_DOVECOT = ("dbox-Mails",)  # its own file name: still refused, whatever we do
+
+
+class HostileFolders:
+    """Our MailboxSource (in memory): the folders above, two messages in each."""
+
+    def __init__(self) -> None:
+        self.paths = [*HOSTILE_PATHS, RESERVED_BY_DOVECOT]
+        self.bodies: dict[tuple[str, ...], list[bytes]] = {
+            path: [
+                f"Subject: {n} in {path[-1][:20]!r}\r\nMessage-ID: <f{i}.{n}@x>\r\n\r\n"
+                f"body {n} of folder {i}\r\n".encode()
+                for n in range(2)
+            ]
+            for i, path in enumerate(self.paths)
+        }
+
+    def list_folders(self) -> list[SourceFolder]:
+        return [SourceFolder(_name(path), path) for path in self.paths]
+
+    def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+        return [
+            MessageRef(
+                folder.name,
+                1,
+                uid,
+                len(body),
+                datetime(2024, 1, uid, tzinfo=UTC),
+                key=("mid", f"<{folder.name}.{uid}>", len(body)),
+            )
+            for uid, body in enumerate(self.bodies[folder.path], start=1)
+        ]
+
+    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        by_name = {_name(path): bodies for path, bodies in self.bodies.items()}
+        for ref in refs:
+            yield ref, by_name[ref.folder][ref.uid - 1]
+
+    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+def _name(path: tuple[str, ...]) -> str:
+    return repr(path) if len(path) < 4 else f"d0/.../d{len(path) - 1}"
+
+
+def _target_name(path: tuple[str, ...]) -> str:
+    target = default_folder_map().map(path)
+    assert target.special is None
+    return "/".join(safe_subpath(target.subpath, "/"))
+
+
+def test_folder_names_the_target_refuses_are_made_safe_and_a_refused_folder_fails_alone(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    exactly_once: object,
+) -> None:
+    target = make_user()
+    options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+    source = HostileFolders()
+    store = StateStore.from_url(redis_url)
+
+    result = migrate_mailbox(
+        lambda: source,
+        lambda: ImapTarget(
+            options.target.server, options.target.credentials(target), target, options.connect
+        ),
+        default_folder_map(),
+        store.progress("hostile", "00001", "hostile-folders"),
+        CopyOptions(max_wait=1),
+    )
+
+    # Only the folder Dovecot still refuses failed: its mail is named, with the reason.
+    assert result.state is MailboxState.DONE, result
+    reserved = _name(RESERVED_BY_DOVECOT)
+    assert sorted((s.folder, s.uid) for s in result.skipped) == [(reserved, 1), (reserved, 2)]
+    assert all("Contains reserved name" in s.reason for s in result.skipped)
+    assert result.error is not None and "dbox-Mails" in result.error
+    assert result.copied_messages == result.total_messages - 2 == 2 * len(HOSTILE_PATHS)
+    # Every other folder is there once, under a name no other folder has; each holds its
+    # own mail and nothing else.
+    target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    names = [_target_name(path) for path in HOSTILE_PATHS]
+    assert len(set(names)) == len(names)
+    assert set(names) <= set(target_view)
+    expected = {
+        _target_name(path): Counter(digest(b) for b in bodies)
+        for path, bodies in source.bodies.items()
+        if path != RESERVED_BY_DOVECOT
+    }
+    exactly_once(expected, target_view)  # type: ignore[operator]

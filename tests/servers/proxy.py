@@ -9,6 +9,12 @@ after arming:
     truncate_after_bytes(n, direction)  forward n more bytes, then close both sides (FIN)
     stall(seconds, after_bytes=n)       forward n more bytes, then hold everything back for a
                                         while; then deliver it (then="forward") or reset
+    hold(after_bytes=n, deliver_after=s) forward n more bytes upward, keep what the client
+                                        sends after them, reset the client once it waits
+                                        for an answer, and deliver the rest to the server s
+                                        seconds later: a request the server commits late,
+                                        whose sender saw only a reset (`delivered` is set
+                                        once the server has answered it)
 
 "up" is client -> server, "down" is server -> client.
 """
@@ -31,11 +37,15 @@ DOWN = "down"
 
 @dataclass
 class _Fault:
-    kind: str  # "drop", "truncate" or "stall"
+    kind: str  # "drop", "truncate", "stall" or "hold"
     direction: str
     remaining: int  # bytes still forwarded before it fires
     seconds: float = 0.0
     then: str = "forward"  # after a stall: "forward" what was held back, or "drop" it
+
+
+# A hold resets the client once it has sent nothing for this long: its request is whole.
+_QUIET = 0.5
 
 
 class TcpProxy:
@@ -55,6 +65,7 @@ class TcpProxy:
         self.bytes_up = 0
         self.bytes_down = 0
         self.faults_fired: list[str] = []
+        self.delivered = threading.Event()  # a hold's request reached the server and was answered
 
     # -- controls -------------------------------------------------------------------------
 
@@ -72,6 +83,12 @@ class TcpProxy:
         if then not in ("forward", "drop"):
             raise ValueError("then must be 'forward' or 'drop'")
         self._arm(_Fault("stall", direction, after_bytes, seconds, then))
+
+    def hold(self, *, after_bytes: int, deliver_after: float) -> None:
+        """A middlebox that holds a request: the client's connection is reset while it
+        waits for the answer (it cannot know whether the request took effect), and the
+        server gets the whole request `deliver_after` seconds after that reset."""
+        self._arm(_Fault("hold", UP, after_bytes, deliver_after))
 
     def armed(self) -> bool:
         with self._lock:
@@ -187,6 +204,9 @@ class TcpProxy:
             out.sendall(data)
             return True
         out.sendall(data[: fired.remaining])
+        if fired.kind == "hold":
+            self._hold(bytearray(data[fired.remaining :]), fired.seconds, client, upstream)
+            return False
         if fired.kind == "stall":
             # The rest of this chunk, and everything after, waits until the stall is over.
             self._closing.wait(fired.seconds)
@@ -195,7 +215,33 @@ class TcpProxy:
                 return True
         if fired.kind in ("drop", "stall"):
             for sock in (client, upstream):
-                # SO_LINGER 0: close() sends RST, like a cut network path or a crashed box.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                _reset_on_close(sock)
         return False
+
+    def _hold(
+        self, held: bytearray, seconds: float, client: socket.socket, upstream: socket.socket
+    ) -> None:
+        # Take in the rest of the client's request until it waits for the answer.
+        while not self._closing.is_set():
+            readable, _, _ = select.select([client], [], [], _QUIET)
+            if not readable:
+                break
+            data = client.recv(65536)
+            if not data:
+                break
+            held += data
+        _reset_on_close(client)
+        with contextlib.suppress(OSError):
+            client.close()
+        if self._closing.wait(seconds):
+            return
+        upstream.sendall(held)
+        readable, _, _ = select.select([upstream], [], [], 30)
+        if readable and upstream.recv(65536):
+            self.delivered.set()
+
+
+def _reset_on_close(sock: socket.socket) -> None:
+    """SO_LINGER 0: close() sends RST, like a cut network path or a crashed box."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
