@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Protocol
 
 from .certs import TlsFiles, make_tls_files
@@ -30,6 +27,7 @@ from .dovecot_config import (
     render_config,
 )
 from .ports import LOOPBACK, free_ports, wait_for_port
+from .process import ServerProcess
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
@@ -94,7 +92,7 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-class DovecotServer:
+class DovecotServer(ServerProcess):
     """Dovecot with a generated configuration, listening on 127.0.0.1 only.
 
     ``start()`` returns once IMAP answers; ``stop()`` ends the master and all its children.
@@ -103,6 +101,8 @@ class DovecotServer:
     """
 
     host = LOOPBACK
+
+    log_files = ("dovecot.stdout", "dovecot.log")
 
     def __init__(
         self,
@@ -117,11 +117,8 @@ class DovecotServer:
         self._users: dict[str, UserSpec] = dict(users or {})
         for name in self._users:
             self._check_user_name(name)
-        self._owns_dir = directory is None
-        if directory is None:
-            # Not pytest's tmp_path: that is 0700, and Dovecot's users must traverse the path.
-            directory = Path(tempfile.mkdtemp(prefix="migrator-dovecot-"))
-        self.dir = directory
+        # Not pytest's tmp_path: that is 0700, and Dovecot's users must traverse the path.
+        super().__init__(directory, prefix="migrator-dovecot-")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
         self.master_users: dict[str, str] = dict(
@@ -164,7 +161,6 @@ class DovecotServer:
             sieve_port=self.sieve_port,
             identity=identity(),
         )
-        self._process: subprocess.Popen[bytes] | None = None
 
     # -- users --------------------------------------------------------------------------------
 
@@ -288,15 +284,6 @@ class DovecotServer:
                         ) from None
 
     @property
-    def pid(self) -> int | None:
-        """The master process id while running."""
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
     def instance_name(self) -> str:
         return self.config.instance_name
 
@@ -375,35 +362,6 @@ class DovecotServer:
             capture_output=True,
             check=True,
         )
-
-    def log_text(self) -> str:
-        """Dovecot's log, with anything the master printed before opening it."""
-        parts = []
-        for path in (self.dir / "dovecot.stdout", self.log_path):
-            with contextlib.suppress(FileNotFoundError):
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
-
-    def cleanup(self) -> None:
-        """Stop, and remove the directory if this object created it."""
-        self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> DovecotServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()  # __exit__ does not run when __enter__ raises
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
 
 __all__ = [

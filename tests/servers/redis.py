@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
 from .ports import LOOPBACK, free_port
+from .process import ServerProcess
 
 REDIS_SERVER = "redis-server"
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """redis-server bound to 127.0.0.1 with persistence off, its files in one directory.
 
     Use as a context manager, or call start() and stop(). ``restart()`` brings it back on the same
     port, for tests of how workers ride out a Redis outage.
     """
 
+    log_files = ("redis.stdout", "redis.log")
+
     def __init__(self, directory: Path | None = None, *, port: int | None = None) -> None:
-        self._owns_dir = directory is None
-        self.dir = (
-            Path(tempfile.mkdtemp(prefix="migrator-redis-")) if directory is None else directory
-        )
+        super().__init__(directory, prefix="migrator-redis-")
         self.port = port if port is not None else free_port()
         self.log_path = self.dir / "redis.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -114,10 +110,6 @@ class RedisServer:
             (self.dir / "dump.rdb").unlink(missing_ok=True)
         self.start()
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def dump_rdb(self) -> bytes:
         """The server's dataset as RDB bytes: an explicit SAVE, then the dump file.
 
@@ -126,32 +118,3 @@ class RedisServer:
         with self.client() as client:
             client.save()
         return (self.dir / "dump.rdb").read_bytes()
-
-    def log_text(self) -> str:
-        """What redis-server wrote to its stdout and its logfile."""
-        parts = []
-        for path in (self.dir / "redis.stdout", self.log_path):
-            with contextlib.suppress(FileNotFoundError):
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
-
-    def cleanup(self) -> None:
-        """Stop, and remove the directory if this object created it."""
-        self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()  # __exit__ does not run when __enter__ raises
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
