@@ -16,6 +16,7 @@ import base64
 import enum
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -67,6 +68,16 @@ from migrator.plan import MessageKey
 from migrator.secrets import Secret, SecretBox
 
 EWS_PATH = "/EWS/Exchange.asmx"
+
+# exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
+# fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization
+# header (a Basic password, in base64).  None of that may reach a log at any level; our own
+# errors say what went wrong.  The OAuth libraries log token requests, client secret
+# included, at DEBUG.
+logging.getLogger("exchangelib").setLevel(logging.INFO)
+logging.getLogger("exchangelib.util").setLevel(logging.CRITICAL + 1)
+for _name in ("requests_oauthlib", "oauthlib"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 # --ews-version: the EWS API version to speak, skipping exchangelib's probe (a ConvertId
 # call).  Exchange2016 covers 2016, 2019, SE and Exchange Online.

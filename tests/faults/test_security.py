@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from ews_server import EwsServer, Item
 from ews_server.store import new_id
-from faultkit import cli, digest, enqueue, ews_stored, expected_at_target, stored
+from faultkit import cli, digest, enqueue, ews_stored, expected_at_target, leaks, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import (
@@ -100,7 +100,9 @@ def test_status_shows_a_batch_enqueued_with_insecure(
     assert "NOT verified" not in text
 
 
+@pytest.mark.parametrize("target_kind", ["imap", "ews"])
 def test_no_log_line_carries_a_message_body_even_at_debug(
+    target_kind: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
     ssl_context: ssl.SSLContext,
@@ -108,10 +110,11 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
     exactly_once: object,
 ) -> None:
-    password = batch_password("debug-log")
-    source, target = make_user(password), make_user()
+    password = batch_password(f"debug-log-{target_kind}")
+    source = make_user(password)
     marker = "BODY-MARKER-5f1c2e"
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
         client.login(source, password)
@@ -120,6 +123,20 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
                 "INBOX",
                 f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{marker} line {i}\r\n".encode(),
             )
+    if target_kind == "imap":
+        target = make_user()
+        options = ["--target-server", f"imaps://127.0.0.1:{dovecot.imaps_port}",
+                   "--target-admin", MASTER_USER]  # fmt: skip
+        monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+    else:
+        # exchangelib logs each request and answer whole at DEBUG: the MIME (base64) and
+        # the Authorization header (Basic: base64 of the login and password).
+        ews: EwsServer = request.getfixturevalue("ews")
+        target = request.getfixturevalue("make_ews_mailbox")()
+        options = ["--target", "ews", "--target-server", ews.url, "--allow-plaintext",
+                   "--target-admin", EWS_ADMIN, "--impersonate",
+                   "--ews-version", "Exchange2016"]  # fmt: skip
+        monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", EWS_PASSWORD)
     batch = write_batch(
         tmp_path / "batch.csv",
         [{"SourceIdentity": source, "SourceServer": f"imaps://127.0.0.1:{dovecot.imaps_port}",
@@ -128,22 +145,24 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
     caplog.set_level(logging.DEBUG)
 
     code, _ = cli(
-        ["-v", "run", str(batch), "--method", "individual",
-         "--target-server", f"imaps://127.0.0.1:{dovecot.imaps_port}",
-         "--target-admin", MASTER_USER, "--ca-file", str(tls_files.ca_cert), "--workers", "1"]
+        ["-v", "run", str(batch), "--method", "individual", *options,
+         "--ca-file", str(tls_files.ca_cert), "--workers", "1"]
     )  # fmt: skip
 
     assert code == 0
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG was on
-    assert marker not in caplog.text
-    exactly_once(  # type: ignore[operator]
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
-    )
+    assert not leaks(caplog.text, marker), "a message body reached the log"
+    source_view = stored(dovecot, source, password, ssl_context)
+    if target_kind == "imap":
+        expected = expected_at_target(source_view)
+        target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    else:
+        expected = expected_at_target(source_view, _exchange_folder)
+        target_view = ews_stored(ews, target)
+    exactly_once(expected, target_view)  # type: ignore[operator]
 
 
 # -- Exchange over HTTPS --------------------------------------------------------------------
