@@ -148,8 +148,8 @@ def copy_pass(
     skipped: list[SkippedMessage] = []  # their messages
     for folder in folders:
         listed = source.list_messages(folder)
+        mapped = folder_map.map(folder.path, folder.special_use)
         try:
-            mapped = folder_map.map(folder.path, folder.special_use)
             target_of[folder.name] = target.open_folder(mapped)
         except FolderRefused as exc:
             # Only that folder fails: its mail is named as skipped, the other folders go on.

@@ -16,6 +16,8 @@ import base64
 import enum
 import hashlib
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from exchangelib import (
     BASIC,
     DELEGATE,
@@ -47,7 +50,7 @@ from exchangelib import (
 from exchangelib import UTC as EWS_UTC
 from exchangelib import Credentials as ExchangeCredentials
 from exchangelib import errors as ews
-from exchangelib.protocol import BaseProtocol, FailFast
+from exchangelib.protocol import BaseProtocol, FailFast, close_connections
 
 from migrator.batch import Credentials, ServerAddress, TlsMode
 from migrator.errors import (
@@ -65,6 +68,16 @@ from migrator.plan import MessageKey
 from migrator.secrets import Secret, SecretBox
 
 EWS_PATH = "/EWS/Exchange.asmx"
+
+# exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
+# fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization
+# header (a Basic password, in base64).  None of that may reach a log at any level; our own
+# errors say what went wrong.  The OAuth libraries log token requests, client secret
+# included, at DEBUG.
+logging.getLogger("exchangelib").setLevel(logging.INFO)
+logging.getLogger("exchangelib.util").setLevel(logging.CRITICAL + 1)
+for _name in ("requests_oauthlib", "oauthlib"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 # --ews-version: the EWS API version to speak, skipping exchangelib's probe (a ConvertId
 # call).  Exchange2016 covers 2016, 2019, SE and Exchange Online.
@@ -278,7 +291,7 @@ def open_account(
     settings: EwsSettings, smtp: str, credentials: Credentials | None, *, what: str
 ) -> Account:
     """An exchangelib Account for mailbox `smtp`; nothing is sent to the server yet."""
-    _configure_tls(settings.connect)
+    _configure_tls(settings.connect, settings.endpoint)
     endpoint = settings.endpoint
     if endpoint and endpoint.startswith("http://") and not settings.connect.allow_plaintext:
         raise PermanentError(f"{what}: {endpoint} is not TLS; allow plaintext explicitly")
@@ -310,22 +323,41 @@ def open_account(
 
 
 _tls_lock = threading.Lock()
+# What requests' `verify` is for each origin (host, port) an account was opened for: a CA
+# file, or False for --insecure; None: the default check.  The key None stands for any
+# other origin (autodiscover's, which are not known beforehand).
+_verify: dict[tuple[str, int] | None, str | bool | None] = {}
 
 
-def _configure_tls(options: ConnectOptions) -> None:
-    """exchangelib takes its HTTP adapter from one class attribute for the whole process
-    (its documented way to trust a private CA or skip checks): a batch's options apply
-    to every EWS connection of the worker."""
+def _origin(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """exchangelib takes its HTTP adapter from one class attribute for the whole process (its
+    documented way to trust a private CA or skip checks); this one looks up each request's
+    origin, so one batch's --ca-file or --insecure never applies to another's servers."""
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        with _tls_lock:
+            chosen = _verify.get(_origin(url), _verify.get(None))
+        super().cert_verify(conn, url, verify if chosen is None else chosen, cert)
+
+
+def _configure_tls(options: ConnectOptions, endpoint: str | None) -> None:
+    verify: str | bool | None = False if options.insecure else options.ca_file
+    key = _origin(endpoint) if endpoint else None
     with _tls_lock:
-        if not (options.ca_file or options.insecure):
-            return
-        verify: str | bool = False if options.insecure else str(options.ca_file)
-
-        class _Adapter(requests.adapters.HTTPAdapter):
-            def cert_verify(self, conn: Any, url: str, _verify: Any, cert: Any) -> None:
-                super().cert_verify(conn=conn, url=url, verify=verify, cert=cert)
-
         BaseProtocol.HTTP_ADAPTER_CLS = _Adapter
+        changed = key in _verify and _verify[key] != verify
+        _verify[key] = verify
+    if changed:
+        # Pooled connections were set up under the other choice: start again.
+        close_connections()
+    if options.insecure:
+        # Asked for, and shown in every status table; not a warning on every request.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 def _oauth_credentials(settings: EwsSettings, smtp: str) -> Any:
@@ -539,6 +571,10 @@ _REFUSED = (
 )
 
 
+# OpenSSL's words, which exchangelib keeps only as text (TransportError(str(SSLError))).
+_CERTIFICATE_FAILED = re.compile(r"certificate verify failed: ([^()'\"]+)")
+
+
 def translate(exc: BaseException, what: str) -> Exception:
     """The migrator error for an exchangelib/requests error (its server text kept)."""
     if isinstance(exc, PermanentError | TransientError | ConfigError):
@@ -559,6 +595,13 @@ def translate(exc: BaseException, what: str) -> Exception:
     if isinstance(exc, ews.ResponseMessageError):
         # A response code no branch above knows: retrying the same request will not help.
         return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+    untrusted = _CERTIFICATE_FAILED.search(str(exc))
+    if untrusted and isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+        # Retrying cannot make an untrusted certificate trusted.
+        return PermanentError(
+            f"{what}: TLS certificate not trusted: {untrusted.group(1).strip()}; "
+            "give --ca-file, or --insecure to skip the check"
+        )
     if isinstance(exc, ews.TransportError | requests.RequestException | OSError):
         # exchangelib does not retry a dropped connection on its own (FailFast).
         return TransientError(f"{what}: connection lost: {type(exc).__name__}: {text}")

@@ -196,13 +196,16 @@ def safe_subpath(
 
     Deterministic (a rerun maps a folder where the last run did, so resume works) and
     collision-free: two different paths never give the same levels.  Within the limits
-    it is reversible, like percent-encoding: `%XX` is an octet of the name's UTF-8, for
-    the delimiter, control characters, a leading "~", each dot of a "." or ".." level, and
-    a "%" that would otherwise read as one of these marks: `%XX`, `%%` (levels folded
-    into one: those past `max_levels`, or as many as it takes to keep the whole path
-    within `max_path_octets`), `%-` (a level with no name), and `%#` followed by a
-    digest, ending a name cut to `max_level_octets` (the digest is of the whole name, so
-    cut names differ where the names did).  Any other "%" stays as it is.
+    it is reversible, like percent-encoding.  The marks:
+
+    - `%XX`, an octet of the name's UTF-8, for the delimiter, control characters, a
+      leading "~", each dot of a "." or ".." level, and a "%" that ends a name or would
+      otherwise read as a mark (any other "%" stays as it is);
+    - `%%` between levels folded into one: those past `max_levels`, or as many of the
+      last as it takes to keep the whole path within `max_path_octets`;
+    - `%-` for a level with no name;
+    - `%#` and a digest of the whole name, ending a name cut to `max_level_octets` (cut
+      names differ wherever the whole names did, but for a digest collision).
     """
     if not path:
         raise ValueError("path is empty")

@@ -120,6 +120,18 @@ def ews_server() -> Iterator[EwsServer]:
         assert server.requests_validated > 0 and server.responses_validated > 0
 
 
+@pytest.fixture(scope="session")
+def ews_https_server(tls_files: TlsFiles) -> Iterator[EwsServer]:
+    """A second EWS server, over HTTPS with the test CA's certificate ("localhost",
+    127.0.0.1); the other EWS tests keep plain HTTP. Started only when asked for."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    with EwsServer(tls=context) as server:
+        server.add_user(EWS_ADMIN, EWS_PASSWORD, mailbox=False, impersonation=True)
+        yield server
+        server.assert_no_violations()
+
+
 @pytest.fixture
 def ews(ews_server: EwsServer) -> Iterator[EwsServer]:
     """The session EWS server with no faults and no size limit; no violation by this test."""

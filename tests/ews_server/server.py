@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -35,15 +36,22 @@ VALIDATED_HEADERS = ("RequestServerVersion", "ExchangeImpersonation", "TimeZoneC
 
 
 class EwsServer:
-    """A threaded HTTP server speaking EWS SOAP on 127.0.0.1, started by ``start()`` or ``with``.
+    """A threaded HTTP(S) server speaking EWS SOAP on 127.0.0.1, started by ``start()`` or ``with``.
 
     Configure from tests: :meth:`add_user`, :meth:`grant_delegate`, ``store`` (mailboxes, with
     ``quota_bytes``), ``max_message_size``, ``faults``. Check with :meth:`assert_no_violations`.
     """
 
     def __init__(
-        self, *, schema: EwsSchema | None = None, max_message_size: int | None = None
+        self,
+        *,
+        schema: EwsSchema | None = None,
+        max_message_size: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """With ``tls`` (a server context holding the certificate) it speaks HTTPS, as
+        Exchange does; without, plain HTTP, which the clients must be told to allow."""
+        self.tls = tls
         self.schema = schema or load_schema()
         self.store = Store()
         self.faults = Faults()
@@ -91,12 +99,16 @@ class EwsServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{PATH}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{PATH}"
 
     def start(self) -> EwsServer:
         handler = type("Handler", (_Handler,), {"ews": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            # The handshake runs in accept(); a client that refuses the certificate makes
+            # accept() fail, which socketserver takes as a connection that never came.
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name="ews-server", daemon=True
         )

@@ -3,6 +3,7 @@ process, and the full comparison of source and target that ends every scenario."
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import ssl
@@ -164,6 +165,16 @@ def ews_stored(ews: EwsServer, smtp: str) -> dict[str, list[bytes]]:
     return result
 
 
+def leaks(text: str | bytes, secret: str) -> bool:
+    """Whether `secret` is in `text` as it is, or base64-encoded inside a longer run (an HTTP
+    Basic or SASL PLAIN credential, a MIME part, a Celery message body): its encoding at each
+    of the three alignments, less the characters its neighbours share."""
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    raw = secret.encode()
+    forms = [raw] + [base64.b64encode(b"\0" * k + raw)[4:-4] for k in range(3)]
+    return any(form in data for form in forms)
+
+
 def digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
@@ -203,6 +214,7 @@ __all__ = [
     "enqueue",
     "ews_stored",
     "expected_at_target",
+    "leaks",
     "run_in_process",
     "run_options",
     "stored",

@@ -159,8 +159,8 @@ def test_a_stalled_server_times_out_and_the_next_pass_finishes(
 # A held APPEND (or CreateItem) reaches the target this long after the copier saw its
 # connection reset: by then the next pass, which starts about a second after the reset,
 # has indexed the target, unless it waits for late commits first (GRACE, from the reset).
-LATE_COMMIT_AFTER = 3.0
-GRACE = 5.0
+LATE_COMMIT_AFTER = 4.0
+GRACE = 7.0
 
 
 @pytest.mark.parametrize("target_kind", ["imap", "ews"])

@@ -1,14 +1,20 @@
-"""TLS is verified unless the operator says otherwise (and then it shows), and no log line
-carries a message body, even at DEBUG."""
+"""TLS is verified unless the operator says otherwise (and then it shows), for IMAP, POP3 and
+Exchange, and no log line carries a message body, even at DEBUG."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import ssl
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from faultkit import cli, enqueue, expected_at_target, stored
+from ews_server import EwsServer, Item
+from ews_server.store import new_id
+from faultkit import cli, digest, enqueue, ews_stored, expected_at_target, leaks, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import (
@@ -18,14 +24,18 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from support import batch_password, write_batch
+from servers.mailgen import populate
+from support import EWS_ADMIN, EWS_PASSWORD, batch_password, write_batch
 
 from migrator.batch import Credentials, MailboxJob, parse_server
 from migrator.errors import PermanentError
+from migrator.ews import EwsAccess, EwsSettings
+from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.secrets import Secret
 from migrator.sources.imap import ImapSource
 from migrator.sources.pop3 import Pop3Source
+from migrator.targets.ews import EwsTarget
 
 
 def _job(dovecot: DovecotServer, user: str, password: str, protocol: str) -> MailboxJob:
@@ -90,7 +100,9 @@ def test_status_shows_a_batch_enqueued_with_insecure(
     assert "NOT verified" not in text
 
 
+@pytest.mark.parametrize("target_kind", ["imap", "ews"])
 def test_no_log_line_carries_a_message_body_even_at_debug(
+    target_kind: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
     ssl_context: ssl.SSLContext,
@@ -98,10 +110,11 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
     exactly_once: object,
 ) -> None:
-    password = batch_password("debug-log")
-    source, target = make_user(password), make_user()
+    password = batch_password(f"debug-log-{target_kind}")
+    source = make_user(password)
     marker = "BODY-MARKER-5f1c2e"
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
         client.login(source, password)
@@ -110,6 +123,20 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
                 "INBOX",
                 f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{marker} line {i}\r\n".encode(),
             )
+    if target_kind == "imap":
+        target = make_user()
+        options = ["--target-server", f"imaps://127.0.0.1:{dovecot.imaps_port}",
+                   "--target-admin", MASTER_USER]  # fmt: skip
+        monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+    else:
+        # exchangelib logs each request and answer whole at DEBUG: the MIME (base64) and
+        # the Authorization header (Basic: base64 of the login and password).
+        ews: EwsServer = request.getfixturevalue("ews")
+        target = request.getfixturevalue("make_ews_mailbox")()
+        options = ["--target", "ews", "--target-server", ews.url, "--allow-plaintext",
+                   "--target-admin", EWS_ADMIN, "--impersonate",
+                   "--ews-version", "Exchange2016"]  # fmt: skip
+        monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", EWS_PASSWORD)
     batch = write_batch(
         tmp_path / "batch.csv",
         [{"SourceIdentity": source, "SourceServer": f"imaps://127.0.0.1:{dovecot.imaps_port}",
@@ -118,19 +145,156 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
     caplog.set_level(logging.DEBUG)
 
     code, _ = cli(
-        ["-v", "run", str(batch), "--method", "individual",
-         "--target-server", f"imaps://127.0.0.1:{dovecot.imaps_port}",
-         "--target-admin", MASTER_USER, "--ca-file", str(tls_files.ca_cert), "--workers", "1"]
+        ["-v", "run", str(batch), "--method", "individual", *options,
+         "--ca-file", str(tls_files.ca_cert), "--workers", "1"]
     )  # fmt: skip
 
     assert code == 0
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG was on
-    assert marker not in caplog.text
-    exactly_once(  # type: ignore[operator]
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
-    )
+    assert not leaks(caplog.text, marker), "a message body reached the log"
+    source_view = stored(dovecot, source, password, ssl_context)
+    if target_kind == "imap":
+        expected = expected_at_target(source_view)
+        target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    else:
+        expected = expected_at_target(source_view, _exchange_folder)
+        target_view = ews_stored(ews, target)
+    exactly_once(expected, target_view)  # type: ignore[operator]
+
+
+# -- Exchange over HTTPS --------------------------------------------------------------------
+
+_exchange_numbers = itertools.count(1)
+
+
+def _exchange_mailbox(server: EwsServer, mail: int = 0) -> tuple[str, list[bytes]]:
+    """A new mailbox on `server` with `mail` messages in its Inbox."""
+    smtp = f"tls{next(_exchange_numbers)}@example.com"
+    server.add_user(smtp, EWS_PASSWORD)
+    box = server.store[smtp]
+    inbox = box.distinguished("inbox")
+    bodies = [
+        f"Subject: m{n}\r\nMessage-ID: <tls.{smtp}.{n}@x>\r\n\r\nbody {n}\r\n".encode()
+        for n in range(mail)
+    ]
+    for raw in bodies:
+        item = Item(new_id("i", smtp), inbox.id, "IPM.Note", mime=raw)
+        box.items[item.id] = item
+    return smtp, bodies
+
+
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
+    side: str,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ews_https_server: EwsServer,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    exactly_once: object,
+) -> None:
+    ews = ews_https_server
+    imap = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    # Python's default trust (SSL_CERT_FILE) covers the IMAP side; requests, under
+    # exchangelib, trusts its own CA bundle only, which knows nothing of the test CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.ca_cert))
+    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+    if side == "target":
+        password = batch_password("https-target")
+        source = make_user(password)
+        populate(
+            "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 6},
+            ssl_context=ssl_context, size_hint=2_000,
+        )  # fmt: skip
+        monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", EWS_PASSWORD)
+        options = ["--target", "ews", "--target-server", ews.url, "--target-admin", EWS_ADMIN,
+                   "--impersonate", "--ews-version", "Exchange2016"]  # fmt: skip
+    else:
+        source, sent = _exchange_mailbox(ews, mail=6)
+        password = EWS_PASSWORD
+        monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+        options = ["--source-type", "ews", "--source-ews-version", "Exchange2016",
+                   "--target-server", imap, "--target-admin", MASTER_USER]  # fmt: skip
+
+    def run(name: str, *tls: str) -> tuple[str, dict[str, Any]]:
+        target = _exchange_mailbox(ews)[0] if side == "target" else make_user()
+        batch = write_batch(
+            tmp_path / f"{name}.csv",
+            [{"SourceIdentity": source, "SourceLoginID": source, "SourcePassword": password,
+              "SourceServer": imap if side == "target" else f"https://127.0.0.1:{ews.port}",
+              "TargetIdentity": target}],
+        )  # fmt: skip
+        cli(["run", str(batch), "--method", "individual", *options, *tls,
+             "--batch-id", name, "--workers", "1"])  # fmt: skip
+        code, text = cli(["status", name, "--json"])
+        assert code == 0
+        (row,) = json.loads(text)["mailboxes"]
+        return target, row
+
+    # Without --ca-file: refused at once, with the reason and the mailbox, nothing sent.
+    calls_before = len(ews.calls)
+    _, row = run("unverified")
+    assert row["state"] == ("not_ready" if side == "target" else "failed")
+    assert f"{side} mailbox " in row["last_error"]
+    assert "TLS certificate not trusted" in row["last_error"]
+    assert "--ca-file" in row["last_error"]
+    assert "pass 1 ended" not in caplog.text  # never retried
+    assert len(ews.calls) == calls_before  # no request got past the handshake
+
+    # With the CA that signed the certificate: copied, each message once.
+    target, row = run("verified", "--ca-file", str(tls_files.ca_cert))
+    assert row["state"] == "done", row
+    if side == "target":
+        exactly_once(  # type: ignore[operator]
+            expected_at_target(stored(dovecot, source, password, ssl_context), _exchange_folder),
+            ews_stored(ews, target),
+        )
+    else:
+        exactly_once(  # type: ignore[operator]
+            {"INBOX": Counter(digest(raw) for raw in sent)},
+            stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        )
+
+    # --insecure: copied too, and every status table says the check was off.
+    _, row = run("insecure", "--insecure")
+    assert row["state"] == "done", row
+    code, text = cli(["status", "insecure"])
+    assert code == 0
+    assert "TLS NOT verified: --insecure" in " ".join(text.split())
+
+
+def test_one_batch_skipping_tls_checks_leaves_every_other_exchange_server_checked(
+    ews_https_server: EwsServer, tls_files: TlsFiles
+) -> None:
+    # exchangelib has one HTTP adapter for the whole process (a Celery worker runs batch
+    # after batch): --insecure or --ca-file must stay with the server they were given for.
+    ews = ews_https_server
+    mailbox, _ = _exchange_mailbox(ews)
+
+    def open_target(host: str, **tls: Any) -> EwsTarget:
+        settings = EwsSettings(
+            endpoint=f"https://{host}:{ews.port}/EWS/Exchange.asmx",
+            access=EwsAccess.IMPERSONATION,
+            version="Exchange2016",
+            connect=ConnectOptions(timeout=10, **tls),
+        )
+        return EwsTarget(settings, Credentials(EWS_ADMIN, Secret(EWS_PASSWORD)), mailbox)
+
+    open_target("localhost", insecure=True).close()
+    with pytest.raises(PermanentError, match=f"target mailbox {mailbox}: TLS certificate not"):
+        open_target("127.0.0.1")
+    open_target("127.0.0.1", ca_file=str(tls_files.ca_cert)).close()
+    with pytest.raises(PermanentError, match="TLS certificate not trusted"):
+        open_target("127.0.0.1")  # the next batch to that server gave no CA
+
+
+def _exchange_folder(source_name: str) -> str:
+    return default_folder_map().map(tuple(source_name.split("/"))).display()
