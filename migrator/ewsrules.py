@@ -9,7 +9,8 @@ from typing import Any
 from exchangelib.properties import Actions, Address, Rule
 
 from migrator.batch import MailboxJob
-from migrator.ews import EwsSettings, ews_call, open_account, source_endpoint
+from migrator.ews import EwsSettings, source_endpoint
+from migrator.ewsaccount import ews_call, open_account
 from migrator.forwarding import InboxRule
 
 

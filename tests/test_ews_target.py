@@ -38,7 +38,8 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.ews import client_assertion, endpoint_url, ews_call, translate
+from migrator.ews import endpoint_url
+from migrator.ewsaccount import client_assertion, ews_call, translate
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.report import MailboxState
 from migrator.secrets import Secret
@@ -348,7 +349,7 @@ def test_one_refused_item_does_not_stop_the_batch_and_quota_stops_the_rest(
     assert adapter.throttled_seconds == 0.0
 
 
-# -- pure parts of migrator.ews ------------------------------------------------------------
+# -- pure parts of migrator.ews* -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -16,16 +16,14 @@ from typing import Any
 
 from migrator.batch import MailboxJob
 from migrator.errors import FolderRefused, PermanentError, QuotaExceeded, TransientError
-from migrator.ews import (
+from migrator.ews import EwsSettings, source_endpoint
+from migrator.ewsaccount import ews_call, open_account
+from migrator.ewsprops import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
-    EwsSettings,
     aware,
-    ews_call,
     fingerprint,
-    open_account,
     register_properties,
-    source_endpoint,
     stable_int,
 )
 from migrator.plan import MessageRef, fetch_windows, message_key

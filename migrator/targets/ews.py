@@ -16,20 +16,18 @@ from exchangelib.services import CreateItem, UploadItems
 
 from migrator.batch import Credentials
 from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
-from migrator.ews import (
+from migrator.ews import EwsSettings
+from migrator.ewsaccount import ews_call, open_account, translate
+from migrator.ewsprops import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
     MSGFLAG_READ,
     MSGFLAG_UNSENT,
-    EwsSettings,
     dump_key,
-    ews_call,
     ews_datetime,
     fingerprint,
     load_key,
-    open_account,
     register_properties,
-    translate,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.plan import MessageKey

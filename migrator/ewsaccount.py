@@ -1,0 +1,310 @@
+"""exchangelib Accounts for both sides, and the one place where exchangelib and requests
+errors become migrator errors.
+
+exchangelib appears here, in migrator.ewsprops and in the EWS adapters only.  Every call to
+the server goes through `ews_call`, which honours ErrorServerBusy's BackOffMilliseconds (the
+server refused the whole call, so sending it again is safe) and translates everything else.
+exchangelib's own retrying is off (FailFast): it would re-send a request whose connection
+dropped after the server had stored the items, and duplicate them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    OAUTH2,
+    Account,
+    Configuration,
+    Identity,
+    OAuth2Credentials,
+    Version,
+)
+from exchangelib import UTC as EWS_UTC
+from exchangelib import Credentials as ExchangeCredentials
+from exchangelib import errors as ews
+from exchangelib.protocol import BaseProtocol, FailFast, close_connections
+
+from migrator.batch import Credentials
+from migrator.errors import (
+    ConfigError,
+    FolderRefused,
+    LoginFailed,
+    MailboxNotReady,
+    MessageRefused,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
+from migrator.ews import VERSIONS, EwsAccess, EwsAuth, EwsSettings, load_certificate
+from migrator.imapconn import ConnectOptions
+
+# exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
+# fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization
+# header (a Basic password, in base64).  None of that may reach a log at any level; our own
+# errors say what went wrong.  The OAuth libraries log token requests, client secret
+# included, at DEBUG.
+logging.getLogger("exchangelib").setLevel(logging.INFO)
+logging.getLogger("exchangelib.util").setLevel(logging.CRITICAL + 1)
+for _name in ("requests_oauthlib", "oauthlib"):
+    logging.getLogger(_name).setLevel(logging.INFO)
+
+# -- accounts -------------------------------------------------------------------------
+
+
+def open_account(
+    settings: EwsSettings, smtp: str, credentials: Credentials | None, *, what: str
+) -> Account:
+    """An exchangelib Account for mailbox `smtp`; nothing is sent to the server yet."""
+    _configure_tls(settings.connect, settings.endpoint)
+    endpoint = settings.endpoint
+    if endpoint and endpoint.startswith("http://") and not settings.connect.allow_plaintext:
+        raise PermanentError(f"{what}: {endpoint} is not TLS; allow plaintext explicitly")
+    if settings.auth is EwsAuth.OAUTH:
+        creds: Any = _oauth_credentials(settings, smtp)
+        auth_type = OAUTH2
+    else:
+        if credentials is None:
+            raise ConfigError(f"{what}: no login for {settings.auth.value} authentication")
+        creds = ExchangeCredentials(credentials.login, credentials.password.reveal())
+        auth_type = NTLM if settings.auth is EwsAuth.NTLM else BASIC
+    access = IMPERSONATION if settings.access is EwsAccess.IMPERSONATION else DELEGATE
+    with ews_errors(what):
+        config = Configuration(
+            service_endpoint=endpoint,
+            credentials=creds,
+            auth_type=auth_type if endpoint else None,
+            retry_policy=FailFast(),
+            max_connections=settings.max_connections,
+            version=Version(build=VERSIONS[settings.version]) if settings.version else None,
+        )
+        return Account(
+            primary_smtp_address=smtp,
+            config=config,
+            autodiscover=endpoint is None,
+            access_type=access,
+            default_timezone=EWS_UTC,
+        )
+
+
+_tls_lock = threading.Lock()
+# What requests' `verify` is for each origin (host, port) an account was opened for: a CA
+# file, or False for --insecure; None: the default check.  The key None stands for any
+# other origin (autodiscover's, which are not known beforehand).
+_verify: dict[tuple[str, int] | None, str | bool | None] = {}
+
+
+def _origin(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """exchangelib takes its HTTP adapter from one class attribute for the whole process (its
+    documented way to trust a private CA or skip checks); this one looks up each request's
+    origin, so one batch's --ca-file or --insecure never applies to another's servers."""
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        with _tls_lock:
+            chosen = _verify.get(_origin(url), _verify.get(None))
+        super().cert_verify(conn, url, verify if chosen is None else chosen, cert)
+
+
+def _configure_tls(options: ConnectOptions, endpoint: str | None) -> None:
+    verify: str | bool | None = False if options.insecure else options.ca_file
+    key = _origin(endpoint) if endpoint else None
+    with _tls_lock:
+        BaseProtocol.HTTP_ADAPTER_CLS = _Adapter
+        changed = key in _verify and _verify[key] != verify
+        _verify[key] = verify
+    if changed:
+        # Pooled connections were set up under the other choice: start again.
+        close_connections()
+    if options.insecure:
+        # Asked for, and shown in every status table; not a warning on every request.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def _oauth_credentials(settings: EwsSettings, smtp: str) -> Any:
+    identity = Identity(primary_smtp_address=smtp)
+    if settings.certificate:
+        return CertificateCredentials(
+            client_id=settings.client_id,
+            tenant_id=settings.tenant_id,
+            certificate=settings.certificate,
+            identity=identity,
+        )
+    secret = settings.client_secret.reveal() if settings.client_secret else None
+    return OAuth2Credentials(
+        client_id=settings.client_id,
+        client_secret=secret,
+        tenant_id=settings.tenant_id,
+        identity=identity,
+    )
+
+
+def client_assertion(certificate: str | Path, client_id: str, token_url: str) -> str:
+    """A signed JWT (RFC 7523) proving the client holds the certificate's private key,
+    as Entra ID's certificate credentials expect: RS256, x5t = SHA-1 of the certificate."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key, der = load_certificate(certificate)
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "x5t": _b64(hashlib.sha1(der).digest())}  # noqa: S324
+    claims = {
+        "aud": token_url,
+        "iss": client_id,
+        "sub": client_id,
+        "jti": str(uuid.uuid4()),
+        "nbf": now,
+        "exp": now + 600,
+    }
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class CertificateCredentials(OAuth2Credentials):  # type: ignore[misc]
+    """OAuth 2.0 client credentials with a certificate instead of a secret: exchangelib asks
+    `token_params()` for each token request, so every new token gets a fresh assertion."""
+
+    def __init__(self, *, certificate: str, **kwargs: Any) -> None:
+        super().__init__(client_secret=None, **kwargs)
+        self.certificate = certificate
+
+    def token_params(self) -> dict[str, Any]:
+        return {
+            "include_client_id": True,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": client_assertion(self.certificate, self.client_id, self.token_url),
+        }
+
+
+# -- errors ---------------------------------------------------------------------------
+
+# Errors that a later pass may not meet: the server or the network had a bad moment.
+_TRANSIENT = (
+    ews.ErrorTimeoutExpired,
+    ews.ErrorServerBusy,
+    ews.ErrorInternalServerTransientError,
+    ews.ErrorConnectionFailed,
+    ews.ErrorConnectionFailedTransientError,
+    ews.ErrorMailboxStoreUnavailable,
+    ews.ErrorMailboxMoveInProgress,
+    ews.ErrorBatchProcessingStopped,
+    ews.RateLimitError,
+)
+# The mailbox cannot be opened at all: "not ready to migrate".
+_NOT_READY = (
+    ews.ErrorNonExistentMailbox,
+    ews.ErrorImpersonateUserDenied,
+    ews.ErrorImpersonationDenied,
+    ews.ErrorImpersonationFailed,
+    ews.ErrorAccessDenied,
+    ews.AutoDiscoverFailed,
+)
+_QUOTA = (ews.ErrorQuotaExceeded,)
+_REFUSED = (
+    ews.ErrorMessageSizeExceeded,
+    ews.ErrorMimeContentConversionFailed,
+    ews.ErrorCorruptData,
+    ews.ErrorItemCorrupt,
+    ews.ErrorItemSave,
+)
+
+
+# OpenSSL's words, which exchangelib keeps only as text (TransportError(str(SSLError))).
+_CERTIFICATE_FAILED = re.compile(r"certificate verify failed: ([^()'\"]+)")
+
+
+def translate(exc: BaseException, what: str) -> Exception:
+    """The migrator error for an exchangelib/requests error (its server text kept)."""
+    if isinstance(exc, PermanentError | TransientError | ConfigError):
+        return exc
+    text = str(exc)[:300]
+    if isinstance(exc, ews.UnauthorizedError):
+        return LoginFailed(f"{what}: login refused: {text}")
+    if isinstance(exc, _QUOTA):
+        return QuotaExceeded(f"{what}: target is over quota: {text}")
+    if isinstance(exc, _REFUSED):
+        return MessageRefused(f"{what}: {type(exc).__name__}: {text}")
+    if isinstance(exc, _NOT_READY):
+        return MailboxNotReady(f"{what}: {type(exc).__name__}: {text}")
+    if isinstance(exc, ews.ErrorFolderNotFound | ews.ErrorFolderExists):
+        return FolderRefused(f"{what}: {type(exc).__name__}: {text}")
+    if isinstance(exc, _TRANSIENT):
+        return TransientError(f"{what}: {type(exc).__name__}: {text}")
+    if isinstance(exc, ews.ResponseMessageError):
+        # A response code no branch above knows: retrying the same request will not help.
+        return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+    untrusted = _CERTIFICATE_FAILED.search(str(exc))
+    if untrusted and isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+        # Retrying cannot make an untrusted certificate trusted.
+        return PermanentError(
+            f"{what}: TLS certificate not trusted: {untrusted.group(1).strip()}; "
+            "give --ca-file, or --insecure to skip the check"
+        )
+    if isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+        # exchangelib does not retry a dropped connection on its own (FailFast).
+        return TransientError(f"{what}: connection lost: {type(exc).__name__}: {text}")
+    if isinstance(exc, ews.EWSError):
+        return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+    raise exc
+
+
+@contextmanager
+def ews_errors(what: str) -> Iterator[None]:
+    """Translate exchangelib/requests errors raised inside into migrator errors."""
+    try:
+        yield
+    except (ews.EWSError, requests.RequestException, OSError) as exc:
+        raise translate(exc, what) from exc
+
+
+T = TypeVar("T")
+
+# How long ErrorServerBusy may hold one call back before the pass gives up (and the
+# copier's next pass, after its own wait, starts again from the checkpoints).
+MAX_BUSY_WAIT = timedelta(minutes=5)
+DEFAULT_BACK_OFF = 1.0  # seconds, when the server names none
+
+
+def ews_call(what: str, call: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run `call` (which must do all its I/O: materialise querysets inside), waiting out
+    ErrorServerBusy as often as it says within MAX_BUSY_WAIT; other errors translated."""
+    waited = 0.0
+    while True:
+        with ews_errors(what):
+            try:
+                return call()
+            except ews.ErrorServerBusy as exc:
+                # The server refused the whole call before doing anything: same call again.
+                back_off = float(exc.back_off or DEFAULT_BACK_OFF)
+                if waited + back_off > MAX_BUSY_WAIT.total_seconds():
+                    raise
+        sleep(back_off)
+        waited += back_off
