@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -65,8 +65,9 @@ class Progress(Protocol):
 
     def folder(self, name: str) -> None: ...
 
-    def copied(self, ref: MessageRef) -> None:
-        """`ref` is at the target: checkpoint it and count it (one atomic step)."""
+    def copied(self, refs: Sequence[MessageRef]) -> None:
+        """`refs` (one batch) are at the target: checkpoint and count them in one atomic
+        step, so a checkpoint costs one round trip per batch rather than per message."""
         ...
 
     def recognised(self, refs: list[MessageRef]) -> None:
@@ -303,19 +304,23 @@ def _send(
         started = time.perf_counter()
         outcomes = target.append_batch([item for _, item in batch])
         sent.target_seconds += time.perf_counter() - started
+        stored: list[MessageRef] = []
         for (ref, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
                 # The server's own count is the authority (rounding, new mail arriving):
                 # this message and every later one are left.
                 sent.stopped_at = position[id(ref)]
-                return False
+                break
             if isinstance(outcome, MessageRefused):
                 log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
                 sent.skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(outcome)))
                 continue
-            progress.copied(ref)
-            sent.messages += 1
-            sent.bytes += ref.size
+            stored.append(ref)
+        progress.copied(stored)
+        sent.messages += len(stored)
+        sent.bytes += sum(r.size for r in stored)
+        if sent.stopped_at is not None:
+            return False
         batch.clear()
         batch_bytes = 0
         return True

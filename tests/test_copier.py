@@ -105,8 +105,8 @@ class MemoryProgress:
     def folder(self, name: str) -> None:
         pass
 
-    def copied(self, ref: MessageRef) -> None:
-        self.done.add((ref.folder, ref.uidvalidity, ref.uid))
+    def copied(self, refs: Sequence[MessageRef]) -> None:
+        self.done.update((r.folder, r.uidvalidity, r.uid) for r in refs)
 
     def recognised(self, refs: list[MessageRef]) -> None:
         self.done.update((r.folder, r.uidvalidity, r.uid) for r in refs)
