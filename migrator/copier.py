@@ -42,6 +42,8 @@ from migrator.plan import (
     make_plan,
     message_key,
     quota_budget,
+    reorderable_bytes,
+    send_order,
     take_within_budget,
 )
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
@@ -136,8 +138,13 @@ def copy_pass(
         done_bytes=already_bytes,
     )
 
-    sent = _send(source, target, split.fits, target_of, progress, rewrite)
-    left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
+    room = reorderable_bytes(
+        budget=budget, server_limit=quota.limit, server_unlimited=quota.unlimited
+    )
+    order = send_order(split.fits, room, GROUPING_WINDOW, BATCH_BYTES)
+
+    sent = _send(source, target, order, target_of, progress, rewrite)
+    left = order[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
         total_messages=plan.total_messages,
@@ -201,6 +208,10 @@ def _header_of(message: bytes) -> bytes:
 # reader runs at most this far ahead of the writer.
 BATCH_BYTES = 16 * 1024 * 1024
 PREFETCH_BYTES = 16 * 1024 * 1024
+# Newest first interleaves folders; where the quota allows, the send order groups them
+# within windows of this many messages (plan.send_order), so that a batch of appends
+# holds a few long runs of one folder rather than many runs of one message.
+GROUPING_WINDOW = 100
 
 
 def _timed(
@@ -276,7 +287,7 @@ class _Sent:
     messages: int = 0
     bytes: int = 0
     skipped: list[SkippedMessage] = field(default_factory=list)
-    stopped_at: int | None = None  # index in the plan of the first message the quota refused
+    stopped_at: int | None = None  # index in the send order of the first message the quota refused
     rewritten_messages: int = 0
     rewritten_addresses: int = 0
     unparsable_headers: int = 0

@@ -27,6 +27,8 @@ from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.runner import rewrite_meta
 from migrator.state import StateStore
+from migrator.targets.base import QuotaInfo
+from migrator.targets.imap import ImapTarget
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
 
@@ -258,3 +260,20 @@ def test_imaplib_formats_no_message_body_for_its_debug_log(
     assert status.copied_messages == 3
     assert any(r.name.startswith("imapclient") for r in caplog.records)  # DEBUG was on
     assert marker not in caplog.text
+
+
+def test_the_target_tells_no_quota_from_a_quota(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
+) -> None:
+    """Only a target that says it has no limit lets the copier loosen newest first."""
+    options = run_options(dovecot, tls_files.ca_cert)
+    free, limited = make_user(), make_user(quota_bytes=10 * 1024 * 1024)
+    quotas = {}
+    for user in (free, limited):
+        target = ImapTarget(
+            options.target.server, options.target.credentials(user), user, options.connect
+        )
+        quotas[user] = target.quota()
+        target.close()
+    assert quotas[free] == QuotaInfo(limit=None, usage=None, unlimited=True)
+    assert quotas[limited] == QuotaInfo(limit=10 * 1024 * 1024, usage=0)

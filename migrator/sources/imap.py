@@ -21,7 +21,7 @@ _DROPPED_FLAGS = {"\\recent", "\\deleted"}
 
 # A fetch round trip carries at most this many messages or bytes: big enough to
 # hide latency, small enough that memory stays flat.
-FETCH_BATCH_COUNT = 50
+FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
 
 

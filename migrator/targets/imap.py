@@ -119,13 +119,15 @@ class ImapTarget:
             try:
                 _, quotas = self._client.get_quota_root("INBOX")
             except IndexError:
-                # imapclient 3 fails on a QUOTAROOT reply naming no root: no limit.
-                return QuotaInfo(limit=None, usage=None)
+                # imapclient 3 fails when no QUOTAROOT comes back (Dovecot: "OK No quota").
+                return QuotaInfo(limit=None, usage=None, unlimited=True)
         for quota in quotas:
             if str(quota.resource).upper() == "STORAGE":
                 # RFC 9208: STORAGE is counted in units of 1024 octets.
                 return QuotaInfo(limit=int(quota.limit) * 1024, usage=int(quota.usage) * 1024)
-        return QuotaInfo(limit=None, usage=None)
+        # No quota at all is no limit; a limit on other resources only (MESSAGE) may
+        # still refuse a message, at a point nobody can tell in advance.
+        return QuotaInfo(limit=None, usage=None, unlimited=not quotas)
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
         outcomes: list[Outcome] = []
