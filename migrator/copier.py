@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -44,6 +44,8 @@ from migrator.plan import (
     make_plan,
     message_key,
     quota_budget,
+    reorderable_bytes,
+    send_order,
     take_within_budget,
     within_range,
 )
@@ -72,8 +74,9 @@ class Progress(Protocol):
 
     def folder(self, name: str) -> None: ...
 
-    def copied(self, ref: MessageRef) -> None:
-        """`ref` is at the target: checkpoint it and count it (one atomic step)."""
+    def copied(self, refs: Sequence[MessageRef]) -> None:
+        """`refs` (one batch) are at the target: checkpoint and count them in one atomic
+        step, so a checkpoint costs one round trip per batch rather than per message."""
         ...
 
     def recognised(self, refs: list[MessageRef]) -> None:
@@ -198,8 +201,13 @@ def copy_pass(
         done_bytes=already_bytes,
     )
 
-    sent = _send(source, target, split.fits, target_of, progress, rewrite, in_flight)
-    left = split.fits[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
+    room = reorderable_bytes(
+        budget=budget, server_limit=quota.limit, server_unlimited=quota.unlimited
+    )
+    order = send_order(split.fits, room, GROUPING_WINDOW, BATCH_BYTES)
+
+    sent = _send(source, target, order, target_of, progress, rewrite, in_flight)
+    left = order[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
         total_messages=plan.total_messages + len(skipped),
@@ -272,6 +280,10 @@ def _header_of(message: bytes) -> bytes:
 # reader runs at most this far ahead of the writer.
 BATCH_BYTES = 16 * 1024 * 1024
 PREFETCH_BYTES = 16 * 1024 * 1024
+# Newest first interleaves folders; where the quota allows, the send order groups them
+# within windows of this many messages (plan.send_order), so that a batch of appends
+# holds a few long runs of one folder rather than many runs of one message.
+GROUPING_WINDOW = 100
 
 
 def _timed(
@@ -347,7 +359,7 @@ class _Sent:
     messages: int = 0
     bytes: int = 0
     skipped: list[SkippedMessage] = field(default_factory=list)
-    stopped_at: int | None = None  # index in the plan of the first message the quota refused
+    stopped_at: int | None = None  # index in the send order of the first message the quota refused
     rewritten_messages: int = 0
     rewritten_addresses: int = 0
     unparsable_headers: int = 0
@@ -382,19 +394,23 @@ def _send(
                 in_flight.lost({item.folder for _, item in batch})
             raise
         sent.target_seconds += time.perf_counter() - started
+        stored: list[MessageRef] = []
         for (ref, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
                 # The server's own count is the authority (rounding, new mail arriving):
                 # this message and every later one are left.
                 sent.stopped_at = position[id(ref)]
-                return False
+                break
             if isinstance(outcome, MessageRefused):
                 log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
                 sent.skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(outcome)))
                 continue
-            progress.copied(ref)
-            sent.messages += 1
-            sent.bytes += ref.size
+            stored.append(ref)
+        progress.copied(stored)
+        sent.messages += len(stored)
+        sent.bytes += sum(r.size for r in stored)
+        if sent.stopped_at is not None:
+            return False
         batch.clear()
         batch_bytes = 0
         return True

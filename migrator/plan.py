@@ -209,3 +209,52 @@ def fetch_windows(
             end += 1
         yield refs[start:end]
         start = end
+
+
+# A server counts the mail it holds its own way (KiB rounding, per-message overhead), a
+# little apart from the sizes the source lists: this close to its limit, the order stays exact.
+REORDER_MARGIN_PERCENT = 10
+REORDER_MARGIN_MIN = 1024 * 1024
+
+
+def reorderable_bytes(
+    *, budget: int | None, server_limit: int | None, server_unlimited: bool
+) -> int | None:
+    """Bytes at the head of the copy order that certainly fit at the target, so that
+    sending them in another order cannot change what a quota stop leaves there; None
+    when that holds for every message.
+
+    A server whose limit is unknown may refuse at any message: none.  A server that
+    says it has no limit refuses none: the whole budget, which then comes from the
+    activation CSV and which `take_within_budget` already enforces.  A server with a
+    known limit: the budget less a margin for the server's own way of counting."""
+    if server_limit is None:
+        return budget if server_unlimited else 0
+    budget = budget if budget is not None else server_limit
+    margin = max(budget * REORDER_MARGIN_PERCENT // 100, REORDER_MARGIN_MIN)
+    return max(0, budget - margin)
+
+
+def send_order(
+    refs: Sequence[MessageRef], room: int | None, max_count: int, max_bytes: int
+) -> tuple[MessageRef, ...]:
+    """The order to send `refs` (newest first) in: windows of `max_count` messages and
+    `max_bytes` bytes (as `fetch_windows` cuts them), and within each window that ends
+    inside `room` bytes, one folder's messages together, newest first, the folders in
+    the order of their newest message.  Newest first interleaves folders, so a target
+    that takes one folder per command (IMAP MULTIAPPEND, EWS CreateItem) would get one
+    message per command; grouped, it gets a few commands per window.  From the first
+    window that ends past `room` on, the order is exactly that of `refs`."""
+    order: list[MessageRef] = []
+    sent = 0
+    for window in fetch_windows(refs, max_count, max_bytes):
+        sent += sum(r.size for r in window)
+        if room is not None and sent > room:
+            order.extend(refs[len(order) :])
+            break
+        by_folder: dict[str, list[MessageRef]] = {}
+        for ref in window:
+            by_folder.setdefault(ref.folder, []).append(ref)
+        for members in by_folder.values():
+            order.extend(members)
+    return tuple(order)

@@ -284,8 +284,8 @@ class StateStore:
 
 
 class RedisProgress:
-    """The copier's Progress, kept in Redis: each copied message is checkpointed and
-    counted in one MULTI, so a crash never leaves one without the other."""
+    """The copier's Progress, kept in Redis: each batch of stored messages is
+    checkpointed and counted in one MULTI, so a crash never leaves one without the other."""
 
     def __init__(
         self,
@@ -300,6 +300,7 @@ class RedisProgress:
         self._mbx = _k("mbx", batch_id, job_id)
         self._ckpt = _k("ckpt", mailbox_key)
         self._tp = _k("tp", batch_id)
+        self._folder: str | None = None
 
     def checkpoints(self) -> frozenset[Checkpoint]:
         result = set()
@@ -325,24 +326,30 @@ class RedisProgress:
         )
 
     def folder(self, name: str) -> None:
-        self._r.hset(
-            self._mbx, mapping=_fields({"current_folder": name, "updated": str(time.time())})
-        )
+        # Newest first, the folder changes at nearly every message: the name rides with
+        # the next checkpoint rather than costing a Redis round trip of its own.
+        self._folder = name
 
-    def copied(self, ref: MessageRef) -> None:
+    def copied(self, refs: Sequence[MessageRef]) -> None:
         if self._lost is not None and self._lost.is_set():
             raise LockLost("another worker took this mailbox over; stopping here")
+        if not refs:
+            return
         now = time.time()
         minute = str(int(now // 60 * 60))
+        count, size = len(refs), sum(r.size for r in refs)
+        fields = {"updated": str(now)}
+        if self._folder is not None:
+            fields["current_folder"] = self._folder
         pipe = self._r.pipeline(transaction=True)
-        pipe.sadd(self._ckpt, _member(ref))
-        pipe.hincrby(self._mbx, "done_messages", 1)
-        pipe.hincrby(self._mbx, "done_bytes", ref.size)
-        pipe.hincrby(self._mbx, "copied_messages", 1)
-        pipe.hincrby(self._mbx, "copied_bytes", ref.size)
-        pipe.hset(self._mbx, "updated", str(now))
-        pipe.hincrby(self._tp, f"{minute}:m", 1)
-        pipe.hincrby(self._tp, f"{minute}:b", ref.size)
+        pipe.sadd(self._ckpt, *[_member(r) for r in refs])
+        pipe.hincrby(self._mbx, "done_messages", count)
+        pipe.hincrby(self._mbx, "done_bytes", size)
+        pipe.hincrby(self._mbx, "copied_messages", count)
+        pipe.hincrby(self._mbx, "copied_bytes", size)
+        pipe.hset(self._mbx, mapping=_fields(fields))
+        pipe.hincrby(self._tp, f"{minute}:m", count)
+        pipe.hincrby(self._tp, f"{minute}:b", size)
         pipe.execute()
 
     def recognised(self, refs: list[MessageRef]) -> None:

@@ -4,10 +4,14 @@ Progress (never of a library): refusals, quota refusals mid-batch, broken passes
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from migrator import copier
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
 from migrator.errors import FolderRefused, MessageRefused, QuotaExceeded, TransientError
 from migrator.foldermap import TargetFolder, default_folder_map
@@ -20,10 +24,13 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class MemorySource:
-    def __init__(self, count: int, size: int = 100) -> None:
+    """`count` messages, one a day, UID `n` on day `n`, dealt to `folders` in turn."""
+
+    def __init__(self, count: int, size: int = 100, folders: Sequence[str] = ("INBOX",)) -> None:
+        self.folders = folders
         self.refs = [
             MessageRef(
-                folder="INBOX",
+                folder=folders[uid % len(folders)],
                 uidvalidity=1,
                 uid=uid,
                 size=size,
@@ -34,10 +41,10 @@ class MemorySource:
         ]
 
     def list_folders(self) -> list[SourceFolder]:
-        return [SourceFolder("INBOX", ("INBOX",))]
+        return [SourceFolder(name, (name,)) for name in self.folders]
 
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
-        return list(self.refs)
+        return [r for r in self.refs if r.folder == folder.name]
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         for ref in refs:
@@ -57,8 +64,10 @@ class MemoryTarget:
         refuse: frozenset[int] = frozenset(),
         full_after: int | None = None,
         break_after: int | None = None,
+        quota: QuotaInfo | None = None,
     ) -> None:
         self.batch_size = batch_size
+        self.quota_info = quota or QuotaInfo(None, None)
         self.throttled_seconds = 0.0
         self.stored: list[AppendItem] = []
         self.refuse = refuse
@@ -72,7 +81,7 @@ class MemoryTarget:
         return Counter(i.key for i in self.stored if i.folder == name and i.key)
 
     def quota(self) -> QuotaInfo:
-        return QuotaInfo(None, None)
+        return self.quota_info
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -106,8 +115,8 @@ class MemoryProgress:
     def folder(self, name: str) -> None:
         pass
 
-    def copied(self, ref: MessageRef) -> None:
-        self.done.add((ref.folder, ref.uidvalidity, ref.uid))
+    def copied(self, refs: Sequence[MessageRef]) -> None:
+        self.done.update((r.folder, r.uidvalidity, r.uid) for r in refs)
 
     def recognised(self, refs: list[MessageRef]) -> None:
         self.done.update((r.folder, r.uidvalidity, r.uid) for r in refs)
@@ -212,3 +221,55 @@ def test_appends_left_in_flight_are_waited_for_once_and_only_what_is_left_of_the
 
     in_flight.settle(5.0, slept.append)
     assert slept == [waited]  # settled: the pass after that does not wait again
+
+
+def _uids(items: Sequence[AppendItem]) -> list[int]:
+    return [int(i.message.split()[-1]) for i in items]
+
+
+def _runs(items: Sequence[AppendItem]) -> int:
+    return 1 + sum(a.folder != b.folder for a, b in itertools.pairwise(items))
+
+
+FOLDERS = ("INBOX", "Sent", "Archive")
+
+
+def test_a_target_without_limit_gets_each_folder_together() -> None:
+    target = MemoryTarget(batch_size=6, quota=QuotaInfo(None, None, unlimited=True))
+    copy_pass(
+        MemorySource(12, folders=FOLDERS), target, default_folder_map(), MemoryProgress(),
+        CopyOptions(),
+    )  # fmt: skip
+    # Newest first would be 12 (INBOX), 11 (Archive), 10 (Sent), 9 (INBOX), ...: twelve
+    # runs of one message.  Grouped: one run per folder, each newest first.
+    assert _uids(target.stored) == [12, 9, 6, 3, 11, 8, 5, 2, 10, 7, 4, 1]
+    assert _runs(target.stored) == 3
+
+
+def test_a_target_that_cannot_tell_its_quota_gets_the_exact_newest_first_order() -> None:
+    target = MemoryTarget(batch_size=6, full_after=7)  # it is full after 7, and never said so
+    result = copy_pass(
+        MemorySource(12, folders=FOLDERS), target, default_folder_map(), MemoryProgress(),
+        CopyOptions(),
+    )  # fmt: skip
+    assert _uids(target.stored) == [12, 11, 10, 9, 8, 7, 6]
+    assert (result.state, result.left_messages) == (MailboxState.QUOTA_STOPPED, 5)
+
+
+def test_near_a_known_limit_the_order_is_exact_so_the_stop_keeps_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(copier, "GROUPING_WINDOW", 4)
+    size = 200_000
+    # Room for 10 of 12; the last 1 MiB of it (a margin for the server's own counting)
+    # is sent in the exact order, so what the target holds is exactly the newest ten.
+    target = MemoryTarget(batch_size=6, quota=QuotaInfo(limit=10 * size + 1000, usage=0))
+    result = copy_pass(
+        MemorySource(12, size, folders=FOLDERS), target, default_folder_map(), MemoryProgress(),
+        CopyOptions(),
+    )  # fmt: skip
+    #                              grouped  | exact
+    assert _uids(target.stored) == [12, 9, 11, 10, 8, 7, 6, 5, 4, 3]
+    assert (result.state, result.copied_messages, result.left_messages) == (
+        MailboxState.QUOTA_STOPPED, 10, 2,
+    )  # fmt: skip

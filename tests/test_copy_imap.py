@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections import Counter
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.runner import rewrite_meta
 from migrator.state import StateStore
+from migrator.targets.base import QuotaInfo
+from migrator.targets.imap import ImapTarget
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
 
@@ -226,3 +229,51 @@ def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_noth
             body = data[b"BODY[]"]
             assert b"@source.example.test" not in body.split(b"\r\n\r\n", 1)[0]
             assert b"@target.example.test>" in body
+
+
+def test_imaplib_formats_no_message_body_for_its_debug_log(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """imapclient turns imaplib's own debug output on, which formats the repr of every
+    FETCH literal (each message body, twice) whether or not anything logs it: on a large
+    mailbox that was a quarter of the copier's CPU.  Even with imapclient's loggers at
+    DEBUG, no body reaches them."""
+    source, target = make_user(), make_user()
+    marker = "BODY-MARKER-9d41"
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(source, DEFAULT_USER_PASSWORD)
+        filler = "x" * 600 + "\r\n"  # imapclient logs a literal's first and last 32 bytes
+        for i in range(3):
+            body = f"{filler}{marker} {i}\r\n{filler}"
+            client.append("INBOX", f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{body}".encode())
+    caplog.set_level(logging.DEBUG, logger="imapclient")
+
+    store, job = _run(dovecot, tls_files, redis_url, source, target)
+
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.DONE
+    assert status.copied_messages == 3
+    assert any(r.name.startswith("imapclient") for r in caplog.records)  # DEBUG was on
+    assert marker not in caplog.text
+
+
+def test_the_target_tells_no_quota_from_a_quota(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
+) -> None:
+    """Only a target that says it has no limit lets the copier loosen newest first."""
+    options = run_options(dovecot, tls_files.ca_cert)
+    free, limited = make_user(), make_user(quota_bytes=10 * 1024 * 1024)
+    quotas = {}
+    for user in (free, limited):
+        target = ImapTarget(
+            options.target.server, options.target.credentials(user), user, options.connect
+        )
+        quotas[user] = target.quota()
+        target.close()
+    assert quotas[free] == QuotaInfo(limit=None, usage=None, unlimited=True)
+    assert quotas[limited] == QuotaInfo(limit=10 * 1024 * 1024, usage=0)

@@ -14,6 +14,8 @@ from migrator.plan import (
     message_key,
     newest_first,
     quota_budget,
+    reorderable_bytes,
+    send_order,
     take_within_budget,
     within_range,
 )
@@ -183,3 +185,60 @@ def test_fetch_windows_cap_count_and_bytes(
     got = list(fetch_windows(refs, max_count, 100))
     assert [len(w) for w in got] == windows
     assert [r for w in got for r in w] == refs
+
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("budget", "server_limit", "unlimited", "expected"),
+    [
+        (None, None, False, 0),  # the server may refuse anywhere: keep the exact order
+        (500 * MiB, None, False, 0),  # an activation quota does not make the server known
+        (None, None, True, None),  # no limit anywhere: any order
+        (300 * MiB, None, True, 300 * MiB),  # only the activation quota, enforced by the plan
+        (100 * MiB, 1000 * MiB, False, 90 * MiB),  # a known limit: less a tenth
+        (5 * MiB, 1000 * MiB, False, 4 * MiB),  # ... or at least 1 MiB
+        (MiB // 2, 1000 * MiB, False, 0),  # nearly full: the exact order all the way
+    ],
+)
+def test_reorderable_bytes(
+    budget: int | None, server_limit: int | None, unlimited: bool, expected: int | None
+) -> None:
+    assert (
+        reorderable_bytes(budget=budget, server_limit=server_limit, server_unlimited=unlimited)
+        == expected
+    )
+
+
+# Newest first: A1 B1 A2 C1 B2 | A3 B3 A4 (windows of 5 messages)
+INTERLEAVED = [("A", 1), ("B", 1), ("A", 2), ("C", 1), ("B", 2), ("A", 3), ("B", 3), ("A", 4)]
+
+
+@pytest.mark.parametrize(
+    ("room", "expected"),
+    [
+        # Each window grouped by folder, folders in the order of their newest message.
+        (None, "A1 A2 B1 B2 C1 | A3 A4 B3"),
+        (800, "A1 A2 B1 B2 C1 | A3 A4 B3"),
+        # The second window would end past the room: from there on, the exact order.
+        (799, "A1 A2 B1 B2 C1 | A3 B3 A4"),
+        (499, "A1 B1 A2 C1 B2 | A3 B3 A4"),
+        (0, "A1 B1 A2 C1 B2 | A3 B3 A4"),
+    ],
+)
+def test_send_order_groups_folders_within_windows_that_certainly_fit(
+    room: int | None, expected: str
+) -> None:
+    refs = [ref(folder, uid, "2020-01-01") for folder, uid in INTERLEAVED]  # 100 bytes each
+    order = send_order(refs, room, max_count=5, max_bytes=10_000)
+    assert " ".join(f"{r.folder}{r.uid}" for r in order) == expected.replace("| ", "")
+    assert sorted(order, key=refs.index) == refs  # every message once
+
+
+def test_send_order_windows_are_cut_by_bytes_too() -> None:
+    # A1 (60) B1 (60) | A2 (60) B2 (60): two windows of 120 bytes under a 150-byte cap.
+    refs = [ref(f, u, "2020-01-01", 60) for f, u in [("A", 1), ("B", 1), ("A", 2), ("B", 2)]]
+    order = send_order(refs, None, max_count=10, max_bytes=150)
+    assert [f"{r.folder}{r.uid}" for r in order] == ["A1", "B1", "A2", "B2"]
+    assert send_order([], None, 10, 150) == ()

@@ -38,19 +38,33 @@ def test_copied_messages_are_checkpointed_and_counted(redis_url: str) -> None:
     store.create_batch("b", {}, [_job("1", "a@x.test")])
     progress = store.progress("b", "1", "key-1")
     progress.planned(total_messages=3, total_bytes=30, done_messages=0, done_bytes=0)
-    progress.copied(_ref(1))
-    progress.copied(_ref(2))
+    progress.copied([_ref(1), _ref(2, size=15)])
+    progress.copied([_ref(4)])
     progress.recognised([_ref(3)])
-    assert progress.checkpoints() == {("Données/Été", 7, uid) for uid in (1, 2, 3)}
+    assert progress.checkpoints() == {("Données/Été", 7, uid) for uid in (1, 2, 3, 4)}
     row = store.mailbox("b", "1")
-    assert row is not None and (row.done_messages, row.done_bytes) == (2, 20)
+    assert row is not None and (row.done_messages, row.done_bytes) == (3, 35)
     ((_, messages, size),) = store.throughput("b")
-    assert (messages, size) == (2, 20)
+    assert (messages, size) == (3, 35)
+
+
+def test_the_current_folder_is_shown_from_the_next_checkpoint_on(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.create_batch("b", {}, [_job("1", "a@x.test")])
+    progress = store.progress("b", "1", "key-1")
+    progress.folder("Archive")
+    progress.copied([_ref(1, folder="Archive")])
+    progress.folder("INBOX")
+    row = store.mailbox("b", "1")
+    assert row is not None and row.current_folder == "Archive"
+    progress.copied([_ref(2, folder="INBOX")])
+    row = store.mailbox("b", "1")
+    assert row is not None and row.current_folder == "INBOX"
 
 
 def test_checkpoints_outlive_the_batch_that_wrote_them(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    store.progress("b1", "1", "mailbox").copied(_ref(1))
+    store.progress("b1", "1", "mailbox").copied([_ref(1)])
     # A later batch (a delta pass) over the same mailbox starts from them.
     assert store.progress("b2", "9", "mailbox").checkpoints() == {("Données/Été", 7, 1)}
 
@@ -120,7 +134,7 @@ def test_a_worker_whose_lock_another_took_stops_before_its_next_checkpoint(
         assert lost.is_set()
         progress = store.progress("b", "1", "m", lost)
         with pytest.raises(LockLost):
-            progress.copied(_ref(1))
+            progress.copied([_ref(1)])
     assert progress.checkpoints() == frozenset()
 
 

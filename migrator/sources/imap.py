@@ -21,7 +21,7 @@ _DROPPED_FLAGS = {"\\recent", "\\deleted"}
 
 # A fetch round trip carries at most this many messages or bytes: big enough to
 # hide latency, small enough that memory stays flat.
-FETCH_BATCH_COUNT = 50
+FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
 
 
@@ -78,11 +78,12 @@ class ImapSource:
                     "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]",
                 ],
             )
-            without_id = [u for u, d in fetched.items() if header_fields(d)[0] is None]
+            fields = {uid: header_fields(data) for uid, data in fetched.items()}
+            without_id = [uid for uid, (message_id, _) in fields.items() if message_id is None]
             blocks = self._client.fetch(without_id, ["BODY.PEEK[HEADER]"]) if without_id else {}
         refs = []
         for uid, data in fetched.items():
-            message_id, date_text = header_fields(data)
+            message_id, date_text = fields[uid]
             size = int(data[b"RFC822.SIZE"])
             block = blocks.get(uid, {}).get(b"BODY[HEADER]") if message_id is None else None
             refs.append(

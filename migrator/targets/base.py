@@ -15,8 +15,9 @@ from migrator.plan import MessageKey
 
 @dataclass(frozen=True)
 class QuotaInfo:
-    limit: int | None  # bytes; None when the server sets no limit
+    limit: int | None  # bytes; None when the server sets no limit or cannot say
     usage: int | None  # bytes in use; None when the server cannot say
+    unlimited: bool = False  # the server says no limit applies (not merely that it cannot say)
 
 
 @dataclass(frozen=True)

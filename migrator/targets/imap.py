@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.imapclient import seq_to_parenstr
+from imapclient.util import to_bytes
 
 from migrator.batch import Credentials, ServerAddress
 from migrator.errors import (
@@ -56,6 +59,7 @@ class ImapTarget:
         self._keywords_ok: dict[str, bool] = {}
         self._refresh_folders()
         self._multiappend = self._client.has_capability("MULTIAPPEND")
+        self._literal_plus = self._client.has_capability("LITERAL+")
         if self._multiappend:
             self.batch_size = MULTIAPPEND_BATCH
 
@@ -119,13 +123,15 @@ class ImapTarget:
             try:
                 _, quotas = self._client.get_quota_root("INBOX")
             except IndexError:
-                # imapclient 3 fails on a QUOTAROOT reply naming no root: no limit.
-                return QuotaInfo(limit=None, usage=None)
+                # imapclient 3 fails when no QUOTAROOT comes back (Dovecot: "OK No quota").
+                return QuotaInfo(limit=None, usage=None, unlimited=True)
         for quota in quotas:
             if str(quota.resource).upper() == "STORAGE":
                 # RFC 9208: STORAGE is counted in units of 1024 octets.
                 return QuotaInfo(limit=int(quota.limit) * 1024, usage=int(quota.usage) * 1024)
-        return QuotaInfo(limit=None, usage=None)
+        # No quota at all is no limit; a limit on other resources only (MESSAGE) may
+        # still refuse a message, at a point nobody can tell in advance.
+        return QuotaInfo(limit=None, usage=None, unlimited=not quotas)
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -154,6 +160,9 @@ class ImapTarget:
         quota stop still lands exactly at the first message that does not fit."""
         folder = run[0].folder
         keep_keywords = self._keywords_ok.get(folder, False)
+        if self._literal_plus:
+            with imap_errors(f"{self._what}, folder {folder!r}"):
+                return _multiappend_uncopied(self._client, folder, run, keep_keywords) == "OK"
         messages = []
         for item in run:
             entry: dict[str, Any] = {"msg": item.message, "flags": _kept(item.flags, keep_keywords)}
@@ -198,6 +207,29 @@ class ImapTarget:
 
     def close(self) -> None:
         logout(self._client)
+
+
+def _multiappend_uncopied(
+    client: IMAPClient, folder: str, run: Sequence[AppendItem], keep_keywords: bool
+) -> str:
+    """RFC 3502 MULTIAPPEND of `run` with RFC 7888 LITERAL+ literals, each message written
+    to the socket as it is; the tagged response's type ("OK" or "NO").
+
+    imapclient's multiappend builds the same command but copies every message twice on
+    the way (into a `_literal`, then onto its `{n+}` prefix): a tenth of the copier's
+    CPU.  This uses the imaplib calls imapclient's `_raw_command` itself makes."""
+    imap = client._imap
+    tag: bytes = imap._new_tag()
+    imap.send(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
+    for item in run:
+        head = b" " + to_bytes(seq_to_parenstr(_kept(item.flags, keep_keywords)))
+        if item.internaldate is not None:
+            head += b' "' + to_bytes(datetime_to_INTERNALDATE(item.internaldate)) + b'"'
+        imap.send(head + b" {%d+}\r\n" % len(item.message))
+        imap.send(item.message)
+    imap.send(b"\r\n")
+    typ, _ = imap._command_complete("APPEND", tag)
+    return str(typ)
 
 
 def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:

@@ -50,12 +50,14 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     rng = random.Random(KILL_SEED)
     password = batch_password("kills")
     source, target = make_user(password), make_user()
-    folders = {"INBOX": 300, "Sent Messages": 150, "Projects/2024": 150}
+    # Big enough that ten kills, each after a few dozen more messages, land before the
+    # end even at loopback speed (some 1,000 messages a second of this size).
+    folders = {"INBOX": 600, "Sent Messages": 300, "Projects/2024": 300}
     sent = populate(
         "127.0.0.1", dovecot.imaps_port, source, password, folders,
         ssl_context=ssl_context, size_hint=12_000,
     )  # fmt: skip
-    assert len(sent) == 600
+    assert len(sent) == 1200
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
     workers.append(Worker(celery_env, tmp_path / "worker0.log", loglevel="DEBUG"))
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
@@ -69,9 +71,9 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
             store, batch_id, lambda rows, g=goal: rows[0].done_messages >= g or rows[0].state.final
         )
         assert not rows[0].state.final, f"finished before kill {kill + 1}: {rows[0]}"
-        # A little more, at random: the kill lands mid-FETCH, mid-APPEND, or between an
-        # APPEND and its checkpoint.
-        time.sleep(rng.uniform(0, 0.15))
+        # A little more, at random (a batch of appends takes some 50 ms on loopback): the
+        # kill lands mid-FETCH, mid-APPEND, or between an APPEND and its checkpoint.
+        time.sleep(rng.uniform(0, 0.05))
         workers[-1].kill()
         killed_at.append(store.mailboxes(batch_id)[0].done_messages)
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
