@@ -3,7 +3,9 @@
 Listing a folder asks each message for UID, INTERNALDATE, RFC822.SIZE, FLAGS and the
 Message-ID and Date header fields.  imapclient's general parser reads those answers a
 character at a time and was the larger part of the copier's CPU on a mailbox of small
-messages; this reader tokenises each line with one regular expression.  It reads the
+messages.  This reader takes the usual answer (items in the order asked, the header lines
+as a literal) with one regular expression, and any other with a tokeniser of one regular
+expression per token: about an eighth of imapclient's CPU, then a third.  It reads the
 answers of that one request and nothing else: for anything it does not expect it returns
 None, and the caller falls back to imapclient's parser.
 """
@@ -66,9 +68,46 @@ def parse_listing(data: RawFetch) -> dict[int, Listed] | None:
     """The messages of a listing FETCH by UID, or None where the data holds anything
     this reader does not expect (the caller then uses a general parser)."""
     try:
-        return _parse(_tokens(data))
+        usual = _usual(data)
+        return usual if usual is not None else _parse(_tokens(data))
     except _Unexpected:
         return None
+
+
+# The answer Dovecot (and most servers) give for each message, items in the order asked,
+# the header lines as a literal: read with one match rather than token by token.
+_USUAL = re.compile(
+    rb'[0-9]+ \(UID ([0-9]+) INTERNALDATE "([^"\\\r\n]*)" RFC822\.SIZE ([0-9]+) '
+    rb"FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\) BODY\[HEADER\.FIELDS \(MESSAGE-ID DATE\)\] "
+    rb"\{[0-9]+\}"
+)
+
+
+def _usual(data: RawFetch) -> dict[int, Listed] | None:
+    """The listing where every answer has the usual form, else None."""
+    found: dict[int, Listed] = {}
+    elements = [e for e in data if e is not None]
+    if len(elements) % 2:
+        return None
+    for index in range(0, len(elements), 2):
+        element, trailer = elements[index], elements[index + 1]
+        if not isinstance(element, tuple) or trailer != b")":
+            return None
+        match = _USUAL.fullmatch(element[0])
+        if match is None:
+            return None
+        uid_text, date, size, flags = match.groups()
+        uid = int(uid_text)
+        if uid in found:
+            return None  # two answers for one message: the general reading merges them
+        found[uid] = Listed(
+            uid=uid,
+            size=int(size),
+            internaldate=_internaldate(("s", date)),
+            flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
+            fields=element[1],
+        )
+    return found
 
 
 def _tokens(data: RawFetch) -> list[object]:

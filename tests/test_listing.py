@@ -20,6 +20,13 @@ DOVECOT: RawFetch = [
     b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)] NIL)",
 ]  # fmt: skip
 MINUS_0230 = timezone(-timedelta(hours=2, minutes=30))
+# Every answer in the form Dovecot gives: read with one match each.
+USUAL: RawFetch = [
+    *DOVECOT[:2],
+    (b'2 (UID 8 INTERNALDATE "31-Dec-1999 23:59:59 +1400" RFC822.SIZE 0 FLAGS ($Label1) '
+     b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)] {0}", b""),
+    b")",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -41,6 +48,12 @@ MINUS_0230 = timezone(-timedelta(hours=2, minutes=30))
             7: Listed(7, 82217, datetime(2020, 8, 25, 10, 17, 38, tzinfo=UTC),
                       ("\\Answered",), FIELDS),
         }),
+        (USUAL, {
+            7: Listed(7, 82217, datetime(2020, 8, 25, 10, 17, 38, tzinfo=UTC),
+                      ("\\Seen", "\\Recent"), FIELDS),
+            8: Listed(8, 0, datetime(1999, 12, 31, 23, 59, 59,
+                                     tzinfo=timezone(timedelta(hours=14))), ("$Label1",), b""),
+        }),
         ([None], {}),
         # Left to imapclient: an INTERNALDATE not in RFC 3501's form, a missing size, a
         # literal where none was announced, an unbalanced list, a bare string.
@@ -55,9 +68,10 @@ def test_parse_listing(data: RawFetch, expected: dict[int, Listed] | None) -> No
     assert parse_listing(data) == expected
 
 
-def test_the_fast_reading_agrees_with_imapclient() -> None:
-    fast = parse_listing(DOVECOT)
-    general = parse_fetch_response(list(DOVECOT), normalise_times=False, uid_is_key=True)
+@pytest.mark.parametrize("data", [DOVECOT, USUAL])
+def test_the_fast_reading_agrees_with_imapclient(data: RawFetch) -> None:
+    fast = parse_listing(data)
+    general = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
     assert fast is not None and set(fast) == set(general)
     for uid, listed in fast.items():
         d = general[uid]

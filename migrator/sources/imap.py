@@ -160,7 +160,7 @@ _NOT_COPIED = {"\\noselect", "\\nonexistent", "\\all", "\\flagged"}
 
 
 def _list(client: IMAPClient) -> dict[int, Listed]:
-    """Every message of the selected folder, read with `listing.parse_listing` (a tenth
+    """Every message of the selected folder, read with `listing.parse_listing` (an eighth
     of the CPU of imapclient's general parser), or with imapclient's parser where the
     server's answer holds anything that reader does not expect.  imaplib's public `uid`
     runs the command: imapclient would take "1:*" for one UID, and needs a SEARCH first."""
