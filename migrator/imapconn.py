@@ -171,7 +171,11 @@ _KEY_RESPONSE = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
 
 def header_fields(data: dict[bytes, Any]) -> tuple[str | None, str | None]:
     """Message-ID and Date from a FETCH of KEY_FETCH_ITEMS."""
-    raw = data.get(_KEY_RESPONSE) or b""
+    return message_fields(data.get(_KEY_RESPONSE) or b"")
+
+
+def message_fields(raw: bytes) -> tuple[str | None, str | None]:
+    """Message-ID and Date from the header lines `raw`."""
     fields = _plain_fields(raw)
     if fields is None:
         headers = _HEADER_PARSER.parsebytes(raw)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
-from imapclient.imapclient import seq_to_parenstr
 from imapclient.util import to_bytes
 
 from migrator.batch import Credentials, ServerAddress
@@ -222,14 +222,34 @@ def _multiappend_uncopied(
     tag: bytes = imap._new_tag()
     imap.send(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
     for item in run:
-        head = b" " + to_bytes(seq_to_parenstr(_kept(item.flags, keep_keywords)))
+        head = " (" + " ".join(_kept(item.flags, keep_keywords)) + ")"
         if item.internaldate is not None:
-            head += b' "' + to_bytes(datetime_to_INTERNALDATE(item.internaldate)) + b'"'
-        imap.send(head + b" {%d+}\r\n" % len(item.message))
+            head += ' "' + internaldate_text(item.internaldate) + '"'
+        imap.send(head.encode("ascii") + b" {%d+}\r\n" % len(item.message))
         imap.send(item.message)
     imap.send(b"\r\n")
     typ, _ = imap._command_complete("APPEND", tag)
     return str(typ)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def internaldate_text(when: datetime) -> str:
+    """RFC 3501 date-time ("17-Jul-1996 02:44:25 -0700") in `when`'s own offset, as
+    imapclient's datetime_to_INTERNALDATE writes it (but always with four year digits),
+    without strftime's cost on every message; a naive `when` goes to imapclient, which
+    gives it the system's zone."""
+    offset = when.utcoffset()
+    if offset is None or offset.seconds % 60 or offset.microseconds:
+        return str(datetime_to_INTERNALDATE(when))
+    minutes = offset.days * 1440 + offset.seconds // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return (
+        f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{hours:02d}{minutes:02d}"
+    )
 
 
 def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:
