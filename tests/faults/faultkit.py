@@ -21,6 +21,7 @@ from support import default_map_target, run_in_process, write_batch
 
 from migrator.batch import AccessMethod, AdminLogin, parse_server
 from migrator.cli import main
+from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.runner import RunOptions, TargetSpec
 from migrator.secrets import Secret
@@ -191,6 +192,27 @@ def expected_at_target(
         if bodies:
             expected.setdefault(where(name), Counter()).update(digest(b) for b in bodies)
     return expected
+
+
+def exchange_folder(source_name: str) -> str:
+    """Where the shipped folder map sends a source folder in an Exchange mailbox."""
+    return default_folder_map().map(tuple(source_name.split("/"))).display()
+
+
+def source_and_target(
+    dovecot: DovecotServer,
+    source: tuple[str, str],
+    target: tuple[str, str],
+    context: ssl.SSLContext,
+    *,
+    ews: EwsServer | None = None,
+) -> tuple[dict[str, Counter[str]], dict[str, list[bytes]]]:
+    """(what the target must hold, what it holds) for a source (login, password) on the
+    test Dovecot and a target (login, password) there, or on `ews` when given."""
+    source_view = stored(dovecot, *source, context)
+    if ews is not None:
+        return expected_at_target(source_view, exchange_folder), ews_stored(ews, target[0])
+    return expected_at_target(source_view), stored(dovecot, *target, context)
 
 
 def compare(

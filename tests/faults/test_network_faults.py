@@ -9,14 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 from ews_server import EwsServer
-from faultkit import ews_stored, expected_at_target, run_in_process, run_options, stored
+from faultkit import run_in_process, run_options, source_and_target
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
 from servers.proxy import DOWN, UP, TcpProxy
 from support import batch_password, ews_target_options
 
-from migrator.foldermap import default_folder_map
 from migrator.report import MailboxState
 from migrator.state import StateStore
 
@@ -68,10 +67,10 @@ def _copy(
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == sum(folders.values())
-    exactly_once(  # type: ignore[operator]
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+    views = source_and_target(
+        dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
     )
+    exactly_once(*views)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("fault", ["drop", "truncate"])
@@ -202,18 +201,14 @@ def test_an_append_the_target_commits_after_the_client_gave_up_is_not_sent_twice
         assert proxy.delivered.wait(30), "the target never answered the held batch"
     assert proxy.faults_fired == ["hold"]
     assert status.state is MailboxState.DONE, status
-    source_view = stored(dovecot, source, password, ssl_context)
-    if target_kind == "imap":
-        expected = expected_at_target(source_view)
-        target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    else:
-        expected = expected_at_target(source_view, _exchange_folder)
-        target_view = ews_stored(ews, target)
-    exactly_once(expected, target_view)  # type: ignore[operator]
+    exactly_once(  # type: ignore[operator]
+        *source_and_target(
+            dovecot,
+            (source, password),
+            (target, DEFAULT_USER_PASSWORD),
+            ssl_context,
+            ews=ews if target_kind == "ews" else None,
+        )
+    )
     # The held batch was found at the target, not sent again.
     assert status.copied_messages < status.done_messages == sum(FOLDERS.values())
-
-
-def _exchange_folder(source_name: str) -> str:
-    """Where the shipped folder map sends a source folder in an Exchange mailbox."""
-    return default_folder_map().map(tuple(source_name.split("/"))).display()

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import redis
-from faultkit import Worker, cli, enqueue, expected_at_target, stored, wait_for
+from faultkit import Worker, cli, enqueue, source_and_target, wait_for
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
@@ -103,8 +103,9 @@ def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == sum(FOLDERS.values())
     exactly_once(
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
     )
 
 
@@ -136,6 +137,7 @@ def test_redis_emptied_mid_batch_then_resume_restores_the_batch_and_copies_each_
     assert store.batch_exists(batch_id)
     _finish(store, batch_id, key)
     exactly_once(
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
     )

@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 from ews_server import EwsServer, Item
 from ews_server.store import new_id
-from faultkit import cli, digest, enqueue, ews_stored, expected_at_target, leaks, stored
+from faultkit import (
+    cli,
+    digest,
+    enqueue,
+    ews_stored,
+    exchange_folder,
+    expected_at_target,
+    leaks,
+    source_and_target,
+    stored,
+)
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import (
@@ -30,7 +40,6 @@ from support import EWS_ADMIN, EWS_PASSWORD, batch_password, write_batch
 from migrator.batch import Credentials, MailboxJob, parse_server
 from migrator.errors import PermanentError
 from migrator.ews import EwsAccess, EwsSettings
-from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
 from migrator.secrets import Secret
 from migrator.sources.imap import ImapSource
@@ -155,14 +164,15 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     assert code == 0
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG was on
     assert not leaks(caplog.text, marker), "a message body reached the log"
-    source_view = stored(dovecot, source, password, ssl_context)
-    if target_kind == "imap":
-        expected = expected_at_target(source_view)
-        target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    else:
-        expected = expected_at_target(source_view, _exchange_folder)
-        target_view = ews_stored(ews, target)
-    exactly_once(expected, target_view)  # type: ignore[operator]
+    exactly_once(  # type: ignore[operator]
+        *source_and_target(
+            dovecot,
+            (source, password),
+            (target, DEFAULT_USER_PASSWORD),
+            ssl_context,
+            ews=ews if target_kind == "ews" else None,
+        )
+    )
 
 
 # -- Exchange over HTTPS --------------------------------------------------------------------
@@ -254,7 +264,7 @@ def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
     assert row["state"] == "done", row
     if side == "target":
         exactly_once(  # type: ignore[operator]
-            expected_at_target(stored(dovecot, source, password, ssl_context), _exchange_folder),
+            expected_at_target(stored(dovecot, source, password, ssl_context), exchange_folder),
             ews_stored(ews, target),
         )
     else:
@@ -294,7 +304,3 @@ def test_one_batch_skipping_tls_checks_leaves_every_other_exchange_server_checke
     open_target("127.0.0.1", ca_file=str(tls_files.ca_cert)).close()
     with pytest.raises(PermanentError, match="TLS certificate not trusted"):
         open_target("127.0.0.1")  # the next batch to that server gave no CA
-
-
-def _exchange_folder(source_name: str) -> str:
-    return default_folder_map().map(tuple(source_name.split("/"))).display()

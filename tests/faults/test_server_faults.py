@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from faultkit import expected_at_target, run_in_process, run_options, stored
+from faultkit import expected_at_target, run_in_process, run_options, source_and_target, stored
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from servers.certs import TlsFiles
@@ -77,8 +77,9 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == 350
     exactly_once(  # type: ignore[operator]
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
     )
 
 
@@ -159,8 +160,9 @@ def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_cop
     assert second.done_messages == second.total_messages == len(sent)
     assert second.copied_messages == len(sent) - first.done_messages
     exactly_once(  # type: ignore[operator]
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
     )
 
 

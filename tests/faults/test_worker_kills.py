@@ -12,9 +12,8 @@ from faultkit import (
     Worker,
     cli,
     enqueue,
-    expected_at_target,
     run_options,
-    stored,
+    source_and_target,
     wait_for,
 )
 from servers.certs import TlsFiles
@@ -84,8 +83,9 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == len(sent)
     exactly_once(
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
     )
     _no_body_line_in([w.log for w in workers], [m.raw.split(b"\r\n\r\n", 1)[1] for m in sent[::25]])
 
@@ -172,6 +172,7 @@ def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
     assert result.copied_messages == len(sent) - sum(calls[:3])
     assert len(progress.checkpoints()) == len(sent)
     exactly_once(
-        expected_at_target(stored(dovecot, source, password, ssl_context)),
-        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
     )
