@@ -143,7 +143,7 @@ def wait_for(
     whatever is there, marked as not answered)."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = [store.forwarding(key_of(p)) for p in payloads]
+        rows = forwarding_rows(store, payloads)
         if all(r.get("request") == request for r in rows) or time.monotonic() >= deadline:
             break
         sleep(0.5)
