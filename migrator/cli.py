@@ -25,7 +25,7 @@ from migrator.batch import (
     parse_server,
     read_batch_file,
 )
-from migrator.copier import LATE_COMMIT_GRACE
+from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.display import result_table, status_json, watch
 from migrator.errors import ConfigError, MigrationError
 from migrator.ews import add_ews_arguments, endpoint_address
@@ -176,7 +176,22 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         help="after a pass broke with appends in flight, wait this long before looking at "
         f"the target again, so a late commit is not copied twice (default {LATE_COMMIT_GRACE:g})",
     )
-    p.add_argument("--max-connections-per-server", type=int, default=8)
+    p.add_argument(
+        "--max-connections-per-server",
+        type=int,
+        default=8,
+        metavar="N",
+        help="connections to each source server at once, across every worker (default 8)",
+    )
+    p.add_argument(
+        "--connections-per-mailbox",
+        type=positive_int,
+        default=CONNECTIONS_PER_MAILBOX,
+        metavar="N",
+        help="copy one mailbox over up to N connections to each side, where both servers "
+        "allow more than one and --max-connections-per-server has room "
+        f"(default {CONNECTIONS_PER_MAILBOX})",
+    )
     p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
     add_ews_arguments(p)
@@ -219,6 +234,16 @@ def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) ->
         default=DEFAULT_SIEVE_PORT,
         help="ManageSieve port on each IMAP source host (STARTTLS), for forwarding",
     )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def _date(text: str) -> datetime:
@@ -346,6 +371,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         forward_after_copy=args.forward_after_copy,
         sieve_port=args.sieve_port,
         late_commit_grace=args.late_commit_grace,
+        connections_per_mailbox=args.connections_per_mailbox,
     )
     batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     rewrite = _rewrite_maps(args, result.jobs)

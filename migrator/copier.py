@@ -33,6 +33,7 @@ from migrator.errors import (
     LockLost,
     MailboxNotReady,
     MessageRefused,
+    MigrationError,
     PermanentError,
     QuotaExceeded,
     TransientError,
@@ -41,6 +42,7 @@ from migrator.foldermap import FolderMap
 from migrator.plan import (
     MessageKey,
     MessageRef,
+    lane_split,
     make_plan,
     message_key,
     quota_budget,
@@ -61,6 +63,9 @@ Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
 # Seconds: a held segment or a slow commit lands within this once the path recovers; the
 # wait is paid only after a pass that broke with appends in flight.
 LATE_COMMIT_GRACE = 30.0
+# Connections to each side one mailbox uses at most, by default (`migrator run`); the
+# copier itself uses one unless told otherwise.
+CONNECTIONS_PER_MAILBOX = 4
 
 
 class Progress(Protocol):
@@ -84,6 +89,19 @@ class Progress(Protocol):
         ...
 
 
+class ConnectionSlots(Protocol):
+    """The servers' connection caps, shared by every worker (state.py's slots): a copy
+    over several connections holds one slot per extra connection."""
+
+    def take(self, wanted: int) -> int:
+        """Take up to `wanted` more slots without waiting; how many were taken."""
+        ...
+
+    def give_back(self) -> None:
+        """Release every slot `take` took."""
+        ...
+
+
 @dataclass(frozen=True)
 class CopyOptions:
     since: datetime | None = None
@@ -96,6 +114,9 @@ class CopyOptions:
     # pass indexes the target: a server may commit them late (a middlebox held the bytes,
     # or it answered after our timeout), and the index must see them or they go twice.
     late_commit_grace: float = LATE_COMMIT_GRACE
+    # Connections (source and target, in pairs) one mailbox may use at once, where both
+    # adapters allow a second session and the servers' connection caps have room.
+    connections: int = 1
 
 
 @dataclass
@@ -107,10 +128,12 @@ class InFlight:
 
     folders: set[str] = field(default_factory=set)  # target folders of the batch
     given_up: float | None = None  # time.monotonic() when the pass gave up on them
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def lost(self, folders: set[str]) -> None:
-        self.folders |= folders
-        self.given_up = time.monotonic()
+        with self._lock:  # connections of one pass fail side by side
+            self.folders |= folders
+            self.given_up = time.monotonic()
 
     def settle(self, grace: float, sleep: Callable[[float], None] = time.sleep) -> None:
         """Wait for what is left of `grace` since the appends were given up, then forget them."""
@@ -138,11 +161,13 @@ def copy_pass(
     *,
     now: datetime | None = None,
     in_flight: InFlight | None = None,
+    slots: ConnectionSlots | None = None,
 ) -> MailboxResult:
     """One pass over the mailbox; raises TransientError for the caller to retry.
 
     `in_flight` carries appends a failed earlier pass may have left uncommitted; this
-    pass waits out their grace before indexing, and records its own if it fails."""
+    pass waits out their grace before indexing, and records its own if it fails.
+    `slots` bounds the extra connections of a copy over several (unbounded: None)."""
     now = now or datetime.now(UTC)
     folders = source.list_folders()
     target_of: dict[str, str] = {}
@@ -206,8 +231,15 @@ def copy_pass(
     )
     order = send_order(split.fits, room, GROUPING_WINDOW, BATCH_BYTES)
 
-    sent = _send(source, target, order, target_of, progress, rewrite, in_flight)
-    left = order[sent.stopped_at :] + split.left if sent.stopped_at is not None else split.left
+    wanted = len(lane_split(order, room, options.connections, GROUPING_WINDOW, BATCH_BYTES).lanes)
+    if wanted > 1:
+        sent, unsent = _send_lanes(
+            source, target, order, room, wanted, slots, target_of, progress, rewrite, in_flight
+        )
+    else:
+        sent = _send(source, target, order, target_of, progress, rewrite, in_flight)
+        unsent = list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
+    left = tuple(unsent) + split.left
     return MailboxResult(
         state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
         total_messages=plan.total_messages + len(skipped),
@@ -366,6 +398,17 @@ class _Sent:
     source_seconds: float = 0.0  # waiting on the source's FETCH (in the reader thread)
     target_seconds: float = 0.0  # waiting on the target's APPEND / CreateItem
 
+    def add(self, other: _Sent) -> None:
+        """Fold in another connection's figures (not `stopped_at`, which is per order)."""
+        self.messages += other.messages
+        self.bytes += other.bytes
+        self.skipped += other.skipped
+        self.rewritten_messages += other.rewritten_messages
+        self.rewritten_addresses += other.rewritten_addresses
+        self.unparsable_headers += other.unparsable_headers
+        self.source_seconds += other.source_seconds
+        self.target_seconds += other.target_seconds
+
 
 def _send(
     source: MailboxSource,
@@ -375,9 +418,17 @@ def _send(
     progress: Progress,
     rewrite: RewriteMaps | None = None,
     in_flight: InFlight | None = None,
+    *,
+    halt: threading.Event | None = None,
+    share: int = 1,
 ) -> _Sent:
-    """Fetch and append in plan order, `target.batch_size` messages at a time."""
+    """Fetch and append in plan order, `target.batch_size` messages at a time.
+
+    On one of `share` connections copying side by side: its batches and read-ahead get
+    that share of the memory bounds, and it stops before its next batch once `halt` is
+    set (another connection failed, or met the quota), `stopped_at` then marking where."""
     sent = _Sent()
+    max_batch_bytes = max(1, BATCH_BYTES // share)
     position = {id(ref): index for index, ref in enumerate(fits)}
     batch: list[tuple[MessageRef, AppendItem]] = []
     batch_bytes = 0
@@ -385,6 +436,9 @@ def _send(
 
     def flush() -> bool:
         nonlocal batch_bytes
+        if halt is not None and halt.is_set():
+            sent.stopped_at = position[id(batch[0][0])]
+            return False
         started = time.perf_counter()
         try:
             outcomes = target.append_batch([item for _, item in batch])
@@ -400,6 +454,8 @@ def _send(
                 # The server's own count is the authority (rounding, new mail arriving):
                 # this message and every later one are left.
                 sent.stopped_at = position[id(ref)]
+                if halt is not None:
+                    halt.set()
                 break
             if isinstance(outcome, MessageRefused):
                 log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
@@ -415,7 +471,8 @@ def _send(
         batch_bytes = 0
         return True
 
-    for ref, body in prefetched(_timed(source.fetch(fits), sent), PREFETCH_BYTES):
+    reading = prefetched(_timed(source.fetch(fits), sent), max(1, PREFETCH_BYTES // share))
+    for ref, body in reading:
         if ref.folder != current_folder:
             current_folder = ref.folder
             progress.folder(ref.folder)
@@ -436,11 +493,135 @@ def _send(
         batch.append((ref, item))
         batch_bytes += ref.size
         del body, item
-        if (len(batch) >= target.batch_size or batch_bytes >= BATCH_BYTES) and not flush():
+        if (len(batch) >= target.batch_size or batch_bytes >= max_batch_bytes) and not flush():
             return sent
     if batch:
         flush()
     return sent
+
+
+def _send_lanes(
+    source: MailboxSource,
+    target: MailboxTarget,
+    order: tuple[MessageRef, ...],
+    room: int | None,
+    wanted: int,
+    slots: ConnectionSlots | None,
+    target_of: dict[str, str],
+    progress: Progress,
+    rewrite: RewriteMaps | None,
+    in_flight: InFlight | None,
+) -> tuple[_Sent, list[MessageRef]]:
+    """Send `order` over up to `wanted` pairs of connections side by side (the first pair
+    `source`/`target`), dealt by `lane_split`, then its tail on the first pair; what was
+    sent, and what was not (a quota stop).  Extra connections are opened only as far as
+    the adapters and the servers' connection slots allow; with none, one lane it is."""
+    granted = wanted - 1 if slots is None else slots.take(wanted - 1)
+    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    try:
+        pairs = _open_sessions(source, target, granted)
+        split = lane_split(order, room, len(pairs) + 1, GROUPING_WINDOW, BATCH_BYTES)
+        if len(split.lanes) > 1:
+            log.info("copying over %d connections", len(split.lanes))
+        halt = threading.Event()
+        results: list[_Sent | BaseException | None] = [None] * len(split.lanes)
+
+        def run(index: int, lane_source: MailboxSource, lane_target: MailboxTarget) -> None:
+            try:
+                results[index] = _send(
+                    lane_source,
+                    lane_target,
+                    split.lanes[index],
+                    target_of,
+                    progress,
+                    rewrite,
+                    in_flight,
+                    halt=halt,
+                    share=len(split.lanes),
+                )
+            except BaseException as exc:  # raised below, once every lane has stopped
+                results[index] = exc
+                halt.set()
+
+        threads = [
+            threading.Thread(target=run, args=(i, *pair), name=f"lane-{i}", daemon=True)
+            for i, pair in enumerate(pairs[: len(split.lanes) - 1], start=1)
+        ]
+        for thread in threads:
+            thread.start()
+        run(0, source, target)
+        for thread in threads:
+            thread.join()
+    finally:
+        for pair in pairs:
+            for end in pair:
+                _close_quietly(end)
+        if slots is not None:
+            slots.give_back()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise _gravest(failures)
+    total = _Sent()
+    unsent: list[MessageRef] = []
+    for lane, result in zip(split.lanes, results, strict=True):
+        assert isinstance(result, _Sent)
+        total.add(result)
+        if result.stopped_at is not None:
+            unsent.extend(lane[result.stopped_at :])
+    if unsent:  # the quota stopped a lane: the tail, all older, waits too
+        return total, unsent + list(split.tail)
+    if split.tail:
+        rest = _send(source, target, split.tail, target_of, progress, rewrite, in_flight)
+        total.add(rest)
+        if rest.stopped_at is not None:
+            unsent.extend(split.tail[rest.stopped_at :])
+    return total, unsent
+
+
+def _open_sessions(
+    source: MailboxSource, target: MailboxTarget, count: int
+) -> list[tuple[MailboxSource, MailboxTarget]]:
+    """Up to `count` more (source, target) connections; fewer where an adapter allows
+    no more, or a server refuses one (a per-user connection limit): the copy goes on
+    over those it has."""
+    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    for _ in range(count):
+        try:
+            more_source = source.session()
+            if more_source is None:
+                break
+            try:
+                more_target = target.session()
+            except MigrationError:
+                _close_quietly(more_source)
+                raise
+            if more_target is None:
+                _close_quietly(more_source)
+                break
+        except MigrationError as exc:
+            log.info("no further connection for this mailbox: %s", exc)
+            break
+        pairs.append((more_source, more_target))
+    return pairs
+
+
+def _close_quietly(end: MailboxSource | MailboxTarget) -> None:
+    try:
+        end.close()
+    except MigrationError as exc:
+        log.info("closing an extra connection: %s", exc)
+
+
+def _gravest(failures: list[BaseException]) -> BaseException:
+    """The failure that decides the pass when lanes failed side by side: a lost lock
+    first, then anything that is not worth another pass, then the first transient."""
+    for failure in failures:
+        if isinstance(failure, LockLost):
+            return failure
+    for failure in failures:
+        if not isinstance(failure, TransientError):
+            return failure
+    return failures[0]
 
 
 def migrate_mailbox(
@@ -449,6 +630,7 @@ def migrate_mailbox(
     folder_map: FolderMap,
     progress: Progress,
     options: CopyOptions,
+    slots: ConnectionSlots | None = None,
 ) -> MailboxResult:
     """Copy one mailbox to the end: passes until done, quota-stopped, or failed.
 
@@ -467,7 +649,9 @@ def migrate_mailbox(
     try:
         for attempt in retrying:
             with attempt:
-                return _one_pass(open_source, open_target, folder_map, progress, options, in_flight)
+                return _one_pass(
+                    open_source, open_target, folder_map, progress, options, in_flight, slots
+                )
     except LockLost:
         raise
     except MailboxNotReady as exc:
@@ -488,6 +672,7 @@ def _one_pass(
     progress: Progress,
     options: CopyOptions,
     in_flight: InFlight,
+    slots: ConnectionSlots | None,
 ) -> MailboxResult:
     try:
         target = open_target()
@@ -497,7 +682,9 @@ def _one_pass(
     try:
         source = open_source()
         try:
-            return copy_pass(source, target, folder_map, progress, options, in_flight=in_flight)
+            return copy_pass(
+                source, target, folder_map, progress, options, in_flight=in_flight, slots=slots
+            )
         finally:
             source.close()
     finally:

@@ -258,3 +258,39 @@ def send_order(
         for members in by_folder.values():
             order.extend(members)
     return tuple(order)
+
+
+@dataclass(frozen=True)
+class LaneSplit:
+    """The send order cut for several connections: `lanes` go side by side, each on its
+    own source and target connection, then `tail` goes on the first connection alone."""
+
+    lanes: tuple[tuple[MessageRef, ...], ...]
+    tail: tuple[MessageRef, ...] = ()
+
+
+def lane_split(
+    order: Sequence[MessageRef], room: int | None, lanes: int, max_count: int, max_bytes: int
+) -> LaneSplit:
+    """Deal the windows of `order` (as `fetch_windows` cuts them) to `lanes` connections in
+    turn, so that together they still go roughly newest first; each lane keeps the order
+    it was dealt.  Lanes run at their own pace, so only the head of `order` that certainly
+    fits at the target (`room` bytes, see `reorderable_bytes`) is dealt: the rest is the
+    tail, sent afterwards in exact order, so a quota stop still leaves exactly the newest
+    mail.  With fewer than two windows in the head, there is one lane: everything."""
+    windows: list[Sequence[MessageRef]] = []
+    head = 0
+    size = 0
+    for window in fetch_windows(order, max_count, max_bytes):
+        size += sum(r.size for r in window)
+        if room is not None and size > room:
+            break
+        windows.append(window)
+        head += len(window)
+    count = min(lanes, len(windows))
+    if count < 2:
+        return LaneSplit(lanes=(tuple(order),))
+    dealt: list[list[MessageRef]] = [[] for _ in range(count)]
+    for index, window in enumerate(windows):
+        dealt[index % count].extend(window)
+    return LaneSplit(lanes=tuple(tuple(lane) for lane in dealt), tail=tuple(order[head:]))

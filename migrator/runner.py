@@ -32,7 +32,13 @@ from migrator.batch import (
     ServerAddress,
     combine_login,
 )
-from migrator.copier import LATE_COMMIT_GRACE, CopyOptions, migrate_mailbox
+from migrator.copier import (
+    CONNECTIONS_PER_MAILBOX,
+    LATE_COMMIT_GRACE,
+    ConnectionSlots,
+    CopyOptions,
+    migrate_mailbox,
+)
 from migrator.errors import ConfigError, LockLost
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
@@ -92,6 +98,9 @@ class RunOptions:
     forward_after_copy: bool = False  # set forwarding to the target when a mailbox is done
     sieve_port: int = DEFAULT_SIEVE_PORT  # ManageSieve on the source host, for that forwarding
     late_commit_grace: float = LATE_COMMIT_GRACE  # see CopyOptions
+    # At most this many connections to each side per mailbox, where the adapters allow
+    # more than one and the source server's slots (max_connections_per_server) have room.
+    connections_per_mailbox: int = CONNECTIONS_PER_MAILBOX
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -137,6 +146,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 "forward_after_copy": options.forward_after_copy,
                 "sieve_port": options.sieve_port,
                 "late_commit_grace": options.late_commit_grace,
+                "connections_per_mailbox": options.connections_per_mailbox,
             },
         }
         _add_ews(payload, options, box)
@@ -257,14 +267,15 @@ def execute_job(
     try:
         source_server = payloads.server(payload["source"]["server"])
         cap = int(payload["options"]["max_connections_per_server"])
+        extra = ExtraSlots(store, str(source_server), owner, cap, ttl)
         with (
             _slot(store, str(source_server), owner, cap, ttl, slot_wait),
-            _heartbeat(store, key, str(source_server), owner, ttl) as lost,
+            _heartbeat(store, key, str(source_server), owner, ttl, extra) as lost,
             _target_slot(store, payload, key, owner, ttl, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
             try:
-                result = _run(store, batch_id, job_id, payload, box, lost)
+                result = _run(store, batch_id, job_id, payload, box, lost, extra)
             except LockLost:
                 log.warning("mailbox %s: another worker took it over", status.source_identity)
                 return None
@@ -291,6 +302,7 @@ def _run(
     payload: Mapping[str, Any],
     box: SecretBox,
     lost: threading.Event | None = None,
+    slots: ConnectionSlots | None = None,
 ) -> MailboxResult:
     opts = payload["options"]
     connect = payloads.connect_options(opts)
@@ -311,6 +323,7 @@ def _run(
         activation_quota=tgt.get("activation_quota"),
         rewrite=_rewrite_maps(store.batch_meta(batch_id).get("rewrite")),
         late_commit_grace=float(opts.get("late_commit_grace", LATE_COMMIT_GRACE)),
+        connections=int(opts.get("connections_per_mailbox", 1)),
     )
     result = migrate_mailbox(
         lambda: open_source(str(src["kind"]), job, connect, source_ews),
@@ -318,6 +331,7 @@ def _run(
         folder_map,
         store.progress(batch_id, job_id, str(payload["mailbox_key"]), lost),
         options,
+        slots,
     )
     if source_ews is not None and result.state is MailboxState.DONE:
         ews_source = source_ews  # bound for the lambdas
@@ -373,9 +387,55 @@ def _slot(
         store.release_slot(server, owner)
 
 
+class ExtraSlots:
+    """The copier's ConnectionSlots: a mailbox's extra connections to its source server
+    take slots of their own (`OWNER+N`), beside the one the mailbox holds, never waiting
+    for one; the mailbox's heartbeat keeps them alive."""
+
+    def __init__(self, store: StateStore, server: str, owner: str, cap: int, ttl: float) -> None:
+        self._store, self._server, self._owner, self._cap, self._ttl = (
+            store,
+            server,
+            owner,
+            cap,
+            ttl,
+        )
+        self._held: list[str] = []
+        self._lock = threading.Lock()
+
+    def take(self, wanted: int) -> int:
+        taken = 0
+        while taken < wanted:
+            with self._lock:
+                name = f"{self._owner}+{len(self._held) + 1}"
+            if not self._store.acquire_slot(self._server, name, self._cap, self._ttl):
+                break
+            with self._lock:
+                self._held.append(name)
+            taken += 1
+        return taken
+
+    def give_back(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for name in held:
+            self._store.release_slot(self._server, name)
+
+    def refresh(self) -> None:
+        with self._lock:
+            held = list(self._held)
+        for name in held:
+            self._store.refresh_slot(self._server, name, self._ttl)
+
+
 @contextmanager
 def _heartbeat(
-    store: StateStore, key: str, server: str, owner: str, ttl: float
+    store: StateStore,
+    key: str,
+    server: str,
+    owner: str,
+    ttl: float,
+    extra: ExtraSlots | None = None,
 ) -> Iterator[threading.Event]:
     """Keep the mailbox lock and the connection slot alive while the copier works; a
     killed worker stops beating and both expire within `ttl`.
@@ -394,6 +454,8 @@ def _heartbeat(
                 ):
                     lost.set()
                 store.refresh_slot(server, owner, ttl)
+                if extra is not None:
+                    extra.refresh()
             except Exception:  # a Redis blip must not kill the copy; the next beat retries
                 log.warning("heartbeat for mailbox lock failed", exc_info=True)
 

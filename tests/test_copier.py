@@ -3,11 +3,14 @@ Progress (never of a library): refusals, quota refusals mid-batch, broken passes
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -53,6 +56,9 @@ class MemorySource:
     def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         return iter(())
 
+    def session(self) -> MemorySource | None:
+        return None  # one connection, unless a test says otherwise
+
     def close(self) -> None:
         pass
 
@@ -97,6 +103,9 @@ class MemoryTarget:
             self.stored.append(item)
             outcomes.append(None)
         return outcomes
+
+    def session(self) -> MemoryTarget | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -273,3 +282,160 @@ def test_near_a_known_limit_the_order_is_exact_so_the_stop_keeps_the_newest(
     assert (result.state, result.copied_messages, result.left_messages) == (
         MailboxState.QUOTA_STOPPED, 10, 2,
     )  # fmt: skip
+
+
+# -- several connections per mailbox -------------------------------------------------------
+
+
+class SharedSource(MemorySource):
+    """A source that allows more connections: each `session` reads the same mail."""
+
+    def __init__(self, count: int, size: int = 100, folders: Sequence[str] = FOLDERS) -> None:
+        super().__init__(count, size, folders)
+        self.opened = [self]
+
+    def session(self) -> SharedSource:
+        other = copy.copy(self)
+        self.opened.append(other)
+        return other
+
+
+class SharedTarget(MemoryTarget):
+    """A target that allows more connections, all storing into one mailbox; each
+    connection keeps what it was sent, and whether it was closed."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.connections: list[SharedTarget] = [self]
+        self.sent: list[AppendItem] = []
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def session(self) -> SharedTarget:
+        other = copy.copy(self)  # the same stored list, lock and connection list
+        other.sent, other.closed = [], False
+        with self._lock:
+            self.connections.append(other)
+        return other
+
+    def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        with self._lock:
+            self.sent.extend(items)
+            return super().append_batch(items)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Slots:
+    def __init__(self, free: int) -> None:
+        self.free, self.asked, self.given_back = free, list[int](), 0
+
+    def take(self, wanted: int) -> int:
+        self.asked.append(wanted)
+        return min(wanted, self.free)
+
+    def give_back(self) -> None:
+        self.given_back += 1
+
+
+def _lane_pass(
+    source: MemorySource, target: MemoryTarget, slots: Slots | None = None, connections: int = 4
+) -> tuple[copier.MailboxResult, MemoryProgress]:
+    progress = MemoryProgress()
+    result = copy_pass(
+        source, target, default_folder_map(), progress, CopyOptions(connections=connections),
+        slots=slots,
+    )  # fmt: skip
+    return result, progress
+
+
+def test_a_mailbox_goes_over_several_connections_and_each_message_once() -> None:
+    source = SharedSource(1000)  # ten windows of 100
+    target = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
+    result, progress = _lane_pass(source, target)
+
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1000)
+    assert sorted(_uids(target.stored)) == list(range(1, 1001))
+    assert len(progress.done) == 1000
+    assert len(source.opened) == len(target.connections) == 4
+    assert all(connection.sent for connection in target.connections)
+    assert all(connection.closed for connection in target.connections[1:])
+    # Each connection goes newest first through the windows it was dealt.
+    for connection in target.connections:
+        firsts = [_uids(connection.sent[i : i + 100])[0] for i in range(0, 200, 100)]
+        assert firsts == sorted(firsts, reverse=True)
+
+
+def test_where_an_adapter_allows_one_connection_the_copy_uses_one() -> None:
+    target = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
+    result, _ = _lane_pass(MemorySource(1000, folders=FOLDERS), target)  # as POP3: no session
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1000)
+    assert len(target.connections) == 1
+
+
+def test_extra_connections_take_free_slots_only_and_give_them_back() -> None:
+    source, slots = SharedSource(1000), Slots(free=1)
+    target = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
+    result, _ = _lane_pass(source, target, slots)
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1000)
+    assert slots.asked == [3]  # four connections wanted, one of them held already
+    assert len(target.connections) == 2 and slots.given_back == 1
+
+    small = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
+    _lane_pass(SharedSource(100), small, slots)  # one window: one connection, no slot asked
+    assert slots.asked == [3] and len(small.connections) == 1
+
+
+def test_a_connection_broken_mid_pass_is_resumed_without_duplicates_or_loss() -> None:
+    stored: list[AppendItem] = []
+    targets: list[SharedTarget] = []
+
+    def open_target() -> SharedTarget:
+        # Every pass's connections store into one mailbox; the first pass breaks once
+        # its connections have stored 430 messages between them.
+        target = SharedTarget(
+            batch_size=25, quota=QuotaInfo(None, None, unlimited=True),
+            break_after=None if targets else 430,
+        )  # fmt: skip
+        target.stored = stored
+        targets.append(target)
+        return target
+
+    progress = MemoryProgress()
+    result = migrate_mailbox(
+        lambda: SharedSource(1000),
+        open_target,
+        default_folder_map(),
+        progress,
+        CopyOptions(max_wait=0.01, late_commit_grace=0, connections=4),
+    )
+    assert result.state is MailboxState.DONE
+    assert len(targets) == 2  # two passes
+    assert sorted(_uids(stored)) == list(range(1, 1001))
+    assert len(progress.done) == 1000
+
+
+def test_a_quota_stop_on_one_connection_stops_them_all_and_counts_the_rest_as_left() -> None:
+    # The target said it had no limit, then refused at 250 (someone else's mail came in).
+    target = SharedTarget(
+        batch_size=25, quota=QuotaInfo(None, None, unlimited=True), full_after=250
+    )
+    result, progress = _lane_pass(SharedSource(1000), target)
+    assert result.state is MailboxState.QUOTA_STOPPED
+    assert len(target.stored) == result.copied_messages == len(progress.done) == 250
+    assert len(set(_uids(target.stored))) == 250
+    assert result.copied_messages + result.left_messages == 1000
+
+
+def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side() -> None:
+    size = 100_000  # 100 messages (10 MB) a window
+    # 60 MB of room: the 600 newest fit; 54 MB certainly (a tenth kept for the server's
+    # own counting), so five windows go side by side and the sixth, alone, in exact order.
+    target = SharedTarget(batch_size=25, quota=QuotaInfo(limit=600 * size, usage=0))
+    result, _ = _lane_pass(SharedSource(1000, size), target)
+    assert (result.state, result.copied_messages, result.left_messages) == (
+        MailboxState.QUOTA_STOPPED, 600, 400,
+    )  # fmt: skip
+    assert sorted(_uids(target.stored)) == list(range(401, 1001))  # the newest 600
+    assert _uids(target.stored[500:]) == list(range(500, 400, -1))  # the tail, exactly

@@ -277,3 +277,50 @@ def test_the_target_tells_no_quota_from_a_quota(
         target.close()
     assert quotas[free] == QuotaInfo(limit=None, usage=None, unlimited=True)
     assert quotas[limited] == QuotaInfo(limit=10 * 1024 * 1024, usage=0)
+
+
+LARGER = {"INBOX": 180, "Sent Messages": 90, "Archive/2023": 60, "Données": 30}  # 4 windows
+
+
+@pytest.mark.parametrize(
+    ("connections", "server_cap", "used"),
+    [
+        (3, 8, 3),  # three where the server's slots have room
+        (4, 2, 2),  # the mailbox holds one slot, one more is free: two
+        (1, 8, 1),
+    ],
+)
+def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    connections: int,
+    server_cap: int,
+    used: int,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = _populate(dovecot, source, ssl_context, LARGER)
+    with caplog.at_level(logging.INFO, logger="migrator.copier"):
+        store, job = _run(
+            dovecot, tls_files, redis_url, source, target,
+            connections_per_mailbox=connections, max_connections_per_server=server_cap,
+        )  # fmt: skip
+
+    status = store.mailbox("b1", job)
+    assert status is not None and status.state is MailboxState.DONE, status
+    assert status.done_messages == status.copied_messages == len(sent)
+    lanes = [r.getMessage() for r in caplog.records if "copying over" in r.getMessage()]
+    assert lanes == ([f"copying over {used} connections"] if used > 1 else [])
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    by_hash = {_digest(m): m for m in sent}
+    assert sorted(s.sha256 for items in view.values() for s in items) == sorted(by_hash)
+    for folder, items in view.items():
+        for stored in items:  # flags ($Label1 too) and dates kept on every connection
+            original = by_hash[stored.sha256]
+            assert default_map_target(tuple(original.folder.split("/"))) == folder
+            assert stored.flags == frozenset(original.flags)
+            assert stored.internaldate == original.internaldate
+    assert store.client.keys("migrator:conn:*") == []  # every slot given back

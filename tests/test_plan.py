@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from migrator.plan import (
+    LaneSplit,
     MessageRef,
     fetch_windows,
+    lane_split,
     make_plan,
     message_key,
     newest_first,
@@ -242,3 +244,38 @@ def test_send_order_windows_are_cut_by_bytes_too() -> None:
     order = send_order(refs, None, max_count=10, max_bytes=150)
     assert [f"{r.folder}{r.uid}" for r in order] == ["A1", "B1", "A2", "B2"]
     assert send_order([], None, 10, 150) == ()
+
+
+# Twelve messages, newest first, 100 bytes each: windows of 3 are w1 = 1-3, w2 = 4-6, ...
+TWELVE = [ref("A" if n % 2 else "B", n, "2020-01-01") for n in range(1, 13)]
+
+
+@pytest.mark.parametrize(
+    ("room", "lanes", "expected"),
+    [
+        # Windows dealt in turn, so that together the lanes still go newest first.
+        (None, 2, "1 2 3 7 8 9 | 4 5 6 10 11 12 ||"),
+        (None, 3, "1 2 3 10 11 12 | 4 5 6 | 7 8 9 ||"),
+        (None, 4, "1 2 3 | 4 5 6 | 7 8 9 | 10 11 12 ||"),
+        (None, 9, "1 2 3 | 4 5 6 | 7 8 9 | 10 11 12 ||"),  # no more lanes than windows
+        (None, 1, "1 2 3 4 5 6 7 8 9 10 11 12 ||"),
+        # Only whole windows within the room are dealt; the rest is the tail, in order.
+        (900, 2, "1 2 3 7 8 9 | 4 5 6 || 10 11 12"),
+        (600, 3, "1 2 3 | 4 5 6 || 7 8 9 10 11 12"),
+        # Fewer than two windows certainly fit: one lane, the exact order.
+        (599, 4, "1 2 3 4 5 6 7 8 9 10 11 12 ||"),
+        (0, 4, "1 2 3 4 5 6 7 8 9 10 11 12 ||"),
+    ],
+)
+def test_lane_split_deals_windows_in_turn_and_keeps_the_tail_in_order(
+    room: int | None, lanes: int, expected: str
+) -> None:
+    split = lane_split(TWELVE, room, lanes, max_count=3, max_bytes=10_000)
+    shown = " | ".join(" ".join(str(r.uid) for r in lane) for lane in split.lanes)
+    assert f"{shown} || {' '.join(str(r.uid) for r in split.tail)}".strip() == expected
+    dealt = [r for lane in split.lanes for r in lane] + list(split.tail)
+    assert sorted(dealt, key=TWELVE.index) == TWELVE  # every message once
+
+
+def test_lane_split_of_nothing_is_one_empty_lane() -> None:
+    assert lane_split([], None, 4, 3, 10_000) == LaneSplit(lanes=((),))

@@ -34,4 +34,10 @@ class MailboxSource(Protocol):
         read only when rewriting must recognise messages already at the target."""
         ...
 
+    def session(self) -> MailboxSource | None:
+        """Another connection to the same mailbox, able to `fetch` what this one listed,
+        for a copy over several connections; None where the protocol or adapter allows
+        one only (POP3 locks the maildrop)."""
+        ...
+
     def close(self) -> None: ...

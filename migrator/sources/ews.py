@@ -212,6 +212,11 @@ class EwsSource:
             cut = end + 4 if end != -1 else body.find(b"\n\n") + 2
             yield ref, body[:cut] if cut > 1 else body
 
+    def session(self) -> None:
+        # One Exchange session per mailbox: EWS throttling counts concurrent requests per
+        # user, and this adapter's item ids live in the one instance.
+        return None
+
     def close(self) -> None:
         self._item_ids.clear()
 

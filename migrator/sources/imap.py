@@ -31,6 +31,7 @@ FETCH_BATCH_BYTES = 8 * 1024 * 1024
 class ImapSource:
     def __init__(self, job: MailboxJob, options: ConnectOptions) -> None:
         self._job = job
+        self._options = options
         self._what = f"source mailbox {job.source_identity}"
         self._client: IMAPClient = connect(
             job.source_server, job.source_credentials, options, what=self._what
@@ -136,6 +137,13 @@ class ImapSource:
                     header = fetched.get(ref.uid, {}).get(b"BODY[HEADER]")
                     if header is not None:
                         yield ref, header
+
+    def session(self) -> ImapSource:
+        # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
+        # connection fetches what this one listed (and checks UIDVALIDITY as it goes).
+        other = ImapSource(self._job, self._options)
+        other._delimiter = self._delimiter
+        return other
 
     def close(self) -> None:
         logout(self._client)

@@ -152,6 +152,10 @@ class Pop3Source:
             if ref.uid in self._headers:
                 yield ref, self._headers[ref.uid]
 
+    def session(self) -> None:
+        # POP3 locks the maildrop for the one session that holds it (RFC 1939).
+        return None
+
     def close(self) -> None:
         # QUIT without DELE: nothing is ever deleted from the source.
         _quit(self._conn)

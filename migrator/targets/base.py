@@ -56,4 +56,9 @@ class MailboxTarget(Protocol):
         """Store the items in order; one outcome per item."""
         ...
 
+    def session(self) -> MailboxTarget | None:
+        """Another connection to the same mailbox, knowing the folders this one opened and
+        indexed, for a copy over several connections; None where the adapter allows one."""
+        ...
+
     def close(self) -> None: ...

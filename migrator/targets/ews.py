@@ -227,6 +227,10 @@ class EwsTarget:
             translate(r, what) if isinstance(r, Exception) else None for r in self._call(what, call)
         ]
 
+    def session(self) -> None:
+        # One Exchange session per mailbox: the tenant's throttling slots count mailboxes.
+        return None
+
     def close(self) -> None:
         # The account's connection pool is exchangelib's, shared by every account of the
         # process with the same endpoint and login; closing it here would break the others.

@@ -52,6 +52,7 @@ class ImapTarget:
         options: ConnectOptions,
     ) -> None:
         self._what = f"target mailbox {identity}"
+        self._address = (server, credentials, identity, options)
         self._client: IMAPClient = connect(server, credentials, options, what=self._what)
         self._delimiter = "/"
         self._existing: set[str] = set()
@@ -204,6 +205,13 @@ class ImapTarget:
             if "[LIMIT]" in str(exc).upper():
                 raise MessageRefused(str(exc)) from exc
             raise
+
+    def session(self) -> ImapTarget:
+        other = ImapTarget(*self._address)
+        # What index() learnt of each folder (may it keep keywords?) holds for every
+        # connection; the new one lists the folders (created by now) itself.
+        other._keywords_ok = dict(self._keywords_ok)
+        return other
 
     def close(self) -> None:
         logout(self._client)

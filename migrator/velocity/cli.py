@@ -37,7 +37,7 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         type=_int_list,
         help="pool sizes to measure in turn, e.g. 1,2,4,8 (default: --workers)",
     )
-    run.add_argument("--repeat", type=_positive_int, default=1, help="runs per concurrency")
+    run.add_argument("--repeat", type=base.positive_int, default=1, help="runs per concurrency")
     run.add_argument(
         EMPTY_TARGETS_FLAG,
         dest="empty_targets",
@@ -46,7 +46,7 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         "(needed for more than one point)",
     )
     run.add_argument("--report-dir", type=Path, help="default: ./velocity-BATCHID")
-    run.add_argument("--slowest", type=_positive_int, default=5, help="slowest mailboxes shown")
+    run.add_argument("--slowest", type=base.positive_int, default=5, help="slowest mailboxes shown")
     run.set_defaults(func=cmd_velocity_run)
 
     plan = commands.add_parser("plan", help="size the waves from an inventory and a throughput")
@@ -55,11 +55,11 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         "--throughput", type=_positive_float, required=True, help="GB/hour per session"
     )
     plan.add_argument("--window", type=_positive_float, required=True, help="hours per wave")
-    plan.add_argument("--sessions", type=_positive_int, help="concurrent sessions")
-    plan.add_argument("--sessions-per-worker", type=_positive_int, default=4)
-    plan.add_argument("--workers", type=_positive_int, help="default: solved for")
+    plan.add_argument("--sessions", type=base.positive_int, help="concurrent sessions")
+    plan.add_argument("--sessions-per-worker", type=base.positive_int, default=4)
+    plan.add_argument("--workers", type=base.positive_int, help="default: solved for")
     plan.add_argument(
-        "--waves", type=_positive_int, default=1, help="most waves wanted when solving workers"
+        "--waves", type=base.positive_int, default=1, help="most waves wanted when solving workers"
     )
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_velocity_plan)
@@ -75,7 +75,9 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     inventory.add_argument("--insecure", action="store_true", help="do not verify certificates")
     inventory.add_argument("--allow-plaintext", action="store_true")
     inventory.add_argument("--timeout", type=float, default=60.0)
-    inventory.add_argument("--workers", type=_positive_int, default=4, help="mailboxes at a time")
+    inventory.add_argument(
+        "--workers", type=base.positive_int, default=4, help="mailboxes at a time"
+    )
     inventory.set_defaults(func=cmd_inventory)
 
 
@@ -195,16 +197,6 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return 1 if survey.failures else 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -217,7 +209,7 @@ def _positive_float(text: str) -> float:
 
 def _int_list(text: str) -> list[int]:
     """'1,2,4,8' -> [1, 2, 4, 8]: each at least 1, none repeated."""
-    values = [_positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    values = [base.positive_int(part.strip()) for part in text.split(",") if part.strip()]
     if not values:
         raise argparse.ArgumentTypeError("give at least one number, e.g. 1,2,4")
     if len(set(values)) != len(values):

@@ -370,6 +370,9 @@ class HostileFolders:
     def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         return iter(())
 
+    def session(self) -> None:
+        return None
+
     def close(self) -> None:
         pass
 

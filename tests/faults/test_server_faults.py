@@ -25,6 +25,7 @@ from servers.mailgen import make_message, populate
 from support import batch_password
 
 from migrator import copier
+from migrator.sources import imap as imap_source
 from migrator.errors import PermanentError, TransientError
 from migrator.imapconn import imap_errors
 from migrator.report import MailboxState
@@ -43,9 +44,11 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     exactly_once: object,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The reader keeps at most this much ahead of the writer, so the source is still
-    # fetching when the session ends.
+    # The reader keeps at most this much ahead of the writer, and fetches a few messages
+    # at a time, so the source is still fetching when the session ends, on every one of
+    # the mailbox's connections.
     monkeypatch.setattr(copier, "PREFETCH_BYTES", 200_000)
+    monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
     populate(
