@@ -21,6 +21,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from migrator.copier import CONNECTIONS_PER_MAILBOX
 from migrator.imapconn import ConnectOptions
 from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
 from migrator.secrets import Secret, SecretBox, new_key
@@ -44,6 +45,7 @@ def ours(spec: dict[str, Any]) -> tuple[int, int]:
         ),
         connect=ConnectOptions(timeout=120, ca_file=spec["ca_file"]),
         max_connections_per_server=64,
+        connections_per_mailbox=spec.get("connections", CONNECTIONS_PER_MAILBOX),
     )
     jobs = build_jobs(parsed.jobs, options, box)
     batch = spec["batch_id"]

@@ -269,15 +269,26 @@ class LaneSplit:
     tail: tuple[MessageRef, ...] = ()
 
 
+# A connection costs its own login, listing and TLS handshake: a lane is worth that only
+# with this many windows of mail to carry, so a small mailbox keeps one connection.
+LANE_MIN_WINDOWS = 3
+
+
 def lane_split(
-    order: Sequence[MessageRef], room: int | None, lanes: int, max_count: int, max_bytes: int
+    order: Sequence[MessageRef],
+    room: int | None,
+    lanes: int,
+    max_count: int,
+    max_bytes: int,
+    min_windows: int = LANE_MIN_WINDOWS,
 ) -> LaneSplit:
     """Deal the windows of `order` (as `fetch_windows` cuts them) to `lanes` connections in
     turn, so that together they still go roughly newest first; each lane keeps the order
     it was dealt.  Lanes run at their own pace, so only the head of `order` that certainly
     fits at the target (`room` bytes, see `reorderable_bytes`) is dealt: the rest is the
     tail, sent afterwards in exact order, so a quota stop still leaves exactly the newest
-    mail.  With fewer than two windows in the head, there is one lane: everything."""
+    mail.  Each lane gets at least `min_windows` windows: with too few, there is one lane,
+    and it carries everything."""
     windows: list[Sequence[MessageRef]] = []
     head = 0
     size = 0
@@ -287,7 +298,7 @@ def lane_split(
             break
         windows.append(window)
         head += len(window)
-    count = min(lanes, len(windows))
+    count = min(lanes, len(windows) // max(1, min_windows))
     if count < 2:
         return LaneSplit(lanes=(tuple(order),))
     dealt: list[list[MessageRef]] = [[] for _ in range(count)]

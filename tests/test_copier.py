@@ -351,13 +351,13 @@ def _lane_pass(
 
 
 def test_a_mailbox_goes_over_several_connections_and_each_message_once() -> None:
-    source = SharedSource(1000)  # ten windows of 100
+    source = SharedSource(1200)  # twelve windows of 100: three for each connection
     target = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
     result, progress = _lane_pass(source, target)
 
-    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1000)
-    assert sorted(_uids(target.stored)) == list(range(1, 1001))
-    assert len(progress.done) == 1000
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1200)
+    assert sorted(_uids(target.stored)) == list(range(1, 1201))
+    assert len(progress.done) == 1200
     assert len(source.opened) == len(target.connections) == 4
     assert all(connection.sent for connection in target.connections)
     assert all(connection.closed for connection in target.connections[1:])
@@ -375,15 +375,15 @@ def test_where_an_adapter_allows_one_connection_the_copy_uses_one() -> None:
 
 
 def test_extra_connections_take_free_slots_only_and_give_them_back() -> None:
-    source, slots = SharedSource(1000), Slots(free=1)
+    source, slots = SharedSource(1200), Slots(free=1)
     target = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
     result, _ = _lane_pass(source, target, slots)
-    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1000)
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1200)
     assert slots.asked == [3]  # four connections wanted, one of them held already
     assert len(target.connections) == 2 and slots.given_back == 1
 
     small = SharedTarget(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
-    _lane_pass(SharedSource(100), small, slots)  # one window: one connection, no slot asked
+    _lane_pass(SharedSource(500), small, slots)  # too few windows for two: no slot asked
     assert slots.asked == [3] and len(small.connections) == 1
 
 
@@ -428,10 +428,13 @@ def test_a_quota_stop_on_one_connection_stops_them_all_and_counts_the_rest_as_le
     assert result.copied_messages + result.left_messages == 1000
 
 
-def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side() -> None:
-    size = 100_000  # 100 messages (10 MB) a window
+def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(copier, "GROUPING_WINDOW", 50)
+    size = 100_000  # 50 messages (5 MB) a window
     # 60 MB of room: the 600 newest fit; 54 MB certainly (a tenth kept for the server's
-    # own counting), so five windows go side by side and the sixth, alone, in exact order.
+    # own counting), so ten windows go side by side and the last two, alone, in order.
     target = SharedTarget(batch_size=25, quota=QuotaInfo(limit=600 * size, usage=0))
     result, _ = _lane_pass(SharedSource(1000, size), target)
     assert (result.state, result.copied_messages, result.left_messages) == (

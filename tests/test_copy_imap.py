@@ -23,6 +23,7 @@ from support import (
     snapshot,
 )
 
+from migrator import copier
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.runner import rewrite_meta
@@ -279,7 +280,7 @@ def test_the_target_tells_no_quota_from_a_quota(
     assert quotas[limited] == QuotaInfo(limit=10 * 1024 * 1024, usage=0)
 
 
-LARGER = {"INBOX": 180, "Sent Messages": 90, "Archive/2023": 60, "Données": 30}  # 4 windows
+LARGER = {"INBOX": 180, "Sent Messages": 90, "Archive/2023": 60, "Données": 30}
 
 
 @pytest.mark.parametrize(
@@ -297,10 +298,12 @@ def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
     tls_files: TlsFiles,
     redis_url: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
     connections: int,
     server_cap: int,
     used: int,
 ) -> None:
+    monkeypatch.setattr(copier, "GROUPING_WINDOW", 30)  # twelve windows: enough for four
     source, target = make_user(), make_user()
     sent = _populate(dovecot, source, ssl_context, LARGER)
     with caplog.at_level(logging.INFO, logger="migrator.copier"):

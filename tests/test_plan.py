@@ -270,11 +270,19 @@ TWELVE = [ref("A" if n % 2 else "B", n, "2020-01-01") for n in range(1, 13)]
 def test_lane_split_deals_windows_in_turn_and_keeps_the_tail_in_order(
     room: int | None, lanes: int, expected: str
 ) -> None:
-    split = lane_split(TWELVE, room, lanes, max_count=3, max_bytes=10_000)
+    split = lane_split(TWELVE, room, lanes, max_count=3, max_bytes=10_000, min_windows=1)
     shown = " | ".join(" ".join(str(r.uid) for r in lane) for lane in split.lanes)
     assert f"{shown} || {' '.join(str(r.uid) for r in split.tail)}".strip() == expected
     dealt = [r for lane in split.lanes for r in lane] + list(split.tail)
     assert sorted(dealt, key=TWELVE.index) == TWELVE  # every message once
+
+
+@pytest.mark.parametrize(("min_windows", "lanes"), [(1, 4), (2, 2), (3, 1), (4, 1), (5, 1)])
+def test_lane_split_gives_each_lane_enough_windows_to_be_worth_a_connection(
+    min_windows: int, lanes: int
+) -> None:
+    split = lane_split(TWELVE, None, 4, max_count=3, max_bytes=10_000, min_windows=min_windows)
+    assert len(split.lanes) == lanes
 
 
 def test_lane_split_of_nothing_is_one_empty_lane() -> None:

@@ -49,6 +49,7 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     # the mailbox's connections.
     monkeypatch.setattr(copier, "PREFETCH_BYTES", 200_000)
     monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
+    monkeypatch.setattr(copier, "GROUPING_WINDOW", 30)  # windows enough for four connections
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
     populate(
