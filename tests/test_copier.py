@@ -442,3 +442,19 @@ def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side(
     )  # fmt: skip
     assert sorted(_uids(target.stored)) == list(range(401, 1001))  # the newest 600
     assert _uids(target.stored[500:]) == list(range(500, 400, -1))  # the tail, exactly
+
+
+def test_a_server_that_refuses_one_more_connection_gets_the_copy_over_those_it_took() -> None:
+    class Limited(SharedTarget):
+        def session(self) -> SharedTarget:
+            if len(self.connections) >= 2:  # as Dovecot's mail_max_userip_connections
+                raise TransientError("Maximum number of connections from user+IP exceeded")
+            return super().session()
+
+    source = SharedSource(1200)
+    target = Limited(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
+    result, _ = _lane_pass(source, target)
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 1200)
+    assert sorted(_uids(target.stored)) == list(range(1, 1201))
+    assert len(target.connections) == 2
+    assert len(source.opened) == 3  # one more source connection was opened, then let go
