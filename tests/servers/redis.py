@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -102,9 +103,12 @@ class RedisServer(ServerProcess):
         With ``keep_data`` the dataset is saved first and loaded again, like a graceful restart;
         without it the server comes back empty, like a crash with persistence off.
         """
-        if keep_data and self.running:
-            with self.client() as client:
-                client.save()
+        if keep_data and self.running and self._process is not None:
+            # SHUTDOWN SAVE saves and exits in one step, as a graceful restart does: a SAVE
+            # then a stop would lose whatever clients wrote in between.
+            with self.client() as client, contextlib.suppress(redis.ConnectionError):
+                client.shutdown(save=True)
+            self._process.wait(timeout=10)
         self.stop()
         if not keep_data:
             (self.dir / "dump.rdb").unlink(missing_ok=True)
