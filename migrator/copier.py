@@ -162,12 +162,15 @@ def copy_pass(
     now: datetime | None = None,
     in_flight: InFlight | None = None,
     slots: ConnectionSlots | None = None,
+    stop: threading.Event | None = None,
 ) -> MailboxResult:
     """One pass over the mailbox; raises TransientError for the caller to retry.
 
     `in_flight` carries appends a failed earlier pass may have left uncommitted; this
     pass waits out their grace before indexing, and records its own if it fails.
-    `slots` bounds the extra connections of a copy over several (unbounded: None)."""
+    `slots` bounds the extra connections of a copy over several (unbounded: None).
+    Once `stop` is set (the operator pressed Ctrl-C), no further batch is sent: the
+    batches in flight finish and are checkpointed, and the result is `interrupted`."""
     now = now or datetime.now(UTC)
     folders = source.list_folders()
     target_of: dict[str, str] = {}
@@ -234,14 +237,28 @@ def copy_pass(
     wanted = len(lane_split(order, room, options.connections, GROUPING_WINDOW, BATCH_BYTES).lanes)
     if wanted > 1:
         sent, unsent = _send_lanes(
-            source, target, order, room, wanted, slots, target_of, progress, rewrite, in_flight
+            source,
+            target,
+            order,
+            room,
+            wanted,
+            slots,
+            target_of,
+            progress,
+            rewrite,
+            in_flight,
+            stop,
         )
     else:
-        sent = _send(source, target, order, target_of, progress, rewrite, in_flight)
+        sent = _send(source, target, order, target_of, progress, rewrite, in_flight, stop=stop)
         unsent = list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
     left = tuple(unsent) + split.left
+    if stop is not None and stop.is_set() and unsent:
+        state = MailboxState.INTERRUPTED
+    else:
+        state = MailboxState.QUOTA_STOPPED if left else MailboxState.DONE
     return MailboxResult(
-        state=MailboxState.QUOTA_STOPPED if left else MailboxState.DONE,
+        state=state,
         total_messages=plan.total_messages + len(skipped),
         total_bytes=plan.total_bytes + sum(s.size for s in skipped),
         copied_messages=sent.messages,
@@ -420,13 +437,15 @@ def _send(
     in_flight: InFlight | None = None,
     *,
     halt: threading.Event | None = None,
+    stop: threading.Event | None = None,
     share: int = 1,
 ) -> _Sent:
     """Fetch and append in plan order, `target.batch_size` messages at a time.
 
     On one of `share` connections copying side by side: its batches and read-ahead get
     that share of the memory bounds, and it stops before its next batch once `halt` is
-    set (another connection failed, or met the quota), `stopped_at` then marking where."""
+    set (another connection failed, or met the quota) or `stop` is (the operator's;
+    never set here), `stopped_at` then marking where."""
     sent = _Sent()
     max_batch_bytes = max(1, BATCH_BYTES // share)
     position = {id(ref): index for index, ref in enumerate(fits)}
@@ -436,7 +455,7 @@ def _send(
 
     def flush() -> bool:
         nonlocal batch_bytes
-        if halt is not None and halt.is_set():
+        if (halt is not None and halt.is_set()) or (stop is not None and stop.is_set()):
             sent.stopped_at = position[id(batch[0][0])]
             return False
         started = time.perf_counter()
@@ -511,6 +530,7 @@ def _send_lanes(
     progress: Progress,
     rewrite: RewriteMaps | None,
     in_flight: InFlight | None,
+    stop: threading.Event | None = None,
 ) -> tuple[_Sent, list[MessageRef]]:
     """Send `order` over up to `wanted` pairs of connections side by side (the first pair
     `source`/`target`), dealt by `lane_split`, then its tail on the first pair; what was
@@ -537,6 +557,7 @@ def _send_lanes(
                     rewrite,
                     in_flight,
                     halt=halt,
+                    stop=stop,
                     share=len(split.lanes),
                 )
             except BaseException as exc:  # raised below, once every lane has stopped
@@ -571,7 +592,7 @@ def _send_lanes(
     if unsent:  # the quota stopped a lane: the tail, all older, waits too
         return total, unsent + list(split.tail)
     if split.tail:
-        rest = _send(source, target, split.tail, target_of, progress, rewrite, in_flight)
+        rest = _send(source, target, split.tail, target_of, progress, rewrite, in_flight, stop=stop)
         total.add(rest)
         if rest.stopped_at is not None:
             unsent.extend(split.tail[rest.stopped_at :])
@@ -631,11 +652,14 @@ def migrate_mailbox(
     progress: Progress,
     options: CopyOptions,
     slots: ConnectionSlots | None = None,
+    stop: threading.Event | None = None,
 ) -> MailboxResult:
-    """Copy one mailbox to the end: passes until done, quota-stopped, or failed.
+    """Copy one mailbox to the end: passes until done, quota-stopped, or failed, or
+    until `stop` is set (then `interrupted`, with what was sent checkpointed).
 
     Never raises for a mailbox-level failure: the result carries the state and the
     error message (which never holds a password)."""
+    halted = stop if stop is not None else threading.Event()
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(options.max_passes),
@@ -644,13 +668,16 @@ def migrate_mailbox(
         before_sleep=lambda rs: log.warning(
             "pass %d ended: %s; resuming", rs.attempt_number, rs.outcome and rs.outcome.exception()
         ),
+        sleep=lambda seconds: None if halted.wait(seconds) else None,  # ends at once on Ctrl-C
     )
     in_flight = InFlight()
     try:
         for attempt in retrying:
             with attempt:
+                if halted.is_set():
+                    return MailboxResult(state=MailboxState.INTERRUPTED, error="interrupted")
                 return _one_pass(
-                    open_source, open_target, folder_map, progress, options, in_flight, slots
+                    open_source, open_target, folder_map, progress, options, in_flight, slots, stop
                 )
     except LockLost:
         raise
@@ -673,6 +700,7 @@ def _one_pass(
     options: CopyOptions,
     in_flight: InFlight,
     slots: ConnectionSlots | None,
+    stop: threading.Event | None = None,
 ) -> MailboxResult:
     try:
         target = open_target()
@@ -683,7 +711,14 @@ def _one_pass(
         source = open_source()
         try:
             return copy_pass(
-                source, target, folder_map, progress, options, in_flight=in_flight, slots=slots
+                source,
+                target,
+                folder_map,
+                progress,
+                options,
+                in_flight=in_flight,
+                slots=slots,
+                stop=stop,
             )
         finally:
             source.close()

@@ -18,6 +18,7 @@ _STATE_STYLE = {
     "quota_stopped": "yellow",
     "failed": "red",
     "not_ready": "red",
+    "interrupted": "yellow",
     "running": "cyan",
     "queued": "dim",
 }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class MailboxState(enum.StrEnum):
     """Where one mailbox of a batch stands.
 
-    queued -> running -> done | quota_stopped | failed | not_ready
+    queued -> running -> done | quota_stopped | failed | not_ready | interrupted
     A resume re-queues every mailbox that is not done.
     """
 
@@ -19,6 +19,7 @@ class MailboxState(enum.StrEnum):
     QUOTA_STOPPED = "quota_stopped"
     FAILED = "failed"
     NOT_READY = "not_ready"
+    INTERRUPTED = "interrupted"  # the operator stopped the run (Ctrl-C); resume goes on
 
     @property
     def final(self) -> bool:

@@ -243,14 +243,24 @@ class MailboxBusy(Exception):
 
 
 def execute_job(
-    store: StateStore, batch_id: str, job_id: str, box: SecretBox, *, slot_wait: float = 600.0
+    store: StateStore,
+    batch_id: str,
+    job_id: str,
+    box: SecretBox,
+    *,
+    slot_wait: float = 600.0,
+    stop: threading.Event | None = None,
 ) -> MailboxResult | None:
     """Run one mailbox of a batch to its end and record the result.
 
     Returns None when there is nothing to do (already done, or the batch is gone);
     raises MailboxBusy when another worker holds the mailbox, so the caller retries
-    later.
+    later.  Once `stop` is set (Ctrl-C in `migrator run`), the copy ends after the
+    batches in flight are checkpointed and the mailbox is recorded `interrupted`; a
+    mailbox not started yet is left as it is.
     """
+    if stop is not None and stop.is_set():
+        return None
     raw = store.payload(batch_id, job_id)
     status = store.mailbox(batch_id, job_id)
     if raw is None or status is None:
@@ -275,7 +285,7 @@ def execute_job(
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
             try:
-                result = _run(store, batch_id, job_id, payload, box, lost, extra)
+                result = _run(store, batch_id, job_id, payload, box, lost, extra, stop)
             except LockLost:
                 log.warning("mailbox %s: another worker took it over", status.source_identity)
                 return None
@@ -303,6 +313,7 @@ def _run(
     box: SecretBox,
     lost: threading.Event | None = None,
     slots: ConnectionSlots | None = None,
+    stop: threading.Event | None = None,
 ) -> MailboxResult:
     opts = payload["options"]
     connect = payloads.connect_options(opts)
@@ -332,6 +343,7 @@ def _run(
         store.progress(batch_id, job_id, str(payload["mailbox_key"]), lost),
         options,
         slots,
+        stop,
     )
     if source_ews is not None and result.state is MailboxState.DONE:
         ews_source = source_ews  # bound for the lambdas
