@@ -22,6 +22,7 @@ from migrator.errors import (
     ConfigError,
 )
 from migrator.imapconn import ConnectOptions
+from migrator.mailboxid import canonical_url
 from migrator.secrets import Secret, SecretBox
 
 EWS_PATH = "/EWS/Exchange.asmx"
@@ -64,7 +65,9 @@ class EwsSettings:
 
     def slot_key(self) -> str:
         """Whose connection cap a mailbox counts against: the endpoint, or the tenant."""
-        return "ews:" + (self.endpoint or f"autodiscover:{self.tenant_id or self.client_id}")
+        if self.endpoint:
+            return "ews:" + canonical_url(self.endpoint)
+        return f"ews:autodiscover:{self.tenant_id or self.client_id}"
 
     def to_json(self, box: SecretBox) -> dict[str, Any]:
         """The payload form: the client secret sealed, as every password."""

@@ -15,8 +15,6 @@ from exchangelib import (
     Message,
 )
 
-from migrator.plan import MessageKey
-
 # -- extended properties --------------------------------------------------------------
 
 
@@ -41,8 +39,8 @@ class FlagStatus(ExtendedProperty):  # type: ignore[misc]
 
 
 class SourceKey(ExtendedProperty):  # type: ignore[misc]
-    """The MessageKey of the source message, so index() recognises it: Exchange's item Size
-    is not the MIME size, so (InternetMessageId, size) alone would not match."""
+    """The content key and digest of the MIME a copy was made from (migrator.recognition),
+    so index() recognises it: Exchange rewrites the MIME it stores and serves."""
 
     distinguished_property_set_id = "PublicStrings"
     property_name = "MigratorSourceKey"
@@ -74,17 +72,21 @@ def register_properties() -> None:
             _registered = True
 
 
-def dump_key(key: MessageKey) -> str:
-    return json.dumps(list(key), ensure_ascii=False)
+def dump_key(key: str, digest: str) -> str:
+    return json.dumps({"key": key, "digest": digest})
 
 
-def load_key(text: str | None) -> MessageKey | None:
+def load_key(text: str | None) -> tuple[str, str] | None:
+    """(content key, digest) from the property; None where absent, or written by a
+    version before content keys (a JSON list), which recognition cannot use."""
     try:
-        kind, ident, size = json.loads(text or "")
+        data = json.loads(text or "")
     except (TypeError, ValueError):
         return None
-    if isinstance(kind, str) and isinstance(ident, str) and isinstance(size, int):
-        return (kind, ident, size)
+    if isinstance(data, dict):
+        key, digest = data.get("key"), data.get("digest")
+        if isinstance(key, str) and isinstance(digest, str):
+            return key, digest
     return None
 
 

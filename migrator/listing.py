@@ -12,6 +12,7 @@ None, and the caller falls back to imapclient's parser.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from datetime import UTC, datetime, timedelta, timezone
 # RFC 3501 FETCH items of the listing, as sent.
 LISTING_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)])"
 FIELDS_ITEM = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
+# The same with the whole header block: a target folder's index, for recognition.
+INDEX_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER])"
+HEADER_ITEM = b"BODY[HEADER]"
 
 RawFetch = Sequence[bytes | tuple[bytes, bytes] | None]
 """imaplib's untagged FETCH data: a line, or (a line ending in a literal's {n}, the
@@ -32,7 +36,7 @@ class Listed:
     size: int
     internaldate: datetime | None
     flags: tuple[str, ...]
-    fields: bytes | None  # the Message-ID and Date header lines, as the server gave them
+    fields: bytes | None  # the header lines asked for (the item's literal), as given
 
 
 _TOKEN = re.compile(
@@ -64,26 +68,28 @@ class _Unexpected(Exception):
     pass
 
 
-def parse_listing(data: RawFetch) -> dict[int, Listed] | None:
-    """The messages of a listing FETCH by UID, or None where the data holds anything
-    this reader does not expect (the caller then uses a general parser)."""
+def parse_listing(data: RawFetch, item: bytes = FIELDS_ITEM) -> dict[int, Listed] | None:
+    """The messages of a listing FETCH by UID (`item`: the header item asked for, as the
+    server names it in the answer), or None where the data holds anything this reader
+    does not expect (the caller then uses a general parser)."""
     try:
-        usual = _usual(data)
-        return usual if usual is not None else _parse(_tokens(data))
+        usual = _usual(data, _usual_pattern(item))
+        return usual if usual is not None else _parse(_tokens(data), item)
     except _Unexpected:
         return None
 
 
 # The answer Dovecot (and most servers) give for each message, items in the order asked,
 # the header lines as a literal: read with one match rather than token by token.
-_USUAL = re.compile(
-    rb'[0-9]+ \(UID ([0-9]+) INTERNALDATE "([^"\\\r\n]*)" RFC822\.SIZE ([0-9]+) '
-    rb"FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\) BODY\[HEADER\.FIELDS \(MESSAGE-ID DATE\)\] "
-    rb"\{[0-9]+\}"
-)
+@functools.cache
+def _usual_pattern(item: bytes) -> re.Pattern[bytes]:
+    return re.compile(
+        rb'[0-9]+ \(UID ([0-9]+) INTERNALDATE "([^"\\\r\n]*)" RFC822\.SIZE ([0-9]+) '
+        rb"FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\) " + re.escape(item) + rb" \{[0-9]+\}"
+    )
 
 
-def _usual(data: RawFetch) -> dict[int, Listed] | None:
+def _usual(data: RawFetch, usual: re.Pattern[bytes]) -> dict[int, Listed] | None:
     """The listing where every answer has the usual form, else None."""
     found: dict[int, Listed] = {}
     elements = [e for e in data if e is not None]
@@ -93,7 +99,7 @@ def _usual(data: RawFetch) -> dict[int, Listed] | None:
         element, trailer = elements[index], elements[index + 1]
         if not isinstance(element, tuple) or trailer != b")":
             return None
-        match = _USUAL.fullmatch(element[0])
+        match = usual.fullmatch(element[0])
         if match is None:
             return None
         uid_text, date, size, flags = match.groups()
@@ -152,7 +158,7 @@ def _tokenise(line: bytes, tokens: list[object], *, ends_in_literal: bool) -> No
         raise _Unexpected
 
 
-def _parse(tokens: list[object]) -> dict[int, Listed]:
+def _parse(tokens: list[object], item: bytes) -> dict[int, Listed]:
     found: dict[int, dict[bytes, object]] = {}
     index = 0
     while index < len(tokens):
@@ -180,7 +186,7 @@ def _parse(tokens: list[object]) -> dict[int, Listed]:
         if not (isinstance(uid, bytes) and uid.isdigit()):
             raise _Unexpected
         found.setdefault(int(uid), {}).update(items)
-    return {uid: _listed(uid, items) for uid, items in found.items()}
+    return {uid: _listed(uid, items, item) for uid, items in found.items()}
 
 
 def _value(tokens: list[object], index: int) -> tuple[object, int]:
@@ -202,7 +208,7 @@ def _value(tokens: list[object], index: int) -> tuple[object, int]:
     return token, index + 1
 
 
-def _listed(uid: int, items: dict[bytes, object]) -> Listed:
+def _listed(uid: int, items: dict[bytes, object], item: bytes) -> Listed:
     size = items.get(b"RFC822.SIZE")
     if not (isinstance(size, bytes) and size.isdigit()):
         raise _Unexpected
@@ -214,7 +220,7 @@ def _listed(uid: int, items: dict[bytes, object]) -> Listed:
         size=int(size),
         internaldate=_internaldate(items.get(b"INTERNALDATE")),
         flags=tuple(f.decode("utf-8", "replace") for f in flags if isinstance(f, bytes)),
-        fields=_string(items.get(FIELDS_ITEM)),
+        fields=_string(items.get(item)),
     )
 
 

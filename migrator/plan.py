@@ -8,9 +8,7 @@ the most recent mail.
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -20,10 +18,6 @@ _EARLIEST_SANE = datetime(1980, 1, 1, tzinfo=UTC)
 _FUTURE_SLACK = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-MessageKey = tuple[str, str, int]
-"""How a message is recognised at the target: ("mid", Message-ID, size) or
-("hdr", sha256 of the header block, size) where the message has no Message-ID."""
-
 
 @dataclass(frozen=True)
 class MessageRef:
@@ -32,30 +26,44 @@ class MessageRef:
     folder: str  # source folder name, as the source adapter names it
     uidvalidity: int
     uid: int
-    size: int
+    size: int  # the source's claim: for budgets and windows, never for recognition
     internaldate: datetime | None
     date_header: datetime | None = None
     flags: tuple[str, ...] = ()
-    key: MessageKey | None = None
+    message_id: str | None = None  # as the source lists it: only for telling folders apart
+    received: datetime | None = None  # the newest Received field's date, where read
+
+    @property
+    def ident(self) -> tuple[str, int, int]:
+        """(folder, UIDVALIDITY, UID): what a checkpoint records."""
+        return (self.folder, self.uidvalidity, self.uid)
 
     def effective_date(self, now: datetime) -> datetime:
-        """INTERNALDATE, or the Date header where INTERNALDATE is missing or absurd."""
-        for candidate in (self.internaldate, self.date_header):
+        """For ordering and date ranges: INTERNALDATE, or where it is missing or absurd
+        the newest Received date, then the Date header."""
+        for candidate in (self.internaldate, self.received, self.date_header):
             if candidate is not None and _is_sane(candidate, now):
                 return candidate
-        return self.internaldate or self.date_header or _EPOCH
+        return self.internaldate or self.received or self.date_header or _EPOCH
+
+    def append_date(self, now: datetime) -> datetime | None:
+        """The arrival time its copy gets: the source's INTERNALDATE as it is; without
+        one (POP3), the newest Received date, then the Date header, sane ones first."""
+        if self.internaldate is not None:
+            return self.internaldate
+        for candidate in (self.received, self.date_header):
+            if candidate is not None and _is_sane(candidate, now):
+                return candidate
+        return self.received or self.date_header
+
+
+def is_sane(value: datetime, now: datetime) -> bool:
+    """Whether a date could be a real arrival time: not before 1980, not days ahead."""
+    return _is_sane(value, now)
 
 
 def _is_sane(value: datetime, now: datetime) -> bool:
     return _EARLIEST_SANE <= value <= now + _FUTURE_SLACK
-
-
-def message_key(message_id: str | None, size: int, header_block: bytes | None) -> MessageKey:
-    """The identity used to recognise a message already at the target."""
-    if message_id:
-        return ("mid", message_id.strip(), size)
-    digest = hashlib.sha256(header_block or b"").hexdigest()
-    return ("hdr", digest, size)
 
 
 def newest_first(refs: Iterable[MessageRef], now: datetime) -> list[MessageRef]:
@@ -115,54 +123,17 @@ def make_plan(
     now: datetime,
     since: datetime | None,
     until: datetime | None,
-    checkpointed: frozenset[tuple[str, int, int]],
-    present_at_target: dict[str, Counter[MessageKey]],
-    target_of: dict[str, str],
-    target_keys: Mapping[tuple[str, int], MessageKey] | None = None,
+    done: Collection[tuple[str, int, int]],
 ) -> Plan:
     """Order the mailbox newest first and split it into what is done and what to copy.
 
-    `checkpointed` holds (folder, uidvalidity, uid) of messages known copied.
-    `present_at_target` counts, per target folder, the keys already there; a
-    checkpointed message accounts for one of them, and each remaining one lets one
-    uncheckpointed source message with that key count as already copied.  Counting
-    (not a set) keeps two identical source messages as two target messages, and
-    recognises a message appended just before a crash, whose checkpoint never came.
-    `target_keys` gives, by (folder, uid), the key a message has once at the target
-    where that differs from its source key (addresses rewritten on the way).
-    """
-
-    def key(ref: MessageRef) -> MessageKey | None:
-        if target_keys is not None:
-            return target_keys.get((ref.folder, ref.uid), ref.key)
-        return ref.key
-
+    `done` holds (folder, uidvalidity, uid) of the messages known to be at the target:
+    checkpointed, or recognised there by content (migrator.recognition)."""
     in_range = [r for r in refs if within_range(r, now, since, until)]
     ordered = newest_first(in_range, now)
-    spare: dict[str, Counter[MessageKey]] = {
-        folder: Counter(keys) for folder, keys in present_at_target.items()
-    }
-    done: list[MessageRef] = []
-    pending: list[MessageRef] = []
-    for ref in ordered:
-        if (ref.folder, ref.uidvalidity, ref.uid) in checkpointed:
-            done.append(ref)
-            counter = spare.get(target_of[ref.folder])
-            if counter is not None and (k := key(ref)) is not None and counter[k] > 0:
-                counter[k] -= 1
-        else:
-            pending.append(ref)
-    to_copy: list[MessageRef] = []
-    for ref in pending:
-        counter = spare.get(target_of[ref.folder])
-        if counter is not None and (k := key(ref)) is not None and counter[k] > 0:
-            counter[k] -= 1
-            done.append(ref)
-        else:
-            to_copy.append(ref)
     return Plan(
-        to_copy=tuple(to_copy),
-        already_done=tuple(done),
+        to_copy=tuple(r for r in ordered if r.ident not in done),
+        already_done=tuple(r for r in ordered if r.ident in done),
         out_of_range=len(refs) - len(in_range),
     )
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from migrator import mailboxid
 from migrator import payload as payloads
 from migrator.batch import (
     AccessMethod,
@@ -35,7 +36,6 @@ from migrator.batch import (
 from migrator.copier import (
     CONNECTIONS_PER_MAILBOX,
     LATE_COMMIT_GRACE,
-    ConnectionSlots,
     CopyOptions,
     migrate_mailbox,
 )
@@ -48,11 +48,12 @@ from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox
+from migrator.sending import ConnectionSlots
 from migrator.sources.base import MailboxSource
 from migrator.sources.ews import EwsSource, copy_non_mail
 from migrator.sources.imap import ImapSource
 from migrator.sources.pop3 import Pop3Source
-from migrator.state import NewJob, StateStore
+from migrator.state import Lease, NewJob, StateStore
 from migrator.targets.base import MailboxTarget
 from migrator.targets.ews import EwsTarget
 from migrator.targets.imap import ImapTarget
@@ -104,7 +105,13 @@ class RunOptions:
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
-    """Stable id of a (source mailbox, target mailbox) pair, for checkpoints and locks."""
+    """Stable id of a (source mailbox, target mailbox) pair, for checkpoints: the same
+    mailboxes however the CSV spells their servers (mailboxid.py)."""
+    return mailboxid.mailbox_key(job, target.server)
+
+
+def legacy_mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
+    """Where versions before canonical mailbox names kept this pair's checkpoints."""
     text = "|".join(
         [
             str(job.source_server),
@@ -127,6 +134,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
             "version": 1,
             "line": job.line,
             "mailbox_key": mailbox_key(job, options.target),
+            "legacy_mailbox_key": legacy_mailbox_key(job, options.target),
             "source": payloads.source_json(job, options.source_kind, box, options.source_ews),
             "target": {
                 "kind": options.target.kind,
@@ -174,7 +182,7 @@ def _add_ews(payload: dict[str, Any], options: RunOptions, box: SecretBox) -> No
 
 @contextmanager
 def _target_slot(
-    store: StateStore, payload: Mapping[str, Any], key: str, owner: str, ttl: float, wait: float
+    store: StateStore, payload: Mapping[str, Any], lease: Lease, wait: float
 ) -> Iterator[None]:
     """An EWS target's tenant caps concurrent mailboxes (throttling): one slot per mailbox
     on its endpoint, like the source server's cap."""
@@ -183,7 +191,10 @@ def _target_slot(
         yield
         return
     slot, cap = str(ews["slot"]), int(ews["max_connections"])
-    with _slot(store, slot, owner, cap, ttl, wait), _heartbeat(store, key, slot, owner, ttl):
+    with (
+        _slot(store, slot, lease.owner, cap, lease.ttl, wait),
+        _heartbeat(store, lease, slot),
+    ):
         yield
 
 
@@ -269,23 +280,27 @@ def execute_job(
     if status.state is MailboxState.DONE:
         return None
     payload = json.loads(raw)
-    key = str(payload["mailbox_key"])
-    owner = new_owner()
-    ttl = lock_ttl()
-    if not store.lock_mailbox(key, owner, ttl):
-        raise MailboxBusy(f"mailbox {status.source_identity} is being copied by another worker")
+    target = payload["target"]
+    lease = Lease(
+        mailboxid.lock_names(payloads.server(target["server"]), str(target["identity"])),
+        new_owner(),
+        lock_ttl(),
+    )
+    if not store.lock(lease):
+        raise MailboxBusy(f"mailbox {status.target_identity} is being written by another worker")
     try:
-        source_server = payloads.server(payload["source"]["server"])
+        source_server = mailboxid.server_id(payloads.server(payload["source"]["server"]))
         cap = int(payload["options"]["max_connections_per_server"])
-        extra = ExtraSlots(store, str(source_server), owner, cap, ttl)
+        owner, ttl = lease.owner, lease.ttl
+        extra = ExtraSlots(store, source_server, owner, cap, ttl)
         with (
-            _slot(store, str(source_server), owner, cap, ttl, slot_wait),
-            _heartbeat(store, key, str(source_server), owner, ttl, extra) as lost,
-            _target_slot(store, payload, key, owner, ttl, slot_wait),
+            _slot(store, source_server, owner, cap, ttl, slot_wait),
+            _heartbeat(store, lease, source_server, extra) as lost,
+            _target_slot(store, payload, lease, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
             try:
-                result = _run(store, batch_id, job_id, payload, box, lost, extra, stop)
+                result = _run(store, batch_id, job_id, payload, box, lease, lost, extra, stop)
             except LockLost:
                 log.warning("mailbox %s: another worker took it over", status.source_identity)
                 return None
@@ -302,7 +317,7 @@ def execute_job(
         )
         return result
     finally:
-        store.unlock_mailbox(key, owner)
+        store.unlock(lease)
 
 
 def _run(
@@ -311,6 +326,7 @@ def _run(
     job_id: str,
     payload: Mapping[str, Any],
     box: SecretBox,
+    lease: Lease | None = None,
     lost: threading.Event | None = None,
     slots: ConnectionSlots | None = None,
     stop: threading.Event | None = None,
@@ -340,7 +356,14 @@ def _run(
         lambda: open_source(str(src["kind"]), job, connect, source_ews),
         lambda: open_target(job.target_identity, target_server, target_creds, connect, target_ews),
         folder_map,
-        store.progress(batch_id, job_id, str(payload["mailbox_key"]), lost),
+        store.progress(
+            batch_id,
+            job_id,
+            str(payload["mailbox_key"]),
+            lease,
+            lost,
+            payload.get("legacy_mailbox_key"),
+        ),
         options,
         slots,
         stop,
@@ -443,35 +466,31 @@ class ExtraSlots:
 @contextmanager
 def _heartbeat(
     store: StateStore,
-    key: str,
+    lease: Lease,
     server: str,
-    owner: str,
-    ttl: float,
     extra: ExtraSlots | None = None,
 ) -> Iterator[threading.Event]:
-    """Keep the mailbox lock and the connection slot alive while the copier works; a
-    killed worker stops beating and both expire within `ttl`.
+    """Keep the mailbox's locks and the connection slot alive while the copier works; a
+    killed worker stops beating and both expire within the lease's TTL.
 
     A lock that vanished (Redis emptied or restarted without its data) is taken
     again; one that another worker holds by then sets the event it yields, and the
-    copier stops before its next checkpoint."""
+    copier stops before its next batch (every batch and checkpoint is fenced too)."""
     stop = threading.Event()
     lost = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(ttl / 3):
+        while not stop.wait(lease.ttl / 3):
             try:
-                if not store.refresh_lock(key, owner, ttl) and not store.lock_mailbox(
-                    key, owner, ttl
-                ):
+                if not store.lock(lease):
                     lost.set()
-                store.refresh_slot(server, owner, ttl)
+                store.refresh_slot(server, lease.owner, lease.ttl)
                 if extra is not None:
                     extra.refresh()
             except Exception:  # a Redis blip must not kill the copy; the next beat retries
                 log.warning("heartbeat for mailbox lock failed", exc_info=True)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{key[:8]}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{lease.owner[-8:]}", daemon=True)
     thread.start()
     try:
         yield lost

@@ -7,14 +7,19 @@ Only this module talks to Redis.  Keys (all under "migrator:"):
     job:{bid}:{jid}          string job payload JSON (passwords only as Fernet tokens)
     mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error
     tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
-    ckpt:{mailbox_key}       set    "{uidvalidity}:{uid}:{folder}" of every message copied
-    lock:{mailbox_key}       string owner of the mailbox while a pass runs (with TTL)
+    ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
+                                    the content key of its copy (migrator.recognition)
+    ckpt:{legacy_key}        set    checkpoints of earlier versions (read, never written)
+    lock:{name}              string owner of a target mailbox while a pass runs (with TTL);
+                                    one per name of it (mailboxid.lock_names)
     conn:{server}            zset   owner -> lease expiry; its size is capped per server
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time
 
-Checkpoints are keyed by mailbox (source and target), not by batch, so a later
-batch over the same mailboxes (a delta pass) starts from them too.
+Checkpoints are keyed by mailbox (source and target, canonical: mailboxid.py), not by
+batch, so a later batch over the same mailboxes (a delta pass) starts from them too.
+Every checkpoint a worker writes is fenced: the write happens only while that worker
+holds the mailbox's locks (taking them again if they vanished), in the same script.
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from migrator.copier import Checkpoint
 from migrator.errors import LockLost
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState
+from migrator.sending import Checkpoint
 
 PREFIX = "migrator:"
 
@@ -72,6 +77,16 @@ class MailboxStatus:
         data = dict(self.__dict__)
         data["state"] = self.state.value
         return data
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one target mailbox: a lock under each of its names (its host as
+    written and each address it resolves to, see mailboxid.lock_names), all or none."""
+
+    names: tuple[str, ...]
+    owner: str  # unique to this hold: a newer hold is another owner
+    ttl: float  # seconds; the heartbeat renews it every third of that
 
 
 @dataclass(frozen=True)
@@ -216,9 +231,18 @@ class StateStore:
         pipe.execute()
 
     def progress(
-        self, batch_id: str, job_id: str, mailbox_key: str, lost: threading.Event | None = None
+        self,
+        batch_id: str,
+        job_id: str,
+        mailbox_key: str,
+        lease: Lease | None = None,
+        lost: threading.Event | None = None,
+        legacy_key: str | None = None,
     ) -> RedisProgress:
-        return RedisProgress(self._r, batch_id, job_id, mailbox_key, lost)
+        """The copier's Progress for one mailbox; with `lease`, every checkpoint it writes
+        is fenced by it.  `legacy_key`: where an earlier version kept this mailbox's
+        checkpoints (read, so an upgrade does not forget them)."""
+        return RedisProgress(self._r, batch_id, job_id, mailbox_key, lease, lost, legacy_key)
 
     def throughput(self, batch_id: str) -> list[tuple[int, int, int]]:
         """(minute as epoch seconds, messages, bytes) per minute, oldest first."""
@@ -232,16 +256,16 @@ class StateStore:
 
     # -- locks and connection caps --------------------------------------------------
 
-    def lock_mailbox(self, mailbox_key: str, owner: str, ttl: float) -> bool:
-        return bool(self._r.set(_k("lock", mailbox_key), owner, nx=True, px=int(ttl * 1000)))
+    def lock(self, lease: Lease) -> bool:
+        """Take (or renew) every lock of `lease`: True unless another owner holds one.
+        A lock that vanished (Redis emptied) is simply taken again."""
+        return bool(self._script(_LOCK_ALL)(keys=_lock_keys(lease), args=_lock_args(lease)))
 
-    def refresh_lock(self, mailbox_key: str, owner: str, ttl: float) -> bool:
-        script = self._r.register_script(_REFRESH_IF_OWNER)
-        return bool(script(keys=[_k("lock", mailbox_key)], args=[owner, int(ttl * 1000)]))
+    def unlock(self, lease: Lease) -> None:
+        self._script(_DELETE_IF_OWNER)(keys=_lock_keys(lease), args=[lease.owner])
 
-    def unlock_mailbox(self, mailbox_key: str, owner: str) -> None:
-        script = self._r.register_script(_DELETE_IF_OWNER)
-        script(keys=[_k("lock", mailbox_key)], args=[owner])
+    def _script(self, text: str) -> Any:
+        return self._r.register_script(text)
 
     def acquire_slot(self, server: str, owner: str, cap: int, ttl: float) -> bool:
         """Take one of `cap` connection slots for `server`, shared by every worker."""
@@ -279,13 +303,14 @@ class StateStore:
 
     def forget_checkpoints(self, mailbox_keys: Iterable[str]) -> int:
         """Delete these mailboxes' checkpoints (a pilot copies again); how many existed."""
-        keys = [_k("ckpt", key) for key in mailbox_keys]
+        keys = [_k("ck", key) for key in mailbox_keys]
         return int(self._r.delete(*keys)) if keys else 0
 
 
 class RedisProgress:
     """The copier's Progress, kept in Redis: each batch of stored messages is
-    checkpointed and counted in one MULTI, so a crash never leaves one without the other."""
+    checkpointed and counted in one script, so a crash never leaves one without the
+    other, and only while this worker holds the mailbox (the fence)."""
 
     def __init__(
         self,
@@ -293,21 +318,29 @@ class RedisProgress:
         batch_id: str,
         job_id: str,
         mailbox_key: str,
+        lease: Lease | None = None,
         lost: threading.Event | None = None,
+        legacy_key: str | None = None,
     ) -> None:
         self._r = client
+        self._lease = lease
         self._lost = lost
         self._mbx = _k("mbx", batch_id, job_id)
-        self._ckpt = _k("ckpt", mailbox_key)
+        self._ckpt = _k("ck", mailbox_key)
+        self._legacy = _k("ckpt", legacy_key) if legacy_key else None
         self._tp = _k("tp", batch_id)
         self._folder: str | None = None
+        self._copied = client.register_script(_COPIED)
+        self._lock_all = client.register_script(_LOCK_ALL)
 
-    def checkpoints(self) -> frozenset[Checkpoint]:
-        result = set()
-        for member in self._r.sscan_iter(self._ckpt, count=5000):
-            uidvalidity, uid, folder = str(member).split(":", 2)
-            result.add((folder, int(uidvalidity), int(uid)))
-        return frozenset(result)
+    def checkpoints(self) -> dict[Checkpoint, str | None]:
+        result: dict[Checkpoint, str | None] = {}
+        if self._legacy is not None:
+            for member in self._r.sscan_iter(self._legacy, count=5000):
+                result[_checkpoint(str(member))] = None
+        for member, key in self._r.hscan_iter(self._ckpt, count=5000):
+            result[_checkpoint(str(member))] = str(key) or None
+        return result
 
     def planned(
         self, *, total_messages: int, total_bytes: int, done_messages: int, done_bytes: int
@@ -330,31 +363,45 @@ class RedisProgress:
         # the next checkpoint rather than costing a Redis round trip of its own.
         self._folder = name
 
-    def copied(self, refs: Sequence[MessageRef]) -> None:
+    def fence(self) -> None:
         if self._lost is not None and self._lost.is_set():
             raise LockLost("another worker took this mailbox over; stopping here")
-        if not refs:
+        if self._lease is not None and not self._lock_all(
+            keys=_lock_keys(self._lease), args=_lock_args(self._lease)
+        ):
+            raise LockLost("another worker holds this mailbox now; stopping here")
+
+    def copied(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+        if self._lost is not None and self._lost.is_set():
+            raise LockLost("another worker took this mailbox over; stopping here")
+        if not copies:
             return
         now = time.time()
         minute = str(int(now // 60 * 60))
-        count, size = len(refs), sum(r.size for r in refs)
-        fields = {"updated": str(now)}
-        if self._folder is not None:
-            fields["current_folder"] = self._folder
-        pipe = self._r.pipeline(transaction=True)
-        pipe.sadd(self._ckpt, *[_member(r) for r in refs])
-        pipe.hincrby(self._mbx, "done_messages", count)
-        pipe.hincrby(self._mbx, "done_bytes", size)
-        pipe.hincrby(self._mbx, "copied_messages", count)
-        pipe.hincrby(self._mbx, "copied_bytes", size)
-        pipe.hset(self._mbx, mapping=_fields(fields))
-        pipe.hincrby(self._tp, f"{minute}:m", count)
-        pipe.hincrby(self._tp, f"{minute}:b", size)
-        pipe.execute()
+        self._write(
+            copies,
+            [
+                str(len(copies)),
+                str(sum(r.size for r, _ in copies)),
+                str(now),
+                minute,
+                self._folder or "",
+            ],
+        )
 
-    def recognised(self, refs: list[MessageRef]) -> None:
-        for start in range(0, len(refs), 1000):
-            self._r.sadd(self._ckpt, *[_member(r) for r in refs[start : start + 1000]])
+    def recognised(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+        for start in range(0, len(copies), 1000):
+            self._write(copies[start : start + 1000], ["0", "0", "", "", ""])
+
+    def _write(self, copies: Sequence[tuple[MessageRef, str | None]], counts: list[str]) -> None:
+        """Checkpoint `copies` and add `counts` (messages, bytes, time, minute, folder;
+        no counting where messages is 0), fenced by the lease in the same script."""
+        lease = self._lease
+        pairs = [part for ref, key in copies for part in (_member(ref), key or "")]
+        keys = [self._ckpt, self._mbx, self._tp, *(_lock_keys(lease) if lease else [])]
+        args = [*(_lock_args(lease) if lease else ["", "0"]), *counts, *pairs]
+        if not self._copied(keys=keys, args=args):
+            raise LockLost("another worker holds this mailbox now; nothing recorded")
 
 
 def _fields(values: Mapping[str, str]) -> dict[Any, Any]:
@@ -368,6 +415,19 @@ def _strs(raw: Any) -> dict[str, str]:
 
 def _member(ref: MessageRef) -> str:
     return f"{ref.uidvalidity}:{ref.uid}:{ref.folder}"
+
+
+def _checkpoint(member: str) -> Checkpoint:
+    uidvalidity, uid, folder = member.split(":", 2)
+    return (folder, int(uidvalidity), int(uid))
+
+
+def _lock_keys(lease: Lease) -> list[str]:
+    return [_k("lock", name) for name in lease.names]
+
+
+def _lock_args(lease: Lease) -> list[str]:
+    return [lease.owner, str(max(1, int(lease.ttl * 1000)))]
 
 
 def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
@@ -405,18 +465,55 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
     )
 
 
-_REFRESH_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
+# Take or renew every lock of a lease (KEYS, owner ARGV[1], TTL ms ARGV[2]): none when
+# another owner holds any of them.
+_LOCK_ALL = """
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('get', key)
+  if owner and owner ~= ARGV[1] then return 0 end
 end
-return 0
+for _, key in ipairs(KEYS) do
+  redis.call('set', key, ARGV[1], 'px', ARGV[2])
+end
+return 1
 """
 
 _DELETE_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
 end
-return 0
+return 1
+"""
+
+# Checkpoints and counts of one batch, fenced.  KEYS: ck, mbx, tp, then the lease's locks
+# (none: not fenced).  ARGV: owner, TTL ms, messages, bytes, time, minute, folder, then
+# member/key pairs.  Nothing is written unless this owner holds every lock (taken again
+# where it vanished).
+_COPIED = """
+for i = 4, #KEYS do
+  local owner = redis.call('get', KEYS[i])
+  if owner and owner ~= ARGV[1] then return 0 end
+end
+for i = 4, #KEYS do
+  redis.call('set', KEYS[i], ARGV[1], 'px', ARGV[2])
+end
+local n = 0
+for i = 8, #ARGV, 2 do
+  redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+  n = n + 1
+end
+local messages = tonumber(ARGV[3])
+if messages > 0 then
+  redis.call('hincrby', KEYS[2], 'done_messages', messages)
+  redis.call('hincrby', KEYS[2], 'done_bytes', ARGV[4])
+  redis.call('hincrby', KEYS[2], 'copied_messages', messages)
+  redis.call('hincrby', KEYS[2], 'copied_bytes', ARGV[4])
+  redis.call('hset', KEYS[2], 'updated', ARGV[5])
+  if ARGV[7] ~= '' then redis.call('hset', KEYS[2], 'current_folder', ARGV[7]) end
+  redis.call('hincrby', KEYS[3], ARGV[6] .. ':m', messages)
+  redis.call('hincrby', KEYS[3], ARGV[6] .. ':b', ARGV[4])
+end
+return 1
 """
 
 # Drop expired leases (a killed worker's), then take a slot if one is free.

@@ -8,8 +8,9 @@ import hashlib
 import io
 import secrets
 import ssl
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -219,3 +220,15 @@ def newest_that_fit(sent: Sequence[PopulatedMessage], quota: int) -> list[Popula
         fits.append(message)
         used += message.size
     return fits
+
+
+def eventually(
+    condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "the condition"
+) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds.  What tests wait on
+    instead of sleeping a guessed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.01)

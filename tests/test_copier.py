@@ -7,19 +7,31 @@ import copy
 import dataclasses
 import itertools
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from migrator import copier
+from migrator import sending
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
-from migrator.errors import FolderRefused, MessageRefused, QuotaExceeded, TransientError
+from migrator.errors import (
+    FolderRefused,
+    LockLost,
+    MessageRefused,
+    QuotaExceeded,
+    TransientError,
+)
 from migrator.foldermap import TargetFolder, default_folder_map
-from migrator.plan import MessageKey, MessageRef
-from migrator.report import MailboxState
+from migrator.plan import MessageRef
+from migrator.recognition import (
+    TargetCopy,
+    content_key,
+    epoch_seconds,
+    message_digest,
+    system_flags,
+)
+from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
@@ -38,7 +50,7 @@ class MemorySource:
                 uid=uid,
                 size=size,
                 internaldate=START + timedelta(days=uid),
-                key=("mid", f"<{uid}@x>", size),
+                message_id=f"<{uid}@x>",
             )
             for uid in range(1, count + 1)
         ]
@@ -49,12 +61,17 @@ class MemorySource:
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         return [r for r in self.refs if r.folder == folder.name]
 
+    def body(self, ref: MessageRef) -> bytes:
+        return f"Message-ID: <{ref.uid}@x>\r\n\r\nmessage {ref.uid}".encode()
+
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         for ref in refs:
-            yield ref, f"message {ref.uid}".encode()
+            yield ref, self.body(ref)
 
-    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        return iter(())
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        for ref in refs:
+            body = self.body(ref)
+            yield ref, body[: body.index(b"\r\n\r\n") + 4]
 
     def session(self) -> MemorySource | None:
         return None  # one connection, unless a test says otherwise
@@ -83,8 +100,20 @@ class MemoryTarget:
     def open_folder(self, folder: TargetFolder) -> str:
         return folder.display()
 
-    def index(self, name: str) -> Counter[MessageKey]:
-        return Counter(i.key for i in self.stored if i.folder == name and i.key)
+    def index(self, name: str) -> list[TargetCopy]:
+        return [
+            TargetCopy(
+                str(n),
+                content_key(i.message, complete=True),
+                system_flags(i.flags),
+                epoch_seconds(i.internaldate),
+            )
+            for n, i in enumerate(self.stored)
+            if i.folder == name
+        ]
+
+    def digests(self, name: str, copies: Sequence[TargetCopy]) -> dict[str, str]:
+        return {c.id: message_digest(self.stored[int(c.id)].message) for c in copies}
 
     def quota(self) -> QuotaInfo:
         return self.quota_info
@@ -113,10 +142,11 @@ class MemoryTarget:
 
 class MemoryProgress:
     def __init__(self) -> None:
-        self.done: set[Checkpoint] = set()
+        self.done: dict[Checkpoint, str | None] = {}
+        self.fenced = False  # True: another worker holds the mailbox now
 
-    def checkpoints(self) -> frozenset[Checkpoint]:
-        return frozenset(self.done)
+    def checkpoints(self) -> dict[Checkpoint, str | None]:
+        return dict(self.done)
 
     def planned(self, **counts: int) -> None:
         pass
@@ -124,11 +154,16 @@ class MemoryProgress:
     def folder(self, name: str) -> None:
         pass
 
-    def copied(self, refs: Sequence[MessageRef]) -> None:
-        self.done.update((r.folder, r.uidvalidity, r.uid) for r in refs)
+    def fence(self) -> None:
+        if self.fenced:
+            raise LockLost("taken over")
 
-    def recognised(self, refs: list[MessageRef]) -> None:
-        self.done.update((r.folder, r.uidvalidity, r.uid) for r in refs)
+    def copied(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+        self.fence()
+        self.done.update((r.ident, key) for r, key in copies)
+
+    def recognised(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+        self.done.update((r.ident, key) for r, key in copies)
 
 
 def test_a_refused_message_is_skipped_named_and_the_rest_go_on() -> None:
@@ -181,7 +216,7 @@ def test_a_quota_refusal_mid_batch_leaves_that_message_and_all_older() -> None:
         MemorySource(10), target, default_folder_map(), MemoryProgress(), CopyOptions()
     )
     assert result.state is MailboxState.QUOTA_STOPPED
-    assert [i.message for i in target.stored] == [f"message {u}".encode() for u in range(10, 5, -1)]
+    assert _uids(target.stored) == list(range(10, 5, -1))
     assert (result.copied_messages, result.left_messages) == (5, 5)
 
 
@@ -196,9 +231,7 @@ def test_a_pass_broken_mid_batch_is_resumed_without_duplicates() -> None:
     )
     assert result.state is MailboxState.DONE
     # The broken batch stored one message whose checkpoint never came: recognised.
-    assert sorted(i.message for i in target.stored) == sorted(
-        f"message {u}".encode() for u in range(1, 11)
-    )
+    assert sorted(_uids(target.stored)) == list(range(1, 11))
     assert len(progress.done) == 10
 
 
@@ -268,7 +301,7 @@ def test_a_target_that_cannot_tell_its_quota_gets_the_exact_newest_first_order()
 def test_near_a_known_limit_the_order_is_exact_so_the_stop_keeps_the_newest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(copier, "GROUPING_WINDOW", 4)
+    monkeypatch.setattr(sending, "GROUPING_WINDOW", 4)
     size = 200_000
     # Room for 10 of 12; the last 1 MiB of it (a margin for the server's own counting)
     # is sent in the exact order, so what the target holds is exactly the newest ten.
@@ -341,7 +374,7 @@ class Slots:
 
 def _lane_pass(
     source: MemorySource, target: MemoryTarget, slots: Slots | None = None, connections: int = 4
-) -> tuple[copier.MailboxResult, MemoryProgress]:
+) -> tuple[MailboxResult, MemoryProgress]:
     progress = MemoryProgress()
     result = copy_pass(
         source, target, default_folder_map(), progress, CopyOptions(connections=connections),
@@ -431,7 +464,7 @@ def test_a_quota_stop_on_one_connection_stops_them_all_and_counts_the_rest_as_le
 def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(copier, "GROUPING_WINDOW", 50)
+    monkeypatch.setattr(sending, "GROUPING_WINDOW", 50)
     size = 100_000  # 50 messages (5 MB) a window
     # 60 MB of room: the 600 newest fit; 54 MB certainly (a tenth kept for the server's
     # own counting), so ten windows go side by side and the last two, alone, in order.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +12,6 @@ from migrator.plan import (
     fetch_windows,
     lane_split,
     make_plan,
-    message_key,
     newest_first,
     quota_budget,
     reorderable_bytes,
@@ -27,14 +25,13 @@ NOW = datetime(2026, 11, 28, tzinfo=UTC)
 
 def ref(folder: str, uid: int, day: str | None, size: int = 100, **kw: object) -> MessageRef:
     when = datetime.fromisoformat(day).replace(tzinfo=UTC) if day else None
-    key = kw.pop("key", ("mid", f"<{folder}.{uid}@x>", size))
     return MessageRef(
         folder=folder,
         uidvalidity=1,
         uid=uid,
         size=size,
         internaldate=when,
-        key=key,
+        message_id=f"<{folder}.{uid}@x>",
         **kw,  # type: ignore[arg-type]
     )
 
@@ -71,6 +68,41 @@ def test_effective_date_falls_back_to_date_header(
     header = datetime.fromisoformat(date_header).replace(tzinfo=UTC) if date_header else None
     message = ref("INBOX", 1, internaldate, date_header=header)
     assert message.effective_date(NOW).date().isoformat() == expected
+
+
+def _day(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+
+
+@pytest.mark.parametrize(
+    ("internaldate", "received", "date_header", "order_by", "copy_gets"),
+    [
+        # IMAP: INTERNALDATE when sane; the copy keeps the source's own, absurd or not.
+        ("2020-05-05", "2019-01-01", "2001-01-01", "2020-05-05", "2020-05-05"),
+        ("1970-01-01", "2019-01-01", "2001-01-01", "2019-01-01", "1970-01-01"),
+        # POP3 (no INTERNALDATE): the newest Received, then the Date field, sane ones first.
+        (None, "2019-01-01", "2001-01-01", "2019-01-01", "2019-01-01"),
+        (None, None, "2001-01-01", "2001-01-01", "2001-01-01"),
+        (None, "2099-01-01", "2001-01-01", "2001-01-01", "2001-01-01"),  # absurd Received
+        (None, "2019-01-01", "2099-01-01", "2019-01-01", "2019-01-01"),  # absurd Date
+        (None, "1975-01-01", "2099-01-01", "1975-01-01", "1975-01-01"),  # nothing sane
+        (None, None, None, "1970-01-01", None),  # nothing at all: the server's own time
+    ],
+)
+def test_the_newest_received_date_stands_in_for_a_missing_or_absurd_arrival_time(
+    internaldate: str | None,
+    received: str | None,
+    date_header: str | None,
+    order_by: str,
+    copy_gets: str | None,
+) -> None:
+    message = MessageRef(
+        "INBOX", 1, 1, 10, _day(internaldate),
+        date_header=_day(date_header), received=_day(received),
+    )  # fmt: skip
+    assert message.effective_date(NOW).date().isoformat() == order_by
+    given = message.append_date(NOW)
+    assert (given.date().isoformat() if given else None) == copy_gets
 
 
 @pytest.mark.parametrize(
@@ -124,50 +156,21 @@ def test_no_budget_takes_everything() -> None:
     assert take_within_budget(ordered, None).fits == tuple(ordered)
 
 
-def _plan(
-    refs: list[MessageRef], checkpointed: set[tuple[str, int, int]], present: Counter
-) -> object:  # type: ignore[type-arg]
-    return make_plan(
-        refs,
-        now=NOW,
-        since=None,
-        until=None,
-        checkpointed=frozenset(checkpointed),
-        present_at_target={"T": present},
-        target_of={r.folder: "T" for r in refs},
-    )
-
-
-def test_checkpointed_messages_are_not_copied_again() -> None:
+def test_messages_known_done_are_not_copied_again() -> None:
+    # Done: checkpointed, or recognised at the target by content (migrator.recognition).
     refs = [ref("INBOX", 1, "2020-01-01"), ref("INBOX", 2, "2021-01-01")]
-    plan = _plan(refs, {("INBOX", 1, 1)}, Counter({refs[0].key: 1}))
+    plan = make_plan(refs, now=NOW, since=None, until=None, done={("INBOX", 1, 1)})
     assert [r.uid for r in plan.to_copy] == [2]
+    assert [r.uid for r in plan.already_done] == [1]
+    assert (plan.total_messages, plan.total_bytes) == (2, 200)
 
 
-def test_message_at_target_without_checkpoint_is_recognised() -> None:
-    # Appended, then the worker died before the checkpoint was written.
-    refs = [ref("INBOX", 1, "2020-01-01"), ref("INBOX", 2, "2021-01-01")]
-    plan = _plan(refs, set(), Counter({refs[1].key: 1}))
-    assert [r.uid for r in plan.to_copy] == [1]
-    assert [r.uid for r in plan.already_done] == [2]
-
-
-def test_identical_source_messages_stay_two_messages() -> None:
-    same = ("mid", "<dup@x>", 100)
-    refs = [ref("INBOX", 1, "2020-01-01", key=same), ref("INBOX", 2, "2020-01-01", key=same)]
-    # One copy landed and was checkpointed: the twin must still be copied.
-    plan = _plan(refs, {("INBOX", 1, 1)}, Counter({same: 1}))
-    assert [r.uid for r in plan.to_copy] == [2]
-    # Redis lost: one copy at the target stands for one source message only.
-    plan = _plan(refs, set(), Counter({same: 1}))
-    assert len(plan.to_copy) == 1 and len(plan.already_done) == 1
-
-
-def test_message_key_uses_message_id_else_header_hash() -> None:
-    assert message_key(" <a@b> ", 10, None) == ("mid", "<a@b>", 10)
-    one = message_key(None, 10, b"Subject: a\r\n\r\n")
-    two = message_key(None, 10, b"Subject: b\r\n\r\n")
-    assert one[0] == "hdr" and one != two
+def test_the_plan_keeps_newest_first_and_counts_what_is_out_of_range() -> None:
+    refs = [ref("INBOX", 1, "2020-01-01"), ref("INBOX", 2, "2021-01-01"), ref("A", 3, "2022-01-01")]
+    since = datetime(2020, 6, 1, tzinfo=UTC)
+    plan = make_plan(refs, now=NOW, since=since, until=None, done=set())
+    assert [r.uid for r in plan.to_copy] == [3, 2]
+    assert plan.out_of_range == 1
 
 
 @pytest.mark.parametrize(

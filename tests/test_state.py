@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import pytest
+from support import eventually
 
 from migrator.errors import LockLost
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
 from migrator.runner import _heartbeat
-from migrator.state import NewJob, StateStore
+from migrator.state import Lease, NewJob, StateStore
 
 
 def _job(job_id: str, identity: str) -> NewJob:
@@ -38,10 +38,10 @@ def test_copied_messages_are_checkpointed_and_counted(redis_url: str) -> None:
     store.create_batch("b", {}, [_job("1", "a@x.test")])
     progress = store.progress("b", "1", "key-1")
     progress.planned(total_messages=3, total_bytes=30, done_messages=0, done_bytes=0)
-    progress.copied([_ref(1), _ref(2, size=15)])
-    progress.copied([_ref(4)])
-    progress.recognised([_ref(3)])
-    assert progress.checkpoints() == {("Données/Été", 7, uid) for uid in (1, 2, 3, 4)}
+    progress.copied([(_ref(1), "k1"), (_ref(2, size=15), "k2")])
+    progress.copied([(_ref(4), "k4")])
+    progress.recognised([(_ref(3), "k3")])
+    assert progress.checkpoints() == {("Données/Été", 7, uid): f"k{uid}" for uid in (1, 2, 3, 4)}
     row = store.mailbox("b", "1")
     assert row is not None and (row.done_messages, row.done_bytes) == (3, 35)
     ((_, messages, size),) = store.throughput("b")
@@ -53,20 +53,32 @@ def test_the_current_folder_is_shown_from_the_next_checkpoint_on(redis_url: str)
     store.create_batch("b", {}, [_job("1", "a@x.test")])
     progress = store.progress("b", "1", "key-1")
     progress.folder("Archive")
-    progress.copied([_ref(1, folder="Archive")])
+    progress.copied([(_ref(1, folder="Archive"), "k")])
     progress.folder("INBOX")
     row = store.mailbox("b", "1")
     assert row is not None and row.current_folder == "Archive"
-    progress.copied([_ref(2, folder="INBOX")])
+    progress.copied([(_ref(2, folder="INBOX"), "k")])
     row = store.mailbox("b", "1")
     assert row is not None and row.current_folder == "INBOX"
 
 
 def test_checkpoints_outlive_the_batch_that_wrote_them(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    store.progress("b1", "1", "mailbox").copied([_ref(1)])
+    store.progress("b1", "1", "mailbox").copied([(_ref(1), "k")])
     # A later batch (a delta pass) over the same mailbox starts from them.
-    assert store.progress("b2", "9", "mailbox").checkpoints() == {("Données/Été", 7, 1)}
+    assert store.progress("b2", "9", "mailbox").checkpoints() == {("Données/Été", 7, 1): "k"}
+
+
+def test_checkpoints_an_earlier_version_kept_are_read_without_their_keys(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.client.sadd("migrator:ckpt:old-key", "7:1:INBOX", "7:2:Données/Été")
+    progress = store.progress("b", "1", "mailbox", legacy_key="old-key")
+    progress.copied([(_ref(3), "k3")])
+    assert progress.checkpoints() == {
+        ("INBOX", 7, 1): None,
+        ("Données/Été", 7, 2): None,
+        ("Données/Été", 7, 3): "k3",
+    }
 
 
 def test_result_records_state_left_and_skipped(redis_url: str) -> None:
@@ -94,14 +106,30 @@ def test_result_records_state_left_and_skipped(redis_url: str) -> None:
     )
 
 
+def _lease(owner: str, ttl: float = 30.0, names: tuple[str, ...] = ("localhost/t@x",)) -> Lease:
+    return Lease(names, owner, ttl)
+
+
 def test_mailbox_lock_admits_one_owner_and_expires(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    assert store.lock_mailbox("m", "w1", ttl=0.3)
-    assert not store.lock_mailbox("m", "w2", ttl=0.3)
-    store.unlock_mailbox("m", "w2")  # not the owner: no effect
-    assert not store.lock_mailbox("m", "w2", ttl=0.3)
-    time.sleep(0.4)  # w1 was killed and stopped beating
-    assert store.lock_mailbox("m", "w2", ttl=0.3)
+    assert store.lock(_lease("w1", ttl=0.3))
+    assert not store.lock(_lease("w2"))
+    store.unlock(_lease("w2"))  # not the owner: no effect
+    assert not store.lock(_lease("w2"))
+    # w1 was killed and stopped beating: its lock expires.
+    eventually(lambda: store.lock(_lease("w2")), timeout=5, what="w1's lock expiring")
+
+
+def test_a_lock_under_several_names_is_taken_all_or_none(redis_url: str) -> None:
+    # "mail.example" resolving to 10.0.0.5 in one CSV, "10.0.0.5" in another: one mailbox.
+    store = StateStore.from_url(redis_url)
+    assert store.lock(_lease("w1", names=("10.0.0.5/t@x", "mail.example/t@x")))
+    assert not store.lock(_lease("w2", names=("10.0.0.5/t@x",)))
+    assert not store.client.exists("migrator:lock:other/t@x")
+    assert not store.lock(_lease("w2", names=("10.0.0.5/t@x", "other/t@x")))
+    assert not store.client.exists("migrator:lock:other/t@x")  # none of it was taken
+    store.unlock(_lease("w1", names=("10.0.0.5/t@x", "mail.example/t@x")))
+    assert store.lock(_lease("w2", names=("10.0.0.5/t@x",)))
 
 
 def test_connection_slots_are_capped_per_server_across_workers(redis_url: str) -> None:
@@ -118,31 +146,65 @@ def test_a_dead_workers_connection_slot_expires(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
     assert store.acquire_slot("s", "dead", cap=1, ttl=0.2)
     assert not store.acquire_slot("s", "live", cap=1, ttl=30)
-    time.sleep(0.3)
-    assert store.acquire_slot("s", "live", cap=1, ttl=30)
+    eventually(lambda: store.acquire_slot("s", "live", cap=1, ttl=30), timeout=5)
 
 
 def test_a_worker_whose_lock_another_took_stops_before_its_next_checkpoint(
     redis_url: str,
 ) -> None:
     store = StateStore.from_url(redis_url)
-    assert store.lock_mailbox("m", "me", ttl=0.3)
-    with _heartbeat(store, "m", "imaps://mail:993", "me", 0.3) as lost:
-        store.client.delete("migrator:lock:m")  # expired while this worker hung
-        assert store.lock_mailbox("m", "other", ttl=30)
-        time.sleep(0.35)
-        assert lost.is_set()
-        progress = store.progress("b", "1", "m", lost)
+    mine = _lease("me", ttl=0.3)
+    assert store.lock(mine)
+    with _heartbeat(store, mine, "imaps://mail:993") as lost:
+        store.client.delete("migrator:lock:localhost/t@x")  # expired while this worker hung
+        assert store.lock(_lease("other"))
+        eventually(lost.is_set, timeout=5, what="the heartbeat noticing")
+        progress = store.progress("b", "1", "m", mine, lost)
         with pytest.raises(LockLost):
-            progress.copied([_ref(1)])
-    assert progress.checkpoints() == frozenset()
+            progress.copied([(_ref(1), "k")])
+    assert progress.checkpoints() == {}
+
+
+def test_every_batch_and_checkpoint_is_fenced_by_the_lock(redis_url: str) -> None:
+    # A worker paused past its lock (SIGSTOP, a frozen VM), whose heartbeat has not run
+    # since it woke: the fence alone stops it before the next append and checkpoint.
+    store = StateStore.from_url(redis_url)
+    mine = _lease("me")
+    assert store.lock(mine)
+    progress = store.progress("b", "1", "m", mine)
+    progress.fence()
+    progress.copied([(_ref(1), "k1")])
+    store.client.delete("migrator:lock:localhost/t@x")  # expired while paused
+    assert store.lock(_lease("newer"))  # another worker took the mailbox over
+    with pytest.raises(LockLost):
+        progress.fence()
+    with pytest.raises(LockLost):
+        progress.copied([(_ref(2), "k2")])
+    with pytest.raises(LockLost):
+        progress.recognised([(_ref(3), "k3")])
+    assert progress.checkpoints() == {("Données/Été", 7, 1): "k1"}
+    assert store.client.get("migrator:lock:localhost/t@x") == "newer"
+
+
+def test_a_fence_takes_a_vanished_lock_again(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    mine = _lease("me")
+    assert store.lock(mine)
+    store.client.flushall()  # Redis emptied: nobody holds the mailbox, so this worker may
+    progress = store.progress("b", "1", "m", mine)
+    progress.copied([(_ref(1), "k1")])
+    assert store.client.get("migrator:lock:localhost/t@x") == "me"
 
 
 def test_a_lock_that_vanished_with_redis_data_is_taken_again(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    assert store.lock_mailbox("m", "me", ttl=0.3)
-    with _heartbeat(store, "m", "imaps://mail:993", "me", 0.3) as lost:
+    mine = _lease("me", ttl=0.3)
+    assert store.lock(mine)
+    with _heartbeat(store, mine, "imaps://mail:993") as lost:
         store.client.flushall()
-        time.sleep(0.35)
+        eventually(
+            lambda: store.client.get("migrator:lock:localhost/t@x") == "me",
+            timeout=5,
+            what="the heartbeat taking the lock again",
+        )
         assert not lost.is_set()
-        assert store.client.get("migrator:lock:m") == "me"

@@ -15,6 +15,12 @@ class SourceFolder:
     path: tuple[str, ...]  # components relative to the mailbox root, for the folder map
     special_use: frozenset[str] = frozenset()  # RFC 6154 flags, e.g. "\\Sent"
 
+    @property
+    def is_all_mail(self) -> bool:
+        """RFC 6154 \\All: a view of every message (Gmail's All Mail), where mail no other
+        folder holds (Gmail's archived mail) is found only; see copier."""
+        return any(flag.lower() == "\\all" for flag in self.special_use)
+
 
 class MailboxSource(Protocol):
     """Reads one mailbox.  Library errors never escape: adapters raise migrator.errors."""
@@ -26,12 +32,14 @@ class MailboxSource(Protocol):
         ...
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        """The bytes of each message, in the order given, exactly as the server holds them."""
+        """The bytes of each message, in the order given, exactly as the server holds them.
+        A message the server does not send is left out; the copier names it."""
         ...
 
-    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        """The header block of each message (with its empty line, as IMAP's BODY[HEADER]);
-        read only when rewriting must recognise messages already at the target."""
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        """The start of each message, holding at least its whole header block and the
+        empty line after it (recognition.header_end finds it), or else the whole message;
+        read only where a target folder already holds mail, to recognise it there."""
         ...
 
     def session(self) -> MailboxSource | None:

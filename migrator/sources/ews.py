@@ -26,7 +26,7 @@ from migrator.ewsprops import (
     register_properties,
     stable_int,
 )
-from migrator.plan import MessageRef, fetch_windows, message_key
+from migrator.plan import MessageRef, fetch_windows
 from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder
 from migrator.targets.ews import EwsTarget
@@ -165,9 +165,7 @@ class EwsSource:
                     internaldate=aware(item.datetime_received),
                     date_header=aware(item.datetime_sent),
                     flags=tuple(flags),
-                    # Exchange's Size is not the MIME size: an EWS target keeps this key on
-                    # the item; an IMAP target recognises it only where the two agree.
-                    key=message_key(item.message_id, size, item.id.encode("utf-8")),
+                    message_id=str(item.message_id).strip() if item.message_id else None,
                 )
             )
         return refs
@@ -186,7 +184,7 @@ class EwsSource:
             items = ews_call(f"{self._what}, fetching {len(ids)} messages", get)
             for ref, item in zip(window, items, strict=True):
                 if isinstance(item, Exception) or not item.mime_content:
-                    continue  # deleted since listing: nothing to copy, and nothing lost
+                    continue  # deleted since listing, or not sent: the copier names it
                 yield ref, bytes(item.mime_content)
 
     def export_non_mail(self) -> list[tuple[NonMailFolder, list[tuple[tuple[str, ...], str]]]]:
@@ -205,12 +203,9 @@ class EwsSource:
             result.append((info, pairs))
         return result
 
-    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        """EWS has no header-only fetch that keeps the bytes: cut them from MimeContent."""
-        for ref, body in self.fetch(refs):
-            end = body.find(b"\r\n\r\n")
-            cut = end + 4 if end != -1 else body.find(b"\n\n") + 2
-            yield ref, body[:cut] if cut > 1 else body
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        """EWS has no header-only fetch that keeps the bytes: the whole MimeContent."""
+        return self.fetch(refs)
 
     def session(self) -> None:
         # One Exchange session per mailbox: EWS throttling counts concurrent requests per

@@ -3,20 +3,19 @@ fetches message bytes, newest-first batches grouped by folder."""
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
-from imapclient.response_parser import parse_fetch_response
 
 from migrator.batch import MailboxJob
 from migrator.errors import FolderRefused, PermanentError, TransientError
-from migrator.imapconn import ConnectOptions, as_text, connect, imap_errors, logout, message_fields
-from migrator.listing import FIELDS_ITEM, LISTING_ITEMS, Listed, RawFetch, parse_listing
-from migrator.plan import MessageRef, fetch_windows, message_key
+from migrator.headers import first, message_fields, parse_date, read_fields, received_date
+from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
+from migrator.listing import FIELDS_ITEM, LISTING_ITEMS
+from migrator.plan import MessageRef, fetch_windows, is_sane
+from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
 
 # Flags that describe the session or the server's housekeeping, not the message.
@@ -26,6 +25,8 @@ _DROPPED_FLAGS = {"\\recent", "\\deleted"}
 # hide latency, small enough that memory stays flat.
 FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
+# Header blocks asked for in one round trip, for recognition.
+HEADS_BATCH_COUNT = 500
 
 
 class ImapSource:
@@ -71,14 +72,17 @@ class ImapSource:
         if int(info.get(b"EXISTS", 0)) == 0:
             return []
         with imap_errors(what):
-            listed = _list(self._client)
-            fields = {uid: message_fields(m.fields or b"") for uid, m in listed.items()}
-            without_id = [uid for uid, (message_id, _) in fields.items() if message_id is None]
-            blocks = self._client.fetch(without_id, ["BODY.PEEK[HEADER]"]) if without_id else {}
+            listed = fetch_all(self._client, LISTING_ITEMS, FIELDS_ITEM)
+        now = datetime.now(UTC)
+        absurd = [
+            uid
+            for uid, m in listed.items()
+            if m.internaldate is None or not is_sane(m.internaldate, now)
+        ]
+        received = self._received(absurd, what) if absurd else {}
         refs = []
         for uid, message in listed.items():
-            message_id, date_text = fields[uid]
-            block = blocks.get(uid, {}).get(b"BODY[HEADER]") if message_id is None else None
+            message_id, date_text, _ = message_fields(message.fields or b"")
             refs.append(
                 MessageRef(
                     folder=folder.name,
@@ -88,10 +92,22 @@ class ImapSource:
                     internaldate=message.internaldate,
                     date_header=parse_date(date_text),
                     flags=tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS),
-                    key=message_key(message_id, message.size, block),
+                    message_id=message_id,
+                    received=received.get(uid),
                 )
             )
         return refs
+
+    def _received(self, uids: list[int], what: str) -> dict[int, datetime | None]:
+        """The newest Received date of messages whose INTERNALDATE is missing or absurd
+        (a restored backup dated 1970): their order falls back to it, then to Date."""
+        with imap_errors(what):
+            fetched = self._client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (RECEIVED)]"])
+        dates: dict[int, datetime | None] = {}
+        for uid, data in fetched.items():
+            block = data.get(b"BODY[HEADER.FIELDS (RECEIVED)]") or b""
+            dates[int(uid)] = received_date(first(read_fields(block, ("received",)), "received"))
+        return dates
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -123,20 +139,31 @@ class ImapSource:
                     continue
                 yield ref, body
 
-    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         by_folder: dict[str, list[MessageRef]] = {}
         for ref in refs:
             by_folder.setdefault(ref.folder, []).append(ref)
         for folder, members in by_folder.items():
             self._select(folder)
-            for start in range(0, len(members), 500):
-                chunk = members[start : start + 500]
-                with imap_errors(f"{self._what}, folder {folder!r}"):
+            what = f"{self._what}, folder {folder!r}"
+            for start in range(0, len(members), HEADS_BATCH_COUNT):
+                chunk = members[start : start + HEADS_BATCH_COUNT]
+                with imap_errors(what):
                     fetched = self._client.fetch([r.uid for r in chunk], ["BODY.PEEK[HEADER]"])
+                whole: list[MessageRef] = []
                 for ref in chunk:
                     header = fetched.get(ref.uid, {}).get(b"BODY[HEADER]")
-                    if header is not None:
-                        yield ref, header
+                    if header is None:
+                        continue  # expunged since listing
+                    if header_end(header) is None:
+                        # No empty line where the server ends the header (a message that
+                        # is all header, or a server that reads it otherwise): the whole
+                        # message, so both sides find the header block by the same rule.
+                        whole.append(ref)
+                        continue
+                    yield ref, header
+                if whole:
+                    yield from self.fetch(whole)
 
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
@@ -160,40 +187,12 @@ class ImapSource:
         return info
 
 
-# RFC 6154 SPECIAL-USE attributes the folder map understands.
-_SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive"}
-# Folders that hold no messages of their own: not selectable, or RFC 6154 virtual
-# views (\All, \Flagged: Gmail's All Mail, Starred) whose mail is also in a real folder.
-_NOT_COPIED = {"\\noselect", "\\nonexistent", "\\all", "\\flagged"}
-
-
-def _list(client: IMAPClient) -> dict[int, Listed]:
-    """Every message of the selected folder, read with `listing.parse_listing` (an eighth
-    of the CPU of imapclient's general parser), or with imapclient's parser where the
-    server's answer holds anything that reader does not expect.  imaplib's public `uid`
-    runs the command: imapclient would take "1:*" for one UID, and needs a SEARCH first."""
-    typ, data = client._imap.uid("FETCH", "1:*", LISTING_ITEMS)
-    if typ != "OK":
-        raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
-    return read_listing(data)
-
-
-def read_listing(data: RawFetch) -> dict[int, Listed]:
-    """The listing FETCH's answers by UID: the fast reading, else imapclient's."""
-    listed = parse_listing(data)
-    if listed is not None:
-        return listed
-    parsed = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
-    return {
-        int(uid): Listed(
-            uid=int(uid),
-            size=int(d[b"RFC822.SIZE"]),
-            internaldate=_aware(d.get(b"INTERNALDATE")),
-            flags=tuple(as_text(f) for f in d.get(b"FLAGS", ())),
-            fields=d.get(FIELDS_ITEM),
-        )
-        for uid, d in parsed.items()
-    }
+# RFC 6154 SPECIAL-USE attributes the folder map understands, and \All, which the
+# copier reads last for the mail no other folder holds (Gmail's archived mail).
+_SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive", "\\all"}
+# Folders that hold no messages of their own: not selectable, or the RFC 6154 virtual
+# view \Flagged (Gmail's Starred), whose mail is also in a real folder or in \All.
+_NOT_COPIED = {"\\noselect", "\\nonexistent", "\\flagged"}
 
 
 def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | None:
@@ -207,19 +206,3 @@ def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | No
         return None
     rest = parts[len(root_parts) :]
     return rest if rest else ("INBOX",)
-
-
-def _aware(value: object) -> datetime | None:
-    return value if isinstance(value, datetime) else None
-
-
-def parse_date(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed

@@ -1,10 +1,11 @@
 """POP3 source adapter (RFC 1939): one folder, the Inbox, read without deleting.
 
-Messages are listed with LIST and UIDL, and their Date and Message-ID read with
-TOP n 0, so the copier can order them newest first.  POP3 has no UIDs of the IMAP
-kind: each message's checkpoint id is derived from its UIDL (stable across
-sessions, RFC 1939 section 7), or from Message-ID and size where the server has
-no UIDL.
+Messages are listed with LIST and UIDL, and their header read with TOP n 0, so the
+copier can order them newest first (by the newest Received date, else the Date field:
+POP3 has no arrival time of its own).  POP3 has no UIDs of the IMAP kind: each
+message's checkpoint id is derived from its UIDL (stable across sessions, RFC 1939
+section 7), or, where the server has no UIDL, from its header block and which copy of
+that header it is.
 """
 
 from __future__ import annotations
@@ -21,15 +22,49 @@ from typing import Any
 
 from migrator.batch import MailboxJob, TlsMode
 from migrator.errors import LoginFailed, PermanentError, TransientError
-from migrator.imapconn import ConnectOptions, header_fields, tls_context
-from migrator.plan import MessageKey, MessageRef, message_key
+from migrator.headers import message_fields, parse_date
+from migrator.imapconn import ConnectOptions, tls_context
+from migrator.plan import MessageRef
+from migrator.recognition import content_key, header_end
 from migrator.sources.base import SourceFolder
-from migrator.sources.imap import parse_date
 
 # RFC 1939 section 7: a greeting with a timestamp such as <1896.697170952@dbc.mtview.ca.us>
 _APOP_TIMESTAMP = re.compile(rb"<[^<>@\s]+@[^<>\s]+>")
 INBOX = SourceFolder(name="INBOX", path=("INBOX",))
 POP3_UIDVALIDITY = 0  # POP3 ids never change meaning: one fixed validity
+# poplib refuses lines over 2,048 octets; real mail has 4,096-octet header lines and
+# 5,000-octet base64 lines.  A line past this is a server gone wrong, not mail.
+MAX_LINE = 1024 * 1024
+
+
+class _LongLines:
+    """poplib's line reader with room for the lines real mail has.  poplib reads every
+    line of a response through `_getline` (its one reader since Python 3.4); this is
+    that method with our limit."""
+
+    file: Any
+
+    def _getline(self) -> tuple[bytes, int]:
+        line: bytes = self.file.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise poplib.error_proto("line too long")
+        if not line:
+            raise poplib.error_proto("-ERR EOF")
+        octets = len(line)
+        # readline ends lines at LF: a line ends in CRLF, or is CR...LF, or LF alone.
+        if line[-2:] == b"\r\n":
+            return line[:-2], octets
+        if line[:1] == b"\r":
+            return line[1:-1], octets
+        return line[:-1], octets
+
+
+class _POP3(_LongLines, poplib.POP3):
+    pass
+
+
+class _POP3_SSL(_LongLines, poplib.POP3_SSL):
+    pass
 
 
 class Pop3Source:
@@ -37,7 +72,7 @@ class Pop3Source:
         self._job = job
         self._what = f"source mailbox {job.source_identity} ({job.source_server})"
         self._numbers: dict[int, int] = {}  # checkpoint id -> message number in this session
-        self._headers: dict[int, bytes] = {}  # checkpoint id -> header block (from TOP n 0)
+        self._heads: dict[int, bytes] = {}  # checkpoint id -> the start TOP n 0 gave
         self._conn = self._connect(options)
 
     # -- connection ----------------------------------------------------------------------
@@ -48,11 +83,9 @@ class Pop3Source:
         with _pop_errors(self._what):
             conn: poplib.POP3
             if server.tls is TlsMode.IMPLICIT:
-                conn = poplib.POP3_SSL(
-                    server.host, server.port, timeout=options.timeout, context=context
-                )
+                conn = _POP3_SSL(server.host, server.port, timeout=options.timeout, context=context)
             else:
-                conn = poplib.POP3(server.host, server.port, timeout=options.timeout)
+                conn = _POP3(server.host, server.port, timeout=options.timeout)
                 capabilities = _capabilities(conn)
                 if "STLS" in capabilities:
                     conn.stls(context)  # RFC 2595
@@ -103,26 +136,22 @@ class Pop3Source:
                 uidls = None  # RFC 1939 makes UIDL optional
             refs = []
             self._numbers.clear()
-            self._headers.clear()
-            seen: Counter[MessageKey] = Counter()
+            self._heads.clear()
+            seen: Counter[str] = Counter()
             for number, size in sizes.items():
-                lines = self._conn.top(number, 0)[1]
-                while lines and not lines[-1]:
-                    lines.pop()
-                # The header block as IMAP's BODY[HEADER] gives it: with the empty line.
-                header = b"\r\n".join(lines) + b"\r\n\r\n"
-                message_id, date_text = header_fields(
-                    {b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]": header}
-                )
-                key = message_key(message_id, size, None if message_id else header)
+                # The header block as RETR's lines give it back (see fetch), with the
+                # empty line after it where the message has one.
+                head = b"\r\n".join(self._conn.top(number, 0)[1]) + b"\r\n"
+                message_id, date_text, received = message_fields(head)
                 if uidls is not None and number in uidls:
                     uid = _checkpoint_id(uidls[number])
                 else:
-                    # Without UIDL: the key, and which copy of it this is.
+                    # Without UIDL: the header's digest, and which copy of it this is.
+                    key = content_key(head, complete=True) or ""
                     seen[key] += 1
-                    uid = _checkpoint_id(f"{key[1]}|{key[2]}|{seen[key]}")
+                    uid = _checkpoint_id(f"{key}|{seen[key]}")
                 self._numbers[uid] = number
-                self._headers[uid] = header
+                self._heads[uid] = head
                 refs.append(
                     MessageRef(
                         folder=INBOX.name,
@@ -131,7 +160,8 @@ class Pop3Source:
                         size=size,
                         internaldate=None,
                         date_header=parse_date(date_text),
-                        key=key,
+                        message_id=message_id,
+                        received=received,
                     )
                 )
         return refs
@@ -147,10 +177,17 @@ class Pop3Source:
                 lines = self._conn.retr(number)[1]
             yield ref, b"\r\n".join(lines) + b"\r\n"
 
-    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        whole = []
         for ref in refs:
-            if ref.uid in self._headers:
-                yield ref, self._headers[ref.uid]
+            head = self._heads.get(ref.uid)
+            if head is None:
+                continue
+            if header_end(head) is None:
+                whole.append(ref)  # all header, or a server that ends it otherwise: RETR
+                continue
+            yield ref, head
+        yield from self.fetch(whole)
 
     def session(self) -> None:
         # POP3 locks the maildrop for the one session that holds it (RFC 1939).

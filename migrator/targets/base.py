@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +9,7 @@ from typing import Protocol
 
 from migrator.errors import MessageRefused, QuotaExceeded
 from migrator.foldermap import TargetFolder
-from migrator.plan import MessageKey
+from migrator.recognition import TargetCopy
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class AppendItem:
     message: bytes
     flags: tuple[str, ...]  # IMAP words: \Seen, \Flagged, ..., keywords
     internaldate: datetime | None
-    key: MessageKey | None = None  # how index() will recognise it later
+    key: str | None = None  # its content key (migrator.recognition), kept where it helps
 
 
 Outcome = MessageRefused | QuotaExceeded | None
@@ -46,8 +45,14 @@ class MailboxTarget(Protocol):
         """The target's own name for `folder`, created (idempotently) if missing."""
         ...
 
-    def index(self, name: str) -> Counter[MessageKey]:
-        """Keys of the messages already in folder `name`, counted."""
+    def index(self, name: str) -> list[TargetCopy]:
+        """Every message already in folder `name`: its id, content key, system flags and
+        date (see migrator.recognition)."""
+        ...
+
+    def digests(self, name: str, copies: Sequence[TargetCopy]) -> dict[str, str]:
+        """The whole-message digest of each of `copies` of folder `name`, by copy id;
+        asked only for copies that share a content key with another message."""
         ...
 
     def quota(self) -> QuotaInfo: ...

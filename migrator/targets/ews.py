@@ -23,6 +23,7 @@ from migrator.ewsprops import (
     FLAG_STATUS_FLAGGED,
     MSGFLAG_READ,
     MSGFLAG_UNSENT,
+    aware,
     dump_key,
     ews_datetime,
     fingerprint,
@@ -30,7 +31,7 @@ from migrator.ewsprops import (
     register_properties,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder
-from migrator.plan import MessageKey
+from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
 # SpecialFolder -> the exchangelib Account property of that distinguished folder.
@@ -140,24 +141,43 @@ class EwsTarget:
 
     # -- index and quota ---------------------------------------------------------------
 
-    def index(self, name: str) -> Counter[MessageKey]:
-        """Keys of the items in the folder: the source key each created item carries, or
-        (InternetMessageId, size) for items this tool did not create."""
+    def index(self, name: str) -> list[TargetCopy]:
+        """The items of the folder, each with the content key and digest it was made from
+        (an item this tool did not make has none, and is never taken for a copy)."""
         folder = self._folders[name]
 
         def read() -> list[Any]:
-            query = folder.all().only("migrator_source_key", "message_id", "size")
+            query = folder.all().only(
+                "migrator_source_key", "is_read", "is_draft", "migrator_flag_status",
+                "datetime_received",
+            )  # fmt: skip
             query.page_size = INDEX_PAGE
             return list(query)
 
-        keys: Counter[MessageKey] = Counter()
+        copies = []
         for item in self._call(f"{self._what}, folder {name!r}", read):
-            key = load_key(getattr(item, "migrator_source_key", None))
-            if key is None and getattr(item, "message_id", None):
-                key = ("mid", str(item.message_id).strip(), int(item.size or 0))
-            if key is not None:
-                keys[key] += 1
-        return keys
+            if isinstance(item, Exception):
+                continue
+            stored = load_key(getattr(item, "migrator_source_key", None))
+            flags = {"\\seen"} if item.is_read else set()
+            if getattr(item, "migrator_flag_status", None) == FLAG_STATUS_FLAGGED:
+                flags.add("\\flagged")
+            if item.is_draft:
+                flags.add("\\draft")
+            copies.append(
+                TargetCopy(
+                    id=str(item.id),
+                    key=stored[0] if stored else None,
+                    flags=frozenset(flags),
+                    date=epoch_seconds(aware(item.datetime_received)),
+                    digest=stored[1] if stored else None,
+                )
+            )
+        return copies
+
+    def digests(self, name: str, copies: Sequence[TargetCopy]) -> dict[str, str]:
+        # Exchange serves MIME of its own making: only the digest kept on the item counts.
+        return {c.id: c.digest for c in copies if c.digest is not None}
 
     def quota(self) -> QuotaInfo:
         # EWS does not say a mailbox's quota: ErrorQuotaExceeded (or the activation CSV) stops.
@@ -259,5 +279,5 @@ def _message(account: Any, folder: Any, item: AppendItem) -> Any:
     if "\\flagged" in lowered:
         fields["migrator_flag_status"] = FLAG_STATUS_FLAGGED
     if item.key is not None:
-        fields["migrator_source_key"] = dump_key(item.key)
+        fields["migrator_source_key"] = dump_key(item.key, message_digest(item.message))
     return Message(account=account, folder=folder, **fields)

@@ -3,8 +3,7 @@ indexes what a folder already holds, and APPENDs with flags and INTERNALDATE."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +20,15 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder, safe_subpath
-from migrator.imapconn import ConnectOptions, as_text, connect, imap_errors, keys_for_folder, logout
-from migrator.plan import MessageKey
+from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
+from migrator.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.recognition import (
+    TargetCopy,
+    content_key,
+    epoch_seconds,
+    message_digest,
+    system_flags,
+)
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
 # RFC 6154: where a target server marks its own folders, default folders go there.
@@ -106,16 +112,59 @@ class ImapTarget:
             self._client.subscribe_folder(name)
         self._existing.add(name)
 
-    def index(self, name: str) -> Counter[MessageKey]:
+    def index(self, name: str) -> list[TargetCopy]:
         what = f"{self._what}, folder {name!r}"
+        info = self._select(name, what)
+        if int(info.get(b"EXISTS", 0)) == 0:
+            return []
+        with imap_errors(what):
+            listed = fetch_all(self._client, INDEX_ITEMS, HEADER_ITEM)
+        keys = {uid: content_key(m.fields or b"", complete=False) for uid, m in listed.items()}
+        # No empty line where the server ends the header: the key comes from the whole
+        # message, so that both sides find the header block by the same rule.
+        for uid, body in self._bodies([uid for uid, key in keys.items() if key is None], what):
+            keys[uid] = content_key(body, complete=True)
+        return [
+            TargetCopy(
+                id=str(uid),
+                key=keys[uid],
+                flags=system_flags(m.flags),
+                date=epoch_seconds(m.internaldate),
+            )
+            for uid, m in listed.items()
+        ]
+
+    def digests(self, name: str, copies: Sequence[TargetCopy]) -> dict[str, str]:
+        what = f"{self._what}, folder {name!r}"
+        self._select(name, what)
+        return {
+            str(uid): message_digest(body)
+            for uid, body in self._bodies([int(c.id) for c in copies], what)
+        }
+
+    def _select(self, name: str, what: str) -> dict[bytes, Any]:
         with imap_errors(what):
             # SELECT, not EXAMINE: a read-only folder reports no PERMANENTFLAGS (RFC 3501).
             info: dict[bytes, Any] = self._client.select_folder(name)
         permanent = {as_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
         self._keywords_ok[name] = "\\*" in permanent
-        if int(info.get(b"EXISTS", 0)) == 0:
-            return Counter()
-        return Counter(key for key, _ in keys_for_folder(self._client, what=what).values())
+        return info
+
+    def _keywords(self, name: str) -> bool:
+        """May folder `name` keep keywords (PERMANENTFLAGS has \\*)?  Learnt by SELECT,
+        once per folder and connection, unless index() learnt it already."""
+        if name not in self._keywords_ok:
+            self._select(name, f"{self._what}, folder {name!r}")
+        return self._keywords_ok[name]
+
+    def _bodies(self, uids: list[int], what: str) -> Iterator[tuple[int, bytes]]:
+        """Whole messages of the selected folder, a few at a time (memory stays flat)."""
+        for start in range(0, len(uids), 20):
+            with imap_errors(what):
+                fetched = self._client.fetch(uids[start : start + 20], ["BODY.PEEK[]"])
+            for uid, data in fetched.items():
+                if b"BODY[]" in data:
+                    yield int(uid), data[b"BODY[]"]
 
     def quota(self) -> QuotaInfo:
         if not self._client.has_capability("QUOTA"):
@@ -160,7 +209,7 @@ class ImapTarget:
         (RFC 3502 is all or nothing), and the caller finds the culprit one by one, so a
         quota stop still lands exactly at the first message that does not fit."""
         folder = run[0].folder
-        keep_keywords = self._keywords_ok.get(folder, False)
+        keep_keywords = self._keywords(folder)
         if self._literal_plus:
             with imap_errors(f"{self._what}, folder {folder!r}"):
                 return _multiappend_uncopied(self._client, folder, run, keep_keywords) == "OK"
@@ -188,7 +237,7 @@ class ImapTarget:
         return outcomes
 
     def _append(self, item: AppendItem) -> None:
-        kept = _kept(item.flags, self._keywords_ok.get(item.folder, False))
+        kept = _kept(item.flags, self._keywords(item.folder))
         what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):

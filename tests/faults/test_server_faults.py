@@ -24,7 +24,7 @@ from servers.dovecot import (
 from servers.mailgen import make_message, populate
 from support import batch_password
 
-from migrator import copier
+from migrator import sending
 from migrator.errors import PermanentError, TransientError
 from migrator.imapconn import imap_errors
 from migrator.report import MailboxState
@@ -47,9 +47,9 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     # The reader keeps at most this much ahead of the writer, and fetches a few messages
     # at a time, so the source is still fetching when the session ends, on every one of
     # the mailbox's connections.
-    monkeypatch.setattr(copier, "PREFETCH_BYTES", 200_000)
+    monkeypatch.setattr(sending, "PREFETCH_BYTES", 200_000)
     monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
-    monkeypatch.setattr(copier, "GROUPING_WINDOW", 30)  # windows enough for four connections
+    monkeypatch.setattr(sending, "GROUPING_WINDOW", 30)  # windows enough for four connections
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
     populate(

@@ -1,0 +1,465 @@
+"""Sending one mailbox's planned messages: a reader thread fetching ahead, the writer
+batching appends, over one connection or several side by side (lanes).
+
+The copier hands over the send order; this module fetches, rewrites where asked, appends
+in batches, checkpoints each batch that landed (with each message's content key), and
+says what was sent, what the quota left, and what the source listed but never sent.
+Before each batch it checks that this worker still holds the mailbox (the fence).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from migrator.errors import (
+    LockLost,
+    MessageRefused,
+    MigrationError,
+    QuotaExceeded,
+    TransientError,
+)
+from migrator.plan import MessageRef, lane_split
+from migrator.recognition import content_key
+from migrator.report import SkippedMessage
+from migrator.rewrite import RewriteMaps, rewrite_message
+from migrator.sources.base import MailboxSource
+from migrator.targets.base import AppendItem, MailboxTarget
+
+log = logging.getLogger(__name__)
+
+Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
+
+
+class Progress(Protocol):
+    """Where the copier reports; state.RedisProgress keeps it in Redis."""
+
+    def checkpoints(self) -> dict[Checkpoint, str | None]:
+        """Every message known copied, with the content key of its copy (None where the
+        checkpoint predates content keys)."""
+        ...
+
+    def planned(
+        self, *, total_messages: int, total_bytes: int, done_messages: int, done_bytes: int
+    ) -> None: ...
+
+    def folder(self, name: str) -> None: ...
+
+    def fence(self) -> None:
+        """Raise LockLost when another worker holds the mailbox now: called before each
+        batch of appends, so a worker that was paused past its lock sends nothing more."""
+        ...
+
+    def copied(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+        """`copies` (one batch: each message and its content key) are at the target:
+        checkpoint and count them in one atomic step, refused (LockLost) when another
+        worker holds the mailbox now."""
+        ...
+
+    def recognised(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+        """`copies` were found at the target without a checkpoint: checkpoint them."""
+        ...
+
+
+class ConnectionSlots(Protocol):
+    """The servers' connection caps, shared by every worker (state.py's slots): a copy
+    over several connections holds one slot per extra connection."""
+
+    def take(self, wanted: int) -> int:
+        """Take up to `wanted` more slots without waiting; how many were taken."""
+        ...
+
+    def give_back(self) -> None:
+        """Release every slot `take` took."""
+        ...
+
+
+@dataclass
+class InFlight:
+    """Appends whose outcome a failed pass never learnt: the target may still commit them.
+
+    Kept across the passes of one mailbox; the next pass waits out the grace before it
+    indexes the target, so messages committed late count as copied, not as to send."""
+
+    folders: set[str] = field(default_factory=set)  # target folders of the batch
+    given_up: float | None = None  # time.monotonic() when the pass gave up on them
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def lost(self, folders: set[str]) -> None:
+        with self._lock:  # connections of one pass fail side by side
+            self.folders |= folders
+            self.given_up = time.monotonic()
+
+    def settle(self, grace: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait for what is left of `grace` since the appends were given up, then forget them."""
+        if self.given_up is None:
+            return
+        left = self.given_up + grace - time.monotonic()
+        if left > 0:
+            log.warning(
+                "appends to %s were in flight when the last pass failed: waiting %.1f s "
+                "for a late commit before indexing the target again",
+                ", ".join(repr(f) for f in sorted(self.folders)),
+                left,
+            )
+            sleep(left)
+        self.folders.clear()
+        self.given_up = None
+
+
+# A batch of appends holds at most this many bytes of message in memory, and the
+# reader runs at most this far ahead of the writer.
+BATCH_BYTES = 16 * 1024 * 1024
+PREFETCH_BYTES = 16 * 1024 * 1024
+# Newest first interleaves folders; where the quota allows, the send order groups them
+# within windows of this many messages (plan.send_order), so that a batch of appends
+# holds a few long runs of one folder rather than many runs of one message.
+GROUPING_WINDOW = 100
+
+
+def _timed(
+    messages: Iterator[tuple[MessageRef, bytes]], sent: Sent
+) -> Iterator[tuple[MessageRef, bytes]]:
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        finally:
+            sent.source_seconds += time.perf_counter() - started
+        yield item
+
+
+def prefetched(
+    messages: Iterator[tuple[MessageRef, bytes]], max_bytes: int
+) -> Iterator[tuple[MessageRef, bytes]]:
+    """Read ahead in a thread so source reads and target writes overlap.
+
+    At most `max_bytes` wait in between (always at least one message, however big),
+    so memory stays flat.  An error in the reader reaches the consumer in order."""
+    lock = threading.Condition()
+    waiting: collections.deque[tuple[MessageRef, bytes]] = collections.deque()
+    state: dict[str, Any] = {"bytes": 0, "done": False, "error": None, "stop": False}
+
+    def read() -> None:
+        try:
+            for ref, body in messages:
+                with lock:
+                    while state["bytes"] >= max_bytes and waiting and not state["stop"]:
+                        lock.wait()
+                    if state["stop"]:
+                        return
+                    waiting.append((ref, body))
+                    state["bytes"] += len(body)
+                    lock.notify_all()
+        except BaseException as exc:  # handed to the consumer, raised there
+            with lock:
+                state["error"] = exc
+        finally:
+            with lock:
+                state["done"] = True
+                lock.notify_all()
+
+    reader = threading.Thread(target=read, name="prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            with lock:
+                while not waiting and not state["done"]:
+                    lock.wait()
+                if waiting:
+                    ref, body = waiting.popleft()
+                    state["bytes"] -= len(body)
+                    lock.notify_all()
+                elif state["error"] is not None:
+                    raise state["error"]
+                else:
+                    return
+            yield ref, body
+            del body
+    finally:
+        with lock:
+            state["stop"] = True
+            lock.notify_all()
+        reader.join()
+
+
+@dataclass
+class Sent:
+    """What sending one order did."""
+
+    messages: int = 0
+    bytes: int = 0
+    skipped: list[SkippedMessage] = field(default_factory=list)
+    stopped_at: int | None = None  # index in the order of the first message not sent
+    # Listed but never sent by the source (a FETCH answered without them): not copied.
+    undelivered: list[MessageRef] = field(default_factory=list)
+    rewritten_messages: int = 0
+    rewritten_addresses: int = 0
+    unparsable_headers: int = 0
+    source_seconds: float = 0.0  # waiting on the source's FETCH (in the reader thread)
+    target_seconds: float = 0.0  # waiting on the target's APPEND / CreateItem
+
+    def add(self, other: Sent) -> None:
+        """Fold in another connection's figures (not `stopped_at`, which is per order)."""
+        self.messages += other.messages
+        self.bytes += other.bytes
+        self.skipped += other.skipped
+        self.undelivered += other.undelivered
+        self.rewritten_messages += other.rewritten_messages
+        self.rewritten_addresses += other.rewritten_addresses
+        self.unparsable_headers += other.unparsable_headers
+        self.source_seconds += other.source_seconds
+        self.target_seconds += other.target_seconds
+
+
+@dataclass(frozen=True)
+class Sending:
+    """What every connection of one pass shares."""
+
+    target_of: dict[str, str]  # source folder -> target folder name
+    progress: Progress
+    now: datetime  # for the dates copies get (MessageRef.append_date)
+    rewrite: RewriteMaps | None = None
+    in_flight: InFlight | None = None
+    stop: threading.Event | None = None  # the operator's Ctrl-C: never set here
+
+
+def send(
+    source: MailboxSource,
+    target: MailboxTarget,
+    order: tuple[MessageRef, ...],
+    room: int | None,
+    connections: int,
+    slots: ConnectionSlots | None,
+    sending: Sending,
+) -> tuple[Sent, list[MessageRef]]:
+    """Send `order` (see plan.send_order), over up to `connections` pairs of connections
+    where `room` (plan.reorderable_bytes) lets lanes go side by side: what was sent, and
+    what was not (the quota, or the operator, stopped it)."""
+    wanted = len(lane_split(order, room, connections, GROUPING_WINDOW, BATCH_BYTES).lanes)
+    if wanted > 1:
+        return _send_lanes(source, target, order, room, wanted, slots, sending)
+    sent = _send(source, target, order, sending)
+    return sent, list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
+
+
+def _send(
+    source: MailboxSource,
+    target: MailboxTarget,
+    fits: tuple[MessageRef, ...],
+    sending: Sending,
+    *,
+    halt: threading.Event | None = None,
+    share: int = 1,
+) -> Sent:
+    """Fetch and append in plan order, `target.batch_size` messages at a time.
+
+    On one of `share` connections copying side by side: its batches and read-ahead get
+    that share of the memory bounds, and it stops before its next batch once `halt` is
+    set (another connection failed, or met the quota) or the operator's `stop` is,
+    `stopped_at` then marking where."""
+    sent = Sent()
+    stop = sending.stop
+    max_batch_bytes = max(1, BATCH_BYTES // share)
+    position = {id(ref): index for index, ref in enumerate(fits)}
+    batch: list[tuple[MessageRef, AppendItem]] = []
+    batch_bytes = 0
+    current_folder = ""
+
+    def flush() -> bool:
+        nonlocal batch_bytes
+        if (halt is not None and halt.is_set()) or (stop is not None and stop.is_set()):
+            sent.stopped_at = position[id(batch[0][0])]
+            return False
+        sending.progress.fence()
+        started = time.perf_counter()
+        try:
+            outcomes = target.append_batch([item for _, item in batch])
+        except TransientError:
+            # The connection broke with the batch sent: any of it may still be committed.
+            if sending.in_flight is not None:
+                sending.in_flight.lost({item.folder for _, item in batch})
+            raise
+        sent.target_seconds += time.perf_counter() - started
+        stored: list[tuple[MessageRef, str | None]] = []
+        for (ref, item), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, QuotaExceeded):
+                # The server's own count is the authority (rounding, new mail arriving):
+                # this message and every later one are left.
+                sent.stopped_at = position[id(ref)]
+                if halt is not None:
+                    halt.set()
+                break
+            if isinstance(outcome, MessageRefused):
+                log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
+                sent.skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(outcome)))
+                continue
+            stored.append((ref, item.key))
+        sending.progress.copied(stored)
+        sent.messages += len(stored)
+        sent.bytes += sum(r.size for r, _ in stored)
+        if sent.stopped_at is not None:
+            return False
+        batch.clear()
+        batch_bytes = 0
+        return True
+
+    reading = prefetched(_timed(source.fetch(fits), sent), max(1, PREFETCH_BYTES // share))
+    expected = 0  # position of the next message the source should send
+    for ref, body in reading:
+        here = position[id(ref)]
+        sent.undelivered += fits[expected:here]  # the source skipped these
+        expected = here + 1
+        if ref.folder != current_folder:
+            current_folder = ref.folder
+            sending.progress.folder(ref.folder)
+        if sending.rewrite is not None:
+            rewritten = rewrite_message(body, sending.rewrite)
+            if rewritten.changed:
+                body = rewritten.message
+                sent.rewritten_messages += 1
+                sent.rewritten_addresses += rewritten.addresses_rewritten
+            sent.unparsable_headers += rewritten.headers_unparsable
+            del rewritten
+        item = AppendItem(
+            sending.target_of[ref.folder],
+            body,
+            ref.flags,
+            ref.append_date(sending.now),
+            content_key(body, complete=True),
+        )
+        batch.append((ref, item))
+        batch_bytes += ref.size
+        del body, item
+        if (len(batch) >= target.batch_size or batch_bytes >= max_batch_bytes) and not flush():
+            return sent
+    sent.undelivered += fits[expected:]  # the source's answers ended early
+    if batch:
+        flush()
+    return sent
+
+
+def _send_lanes(
+    source: MailboxSource,
+    target: MailboxTarget,
+    order: tuple[MessageRef, ...],
+    room: int | None,
+    wanted: int,
+    slots: ConnectionSlots | None,
+    sending: Sending,
+) -> tuple[Sent, list[MessageRef]]:
+    """Send `order` over up to `wanted` pairs of connections side by side (the first pair
+    `source`/`target`), dealt by `lane_split`, then its tail on the first pair; what was
+    sent, and what was not (a quota stop).  Extra connections are opened only as far as
+    the adapters and the servers' connection slots allow; with none, one lane it is."""
+    granted = wanted - 1 if slots is None else slots.take(wanted - 1)
+    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    try:
+        pairs = _open_sessions(source, target, granted)
+        split = lane_split(order, room, len(pairs) + 1, GROUPING_WINDOW, BATCH_BYTES)
+        if len(split.lanes) > 1:
+            log.info("copying over %d connections", len(split.lanes))
+        halt = threading.Event()
+        results: list[Sent | BaseException | None] = [None] * len(split.lanes)
+
+        def run(index: int, lane_source: MailboxSource, lane_target: MailboxTarget) -> None:
+            try:
+                results[index] = _send(
+                    lane_source,
+                    lane_target,
+                    split.lanes[index],
+                    sending,
+                    halt=halt,
+                    share=len(split.lanes),
+                )
+            except BaseException as exc:  # raised below, once every lane has stopped
+                results[index] = exc
+                halt.set()
+
+        threads = [
+            threading.Thread(target=run, args=(i, *pair), name=f"lane-{i}", daemon=True)
+            for i, pair in enumerate(pairs[: len(split.lanes) - 1], start=1)
+        ]
+        for thread in threads:
+            thread.start()
+        run(0, source, target)
+        for thread in threads:
+            thread.join()
+    finally:
+        for pair in pairs:
+            for end in pair:
+                _close_quietly(end)
+        if slots is not None:
+            slots.give_back()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise _gravest(failures)
+    total = Sent()
+    unsent: list[MessageRef] = []
+    for lane, result in zip(split.lanes, results, strict=True):
+        assert isinstance(result, Sent)
+        total.add(result)
+        if result.stopped_at is not None:
+            unsent.extend(lane[result.stopped_at :])
+    if unsent:  # the quota (or the operator) stopped a lane: the tail, all older, waits too
+        return total, unsent + list(split.tail)
+    if split.tail:
+        rest = _send(source, target, split.tail, sending)
+        total.add(rest)
+        if rest.stopped_at is not None:
+            unsent.extend(split.tail[rest.stopped_at :])
+    return total, unsent
+
+
+def _open_sessions(
+    source: MailboxSource, target: MailboxTarget, count: int
+) -> list[tuple[MailboxSource, MailboxTarget]]:
+    """Up to `count` more (source, target) connections; fewer where an adapter allows
+    no more, or a server refuses one (a per-user connection limit): the copy goes on
+    over those it has."""
+    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    for _ in range(count):
+        try:
+            more_source = source.session()
+            if more_source is None:
+                break
+            try:
+                more_target = target.session()
+            except MigrationError:
+                _close_quietly(more_source)
+                raise
+            if more_target is None:
+                _close_quietly(more_source)
+                break
+        except MigrationError as exc:
+            log.info("no further connection for this mailbox: %s", exc)
+            break
+        pairs.append((more_source, more_target))
+    return pairs
+
+
+def _close_quietly(end: MailboxSource | MailboxTarget) -> None:
+    try:
+        end.close()
+    except MigrationError as exc:
+        log.info("closing an extra connection: %s", exc)
+
+
+def _gravest(failures: list[BaseException]) -> BaseException:
+    """The failure that decides the pass when lanes failed side by side: a lost lock
+    first, then anything that is not worth another pass, then the first transient."""
+    for failure in failures:
+        if isinstance(failure, LockLost):
+            return failure
+    for failure in failures:
+        if not isinstance(failure, TransientError):
+            return failure
+    return failures[0]
