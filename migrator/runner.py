@@ -281,12 +281,12 @@ def execute_job(
         return None
     payload = json.loads(raw)
     target = payload["target"]
-    lease = Lease(
+    lease = store.acquire(
         mailboxid.lock_names(payloads.server(target["server"]), str(target["identity"])),
         new_owner(),
         lock_ttl(),
     )
-    if not store.lock(lease):
+    if lease is None:
         raise MailboxBusy(f"mailbox {status.target_identity} is being written by another worker")
     try:
         source_server = mailboxid.server_id(payloads.server(payload["source"]["server"]))
@@ -473,16 +473,16 @@ def _heartbeat(
     """Keep the mailbox's locks and the connection slot alive while the copier works; a
     killed worker stops beating and both expire within the lease's TTL.
 
-    A lock that vanished (Redis emptied or restarted without its data) is taken
-    again; one that another worker holds by then sets the event it yields, and the
-    copier stops before its next batch (every batch and checkpoint is fenced too)."""
+    A lock that vanished with Redis's data is taken again; one that another worker holds,
+    or held since (its epoch moved on), sets the event it yields, and the copier stops
+    before its next batch (every batch and checkpoint is fenced by the same test)."""
     stop = threading.Event()
     lost = threading.Event()
 
     def beat() -> None:
         while not stop.wait(lease.ttl / 3):
             try:
-                if not store.lock(lease):
+                if not store.renew(lease):
                     lost.set()
                 store.refresh_slot(server, lease.owner, lease.ttl)
                 if extra is not None:

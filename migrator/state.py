@@ -12,6 +12,8 @@ Only this module talks to Redis.  Keys (all under "migrator:"):
     ckpt:{legacy_key}        set    checkpoints of earlier versions (read, never written)
     lock:{name}              string owner of a target mailbox while a pass runs (with TTL);
                                     one per name of it (mailboxid.lock_names)
+    epoch:{name}             int    how many times that lock was taken: a worker whose lock
+                                    vanished takes it again only if nobody took it meanwhile
     conn:{server}            zset   owner -> lease expiry; its size is capped per server
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time
@@ -19,7 +21,9 @@ Only this module talks to Redis.  Keys (all under "migrator:"):
 Checkpoints are keyed by mailbox (source and target, canonical: mailboxid.py), not by
 batch, so a later batch over the same mailboxes (a delta pass) starts from them too.
 Every checkpoint a worker writes is fenced: the write happens only while that worker
-holds the mailbox's locks (taking them again if they vanished), in the same script.
+holds the mailbox's locks, in the same script.  A lock that vanished is taken again only
+when its epoch is still the worker's own (Redis emptied), never after another worker held
+it (a worker paused past its lock, woken after the other finished).
 """
 
 from __future__ import annotations
@@ -82,11 +86,13 @@ class MailboxStatus:
 @dataclass(frozen=True)
 class Lease:
     """A worker's hold on one target mailbox: a lock under each of its names (its host as
-    written and each address it resolves to, see mailboxid.lock_names), all or none."""
+    written and each address it resolves to, see mailboxid.lock_names), all or none, and
+    the epoch each lock had when taken (its fencing token)."""
 
     names: tuple[str, ...]
-    owner: str  # unique to this hold: a newer hold is another owner
+    owner: str  # unique to this hold
     ttl: float  # seconds; the heartbeat renews it every third of that
+    epochs: tuple[int, ...] = ()  # one per name, from StateStore.acquire
 
 
 @dataclass(frozen=True)
@@ -256,13 +262,24 @@ class StateStore:
 
     # -- locks and connection caps --------------------------------------------------
 
-    def lock(self, lease: Lease) -> bool:
-        """Take (or renew) every lock of `lease`: True unless another owner holds one.
-        A lock that vanished (Redis emptied) is simply taken again."""
-        return bool(self._script(_LOCK_ALL)(keys=_lock_keys(lease), args=_lock_args(lease)))
+    def acquire(self, names: Sequence[str], owner: str, ttl: float) -> Lease | None:
+        """Take the locks `names` for `owner`, all or none: the lease with a new epoch for
+        each, or None when another owner holds any of them."""
+        lease = Lease(tuple(names), owner, ttl)
+        epochs = self._script(_ACQUIRE)(keys=_lock_keys(lease), args=_lock_args(lease))
+        if epochs is None:
+            return None
+        return Lease(lease.names, owner, ttl, tuple(int(e) for e in epochs))
+
+    def renew(self, lease: Lease) -> bool:
+        """Renew every lock of `lease`; False when another worker holds one, or held one
+        since (its epoch moved on).  A lock that vanished with Redis's data is taken again."""
+        return bool(self._script(_RENEW)(keys=_lock_keys(lease), args=_lock_args(lease)))
 
     def unlock(self, lease: Lease) -> None:
-        self._script(_DELETE_IF_OWNER)(keys=_lock_keys(lease), args=[lease.owner])
+        self._script(_DELETE_IF_OWNER)(
+            keys=[_k("lock", name) for name in lease.names], args=[lease.owner]
+        )
 
     def _script(self, text: str) -> Any:
         return self._r.register_script(text)
@@ -331,7 +348,7 @@ class RedisProgress:
         self._tp = _k("tp", batch_id)
         self._folder: str | None = None
         self._copied = client.register_script(_COPIED)
-        self._lock_all = client.register_script(_LOCK_ALL)
+        self._renew = client.register_script(_RENEW)
 
     def checkpoints(self) -> dict[Checkpoint, str | None]:
         result: dict[Checkpoint, str | None] = {}
@@ -366,7 +383,7 @@ class RedisProgress:
     def fence(self) -> None:
         if self._lost is not None and self._lost.is_set():
             raise LockLost("another worker took this mailbox over; stopping here")
-        if self._lease is not None and not self._lock_all(
+        if self._lease is not None and not self._renew(
             keys=_lock_keys(self._lease), args=_lock_args(self._lease)
         ):
             raise LockLost("another worker holds this mailbox now; stopping here")
@@ -398,8 +415,8 @@ class RedisProgress:
         no counting where messages is 0), fenced by the lease in the same script."""
         lease = self._lease
         pairs = [part for ref, key in copies for part in (_member(ref), key or "")]
-        keys = [self._ckpt, self._mbx, self._tp, *(_lock_keys(lease) if lease else [])]
-        args = [*(_lock_args(lease) if lease else ["", "0"]), *counts, *pairs]
+        keys = [*(_lock_keys(lease) if lease else []), self._ckpt, self._mbx, self._tp]
+        args = [*(_lock_args(lease) if lease else ["", "0", "0"]), *counts, *pairs]
         if not self._copied(keys=keys, args=args):
             raise LockLost("another worker holds this mailbox now; nothing recorded")
 
@@ -423,11 +440,14 @@ def _checkpoint(member: str) -> Checkpoint:
 
 
 def _lock_keys(lease: Lease) -> list[str]:
-    return [_k("lock", name) for name in lease.names]
+    """The lease's locks and epochs, in pairs: what _FENCE's KEYS begin with."""
+    return [key for name in lease.names for key in (_k("lock", name), _k("epoch", name))]
 
 
 def _lock_args(lease: Lease) -> list[str]:
-    return [lease.owner, str(max(1, int(lease.ttl * 1000)))]
+    """Owner, TTL in ms, how many names, then their epochs: what _FENCE's ARGV begin with."""
+    ttl = str(max(1, int(lease.ttl * 1000)))
+    return [lease.owner, ttl, str(len(lease.names)), *(str(e) for e in lease.epochs)]
 
 
 def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
@@ -465,18 +485,53 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
     )
 
 
-# Take or renew every lock of a lease (KEYS, owner ARGV[1], TTL ms ARGV[2]): none when
-# another owner holds any of them.
-_LOCK_ALL = """
-for _, key in ipairs(KEYS) do
-  local owner = redis.call('get', key)
-  if owner and owner ~= ARGV[1] then return 0 end
+# Scripts that act for a lease begin with its locks and epochs, in pairs (KEYS), and with
+# owner, TTL ms, the number of names n and their n epochs (ARGV); their own keys and
+# arguments follow.  fenced(): true, with every lock renewed, when this owner holds each
+# lock, or it vanished and its epoch is still ours (or gone too: Redis lost its data).
+_FENCE = """
+local n = tonumber(ARGV[3])
+local function fenced()
+  for i = 1, n do
+    local owner = redis.call('get', KEYS[2 * i - 1])
+    if owner then
+      if owner ~= ARGV[1] then return false end
+    else
+      local epoch = redis.call('get', KEYS[2 * i])
+      if epoch and epoch ~= ARGV[3 + i] then return false end
+    end
+  end
+  for i = 1, n do
+    redis.call('set', KEYS[2 * i - 1], ARGV[1], 'px', ARGV[2])
+    redis.call('set', KEYS[2 * i], ARGV[3 + i])
+  end
+  return true
 end
-for _, key in ipairs(KEYS) do
-  redis.call('set', key, ARGV[1], 'px', ARGV[2])
-end
-return 1
 """
+
+# Take every lock, each with a new epoch (ARGV: owner, TTL ms, n): the epochs, or nil when
+# another owner holds any of them.
+_ACQUIRE = """
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local owner = redis.call('get', KEYS[2 * i - 1])
+  if owner and owner ~= ARGV[1] then return nil end
+end
+local epochs = {}
+for i = 1, n do
+  redis.call('set', KEYS[2 * i - 1], ARGV[1], 'px', ARGV[2])
+  epochs[i] = redis.call('incr', KEYS[2 * i])
+end
+return epochs
+"""
+
+_RENEW = (
+    _FENCE
+    + """
+if fenced() then return 1 end
+return 0
+"""
+)
 
 _DELETE_IF_OWNER = """
 for _, key in ipairs(KEYS) do
@@ -485,36 +540,32 @@ end
 return 1
 """
 
-# Checkpoints and counts of one batch, fenced.  KEYS: ck, mbx, tp, then the lease's locks
-# (none: not fenced).  ARGV: owner, TTL ms, messages, bytes, time, minute, folder, then
-# member/key pairs.  Nothing is written unless this owner holds every lock (taken again
-# where it vanished).
-_COPIED = """
-for i = 4, #KEYS do
-  local owner = redis.call('get', KEYS[i])
-  if owner and owner ~= ARGV[1] then return 0 end
+# Checkpoints and counts of one batch, fenced (nothing is written unless fenced()).
+# Own KEYS: ck, mbx, tp.  Own ARGV: messages, bytes, time, minute, folder, then
+# member/key pairs.
+_COPIED = (
+    _FENCE
+    + """
+if not fenced() then return 0 end
+local k = 2 * n
+local a = 3 + n
+for i = a + 6, #ARGV, 2 do
+  redis.call('hset', KEYS[k + 1], ARGV[i], ARGV[i + 1])
 end
-for i = 4, #KEYS do
-  redis.call('set', KEYS[i], ARGV[1], 'px', ARGV[2])
-end
-local n = 0
-for i = 8, #ARGV, 2 do
-  redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
-  n = n + 1
-end
-local messages = tonumber(ARGV[3])
+local messages = tonumber(ARGV[a + 1])
 if messages > 0 then
-  redis.call('hincrby', KEYS[2], 'done_messages', messages)
-  redis.call('hincrby', KEYS[2], 'done_bytes', ARGV[4])
-  redis.call('hincrby', KEYS[2], 'copied_messages', messages)
-  redis.call('hincrby', KEYS[2], 'copied_bytes', ARGV[4])
-  redis.call('hset', KEYS[2], 'updated', ARGV[5])
-  if ARGV[7] ~= '' then redis.call('hset', KEYS[2], 'current_folder', ARGV[7]) end
-  redis.call('hincrby', KEYS[3], ARGV[6] .. ':m', messages)
-  redis.call('hincrby', KEYS[3], ARGV[6] .. ':b', ARGV[4])
+  redis.call('hincrby', KEYS[k + 2], 'done_messages', messages)
+  redis.call('hincrby', KEYS[k + 2], 'done_bytes', ARGV[a + 2])
+  redis.call('hincrby', KEYS[k + 2], 'copied_messages', messages)
+  redis.call('hincrby', KEYS[k + 2], 'copied_bytes', ARGV[a + 2])
+  redis.call('hset', KEYS[k + 2], 'updated', ARGV[a + 3])
+  if ARGV[a + 5] ~= '' then redis.call('hset', KEYS[k + 2], 'current_folder', ARGV[a + 5]) end
+  redis.call('hincrby', KEYS[k + 3], ARGV[a + 4] .. ':m', messages)
+  redis.call('hincrby', KEYS[k + 3], ARGV[a + 4] .. ':b', ARGV[a + 2])
 end
 return 1
 """
+)
 
 # Drop expired leases (a killed worker's), then take a slot if one is free.
 _ACQUIRE_SLOT = """

@@ -106,30 +106,36 @@ def test_result_records_state_left_and_skipped(redis_url: str) -> None:
     )
 
 
-def _lease(owner: str, ttl: float = 30.0, names: tuple[str, ...] = ("localhost/t@x",)) -> Lease:
-    return Lease(names, owner, ttl)
+NAME = "localhost/t@x"
+
+
+def _take(
+    store: StateStore, owner: str, ttl: float = 30.0, names: tuple[str, ...] = (NAME,)
+) -> Lease | None:
+    return store.acquire(names, owner, ttl)
 
 
 def test_mailbox_lock_admits_one_owner_and_expires(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    assert store.lock(_lease("w1", ttl=0.3))
-    assert not store.lock(_lease("w2"))
-    store.unlock(_lease("w2"))  # not the owner: no effect
-    assert not store.lock(_lease("w2"))
+    first = _take(store, "w1", ttl=0.3)
+    assert first is not None
+    assert _take(store, "w2") is None
+    store.unlock(Lease((NAME,), "w2", 30))  # not the owner: no effect
+    assert _take(store, "w2") is None
     # w1 was killed and stopped beating: its lock expires.
-    eventually(lambda: store.lock(_lease("w2")), timeout=5, what="w1's lock expiring")
+    eventually(lambda: _take(store, "w2") is not None, timeout=5, what="w1's lock expiring")
 
 
 def test_a_lock_under_several_names_is_taken_all_or_none(redis_url: str) -> None:
     # "mail.example" resolving to 10.0.0.5 in one CSV, "10.0.0.5" in another: one mailbox.
     store = StateStore.from_url(redis_url)
-    assert store.lock(_lease("w1", names=("10.0.0.5/t@x", "mail.example/t@x")))
-    assert not store.lock(_lease("w2", names=("10.0.0.5/t@x",)))
-    assert not store.client.exists("migrator:lock:other/t@x")
-    assert not store.lock(_lease("w2", names=("10.0.0.5/t@x", "other/t@x")))
+    first = _take(store, "w1", names=("10.0.0.5/t@x", "mail.example/t@x"))
+    assert first is not None and len(first.epochs) == 2
+    assert _take(store, "w2", names=("10.0.0.5/t@x",)) is None
+    assert _take(store, "w2", names=("10.0.0.5/t@x", "other/t@x")) is None
     assert not store.client.exists("migrator:lock:other/t@x")  # none of it was taken
-    store.unlock(_lease("w1", names=("10.0.0.5/t@x", "mail.example/t@x")))
-    assert store.lock(_lease("w2", names=("10.0.0.5/t@x",)))
+    store.unlock(first)
+    assert _take(store, "w2", names=("10.0.0.5/t@x",)) is not None
 
 
 def test_connection_slots_are_capped_per_server_across_workers(redis_url: str) -> None:
@@ -153,11 +159,11 @@ def test_a_worker_whose_lock_another_took_stops_before_its_next_checkpoint(
     redis_url: str,
 ) -> None:
     store = StateStore.from_url(redis_url)
-    mine = _lease("me", ttl=0.3)
-    assert store.lock(mine)
+    mine = _take(store, "me", ttl=0.3)
+    assert mine is not None
     with _heartbeat(store, mine, "imaps://mail:993") as lost:
-        store.client.delete("migrator:lock:localhost/t@x")  # expired while this worker hung
-        assert store.lock(_lease("other"))
+        store.client.delete(f"migrator:lock:{NAME}")  # expired while this worker hung
+        assert _take(store, "other") is not None
         eventually(lost.is_set, timeout=5, what="the heartbeat noticing")
         progress = store.progress("b", "1", "m", mine, lost)
         with pytest.raises(LockLost):
@@ -169,13 +175,13 @@ def test_every_batch_and_checkpoint_is_fenced_by_the_lock(redis_url: str) -> Non
     # A worker paused past its lock (SIGSTOP, a frozen VM), whose heartbeat has not run
     # since it woke: the fence alone stops it before the next append and checkpoint.
     store = StateStore.from_url(redis_url)
-    mine = _lease("me")
-    assert store.lock(mine)
+    mine = _take(store, "me")
+    assert mine is not None
     progress = store.progress("b", "1", "m", mine)
     progress.fence()
     progress.copied([(_ref(1), "k1")])
-    store.client.delete("migrator:lock:localhost/t@x")  # expired while paused
-    assert store.lock(_lease("newer"))  # another worker took the mailbox over
+    store.client.delete(f"migrator:lock:{NAME}")  # expired while paused
+    assert _take(store, "newer") is not None  # another worker took the mailbox over
     with pytest.raises(LockLost):
         progress.fence()
     with pytest.raises(LockLost):
@@ -183,27 +189,43 @@ def test_every_batch_and_checkpoint_is_fenced_by_the_lock(redis_url: str) -> Non
     with pytest.raises(LockLost):
         progress.recognised([(_ref(3), "k3")])
     assert progress.checkpoints() == {("Données/Été", 7, 1): "k1"}
-    assert store.client.get("migrator:lock:localhost/t@x") == "newer"
+    assert store.client.get(f"migrator:lock:{NAME}") == "newer"
 
 
-def test_a_fence_takes_a_vanished_lock_again(redis_url: str) -> None:
+def test_a_lock_another_worker_held_and_let_go_is_not_taken_again(redis_url: str) -> None:
+    # Paused past its lock; meanwhile another worker took the mailbox, finished, let go.
     store = StateStore.from_url(redis_url)
-    mine = _lease("me")
-    assert store.lock(mine)
+    mine = _take(store, "me")
+    assert mine is not None
+    store.client.delete(f"migrator:lock:{NAME}")
+    newer = _take(store, "newer")
+    assert newer is not None
+    store.unlock(newer)
+    assert not store.renew(mine)
+    with pytest.raises(LockLost):
+        store.progress("b", "1", "m", mine).fence()
+    assert not store.client.exists(f"migrator:lock:{NAME}")
+
+
+def test_a_fence_takes_a_lock_that_vanished_with_redis_data_again(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    mine = _take(store, "me")
+    assert mine is not None
     store.client.flushall()  # Redis emptied: nobody holds the mailbox, so this worker may
     progress = store.progress("b", "1", "m", mine)
     progress.copied([(_ref(1), "k1")])
-    assert store.client.get("migrator:lock:localhost/t@x") == "me"
+    assert store.client.get(f"migrator:lock:{NAME}") == "me"
+    assert _take(store, "other") is None
 
 
 def test_a_lock_that_vanished_with_redis_data_is_taken_again(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    mine = _lease("me", ttl=0.3)
-    assert store.lock(mine)
+    mine = _take(store, "me", ttl=0.3)
+    assert mine is not None
     with _heartbeat(store, mine, "imaps://mail:993") as lost:
         store.client.flushall()
         eventually(
-            lambda: store.client.get("migrator:lock:localhost/t@x") == "me",
+            lambda: store.client.get(f"migrator:lock:{NAME}") == "me",
             timeout=5,
             what="the heartbeat taking the lock again",
         )

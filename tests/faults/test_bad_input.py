@@ -357,7 +357,7 @@ class HostileFolders:
                 uid,
                 len(body),
                 datetime(2024, 1, uid, tzinfo=UTC),
-                key=("mid", f"<{folder.name}.{uid}>", len(body)),
+                message_id=f"<{folder.name}.{uid}>",
             )
             for uid, body in enumerate(self.bodies[folder.path], start=1)
         ]
@@ -367,8 +367,8 @@ class HostileFolders:
         for ref in refs:
             yield ref, by_name[ref.folder][ref.uid - 1]
 
-    def headers(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        return iter(())
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        return self.fetch(refs)
 
     def session(self) -> None:
         return None
