@@ -66,18 +66,23 @@ class _Token:
     end: int
 
 
-def find_addresses(value: str) -> list[Address]:
+def find_addresses(value: str, limit: int | None = None) -> list[Address]:
     """The addresses in an address-list (or mailbox-list) value, in order.
 
-    Raises AddressListError if the value cannot be parsed with confidence.
+    Raises AddressListError if the value cannot be parsed with confidence, or if it has more
+    than `limit` list elements that hold something (an address, or a word in its place).
+    The work is linear in the length of the value.
     """
     tokens = _lex(value, 0, len(value))
     found: list[Address] = []
     element: list[_Token] = []
+    elements = 0
     in_group = False
     for index, token in enumerate(tokens):
         if token.kind in (",", ";"):
-            _element(value, element, found)
+            elements += _element(value, element, found)
+            if limit is not None and elements > limit:
+                raise AddressListError(f"more than {limit} addresses")
             element = []
             if token.kind == ";":  # ends a group; outside one it is Outlook's separator
                 in_group = False
@@ -93,7 +98,9 @@ def find_addresses(value: str) -> list[Address]:
             in_group = True
         else:
             element.append(token)
-    _element(value, element, found)
+    elements += _element(value, element, found)
+    if limit is not None and elements > limit:
+        raise AddressListError(f"more than {limit} addresses")
     return found
 
 
@@ -106,11 +113,11 @@ def _is_ex_prefix(value: str, element: list[_Token], tokens: list[_Token], index
     return after is not None and after.kind == "atom" and value[after.start] == "/"
 
 
-def _element(value: str, tokens: list[_Token], found: list[Address]) -> None:
-    """One list element: name-addr, bare addr-spec, bare X.500 DN, or nothing."""
+def _element(value: str, tokens: list[_Token], found: list[Address]) -> bool:
+    """One list element: name-addr, bare addr-spec, bare X.500 DN, or nothing (False)."""
     content = [t for t in tokens if t.kind not in ("ws", "comment")]
     if not content:
-        return
+        return False
     angles = [i for i, t in enumerate(tokens) if t.kind == "angle"]
     if len(angles) > 1:
         raise AddressListError("two <...> addresses without a comma between them")
@@ -119,12 +126,13 @@ def _element(value: str, tokens: list[_Token], found: list[Address]) -> None:
         if any(t.kind not in ("ws", "comment") for t in tokens[angles[0] + 1 :]):
             raise AddressListError("text after <...>")
         _angle_addr(value, angle.start + 1, angle.end - 1, found)
-        return
+        return True
     first, last = content[0], content[-1]
     if _X500_START.match(value, first.start):
         found.append(_x500(value, first.start, last.end))
-        return
+        return True
     _addr_spec(value, tokens, found)
+    return True
 
 
 def _angle_addr(value: str, start: int, end: int, found: list[Address]) -> None:
