@@ -39,13 +39,18 @@ class AddrSpec:
     """One local@domain.  Spans are [start, end) offsets into the value.
 
     `local` and `domain` are the words as written (quotes kept), without any folding white
-    space or comments between dot-separated words.
+    space or comments between dot-separated words.  Such comments (RFC 5322 obs-local-part and
+    obs-domain: ``jdoe@machine(comment).  example``) lie inside `local_span` or `domain_span`;
+    `local_comments` and `domain_comments` say where, so a caller replacing a part can keep them.
     """
 
     local: str
     domain: str
     span: tuple[int, int]  # first character of the local part to last of the domain
-    domain_span: tuple[int, int]
+    local_span: tuple[int, int]  # first word of the local part to its last
+    domain_span: tuple[int, int]  # first word of the domain to its last
+    local_comments: tuple[tuple[int, int], ...]  # each comment's span, in order
+    domain_comments: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -179,13 +184,26 @@ def _addr_spec(value: str, tokens: list[_Token], found: list[Address]) -> None:
         raise AddressListError("a quoted domain or a bracketed local part")
     _check_dotted(value, local)
     _check_dotted(value, domain)
+    local_span = (local[0].start, local[-1].end)
+    domain_span = (domain[0].start, domain[-1].end)
     found.append(
         AddrSpec(
             local="".join(value[t.start : t.end] for t in local),
             domain="".join(value[t.start : t.end] for t in domain),
-            span=(local[0].start, domain[-1].end),
-            domain_span=(domain[0].start, domain[-1].end),
+            span=(local_span[0], domain_span[1]),
+            local_span=local_span,
+            domain_span=domain_span,
+            local_comments=_comments_within(tokens, local_span),
+            domain_comments=_comments_within(tokens, domain_span),
         )
+    )
+
+
+def _comments_within(tokens: list[_Token], span: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    return tuple(
+        (t.start, t.end)
+        for t in tokens
+        if t.kind == "comment" and span[0] < t.start and t.end < span[1]
     )
 
 

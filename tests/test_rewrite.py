@@ -187,6 +187,94 @@ def test_an_unparsable_header_is_kept_and_counted(field: bytes) -> None:
     assert (result.addresses_rewritten, result.headers_unparsable) == (1, 1)
 
 
+# -- comments and white space inside an address (RFC 5322 obs-local-part, obs-domain) ------
+
+COMMENT_MAPS = RewriteMaps(
+    identities={"j.doe@adatum.com": "jane.doe@contoso.com", "pete@silly.test": "pete@contoso.com"},
+    x500={},
+    domains={"adatum.com": "contoso.com", "public.example": "contoso.com"},
+)
+
+COMMENTS_IN_ADDRESSES = [
+    (
+        "in the domain, RFC 5322 A.6.3",
+        b"From: John Doe <jdoe@adatum(comment).  com>",
+        b"From: John Doe <jdoe@contoso.com(comment)>",
+    ),
+    (
+        "in the domain, with the white space before it",
+        b"To: jdoe@adatum (comment) . com, x@fabrikam.com",
+        b"To: jdoe@contoso.com (comment), x@fabrikam.com",
+    ),
+    ("after a dot", b"To: <jdoe@adatum.(comment)com>", b"To: <jdoe@contoso.com(comment)>"),
+    (
+        "several, in their order",
+        b"To: jdoe@adatum(1).(2) com (3)",
+        b"To: jdoe@contoso.com(1)(2) (3)",
+    ),
+    ("nested", b"To: jdoe@adatum(a (b (c)) d).com", b"To: jdoe@contoso.com(a (b (c)) d)"),
+    (
+        "with quoted pairs",
+        rb"To: jdoe@adatum(a \) b \( c \\).com",
+        rb"To: jdoe@contoso.com(a \) b \( c \\)",
+    ),
+    (
+        "folded: the fold stays before the comment",
+        b"To: jdoe@adatum\r\n (comment)\r\n .com,\r\n x@fabrikam.com",
+        b"To: jdoe@contoso.com\r\n (comment),\r\n x@fabrikam.com",
+    ),
+    (
+        "white space alone inside the domain goes with the words",
+        b"To: jdoe@adatum .\r\n com, b@adatum. com",
+        b"To: jdoe@contoso.com, b@contoso.com",
+    ),
+    (
+        "in the local part, only the domain mapped: the local part keeps its bytes",
+        b"To: j (x) .smith(y)@adatum(z).com",
+        b"To: j (x) .smith(y)@contoso.com(z)",
+    ),
+    (
+        "in the local part, the identity mapped",
+        b"To: Jane <j (x) .doe@adatum.com>",
+        b"To: Jane <jane.doe (x)@contoso.com>",
+    ),
+    (
+        "around the @ and the address: they stay where they are, RFC 5322 A.5",
+        rb"From: Pete(A nice \) chap) <pete(his account)@silly.test(his host)>",
+        rb"From: Pete(A nice \) chap) <pete(his account)@contoso.com(his host)>",
+    ),
+    (
+        "before the domain, in a group, RFC 5322 A.5",
+        b"To:A Group(Some people)\r\n     :Chris Jones <c@(Chris's host.)public.example>,\r\n"
+        b"         joe@example.org,\r\n  John <jdoe@one.test> (my dear friend); (the end)",
+        b"To:A Group(Some people)\r\n     :Chris Jones <c@(Chris's host.)contoso.com>,\r\n"
+        b"         joe@example.org,\r\n  John <jdoe@one.test> (my dear friend); (the end)",
+    ),
+    (
+        "no map hits: every byte kept",
+        b"To: j (x) .doe(y)@fabrikam (z)\r\n .\tcom (w), <a(1).b@x(2).example>",
+        b"To: j (x) .doe(y)@fabrikam (z)\r\n .\tcom (w), <a(1).b@x(2).example>",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [c[1:] for c in COMMENTS_IN_ADDRESSES],
+    ids=[c[0] for c in COMMENTS_IN_ADDRESSES],
+)
+def test_comments_inside_an_address_are_kept(field: bytes, expected: bytes) -> None:
+    result = rewrite_field(field + b"\r\n", COMMENT_MAPS)
+    assert result.message.split(b"\r\n\r\n")[0] + b"\r\n" == expected + b"\r\n"
+    assert (result.addresses_rewritten, result.headers_unparsable) == (
+        expected.count(b"contoso.com"),
+        0,
+    )
+    again = rewrite_field(expected + b"\r\n", COMMENT_MAPS)
+    assert again.message.startswith(expected + b"\r\n\r\n")
+    assert again.addresses_rewritten == 0
+
+
 # -- what one field may cost -----------------------------------------------------------------
 
 
