@@ -39,13 +39,18 @@ class AddrSpec:
     """One local@domain.  Spans are [start, end) offsets into the value.
 
     `local` and `domain` are the words as written (quotes kept), without any folding white
-    space or comments between dot-separated words.
+    space or comments between dot-separated words.  Such comments (RFC 5322 obs-local-part and
+    obs-domain: ``jdoe@machine(comment).  example``) lie inside `local_span` or `domain_span`;
+    `local_comments` and `domain_comments` say where, so a caller replacing a part can keep them.
     """
 
     local: str
     domain: str
     span: tuple[int, int]  # first character of the local part to last of the domain
-    domain_span: tuple[int, int]
+    local_span: tuple[int, int]  # first word of the local part to its last
+    domain_span: tuple[int, int]  # first word of the domain to its last
+    local_comments: tuple[tuple[int, int], ...]  # each comment's span, in order
+    domain_comments: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -66,18 +71,23 @@ class _Token:
     end: int
 
 
-def find_addresses(value: str) -> list[Address]:
+def find_addresses(value: str, limit: int | None = None) -> list[Address]:
     """The addresses in an address-list (or mailbox-list) value, in order.
 
-    Raises AddressListError if the value cannot be parsed with confidence.
+    Raises AddressListError if the value cannot be parsed with confidence, or if it has more
+    than `limit` list elements that hold something (an address, or a word in its place).
+    The work is linear in the length of the value.
     """
     tokens = _lex(value, 0, len(value))
     found: list[Address] = []
     element: list[_Token] = []
+    elements = 0
     in_group = False
     for index, token in enumerate(tokens):
         if token.kind in (",", ";"):
-            _element(value, element, found)
+            elements += _element(value, element, found)
+            if limit is not None and elements > limit:
+                raise AddressListError(f"more than {limit} addresses")
             element = []
             if token.kind == ";":  # ends a group; outside one it is Outlook's separator
                 in_group = False
@@ -93,7 +103,9 @@ def find_addresses(value: str) -> list[Address]:
             in_group = True
         else:
             element.append(token)
-    _element(value, element, found)
+    elements += _element(value, element, found)
+    if limit is not None and elements > limit:
+        raise AddressListError(f"more than {limit} addresses")
     return found
 
 
@@ -106,11 +118,11 @@ def _is_ex_prefix(value: str, element: list[_Token], tokens: list[_Token], index
     return after is not None and after.kind == "atom" and value[after.start] == "/"
 
 
-def _element(value: str, tokens: list[_Token], found: list[Address]) -> None:
-    """One list element: name-addr, bare addr-spec, bare X.500 DN, or nothing."""
+def _element(value: str, tokens: list[_Token], found: list[Address]) -> bool:
+    """One list element: name-addr, bare addr-spec, bare X.500 DN, or nothing (False)."""
     content = [t for t in tokens if t.kind not in ("ws", "comment")]
     if not content:
-        return
+        return False
     angles = [i for i, t in enumerate(tokens) if t.kind == "angle"]
     if len(angles) > 1:
         raise AddressListError("two <...> addresses without a comma between them")
@@ -119,12 +131,13 @@ def _element(value: str, tokens: list[_Token], found: list[Address]) -> None:
         if any(t.kind not in ("ws", "comment") for t in tokens[angles[0] + 1 :]):
             raise AddressListError("text after <...>")
         _angle_addr(value, angle.start + 1, angle.end - 1, found)
-        return
+        return True
     first, last = content[0], content[-1]
     if _X500_START.match(value, first.start):
         found.append(_x500(value, first.start, last.end))
-        return
+        return True
     _addr_spec(value, tokens, found)
+    return True
 
 
 def _angle_addr(value: str, start: int, end: int, found: list[Address]) -> None:
@@ -171,13 +184,26 @@ def _addr_spec(value: str, tokens: list[_Token], found: list[Address]) -> None:
         raise AddressListError("a quoted domain or a bracketed local part")
     _check_dotted(value, local)
     _check_dotted(value, domain)
+    local_span = (local[0].start, local[-1].end)
+    domain_span = (domain[0].start, domain[-1].end)
     found.append(
         AddrSpec(
             local="".join(value[t.start : t.end] for t in local),
             domain="".join(value[t.start : t.end] for t in domain),
-            span=(local[0].start, domain[-1].end),
-            domain_span=(domain[0].start, domain[-1].end),
+            span=(local_span[0], domain_span[1]),
+            local_span=local_span,
+            domain_span=domain_span,
+            local_comments=_comments_within(tokens, local_span),
+            domain_comments=_comments_within(tokens, domain_span),
         )
+    )
+
+
+def _comments_within(tokens: list[_Token], span: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    return tuple(
+        (t.start, t.end)
+        for t in tokens
+        if t.kind == "comment" and span[0] < t.start and t.end < span[1]
     )
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import collections
 import email
 import email.policy
 import email.utils
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corpus import corpus_messages
 
+from migrator import addrlist
 from migrator.errors import BatchError
 from migrator.rewrite import (
     ADDRESS_HEADERS,
+    MAX_FIELD_ADDRESSES,
+    MAX_FIELD_OCTETS,
     RewriteMaps,
     RewriteResult,
     imcea_decode,
@@ -180,6 +185,178 @@ def test_an_unparsable_header_is_kept_and_counted(field: bytes) -> None:
     result = rewrite_message(message, MAPS)
     assert result.message == message.replace(b"Cc: jim@adatum.com", b"Cc: jim@contoso.com")
     assert (result.addresses_rewritten, result.headers_unparsable) == (1, 1)
+
+
+# -- comments and white space inside an address (RFC 5322 obs-local-part, obs-domain) ------
+
+COMMENT_MAPS = RewriteMaps(
+    identities={"j.doe@adatum.com": "jane.doe@contoso.com", "pete@silly.test": "pete@contoso.com"},
+    x500={},
+    domains={"adatum.com": "contoso.com", "public.example": "contoso.com"},
+)
+
+COMMENTS_IN_ADDRESSES = [
+    (
+        "in the domain, RFC 5322 A.6.3",
+        b"From: John Doe <jdoe@adatum(comment).  com>",
+        b"From: John Doe <jdoe@contoso.com(comment)>",
+    ),
+    (
+        "in the domain, with the white space before it",
+        b"To: jdoe@adatum (comment) . com, x@fabrikam.com",
+        b"To: jdoe@contoso.com (comment), x@fabrikam.com",
+    ),
+    ("after a dot", b"To: <jdoe@adatum.(comment)com>", b"To: <jdoe@contoso.com(comment)>"),
+    (
+        "several, in their order",
+        b"To: jdoe@adatum(1).(2) com (3)",
+        b"To: jdoe@contoso.com(1)(2) (3)",
+    ),
+    ("nested", b"To: jdoe@adatum(a (b (c)) d).com", b"To: jdoe@contoso.com(a (b (c)) d)"),
+    (
+        "with quoted pairs",
+        rb"To: jdoe@adatum(a \) b \( c \\).com",
+        rb"To: jdoe@contoso.com(a \) b \( c \\)",
+    ),
+    (
+        "folded: the fold stays before the comment",
+        b"To: jdoe@adatum\r\n (comment)\r\n .com,\r\n x@fabrikam.com",
+        b"To: jdoe@contoso.com\r\n (comment),\r\n x@fabrikam.com",
+    ),
+    (
+        "white space alone inside the domain goes with the words",
+        b"To: jdoe@adatum .\r\n com, b@adatum. com",
+        b"To: jdoe@contoso.com, b@contoso.com",
+    ),
+    (
+        "in the local part, only the domain mapped: the local part keeps its bytes",
+        b"To: j (x) .smith(y)@adatum(z).com",
+        b"To: j (x) .smith(y)@contoso.com(z)",
+    ),
+    (
+        "in the local part, the identity mapped",
+        b"To: Jane <j (x) .doe@adatum.com>",
+        b"To: Jane <jane.doe (x)@contoso.com>",
+    ),
+    (
+        "around the @ and the address: they stay where they are, RFC 5322 A.5",
+        rb"From: Pete(A nice \) chap) <pete(his account)@silly.test(his host)>",
+        rb"From: Pete(A nice \) chap) <pete(his account)@contoso.com(his host)>",
+    ),
+    (
+        "before the domain, in a group, RFC 5322 A.5",
+        b"To:A Group(Some people)\r\n     :Chris Jones <c@(Chris's host.)public.example>,\r\n"
+        b"         joe@example.org,\r\n  John <jdoe@one.test> (my dear friend); (the end)",
+        b"To:A Group(Some people)\r\n     :Chris Jones <c@(Chris's host.)contoso.com>,\r\n"
+        b"         joe@example.org,\r\n  John <jdoe@one.test> (my dear friend); (the end)",
+    ),
+    (
+        "no map hits: every byte kept",
+        b"To: j (x) .doe(y)@fabrikam (z)\r\n .\tcom (w), <a(1).b@x(2).example>",
+        b"To: j (x) .doe(y)@fabrikam (z)\r\n .\tcom (w), <a(1).b@x(2).example>",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [c[1:] for c in COMMENTS_IN_ADDRESSES],
+    ids=[c[0] for c in COMMENTS_IN_ADDRESSES],
+)
+def test_comments_inside_an_address_are_kept(field: bytes, expected: bytes) -> None:
+    result = rewrite_field(field + b"\r\n", COMMENT_MAPS)
+    assert result.message.split(b"\r\n\r\n")[0] + b"\r\n" == expected + b"\r\n"
+    assert (result.addresses_rewritten, result.headers_unparsable) == (
+        expected.count(b"contoso.com"),
+        0,
+    )
+    again = rewrite_field(expected + b"\r\n", COMMENT_MAPS)
+    assert again.message.startswith(expected + b"\r\n\r\n")
+    assert again.addresses_rewritten == 0
+
+
+# -- what one field may cost -----------------------------------------------------------------
+
+
+def address_field(count: int) -> bytes:
+    """A folded To field of `count` addresses at adatum.com, one per line."""
+    return b"To: " + b",\r\n ".join(b"u%d@adatum.com" % i for i in range(count)) + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("count", "counts"),
+    # (addresses rewritten, fields unparsable) in the whole message, its Cc included
+    [(MAX_FIELD_ADDRESSES, (MAX_FIELD_ADDRESSES + 1, 0)), (MAX_FIELD_ADDRESSES + 1, (1, 1))],
+    ids=["at the bound", "one past it"],
+)
+def test_a_field_with_more_addresses_than_the_bound_is_kept_and_counted(
+    count: int, counts: tuple[int, int]
+) -> None:
+    field = address_field(count)
+    assert len(field) < MAX_FIELD_OCTETS  # this is the other bound
+    message = field + b"Cc: jim@adatum.com\r\n\r\nbody\r\n"
+    result = rewrite_message(message, MAPS)
+    kept = field if counts[1] else field.replace(b"@adatum.com", b"@contoso.com")
+    assert result.message == kept + b"Cc: jim@contoso.com\r\n\r\nbody\r\n"
+    assert (result.addresses_rewritten, result.headers_unparsable) == counts
+
+
+@pytest.mark.parametrize(
+    ("size", "counts"),
+    [(MAX_FIELD_OCTETS, (2, 0)), (MAX_FIELD_OCTETS + 1, (1, 1))],
+    ids=["at the bound", "one octet past it"],
+)
+def test_a_field_longer_than_the_bound_is_kept_and_counted(
+    size: int, counts: tuple[int, int]
+) -> None:
+    start, end = b"To: jim@adatum.com (", b")\r\n"  # the length counts the name and line end
+    field = start + b"x" * (size - len(start) - len(end)) + end
+    assert len(field) == size
+    message = field + b"Cc: jim@adatum.com\r\n\r\nbody\r\n"
+    result = rewrite_message(message, MAPS)
+    kept = field if counts[1] else field.replace(b"@adatum.com", b"@contoso.com")
+    assert result.message == kept + b"Cc: jim@contoso.com\r\n\r\nbody\r\n"
+    assert (result.addresses_rewritten, result.headers_unparsable) == counts
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a speed target: unbounded, this took minutes
+def test_a_field_of_300000_addresses_is_kept_and_counted_unparsable() -> None:
+    # A well-formed field: only the bound makes it unparsable.
+    message = address_field(300_000) + b"Cc: jim@adatum.com\r\n\r\nbody\r\n"
+    result = rewrite_message(message, MAPS)
+    assert result.message == message.replace(b"Cc: jim@adatum.com", b"Cc: jim@contoso.com")
+    assert (result.addresses_rewritten, result.headers_unparsable) == (1, 1)
+
+
+def test_the_parse_work_per_address_does_not_grow_with_the_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Linear, shown by counting the work rather than timing it: eight times the addresses
+    make at most eight times the tokens lexed and the list elements read."""
+    work: collections.Counter[str] = collections.Counter()
+    lex, element = addrlist._lex, addrlist._element
+
+    def counting_lex(value: str, start: int, end: int) -> list[Any]:
+        tokens = lex(value, start, end)
+        work["tokens"] += len(tokens)
+        return tokens
+
+    def counting_element(value: str, tokens: list[Any], found: list[Any]) -> bool:
+        work["elements"] += 1
+        work["element tokens"] += len(tokens)
+        return element(value, tokens, found)
+
+    monkeypatch.setattr(addrlist, "_lex", counting_lex)
+    monkeypatch.setattr(addrlist, "_element", counting_element)
+    done = []
+    for count in (1_000, 8_000):
+        work.clear()
+        field = b"To: " + b", ".join(b'"U %d" <u%d@adatum.com> (c)' % (i, i) for i in range(count))
+        assert rewrite_field(field + b"\r\n").addresses_rewritten == count
+        done.append(dict(work))
+    assert done[0]["elements"] == 1_000
+    for kind in ("tokens", "elements", "element tokens"):
+        assert done[1][kind] <= 8 * done[0][kind]
 
 
 @pytest.mark.parametrize("name", ADDRESS_HEADERS)
