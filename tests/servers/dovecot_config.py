@@ -27,6 +27,9 @@ MAIL_USER = "migratormail"
 
 # RFC 6154 SPECIAL-USE folders every account has from its first login (auto = subscribe).
 SPECIAL_USE_FOLDERS = {"Drafts": "\\Drafts", "Junk": "\\Junk", "Trash": "\\Trash", "Sent": "\\Sent"}
+# A folder flagged \All (RFC 6154) when a test creates it, as Gmail's All Mail: a real
+# folder here, so a test can put in it what a Gmail account shows there.
+ALL_MAIL_FOLDER = "[Gmail]/All Mail"
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,14 @@ class DovecotConfig:
 
 def render_config(c: DovecotConfig) -> str:
     """The text of dovecot.conf for *c*."""
-    special = "\n".join(
-        f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
-        for name, flag in SPECIAL_USE_FOLDERS.items()
+    special = (
+        "\n".join(
+            f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
+            for name, flag in SPECIAL_USE_FOLDERS.items()
+        )
+        + f'\n  mailbox "{ALL_MAIL_FOLDER}" {{\n    special_use = \\All\n    auto = no\n  }}'
     )
+
     # Login processes chroot by default, which needs root; tests gain nothing from it, so
     # root and non-root runs use the same unchrooted services.
     no_chroot = "\n".join(
