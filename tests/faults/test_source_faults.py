@@ -316,5 +316,6 @@ def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
         digest(stray_then_date): datetime(2024, 9, 1, 8, 0, tzinfo=UTC),
     }
     exactly_once(
-        {"INBOX": Counter(dates)}, stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+        {"INBOX": Counter(digest(m) for m in messages)},
+        stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
     )
