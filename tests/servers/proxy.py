@@ -8,7 +8,8 @@ after arming:
     drop_after_bytes(n, direction)      forward n more bytes, then reset both sides (RST)
     truncate_after_bytes(n, direction)  forward n more bytes, then close both sides (FIN)
     stall(seconds, after_bytes=n)       forward n more bytes, then hold everything back for a
-                                        while; then deliver it (then="forward") or reset
+                                        while (or until release()); then deliver it
+                                        (then="forward") or reset
     hold(after_bytes=n, deliver_after=s) forward n more bytes upward, keep what the client
                                         sends after them, reset the client once it waits
                                         for an answer, and deliver the rest to the server s
@@ -58,6 +59,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._fault: _Fault | None = None
         self._closing = threading.Event()
+        self._released = threading.Event()  # ends a stall early: set by release() and close()
         self._threads: list[threading.Thread] = []
         self._sockets: set[socket.socket] = set()
         # Counters, for tests to prove a fault really happened.
@@ -90,6 +92,10 @@ class TcpProxy:
         server gets the whole request `deliver_after` seconds after that reset."""
         self._arm(_Fault("hold", UP, after_bytes, deliver_after))
 
+    def release(self) -> None:
+        """End a stall now: what it held back goes on (or is reset) at once."""
+        self._released.set()
+
     def armed(self) -> bool:
         with self._lock:
             return self._fault is not None
@@ -110,6 +116,7 @@ class TcpProxy:
 
     def close(self) -> None:
         self._closing.set()
+        self._released.set()
         with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
@@ -209,8 +216,8 @@ class TcpProxy:
             return False
         if fired.kind == "stall":
             # The rest of this chunk, and everything after, waits until the stall is over.
-            self._closing.wait(fired.seconds)
-            if fired.then == "forward":
+            self._released.wait(fired.seconds)
+            if fired.then == "forward" and not self._closing.is_set():
                 out.sendall(data[fired.remaining :])
                 return True
         if fired.kind in ("drop", "stall"):
