@@ -348,9 +348,11 @@ def migrate_mailbox(
     options: CopyOptions,
     slots: ConnectionSlots | None = None,
     stop: threading.Event | None = None,
+    in_flight: InFlight | None = None,
 ) -> MailboxResult:
     """Copy one mailbox to the end: passes until done, quota-stopped, or failed, or
     until `stop` is set (then `interrupted`, with what was sent checkpointed).
+    `in_flight`: appends another worker may have left in flight (InFlight.inherited).
 
     Never raises for a mailbox-level failure: the result carries the state and the
     error message (which never holds a password)."""
@@ -369,7 +371,7 @@ def migrate_mailbox(
         ),
         sleep=wait,
     )
-    in_flight = InFlight()
+    in_flight = in_flight or InFlight()
     try:
         for attempt in retrying:
             with attempt:

@@ -48,7 +48,7 @@ from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox
-from migrator.sending import ConnectionSlots
+from migrator.sending import ConnectionSlots, InFlight
 from migrator.sources.base import MailboxSource
 from migrator.sources.ews import EwsSource, copy_non_mail
 from migrator.sources.imap import ImapSource
@@ -367,6 +367,7 @@ def _run(
         options,
         slots,
         stop,
+        InFlight.inherited() if lease is not None and lease.inherited else None,
     )
     if source_ews is not None and result.state is MailboxState.DONE:
         ews_source = source_ews  # bound for the lambdas

@@ -85,11 +85,17 @@ class InFlight:
     """Appends whose outcome a failed pass never learnt: the target may still commit them.
 
     Kept across the passes of one mailbox; the next pass waits out the grace before it
-    indexes the target, so messages committed late count as copied, not as to send."""
+    indexes the target, so messages committed late count as copied, not as to send.
+    A worker that takes a mailbox over from one that died with it (or froze past its
+    lock) starts with `inherited()`: that one's appends may be in flight too."""
 
     folders: set[str] = field(default_factory=set)  # target folders of the batch
     given_up: float | None = None  # time.monotonic() when the pass gave up on them
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def inherited(cls) -> InFlight:
+        return cls(given_up=time.monotonic())
 
     def lost(self, folders: set[str]) -> None:
         with self._lock:  # connections of one pass fail side by side
@@ -103,9 +109,13 @@ class InFlight:
         left = self.given_up + grace - time.monotonic()
         if left > 0:
             log.warning(
-                "appends to %s were in flight when the last pass failed: waiting %.1f s "
-                "for a late commit before indexing the target again",
-                ", ".join(repr(f) for f in sorted(self.folders)),
+                "appends %s may still be in flight: waiting %.1f s for a late commit "
+                "before indexing the target",
+                (
+                    "to " + ", ".join(repr(f) for f in sorted(self.folders))
+                    if self.folders
+                    else "of the worker that held this mailbox before"
+                ),
                 left,
             )
             sleep(left)

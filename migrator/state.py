@@ -14,6 +14,8 @@ Only this module talks to Redis.  Keys (all under "migrator:"):
                                     one per name of it (mailboxid.lock_names)
     epoch:{name}             int    how many times that lock was taken: a worker whose lock
                                     vanished takes it again only if nobody took it meanwhile
+    held:{name}              string its holder, kept until let go (no TTL): a new holder that
+                                    finds another's there knows it died with its lock
     conn:{server}            zset   owner -> lease expiry; its size is capped per server
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time
@@ -93,6 +95,9 @@ class Lease:
     owner: str  # unique to this hold
     ttl: float  # seconds; the heartbeat renews it every third of that
     epochs: tuple[int, ...] = ()  # one per name, from StateStore.acquire
+    # The last holder never let go (it died, or froze past its lock): appends it had in
+    # flight may still land, so the first pass waits out the late-commit grace.
+    inherited: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,10 +271,12 @@ class StateStore:
         """Take the locks `names` for `owner`, all or none: the lease with a new epoch for
         each, or None when another owner holds any of them."""
         lease = Lease(tuple(names), owner, ttl)
-        epochs = self._script(_ACQUIRE)(keys=_lock_keys(lease), args=_lock_args(lease))
-        if epochs is None:
+        held = [_k("held", name) for name in lease.names]
+        taken = self._script(_ACQUIRE)(keys=_lock_keys(lease) + held, args=_lock_args(lease))
+        if taken is None:
             return None
-        return Lease(lease.names, owner, ttl, tuple(int(e) for e in epochs))
+        *epochs, inherited = (int(value) for value in taken)
+        return Lease(lease.names, owner, ttl, tuple(epochs), bool(inherited))
 
     def renew(self, lease: Lease) -> bool:
         """Renew every lock of `lease`; False when another worker holds one, or held one
@@ -277,9 +284,8 @@ class StateStore:
         return bool(self._script(_RENEW)(keys=_lock_keys(lease), args=_lock_args(lease)))
 
     def unlock(self, lease: Lease) -> None:
-        self._script(_DELETE_IF_OWNER)(
-            keys=[_k("lock", name) for name in lease.names], args=[lease.owner]
-        )
+        keys = [key for name in lease.names for key in (_k("lock", name), _k("held", name))]
+        self._script(_DELETE_IF_OWNER)(keys=keys, args=[lease.owner])
 
     def _script(self, text: str) -> Any:
         return self._r.register_script(text)
@@ -509,20 +515,26 @@ local function fenced()
 end
 """
 
-# Take every lock, each with a new epoch (ARGV: owner, TTL ms, n): the epochs, or nil when
-# another owner holds any of them.
+# Take every lock, each with a new epoch (KEYS: lock/epoch pairs, then the n held keys;
+# ARGV: owner, TTL ms, n): the epochs and 1 where another holder never let go (else 0),
+# or nil when another owner holds any of the locks.
 _ACQUIRE = """
 local n = tonumber(ARGV[3])
 for i = 1, n do
   local owner = redis.call('get', KEYS[2 * i - 1])
   if owner and owner ~= ARGV[1] then return nil end
 end
-local epochs = {}
+local taken = {}
+local inherited = 0
 for i = 1, n do
   redis.call('set', KEYS[2 * i - 1], ARGV[1], 'px', ARGV[2])
-  epochs[i] = redis.call('incr', KEYS[2 * i])
+  taken[i] = redis.call('incr', KEYS[2 * i])
+  local held = redis.call('get', KEYS[2 * n + i])
+  if held and held ~= ARGV[1] then inherited = 1 end
+  redis.call('set', KEYS[2 * n + i], ARGV[1])
 end
-return epochs
+taken[n + 1] = inherited
+return taken
 """
 
 _RENEW = (

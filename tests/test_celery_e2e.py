@@ -105,7 +105,9 @@ def _enqueue(
                 ["enqueue", str(batch), "--method", "individual", "--source-type", source_type,
                  "--target-server", imaps(dovecot), "--target-method", "proxyauth",
                  "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret_file),
-                 "--ca-file", str(tls_files.ca_cert)]
+                 "--ca-file", str(tls_files.ca_cert),
+                 # The worker that takes a killed one's mailbox over waits this long.
+                 "--late-commit-grace", "0.5"]
             )  # fmt: skip
         finally:
             sys.stdout = old

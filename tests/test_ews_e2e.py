@@ -46,7 +46,8 @@ def enqueue_to_ews(
                 ["enqueue", str(batch), "--method", "individual", *options,
                  "--target", "ews", "--target-server", ews.url, "--impersonate",
                  "--target-admin", EWS_ADMIN, "--target-admin-password-file", str(secret),
-                 "--ews-version", "Exchange2016", "--allow-plaintext"]
+                 "--ews-version", "Exchange2016", "--allow-plaintext",
+                 "--late-commit-grace", "0.5"]
             )  # fmt: skip
         finally:
             sys.stdout = old

@@ -230,3 +230,19 @@ def test_a_lock_that_vanished_with_redis_data_is_taken_again(redis_url: str) -> 
             what="the heartbeat taking the lock again",
         )
         assert not lost.is_set()
+
+
+def test_a_lock_taken_from_a_holder_that_never_let_go_says_so(redis_url: str) -> None:
+    # Its appends may still be in flight: the new holder waits out the late-commit grace.
+    store = StateStore.from_url(redis_url)
+    died = _take(store, "died", ttl=0.2)
+    assert died is not None and not died.inherited
+    eventually(lambda: _take(store, "next") is not None, timeout=5, what="the lock expiring")
+    taken = store.acquire((NAME,), "after", 30)  # "next" holds it now
+    assert taken is None
+    store.client.delete(f"migrator:lock:{NAME}")
+    successor = store.acquire((NAME,), "successor", 30)
+    assert successor is not None and successor.inherited
+    store.unlock(successor)  # let go cleanly: the next one need not wait
+    clean = store.acquire((NAME,), "clean", 30)
+    assert clean is not None and not clean.inherited

@@ -55,6 +55,11 @@ def write_source_batch(path: Path, server_url: str, pairs: list[tuple[str, str, 
     )
 
 
+# The faults here come from the test, not from a slow server: a pass that breaks with
+# appends in flight need not wait long for a late commit (the scenario that has one says so).
+LATE_COMMIT_GRACE = 0.2
+
+
 def enqueue(
     tmp_path: Path,
     server_url: str,
@@ -63,8 +68,11 @@ def enqueue(
     pairs: list[tuple[str, str, str]],
     *extra: str,
 ) -> str:
-    """`migrator enqueue` of one batch; its id."""
+    """`migrator enqueue` of one batch; its id.  A worker that takes over a killed one's
+    mailbox waits the late-commit grace, short here (the faults come from the test)."""
     batch = write_source_batch(tmp_path / "batch.csv", server_url, pairs)
+    if "--late-commit-grace" not in extra:
+        extra = ("--late-commit-grace", str(LATE_COMMIT_GRACE), *extra)
     secret_file = tmp_path / "target-admin.pw"
     secret_file.write_text(MASTER_PASSWORD)
     code, out = cli(
@@ -93,11 +101,6 @@ def wait_for(
             return rows
         time.sleep(0.02)
     raise AssertionError(f"batch {batch_id} did not get there: {store.mailboxes(batch_id)}")
-
-
-# The faults here come from the test, not from a slow server: a pass that breaks with
-# appends in flight need not wait long for a late commit (the scenario that has one says so).
-LATE_COMMIT_GRACE = 0.2
 
 
 def run_options(
