@@ -34,7 +34,7 @@ from migrator.forwarding import (
 )
 from migrator.imapconn import ConnectOptions, tls_context
 from migrator.managesieve import SieveClient
-from migrator.secrets import SecretBox
+from migrator.secrets import SecretBox, redact
 from migrator.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def run_forwarding(
 
 
 def _failed(target: str, detail: str) -> ForwardOutcome:
-    return ForwardOutcome(ForwardState.FAILED, "", target, detail)
+    return ForwardOutcome(ForwardState.FAILED, "", target, redact(detail))
 
 
 def _manual_reason(kind: str, job: MailboxJob) -> str | None:
