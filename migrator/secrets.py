@@ -2,8 +2,9 @@
 
 A `Secret` never shows its value in `repr`, `str`, f-strings or tracebacks; code
 that needs the value calls `reveal()` at the last moment (the LOGIN command).
-At rest (job payloads, Redis) a secret is only ever a Fernet token made with the
-key in MIGRATOR_SECRET_KEY.
+At rest (job payloads, Redis) a secret is only ever a token sealed with AES-256-GCM
+under a key derived from MIGRATOR_SECRET_KEY, bound to what it is for (server, login,
+TLS options: the associated data), so a payload changed in Redis does not open.
 
 The safety net for text no one meant to hold a secret (a library's exception, a log
 line): every live `Secret` is known to `redact()`, which blanks its value in any form
@@ -21,10 +22,15 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Mapping
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.exceptions import InvalidTag
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from migrator.errors import ConfigError
+from migrator.errors import ConfigError, PayloadTampered
 
 SECRET_KEY_ENV = "MIGRATOR_SECRET_KEY"
 
@@ -167,20 +173,51 @@ def install_redaction(logger: logging.Logger) -> None:
 
 
 def new_key() -> str:
-    """A fresh Fernet key, as text for MIGRATOR_SECRET_KEY."""
+    """A fresh key, as text for MIGRATOR_SECRET_KEY: a Fernet key (32 url-safe base64
+    bytes), the form earlier versions made, from which the sealing key is derived."""
     return Fernet.generate_key().decode("ascii")
 
 
+# A sealed secret: "v2:" KEY-ID ":" base64url(nonce | AES-256-GCM ciphertext and tag).  The
+# key id (derived from the key, as the sealing key is) tells a worker with another key
+# from a changed payload: both would fail the tag alike.
+TOKEN_VERSION = "v2"
+_NONCE_BYTES = 12  # 96 bits, chosen at random for each seal (NIST SP 800-38D)
+_SEALING_INFO = b"migrator: AES-256-GCM key for sealed secrets, v2"
+_KEY_ID_INFO = b"migrator: key id of sealed secrets, v2"
+# Fernet tokens (version byte 0x80) start so in url-safe base64.
+_FERNET_PREFIX = "gAAAAA"
+
+
+def associated_data(bound_to: Mapping[str, object]) -> bytes:
+    """The canonical encoding of what a secret is for: sorted, compact, ASCII JSON, so that
+    two descriptions are the same bytes exactly when they are the same values (True and 1,
+    443 and "443", None and "" all differ)."""
+    return json.dumps(
+        {"sealed": TOKEN_VERSION, **bound_to},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    ).encode("ascii")
+
+
 class SecretBox:
-    """Seals and opens secrets with one Fernet key."""
+    """Seals and opens secrets with the key in MIGRATOR_SECRET_KEY, each bound to what it
+    is for (AES-256-GCM's associated data): a secret opens only for the use it was sealed
+    for.  Which fields describe a use is the caller's choice (migrator.payload)."""
 
     def __init__(self, key: str) -> None:
         try:
-            self._fernet = Fernet(key.encode("ascii"))
+            Fernet(key.encode("ascii"))  # the format `migrator keygen` prints
+            material = base64.urlsafe_b64decode(key.encode("ascii"))
         except (ValueError, UnicodeEncodeError) as exc:
             raise ConfigError(
                 f"{SECRET_KEY_ENV} is not a valid Fernet key (32 url-safe base64 bytes)"
             ) from exc
+        self._key = Secret(key)  # blanked by redact() while this box lives
+        self._aead = AESGCM(_derive(material, _SEALING_INFO, 32))
+        self._key_id = base64.urlsafe_b64encode(_derive(material, _KEY_ID_INFO, 6)).decode()
 
     @classmethod
     def from_env(cls) -> SecretBox:
@@ -192,14 +229,49 @@ class SecretBox:
             )
         return cls(key)
 
-    def seal(self, secret: Secret) -> str:
-        return self._fernet.encrypt(secret.reveal().encode("utf-8")).decode("ascii")
+    def seal(self, secret: Secret, bound_to: Mapping[str, object]) -> str:
+        """A token that opens to `secret` only with this key and the same `bound_to`."""
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._aead.encrypt(
+            nonce, secret.reveal().encode("utf-8"), associated_data(bound_to)
+        )
+        body = base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+        return f"{TOKEN_VERSION}:{self._key_id}:{body}"
 
-    def open(self, token: str) -> Secret:
-        try:
-            return Secret(self._fernet.decrypt(token.encode("ascii")).decode("utf-8"))
-        except (InvalidToken, UnicodeError) as exc:
+    def open(self, token: str, bound_to: Mapping[str, object], *, what: str) -> Secret:
+        """The secret sealed in `token` for `bound_to`.  `what` names it for the errors:
+        ConfigError for a token of another key or of an earlier version, PayloadTampered
+        for one sealed for another use (or not a token at all)."""
+        version, _, rest = token.partition(":")
+        key_id, _, body = rest.partition(":")
+        if version != TOKEN_VERSION:
+            if token.startswith(_FERNET_PREFIX):
+                raise ConfigError(
+                    f"{what}: sealed by an earlier migrator (Fernet, not bound to its server "
+                    "and login): enqueue the batch again"
+                )
+            raise PayloadTampered(f"{what}: {_TAMPERED}")
+        if key_id != self._key_id:
             raise ConfigError(
-                f"a sealed password cannot be opened: {SECRET_KEY_ENV} differs from the "
-                "key the batch was enqueued with"
-            ) from exc
+                f"{what}: sealed with another key: {SECRET_KEY_ENV} differs from the key "
+                "the batch was enqueued with"
+            )
+        try:
+            data = base64.urlsafe_b64decode(body.encode("ascii"))
+            plain = self._aead.decrypt(
+                data[:_NONCE_BYTES], data[_NONCE_BYTES:], associated_data(bound_to)
+            )
+            return Secret(plain.decode("utf-8"))
+        except (InvalidTag, ValueError):  # ValueError: not base64, too short, not UTF-8
+            raise PayloadTampered(f"{what}: {_TAMPERED}") from None
+
+
+_TAMPERED = (
+    "the job payload was changed after it was enqueued (its sealed password no longer "
+    "matches the server, login or TLS options it was sealed for); no password was sent: "
+    "enqueue the batch again"
+)
+
+
+def _derive(material: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(material)

@@ -8,17 +8,31 @@ import gc
 import io
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from redis import Redis
 
+from migrator import payload as payloads
+from migrator.batch import AccessMethod, AdminLogin, Credentials, MailboxJob, parse_server
+from migrator.errors import ConfigError, PayloadTampered
+from migrator.ews import EwsAuth, EwsSettings, endpoint_address
+from migrator.forwardjobs import ForwardOptions, build_forward_jobs
+from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
+from migrator.runner import RunOptions, TargetSpec, build_jobs
 from migrator.secrets import (
     REDACTED,
+    TOKEN_VERSION,
     RedactingFilter,
     Secret,
+    SecretBox,
+    associated_data,
     exception_text,
     install_redaction,
+    new_key,
     redact,
 )
 from migrator.state import NewJob, StateStore
@@ -185,3 +199,270 @@ def test_an_error_text_holding_a_live_secret_is_stored_redacted(redis_url: str) 
         client.close()
     assert PASSWORD.encode() not in stored
     del secret
+
+
+# -- sealing ----------------------------------------------------------------------------------
+
+BOUND = {"for": "source password", "server": {"host": "mail.example", "port": 993}}
+
+
+def test_a_sealed_secret_opens_with_the_same_key_and_the_same_use() -> None:
+    box = SecretBox(new_key())
+    token = box.seal(Secret(PASSWORD), BOUND)
+
+    assert box.open(token, dict(BOUND), what="source mailbox a@x").reveal() == PASSWORD
+    assert token.startswith(f"{TOKEN_VERSION}:")
+    assert token != box.seal(Secret(PASSWORD), BOUND)  # a fresh nonce each time
+    assert PASSWORD not in token and not leaks_base64(token, PASSWORD)
+
+
+def leaks_base64(token: str, secret: str) -> bool:
+    body = token.rsplit(":", 1)[1]
+    return secret.encode() in base64.urlsafe_b64decode(body)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"for": "target password", "server": {"host": "mail.example", "port": 993}},
+        {"for": "source password", "server": {"host": "evil.example", "port": 993}},
+        {"for": "source password", "server": {"host": "mail.example", "port": "993"}},
+        {"for": "source password", "server": {"host": "mail.example", "port": 993}, "x": None},
+        {"for": "source password"},
+    ],
+    ids=["role", "host", "port-as-text", "one-more-field", "one-field-less"],
+)
+def test_a_sealed_secret_does_not_open_for_another_use(other: dict[str, object]) -> None:
+    box = SecretBox(new_key())
+    token = box.seal(Secret(PASSWORD), BOUND)
+
+    with pytest.raises(PayloadTampered, match="source mailbox a@x: the job payload was changed"):
+        box.open(token, other, what="source mailbox a@x")
+
+
+def test_a_token_changed_by_a_byte_or_not_a_token_at_all_is_tampered() -> None:
+    box = SecretBox(new_key())
+    token = box.seal(Secret(PASSWORD), BOUND)
+    prefix, body = token.rsplit(":", 1)
+    raw = bytearray(base64.urlsafe_b64decode(body))
+    raw[20] ^= 1
+
+    for bad in (
+        f"{prefix}:{base64.urlsafe_b64encode(bytes(raw)).decode()}",
+        f"{prefix}:{body[:10]}",
+        f"{prefix}:not base64!",
+        "v9:abc:def",
+        PASSWORD,
+    ):
+        with pytest.raises(PayloadTampered) as tampered:
+            box.open(bad, BOUND, what="target mailbox b@x")
+        assert tampered.value.code == "TAMPERED"
+        assert PASSWORD not in str(tampered.value)
+
+
+def test_a_token_of_another_key_says_so() -> None:
+    token = SecretBox(new_key()).seal(Secret(PASSWORD), BOUND)
+
+    with pytest.raises(ConfigError, match="MIGRATOR_SECRET_KEY differs from the key"):
+        SecretBox(new_key()).open(token, BOUND, what="source mailbox a@x")
+
+
+def test_a_fernet_token_of_an_earlier_version_is_refused_with_what_to_do() -> None:
+    key = new_key()
+    old = Fernet(key.encode()).encrypt(PASSWORD.encode()).decode()
+
+    with pytest.raises(ConfigError, match=r"source mailbox a@x: sealed by an earlier .*enqueue"):
+        SecretBox(key).open(old, BOUND, what="source mailbox a@x")
+
+
+def test_the_key_keeps_its_format_and_is_redacted_while_its_box_lives() -> None:
+    with pytest.raises(ConfigError, match="not a valid Fernet key"):
+        SecretBox("not-a-key")
+    key = new_key()  # what `migrator keygen` prints: a Fernet key, as before
+    Fernet(key.encode())
+    box = SecretBox(key)
+
+    assert redact(f"MIGRATOR_SECRET_KEY={key}") == f"MIGRATOR_SECRET_KEY={REDACTED}"
+    del box
+
+
+def test_associated_data_is_canonical() -> None:
+    assert associated_data({"b": 1, "a": {"y": None, "x": True}}) == associated_data(
+        {"a": {"x": True, "y": None}, "b": 1}
+    )
+    assert associated_data({"a": 1}) != associated_data({"a": True})
+    assert associated_data({"a": "ü"}) == b'{"a":"\\u00fc","sealed":"v2"}'
+
+
+# -- what a payload's secrets are bound to ------------------------------------------------------
+
+SOURCE_PASSWORD = "Sörce-Pässwörd-€-1"
+ADMIN_PASSWORD = "Ädmin-Pässwörd-€-2"
+CLIENT_SECRET = "client-Secret-€-3"
+
+
+def _payload(box: SecretBox, *, ews: bool = False) -> dict[str, Any]:
+    """A migration payload as build_jobs makes it: IMAP source (proxyauth), IMAP or EWS
+    target, with TLS options and a ManageSieve port."""
+    job = MailboxJob(
+        line=2,
+        source_identity="jdoe@old.example",
+        source_server=parse_server("imaps://mail.old.example:993"),
+        source_credentials=Credentials("admin", Secret(SOURCE_PASSWORD), "jdoe@old.example"),
+        source_root_folder="Users/jdoe",
+        target_identity="john@new.example",
+    )
+    settings = (
+        EwsSettings(
+            endpoint="https://ews.new.example/EWS/Exchange.asmx",
+            auth=EwsAuth.OAUTH,
+            tenant_id="tenant-1",
+            client_id="client-1",
+            client_secret=Secret(CLIENT_SECRET),
+        )
+        if ews
+        else None
+    )
+    options = RunOptions(
+        target=TargetSpec(
+            server=endpoint_address(settings.endpoint)
+            if settings
+            else parse_server("imaps://mail.new.example:993"),
+            method=AccessMethod.PROXYAUTH,
+            admin=AdminLogin("svc-admin", Secret(ADMIN_PASSWORD)),
+            kind="ews" if ews else "imap",
+            ews=settings,
+        ),
+        connect=ConnectOptions(timeout=30, ca_file="/etc/ssl/private-ca.pem"),
+        sieve_port=4190,
+    )
+    (new,) = build_jobs([job], options, box)
+    return dict(json.loads(new.payload))
+
+
+def _open_all(payload: dict[str, Any], box: SecretBox) -> tuple[str, str, str | None]:
+    job = payloads.mailbox_job(payload, box)
+    target = payloads.target_credentials(payload, box)
+    ews = payloads.ews_settings(payload, payloads.TARGET, box)
+    payloads.ews_settings(payload, payloads.SOURCE, box)
+    secret = ews.client_secret.reveal() if ews and ews.client_secret else None
+    return job.source_credentials.password.reveal(), target.password.reveal(), secret
+
+
+def test_a_payload_opens_as_it_was_built_and_holds_no_secret_in_clear() -> None:
+    box = SecretBox(new_key())
+    payload = _payload(box, ews=True)
+
+    assert _open_all(payload, box) == (SOURCE_PASSWORD, ADMIN_PASSWORD, CLIENT_SECRET)
+    text = json.dumps(payload)
+    for secret in (SOURCE_PASSWORD, ADMIN_PASSWORD, CLIENT_SECRET):
+        assert secret not in text and json.dumps(secret)[1:-1] not in text
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def change(payload: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = payload
+        for name in parents:
+            node = node[name]
+        node[last] = value
+
+    return change
+
+
+# Every field a secret is bound to, changed as an attacker with write access to Redis would:
+# (which secret no longer opens, the change).
+BOUND_FIELDS = {
+    "source.kind": ("source", _set("source.kind", "pop")),
+    "source.identity": ("source", _set("source.identity", "ceo@old.example")),
+    "source.root_folder": ("source", _set("source.root_folder", "Users/ceo")),
+    "source.server.host": ("source", _set("source.server.host", "evil.example")),
+    "source.server.port": ("source", _set("source.server.port", 143)),
+    "source.server.tls": ("source", _set("source.server.tls", "starttls")),
+    "source.server.protocol": ("source", _set("source.server.protocol", "pop3")),
+    "source.credentials.login": ("source", _set("source.credentials.login", "root")),
+    "source.credentials.authzid": ("source", _set("source.credentials.authzid", "ceo@x")),
+    "options.sieve_port": ("source", _set("options.sieve_port", 2000)),
+    "options.allow_plaintext": ("both", _set("options.allow_plaintext", True)),
+    "options.insecure": ("both", _set("options.insecure", True)),
+    "options.ca_file": ("both", _set("options.ca_file", "/tmp/attacker-ca.pem")),
+    "target.kind": ("target", _set("target.kind", "imap")),
+    "target.identity": ("target", _set("target.identity", "ceo@new.example")),
+    "target.server.host": ("target", _set("target.server.host", "evil.example")),
+    "target.server.port": ("target", _set("target.server.port", 8443)),
+    "target.credentials.login": ("target", _set("target.credentials.login", "root")),
+    "target.credentials.authzid": ("target", _set("target.credentials.authzid", "ceo@x")),
+    "target.ews.endpoint": ("target", _set("target.ews.endpoint", "https://evil.example/EWS")),
+    "target.ews.auth": ("target", _set("target.ews.auth", "basic")),
+    "target.ews.client_id": ("target", _set("target.ews.client_id", "client-2")),
+    "target.ews.tenant_id": ("target", _set("target.ews.tenant_id", "tenant-2")),
+    "target.ews (dropped)": ("target", lambda p: p["target"].pop("ews")),
+    "swapped passwords": (
+        "both",
+        lambda p: _swap(p["source"]["credentials"], p["target"]["credentials"], "password"),
+    ),
+}
+
+
+def _swap(a: dict[str, Any], b: dict[str, Any], key: str) -> None:
+    a[key], b[key] = b[key], a[key]
+
+
+@pytest.mark.parametrize("field", list(BOUND_FIELDS))
+def test_each_field_a_secret_is_bound_to_when_changed_fails_as_tampered(field: str) -> None:
+    box = SecretBox(new_key())
+    payload = _payload(box, ews=True)
+    side, change = BOUND_FIELDS[field]
+    change(payload)
+
+    with pytest.raises(PayloadTampered) as tampered:
+        _open_all(payload, box)
+    assert "the job payload was changed after it was enqueued" in str(tampered.value)
+    assert f"{side} mailbox " in str(tampered.value) or side == "both"
+    if side != "source":  # the target's secrets alone do not open either
+        with pytest.raises(PayloadTampered):
+            payloads.target_credentials(payload, box)
+    if side != "target":
+        with pytest.raises(PayloadTampered):
+            payloads.mailbox_job(payload, box)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _set("options.timeout", 5.0),
+        _set("options.since", "2020-01-01T00:00:00"),
+        _set("options.max_connections_per_server", 2),
+        _set("target.activation_quota", 1000),
+        _set("target.ews.max_connections", 1),
+    ],
+    ids=["timeout", "since", "max-connections", "quota", "ews-max-connections"],
+)
+def test_fields_that_send_no_secret_anywhere_else_may_change(
+    change: Callable[[dict[str, Any]], None],
+) -> None:
+    box = SecretBox(new_key())
+    payload = _payload(box, ews=True)
+    change(payload)
+
+    assert _open_all(payload, box) == (SOURCE_PASSWORD, ADMIN_PASSWORD, CLIENT_SECRET)
+
+
+def test_a_forwarding_payload_binds_its_source_password_the_same_way() -> None:
+    box = SecretBox(new_key())
+    job = MailboxJob(
+        line=2,
+        source_identity="jdoe@old.example",
+        source_server=parse_server("imaps://mail.old.example:993"),
+        source_credentials=Credentials("jdoe@old.example", Secret(SOURCE_PASSWORD)),
+        source_root_folder=None,
+        target_identity="john@new.example",
+    )
+    (payload,) = build_forward_jobs([job], ForwardOptions(sieve_port=4190), box)
+
+    assert payloads.mailbox_job(payload, box).source_credentials.password.reveal() == (
+        SOURCE_PASSWORD
+    )
+    payload["options"]["sieve_port"] = 2000
+    with pytest.raises(PayloadTampered, match=r"source mailbox jdoe@old\.example: the job"):
+        payloads.mailbox_job(payload, box)
