@@ -267,8 +267,8 @@ class SecretBox:
 
 
 _TAMPERED = (
-    "the job payload was changed after it was enqueued (its sealed password no longer "
-    "matches the server, login or TLS options it was sealed for); no password was sent: "
+    "the job payload was changed after it was enqueued (a password sealed in it does not "
+    "open for the server, login or TLS options it names now); nothing was sent: "
     "enqueue the batch again"
 )
 

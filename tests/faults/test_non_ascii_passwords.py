@@ -1,7 +1,8 @@
 """Passwords that are not ASCII (umlauts, a euro sign, CJK) log in everywhere migrator logs
-in: IMAP (a user's LOGIN, an admin's AUTHENTICATE PLAIN and master-user LOGIN), POP3,
-ManageSieve and Exchange (HTTP Basic). A wrong one fails the mailbox with the server's words,
-and neither it nor its base64 reaches the status, the log, Redis or its files.
+in: IMAP (a user's own login, an admin's with an authorization identity or as a master
+login), POP3 (USER/PASS, AUTH PLAIN), ManageSieve and Exchange (HTTP Basic). A wrong one
+fails the mailbox with the server's words, and neither it nor its base64 reaches the status,
+the log, Redis or its files.
 
 Every password here is registered in BATCH_PASSWORDS: the fault suite's leak scan checks Redis
 and the captured log after each test, and every file the tests wrote at the end."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import ssl
 from collections import Counter
 from pathlib import Path
@@ -38,6 +40,7 @@ from support import (
 
 from migrator import imapconn
 from migrator.batch import AccessMethod, AdminLogin, Credentials, parse_batch, parse_server
+from migrator.imapconn import ConnectOptions
 from migrator.managesieve import SieveClient
 from migrator.report import MailboxState
 from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
@@ -186,7 +189,7 @@ def test_a_non_ascii_password_logs_in_to_exchange_with_basic_auth(
     # RFC 7617: Basic credentials in UTF-8 (requests alone would send Latin-1, and cannot
     # send the euro sign or CJK at all).
     password = batch_password("ews-basic")
-    source = f"umlaut-{new_key()[:8].lower().replace('-', 'x').replace('_', 'y')}@example.com"
+    source = f"umlaut-{secrets.token_hex(4)}@example.com"
     ews.add_user(source, password)
     inbox = ews.store[source].distinguished("inbox")
     sent = [
@@ -202,9 +205,7 @@ def test_a_non_ascii_password_logs_in_to_exchange_with_basic_auth(
         target=options.target,
         source_kind="ews",
         source_ews=ews_settings(None),
-        connect=type(options.connect)(
-            timeout=30, ca_file=str(tls_files.ca_cert), allow_plaintext=True
-        ),
+        connect=ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert), allow_plaintext=True),
         late_commit_grace=options.late_commit_grace,
     )
 
