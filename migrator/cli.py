@@ -47,7 +47,14 @@ from migrator.runner import (
     lock_ttl,
     rewrite_meta,
 )
-from migrator.secrets import SECRET_KEY_ENV, Secret, SecretBox, new_key
+from migrator.secrets import (
+    SECRET_KEY_ENV,
+    Secret,
+    SecretBox,
+    install_redaction,
+    new_key,
+    redact,
+)
 from migrator.state import NewJob, StateStore
 
 REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
@@ -72,10 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # imapclient logs every line and literal at DEBUG (message bodies): never let -v show them.
     logging.getLogger("imapclient").setLevel(logging.INFO)
+    install_redaction(logging.getLogger())
     try:
         return int(args.func(args))
     except MigrationError as exc:
-        err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
+        err_console.print("[red]error:[/]", escape(redact(str(exc))), highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err_console.print("interrupted: run `migrator resume BATCH` to go on")

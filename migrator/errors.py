@@ -13,7 +13,8 @@
         │                           that folder's mail is skipped
         ├── MessageRefused          the target refused one message; it is skipped
         ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
-        └── MailboxNotReady         the target mailbox cannot be opened
+        ├── MailboxNotReady         the target mailbox cannot be opened
+        └── PayloadTampered         a sealed secret does not open for what the job now says
 
 Each error says what it is about (mailbox, folder, CSV line) in its message, so a
 log line or status row is useful on its own.  No error message ever carries a
@@ -88,3 +89,11 @@ class QuotaExceeded(PermanentError):
 
 class MailboxNotReady(PermanentError):
     """The target mailbox does not exist or cannot be opened ("not ready to migrate")."""
+
+
+class PayloadTampered(PermanentError):
+    """A job payload was changed after it was enqueued: a sealed secret does not open for
+    the server, login or TLS options the payload now names (someone wrote to Redis without
+    the key).  The mailbox fails before anything is sent to any server."""
+
+    code = "TAMPERED"

@@ -23,7 +23,7 @@ from migrator.errors import (
 )
 from migrator.imapconn import ConnectOptions
 from migrator.mailboxid import canonical_url
-from migrator.secrets import Secret, SecretBox
+from migrator.secrets import Secret
 
 EWS_PATH = "/EWS/Exchange.asmx"
 
@@ -69,32 +69,29 @@ class EwsSettings:
             return "ews:" + canonical_url(self.endpoint)
         return f"ews:autodiscover:{self.tenant_id or self.client_id}"
 
-    def to_json(self, box: SecretBox) -> dict[str, Any]:
-        """The payload form: the client secret sealed, as every password."""
+    def to_json(self) -> dict[str, Any]:
+        """The payload form, without the client secret: migrator.payload seals that, bound
+        to these settings."""
         return {
             "endpoint": self.endpoint,
             "auth": self.auth.value,
             "access": self.access.value,
             "tenant_id": self.tenant_id,
             "client_id": self.client_id,
-            "client_secret": box.seal(self.client_secret) if self.client_secret else None,
             "certificate": self.certificate,
             "max_connections": self.max_connections,
             "version": self.version,
         }
 
     @classmethod
-    def from_json(
-        cls, data: Mapping[str, Any], box: SecretBox, connect: ConnectOptions
-    ) -> EwsSettings:
-        secret = data.get("client_secret")
+    def from_json(cls, data: Mapping[str, Any], connect: ConnectOptions) -> EwsSettings:
+        """Settings from their payload form, without the client secret (see to_json)."""
         return cls(
             endpoint=data.get("endpoint"),
             auth=EwsAuth(data.get("auth", "basic")),
             access=EwsAccess(data.get("access", "delegate")),
             tenant_id=data.get("tenant_id"),
             client_id=data.get("client_id"),
-            client_secret=box.open(secret) if secret else None,
             certificate=data.get("certificate"),
             max_connections=int(data.get("max_connections", 8)),
             version=data.get("version"),

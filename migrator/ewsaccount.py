@@ -85,7 +85,12 @@ def open_account(
     else:
         if credentials is None:
             raise ConfigError(f"{what}: no login for {settings.auth.value} authentication")
-        creds = ExchangeCredentials(credentials.login, credentials.password.reveal())
+        password = credentials.password.reveal()
+        # RFC 7617: Basic credentials in UTF-8.  Given a str, requests encodes it as
+        # Latin-1, and fails on anything outside it with the password in the error.
+        # NTLM hashes the password as UTF-16 itself: any character works.
+        sent = password.encode("utf-8") if settings.auth is EwsAuth.BASIC else password
+        creds = ExchangeCredentials(credentials.login, sent)
         auth_type = NTLM if settings.auth is EwsAuth.NTLM else BASIC
     access = IMPERSONATION if settings.access is EwsAccess.IMPERSONATION else DELEGATE
     with ews_errors(what):

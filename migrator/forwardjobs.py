@@ -34,12 +34,12 @@ from migrator.forwarding import (
 )
 from migrator.imapconn import ConnectOptions, tls_context
 from migrator.managesieve import SieveClient
-from migrator.secrets import SecretBox
+from migrator.secrets import SecretBox, redact
 from migrator.state import StateStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIEVE_PORT = 4190  # RFC 5804
+DEFAULT_SIEVE_PORT = payloads.DEFAULT_SIEVE_PORT
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,14 @@ def build_forward_jobs(
         {
             "version": 1,
             "line": job.line,
-            "source": payloads.source_json(job, options.source_kind, box, options.source_ews),
+            "source": payloads.source_json(
+                job,
+                options.source_kind,
+                box,
+                options.source_ews,
+                options.connect,
+                options.sieve_port,
+            ),
             "target": {"identity": job.target_identity},
             "options": options_json(options),
         }
@@ -132,7 +139,7 @@ def run_forwarding(
                 return ForwardOutcome(ForwardState.REFUSED, "", target, reason)
         connect = payloads.connect_options(opts)
         if kind == "ews":
-            settings = payloads.ews_settings(src, box, connect)
+            settings = payloads.ews_settings(payload, payloads.SOURCE, box)
             if settings is None:
                 return _failed(target, "an EWS source needs its settings in the payload")
             rules = EwsInboxRules(job, settings)
@@ -142,7 +149,7 @@ def run_forwarding(
         manual = _manual_reason(kind, job)
         if manual is not None:
             return _manual(action, job, manual)
-        port = int(opts.get("sieve_port") or DEFAULT_SIEVE_PORT)
+        port = payloads.sieve_port(opts)  # as the source password is bound to
         with _sieve_session(job, port, connect) as session:
             if session is None:
                 return _manual(
@@ -158,7 +165,7 @@ def run_forwarding(
 
 
 def _failed(target: str, detail: str) -> ForwardOutcome:
-    return ForwardOutcome(ForwardState.FAILED, "", target, detail)
+    return ForwardOutcome(ForwardState.FAILED, "", target, redact(detail))
 
 
 def _manual_reason(kind: str, job: MailboxJob) -> str | None:

@@ -115,27 +115,53 @@ def connect(
                         f"{what} ({server}): server offers no STARTTLS; "
                         "use imaps:// or allow plaintext explicitly"
                     )
-            password = credentials.password.reveal()
-            try:
-                if credentials.authzid:
-                    # RFC 4616 SASL PLAIN: authenticate as the admin, act as the user.
-                    client.plain_login(
-                        credentials.login, password, authorization_identity=credentials.authzid
-                    )
-                else:
-                    client.login(credentials.login, password)
-            except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
-                who = credentials.login + (
-                    f" as {credentials.authzid}" if credentials.authzid else ""
-                )
-                raise LoginFailed(
-                    f"{what} ({server}): login {who} refused: {_server_text(exc)}"
-                ) from None
+            _login(client, credentials, f"{what} ({server})")
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
             raise
     return client
+
+
+def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
+    """Log in with the mechanism that carries the password as it is: a non-ASCII one goes
+    as UTF-8 (imaplib encodes commands as ASCII, and would fail with the whole command,
+    password included, in its error)."""
+    login, authzid = credentials.login, credentials.authzid
+    password = credentials.password.reveal()
+    try:
+        ascii_only = (login + password).isascii()
+        if authzid or (not ascii_only and client.has_capability("AUTH=PLAIN")):
+            # RFC 4616 SASL PLAIN, in UTF-8: with an authorization identity, authenticate
+            # as the admin and act as the user.
+            message = f"{authzid or ''}\0{login}\0{password}".encode()
+            client.sasl_login("PLAIN", lambda _challenge: message)
+        elif ascii_only:
+            client.login(login, password)
+        else:
+            _login_with_literals(client, login, password)
+    except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
+        who = login + (f" as {authzid}" if authzid else "")
+        raise LoginFailed(f"{where}: login {who} refused: {_server_text(exc)}") from None
+
+
+def _login_with_literals(client: IMAPClient, login: str, password: str) -> None:
+    """LOGIN for a server without AUTH=PLAIN: an 8-bit login or password goes as a literal
+    (RFC 3501 section 4.3: a literal holds any octets; RFC 6855 says UTF-8).  imapclient's
+    `_raw_command` is how it sends literals itself (multi-append, SEARCH with a charset)."""
+    typ, data = client._raw_command(b"LOGIN", [_astring(login), _astring(password)], uid=False)
+    if typ != "OK":
+        raise LoginError(as_text(data[-1] if data else b"no reason given"))
+    client._imap.state = "AUTH"  # what imaplib's own login() sets
+
+
+def _astring(text: str) -> bytes:
+    """An ASCII value as a quoted string; any other as its UTF-8 bytes, which imapclient's
+    `_raw_command` sends as a literal."""
+    data = text.encode("utf-8")
+    if not data.isascii():
+        return data
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def _no_delay(client: IMAPClient) -> None:

@@ -2,7 +2,7 @@
 in-process pool of `migrator run` call.
 
 The enqueuing side turns MailboxJob values into self-contained JSON payloads
-(passwords sealed with Fernet) stored in Redis; the worker side opens one,
+(passwords sealed, bound to their server and login) stored in Redis; the worker side opens one,
 takes the mailbox lock and a connection slot on the source server, keeps both
 alive with a heartbeat while the copier works, and records the outcome.
 """
@@ -39,7 +39,7 @@ from migrator.copier import (
     CopyOptions,
     migrate_mailbox,
 )
-from migrator.errors import ConfigError, LockLost
+from migrator.errors import ConfigError, LockLost, PayloadTampered
 from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.forwarding import ForwardAction
@@ -135,12 +135,24 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
             "line": job.line,
             "mailbox_key": mailbox_key(job, options.target),
             "legacy_mailbox_key": legacy_mailbox_key(job, options.target),
-            "source": payloads.source_json(job, options.source_kind, box, options.source_ews),
+            "source": payloads.source_json(
+                job,
+                options.source_kind,
+                box,
+                options.source_ews,
+                options.connect,
+                options.sieve_port,
+            ),
             "target": {
-                "kind": options.target.kind,
-                "identity": job.target_identity,
-                "server": payloads.server_json(options.target.server),
-                "credentials": payloads.creds_json(target_creds, box),
+                **payloads.target_json(
+                    options.target.kind,
+                    job.target_identity,
+                    options.target.server,
+                    target_creds,
+                    options.connect,
+                    options.target.ews,
+                    box,
+                ),
                 "activation_quota": quota,
             },
             "options": {
@@ -157,7 +169,6 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 "connections_per_mailbox": options.connections_per_mailbox,
             },
         }
-        _add_ews(payload, options, box)
         result.append(
             NewJob(
                 job_id=f"{index:05d}",
@@ -169,15 +180,6 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
             )
         )
     return result
-
-
-def _add_ews(payload: dict[str, Any], options: RunOptions, box: SecretBox) -> None:
-    """EWS settings beside the server and credentials; the client secret sealed."""
-    if options.target.ews is not None:
-        payload["target"]["ews"] = {
-            **options.target.ews.to_json(box),
-            "slot": options.target.ews.slot_key(),
-        }
 
 
 @contextmanager
@@ -338,11 +340,11 @@ def _run(
         tgt = payload["target"]
         job = payloads.mailbox_job(payload, box)
         target_server = payloads.server(tgt["server"])
-        target_creds = payloads.creds(tgt["credentials"], box)
+        target_creds = payloads.target_credentials(payload, box)
         folder_map = _folder_map(opts.get("foldermap_xml"))
-        source_ews = payloads.ews_settings(src, box, connect)
-        target_ews = payloads.ews_settings(tgt, box, connect)
-    except ConfigError as exc:
+        source_ews = payloads.ews_settings(payload, payloads.SOURCE, box)
+        target_ews = payloads.ews_settings(payload, payloads.TARGET, box)
+    except (ConfigError, PayloadTampered) as exc:
         return MailboxResult(state=MailboxState.FAILED, error=str(exc))
     options = CopyOptions(
         since=datetime.fromisoformat(opts["since"]) if opts.get("since") else None,

@@ -44,6 +44,7 @@ from redis.retry import Retry
 from migrator.errors import LockLost
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState
+from migrator.secrets import redact
 from migrator.sending import Checkpoint
 
 PREFIX = "migrator:"
@@ -201,7 +202,7 @@ class StateStore:
             fields["started"] = now
             fields["last_error"] = ""
         if error is not None:
-            fields["last_error"] = error[:1000]
+            fields["last_error"] = redact(error)[:1000]
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
     def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
@@ -217,7 +218,7 @@ class StateStore:
                     for s in result.skipped[:1000]
                 ]
             ),
-            "last_error": (result.error or "")[:1000],
+            "last_error": redact(result.error or "")[:1000],
             "rewritten_messages": str(result.rewritten_messages),
             "rewritten_addresses": str(result.rewritten_addresses),
             "unparsable_headers": str(result.unparsable_headers),

@@ -18,6 +18,8 @@ from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
     MASTER_PASSWORD,
     MASTER_USER,
+    NON_ASCII_MASTER_PASSWORD,
+    NON_ASCII_MASTER_USER,
     DovecotServer,
     MakeUser,
 )
@@ -65,7 +67,10 @@ def redis_url(redis_server: RedisServer) -> str:
 def _dovecot(tls_files: TlsFiles, separator: str) -> Iterator[DovecotServer]:
     server = DovecotServer(
         master_user_separator=separator,
-        master_users={MASTER_USER: MASTER_PASSWORD},
+        master_users={
+            MASTER_USER: MASTER_PASSWORD,
+            NON_ASCII_MASTER_USER: NON_ASCII_MASTER_PASSWORD,
+        },
         tls=tls_files,
     )
     with server:
@@ -74,7 +79,8 @@ def _dovecot(tls_files: TlsFiles, separator: str) -> Iterator[DovecotServer]:
 
 @pytest.fixture(scope="session")
 def dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
-    """Dovecot whose master user logs in as "user*admin" with password MASTER_PASSWORD."""
+    """Dovecot whose master user logs in as "user*admin" with password MASTER_PASSWORD (and
+    NON_ASCII_MASTER_USER as "user*admin-intl" with NON_ASCII_MASTER_PASSWORD)."""
     yield from _dovecot(tls_files, "*")
 
 

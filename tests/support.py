@@ -16,7 +16,13 @@ from datetime import datetime
 from pathlib import Path
 
 from imapclient import IMAPClient
-from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, MASTER_USER, DovecotServer
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    NON_ASCII_MASTER_PASSWORD,
+    DovecotServer,
+)
 from servers.mailgen import PopulatedMessage
 
 from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
@@ -29,12 +35,14 @@ from migrator.state import MailboxStatus, NewJob, StateStore
 
 # Every password a test puts into a batch, so tests/faults can prove that none of them ever
 # reaches Redis or a log. batch_password() makes one and registers it.
-BATCH_PASSWORDS: set[str] = {MASTER_PASSWORD, DEFAULT_USER_PASSWORD}
+BATCH_PASSWORDS: set[str] = {MASTER_PASSWORD, DEFAULT_USER_PASSWORD, NON_ASCII_MASTER_PASSWORD}
 
 
 def batch_password(tag: str) -> str:
-    """A unique password for a batch's source login, registered in BATCH_PASSWORDS."""
-    password = f"Pw-{tag}-{secrets.token_hex(6)}!"
+    """A unique password for a batch's source login, registered in BATCH_PASSWORDS. Not ASCII
+    (Latin-1 letters, a euro sign outside Latin-1, CJK): a password must reach the server as
+    UTF-8 and stay out of Redis and the logs in every form it can take on the way."""
+    password = f"Pä-{tag}-ü€日本-{secrets.token_hex(6)}!"
     BATCH_PASSWORDS.add(password)
     return password
 
@@ -135,7 +143,8 @@ def snapshot(
     result: dict[str, list[Stored]] = {}
     with IMAPClient("127.0.0.1", server.imaps_port, ssl=True, ssl_context=context) as client:
         client.normalise_times = False
-        client.login(login, password)
+        # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
+        client.plain_login(login, password)
         for flags, _delim, name in client.list_folders():
             if b"\\Noselect" in flags or b"\\NonExistent" in flags:
                 continue

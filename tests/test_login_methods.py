@@ -9,7 +9,9 @@ and not the admin's or anyone else's.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -337,3 +339,117 @@ def test_a_wrong_admin_password_for_proxyauth_names_admin_and_user_but_not_the_p
     message = str(refused.value)
     assert f"login {MASTER_USER} as {user} refused" in message
     assert WRONG_PASSWORD not in message
+
+
+# -- passwords that are not ASCII -------------------------------------------------------------
+
+UMLAUT_PASSWORD = "Pässwörd-ü-€-日本"
+
+
+class _LoginOnlyServer:
+    """The test Dovecot's plaintext IMAP port as a server that offers neither STARTTLS nor
+    AUTH=PLAIN (only LOGIN): both are cut from every line it sends. What the client sends is
+    kept in `sent`."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.sent = bytearray()
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self._port))
+                self._sockets += [client, server]
+                threading.Thread(target=self._up, args=(client, server), daemon=True).start()
+                threading.Thread(target=self._down, args=(server, client), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                self.sent += data
+                server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError), server.makefile("rb") as lines:
+            for line in lines:
+                client.sendall(line.replace(b" STARTTLS", b"").replace(b" AUTH=PLAIN", b""))
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def login_only_server(dovecot: DovecotServer) -> Iterator[_LoginOnlyServer]:
+    server = _LoginOnlyServer(dovecot.imap_port)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("scheme", ["imap", "imaps"], ids=["starttls", "implicit-tls"])
+def test_a_non_ascii_password_authenticates_with_sasl_plain_in_utf8(
+    scheme: str,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user(UMLAUT_PASSWORD)
+    populate(
+        "127.0.0.1", dovecot.imaps_port, user, UMLAUT_PASSWORD, {"INBOX": 2},
+        ssl_context=ssl_context,
+    )  # fmt: skip
+    job = _job(_row(_server(dovecot, scheme), user, UMLAUT_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 2}
+
+
+def test_without_auth_plain_a_non_ascii_password_goes_as_a_login_literal_in_utf8(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    login_only_server: _LoginOnlyServer,
+) -> None:
+    user = make_user(UMLAUT_PASSWORD)
+    populate(
+        "127.0.0.1", dovecot.imaps_port, user, UMLAUT_PASSWORD, {"INBOX": 3},
+        ssl_context=ssl_context,
+    )  # fmt: skip
+    url = f"imap://127.0.0.1:{login_only_server.port}"
+    job = _job(_row(url, user, UMLAUT_PASSWORD), AccessMethod.INDIVIDUAL)
+
+    with _source(job, _options(tls_files, allow_plaintext=True)) as source:
+        assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 3}
+    sent = bytes(login_only_server.sent)
+    password = UMLAUT_PASSWORD.encode()
+    assert f'LOGIN "{user}" {{{len(password)}'.encode() in sent  # RFC 3501 literal: {N} or {N+}
+    assert password in sent
+    assert b"AUTHENTICATE" not in sent
+
+
+def test_without_auth_plain_a_wrong_non_ascii_password_is_login_failed(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    tls_files: TlsFiles,
+    login_only_server: _LoginOnlyServer,
+) -> None:
+    user = make_user(UMLAUT_PASSWORD)
+    wrong = "Wröng-Pässwörd-€"
+    job = _job(
+        _row(f"imap://127.0.0.1:{login_only_server.port}", user, wrong), AccessMethod.INDIVIDUAL
+    )
+
+    with pytest.raises(LoginFailed) as refused:
+        ImapSource(job, _options(tls_files, allow_plaintext=True))
+    message = str(refused.value)
+    assert f"login {user} refused" in message
+    assert "AUTHENTICATIONFAILED" in message
+    assert wrong not in message and wrong not in repr(refused.value.args)

@@ -6,6 +6,9 @@ import logging
 import os
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from migrator.secrets import install_redaction
 
 REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
 QUEUE = "migrator"
@@ -39,3 +42,13 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+
+
+def _redact_logs(logger: logging.Logger, **_: object) -> None:
+    """Celery's handlers (the root's, the task logger's) write no live secret: not in a
+    message, not in a traceback."""
+    install_redaction(logger)
+
+
+after_setup_logger.connect(_redact_logs, weak=False)
+after_setup_task_logger.connect(_redact_logs, weak=False)

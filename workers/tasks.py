@@ -35,7 +35,7 @@ def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
 @app.task(name="migrator.forwarding")  # type: ignore[untyped-decorator]
 def forwarding(action: str, payload_json: str, request: str) -> dict[str, Any]:
     """Set, remove or check the forwarding of one source mailbox; idempotent, so a
-    redelivered task does no harm.  The payload's passwords are Fernet tokens."""
+    redelivered task does no harm.  The payload's passwords are sealed, bound to their use."""
     store = StateStore.from_url(redis_url())
     payload = json.loads(payload_json)
     outcome = execute_forwarding(

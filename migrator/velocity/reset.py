@@ -14,7 +14,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migrator.batch import Credentials, ServerAddress, TlsMode
+from migrator import payload as payloads
+from migrator.batch import Credentials, ServerAddress
 from migrator.errors import ConfigError
 from migrator.imapconn import ConnectOptions, connect, imap_errors, logout
 from migrator.secrets import SecretBox
@@ -43,24 +44,16 @@ def pilot_targets(jobs: Sequence[NewJob], box: SecretBox) -> list[PilotTarget]:
     targets = []
     for job in jobs:
         payload = json.loads(job.payload)
-        target, source, opts = payload["target"], payload["source"], payload["options"]
-        creds = target["credentials"]
+        target, source = payload["target"], payload["source"]
         targets.append(
             PilotTarget(
                 identity=str(target["identity"]),
-                server=_server(target["server"]),
-                credentials=Credentials(
-                    str(creds["login"]), box.open(str(creds["password"])), creds.get("authzid")
-                ),
-                connect=ConnectOptions(
-                    timeout=float(opts["timeout"]),
-                    ca_file=opts.get("ca_file"),
-                    insecure=bool(opts.get("insecure")),
-                    allow_plaintext=bool(opts.get("allow_plaintext")),
-                ),
+                server=payloads.server(target["server"]),
+                credentials=payloads.target_credentials(payload, box),
+                connect=payloads.connect_options(payload["options"]),
                 mailbox_key=job.mailbox_key,
                 source_identity=str(source["identity"]),
-                source_server=_server(source["server"]),
+                source_server=payloads.server(source["server"]),
             )
         )
     return targets
@@ -114,12 +107,3 @@ def _empty_mailbox(target: PilotTarget) -> int:
     finally:
         logout(client)
     return deleted
-
-
-def _server(data: dict[str, object]) -> ServerAddress:
-    return ServerAddress(
-        str(data["host"]),
-        int(str(data["port"])),
-        TlsMode(str(data["tls"])),
-        protocol=str(data.get("protocol", "imap")),
-    )

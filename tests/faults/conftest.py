@@ -84,8 +84,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     )
 
 
-def _redis_text(server: RedisServer) -> str:
-    """Every key and value in Redis as text (strings, hashes, lists, sets, sorted sets)."""
+def _redis_text(server: RedisServer) -> bytes:
+    """Every key and value in Redis (strings, hashes, lists, sets, sorted sets), as stored:
+    bytes, so a password in another encoding than UTF-8 is found too."""
     client = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=False)
     parts: list[bytes] = []
     try:
@@ -105,7 +106,7 @@ def _redis_text(server: RedisServer) -> str:
                 parts.extend(client.zrange(key, 0, -1))
     finally:
         client.close()
-    return b"\n".join(parts).decode("utf-8", "replace")
+    return b"\n".join(parts)
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,11 @@ process, and the full comparison of source and target that ends every scenario."
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
 import io
+import json
 import ssl
 import time
 from collections import Counter
@@ -137,7 +140,8 @@ def stored(
     with IMAPClient(
         "127.0.0.1", port or server.imaps_port, ssl=True, ssl_context=context, timeout=60
     ) as client:
-        client.login(login, password)
+        # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
+        client.plain_login(login, password)
         for flags, _delim, name in client.list_folders():
             if b"\\Noselect" in flags or b"\\NonExistent" in flags:
                 continue
@@ -170,13 +174,29 @@ def ews_stored(ews: EwsServer, smtp: str) -> dict[str, list[bytes]]:
 
 
 def leaks(text: str | bytes, secret: str) -> bool:
-    """Whether `secret` is in `text` as it is, or base64-encoded inside a longer run (an HTTP
-    Basic or SASL PLAIN credential, a MIME part, a Celery message body): its encoding at each
-    of the three alignments, less the characters its neighbours share."""
+    """Whether `secret` is in `text` in any form it could take on its way to a log or to Redis:
+    as UTF-8 or Latin-1 bytes (HTTP Basic), escaped as JSON ("\\u00e4"), as a Python str
+    or bytes repr ("\\xe4", "\\xc3\\xa4"), or any of these base64-encoded inside a longer run
+    (an HTTP Basic or SASL PLAIN credential, a MIME part, a Celery message body): its encoding
+    at each of the three alignments, less the characters its neighbours share."""
     data = text.encode("utf-8", "replace") if isinstance(text, str) else text
-    raw = secret.encode()
-    forms = [raw] + [base64.b64encode(b"\0" * k + raw)[4:-4] for k in range(3)]
-    return any(form in data for form in forms)
+    return any(form in data for form in _forms(secret))
+
+
+@functools.cache  # the session's scan asks for each password's forms once per file
+def _forms(secret: str) -> frozenset[bytes]:
+    plain = [secret.encode("utf-8")]
+    with contextlib.suppress(UnicodeEncodeError):
+        plain.append(secret.encode("latin-1"))
+    escaped = [
+        json.dumps(secret)[1:-1].encode("ascii"),
+        ascii(secret)[1:-1].encode("ascii"),
+        repr(secret.encode("utf-8"))[2:-1].encode("ascii"),
+    ]
+    forms = set(plain + escaped)
+    for raw in plain + escaped:
+        forms.update(base64.b64encode(b"\0" * k + raw)[4:-4] for k in range(3))
+    return frozenset(forms)
 
 
 def digest(body: bytes) -> str:

@@ -126,7 +126,7 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     source = make_user(password)
     marker = "BODY-MARKER-5f1c2e"
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(source, password)
+        client.plain_login(source, password)
         for i in range(5):
             client.append(
                 "INBOX",

@@ -119,7 +119,7 @@ def _rebuild(
     UIDVALIDITY, and each old UID now names another message. (old, new) UIDVALIDITY."""
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ctx) as client:
         client.normalise_times = False
-        client.login(user, password)
+        client.plain_login(user, password)
         old = client.select_folder(folder, readonly=True)[b"UIDVALIDITY"]
         fetched = client.fetch(client.search("ALL"), ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
         client.unselect_folder()
@@ -203,7 +203,7 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     big, when = make_message(999, folder="INBOX", size_hint=120_000)
     big = big.replace(b"\r\n\r\n", b"\r\n\r\n" + b"padding line\r\n" * 6000, 1)
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(source, password)
+        client.plain_login(source, password)
         client.append("INBOX", big, (), when)
         client.select_folder("INBOX", readonly=True)
         big_uid = max(client.search("ALL"))

@@ -37,6 +37,10 @@ DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
 # The master user every instance has unless told otherwise; "user*admin" logs in as "user".
 MASTER_USER = "admin"
 MASTER_PASSWORD = "admin-secret-Pw1"
+# A second master user, whose password is not ASCII: IMAP, POP3 and ManageSieve logins must
+# carry it as UTF-8 (passwd-file compares the bytes).
+NON_ASCII_MASTER_USER = "admin-intl"
+NON_ASCII_MASTER_PASSWORD = "Ädmin-Pässwörd-ü-€-日本"
 
 # What fixtures give users who need no particular password.
 DEFAULT_USER_PASSWORD = "user-secret-Pw1"
@@ -87,7 +91,7 @@ def _passwd_line(name: str, password: str, home: Path | None = None, extra: str 
 
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")  # Dovecot reads passwords as bytes: UTF-8 ones
     tmp.chmod(0o644)  # the auth process reads it as default_internal_user
     tmp.replace(path)
 
@@ -370,6 +374,8 @@ __all__ = [
     "LMTP_AVAILABLE",
     "MASTER_PASSWORD",
     "MASTER_USER",
+    "NON_ASCII_MASTER_PASSWORD",
+    "NON_ASCII_MASTER_USER",
     "OVERQUOTA_TEXT",
     "SPECIAL_USE_FOLDERS",
     "DovecotServer",

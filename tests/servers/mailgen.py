@@ -202,7 +202,8 @@ def populate(
     with IMAPClient(host, port, ssl=not starttls, ssl_context=ssl_context, timeout=60) as client:
         if starttls:
             client.starttls(ssl_context)
-        client.login(login, password)
+        # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
+        client.plain_login(login, password)
         multiappend = client.has_capability("MULTIAPPEND")
         # Parents before children, so "Données" exists (selectable) before "Données/2019".
         for folder in sorted(folders, key=lambda name: (name.count("/"), name)):
