@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from migrator.argtypes import CONNECTIONS, GRACE, PORT, TIMEOUT, WORKERS
 from migrator.batch import (
     AccessMethod,
     AdminLogin,
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="re-enqueue every mailbox of a batch not done")
     resume.add_argument("batch")
     resume.add_argument(
-        "--workers", type=int, default=4, help="in-process pool size (no Redis URL)"
+        "--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)"
     )
     resume.add_argument("--no-wait", action="store_true", help="with Celery: do not wait")
     resume.set_defaults(func=cmd_resume)
@@ -167,10 +168,16 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", help="CA bundle for servers with a private CA")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--allow-plaintext", action="store_true", help="allow servers without STARTTLS")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--timeout",
+        type=TIMEOUT,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a server may take to answer (default 60)",
+    )
     p.add_argument(
         "--late-commit-grace",
-        type=float,
+        type=GRACE,
         default=LATE_COMMIT_GRACE,
         metavar="SECONDS",
         help="after a pass broke with appends in flight, wait this long before looking at "
@@ -178,21 +185,21 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-connections-per-server",
-        type=int,
+        type=CONNECTIONS,
         default=8,
         metavar="N",
         help="connections to each source server at once, across every worker (default 8)",
     )
     p.add_argument(
         "--connections-per-mailbox",
-        type=positive_int,
+        type=CONNECTIONS,
         default=CONNECTIONS_PER_MAILBOX,
         metavar="N",
         help="copy one mailbox over up to N connections to each side, where both servers "
         "allow more than one and --max-connections-per-server has room "
         f"(default {CONNECTIONS_PER_MAILBOX})",
     )
-    p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
+    p.add_argument("--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
     add_ews_arguments(p)
     forward = p.add_argument_group("forwarding (off unless asked for)")
@@ -230,20 +237,10 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--sieve-port",
-        type=int,
+        type=PORT,
         default=DEFAULT_SIEVE_PORT,
         help="ManageSieve port on each IMAP source host (STARTTLS), for forwarding",
     )
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
 
 
 def _date(text: str) -> datetime:
