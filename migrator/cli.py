@@ -35,7 +35,8 @@ from migrator.ews import target_settings as ews_target_settings
 from migrator.foldermap import load_folder_map
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.imapconn import ConnectOptions
-from migrator.localredis import PrivateRedis, state_dir
+from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.quotas import read_quota_file
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps, load_x500_map, parse_domain_pair
@@ -51,7 +52,6 @@ from migrator.runner import (
 from migrator.secrets import SECRET_KEY_ENV, Secret, SecretBox, new_key
 from migrator.state import NewJob, StateStore
 
-REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
 ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
 TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
@@ -457,23 +457,23 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     store = StateStore.from_url(url)
     store.create_batch(batch_id, meta, jobs)
     _save_manifest(batch_id, meta, jobs)
-    _send_tasks(batch_id, [j.job_id for j in jobs])
+    _send_tasks(url, batch_id, [j.job_id for j in jobs])
     print(batch_id)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    url = shared_url()  # known to work before anything is written
     box = _secret_box(create=True)
     batch_id, meta, jobs = _prepare(args, box)
     _save_manifest(batch_id, meta, jobs)
     err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
     if args.insecure:
         err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
-    url = os.environ.get(REDIS_URL_ENV)
     if url:
         store = StateStore.from_url(url)
         store.create_batch(batch_id, meta, jobs)
-        _send_tasks(batch_id, [j.job_id for j in jobs])
+        _send_tasks(url, batch_id, [j.job_id for j in jobs])
         rows = watch(store, batch_id, err_console)
     else:
         with PrivateRedis(state_dir()) as private:
@@ -503,7 +503,7 @@ def _forwarding_after_copy(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url = os.environ.get(REDIS_URL_ENV)
+    url = shared_url()
     if url:
         return _print_status(StateStore.from_url(url), args)
     with PrivateRedis(state_dir()) as private:
@@ -525,11 +525,11 @@ def _print_status(store: StateStore, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    url = os.environ.get(REDIS_URL_ENV)
+    url = shared_url()
     if url:
         store = StateStore.from_url(url)
         pending = _pending(store, args.batch)
-        _send_tasks(args.batch, pending)
+        _send_tasks(url, args.batch, pending)
         err_console.print(f"batch {args.batch}: {len(pending)} mailboxes re-enqueued")
         if args.no_wait:
             return 0
@@ -562,17 +562,17 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
 
 
 def _require_url() -> str:
-    url = os.environ.get(REDIS_URL_ENV)
+    """MIGRATOR_REDIS_URL, known to work (checked and answering) before anything is written."""
+    url = shared_url()
     if not url:
         raise ConfigError(f"{REDIS_URL_ENV} is not set: enqueue needs the workers' Redis")
     return url
 
 
-def _send_tasks(batch_id: str, job_ids: Sequence[str]) -> None:
+def _send_tasks(url: str, batch_id: str, job_ids: Sequence[str]) -> None:
     from workers.app import app  # Celery only where a broker is used
     from workers.tasks import migrate_mailbox
 
-    url = _require_url()
     app.conf.update(broker_url=url, result_backend=url)
     for job_id in job_ids:
         migrate_mailbox.apply_async(args=[batch_id, job_id])

@@ -31,7 +31,7 @@ from migrator.forwardjobs import (
     key_of,
 )
 from migrator.imapconn import ConnectOptions
-from migrator.localredis import PrivateRedis, state_dir
+from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.state import StateStore
 
 # The state each action aims for; anything else makes the command exit 1.
@@ -99,7 +99,7 @@ def cmd_forwarding(args: argparse.Namespace) -> int:
     )
     if args.insecure:
         base.err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
-    url = os.environ.get(base.REDIS_URL_ENV)
+    url = shared_url()
     box = base._secret_box(create=not url)
     payloads = build_forward_jobs(result.jobs, options, box)
     request = uuid.uuid4().hex
