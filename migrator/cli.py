@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ from migrator.runner import (
     rewrite_meta,
 )
 from migrator.secrets import SECRET_KEY_ENV, Secret, SecretBox, new_key
-from migrator.state import NewJob, StateStore
+from migrator.state import MailboxStatus, NewJob, StateStore
 
 ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
 TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
@@ -455,34 +456,49 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     box = _secret_box(create=False)
     batch_id, meta, jobs = _prepare(args, box)
     store = StateStore.from_url(url)
-    store.create_batch(batch_id, meta, jobs)
-    _save_manifest(batch_id, meta, jobs)
+    _create_batch(store, args, batch_id, meta, jobs)
     _send_tasks(url, batch_id, [j.job_id for j in jobs])
     print(batch_id)
     return 0
+
+
+def _create_batch(
+    store: StateStore,
+    args: argparse.Namespace,
+    batch_id: str,
+    meta: dict[str, str],
+    jobs: list[NewJob],
+) -> None:
+    """The batch in Redis and its copy on this machine; a named batch that exists already
+    is refused (writing it again would reset the rows of a run that may still go on)."""
+    if args.batch_id and store.batch_exists(batch_id):
+        raise ConfigError(
+            f"batch {batch_id} exists already: `migrator resume {batch_id}` goes on with it "
+            "(or give another --batch-id)"
+        )
+    store.create_batch(batch_id, meta, jobs)
+    _save_manifest(batch_id, meta, jobs)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     url = shared_url()  # known to work before anything is written
     box = _secret_box(create=True)
     batch_id, meta, jobs = _prepare(args, box)
-    _save_manifest(batch_id, meta, jobs)
-    err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
-    if args.insecure:
-        err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
-    if url:
-        store = StateStore.from_url(url)
-        store.create_batch(batch_id, meta, jobs)
-        _send_tasks(url, batch_id, [j.job_id for j in jobs])
-        rows = watch(store, batch_id, err_console)
-    else:
-        with PrivateRedis(state_dir()) as private:
-            store = StateStore.from_url(private.url)
-            store.create_batch(batch_id, meta, jobs)
-            rows = _run_in_process(store, batch_id, [j.job_id for j in jobs], box, args.workers)
-            forwarded = _forwarding_after_copy(store, args, jobs)
-            store.flush_to_disk()
-    if url:
+    job_ids = [j.job_id for j in jobs]
+    with contextlib.ExitStack() as stack:
+        if url:
+            store = StateStore.from_url(url)
+        else:  # one per state directory: joined if another command runs it already
+            store = StateStore.from_url(stack.enter_context(PrivateRedis(state_dir())).url)
+        _create_batch(store, args, batch_id, meta, jobs)
+        err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
+        if args.insecure:
+            err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
+        if url:
+            _send_tasks(url, batch_id, job_ids)
+            rows = watch(store, batch_id, err_console)
+        else:
+            rows = _run_in_process(store, batch_id, job_ids, box, args.workers)
         forwarded = _forwarding_after_copy(store, args, jobs)
     console.print(result_table(rows, f"batch {batch_id}"))
     if forwarded is not None:
@@ -540,13 +556,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
             store = StateStore.from_url(private.url)
             pending = _pending(store, args.batch)
             rows = _run_in_process(store, args.batch, pending, box, args.workers)
-            store.flush_to_disk()
     console.print(result_table(rows, f"batch {args.batch}"))
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
 
 
 def _pending(store: StateStore, batch_id: str) -> list[str]:
-    """Mailboxes not done; the batch is restored from this machine's copy if Redis lost it."""
+    """Mailboxes not done; the batch is restored from this machine's copy if Redis lost it.
+
+    A mailbox that ended (failed, interrupted, ...) is queued again; one that is queued or
+    running stays as it is: another command (a `run` still going) may be copying it, and
+    the mailbox lock makes this one wait for it."""
     if not store.batch_exists(batch_id):
         saved = _load_manifest(batch_id)
         if saved is None:
@@ -555,9 +574,11 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
         store.create_batch(batch_id, *saved)
     pending = []
     for row in store.mailboxes(batch_id):
-        if row.state is not MailboxState.DONE:
+        if row.state is MailboxState.DONE:
+            continue
+        if row.state.final:
             store.set_state(batch_id, row.job_id, MailboxState.QUEUED)
-            pending.append(row.job_id)
+        pending.append(row.job_id)
     return pending
 
 
@@ -580,16 +601,16 @@ def _send_tasks(url: str, batch_id: str, job_ids: Sequence[str]) -> None:
 
 def _run_in_process(
     store: StateStore, batch_id: str, job_ids: Sequence[str], box: SecretBox, workers: int
-) -> list:  # type: ignore[type-arg]
+) -> list[MailboxStatus]:
     def one(job_id: str) -> None:
         while True:
             try:
                 execute_job(store, batch_id, job_id, box)
                 return
-            except MailboxBusy:
+            except MailboxBusy:  # another command copies it: wait for it
                 time.sleep(min(lock_ttl(), 5.0))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mailbox") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox") as pool:
         futures = [pool.submit(one, job_id) for job_id in job_ids]
         rows = watch(store, batch_id, err_console, finished=lambda: all(f.done() for f in futures))
         for future in futures:

@@ -1,0 +1,237 @@
+"""`migrator run` on one machine without MIGRATOR_REDIS_URL: commands that meet on the
+same state directory.
+
+Each command is a `python -m migrator.cli` process in a session of its own, as a shell
+starts it. The private redis-server is found as an operator would find it: the process
+whose --dir is the state directory's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from faultkit import REPO, source_and_target, write_source_batch
+from imapclient import IMAPClient
+from servers.certs import TlsFiles
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.mailgen import populate
+from servers.proxy import DOWN, TcpProxy
+from support import batch_password
+
+FOLDERS = {"INBOX": 260, "Archive": 140}
+MESSAGES = sum(FOLDERS.values())
+
+
+class Command:
+    """A `migrator` process in its own session; its output goes to files."""
+
+    def __init__(self, args: list[str], env: dict[str, str], directory: Path, name: str) -> None:
+        self.out = directory / f"{name}.out"
+        self.err = directory / f"{name}.err"
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "migrator.cli", *args],
+                cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True,
+            )  # fmt: skip
+
+    def ctrl_c(self) -> None:
+        os.killpg(self.process.pid, signal.SIGINT)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout} s: {self.stderr()}") from None
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+def _redis_servers(state: Path) -> list[tuple[int, int]]:
+    """(pid, port) of every live redis-server working under `state` (redis-server changes
+    to its --dir, and shows its address in its rewritten command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+            cwd = os.readlink(entry / "cwd")
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if name != "redis-server" or rest.split()[0] == "Z" or not cwd.startswith(str(state)):
+            continue
+        port = re.search(r"127\.0\.0\.1:(\d+)|--port\x00(\d+)", title)
+        assert port is not None, title
+        found.append((int(entry.name), int(port.group(1) or port.group(2))))
+    return found
+
+
+def _answers(port: int) -> bool:
+    client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def local_env(tls_files: TlsFiles, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A machine without MIGRATOR_REDIS_URL: `migrator run` keeps its own Redis under the
+    state directory. Afterwards, no command and no redis-server of this test is left."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY")}  # fmt: skip
+    env.update(
+        MIGRATOR_STATE_DIR=str(tmp_path / "state"),
+        MIGRATOR_TARGET_ADMIN_PASSWORD=MASTER_PASSWORD,
+        MIGRATOR_LOCK_TTL="1.5",
+        SSL_CERT_FILE=str(tls_files.ca_cert),
+        COLUMNS="200",
+    )
+    yield env
+    leftover = _redis_servers(tmp_path / "state")
+    for pid, _port in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftover, "a private redis-server outlived every command"
+
+
+@pytest.fixture
+def commands() -> Iterator[list[Command]]:
+    started: list[Command] = []
+    yield started
+    for command in started:
+        command.kill()
+
+
+def _mailboxes(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, n: int, tag: str
+) -> list[tuple[str, str, str]]:
+    pairs = []
+    for i in range(n):
+        password = batch_password(f"{tag}{i}")
+        source, target = make_user(password), make_user()
+        populate(
+            "127.0.0.1", dovecot.imaps_port, source, password, FOLDERS,
+            ssl_context=ssl_context, size_hint=8_000, seed=i,
+        )  # fmt: skip
+        pairs.append((source, password, target))
+    return pairs
+
+
+def _run_args(batch: Path, target_port: int, tls_files: TlsFiles, *extra: str) -> list[str]:
+    return ["run", str(batch), "--method", "individual",
+            "--target-server", f"imaps://127.0.0.1:{target_port}",
+            "--target-admin", MASTER_USER, "--ca-file", str(tls_files.ca_cert),
+            "--late-commit-grace", "0.2", *extra]  # fmt: skip
+
+
+def _held(dovecot: DovecotServer, login: str, ssl_context: ssl.SSLContext) -> int:
+    """How many messages the target mailbox holds, over all its folders."""
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(login, DEFAULT_USER_PASSWORD)
+        total = 0
+        for flags, _delim, name in client.list_folders():
+            if b"\\Noselect" not in flags:
+                total += int(client.folder_status(name, [b"MESSAGES"])[b"MESSAGES"])
+        return total
+
+
+def _status(env: dict[str, str], batch_id: str) -> dict[str, dict[str, object]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "migrator.cli", "status", batch_id, "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {str(m["source_identity"]): m for m in json.loads(done.stdout)["mailboxes"]}
+
+
+def _each_once(
+    dovecot: DovecotServer,
+    pairs: list[tuple[str, str, str]],
+    ssl_context: ssl.SSLContext,
+    exactly_once: object,
+) -> None:
+    for source, password, target in pairs:
+        exactly_once(  # type: ignore[operator]
+            *source_and_target(
+                dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+            )
+        )
+
+
+# -- two commands on one state directory -------------------------------------------------
+
+
+def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    local_env: dict[str, str],
+    commands: list[Command],
+    tmp_path: Path,
+    exactly_once: object,
+) -> None:
+    pairs = _mailboxes(dovecot, make_user, ssl_context, 2, "twice")
+    batch = write_source_batch(
+        tmp_path / "batch.csv", f"imaps://127.0.0.1:{dovecot.imaps_port}", pairs
+    )
+    with TcpProxy(dovecot.imaps_port) as proxy:
+        args = _run_args(batch, proxy.port, tls_files, "--workers", "2")
+        commands.append(Command([*args, "--batch-id", "b1"], local_env, tmp_path, "run1"))
+        _until(lambda: _held(dovecot, pairs[0][2], ssl_context) >= 40, 120, "the first run copies")
+        # The first run's target is slow to answer for a while (so the first run is still
+        # copying, whatever the speed of this machine): meanwhile the same batch is
+        # resumed, the same CSV runs again as a batch of its own, and the batch's status
+        # is asked for.
+        proxy.stall(8.0, direction=DOWN)
+        commands.append(Command(["resume", "b1"], local_env, tmp_path, "resume"))
+        commands.append(Command(args, local_env, tmp_path, "run2"))
+        live = _status(local_env, "b1")
+        for command in commands:
+            assert command.wait(300) == 0, command.stderr()
+
+    assert proxy.faults_fired == ["stall"]
+    assert len(live) == 2
+    assert any(m["state"] == "running" for m in live.values()), live
+    assert any(int(str(m["done_messages"])) > 0 for m in live.values()), live
+    assert _redis_servers(tmp_path / "state") == []
+    rows = _status(local_env, "b1")
+    assert {str(m["state"]) for m in rows.values()} == {"done"}
+    _each_once(dovecot, pairs, ssl_context, exactly_once)
