@@ -7,10 +7,11 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-import time
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
 TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 # --source-type -> SourceServer scheme
 SOURCE_PROTOCOLS = {"imap": "imap", "pop": "pop3", "ews": "ews"}
 
@@ -79,9 +81,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as exc:
         err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:  # a run of this machine's pool, below `run` and `resume`
+        err_console.print(str(exc), highlight=False, markup=False)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        err_console.print("interrupted: run `migrator resume BATCH` to go on")
-        return 130
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped this machine's pool, once what was in flight was checkpointed."""
+
+    def __init__(self, batch_id: str, rows: list[MailboxStatus]) -> None:
+        super().__init__(f"interrupted: `migrator resume {batch_id}` goes on from here")
+        self.batch_id = batch_id
+        self.rows = rows
 
 
 # -- argument parsing -----------------------------------------------------------------
@@ -485,6 +499,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     box = _secret_box(create=True)
     batch_id, meta, jobs = _prepare(args, box)
     job_ids = [j.job_id for j in jobs]
+    interrupted = False
+    forwarded = None
     with contextlib.ExitStack() as stack:
         if url:
             store = StateStore.from_url(url)
@@ -496,15 +512,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
         if url:
             _send_tasks(url, batch_id, job_ids)
-            rows = watch(store, batch_id, err_console)
+            try:
+                rows = watch(store, batch_id, err_console)
+            except KeyboardInterrupt:
+                err_console.print(
+                    f"stopped watching; the workers go on (`migrator status {batch_id}`)",
+                    highlight=False,
+                )
+                return EXIT_INTERRUPTED
         else:
-            rows = _run_in_process(store, batch_id, job_ids, box, args.workers)
-        forwarded = _forwarding_after_copy(store, args, jobs)
+            try:
+                rows = _run_in_process(store, batch_id, job_ids, box, args.workers)
+            except Interrupted as exc:
+                rows, interrupted = exc.rows, True
+        if not interrupted:
+            forwarded = _forwarding_after_copy(store, args, jobs)
     console.print(result_table(rows, f"batch {batch_id}"))
     if forwarded is not None:
         from migrator.forwardcli import print_outcomes
 
         print_outcomes(forwarded, f"forwarding after copy: batch {batch_id}", as_json=False)
+    if interrupted:
+        err_console.print(Interrupted(batch_id, rows), highlight=False, markup=False)
+        return EXIT_INTERRUPTED
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
 
 
@@ -549,13 +579,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
         err_console.print(f"batch {args.batch}: {len(pending)} mailboxes re-enqueued")
         if args.no_wait:
             return 0
-        rows = watch(store, args.batch, err_console)
+        try:
+            rows = watch(store, args.batch, err_console)
+        except KeyboardInterrupt:
+            err_console.print(
+                f"stopped watching; the workers go on (`migrator status {args.batch}`)",
+                highlight=False,
+            )
+            return EXIT_INTERRUPTED
     else:
         box = _secret_box(create=False)
-        with PrivateRedis(state_dir()) as private:
-            store = StateStore.from_url(private.url)
-            pending = _pending(store, args.batch)
-            rows = _run_in_process(store, args.batch, pending, box, args.workers)
+        try:
+            with PrivateRedis(state_dir()) as private:
+                store = StateStore.from_url(private.url)
+                pending = _pending(store, args.batch)
+                rows = _run_in_process(store, args.batch, pending, box, args.workers)
+        except Interrupted as exc:
+            console.print(result_table(exc.rows, f"batch {args.batch}"))
+            err_console.print(exc, highlight=False, markup=False)
+            return EXIT_INTERRUPTED
     console.print(result_table(rows, f"batch {args.batch}"))
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
 
@@ -602,20 +644,63 @@ def _send_tasks(url: str, batch_id: str, job_ids: Sequence[str]) -> None:
 def _run_in_process(
     store: StateStore, batch_id: str, job_ids: Sequence[str], box: SecretBox, workers: int
 ) -> list[MailboxStatus]:
-    def one(job_id: str) -> None:
-        while True:
-            try:
-                execute_job(store, batch_id, job_id, box)
-                return
-            except MailboxBusy:  # another command copies it: wait for it
-                time.sleep(min(lock_ttl(), 5.0))
+    """Copy these mailboxes with a pool of `workers` threads; their rows at the end.
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox") as pool:
+    A first Ctrl-C starts no other mailbox (they stay queued) and stops the running
+    ones once the batches in flight are checkpointed (they end interrupted), then
+    raises Interrupted; a second one exits at once (130).  A mailbox another command
+    holds is waited for."""
+    stop = threading.Event()
+
+    def one(job_id: str) -> None:
+        while not stop.is_set():
+            try:
+                execute_job(store, batch_id, job_id, box, stop=stop)
+                return
+            except MailboxBusy:
+                stop.wait(min(lock_ttl(), 5.0))
+
+    with (
+        _ctrl_c(stop, batch_id),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox") as pool,
+    ):
         futures = [pool.submit(one, job_id) for job_id in job_ids]
         rows = watch(store, batch_id, err_console, finished=lambda: all(f.done() for f in futures))
         for future in futures:
             future.result()
-    return store.mailboxes(batch_id) or rows
+    rows = store.mailboxes(batch_id) or rows
+    if stop.is_set():
+        raise Interrupted(batch_id, rows)
+    return rows
+
+
+@contextlib.contextmanager
+def _ctrl_c(stop: threading.Event, batch_id: str) -> Iterator[None]:
+    """SIGINT sets `stop`; a second one ends the process at once.  Python runs the handler
+    in the main thread between two bytecodes, so it writes to fd 2 itself rather than
+    through rich, whose lock the main thread may be holding."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; it handles them
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os.write(2, f"\ninterrupted: `migrator resume {batch_id}` goes on from here\n".encode())
+            # At once: the pool's threads (mid-append) are not waited for; the mailbox
+            # lock expires, and the next pass recognises what reached the target.
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        os.write(
+            2,
+            b"\nstopping: no mailbox starts, and those being copied stop once the batches "
+            b"in flight are checkpointed (Ctrl-C again to quit at once)\n",
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

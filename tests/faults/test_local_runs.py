@@ -1,9 +1,10 @@
 """`migrator run` on one machine without MIGRATOR_REDIS_URL: commands that meet on the
-same state directory.
+same state directory, and Ctrl-C.
 
 Each command is a `python -m migrator.cli` process in a session of its own, as a shell
-starts it. The private redis-server is found as an operator would find it: the process
-whose --dir is the state directory's.
+starts it; Ctrl-C is SIGINT to its whole process group, as a terminal sends it. The
+private redis-server is found as an operator would find it: the process whose --dir is
+the state directory's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,8 @@ import pytest
 import redis
 from faultkit import REPO, source_and_target, write_source_batch
 from imapclient import IMAPClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -109,6 +113,36 @@ def _answers(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+class Watcher:
+    """Read a mailbox's state from the private Redis every 20 ms, until Redis stops
+    answering (or the watcher is stopped); `last` is the state it read last."""
+
+    def __init__(self, port: int, batch_id: str, job_id: str) -> None:
+        self.last: str | None = None
+        self.gone = threading.Event()
+        self._key = f"migrator:mbx:{batch_id}:{job_id}"
+        self._client = redis.Redis(
+            port=port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                state = self._client.hget(self._key, "state")
+            except redis.RedisError:
+                self.gone.set()
+                return
+            self.last = state.decode() if state else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._client.close()
 
 
 @pytest.fixture
@@ -234,4 +268,121 @@ def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
     assert _redis_servers(tmp_path / "state") == []
     rows = _status(local_env, "b1")
     assert {str(m["state"]) for m in rows.values()} == {"done"}
+    _each_once(dovecot, pairs, ssl_context, exactly_once)
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------
+
+
+def _ctrl_c_setup(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    local_env: dict[str, str],
+    commands: list[Command],
+    tmp_path: Path,
+    proxy: TcpProxy,
+    tag: str,
+) -> tuple[list[tuple[str, str, str]], Command, int]:
+    """Three mailboxes, one at a time, into a target behind `proxy`; once the first has
+    some mail in, (its pairs, the run, the private Redis's port)."""
+    pairs = _mailboxes(dovecot, make_user, ssl_context, 3, tag)
+    batch = write_source_batch(
+        tmp_path / "batch.csv", f"imaps://127.0.0.1:{dovecot.imaps_port}", pairs
+    )
+    args = _run_args(batch, proxy.port, tls_files, "--workers", "1",
+                     "--connections-per-mailbox", "1", "--batch-id", "b1")  # fmt: skip
+    run = Command(args, local_env, tmp_path, "run")
+    commands.append(run)
+    _until(lambda: _held(dovecot, pairs[0][2], ssl_context) >= 60, 120, "the run copies")
+    (server,) = _redis_servers(tmp_path / "state")
+    return pairs, run, server[1]
+
+
+def test_ctrl_c_stops_after_the_batches_in_flight_then_resume_copies_each_message_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    local_env: dict[str, str],
+    commands: list[Command],
+    tmp_path: Path,
+    exactly_once: object,
+) -> None:
+    with TcpProxy(dovecot.imaps_port) as proxy:
+        pairs, run, port = _ctrl_c_setup(
+            dovecot, make_user, ssl_context, tls_files, local_env, commands, tmp_path, proxy,
+            "ctrl-c",
+        )  # fmt: skip
+        # The target takes 3 s to answer what is in flight: the run must wait for it,
+        # and its Redis must live until the mailbox is recorded interrupted.
+        proxy.stall(3.0, direction=DOWN)
+        watcher = Watcher(port, "b1", "00001")
+        run.ctrl_c()
+        code = run.wait(60)
+        watcher.stop()
+
+        err = run.stderr()
+        assert code == 130, err
+        assert "Traceback" not in err
+        assert re.search(r"^.*`migrator resume b1`.*$", err, re.MULTILINE), err
+        assert proxy.faults_fired == ["stall"]
+        # Redis answered until the interruption was recorded; the command, leaving last,
+        # then stopped it.
+        assert watcher.gone.is_set() and watcher.last == "interrupted", watcher.last
+        assert not _answers(port)
+        rows = _status(local_env, "b1")
+        first, *rest = (rows[source] for source, _p, _t in pairs)
+        assert first["state"] == "interrupted", first
+        # Everything the target holds was checkpointed: nothing in flight was forgotten.
+        assert first["done_messages"] == _held(dovecot, pairs[0][2], ssl_context) < MESSAGES
+        assert [m["state"] for m in rest] == ["queued", "queued"]
+
+        resume = Command(["resume", "b1"], local_env, tmp_path, "resume")
+        commands.append(resume)
+        assert resume.wait(300) == 0, resume.stderr()
+
+    assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"done"}
+    _each_once(dovecot, pairs, ssl_context, exactly_once)
+
+
+def test_a_second_ctrl_c_exits_at_once_and_resume_still_copies_each_message_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    local_env: dict[str, str],
+    commands: list[Command],
+    tmp_path: Path,
+    exactly_once: object,
+) -> None:
+    with TcpProxy(dovecot.imaps_port) as proxy:
+        pairs, run, port = _ctrl_c_setup(
+            dovecot, make_user, ssl_context, tls_files, local_env, commands, tmp_path, proxy,
+            "ctrl-c-twice",
+        )  # fmt: skip
+        proxy.stall(300.0, direction=DOWN)  # what is in flight never gets an answer
+        run.ctrl_c()
+        _until(lambda: "again" in run.stderr(), 30, "the run says a second Ctrl-C quits")
+        assert run.process.poll() is None
+        second = time.monotonic()
+        run.ctrl_c()
+        code = run.wait(30)
+        took = time.monotonic() - second
+
+        err = run.stderr()
+        assert code == 130, err
+        assert took < 3, f"{took:.1f} s"
+        assert "Traceback" not in err
+        assert "`migrator resume b1`" in err, err
+        # The private Redis outlives the command that left in a hurry; the next one
+        # joins it, and stops it when it is done.
+        assert _answers(port)
+        resume = Command(["resume", "b1"], local_env, tmp_path, "resume")
+        commands.append(resume)
+        assert resume.wait(300) == 0, resume.stderr()
+        assert not _answers(port)
+
+    assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"done"}
     _each_once(dovecot, pairs, ssl_context, exactly_once)
