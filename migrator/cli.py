@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as exc:
         err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
         return EXIT_BAD_INPUT
-    except Interrupted as exc:  # a run of this machine's pool, below `run` and `resume`
+    except Interrupted as exc:  # `velocity run` (`run` and `resume` catch their own)
         err_console.print(str(exc), highlight=False, markup=False)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:

@@ -36,11 +36,13 @@ from servers.dovecot import (
     MakeUser,
 )
 from servers.mailgen import populate
-from servers.proxy import DOWN, TcpProxy
+from servers.proxy import UP, TcpProxy
 from support import batch_password
 
 FOLDERS = {"INBOX": 260, "Archive": 140}
 MESSAGES = sum(FOLDERS.values())
+# Some 35 messages of the first mailbox: well into its copy, far from its end (5 MB).
+INTO_THE_COPY = 500_000
 
 
 class Command:
@@ -247,14 +249,14 @@ def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
         tmp_path / "batch.csv", f"imaps://127.0.0.1:{dovecot.imaps_port}", pairs
     )
     with TcpProxy(dovecot.imaps_port) as proxy:
+        # Well into the copy, the target takes 8 s to read the rest of an append (so the
+        # first run is still copying, whatever the speed of this machine): meanwhile the
+        # same batch is resumed, the same CSV runs again as a batch of its own, and the
+        # batch's status is asked for.
+        proxy.stall(8.0, after_bytes=INTO_THE_COPY, direction=UP)
         args = _run_args(batch, proxy.port, tls_files, "--workers", "2")
         commands.append(Command([*args, "--batch-id", "b1"], local_env, tmp_path, "run1"))
-        _until(lambda: _held(dovecot, pairs[0][2], ssl_context) >= 40, 120, "the first run copies")
-        # The first run's target is slow to answer for a while (so the first run is still
-        # copying, whatever the speed of this machine): meanwhile the same batch is
-        # resumed, the same CSV runs again as a batch of its own, and the batch's status
-        # is asked for.
-        proxy.stall(8.0, direction=DOWN)
+        _until(lambda: proxy.faults_fired == ["stall"], 120, "the first run copies")
         commands.append(Command(["resume", "b1"], local_env, tmp_path, "resume"))
         commands.append(Command(args, local_env, tmp_path, "run2"))
         live = _status(local_env, "b1")
@@ -283,19 +285,22 @@ def _ctrl_c_setup(
     commands: list[Command],
     tmp_path: Path,
     proxy: TcpProxy,
+    stall: float,
     tag: str,
 ) -> tuple[list[tuple[str, str, str]], Command, int]:
-    """Three mailboxes, one at a time, into a target behind `proxy`; once the first has
-    some mail in, (its pairs, the run, the private Redis's port)."""
+    """Three mailboxes, one at a time, into a target behind `proxy`, which holds an
+    append of the first one for `stall` seconds well into its copy; once it does, (the
+    pairs, the run, the private Redis's port)."""
     pairs = _mailboxes(dovecot, make_user, ssl_context, 3, tag)
     batch = write_source_batch(
         tmp_path / "batch.csv", f"imaps://127.0.0.1:{dovecot.imaps_port}", pairs
     )
+    proxy.stall(stall, after_bytes=INTO_THE_COPY, direction=UP)
     args = _run_args(batch, proxy.port, tls_files, "--workers", "1",
                      "--connections-per-mailbox", "1", "--batch-id", "b1")  # fmt: skip
     run = Command(args, local_env, tmp_path, "run")
     commands.append(run)
-    _until(lambda: _held(dovecot, pairs[0][2], ssl_context) >= 60, 120, "the run copies")
+    _until(lambda: proxy.faults_fired == ["stall"], 120, "the run copies")
     (server,) = _redis_servers(tmp_path / "state")
     return pairs, run, server[1]
 
@@ -313,11 +318,10 @@ def test_ctrl_c_stops_after_the_batches_in_flight_then_resume_copies_each_messag
     with TcpProxy(dovecot.imaps_port) as proxy:
         pairs, run, port = _ctrl_c_setup(
             dovecot, make_user, ssl_context, tls_files, local_env, commands, tmp_path, proxy,
-            "ctrl-c",
+            3.0, "ctrl-c",
         )  # fmt: skip
-        # The target takes 3 s to answer what is in flight: the run must wait for it,
-        # and its Redis must live until the mailbox is recorded interrupted.
-        proxy.stall(3.0, direction=DOWN)
+        # The target takes 3 s to read what is in flight: the run must wait for it, and
+        # its Redis must live until the mailbox is recorded interrupted.
         watcher = Watcher(port, "b1", "00001")
         run.ctrl_c()
         code = run.wait(60)
@@ -360,9 +364,8 @@ def test_a_second_ctrl_c_exits_at_once_and_resume_still_copies_each_message_once
     with TcpProxy(dovecot.imaps_port) as proxy:
         pairs, run, port = _ctrl_c_setup(
             dovecot, make_user, ssl_context, tls_files, local_env, commands, tmp_path, proxy,
-            "ctrl-c-twice",
+            300.0, "ctrl-c-twice",  # what is in flight never reaches the target
         )  # fmt: skip
-        proxy.stall(300.0, direction=DOWN)  # what is in flight never gets an answer
         run.ctrl_c()
         _until(lambda: "again" in run.stderr(), 30, "the run says a second Ctrl-C quits")
         assert run.process.poll() is None
