@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-import time
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from migrator.argtypes import CONNECTIONS, GRACE, PORT, TIMEOUT, WORKERS
 from migrator.batch import (
     AccessMethod,
     AdminLogin,
@@ -34,7 +37,8 @@ from migrator.ews import target_settings as ews_target_settings
 from migrator.foldermap import load_folder_map
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.imapconn import ConnectOptions
-from migrator.localredis import PrivateRedis, state_dir
+from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.quotas import read_quota_file
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps, load_x500_map, parse_domain_pair
@@ -55,13 +59,13 @@ from migrator.secrets import (
     new_key,
     redact,
 )
-from migrator.state import NewJob, StateStore
+from migrator.state import MailboxStatus, NewJob, StateStore
 
-REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
 ADMIN_PASSWORD_ENV = "MIGRATOR_ADMIN_PASSWORD"
 TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 # --source-type -> SourceServer scheme
 SOURCE_PROTOCOLS = {"imap": "imap", "pop": "pop3", "ews": "ews"}
 
@@ -85,9 +89,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as exc:
         err_console.print("[red]error:[/]", escape(redact(str(exc))), highlight=False)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:  # `velocity run` (`run` and `resume` catch their own)
+        err_console.print(str(exc), highlight=False, markup=False)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        err_console.print("interrupted: run `migrator resume BATCH` to go on")
-        return 130
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped this machine's pool, once what was in flight was checkpointed."""
+
+    def __init__(self, batch_id: str, rows: list[MailboxStatus]) -> None:
+        super().__init__(f"interrupted: `migrator resume {batch_id}` goes on from here")
+        self.batch_id = batch_id
+        self.rows = rows
 
 
 # -- argument parsing -----------------------------------------------------------------
@@ -119,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="re-enqueue every mailbox of a batch not done")
     resume.add_argument("batch")
     resume.add_argument(
-        "--workers", type=int, default=4, help="in-process pool size (no Redis URL)"
+        "--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)"
     )
     resume.add_argument("--no-wait", action="store_true", help="with Celery: do not wait")
     resume.set_defaults(func=cmd_resume)
@@ -175,10 +191,16 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", help="CA bundle for servers with a private CA")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--allow-plaintext", action="store_true", help="allow servers without STARTTLS")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--timeout",
+        type=TIMEOUT,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a server may take to answer (default 60)",
+    )
     p.add_argument(
         "--late-commit-grace",
-        type=float,
+        type=GRACE,
         default=LATE_COMMIT_GRACE,
         metavar="SECONDS",
         help="after a pass broke with appends in flight, wait this long before looking at "
@@ -186,21 +208,21 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-connections-per-server",
-        type=int,
+        type=CONNECTIONS,
         default=8,
         metavar="N",
         help="connections to each source server at once, across every worker (default 8)",
     )
     p.add_argument(
         "--connections-per-mailbox",
-        type=positive_int,
+        type=CONNECTIONS,
         default=CONNECTIONS_PER_MAILBOX,
         metavar="N",
         help="copy one mailbox over up to N connections to each side, where both servers "
         "allow more than one and --max-connections-per-server has room "
         f"(default {CONNECTIONS_PER_MAILBOX})",
     )
-    p.add_argument("--workers", type=int, default=4, help="in-process pool size (no Redis URL)")
+    p.add_argument("--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)")
     p.add_argument("--batch-id", help="name the batch (default: a new id)")
     add_ews_arguments(p)
     forward = p.add_argument_group("forwarding (off unless asked for)")
@@ -238,20 +260,10 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--sieve-port",
-        type=int,
+        type=PORT,
         default=DEFAULT_SIEVE_PORT,
         help="ManageSieve port on each IMAP source host (STARTTLS), for forwarding",
     )
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
 
 
 def _date(text: str) -> datetime:
@@ -466,40 +478,71 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     box = _secret_box(create=False)
     batch_id, meta, jobs = _prepare(args, box)
     store = StateStore.from_url(url)
-    store.create_batch(batch_id, meta, jobs)
-    _save_manifest(batch_id, meta, jobs)
-    _send_tasks(batch_id, [j.job_id for j in jobs])
+    _create_batch(store, args, batch_id, meta, jobs)
+    _send_tasks(url, batch_id, [j.job_id for j in jobs])
     print(batch_id)
     return 0
 
 
+def _create_batch(
+    store: StateStore,
+    args: argparse.Namespace,
+    batch_id: str,
+    meta: dict[str, str],
+    jobs: list[NewJob],
+) -> None:
+    """The batch in Redis and its copy on this machine; a named batch that exists already
+    is refused (writing it again would reset the rows of a run that may still go on)."""
+    if args.batch_id and store.batch_exists(batch_id):
+        raise ConfigError(
+            f"batch {batch_id} exists already: `migrator resume {batch_id}` goes on with it "
+            "(or give another --batch-id)"
+        )
+    store.create_batch(batch_id, meta, jobs)
+    _save_manifest(batch_id, meta, jobs)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    url = shared_url()  # known to work before anything is written
     box = _secret_box(create=True)
     batch_id, meta, jobs = _prepare(args, box)
-    _save_manifest(batch_id, meta, jobs)
-    err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
-    if args.insecure:
-        err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
-    url = os.environ.get(REDIS_URL_ENV)
-    if url:
-        store = StateStore.from_url(url)
-        store.create_batch(batch_id, meta, jobs)
-        _send_tasks(batch_id, [j.job_id for j in jobs])
-        rows = watch(store, batch_id, err_console)
-    else:
-        with PrivateRedis(state_dir()) as private:
-            store = StateStore.from_url(private.url)
-            store.create_batch(batch_id, meta, jobs)
-            rows = _run_in_process(store, batch_id, [j.job_id for j in jobs], box, args.workers)
+    job_ids = [j.job_id for j in jobs]
+    interrupted = False
+    forwarded = None
+    with contextlib.ExitStack() as stack:
+        if url:
+            store = StateStore.from_url(url)
+        else:  # one per state directory: joined if another command runs it already
+            store = StateStore.from_url(stack.enter_context(PrivateRedis(state_dir())).url)
+        _create_batch(store, args, batch_id, meta, jobs)
+        err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
+        if args.insecure:
+            err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
+        if url:
+            _send_tasks(url, batch_id, job_ids)
+            try:
+                rows = watch(store, batch_id, err_console)
+            except KeyboardInterrupt:
+                err_console.print(
+                    f"stopped watching; the workers go on (`migrator status {batch_id}`)",
+                    highlight=False,
+                )
+                return EXIT_INTERRUPTED
+        else:
+            try:
+                rows = _run_in_process(store, batch_id, job_ids, box, args.workers)
+            except Interrupted as exc:
+                rows, interrupted = exc.rows, True
+        if not interrupted:
             forwarded = _forwarding_after_copy(store, args, jobs)
-            store.flush_to_disk()
-    if url:
-        forwarded = _forwarding_after_copy(store, args, jobs)
     console.print(result_table(rows, f"batch {batch_id}"))
     if forwarded is not None:
         from migrator.forwardcli import print_outcomes
 
         print_outcomes(forwarded, f"forwarding after copy: batch {batch_id}", as_json=False)
+    if interrupted:
+        err_console.print(Interrupted(batch_id, rows), highlight=False, markup=False)
+        return EXIT_INTERRUPTED
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
 
 
@@ -514,7 +557,7 @@ def _forwarding_after_copy(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url = os.environ.get(REDIS_URL_ENV)
+    url = shared_url()
     if url:
         return _print_status(StateStore.from_url(url), args)
     with PrivateRedis(state_dir()) as private:
@@ -536,28 +579,43 @@ def _print_status(store: StateStore, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    url = os.environ.get(REDIS_URL_ENV)
+    url = shared_url()
     if url:
         store = StateStore.from_url(url)
         pending = _pending(store, args.batch)
-        _send_tasks(args.batch, pending)
+        _send_tasks(url, args.batch, pending)
         err_console.print(f"batch {args.batch}: {len(pending)} mailboxes re-enqueued")
         if args.no_wait:
             return 0
-        rows = watch(store, args.batch, err_console)
+        try:
+            rows = watch(store, args.batch, err_console)
+        except KeyboardInterrupt:
+            err_console.print(
+                f"stopped watching; the workers go on (`migrator status {args.batch}`)",
+                highlight=False,
+            )
+            return EXIT_INTERRUPTED
     else:
         box = _secret_box(create=False)
-        with PrivateRedis(state_dir()) as private:
-            store = StateStore.from_url(private.url)
-            pending = _pending(store, args.batch)
-            rows = _run_in_process(store, args.batch, pending, box, args.workers)
-            store.flush_to_disk()
+        try:
+            with PrivateRedis(state_dir()) as private:
+                store = StateStore.from_url(private.url)
+                pending = _pending(store, args.batch)
+                rows = _run_in_process(store, args.batch, pending, box, args.workers)
+        except Interrupted as exc:
+            console.print(result_table(exc.rows, f"batch {args.batch}"))
+            err_console.print(exc, highlight=False, markup=False)
+            return EXIT_INTERRUPTED
     console.print(result_table(rows, f"batch {args.batch}"))
     return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
 
 
 def _pending(store: StateStore, batch_id: str) -> list[str]:
-    """Mailboxes not done; the batch is restored from this machine's copy if Redis lost it."""
+    """Mailboxes not done; the batch is restored from this machine's copy if Redis lost it.
+
+    A mailbox that ended (failed, interrupted, ...) is queued again; one that is queued or
+    running stays as it is: another command (a `run` still going) may be copying it, and
+    the mailbox lock makes this one wait for it."""
     if not store.batch_exists(batch_id):
         saved = _load_manifest(batch_id)
         if saved is None:
@@ -566,24 +624,26 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
         store.create_batch(batch_id, *saved)
     pending = []
     for row in store.mailboxes(batch_id):
-        if row.state is not MailboxState.DONE:
+        if row.state is MailboxState.DONE:
+            continue
+        if row.state.final:
             store.set_state(batch_id, row.job_id, MailboxState.QUEUED)
-            pending.append(row.job_id)
+        pending.append(row.job_id)
     return pending
 
 
 def _require_url() -> str:
-    url = os.environ.get(REDIS_URL_ENV)
+    """MIGRATOR_REDIS_URL, known to work (checked and answering) before anything is written."""
+    url = shared_url()
     if not url:
         raise ConfigError(f"{REDIS_URL_ENV} is not set: enqueue needs the workers' Redis")
     return url
 
 
-def _send_tasks(batch_id: str, job_ids: Sequence[str]) -> None:
+def _send_tasks(url: str, batch_id: str, job_ids: Sequence[str]) -> None:
     from workers.app import app  # Celery only where a broker is used
     from workers.tasks import migrate_mailbox
 
-    url = _require_url()
     app.conf.update(broker_url=url, result_backend=url)
     for job_id in job_ids:
         migrate_mailbox.apply_async(args=[batch_id, job_id])
@@ -591,21 +651,64 @@ def _send_tasks(batch_id: str, job_ids: Sequence[str]) -> None:
 
 def _run_in_process(
     store: StateStore, batch_id: str, job_ids: Sequence[str], box: SecretBox, workers: int
-) -> list:  # type: ignore[type-arg]
+) -> list[MailboxStatus]:
+    """Copy these mailboxes with a pool of `workers` threads; their rows at the end.
+
+    A first Ctrl-C starts no other mailbox (they stay queued) and stops the running
+    ones once the batches in flight are checkpointed (they end interrupted), then
+    raises Interrupted; a second one exits at once (130).  A mailbox another command
+    holds is waited for."""
+    stop = threading.Event()
+
     def one(job_id: str) -> None:
-        while True:
+        while not stop.is_set():
             try:
-                execute_job(store, batch_id, job_id, box)
+                execute_job(store, batch_id, job_id, box, stop=stop)
                 return
             except MailboxBusy:
-                time.sleep(min(lock_ttl(), 5.0))
+                stop.wait(min(lock_ttl(), 5.0))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mailbox") as pool:
+    with (
+        _ctrl_c(stop, batch_id),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox") as pool,
+    ):
         futures = [pool.submit(one, job_id) for job_id in job_ids]
         rows = watch(store, batch_id, err_console, finished=lambda: all(f.done() for f in futures))
         for future in futures:
             future.result()
-    return store.mailboxes(batch_id) or rows
+    rows = store.mailboxes(batch_id) or rows
+    if stop.is_set():
+        raise Interrupted(batch_id, rows)
+    return rows
+
+
+@contextlib.contextmanager
+def _ctrl_c(stop: threading.Event, batch_id: str) -> Iterator[None]:
+    """SIGINT sets `stop`; a second one ends the process at once.  Python runs the handler
+    in the main thread between two bytecodes, so it writes to fd 2 itself rather than
+    through rich, whose lock the main thread may be holding."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; it handles them
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os.write(2, f"\ninterrupted: `migrator resume {batch_id}` goes on from here\n".encode())
+            # At once: the pool's threads (mid-append) are not waited for; the mailbox
+            # lock expires, and the next pass recognises what reached the target.
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        os.write(
+            2,
+            b"\nstopping: no mailbox starts, and those being copied stop once the batches "
+            b"in flight are checkpointed (Ctrl-C again to quit at once)\n",
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from exchangelib import (
     Build,
 )
 
+from migrator.argtypes import CONNECTIONS
 from migrator.batch import ServerAddress, TlsMode
 from migrator.errors import (
     ConfigError,
@@ -169,7 +170,7 @@ def add_ews_arguments(p: argparse.ArgumentParser) -> None:
         )
     g.add_argument(
         "--target-max-connections",
-        type=int,
+        type=CONNECTIONS,
         default=8,
         help="mailboxes copied at once into one EWS endpoint (or tenant), across all workers",
     )

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import migrator.cli as base
+from migrator.argtypes import TIMEOUT, WAIT, WORKERS
 from migrator.errors import ConfigError
 from migrator.ews import source_settings as ews_source_settings
 from migrator.forwarding import ForwardAction, ForwardState
@@ -30,7 +31,7 @@ from migrator.forwardjobs import (
     key_of,
 )
 from migrator.imapconn import ConnectOptions
-from migrator.localredis import PrivateRedis, state_dir
+from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.state import StateStore
 
 # The state each action aims for; anything else makes the command exit 1.
@@ -62,10 +63,10 @@ def add_forwarding_commands(sub: Any) -> None:
         command.add_argument(
             "--allow-plaintext", action="store_true", help="allow servers without STARTTLS"
         )
-        command.add_argument("--timeout", type=float, default=60.0)
-        command.add_argument("--workers", type=int, default=4, help="in-process pool size")
+        command.add_argument("--timeout", type=TIMEOUT, default=60.0, metavar="SECONDS")
+        command.add_argument("--workers", type=WORKERS, default=4, help="in-process pool size")
         command.add_argument(
-            "--wait", type=float, default=900.0, help="with Celery: seconds to wait for answers"
+            "--wait", type=WAIT, default=900.0, help="with Celery: seconds to wait for answers"
         )
         command.add_argument("--json", action="store_true", help="print the outcomes as JSON")
         command.add_argument(
@@ -98,7 +99,7 @@ def cmd_forwarding(args: argparse.Namespace) -> int:
     )
     if args.insecure:
         base.err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
-    url = os.environ.get(base.REDIS_URL_ENV)
+    url = shared_url()
     box = base._secret_box(create=not url)
     payloads = build_forward_jobs(result.jobs, options, box)
     request = uuid.uuid4().hex

@@ -1,23 +1,144 @@
-"""The private Redis of `migrator run` when no MIGRATOR_REDIS_URL is set.
+"""Where the Redis is: MIGRATOR_REDIS_URL, checked before anything is written, or
+the private redis-server of `migrator run` when that is not set.
 
-It lives under the state directory with an append-only file, so `migrator
-resume` and `migrator status` find the batch again after the run ends or dies.
+The private one lives under the state directory with an append-only file, so
+`migrator resume` and `migrator status` find the batch again after the run ends or
+dies.  There is one per state directory, shared by every command that runs there at
+the same time (a second `run` or `resume` of a batch, a `status` during a run): a
+second redis-server on the same files would hold its own copy of the mailbox locks,
+and two commands would copy one mailbox side by side.
+
+Files under STATE/redis (directories 0700, files 0600; redis-server runs with umask
+077):
+
+    start.lock     flock held exclusively while a command starts, joins or stops it
+    users.lock     flock held shared by every command using it, for as long as it does
+    server.json    port, pid and run_id of the running server
+    appendonlydir/ redis.log redis.pid   redis-server's own
+
+A command takes start.lock, then users.lock shared, and joins the server that
+server.json names if it answers with that run_id, else starts one.  Leaving, it
+takes start.lock again and tries users.lock exclusively: only the last user gets
+it, and that one shuts the server down.  flock locks die with their process, so a
+command killed at any point never blocks another: the server it leaves running is
+joined by the next command, and stopped by whoever leaves last.  The server
+daemonizes (a session of its own, no command's child), so the terminal's Ctrl-C
+never reaches it: it lives until the command that caught the Ctrl-C has checkpointed
+what was in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from migrator.errors import ConfigError
 
 STATE_DIR_ENV = "MIGRATOR_STATE_DIR"
+REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
+
+# How long `status`, `resume`, `run` and `enqueue` wait for a Redis to answer its first
+# PING, before the retrying client (some 30 s of backoff, for a restart mid-run) is used.
+PING_TIMEOUT = 3.0
+# Celery's Redis result backend refuses a rediss:// URL without ssl_cert_reqs, after the
+# first task is already queued; redis-py reads only these three spellings of it.
+_CERT_REQS = ("required", "optional", "none")
+
+
+def shown_url(url: str) -> str:
+    """The URL for a message: its password (if any) as ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            port = f":{parts.port}" if parts.port is not None else ""
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}")
+        if "password" in parts.query.lower():  # redis-py reads ?password= too
+            parts = parts._replace(query="...")
+        return parts.geturl()
+    except ValueError:
+        return "(a URL that cannot be read)"
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigError, in one line that never holds the password, unless `url` is a
+    Redis URL that both redis-py (migrator's state) and Celery (its broker) can use."""
+    where = f"{REDIS_URL_ENV} {shown_url(url)}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{where}: not a URL with a host and a port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss"):
+        raise ConfigError(f"{where}: use redis://host:port/db, or rediss:// for TLS")
+    if not parts.hostname:
+        raise ConfigError(f"{where}: no host")
+    if port == 0:
+        raise ConfigError(f"{where}: port 0")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigError(f"{where}: the path must be a database number, e.g. /0")
+    query = parse_qs(parts.query)
+    if scheme == "rediss":
+        reqs = query.get("ssl_cert_reqs", [""])[-1]
+        if reqs not in _CERT_REQS:
+            raise ConfigError(
+                f"{where}: a rediss:// URL needs ?ssl_cert_reqs=required (or optional, or "
+                "none: certificates not checked), which Celery insists on"
+            )
+    try:
+        redis.ConnectionPool.from_url(url).disconnect()  # reads the URL, connects to nothing
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def ping(url: str, *, timeout: float = PING_TIMEOUT) -> None:
+    """Raise ConfigError in one line unless the Redis at `url` answers within `timeout`
+    seconds (to connect, and again to answer); one try, no backoff."""
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+    except redis.BusyLoadingError:
+        pass  # it answers; the retrying client waits out the loading
+    except redis.AuthenticationError as exc:
+        raise ConfigError(f"Redis at {shown_url(url)} refused the login: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"Redis at {shown_url(url)} does not answer: {reason}") from None
+    except redis.RedisError as exc:
+        raise ConfigError(f"Redis at {shown_url(url)}: {exc}") from None
+    finally:
+        client.close()
+
+
+def shared_url() -> str | None:
+    """MIGRATOR_REDIS_URL once it is known to work (ConfigError if not), or None."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        return None
+    check_url(url)
+    ping(url)
+    return url
 
 
 def state_dir() -> Path:
@@ -33,66 +154,260 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# How long a command waits for another to finish starting or stopping the server.
+START_LOCK_WAIT = 90.0
+SERVER_START_WAIT = 20.0
+SERVER_STOP_WAIT = 30.0
+
+
+def tighten(directory: Path) -> None:
+    """Directories 0700 and files 0600 from `directory` down: what earlier versions left
+    (redis-server's append-only files and log were 0644).  Symbolic links are left alone."""
+    for root, dirs, files in os.walk(directory):
+        for name, mode in [(d, 0o700) for d in dirs] + [(f, 0o600) for f in files]:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(path):
+                    os.chmod(path, mode)
+    with contextlib.suppress(OSError):
+        os.chmod(directory, 0o700)
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, wait: float) -> Iterator[None]:
+    fd = _open_lock(path)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"another migrator command has been starting or stopping the private "
+                        f"redis-server for {wait:.0f} s ({path}); try again"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _client(port: int, timeout: float) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _pid_alive(pid: int, directory: Path) -> bool:
+    """Whether `pid` is a redis-server (not a zombie) working in `directory` (its current
+    directory: redis-server changes to its --dir, and rewrites its command line)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    return (
+        name == "redis-server"
+        and rest.split()[0] not in ("Z", "X")
+        and (os.path.realpath(cwd) == os.path.realpath(directory))
+    )
+
+
 class PrivateRedis:
+    """The state directory's redis-server, started or joined; use as a context manager."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory / "redis"
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
+        self._users: int | None = None  # users.lock, held shared while we use the server
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def _server_file(self) -> Path:
+        return self.directory / "server.json"
+
     def start(self) -> PrivateRedis:
+        tighten(self.directory)
+        with _exclusive(self.directory / "start.lock", START_LOCK_WAIT):
+            users = _open_lock(self.directory / "users.lock")
+            try:
+                fcntl.flock(users, fcntl.LOCK_SH)  # never waits: leaving needs start.lock
+                self.port = self._running() or self._spawn()
+            except BaseException:
+                os.close(users)
+                raise
+            self._users = users
+        return self
+
+    def stop(self) -> None:
+        """Leave; the last command to leave shuts the server down (its data on disk)."""
+        users, self._users = self._users, None
+        if users is None:
+            return
+        try:
+            with _exclusive(self.directory / "start.lock", START_LOCK_WAIT):
+                try:
+                    # Only the last user gets this: any other holds users.lock shared.
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass
+                else:
+                    self._shutdown()
+                finally:
+                    # Released before start.lock, so a command that starts next never
+                    # waits for users.lock.
+                    os.close(users)
+                    users = None
+        finally:
+            if users is not None:  # start.lock was not had: just leave
+                os.close(users)
+
+    def _running(self) -> int | None:
+        """The port of the server server.json names, if it is up; None if there is none.
+        A server that is there but does not answer is not replaced: two on the same
+        append-only files would ruin them."""
+        try:
+            info = json.loads(self._server_file.read_text(encoding="utf-8"))
+            port, pid, run_id = int(info["port"]), int(info["pid"]), str(info["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        deadline = time.monotonic() + SERVER_START_WAIT
+        while True:
+            client = _client(port, 2.0)
+            try:
+                if str(client.info("server").get("run_id")) == run_id:
+                    return port
+                break  # another server took the port: ours is gone
+            except redis.BusyLoadingError:
+                pass  # ours, still reading its files
+            except redis.RedisError:
+                break
+            finally:
+                client.close()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if _pid_alive(pid, self.directory):
+            raise ConfigError(
+                f"the private redis-server (pid {pid}) runs but does not answer on port {port}; "
+                f"stop it, then try again (its log: {self.directory / 'redis.log'})"
+            )
+        self._server_file.unlink(missing_ok=True)
+        return None
+
+    def _spawn(self) -> int:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigError(
                 "redis-server is not installed: run `make setup`, or set MIGRATOR_REDIS_URL"
             )
-        self.port = _free_port()
-        self._process = subprocess.Popen(
-            [
-                binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--save", "",
-                "--logfile", str(self.directory / "redis.log"),
-                "--protected-mode", "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.ping():
+        log = self.directory / "redis.log"
+        pidfile = self.directory / "redis.pid"
+        for _attempt in range(3):  # a port taken between _free_port() and the bind
+            port = _free_port()
+            pidfile.unlink(missing_ok=True)
+            logged = log.stat().st_size if log.exists() else 0
+            # It daemonizes: the process we start forks the server and exits, so the
+            # server is no child of this command (nothing to reap, whoever stops it), in
+            # a session of its own (the terminal's Ctrl-C goes to the command, not to it).
+            subprocess.run(
+                [
+                    binary,
+                    "--daemonize", "yes",
+                    "--pidfile", str(pidfile),
+                    "--port", str(port),
+                    "--bind", "127.0.0.1",
+                    "--dir", str(self.directory),
+                    "--appendonly", "yes",
+                    "--save", "",
+                    "--logfile", str(log),
+                    "--protected-mode", "yes",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                # Its append-only files, pid file and log hold the batches: this user's only.
+                umask=0o077,
+                check=False,
+                timeout=SERVER_START_WAIT,
+            )  # fmt: skip
+            up = self._wait_until_up(port, pidfile)
+            if up is not None:
+                pid, run_id = up
+                data = json.dumps({"port": port, "pid": pid, "run_id": run_id})
+                temporary = self.directory / "server.json.new"
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(data)
+                temporary.replace(self._server_file)
+                return port
+            with log.open("rb") as handle:
+                handle.seek(logged)
+                if b"Address already in use" not in handle.read():
                     break
-            except redis.ConnectionError:
-                pass
-            except redis.BusyLoadingError:
-                pass
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise ConfigError(
-                    f"the private redis-server did not start; see {self.directory / 'redis.log'}"
-                )
-            time.sleep(0.05)
-        client.close()
-        return self
+        raise ConfigError(f"the private redis-server did not start; see {log}")
 
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
+    def _wait_until_up(self, port: int, pidfile: Path) -> tuple[int, str] | None:
+        """(pid, run_id) once it answers; None if it exited first (or never wrote its pid
+        file, which it does once it listens)."""
+        deadline = time.monotonic() + SERVER_START_WAIT
+        while time.monotonic() < deadline:
+            try:
+                pid: int | None = int(pidfile.read_text())
+            except (OSError, ValueError):
+                pid = None
+            if pid is not None:
+                client = _client(port, 2.0)
+                try:
+                    info = client.info("server")
+                    return int(info["process_id"]), str(info["run_id"])
+                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                    pass  # reading its append-only files
+                finally:
+                    client.close()
+                if not _pid_alive(pid, self.directory):
+                    return None
+            time.sleep(0.05)
+        return None
+
+    def _shutdown(self) -> None:
+        """SHUTDOWN (the append-only file written and synced), then wait until it is gone."""
+        client = _client(self.port, SERVER_STOP_WAIT)
         try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
+            client.shutdown()  # returns when the connection closes: the server has exited
+        except redis.RedisError:
+            pass  # gone already, or refused: the pid check below decides
+        finally:
+            client.close()
+        pid = self._server_pid()
+        deadline = time.monotonic() + SERVER_STOP_WAIT
+        while pid is not None and _pid_alive(pid, self.directory):
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                break
+            time.sleep(0.02)
+        self._server_file.unlink(missing_ok=True)
+
+    def _server_pid(self) -> int | None:
+        try:
+            return int(json.loads(self._server_file.read_text(encoding="utf-8"))["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def __enter__(self) -> PrivateRedis:
         return self.start()

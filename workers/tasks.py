@@ -3,21 +3,51 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from migrator.forwarding import ForwardAction
-from migrator.forwardjobs import execute_forwarding
+from celery.signals import worker_init
+
+from migrator.errors import ConfigError
+from migrator.forwarding import ForwardAction, ForwardState
+from migrator.forwardjobs import execute_forwarding, key_of
+from migrator.report import MailboxState
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import SecretBox
 from migrator.state import StateStore
 from workers.app import app, redis_url
+
+log = logging.getLogger(__name__)
+
+
+def _refuse_to_start_without_a_key(**_: Any) -> None:
+    """A worker whose MIGRATOR_SECRET_KEY is missing or not a Fernet key could open no
+    payload: it stops before it takes a task, in one line (SystemExit passes through
+    Celery's signal dispatch, which logs and swallows any Exception)."""
+    try:
+        SecretBox.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"migrator worker not started: {exc}") from None
+
+
+worker_init.connect(_refuse_to_start_without_a_key, weak=False)
 
 
 @app.task(bind=True, name="migrator.migrate_mailbox", max_retries=None)  # type: ignore[untyped-decorator]
 def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
     store = StateStore.from_url(redis_url())
     try:
-        result = execute_job(store, batch_id, job_id, SecretBox.from_env())
+        box = SecretBox.from_env()
+    except ConfigError as exc:
+        # Without a usable key no password opens: the mailbox fails and says why,
+        # instead of staying `queued` while `migrator run` waits for it.
+        status = store.mailbox(batch_id, job_id)
+        if status is not None and status.state is not MailboxState.DONE:
+            store.set_state(batch_id, job_id, MailboxState.FAILED, error=str(exc))
+        log.error("batch %s job %s: %s", batch_id, job_id, exc)
+        return {"batch_id": batch_id, "job_id": job_id, "state": MailboxState.FAILED.value}
+    try:
+        result = execute_job(store, batch_id, job_id, box)
     except MailboxBusy as exc:
         # Another worker has it, or a killed worker's lock has not expired yet.
         raise self.retry(exc=exc, countdown=lock_ttl()) from exc
@@ -38,7 +68,23 @@ def forwarding(action: str, payload_json: str, request: str) -> dict[str, Any]:
     redelivered task does no harm.  The payload's passwords are sealed, bound to their use."""
     store = StateStore.from_url(redis_url())
     payload = json.loads(payload_json)
-    outcome = execute_forwarding(
-        store, ForwardAction(action), payload, SecretBox.from_env(), request=request
-    )
+    try:
+        box = SecretBox.from_env()
+    except ConfigError as exc:
+        store.record_forwarding(
+            key_of(payload),
+            {
+                "source": str(payload["source"]["identity"]),
+                "line": str(payload["line"]),
+                "action": action,
+                "state": ForwardState.FAILED.value,
+                "method": "",
+                "target": "",
+                "detail": str(exc),
+                "request": request,
+            },
+        )
+        log.error("forwarding %s: %s", payload["source"]["identity"], exc)
+        return {"state": ForwardState.FAILED.value, "method": ""}
+    outcome = execute_forwarding(store, ForwardAction(action), payload, box, request=request)
     return {"state": outcome.state.value, "method": outcome.method}

@@ -12,6 +12,7 @@ from rich.table import Table
 
 # The module, not its names: migrator.cli imports this module while it loads.
 import migrator.cli as base
+from migrator.argtypes import TIMEOUT, WORKERS, Amount, Count, CountList
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map, load_folder_map
 from migrator.imapconn import ConnectOptions
@@ -20,6 +21,11 @@ from migrator.velocity.inventory import format_inventory, read_inventory_file
 from migrator.velocity.plan import GB, PlanOptions, WavePlan, plan_waves
 from migrator.velocity.run import EMPTY_TARGETS_FLAG, run_velocity
 from migrator.velocity.survey import survey_batch
+
+# A wave plan's figures: GB/hour per session, hours per wave (a year at most), sessions.
+THROUGHPUT = Amount(high=1_000_000.0)
+WINDOW = Amount(high=24 * 366.0)
+SESSIONS = Count(1, 100_000)
 
 
 def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,10 +40,10 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     base._run_arguments(run)
     run.add_argument(
         "--concurrency",
-        type=_int_list,
+        type=CountList(WORKERS),
         help="pool sizes to measure in turn, e.g. 1,2,4,8 (default: --workers)",
     )
-    run.add_argument("--repeat", type=base.positive_int, default=1, help="runs per concurrency")
+    run.add_argument("--repeat", type=Count(1, 100), default=1, help="runs per concurrency")
     run.add_argument(
         EMPTY_TARGETS_FLAG,
         dest="empty_targets",
@@ -46,20 +52,18 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         "(needed for more than one point)",
     )
     run.add_argument("--report-dir", type=Path, help="default: ./velocity-BATCHID")
-    run.add_argument("--slowest", type=base.positive_int, default=5, help="slowest mailboxes shown")
+    run.add_argument("--slowest", type=Count(), default=5, help="slowest mailboxes shown")
     run.set_defaults(func=cmd_velocity_run)
 
     plan = commands.add_parser("plan", help="size the waves from an inventory and a throughput")
     plan.add_argument("inventory_csv", type=Path)
+    plan.add_argument("--throughput", type=THROUGHPUT, required=True, help="GB/hour per session")
+    plan.add_argument("--window", type=WINDOW, required=True, help="hours per wave")
+    plan.add_argument("--sessions", type=SESSIONS, help="concurrent sessions")
+    plan.add_argument("--sessions-per-worker", type=Count(1, 1_000), default=4)
+    plan.add_argument("--workers", type=SESSIONS, help="default: solved for")
     plan.add_argument(
-        "--throughput", type=_positive_float, required=True, help="GB/hour per session"
-    )
-    plan.add_argument("--window", type=_positive_float, required=True, help="hours per wave")
-    plan.add_argument("--sessions", type=base.positive_int, help="concurrent sessions")
-    plan.add_argument("--sessions-per-worker", type=base.positive_int, default=4)
-    plan.add_argument("--workers", type=base.positive_int, help="default: solved for")
-    plan.add_argument(
-        "--waves", type=base.positive_int, default=1, help="most waves wanted when solving workers"
+        "--waves", type=Count(1, 1_000), default=1, help="most waves wanted when solving workers"
     )
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_velocity_plan)
@@ -74,10 +78,8 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     inventory.add_argument("--ca-file", help="CA bundle for servers with a private CA")
     inventory.add_argument("--insecure", action="store_true", help="do not verify certificates")
     inventory.add_argument("--allow-plaintext", action="store_true")
-    inventory.add_argument("--timeout", type=float, default=60.0)
-    inventory.add_argument(
-        "--workers", type=base.positive_int, default=4, help="mailboxes at a time"
-    )
+    inventory.add_argument("--timeout", type=TIMEOUT, default=60.0, metavar="SECONDS")
+    inventory.add_argument("--workers", type=WORKERS, default=4, help="mailboxes at a time")
     inventory.set_defaults(func=cmd_inventory)
 
 
@@ -195,23 +197,3 @@ def cmd_inventory(args: argparse.Namespace) -> int:
             markup=False,
         )
     return 1 if survey.failures else 0
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
-
-
-def _int_list(text: str) -> list[int]:
-    """'1,2,4,8' -> [1, 2, 4, 8]: each at least 1, none repeated."""
-    values = [base.positive_int(part.strip()) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one number, e.g. 1,2,4")
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"a number is repeated: {text!r}")
-    return values
