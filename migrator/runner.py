@@ -280,7 +280,9 @@ def execute_job(
         extra = ExtraSlots(store, str(source_server), owner, cap, ttl)
         with (
             _slot(store, str(source_server), owner, cap, ttl, slot_wait),
-            _heartbeat(store, key, str(source_server), owner, ttl, extra) as lost,
+            _heartbeat(
+                store, key, str(source_server), owner, ttl, extra, (batch_id, job_id)
+            ) as lost,
             _target_slot(store, payload, key, owner, ttl, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
@@ -448,13 +450,15 @@ def _heartbeat(
     owner: str,
     ttl: float,
     extra: ExtraSlots | None = None,
+    row: tuple[str, str] | None = None,
 ) -> Iterator[threading.Event]:
     """Keep the mailbox lock and the connection slot alive while the copier works; a
     killed worker stops beating and both expire within `ttl`.
 
     A lock that vanished (Redis emptied or restarted without its data) is taken
     again; one that another worker holds by then sets the event it yields, and the
-    copier stops before its next checkpoint."""
+    copier stops before its next checkpoint.  With `row` (batch id, job id), each beat is
+    also noted on the mailbox row, where the workers' reapers look for dead workers."""
     stop = threading.Event()
     lost = threading.Event()
 
@@ -468,9 +472,13 @@ def _heartbeat(
                 store.refresh_slot(server, owner, ttl)
                 if extra is not None:
                     extra.refresh()
+                if row is not None:
+                    store.beat(*row)
             except Exception:  # a Redis blip must not kill the copy; the next beat retries
                 log.warning("heartbeat for mailbox lock failed", exc_info=True)
 
+    if row is not None:
+        store.beat(*row)
     thread = threading.Thread(target=beat, name=f"heartbeat-{key[:8]}", daemon=True)
     thread.start()
     try:

@@ -282,6 +282,64 @@ class StateStore:
         keys = [_k("ckpt", key) for key in mailbox_keys]
         return int(self._r.delete(*keys)) if keys else 0
 
+    # -- heartbeats, and requeuing the mailboxes of dead workers ----------------------
+    # mbx:{bid}:{jid} "heartbeat" is the time of the last beat of the worker copying the
+    # mailbox, and beats (zset "{bid}:{jid}" -> that time) lists the mailboxes to watch;
+    # both read Redis's clock, so the workers' clocks need not agree.
+
+    def beat(self, batch_id: str, job_id: str) -> None:
+        """The worker copying this mailbox is alive: note it on the row (not one Redis lost)."""
+        script = self._r.register_script(_BEAT)
+        script(keys=[_k("mbx", batch_id, job_id), _k("beats")], args=[f"{batch_id}:{job_id}"])
+
+    def heartbeat_ages(self, batch_id: str) -> dict[str, float]:
+        """Seconds since the last heartbeat of each running mailbox, by job id."""
+        ids = self.job_ids(batch_id)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.time()
+        for job_id in ids:
+            pipe.hmget(_k("mbx", batch_id, job_id), ["state", "heartbeat"])
+        (seconds, micros), *rows = pipe.execute()
+        now = int(seconds) + int(micros) / 1e6
+        return {
+            job_id: max(0.0, now - float(beat))
+            for job_id, (state, beat) in zip(ids, rows, strict=True)
+            if state == MailboxState.RUNNING.value and beat
+        }
+
+    def uptime(self) -> float:
+        """Seconds since Redis started: a restarted Redis gives every worker time to beat."""
+        return float(self._r.info("server")["uptime_in_seconds"])
+
+    def stale_mailboxes(self, stale_after: float) -> list[tuple[str, str]]:
+        """(batch id, job id) of each watched mailbox without a beat for `stale_after` s."""
+        script = self._r.register_script(_STALE)
+        members = script(keys=[_k("beats")], args=[stale_after])
+        return [(b, j) for b, _, j in (str(m).rpartition(":") for m in members)]
+
+    def claim_stale(self, batch_id: str, job_id: str, stale_after: float) -> bool:
+        """Take a dead worker's mailbox back to `queued`, atomically, so that of all the
+        callers one only requeues it: it must still be running, without a beat for
+        `stale_after` s, and its lock free.  A mailbox no longer running leaves the watch."""
+        row = _k("mbx", batch_id, job_id)
+        key = self._r.hget(row, "mailbox_key")
+        script = self._r.register_script(_CLAIM_STALE)
+        return bool(
+            script(
+                keys=[row, _k("beats"), _k("lock", str(key or ""))],
+                args=[f"{batch_id}:{job_id}", stale_after],
+            )
+        )
+
+    def release_claim(self, batch_id: str, job_id: str) -> None:
+        """Undo claim_stale when the task could not be sent: the next look takes it again."""
+        row = _k("mbx", batch_id, job_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(row, "state", MailboxState.RUNNING.value)
+        pipe.hincrby(row, "requeued", -1)
+        pipe.zadd(_k("beats"), {f"{batch_id}:{job_id}": 0})
+        pipe.execute()
+
 
 class RedisProgress:
     """The copier's Progress, kept in Redis: each batch of stored messages is
@@ -431,4 +489,41 @@ if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
   return 1
 end
 return 0
+"""
+
+# The row must exist: a worker whose batch Redis lost does not make a partial row of it.
+_BEAT = """
+if redis.call('exists', KEYS[1]) == 0 then
+  return 0
+end
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('hset', KEYS[1], 'heartbeat', string.format('%.3f', now))
+redis.call('zadd', KEYS[2], now, ARGV[1])
+return 1
+"""
+
+_STALE = """
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('zrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+"""
+
+# KEYS: the mailbox row, the beats zset, the mailbox lock. Requeued: state queued, and
+# "requeued" counts how often that happened.
+_CLAIM_STALE = """
+if redis.call('hget', KEYS[1], 'state') ~= 'running' then
+  redis.call('zrem', KEYS[2], ARGV[1])
+  return 0
+end
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local beat = tonumber(redis.call('hget', KEYS[1], 'heartbeat') or '0') or 0
+if now - beat < tonumber(ARGV[2]) or redis.call('exists', KEYS[3]) == 1 then
+  return 0
+end
+redis.call('hset', KEYS[1], 'state', 'queued', 'updated', string.format('%.3f', now))
+redis.call('hincrby', KEYS[1], 'requeued', 1)
+redis.call('zrem', KEYS[2], ARGV[1])
+return 1
 """

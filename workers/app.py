@@ -6,9 +6,14 @@ from __future__ import annotations
 import logging
 import os
 from queue import Empty
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.transport import redis as kombu_redis
+
+from migrator.runner import lock_ttl
+from migrator.state import StateStore
+from workers.reaper import Reaper
 
 REDIS_URL_ENV = "MIGRATOR_REDIS_URL"
 QUEUE = "migrator"
@@ -84,3 +89,27 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=False,
     worker_hijack_root_logger=False,
 )
+
+
+_reapers: list[Reaper] = []
+
+
+def _requeue(batch_id: str, job_id: str) -> None:
+    from workers.tasks import migrate_mailbox  # the tasks module imports this one
+
+    migrate_mailbox.apply_async(args=[batch_id, job_id])
+
+
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_reaper(**_: Any) -> None:
+    """One reaper per worker, in its main process (not in each process of the pool)."""
+    if not _reapers:
+        reaper = Reaper(StateStore.from_url(redis_url()), lock_ttl(), _requeue)
+        reaper.start()
+        _reapers.append(reaper)
+
+
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_reaper(**_: Any) -> None:
+    while _reapers:
+        _reapers.pop().stop()
