@@ -1,12 +1,16 @@
-"""Heartbeats on mailbox rows and the reaper that requeues a dead worker's mailbox,
-against a real Redis."""
+"""Heartbeats on mailbox rows, the reaper that requeues a dead worker's mailbox, and the
+heartbeat age `migrator status` shows, against a real Redis."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
+from contextlib import redirect_stdout
 
 import pytest
 
+from migrator.cli import main
 from migrator.report import MailboxState
 from migrator.state import NewJob, StateStore
 from workers.reaper import reap_once
@@ -121,3 +125,31 @@ def test_a_worker_whose_batch_redis_lost_does_not_make_its_row_again(redis_url: 
     store.beat("gone", "1")
     assert not store.client.exists("migrator:mbx:gone:1")
     assert store.stale_mailboxes(0) == []
+
+
+def _status(args: list[str]) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["status", *args]) == 0
+    return out.getvalue()
+
+
+def test_status_shows_each_running_mailboxs_heartbeat_age(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATOR_REDIS_URL", redis_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    store = StateStore.from_url(redis_url)
+    _running(store, "1", "2")
+    _last_beat_ago(store, "1", 42)
+    store.set_state("b", "2", MailboxState.DONE)
+
+    mailboxes = json.loads(_status(["b", "--json"]))["mailboxes"]
+    first, second = mailboxes
+    assert 42 <= first["heartbeat_age"] < 52
+    assert second["heartbeat_age"] is None  # done: no worker to hear from
+
+    table = _status(["b"])
+    assert "Heartbeat" in table
+    line = next(line for line in table.splitlines() if "1@x.test" in line)
+    assert "running" in line and any(f"{n} s" in line for n in range(42, 52))
