@@ -9,6 +9,7 @@ from queue import Empty
 from typing import Any
 
 from celery import Celery, signals
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
 from migrator.runner import lock_ttl
@@ -61,10 +62,13 @@ class RedisTransport(kombu_redis.Transport):
     Channel = _Channel
 
 
+# Behind the redis:// and rediss:// schemes, rather than named by broker_transport: the
+# scheme still decides TLS (a rediss:// URL without options would lose it otherwise).
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = f"{__name__}:RedisTransport"
+
 app = Celery("migrator", include=["workers.tasks"])
 app.conf.update(
     broker_url=redis_url(),
-    broker_transport=f"{__name__}:RedisTransport",
     result_backend=redis_url(),
     task_default_queue=QUEUE,
     task_serializer="json",
