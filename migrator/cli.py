@@ -29,7 +29,7 @@ from migrator.batch import (
     read_batch_file,
 )
 from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
-from migrator.display import result_table, status_json, watch
+from migrator.display import result_table, status_json, status_table, watch
 from migrator.errors import ConfigError, MigrationError
 from migrator.ews import add_ews_arguments, endpoint_address
 from migrator.ews import source_settings as ews_source_settings
@@ -574,7 +574,7 @@ def _print_status(store: StateStore, args: argparse.Namespace) -> int:
     title = f"batch {args.batch}"
     if meta.get("insecure") == "yes":
         title += " (TLS NOT verified: --insecure)"
-    console.print(result_table(store.mailboxes(args.batch), title))
+    console.print(status_table(store, args.batch, title))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -28,22 +28,29 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f}"
 
 
-def result_table(rows: Sequence[MailboxStatus], title: str) -> Table:
+def _age(seconds: float) -> str:
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def result_table(
+    rows: Sequence[MailboxStatus], title: str, heartbeats: Mapping[str, float] | None = None
+) -> Table:
+    """The batch's table; with `heartbeats` (job id -> seconds since the last heartbeat of
+    each running mailbox), a column shows how long ago each running mailbox's worker beat."""
     table = Table(title=title)
-    for column in (
-        "Line",
-        "Source",
-        "Target",
-        "State",
-        "Messages",
-        "MB",
-        "Left",
-        "Skipped",
-        "Note",
-    ):
+    columns = ["Line", "Source", "Target", "State", "Messages", "MB", "Left", "Skipped"]
+    if heartbeats is not None:
+        columns.append("Heartbeat")
+    for column in [*columns, "Note"]:
         table.add_column(
             column,
-            justify="right" if column in ("Line", "Messages", "MB", "Left", "Skipped") else "left",
+            justify="right"
+            if column in ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat")
+            else "left",
         )
     for row in rows:
         style = _STATE_STYLE.get(row.state.value, "")
@@ -52,7 +59,7 @@ def result_table(rows: Sequence[MailboxStatus], title: str) -> Table:
             note = f"rewrote {row.rewritten_addresses} addresses in {row.rewritten_messages} mails"
             if row.unparsable_headers:
                 note += f", {row.unparsable_headers} headers left unparsed"
-        table.add_row(
+        cells = [
             str(row.line),
             row.source_identity,
             row.target_identity,
@@ -61,18 +68,29 @@ def result_table(rows: Sequence[MailboxStatus], title: str) -> Table:
             f"{_mb(row.done_bytes)}/{_mb(row.total_bytes)}",
             f"{row.left_messages}" if row.left_messages else "",
             f"{row.skipped_messages}" if row.skipped_messages else "",
-            escape(note[:80]),
-        )
+        ]
+        if heartbeats is not None:
+            age = heartbeats.get(row.job_id)
+            cells.append(_age(age) if age is not None else "")
+        table.add_row(*cells, escape(note[:80]))
     return table
 
 
+def status_table(store: StateStore, batch_id: str, title: str) -> Table:
+    """`migrator status`: the table, with the heartbeat age of each running mailbox."""
+    return result_table(store.mailboxes(batch_id), title, store.heartbeat_ages(batch_id))
+
+
 def status_json(store: StateStore, batch_id: str) -> str:
+    """The batch as JSON; a running mailbox's "heartbeat_age" is the seconds since its
+    worker last beat (null for the others)."""
     rows = store.mailboxes(batch_id)
+    ages = store.heartbeat_ages(batch_id)
     return json.dumps(
         {
             "batch_id": batch_id,
             "options": store.batch_meta(batch_id),
-            "mailboxes": [r.as_dict() for r in rows],
+            "mailboxes": [{**r.as_dict(), "heartbeat_age": ages.get(r.job_id)} for r in rows],
             "throughput": [
                 {"minute": m, "messages": n, "bytes": b} for m, n, b in store.throughput(batch_id)
             ],

@@ -297,7 +297,7 @@ def execute_job(
         extra = ExtraSlots(store, source_server, owner, cap, ttl)
         with (
             _slot(store, source_server, owner, cap, ttl, slot_wait),
-            _heartbeat(store, lease, source_server, extra) as lost,
+            _heartbeat(store, lease, source_server, extra, (batch_id, job_id)) as lost,
             _target_slot(store, payload, lease, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
@@ -472,13 +472,16 @@ def _heartbeat(
     lease: Lease,
     server: str,
     extra: ExtraSlots | None = None,
+    row: tuple[str, str] | None = None,
 ) -> Iterator[threading.Event]:
     """Keep the mailbox's locks and the connection slot alive while the copier works; a
     killed worker stops beating and both expire within the lease's TTL.
 
     A lock that vanished with Redis's data is taken again; one that another worker holds,
     or held since (its epoch moved on), sets the event it yields, and the copier stops
-    before its next batch (every batch and checkpoint is fenced by the same test)."""
+    before its next batch (every batch and checkpoint is fenced by the same test). With
+    `row` (batch id, job id), each beat is also noted on the mailbox row, with the names
+    of its locks, where the workers' reapers look for dead workers."""
     stop = threading.Event()
     lost = threading.Event()
 
@@ -490,9 +493,13 @@ def _heartbeat(
                 store.refresh_slot(server, lease.owner, lease.ttl)
                 if extra is not None:
                     extra.refresh()
+                if row is not None:
+                    store.beat(*row, lease.names)
             except Exception:  # a Redis blip must not kill the copy; the next beat retries
                 log.warning("heartbeat for mailbox lock failed", exc_info=True)
 
+    if row is not None:
+        store.beat(*row, lease.names)
     thread = threading.Thread(target=beat, name=f"heartbeat-{lease.owner[-8:]}", daemon=True)
     thread.start()
     try:

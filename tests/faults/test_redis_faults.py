@@ -6,6 +6,7 @@ import ssl
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from faultkit import Worker, cli, enqueue, source_and_target, wait_for
 from servers.certs import TlsFiles
@@ -18,6 +19,8 @@ from migrator.report import MailboxState
 from migrator.state import MailboxStatus, StateStore
 
 FOLDERS = {"INBOX": 200, "Archive/2019": 100}
+# Three times as large: several mailboxes copying at once are still mid-copy at the restart.
+LARGE = {"INBOX": 600, "Archive/2019": 300}
 
 
 def _start(
@@ -44,12 +47,17 @@ def _start(
     return batch_id, source, password, target, store
 
 
-def _mailbox_key(store: StateStore, batch_id: str) -> str:
+def _lock_names(store: StateStore, batch_id: str) -> list[str]:
+    """The names of the locks the running mailbox's worker holds it by."""
     (row,) = store.mailboxes(batch_id)
-    return str(store.client.hget(f"migrator:mbx:{batch_id}:{row.job_id}", "mailbox_key"))
+    names = store.lock_names(batch_id, row.job_id)
+    assert names, "the worker has beaten at least once"
+    return names
 
 
-def _wait_until_let_go(store: StateStore, batch_id: str, key: str, timeout: float = 120) -> None:
+def _wait_until_let_go(
+    store: StateStore, batch_id: str, locks: list[str], timeout: float = 120
+) -> None:
     """Until the mailbox is in a final state, or no worker has held its lock for 2 s (a
     worker whose task died with Redis leaves the row at "running": an operator resumes)."""
     deadline = time.monotonic() + timeout
@@ -58,19 +66,19 @@ def _wait_until_let_go(store: StateStore, batch_id: str, key: str, timeout: floa
         rows = store.mailboxes(batch_id)
         if rows and rows[0].state.final:
             return
-        if store.client.exists(f"migrator:lock:{key}"):
+        if store.any_locked(locks):
             free_since = None
         elif free_since is None:
             free_since = time.monotonic()
         elif time.monotonic() - free_since > 2:
             return
         time.sleep(0.05)
-    raise AssertionError(f"mailbox {key} still held after {timeout} s")
+    raise AssertionError(f"mailbox {locks} still held after {timeout} s")
 
 
-def _finish(store: StateStore, batch_id: str, key: str) -> MailboxStatus:
+def _finish(store: StateStore, batch_id: str, locks: list[str]) -> MailboxStatus:
     """Resume the batch when its mailbox did not end done; wait for it to end."""
-    _wait_until_let_go(store, batch_id, key)
+    _wait_until_let_go(store, batch_id, locks)
     rows = store.mailboxes(batch_id)
     if not rows or rows[0].state is not MailboxState.DONE:
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
@@ -124,20 +132,101 @@ def test_redis_emptied_mid_batch_then_resume_restores_the_batch_and_copies_each_
     )
     (before,) = store.mailboxes(batch_id)
     assert before.state is MailboxState.RUNNING
-    key = _mailbox_key(store, batch_id)
+    locks = _lock_names(store, batch_id)
 
     redis.Redis.from_url(celery_env["MIGRATOR_REDIS_URL"]).flushall()
 
     # The worker goes on to the end of its mailbox; the batch is gone from Redis. Once the
     # worker let go, the operator resumes: the batch comes back from the local manifest and
     # the copier recognises what the target already holds.
-    _wait_until_let_go(store, batch_id, key)
+    _wait_until_let_go(store, batch_id, locks)
     assert not store.batch_exists(batch_id)
     assert cli(["resume", batch_id, "--no-wait"])[0] == 0
     assert store.batch_exists(batch_id)
-    _finish(store, batch_id, key)
+    _finish(store, batch_id, locks)
     exactly_once(
         *source_and_target(
             dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
         )
     )
+
+
+def _mailboxes(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, tag: str, count: int
+) -> list[tuple[str, str, str]]:
+    pairs = []
+    for n in range(count):
+        password = batch_password(f"{tag}-{n}")
+        source, target = make_user(password), make_user()
+        populate(
+            "127.0.0.1", dovecot.imaps_port, source, password, LARGE,
+            ssl_context=ssl_context, size_hint=12_000, seed=n,
+        )  # fmt: skip
+        pairs.append((source, password, target))
+    return pairs
+
+
+@pytest.mark.parametrize("keep_data", [True, False], ids=["data-kept", "data-lost"])
+def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
+    keep_data: bool,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_server: RedisServer,
+    celery_env: dict[str, str],
+    workers: list[Worker],
+    tmp_path: Path,
+    exactly_once,
+) -> None:
+    # Three mailboxes on four processes: the fourth waits in BRPOP when Redis goes away.
+    pairs = _mailboxes(dovecot, make_user, ssl_context, f"pool-{keep_data}", 3)
+    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    worker = Worker(celery_env, tmp_path / "worker.log", concurrency=4)
+    workers.append(worker)
+    batch_id = enqueue(
+        tmp_path, url, url, tls_files.ca_cert, pairs, "--connections-per-mailbox", "1"
+    )
+    store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
+    rows = wait_for(
+        store,
+        batch_id,
+        lambda rows: (
+            len(rows) == 3
+            and all(r.state is MailboxState.RUNNING and r.done_messages >= 30 for r in rows)
+        ),
+        timeout=60,
+    )
+
+    redis_server.restart(keep_data=keep_data)
+
+    if not keep_data:
+        # Redis lost the batch, and the broker its tasks. The worker goes on with the
+        # mailboxes it holds (their heartbeats take the locks again) and records them; the
+        # operator's resume brings the batch back from this machine's copy.
+        job_ids = [r.job_id for r in rows]
+        deadline = time.monotonic() + 120
+        while not all(
+            (row := store.mailbox(batch_id, job)) is not None and row.state.final for job in job_ids
+        ):
+            assert time.monotonic() < deadline, "the worker did not finish its mailboxes"
+            time.sleep(0.05)
+        assert not store.batch_exists(batch_id)
+        assert cli(["resume", batch_id, "--no-wait"])[0] == 0
+    rows = wait_for(store, batch_id, timeout=120)
+    assert [r.state for r in rows] == [MailboxState.DONE] * 3, rows
+    assert all(r.done_messages == r.total_messages == sum(LARGE.values()) for r in rows)
+    for source, password, target in pairs:
+        exactly_once(
+            *source_and_target(
+                dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+            )
+        )
+
+    # The same worker is still there, and takes the next batch.
+    assert "Unrecoverable error" not in worker.log_text()
+    (later,) = _mailboxes(dovecot, make_user, ssl_context, f"pool-later-{keep_data}", 1)
+    next_batch = enqueue(tmp_path, url, url, tls_files.ca_cert, [later])
+    (row,) = wait_for(store, next_batch, timeout=60)
+    assert row.state is MailboxState.DONE, row
+    assert worker.running

@@ -90,6 +90,59 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     _no_body_line_in([w.log for w in workers], [m.raw.split(b"\r\n\r\n", 1)[1] for m in sent[::25]])
 
 
+def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_without_resume(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    celery_env: dict[str, str],
+    workers: list[Worker],
+    tmp_path: Path,
+    exactly_once,
+) -> None:
+    password = batch_password("reaped")
+    source, target = make_user(password), make_user()
+    populate(
+        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 600, "Archive": 300},
+        ssl_context=ssl_context, size_hint=12_000,
+    )  # fmt: skip
+    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    doomed = Worker(celery_env, tmp_path / "doomed.log")
+    workers.append(doomed)
+    batch_id = enqueue(
+        tmp_path, url, url, tls_files.ca_cert, [(source, password, target)],
+        "--connections-per-mailbox", "1",
+    )  # fmt: skip
+    store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
+    wait_for(
+        store,
+        batch_id,
+        lambda rows: rows[0].state is MailboxState.RUNNING and rows[0].done_messages >= 60,
+        timeout=60,
+    )
+    # Two live workers, so two reapers race for the dead worker's mailbox.
+    survivors = [Worker(celery_env, tmp_path / f"survivor{n}.log") for n in (1, 2)]
+    workers.extend(survivors)
+
+    doomed.kill()  # SIGKILL to its whole process group: no goodbye, no nack
+    killed = time.monotonic()
+    (before,) = store.mailboxes(batch_id)
+    assert before.state is MailboxState.RUNNING and before.done_messages < 900, before
+    (row,) = wait_for(store, batch_id, lambda rows: rows[0].state.final, timeout=60)
+
+    assert row.state is MailboxState.DONE, row
+    assert time.monotonic() - killed < 60
+    assert row.done_messages == row.total_messages == 900
+    # Requeued once, by one reaper; nobody ran resume.
+    assert store.client.hget(f"migrator:mbx:{batch_id}:{row.job_id}", "requeued") == "1"
+    assert sum("requeued" in w.log_text() for w in survivors) == 1
+    exactly_once(
+        *source_and_target(
+            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
+        )
+    )
+
+
 def _no_body_line_in(logs: Sequence[Path], bodies: Sequence[bytes]) -> None:
     lines = [b.split(b"\r\n")[len(b.split(b"\r\n")) // 2].decode() for b in bodies]
     lines = [line for line in lines if len(line) > 40]

@@ -31,6 +31,15 @@ class Worker:
             start_new_session=True,
         )  # fmt: skip
 
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        """What the worker (its main process and its pool) has logged so far."""
+        self._log.flush()
+        return self.log.read_text(errors="replace")
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
