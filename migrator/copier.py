@@ -58,6 +58,7 @@ from migrator.recognition import (
 )
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
+from migrator.secrets import exception_text
 from migrator.sending import (
     Checkpoint,
     ConnectionSlots,
@@ -392,12 +393,11 @@ def migrate_mailbox(
         return MailboxResult(state=MailboxState.FAILED, error=str(exc))
     except Exception as exc:
         # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
-        # Only the exception's type reaches the status: its text may hold anything (a
-        # library's error can quote the command it failed on, password and all).
+        # Its text may hold anything (a library's error can quote the command it failed
+        # on, password and all): exception_text redacts every live secret from it.
         log.exception("mailbox failed unexpectedly")
         return MailboxResult(
-            state=MailboxState.FAILED,
-            error=f"internal error ({type(exc).__name__}); the worker's log has the details",
+            state=MailboxState.FAILED, error=f"internal error: {exception_text(exc)}"[:500]
         )
     raise AssertionError("unreachable")  # pragma: no cover
 

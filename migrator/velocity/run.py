@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import migrator.cli as base
 from migrator.errors import ConfigError
-from migrator.localredis import PrivateRedis, state_dir
+from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.report import MailboxState
 from migrator.state import StateStore
 from migrator.velocity.page import ReportFiles, write_report
@@ -81,7 +80,7 @@ def run_velocity(
     reports: list[PointReport] = []
     all_done = True
     with contextlib.ExitStack() as stack:
-        url = os.environ.get(base.REDIS_URL_ENV)
+        url = shared_url()  # checked and pinged before anything is written
         private = None if url else stack.enter_context(PrivateRedis(state_dir()))
         store = StateStore.from_url(private.url if private is not None else str(url))
         for point in points:

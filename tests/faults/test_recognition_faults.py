@@ -36,7 +36,7 @@ def _append(
     messages: list[tuple[bytes, tuple[str, ...], datetime]],
 ) -> None:
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=context) as client:
-        client.login(login, password)
+        client.plain_login(login, password)  # UTF-8: batch passwords are not ASCII
         if not client.folder_exists(folder):
             client.create_folder(folder)
         for raw, flags, when in messages:

@@ -193,7 +193,7 @@ def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
         ALL_MAIL_FOLDER: [1, 2, 3, 4, 5, 6],  # 4 and 5 were archived: only here
     }
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
-        c.login(source, password)
+        c.plain_login(source, password)
         for folder, numbers in folders.items():
             if not c.folder_exists(folder):
                 c.create_folder(folder)
@@ -237,7 +237,7 @@ def _copy_pop3(
     password = batch_password(tag)
     source, target = dovecot_user(dovecot, password), dovecot_user(dovecot, DEFAULT_USER_PASSWORD)
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
-        c.login(source, password)
+        c.plain_login(source, password)
         for raw in messages:
             c.append("INBOX", raw)
     options, _ = run_options(
