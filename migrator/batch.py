@@ -26,6 +26,7 @@ from pathlib import Path
 
 from migrator.csvtable import CONTROL, FORMULA_START, Row, open_table, read_text
 from migrator.errors import BadBatchRow, BatchError
+from migrator.model import AdminLogin, Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.secrets import Secret
 
 
@@ -39,41 +40,6 @@ class AccessMethod(str, enum.Enum):  # noqa: UP042
     PROXYAUTH = "proxyauth"  # SASL PLAIN: admin authenticates, authorization identity = user
 
 
-class TlsMode(str, enum.Enum):  # noqa: UP042
-    IMPLICIT = "implicit"  # imaps://, pop3s://: TLS from the first byte
-    STARTTLS = "starttls"  # plain connect, then STARTTLS (required unless plaintext is allowed)
-
-
-@dataclass(frozen=True)
-class ServerAddress:
-    host: str  # an IPv6 address is kept without its brackets
-    port: int
-    tls: TlsMode
-    protocol: str = "imap"  # "imap" or "pop3"
-
-    def __str__(self) -> str:
-        scheme = self.protocol + ("s" if self.tls is TlsMode.IMPLICIT else "")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What to send to log in: LOGIN login password, or AUTHENTICATE PLAIN with authzid."""
-
-    login: str
-    password: Secret
-    authzid: str | None = None  # SASL PLAIN authorization identity (proxyauth)
-
-
-@dataclass(frozen=True)
-class AdminLogin:
-    """The admin account given to the tool (combined, rootfolder, proxyauth)."""
-
-    login: str
-    password: Secret
-
-
 @dataclass(frozen=True)
 class BatchRow:
     line: int  # 1-based physical line where the row starts
@@ -83,18 +49,6 @@ class BatchRow:
     source_password: Secret | None
     target_identity: str
     source_root_folder: str | None
-
-
-@dataclass(frozen=True)
-class MailboxJob:
-    """One mailbox to migrate: where to read, how to log in, where it goes."""
-
-    line: int
-    source_identity: str
-    source_server: ServerAddress
-    source_credentials: Credentials
-    source_root_folder: str | None
-    target_identity: str
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from migrator.argtypes import CONNECTIONS, GRACE, PORT, TIMEOUT, WORKERS
-from migrator.batch import (
-    AccessMethod,
-    AdminLogin,
-    BatchResult,
-    MailboxJob,
-    parse_server,
-    read_batch_file,
-)
+from migrator.batch import AccessMethod, BatchResult, parse_server, read_batch_file
 from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.display import result_table, status_json, status_table, watch
 from migrator.errors import ConfigError, MigrationError
@@ -36,9 +29,9 @@ from migrator.ews import source_settings as ews_source_settings
 from migrator.ews import target_settings as ews_target_settings
 from migrator.foldermap import load_folder_map
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
-from migrator.imapconn import ConnectOptions
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
 from migrator.localredis import PrivateRedis, shared_url, state_dir
+from migrator.model import AdminLogin, ConnectOptions, MailboxJob
 from migrator.quotas import read_quota_file
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps, load_x500_map, parse_domain_pair

@@ -18,12 +18,11 @@ from exchangelib import (
 )
 
 from migrator.argtypes import CONNECTIONS
-from migrator.batch import ServerAddress, TlsMode
 from migrator.errors import (
     ConfigError,
 )
-from migrator.imapconn import ConnectOptions
 from migrator.mailboxid import canonical_url
+from migrator.model import ConnectOptions, ServerAddress, TlsMode
 from migrator.secrets import Secret
 
 EWS_PATH = "/EWS/Exchange.asmx"

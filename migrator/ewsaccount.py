@@ -44,7 +44,6 @@ from exchangelib import Credentials as ExchangeCredentials
 from exchangelib import errors as ews
 from exchangelib.protocol import BaseProtocol, FailFast, close_connections
 
-from migrator.batch import Credentials
 from migrator.errors import (
     ConfigError,
     FolderRefused,
@@ -56,7 +55,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.ews import VERSIONS, EwsAccess, EwsAuth, EwsSettings, load_certificate
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions, Credentials
 
 # exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
 # fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization

@@ -30,8 +30,8 @@ from migrator.forwardjobs import (
     execute_forwarding,
     key_of,
 )
-from migrator.imapconn import ConnectOptions
 from migrator.localredis import PrivateRedis, shared_url, state_dir
+from migrator.model import ConnectOptions
 from migrator.state import StateStore
 
 # The state each action aims for; anything else makes the command exit 1.

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator import payload as payloads
-from migrator.batch import MailboxJob, ServerAddress
 from migrator.errors import MigrationError, TransientError
 from migrator.ews import EwsSettings
 from migrator.ewsrules import EwsInboxRules
@@ -32,8 +31,9 @@ from migrator.forwarding import (
     sieve_set,
     sieve_status,
 )
-from migrator.imapconn import ConnectOptions, tls_context
+from migrator.imapconn import tls_context
 from migrator.managesieve import SieveClient
+from migrator.model import ConnectOptions, MailboxJob, ServerAddress
 from migrator.secrets import SecretBox, redact
 from migrator.state import StateStore
 

@@ -8,14 +8,12 @@ import imaplib
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
-from migrator.batch import Credentials, ServerAddress, TlsMode
 from migrator.errors import (
     LoginFailed,
     PermanentError,
@@ -23,14 +21,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
-
-
-@dataclass(frozen=True)
-class ConnectOptions:
-    timeout: float = 60.0
-    ca_file: str | None = None  # extra CA bundle (a private CA); system CAs otherwise
-    insecure: bool = False  # skip certificate checks: only by the operator's explicit choice
-    allow_plaintext: bool = False  # allow a server that offers no STARTTLS
+from migrator.model import ConnectOptions, Credentials, ServerAddress, TlsMode
 
 
 def tls_context(options: ConnectOptions) -> ssl.SSLContext:

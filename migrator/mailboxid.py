@@ -17,7 +17,7 @@ import ipaddress
 import socket
 import urllib.parse
 
-from migrator.batch import MailboxJob, ServerAddress, TlsMode
+from migrator.model import MailboxJob, ServerAddress, TlsMode
 
 LOOPBACK = "localhost"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})

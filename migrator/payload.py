@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from migrator.batch import Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.ews import EwsSettings
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions, Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.secrets import SecretBox
 
 SOURCE = "source"

@@ -25,14 +25,7 @@ from typing import Any
 
 from migrator import mailboxid
 from migrator import payload as payloads
-from migrator.batch import (
-    AccessMethod,
-    AdminLogin,
-    Credentials,
-    MailboxJob,
-    ServerAddress,
-    combine_login,
-)
+from migrator.batch import AccessMethod, combine_login
 from migrator.copier import (
     CONNECTIONS_PER_MAILBOX,
     LATE_COMMIT_GRACE,
@@ -44,7 +37,7 @@ from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.forwarding import ForwardAction
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT, execute_forwarding
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, Credentials, MailboxJob, ServerAddress
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox

@@ -25,10 +25,10 @@ from servers.dovecot import (
 )
 from servers.mailgen import PopulatedMessage
 
-from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.ews import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions
 from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import MailboxStatus, NewJob, StateStore

@@ -8,11 +8,7 @@ import pytest
 
 from migrator.batch import (
     AccessMethod,
-    AdminLogin,
     BatchResult,
-    Credentials,
-    ServerAddress,
-    TlsMode,
     email_address_problem,
     parse_batch,
     parse_server,
@@ -21,6 +17,7 @@ from migrator.batch import (
 )
 from migrator.csvtable import decode_csv_bytes
 from migrator.errors import BadBatchRow, BatchError
+from migrator.model import AdminLogin, Credentials, ServerAddress, TlsMode
 from migrator.quotas import parse_quotas, read_quota_file
 from migrator.secrets import Secret
 

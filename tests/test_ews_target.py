@@ -28,7 +28,6 @@ from support import (
     run_in_process,
 )
 
-from migrator.batch import Credentials
 from migrator.errors import (
     ConfigError,
     LoginFailed,
@@ -41,6 +40,7 @@ from migrator.errors import (
 from migrator.ews import endpoint_url
 from migrator.ewsaccount import client_assertion, ews_call, translate
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.model import Credentials
 from migrator.recognition import content_key, epoch_seconds, message_digest
 from migrator.report import MailboxState
 from migrator.secrets import Secret

@@ -20,8 +20,9 @@ from servers.dovecot import (
 )
 
 from migrator.errors import LoginFailed, PermanentError, TransientError
-from migrator.imapconn import ConnectOptions, tls_context
+from migrator.imapconn import tls_context
 from migrator.managesieve import SieveClient, SieveScript
+from migrator.model import ConnectOptions
 from migrator.secrets import Secret
 
 WRONG_PASSWORD = "Wrong-Sieve-Pw-4471"

@@ -16,11 +16,11 @@ from cryptography.fernet import Fernet
 from redis import Redis
 
 from migrator import payload as payloads
-from migrator.batch import AccessMethod, AdminLogin, Credentials, MailboxJob, parse_server
+from migrator.batch import AccessMethod, parse_server
 from migrator.errors import ConfigError, PayloadTampered
 from migrator.ews import EwsAuth, EwsSettings, endpoint_address
 from migrator.forwardjobs import ForwardOptions, build_forward_jobs
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, Credentials, MailboxJob
 from migrator.report import MailboxResult, MailboxState
 from migrator.runner import RunOptions, TargetSpec, build_jobs
 from migrator.secrets import (

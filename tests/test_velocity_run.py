@@ -24,8 +24,8 @@ from migrator.batch import AccessMethod, parse_batch
 from migrator.cli import REDIS_URL_ENV, TARGET_ADMIN_PASSWORD_ENV
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
 from migrator.localredis import STATE_DIR_ENV
+from migrator.model import ConnectOptions
 from migrator.secrets import SECRET_KEY_ENV
 from migrator.velocity.cli import add_velocity_commands
 from migrator.velocity.survey import survey_mailbox

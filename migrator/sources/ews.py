@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from migrator.batch import MailboxJob
 from migrator.errors import FolderRefused, PermanentError, QuotaExceeded, TransientError
 from migrator.ews import EwsSettings, source_endpoint
 from migrator.ewsaccount import ews_call, open_account
@@ -26,6 +25,7 @@ from migrator.ewsprops import (
     register_properties,
     stable_int,
 )
+from migrator.model import MailboxJob
 from migrator.plan import MessageRef, fetch_windows
 from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder

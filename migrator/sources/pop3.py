@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from migrator.batch import MailboxJob, TlsMode
 from migrator.errors import LoginFailed, PermanentError, TransientError
 from migrator.headers import message_fields, parse_date
-from migrator.imapconn import ConnectOptions, tls_context
+from migrator.imapconn import tls_context
+from migrator.model import ConnectOptions, MailboxJob, TlsMode
 from migrator.plan import MessageRef
 from migrator.recognition import content_key, header_end
 from migrator.sources.base import SourceFolder

@@ -14,7 +14,6 @@ from exchangelib.errors import ErrorFolderExists, ErrorQuotaExceeded
 from exchangelib.items import SAVE_ONLY, SEND_TO_NONE
 from exchangelib.services import CreateItem, UploadItems
 
-from migrator.batch import Credentials
 from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.ews import EwsSettings
 from migrator.ewsaccount import ews_call, open_account, translate
@@ -31,6 +30,7 @@ from migrator.ewsprops import (
     register_properties,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.model import Credentials
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 

@@ -15,7 +15,7 @@ import migrator.cli as base
 from migrator.argtypes import TIMEOUT, WORKERS, Amount, Count, CountList
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map, load_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions
 from migrator.quotas import read_quota_file
 from migrator.velocity.inventory import format_inventory, read_inventory_file
 from migrator.velocity.plan import GB, PlanOptions, WavePlan, plan_waves

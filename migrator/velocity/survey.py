@@ -16,10 +16,10 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from migrator.batch import MailboxJob
 from migrator.errors import MigrationError
 from migrator.foldermap import FolderMap
-from migrator.imapconn import ConnectOptions, connect, imap_errors, logout
+from migrator.imapconn import connect, imap_errors, logout
+from migrator.model import ConnectOptions, MailboxJob
 from migrator.velocity.plan import InventoryRow
 
 # As the IMAP source adapter: folders without messages of their own, or RFC 6154

@@ -39,9 +39,9 @@ from support import (
 )
 
 from migrator import imapconn
-from migrator.batch import AccessMethod, AdminLogin, Credentials, parse_batch, parse_server
-from migrator.imapconn import ConnectOptions
+from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.managesieve import SieveClient
+from migrator.model import AdminLogin, ConnectOptions, Credentials
 from migrator.report import MailboxState
 from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
 from migrator.secrets import Secret, SecretBox, new_key

@@ -37,10 +37,10 @@ from servers.dovecot import (
 from servers.mailgen import populate
 from support import EWS_ADMIN, EWS_PASSWORD, batch_password, write_batch
 
-from migrator.batch import Credentials, MailboxJob, parse_server
+from migrator.batch import parse_server
 from migrator.errors import PermanentError
 from migrator.ews import EwsAccess, EwsSettings
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions, Credentials, MailboxJob
 from migrator.secrets import Secret
 from migrator.sources.imap import ImapSource
 from migrator.sources.pop3 import Pop3Source

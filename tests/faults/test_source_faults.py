@@ -21,7 +21,7 @@ from support import batch_password, batch_text, run_in_process, snapshot
 from migrator.batch import AccessMethod, parse_batch
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
