@@ -21,12 +21,12 @@ from rich.markup import escape
 
 from migrator.argtypes import CONNECTIONS, GRACE, PORT, TIMEOUT, WORKERS
 from migrator.batch import AccessMethod, BatchResult, parse_server, read_batch_file
+from migrator.connectors.ews.settings import add_ews_arguments, endpoint_address
+from migrator.connectors.ews.settings import source_settings as ews_source_settings
+from migrator.connectors.ews.settings import target_settings as ews_target_settings
 from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.display import result_table, status_json, status_table, watch
 from migrator.errors import ConfigError, MigrationError
-from migrator.ews import add_ews_arguments, endpoint_address
-from migrator.ews import source_settings as ews_source_settings
-from migrator.ews import target_settings as ews_target_settings
 from migrator.foldermap import load_folder_map
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported

@@ -21,8 +21,8 @@ from rich.table import Table
 
 import migrator.cli as base
 from migrator.argtypes import TIMEOUT, WAIT, WORKERS
+from migrator.connectors.ews.settings import source_settings as ews_source_settings
 from migrator.errors import ConfigError
-from migrator.ews import source_settings as ews_source_settings
 from migrator.forwarding import ForwardAction, ForwardState
 from migrator.forwardjobs import (
     ForwardOptions,

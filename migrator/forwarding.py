@@ -5,8 +5,8 @@ Sieve), an inbox rule over EWS (Exchange), or `manual` with the exact instructio
 operator (POP3, servers without ManageSieve, logins that cannot reach the user's rules).
 Every function here is idempotent: `set` twice changes nothing the second time, `remove`
 of something not set says so and succeeds.  The sessions are protocols; the adapters
-(migrator.managesieve, migrator.ewsrules) and the job side (migrator.forwardjobs) are
-elsewhere.
+(connectors.imap.managesieve, connectors.ews.rules) and the job side
+(migrator.forwardjobs) are elsewhere.
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator import payload as payloads
+from migrator.connectors.ews.rules import EwsInboxRules
+from migrator.connectors.ews.settings import EwsSettings
+from migrator.connectors.imap.managesieve import SieveClient
+from migrator.connectors.tls import tls_context
 from migrator.errors import MigrationError, TransientError
-from migrator.ews import EwsSettings
-from migrator.ewsrules import EwsInboxRules
 from migrator.forwarding import (
     ForwardAction,
     ForwardOutcome,
@@ -31,8 +33,6 @@ from migrator.forwarding import (
     sieve_set,
     sieve_status,
 )
-from migrator.imapconn import tls_context
-from migrator.managesieve import SieveClient
 from migrator.model import ConnectOptions, MailboxJob, ServerAddress
 from migrator.secrets import SecretBox, redact
 from migrator.state import StateStore

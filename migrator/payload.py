@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from migrator.ews import EwsSettings
+from migrator.connectors.ews.settings import EwsSettings
 from migrator.model import ConnectOptions, Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.secrets import SecretBox
 

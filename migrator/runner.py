@@ -26,6 +26,12 @@ from typing import Any
 from migrator import mailboxid
 from migrator import payload as payloads
 from migrator.batch import AccessMethod, combine_login
+from migrator.connectors.ews.settings import EwsSettings
+from migrator.connectors.ews.source import EwsSource, copy_non_mail
+from migrator.connectors.ews.target import EwsTarget
+from migrator.connectors.imap.source import ImapSource
+from migrator.connectors.imap.target import ImapTarget
+from migrator.connectors.pop3.source import Pop3Source
 from migrator.copier import (
     CONNECTIONS_PER_MAILBOX,
     LATE_COMMIT_GRACE,
@@ -33,7 +39,6 @@ from migrator.copier import (
     migrate_mailbox,
 )
 from migrator.errors import ConfigError, LockLost, PayloadTampered
-from migrator.ews import EwsSettings
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.forwarding import ForwardAction
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT, execute_forwarding
@@ -43,13 +48,8 @@ from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox
 from migrator.sending import ConnectionSlots, InFlight
 from migrator.sources.base import MailboxSource
-from migrator.sources.ews import EwsSource, copy_non_mail
-from migrator.sources.imap import ImapSource
-from migrator.sources.pop3 import Pop3Source
 from migrator.state import Lease, NewJob, StateStore
 from migrator.targets.base import MailboxTarget
-from migrator.targets.ews import EwsTarget
-from migrator.targets.imap import ImapTarget
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from servers.dovecot import (
 from servers.mailgen import PopulatedMessage
 
 from migrator.batch import AccessMethod, parse_batch, parse_server
-from migrator.ews import EwsAccess, EwsSettings, endpoint_address
+from migrator.connectors.ews.settings import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
 from migrator.model import AdminLogin, ConnectOptions
 from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job

@@ -24,12 +24,12 @@ from support import (
 )
 
 from migrator import sending
+from migrator.connectors.imap.target import ImapTarget
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.runner import rewrite_meta
 from migrator.state import StateStore
 from migrator.targets.base import QuotaInfo
-from migrator.targets.imap import ImapTarget
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
 

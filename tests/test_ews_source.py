@@ -24,7 +24,7 @@ from support import (
     snapshot,
 )
 
-from migrator.ewsprops import register_properties
+from migrator.connectors.ews.props import register_properties
 from migrator.report import MailboxState
 from migrator.runner import RunOptions, execute_job
 from migrator.state import MailboxStatus, StateStore

@@ -17,8 +17,8 @@ from redis import Redis
 
 from migrator import payload as payloads
 from migrator.batch import AccessMethod, parse_server
+from migrator.connectors.ews.settings import EwsAuth, EwsSettings, endpoint_address
 from migrator.errors import ConfigError, PayloadTampered
-from migrator.ews import EwsAuth, EwsSettings, endpoint_address
 from migrator.forwardjobs import ForwardOptions, build_forward_jobs
 from migrator.model import AdminLogin, ConnectOptions, Credentials, MailboxJob
 from migrator.report import MailboxResult, MailboxState

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from migrator import payload as payloads
+from migrator.connectors.imap.connection import connect, imap_errors, logout
 from migrator.errors import ConfigError
-from migrator.imapconn import connect, imap_errors, logout
 from migrator.model import ConnectOptions, Credentials, ServerAddress
 from migrator.secrets import SecretBox
 from migrator.state import NewJob, StateStore

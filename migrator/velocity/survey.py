@@ -16,9 +16,9 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap.connection import connect, imap_errors, logout
 from migrator.errors import MigrationError
 from migrator.foldermap import FolderMap
-from migrator.imapconn import connect, imap_errors, logout
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.velocity.plan import InventoryRow
 

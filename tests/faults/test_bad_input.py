@@ -22,13 +22,13 @@ from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
 from support import batch_password, batch_text
 
+from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map, safe_subpath
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
 from migrator.state import StateStore
-from migrator.targets.imap import ImapTarget
 
 # -- the corpus ---------------------------------------------------------------------------
 

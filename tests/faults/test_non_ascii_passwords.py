@@ -38,9 +38,9 @@ from support import (
     write_batch,
 )
 
-from migrator import imapconn
 from migrator.batch import AccessMethod, parse_batch, parse_server
-from migrator.managesieve import SieveClient
+from migrator.connectors.imap import connection as imapconn
+from migrator.connectors.imap.managesieve import SieveClient
 from migrator.model import AdminLogin, ConnectOptions, Credentials
 from migrator.report import MailboxState
 from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job

@@ -19,15 +19,15 @@ from servers.mailgen import populate
 from support import batch_password, batch_text, run_in_process, snapshot
 
 from migrator.batch import AccessMethod, parse_batch
+from migrator.connectors.imap.source import ImapSource
+from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map
 from migrator.model import ConnectOptions
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
-from migrator.sources.imap import ImapSource
 from migrator.state import StateStore
-from migrator.targets.imap import ImapTarget
 
 # -- a FETCH answered without some of the messages asked for ---------------------------
 

@@ -22,6 +22,7 @@ from servers.mailgen import populate
 from support import batch_password, batch_text, individual_jobs
 
 from migrator.batch import AccessMethod, parse_batch
+from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import TransientError
 from migrator.foldermap import default_folder_map
@@ -30,7 +31,6 @@ from migrator.runner import open_source
 from migrator.secrets import SecretBox, new_key
 from migrator.state import StateStore
 from migrator.targets.base import AppendItem, MailboxTarget, Outcome
-from migrator.targets.imap import ImapTarget
 
 KILL_SEED = 20_240_611
 KILLS = 10

@@ -14,23 +14,15 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
+from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
+from migrator.connectors.tls import tls_context
 from migrator.errors import (
     LoginFailed,
     PermanentError,
     QuotaExceeded,
     TransientError,
 )
-from migrator.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
 from migrator.model import ConnectOptions, Credentials, ServerAddress, TlsMode
-
-
-def tls_context(options: ConnectOptions) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=options.ca_file)
-    if options.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
 
 # RFC 5530 response codes that mean "try again later" rather than "never".
 _TRANSIENT_CODES = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")

@@ -1,6 +1,6 @@
 """Exchange Web Services settings: where a server is, how to log in and act for a
 mailbox, and the command-line options that say so.  Accounts and calls are in
-migrator.ewsaccount, the extended properties migrations write in migrator.ewsprops.
+account.py, the extended properties migrations write in props.py.
 """
 
 from __future__ import annotations

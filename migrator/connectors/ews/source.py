@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from migrator.errors import FolderRefused, PermanentError, QuotaExceeded, TransientError
-from migrator.ews import EwsSettings, source_endpoint
-from migrator.ewsaccount import ews_call, open_account
-from migrator.ewsprops import (
+from migrator.connectors.ews.account import ews_call, open_account
+from migrator.connectors.ews.props import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
     aware,
@@ -25,11 +23,13 @@ from migrator.ewsprops import (
     register_properties,
     stable_int,
 )
+from migrator.connectors.ews.settings import EwsSettings, source_endpoint
+from migrator.connectors.ews.target import EwsTarget
+from migrator.errors import FolderRefused, PermanentError, QuotaExceeded, TransientError
 from migrator.model import MailboxJob
 from migrator.plan import MessageRef, fetch_windows
 from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder
-from migrator.targets.ews import EwsTarget
 
 # Distinguished folders -> the RFC 6154 flag the folder map understands.
 _SPECIAL_USE = {

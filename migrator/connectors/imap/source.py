@@ -9,10 +9,10 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS
 from migrator.errors import FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
-from migrator.imapconn import as_text, connect, fetch_all, imap_errors, logout
-from migrator.listing import FIELDS_ITEM, LISTING_ITEMS
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end

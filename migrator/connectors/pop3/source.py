@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from migrator.connectors.tls import tls_context
 from migrator.errors import LoginFailed, PermanentError, TransientError
 from migrator.headers import message_fields, parse_date
-from migrator.imapconn import tls_context
 from migrator.model import ConnectOptions, MailboxJob, TlsMode
 from migrator.plan import MessageRef
 from migrator.recognition import content_key, header_end
