@@ -14,7 +14,8 @@
         ├── MessageRefused          the target refused one message; it is skipped
         ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
         ├── MailboxNotReady         the target mailbox cannot be opened
-        └── PayloadTampered         a sealed secret does not open for what the job now says
+        ├── PayloadTampered         a sealed secret does not open for what the job now says
+        └── BadJob                  a job payload of another version, or malformed
 
 Each error says what it is about (mailbox, folder, CSV line) in its message, so a
 log line or status row is useful on its own.  No error message ever carries a
@@ -97,3 +98,10 @@ class PayloadTampered(PermanentError):
     the key).  The mailbox fails before anything is sent to any server."""
 
     code = "TAMPERED"
+
+
+class BadJob(PermanentError):
+    """A job payload this worker cannot read: another version (enqueued by an earlier or
+    later migrator), or malformed.  The mailbox fails saying which; nothing is sent."""
+
+    code = "BAD_JOB"

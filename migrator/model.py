@@ -56,6 +56,9 @@ class MailboxJob:
     source_credentials: Credentials
     source_root_folder: str | None
     target_identity: str
+    # The row's own login for its target mailbox (--target-method individual); None:
+    # the target admin's, for each identity.
+    target_credentials: Credentials | None = None
 
 
 @dataclass(frozen=True)

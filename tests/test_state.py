@@ -8,9 +8,9 @@ import pytest
 from support import eventually
 
 from migrator.errors import LockLost
+from migrator.leases import heartbeat
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
-from migrator.runner import _heartbeat
 from migrator.state import Lease, NewJob, StateStore
 
 
@@ -161,7 +161,7 @@ def test_a_worker_whose_lock_another_took_stops_before_its_next_checkpoint(
     store = StateStore.from_url(redis_url)
     mine = _take(store, "me", ttl=0.3)
     assert mine is not None
-    with _heartbeat(store, mine, "imaps://mail:993") as lost:
+    with heartbeat(store, mine, "imaps://mail:993") as lost:
         store.client.delete(f"migrator:lock:{NAME}")  # expired while this worker hung
         assert _take(store, "other") is not None
         eventually(lost.is_set, timeout=5, what="the heartbeat noticing")
@@ -222,7 +222,7 @@ def test_a_lock_that_vanished_with_redis_data_is_taken_again(redis_url: str) -> 
     store = StateStore.from_url(redis_url)
     mine = _take(store, "me", ttl=0.3)
     assert mine is not None
-    with _heartbeat(store, mine, "imaps://mail:993") as lost:
+    with heartbeat(store, mine, "imaps://mail:993") as lost:
         store.client.flushall()
         eventually(
             lambda: store.client.get(f"migrator:lock:{NAME}") == "me",

@@ -26,7 +26,7 @@ from migrator.batch import AccessMethod, parse_server
 from migrator.cli import main
 from migrator.foldermap import default_folder_map
 from migrator.model import AdminLogin, ConnectOptions
-from migrator.runner import RunOptions, TargetSpec
+from migrator.prepare import RunOptions, TargetSpec
 from migrator.secrets import Secret
 from migrator.state import MailboxStatus, StateStore
 

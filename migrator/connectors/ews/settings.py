@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +68,22 @@ class EwsSettings:
         if self.endpoint:
             return "ews:" + canonical_url(self.endpoint)
         return f"ews:autodiscover:{self.tenant_id or self.client_id}"
+
+    @property
+    def secret(self) -> Secret | None:
+        return self.client_secret
+
+    def with_secret(self, secret: Secret | None) -> EwsSettings:
+        return replace(self, client_secret=secret)
+
+    def bound(self) -> dict[str, object]:
+        """What the end's secrets are bound to: where they go, and as which client."""
+        return {
+            "endpoint": self.endpoint,
+            "auth": self.auth.value,
+            "client_id": self.client_id,
+            "tenant_id": self.tenant_id,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The payload form, without the client secret: migrator.payload seals that, bound
