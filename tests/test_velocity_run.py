@@ -21,7 +21,8 @@ from servers.mailgen import PopulatedMessage, populate
 from support import counts, imaps, snapshot, write_batch
 
 from migrator.batch import AccessMethod, parse_batch
-from migrator.cli import REDIS_URL_ENV, TARGET_ADMIN_PASSWORD_ENV
+from migrator.cli import REDIS_URL_ENV
+from migrator.cliargs import TARGET_ADMIN_PASSWORD_ENV
 from migrator.connectors.imap.survey import survey_mailbox
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map
