@@ -248,8 +248,12 @@ def parse_batch(
     combined_template: str = "{admin}/{user}",
     protocol: str = "imap",
     target_logins: bool = False,
+    token_logins: bool = False,
 ) -> BatchResult:
     """Parse a batch CSV into jobs for `method`, and problems for the rows it cannot use.
+
+    With `token_logins` (--source-auth oauth2), each row's SourceLoginID logs in with a
+    bearer token: the individual method without SourcePassword.
 
     With `target_logins`, each row also names the login for its target mailbox
     (TargetLoginID and TargetPassword, as imapsync's --user2/--password2): for targets
@@ -260,18 +264,25 @@ def parse_batch(
     CSV, or if `method` needs an admin login and `admin` is None.
     """
     method = AccessMethod(method)
+    if token_logins and method is not AccessMethod.INDIVIDUAL:
+        raise BatchError(
+            "an OAuth 2.0 source logs in as each row's SourceLoginID: use --method individual"
+        )
     if method in _ADMIN_METHODS:
         _require_admin(method, admin)
     if method is AccessMethod.COMBINED:
         _check_template(combined_template)
     connectors.schemes(protocol)  # ConfigError for a protocol no connector speaks
     columns, width, rows = open_table(text, BATCH_COLUMNS, BATCH_REQUIRED)
-    needed = METHOD_COLUMNS.get(method, ()) + (TARGET_LOGIN_COLUMNS if target_logins else ())
+    needed = () if token_logins else METHOD_COLUMNS.get(method, ())
+    needed += TARGET_LOGIN_COLUMNS if target_logins else ()
     for name in needed:
         if name not in columns:
             why = method.value if name not in TARGET_LOGIN_COLUMNS else "--target-method individual"
             raise BatchError(f"the header has no column {name}, which {why} needs")
-    reader = _RowReader(method, admin, combined_template, protocol, needed, target_logins)
+    reader = _RowReader(
+        method, admin, combined_template, protocol, needed, target_logins, token_logins
+    )
     jobs: list[MailboxJob] = []
     problems: list[BadBatchRow] = []
     for line, cells in rows:
@@ -294,6 +305,7 @@ class _RowReader:
     protocol: str
     needed: tuple[str, ...]
     target_logins: bool
+    token_logins: bool = False
     first_source: dict[str, int] = field(default_factory=dict)  # identity -> line
     first_target: dict[str, int] = field(default_factory=dict)
 
@@ -321,8 +333,10 @@ class _RowReader:
             source_root_folder=row.get(SOURCE_ROOT_FOLDER) or None,
         )
         try:
-            credentials = resolve_credentials(
-                batch_row, self.method, self.admin, self.combined_template
+            credentials = (
+                Credentials(login=login, password=Secret(""))  # a token at each login
+                if self.token_logins
+                else resolve_credentials(batch_row, self.method, self.admin, self.combined_template)
             )
         except BadBatchRow as exc:
             row.problems[exc.column] = exc
@@ -378,6 +392,7 @@ def read_batch_file(
     combined_template: str = "{admin}/{user}",
     protocol: str = "imap",
     target_logins: bool = False,
+    token_logins: bool = False,
 ) -> BatchResult:
     """Read, decode and parse a batch CSV file; file-level BatchErrors name the path."""
     text = read_text(path)
@@ -389,6 +404,7 @@ def read_batch_file(
             combined_template=combined_template,
             protocol=protocol,
             target_logins=target_logins,
+            token_logins=token_logins,
         )
     except BatchError as exc:
         raise BatchError(f"{path}: {exc}") from exc

@@ -22,6 +22,7 @@ from migrator.foldermap import load_folder_map
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
 from migrator.localredis import state_dir
 from migrator.model import AdminLogin, ConnectOptions, MailboxJob, ServerAddress
+from migrator.oauth.options import OAUTH2, PASSWORD, oauth_config
 from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.quotas import read_quota_file
 from migrator.rewrite import RewriteMaps, load_x500_map, parse_domain_pair
@@ -52,6 +53,7 @@ def read_batch(args: argparse.Namespace) -> BatchResult:
         combined_template=args.combined_template,
         protocol=connectors.connector(args.source_type).protocol,
         target_logins=getattr(args, "target_method", None) == AccessMethod.INDIVIDUAL.value,
+        token_logins=getattr(args, "source_auth", PASSWORD) == OAUTH2,
     )
 
 
@@ -92,6 +94,7 @@ def prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, st
         late_commit_grace=args.late_commit_grace,
         connections_per_mailbox=args.connections_per_mailbox,
         rewrite=rewrite,
+        source_auth=oauth_config(args, "source"),
     )
     batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     meta = {
@@ -115,7 +118,11 @@ def _target_spec(args: argparse.Namespace, connect: ConnectOptions) -> TargetSpe
     settings = target.settings(args, Role.TARGET, connect)
     method = AccessMethod(args.target_method)
     password = None
-    if method is not AccessMethod.INDIVIDUAL:
+    auth = oauth_config(args, "target")
+    if auth is not None:
+        # Each TargetIdentity logs in as itself with a token: no admin, no password.
+        method = AccessMethod.INDIVIDUAL
+    elif method is not AccessMethod.INDIVIDUAL:
         password = password_from(
             args.target_admin_password_file, TARGET_ADMIN_PASSWORD_ENV, "target admin"
         )
@@ -138,6 +145,7 @@ def _target_spec(args: argparse.Namespace, connect: ConnectOptions) -> TargetSpe
         combined_template=args.target_combined_template,
         kind=args.target,
         settings=settings,
+        auth=auth,
     )
 
 

@@ -17,6 +17,7 @@ from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.errors import ConfigError
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.oauth.options import add_oauth_arguments
 from migrator.secrets import (
     Secret,
 )
@@ -159,6 +160,7 @@ def add_connector_arguments(p: argparse.ArgumentParser) -> None:
     """Every connector's own options (each in a group of its own)."""
     for kind in connectors.kinds(None):
         connectors.connector(kind).add_arguments(p)
+    add_oauth_arguments(p)
 
 
 def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -7,8 +7,11 @@
     ├── FolderMapError              foldermap.xml invalid or hostile (carries line)
     ├── LockLost                    another worker took the mailbox over; this one stops
     ├── TransientError              worth retrying: reset, timeout, BYE, throttling
+    │   └── TokenServiceUnavailable an OAuth token service cannot be reached
     └── PermanentError              retrying will not help; fails one mailbox
         ├── LoginFailed
+        │   └── TokenRefused        an OAuth token the service would not issue, or the
+        │                           server would not take even fresh (says what to grant)
         ├── FolderRefused           a folder cannot be listed or made; at the target, only
         │                           that folder's mail is skipped
         ├── MessageRefused          the target refused one message; it is skipped
@@ -73,6 +76,19 @@ class PermanentError(MigrationError):
 
 class LoginFailed(PermanentError):
     """The server refused the credentials (the message never holds the password)."""
+
+
+class TokenRefused(LoginFailed):
+    """OAuth 2.0: the token service would not issue a token, or the server refused a
+    fresh one.  The message says what the operator can grant or fix; never the token."""
+
+    code = "TOKEN_REFUSED"
+
+
+class TokenServiceUnavailable(TransientError):
+    """OAuth 2.0: the token service could not be reached (down, timeout, TLS)."""
+
+    code = "TOKEN_SERVICE_UNAVAILABLE"
 
 
 class FolderRefused(PermanentError):

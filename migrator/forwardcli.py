@@ -36,6 +36,7 @@ from migrator.forwardjobs import (
 from migrator.jobs import Job
 from migrator.localredis import REDIS_URL_ENV, PrivateRedis, shared_url, state_dir
 from migrator.model import ConnectOptions
+from migrator.oauth.options import oauth_config
 from migrator.state import StateStore
 from migrator.terminal import console, err_console
 
@@ -98,6 +99,7 @@ def cmd_forwarding(args: argparse.Namespace) -> int:
         connect=connect,
         sieve_port=args.sieve_port,
         source_settings=connector(args.source_type).settings(args, Role.SOURCE, connect),
+        source_auth=oauth_config(args, "source"),
     )
     if args.insecure:
         err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")

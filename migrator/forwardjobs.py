@@ -18,6 +18,7 @@ from migrator.connectors.base import Settings
 from migrator.errors import MigrationError
 from migrator.forwarding import ForwardAction, ForwardOutcome, ForwardState, refuse_reason
 from migrator.model import ConnectOptions, MailboxJob, ServerAddress
+from migrator.oauth import OAuthConfig
 from migrator.prepare import source_end
 from migrator.secrets import SecretBox, redact
 from migrator.state import StateStore
@@ -33,6 +34,7 @@ class ForwardOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     sieve_port: int = DEFAULT_SIEVE_PORT  # ManageSieve, on the IMAP source's host
     source_settings: Settings | None = None
+    source_auth: OAuthConfig | None = None  # --source-auth oauth2
 
 
 def forward_key(server: ServerAddress, identity: str, root: str | None) -> str:
@@ -54,7 +56,12 @@ def build_forward_jobs(
         jobs.Job(
             line=mailbox.line,
             source=source_end(
-                mailbox, options.source_kind, options.source_settings, box, job_options
+                mailbox,
+                options.source_kind,
+                options.source_settings,
+                box,
+                job_options,
+                auth=options.source_auth,
             ),
             target_identity=mailbox.target_identity,
             options=job_options,

@@ -24,7 +24,16 @@ from typing import Any
 from migrator import connectors
 from migrator.connectors.base import Settings, SourceEnd, TargetEnd
 from migrator.errors import BadJob, ConfigError, PayloadTampered
-from migrator.model import ConnectOptions, Credentials, MailboxJob, ServerAddress, TlsMode
+from migrator.model import (
+    ConnectOptions,
+    Credentials,
+    MailboxJob,
+    ServerAddress,
+    TlsMode,
+    TokenLogin,
+)
+from migrator.model import Login as LoginCredentials
+from migrator.oauth import OAuthConfig, tokens_for
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import TAMPERED, Secret, SecretBox
 
@@ -32,6 +41,7 @@ VERSION = 2
 DEFAULT_SIEVE_PORT = 4190  # RFC 5804
 _PASSWORD = "password"
 _SETTINGS_SECRET = "settings secret"
+_AUTH_SECRET = "oauth secret"
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,9 @@ class End:
     login: Login
     root_folder: str | None = None
     settings: Mapping[str, Any] | None = None  # the connector's, its secret sealed in "secret"
+    # OAuth 2.0: where the end's bearer tokens come from (OAuthConfig), its secret sealed
+    # in "secret"; None: the login's password.
+    auth: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,10 +131,12 @@ def seal_end(
     *,
     root_folder: str | None = None,
     settings: Settings | None = None,
+    auth: OAuthConfig | None = None,
     options: Options,
 ) -> End:
     """An end with its password and its settings' secret sealed, bound to what they are
-    for.  `role` is "source" or "target"."""
+    for.  `role` is "source" or "target".  With `auth`, the end logs in with bearer
+    tokens from that provider, as `credentials.login` (its password is not sent)."""
     settings_json = None if settings is None else settings.to_json()
     unsealed = End(
         kind,
@@ -130,6 +145,7 @@ def seal_end(
         Login(credentials.login, "", credentials.authzid),
         root_folder,
         settings_json,
+        None if auth is None else auth.to_json(),
     )
     bound = _bound(role, unsealed, settings, options)
     password = credentials.password
@@ -140,7 +156,12 @@ def seal_end(
         secret = settings.secret
         sealed = box.seal(secret, bound(_SETTINGS_SECRET)) if secret else None
         settings_json = {**settings.to_json(), "secret": sealed}
-    return dataclasses.replace(unsealed, login=login, settings=settings_json)
+    auth_json = None
+    if auth is not None:
+        auth_secret = auth.secret
+        sealed = box.seal(auth_secret, bound(_AUTH_SECRET)) if auth_secret else None
+        auth_json = {**auth.to_json(), "secret": sealed}
+    return dataclasses.replace(unsealed, login=login, settings=settings_json, auth=auth_json)
 
 
 # -- opening (the worker) ---------------------------------------------------------------
@@ -158,7 +179,7 @@ def open_source(job: Job, box: SecretBox) -> SourceEnd:
         line=job.line,
         source_identity=end.identity,
         source_server=end.server,
-        source_credentials=Credentials(end.login.login, password, end.login.authzid),
+        source_credentials=_login(box, end, job.options.connect, password, bound, what),
         source_root_folder=end.root_folder,
         target_identity=job.target_identity,
     )
@@ -182,10 +203,31 @@ def open_target(job: Job, box: SecretBox) -> TargetEnd:
     return TargetEnd(
         end.identity,
         end.server,
-        Credentials(end.login.login, password, end.login.authzid),
+        _login(box, end, job.options.connect, password, bound, what),
         job.options.connect,
         _open_settings(box, end, settings, bound(_SETTINGS_SECRET), what),
     )
+
+
+def _login(
+    box: SecretBox, end: End, connect: ConnectOptions, password: Secret, bound: Any, what: str
+) -> LoginCredentials:
+    """The end's login: its password, or bearer tokens from its OAuth provider (this
+    process's, shared by every mailbox with the same provider)."""
+    if end.auth is None:
+        return Credentials(end.login.login, password, end.login.authzid)
+    config = _auth_config(end, what)
+    sealed = end.auth.get("secret")
+    if sealed:
+        config = config.with_secret(box.open(str(sealed), bound(_AUTH_SECRET), what=what))
+    return TokenLogin(end.login.login, tokens_for(config, connect))
+
+
+def _auth_config(end: End, what: str) -> OAuthConfig:
+    try:
+        return OAuthConfig.from_json(end.auth or {})
+    except (KeyError, TypeError, ValueError):
+        raise PayloadTampered(f"{what}: {TAMPERED}") from None
 
 
 def _settings(end: End, connect: ConnectOptions, what: str) -> Settings | None:
@@ -239,6 +281,9 @@ def _bound(role: str, end: End, settings: Settings | None, options: Options) -> 
         "settings": None if settings is None else settings.bound(),
         "sieve_port": options.sieve_port if role == "source" else None,
     }
+    if end.auth is not None:
+        # Only where there is one, so payloads without OAuth seal as they always have.
+        common["auth"] = _auth_config(end, f"{role} mailbox {end.identity}").bound()
     return lambda secret: {"for": f"{role} {secret}", **common}
 
 
@@ -290,6 +335,7 @@ def _end_json(end: End) -> dict[str, Any]:
         },
         "root_folder": end.root_folder,
         "settings": None if end.settings is None else dict(end.settings),
+        "auth": None if end.auth is None else dict(end.auth),
     }
 
 
@@ -298,6 +344,9 @@ def _end(data: Mapping[str, Any]) -> End:
     settings = data.get("settings")
     if settings is not None and not isinstance(settings, dict):
         raise TypeError("settings is not an object")
+    auth = data.get("auth")
+    if auth is not None and not isinstance(auth, dict):
+        raise TypeError("auth is not an object")
     return End(
         kind=str(data["kind"]),
         identity=str(data["identity"]),
@@ -305,6 +354,7 @@ def _end(data: Mapping[str, Any]) -> End:
         login=Login(str(creds["login"]), str(creds.get("password") or ""), creds.get("authzid")),
         root_folder=data.get("root_folder"),
         settings=settings,
+        auth=auth,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol
 
 from migrator.secrets import Secret
 
@@ -38,6 +39,34 @@ class Credentials:
     authzid: str | None = None  # SASL PLAIN authorization identity (proxyauth)
 
 
+class TokenSource(Protocol):
+    """Where a TokenLogin's bearer tokens come from (migrator.oauth.Tokens)."""
+
+    describe: str  # the provider, for messages: "Entra ID app ... in tenant ..."
+    kind: str  # the provider's kind: which advice fits a refusal
+
+    def token(self, user: str) -> Secret: ...
+
+    def renew(self, user: str, refused: Secret) -> Secret: ...
+
+
+@dataclass(frozen=True)
+class TokenLogin:
+    """Log in as `login` with an OAuth 2.0 bearer token (SASL OAUTHBEARER or XOAUTH2),
+    asked of `tokens` at each login: the credentials variant beside Credentials."""
+
+    login: str  # the mailbox acted as: the row's SourceLoginID, or the TargetIdentity
+    tokens: TokenSource
+
+    @property
+    def authzid(self) -> None:
+        """A token login acts as its own login: never a separate authorization identity."""
+        return None
+
+
+Login = Credentials | TokenLogin
+
+
 @dataclass(frozen=True)
 class AdminLogin:
     """The admin account given to the tool (combined, rootfolder, proxyauth)."""
@@ -53,7 +82,7 @@ class MailboxJob:
     line: int
     source_identity: str
     source_server: ServerAddress
-    source_credentials: Credentials
+    source_credentials: Login
     source_root_folder: str | None
     target_identity: str
     # The row's own login for its target mailbox (--target-method individual); None:

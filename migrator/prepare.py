@@ -18,8 +18,9 @@ from migrator.connectors.base import Settings
 from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.errors import ConfigError
 from migrator.model import AdminLogin, ConnectOptions, Credentials, MailboxJob, ServerAddress
+from migrator.oauth import OAuthConfig
 from migrator.rewrite import RewriteMaps
-from migrator.secrets import SecretBox
+from migrator.secrets import Secret, SecretBox
 from migrator.state import NewJob
 
 
@@ -33,9 +34,12 @@ class TargetSpec:
     combined_template: str = "{admin}/{user}"
     kind: str = "imap"  # the target's connector
     settings: Settings | None = None  # the connector's own (Exchange: endpoint, auth)
+    auth: OAuthConfig | None = None  # --target-auth oauth2: each identity with a token
 
     def credentials(self, identity: str, row: Credentials | None = None) -> Credentials:
         """The login for the target mailbox `identity`; `row` is the CSV row's own."""
+        if self.auth is not None:
+            return Credentials(identity, Secret(""))  # a bearer token at each login
         if self.method is AccessMethod.INDIVIDUAL:
             if row is None:
                 raise ConfigError(f"no target login for {identity}: the row has none")
@@ -69,6 +73,7 @@ class RunOptions:
     # more than one and the source server's slots (max_connections_per_server) have room.
     connections_per_mailbox: int = CONNECTIONS_PER_MAILBOX
     rewrite: RewriteMaps | None = None  # address headers rewritten on the way
+    source_auth: OAuthConfig | None = None  # --source-auth oauth2: the rows' logins, tokens
 
     def job_options(self) -> jobs.Options:
         return jobs.Options(
@@ -114,7 +119,12 @@ def build_jobs(
         job = jobs.Job(
             line=mailbox.line,
             source=source_end(
-                mailbox, options.source_kind, options.source_settings, box, job_options
+                mailbox,
+                options.source_kind,
+                options.source_settings,
+                box,
+                job_options,
+                auth=options.source_auth,
             ),
             target_identity=mailbox.target_identity,
             options=job_options,
@@ -126,6 +136,7 @@ def build_jobs(
                 options.target.credentials(mailbox.target_identity, mailbox.target_credentials),
                 box,
                 settings=options.target.settings,
+                auth=options.target.auth,
                 options=job_options,
             ),
             mailbox_key=mailbox_key(mailbox, options.target),
@@ -152,16 +163,22 @@ def source_end(
     settings: Settings | None,
     box: SecretBox,
     options: jobs.Options,
+    *,
+    auth: OAuthConfig | None = None,
 ) -> jobs.End:
     """The source end of a job (a migration's or a forwarding's), its secrets sealed."""
+    credentials = mailbox.source_credentials
+    if not isinstance(credentials, Credentials):
+        raise ConfigError("a batch's logins are sealed as read from the CSV, not as tokens")
     return jobs.seal_end(
         "source",
         kind,
         mailbox.source_identity,
         mailbox.source_server,
-        mailbox.source_credentials,
+        credentials,
         box,
         root_folder=mailbox.source_root_folder,
         settings=settings,
+        auth=auth,
         options=options,
     )

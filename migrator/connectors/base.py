@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 from migrator.errors import ConfigError
 from migrator.foldermap import FolderMap
 from migrator.forwarding import ForwardAction, ForwardOutcome, manual_outcome
-from migrator.model import ConnectOptions, Credentials, MailboxJob, ServerAddress, TlsMode
+from migrator.model import ConnectOptions, Login, MailboxJob, ServerAddress, TlsMode
 from migrator.report import MailboxResult
 from migrator.secrets import Secret
 from migrator.sources.base import MailboxSource
@@ -66,7 +66,7 @@ class TargetEnd:
 
     identity: str
     server: ServerAddress
-    credentials: Credentials
+    credentials: Login
     connect: ConnectOptions
     settings: Settings | None = None
 

@@ -36,7 +36,7 @@ from exchangelib import (
     Account,
     Configuration,
     Identity,
-    OAuth2Credentials,
+    OAuth2AuthorizationCodeCredentials,
     Version,
 )
 from exchangelib import UTC as EWS_UTC
@@ -61,7 +61,8 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.model import ConnectOptions, Credentials
+from migrator.model import ConnectOptions, Login, TokenLogin
+from migrator.oauth import OAuthConfig, ProviderKind, tokens_for
 
 # exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
 # fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization
@@ -77,15 +78,20 @@ for _name in ("requests_oauthlib", "oauthlib"):
 
 
 def open_account(
-    settings: EwsSettings, smtp: str, credentials: Credentials | None, *, what: str
+    settings: EwsSettings, smtp: str, credentials: Login | None, *, what: str
 ) -> Account:
     """An exchangelib Account for mailbox `smtp`; nothing is sent to the server yet."""
     _configure_tls(settings.connect, settings.endpoint)
     endpoint = settings.endpoint
     if endpoint and endpoint.startswith("http://") and not settings.connect.allow_plaintext:
         raise PermanentError(f"{what}: {endpoint} is not TLS; allow plaintext explicitly")
-    if settings.auth is EwsAuth.OAUTH:
-        creds: Any = _oauth_credentials(settings, smtp)
+    creds: Any
+    if isinstance(credentials, TokenLogin):
+        # --source-auth/--target-auth oauth2: a token from migrator.oauth's providers.
+        creds = ProviderCredentials(credentials, Identity(primary_smtp_address=smtp))
+        auth_type = OAUTH2
+    elif settings.auth is EwsAuth.OAUTH:
+        creds = _oauth_credentials(settings, smtp)
         auth_type = OAUTH2
     else:
         if credentials is None:
@@ -154,22 +160,40 @@ def _configure_tls(options: ConnectOptions, endpoint: str | None) -> None:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
+class ProviderCredentials(OAuth2AuthorizationCodeCredentials):  # type: ignore[misc]
+    """A bearer token from migrator.oauth instead of exchangelib's own fetching: exchangelib
+    sends the token it holds, and asks `refresh` for another when the session finds it
+    expired (each new session, each pass, asks the provider's Tokens again)."""
+
+    def __init__(self, login: TokenLogin, identity: Any) -> None:
+        self._login = login
+        self._token = login.tokens.token(login.login)
+        super().__init__(identity=identity, access_token=_token_dict(self._token))
+
+    def refresh(self, session: Any) -> None:
+        self._token = self._login.tokens.renew(self._login.login, self._token)
+        self.access_token = _token_dict(self._token)
+
+    def __repr__(self) -> str:
+        return f"ProviderCredentials({self._login.login!r}, '********')"
+
+
+def _token_dict(token: Any) -> dict[str, str]:
+    return {"access_token": token.reveal(), "token_type": "Bearer"}
+
+
 def _oauth_credentials(settings: EwsSettings, smtp: str) -> Any:
-    identity = Identity(primary_smtp_address=smtp)
-    if settings.certificate:
-        return CertificateCredentials(
-            client_id=settings.client_id,
-            tenant_id=settings.tenant_id,
-            certificate=settings.certificate,
-            identity=identity,
-        )
-    secret = settings.client_secret.reveal() if settings.client_secret else None
-    return OAuth2Credentials(
+    """--ews-auth oauth: the app's token from the Microsoft provider of migrator.oauth, as
+    every other OAuth login gets it (renewed before it expires, shared by the mailboxes)."""
+    config = OAuthConfig(
+        ProviderKind.MICROSOFT,
+        tenant=settings.tenant_id,
         client_id=settings.client_id,
-        client_secret=secret,
-        tenant_id=settings.tenant_id,
-        identity=identity,
+        certificate=settings.certificate,
+        secret=settings.client_secret,
     )
+    login = TokenLogin(smtp, tokens_for(config, settings.connect))
+    return ProviderCredentials(login, Identity(primary_smtp_address=smtp))
 
 
 def client_assertion(certificate: str | Path, client_id: str, token_url: str) -> str:
@@ -196,22 +220,6 @@ def client_assertion(certificate: str | Path, client_id: str, token_url: str) ->
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-class CertificateCredentials(OAuth2Credentials):  # type: ignore[misc]
-    """OAuth 2.0 client credentials with a certificate instead of a secret: exchangelib asks
-    `token_params()` for each token request, so every new token gets a fresh assertion."""
-
-    def __init__(self, *, certificate: str, **kwargs: Any) -> None:
-        super().__init__(client_secret=None, **kwargs)
-        self.certificate = certificate
-
-    def token_params(self) -> dict[str, Any]:
-        return {
-            "include_client_id": True,
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": client_assertion(self.certificate, self.client_id, self.token_url),
-        }
 
 
 # -- errors ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from migrator.connectors.ews.props import (
 from migrator.connectors.ews.settings import EwsSettings
 from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.foldermap import SpecialFolder, TargetFolder
-from migrator.model import Credentials
+from migrator.model import Login
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
@@ -68,7 +68,7 @@ class EwsTarget:
     batch_size = CREATE_BATCH
     throttled_seconds = 0.0  # waited out on ErrorServerBusy, as the server asked
 
-    def __init__(self, settings: EwsSettings, credentials: Credentials | None, identity: str):
+    def __init__(self, settings: EwsSettings, credentials: Login | None, identity: str):
         """Opens the mailbox now: one that does not exist or cannot be opened raises a
         PermanentError here, which the copier reports as not_ready before copying."""
         register_properties()

@@ -20,9 +20,19 @@ from migrator.errors import (
     LoginFailed,
     PermanentError,
     QuotaExceeded,
+    TokenRefused,
     TransientError,
 )
-from migrator.model import ConnectOptions, Credentials, ServerAddress, TlsMode
+from migrator.model import ConnectOptions, Credentials, Login, ServerAddress, TlsMode, TokenLogin
+from migrator.oauth.login import bearer_login
+from migrator.oauth.sasl import (
+    EXCHANGE_NOT_CONNECTED,
+    BearerExchange,
+    choose_mechanism,
+    initial_response,
+    refusal_advice,
+)
+from migrator.secrets import Secret
 
 # RFC 5530 response codes that mean "try again later" rather than "never".
 _TRANSIENT_CODES = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
@@ -52,6 +62,10 @@ def imap_errors(what: str) -> Iterator[None]:
         raise TransientError(f"{what}: connection lost: {_server_text(exc)}") from exc
     except (IMAPClientError, imaplib.IMAP4.error) as exc:
         text = _server_text(exc)
+        if EXCHANGE_NOT_CONNECTED.lower() in text.lower():
+            # Exchange Online takes an app's token, then refuses every command after.
+            advice = refusal_advice("microsoft", "imap", "the mailbox", text)
+            raise TokenRefused(f"{what}: {text}; {advice}") from None
         if "[OVERQUOTA]" in text.upper():
             raise QuotaExceeded(f"{what}: target is over quota: {text}") from exc
         if any(code in text.upper() for code in _TRANSIENT_CODES):
@@ -74,7 +88,7 @@ def _server_text(exc: BaseException) -> str:
 
 
 def connect(
-    server: ServerAddress, credentials: Credentials, options: ConnectOptions, *, what: str
+    server: ServerAddress, credentials: Login, options: ConnectOptions, *, what: str
 ) -> IMAPClient:
     """A logged-in client, over TLS unless the operator allowed plaintext."""
     context = tls_context(options)
@@ -98,7 +112,10 @@ def connect(
                         f"{what} ({server}): server offers no STARTTLS; "
                         "use imaps:// or allow plaintext explicitly"
                     )
-            _login(client, credentials, f"{what} ({server})")
+            if isinstance(credentials, TokenLogin):
+                _token_login(client, credentials, server, f"{what} ({server})")
+            else:
+                _login(client, credentials, f"{what} ({server})")
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
@@ -126,6 +143,27 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
     except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
         who = login + (f" as {authzid}" if authzid else "")
         raise LoginFailed(f"{where}: login {who} refused: {_server_text(exc)}") from None
+
+
+def _token_login(client: IMAPClient, login: TokenLogin, server: ServerAddress, where: str) -> None:
+    """AUTHENTICATE OAUTHBEARER (RFC 7628), or XOAUTH2 where that is all the server has."""
+    offered = [m for m in ("OAUTHBEARER", "XOAUTH2") if client.has_capability(f"AUTH={m}")]
+    mechanism = choose_mechanism(offered)
+    if mechanism is None:
+        raise LoginFailed(
+            f"{where}: the server offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2: "
+            "it takes no OAuth 2.0 token"
+        )
+
+    def attempt(token: Secret) -> str | None:
+        initial = initial_response(mechanism, login.login, token.reveal(), server.host, server.port)
+        try:
+            client.sasl_login(mechanism, BearerExchange(mechanism, initial))
+        except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
+            return _server_text(exc)
+        return None
+
+    bearer_login(login, attempt, protocol="imap", where=where)
 
 
 def _login_with_literals(client: IMAPClient, login: str, password: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from migrator.connectors.base import SourceEnd
 from migrator.connectors.imap.managesieve import SieveClient
 from migrator.connectors.tls import tls_context
-from migrator.errors import TransientError
+from migrator.errors import LoginFailed, TransientError
 from migrator.forwarding import (
     ForwardAction,
     ForwardOutcome,
@@ -19,7 +19,10 @@ from migrator.forwarding import (
     sieve_set,
     sieve_status,
 )
-from migrator.model import ConnectOptions, MailboxJob
+from migrator.model import ConnectOptions, MailboxJob, TokenLogin
+from migrator.oauth.login import bearer_login
+from migrator.oauth.sasl import BearerExchange, choose_mechanism, initial_response
+from migrator.secrets import Secret
 
 DEFAULT_SIEVE_PORT = 4190  # RFC 5804
 
@@ -67,5 +70,23 @@ def _sieve_session(
         raise
     with client:
         creds = job.source_credentials
-        client.authenticate(creds.login, creds.password, creds.authzid)
+        if isinstance(creds, TokenLogin):
+            _token_login(client, creds, job.source_server.host, port, what)
+        else:
+            client.authenticate(creds.login, creds.password, creds.authzid)
         yield client
+
+
+def _token_login(client: SieveClient, login: TokenLogin, host: str, port: int, what: str) -> None:
+    mechanism = choose_mechanism(client.sasl_mechanisms())
+    if mechanism is None:
+        raise LoginFailed(
+            f"{what}: the ManageSieve server offers neither OAUTHBEARER nor XOAUTH2: "
+            "it takes no OAuth 2.0 token"
+        )
+
+    def attempt(token: Secret) -> str | None:
+        initial = initial_response(mechanism, login.login, token.reveal(), host, port)
+        return client.authenticate_bearer(mechanism, BearerExchange(mechanism, initial))
+
+    bearer_login(login, attempt, protocol="sieve", where=what)

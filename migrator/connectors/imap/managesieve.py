@@ -1,4 +1,5 @@
-"""A small ManageSieve (RFC 5804) client: TLS, SASL PLAIN, and the script commands.
+"""A small ManageSieve (RFC 5804) client: TLS, SASL PLAIN and bearer tokens, and the script
+commands.
 
 Not sievelib: its STARTTLS takes no ssl.SSLContext, so it cannot verify against a private CA.
 
@@ -14,7 +15,7 @@ import contextlib
 import re
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeAlias
@@ -159,6 +160,30 @@ class SieveClient:
         raise LoginFailed(
             f"{self._what}: login {who} refused: {response.text or 'no reason given'}"
         )
+
+    def sasl_mechanisms(self) -> list[str]:
+        return self.capabilities.get("SASL", "").split()
+
+    def authenticate_bearer(self, mechanism: str, exchange: Callable[[bytes], bytes]) -> str | None:
+        """SASL `mechanism` (a bearer token, RFC 7628) driven by `exchange`, which answers
+        each challenge: None once the server said OK, its words when it said NO."""
+        initial = base64.b64encode(exchange(b"")).decode("ascii")
+        with _errors(self._what):
+            self._send(b"AUTHENTICATE " + _string(mechanism) + b" " + _string(initial))
+            while True:
+                tokens = self._read_tokens()
+                if tokens and isinstance(tokens[0], _Atom):
+                    response = self._response(tokens)
+                    break
+                if not tokens or not isinstance(tokens[0], bytes):
+                    raise self._garbled(tokens)
+                answer = exchange(base64.b64decode(tokens[0]))
+                self._send(_string(base64.b64encode(answer).decode("ascii")))
+        if response.kind == "OK":
+            return None
+        if response.kind == "BYE" or response.code == "TRYLATER":
+            self._expect_ok(response, "AUTHENTICATE")  # raises TransientError
+        return response.text or "no reason given"
 
     def list_scripts(self) -> list[SieveScript]:
         return [

@@ -21,7 +21,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder, safe_subpath
-from migrator.model import ConnectOptions, Credentials, ServerAddress
+from migrator.model import ConnectOptions, Login, ServerAddress
 from migrator.recognition import (
     TargetCopy,
     content_key,
@@ -53,7 +53,7 @@ class ImapTarget:
     def __init__(
         self,
         server: ServerAddress,
-        credentials: Credentials,
+        credentials: Login,
         identity: str,
         options: ConnectOptions,
     ) -> None:

@@ -23,9 +23,12 @@ from typing import Any
 from migrator.connectors.tls import tls_context
 from migrator.errors import LoginFailed, PermanentError, TransientError
 from migrator.headers import message_fields, parse_date
-from migrator.model import ConnectOptions, MailboxJob, TlsMode
+from migrator.model import ConnectOptions, MailboxJob, TlsMode, TokenLogin
+from migrator.oauth.login import bearer_login
+from migrator.oauth.sasl import BearerExchange, choose_mechanism, initial_response
 from migrator.plan import MessageRef
 from migrator.recognition import content_key, header_end
+from migrator.secrets import Secret
 from migrator.sources.base import SourceFolder
 
 # RFC 1939 section 7: a greeting with a timestamp such as <1896.697170952@dbc.mtview.ca.us>
@@ -103,6 +106,9 @@ class Pop3Source:
 
     def _login(self, conn: poplib.POP3) -> None:
         credentials = self._job.source_credentials
+        if isinstance(credentials, TokenLogin):
+            self._token_login(conn, credentials)
+            return
         password = credentials.password.reveal()
         who = credentials.login + (f" as {credentials.authzid}" if credentials.authzid else "")
         try:
@@ -119,6 +125,30 @@ class Pop3Source:
             raise LoginFailed(f"{self._what}: login {who} refused: {_text(exc)}") from None
         except OSError as exc:
             raise TransientError(f"{self._what}: connection lost during login: {exc}") from exc
+
+    def _token_login(self, conn: poplib.POP3, login: TokenLogin) -> None:
+        """RFC 5034 AUTH with OAUTHBEARER (RFC 7628), or XOAUTH2 where that is all."""
+        server = self._job.source_server
+        mechanism = choose_mechanism(_capabilities(conn).get("SASL", []))
+        if mechanism is None:
+            raise LoginFailed(
+                f"{self._what}: the server offers neither SASL OAUTHBEARER nor XOAUTH2: "
+                "it takes no OAuth 2.0 token"
+            )
+
+        def attempt(token: Secret) -> str | None:
+            initial = initial_response(
+                mechanism, login.login, token.reveal(), server.host, server.port
+            )
+            try:
+                _sasl(conn, mechanism, BearerExchange(mechanism, initial))
+            except poplib.error_proto as exc:
+                return _text(exc)
+            except OSError as exc:
+                raise TransientError(f"{self._what}: connection lost during login: {exc}") from exc
+            return None
+
+        bearer_login(login, attempt, protocol="pop3", where=self._what)
 
     # -- listing -------------------------------------------------------------------------
 
@@ -213,6 +243,32 @@ def _apop(conn: poplib.POP3, login: str, password: str) -> bool:
 def _checkpoint_id(text: str) -> int:
     """A stable positive 63-bit id for the checkpoint, from a UIDL or key."""
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
+
+
+# RFC 5034 section 4: an AUTH line with its initial response stays within 255 octets
+# (RFC 2449); a longer response (a bearer token) waits for the server's empty challenge.
+_MAX_AUTH_LINE = 255
+
+
+def _sasl(conn: poplib.POP3, mechanism: str, exchange: BearerExchange) -> None:
+    """RFC 5034 AUTH, driven by `exchange`; poplib.error_proto with the server's -ERR.
+    poplib has no SASL: its `_putcmd` and `_getresp` send a line and read the answer."""
+    send: Any = conn._putcmd  # type: ignore[attr-defined]
+    read: Any = conn._getresp  # type: ignore[attr-defined]
+    first = base64.b64encode(exchange(b"")).decode("ascii")
+    line = f"AUTH {mechanism} {first}"
+    if len(line) + 2 <= _MAX_AUTH_LINE:
+        send(line)
+    else:
+        send(f"AUTH {mechanism}")
+        read()  # "+ ", the empty challenge (or -ERR, raised)
+        send(first)
+    while True:
+        response: bytes = read()  # raises error_proto for -ERR
+        if response.startswith(b"+OK"):
+            return
+        challenge = base64.b64decode(response[2:].strip() or b"")
+        send(base64.b64encode(exchange(challenge)).decode("ascii"))
 
 
 def _capabilities(conn: poplib.POP3) -> dict[str, Any]:
