@@ -23,6 +23,7 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
+from servers.oauth_server import MAIL_SCOPE, OAuthServer
 from servers.redis import RedisServer
 from support import EWS_ADMIN, EWS_PASSWORD
 
@@ -88,6 +89,28 @@ def dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
     """Dovecot whose master user logs in as "user*admin" with password MASTER_PASSWORD (and
     NON_ASCII_MASTER_USER as "user*admin-intl" with NON_ASCII_MASTER_PASSWORD)."""
     yield from _dovecot(tls_files, "*")
+
+
+@pytest.fixture(scope="session")
+def oauth_server(tls_files: TlsFiles) -> Iterator[OAuthServer]:
+    """Our OAuth 2.0 server over HTTPS on loopback (tokens live 20 s); started only when
+    asked for."""
+    with OAuthServer(tls_files) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth(tls_files: TlsFiles, oauth_server: OAuthServer) -> Iterator[DovecotServer]:
+    """A Dovecot that also takes OAUTHBEARER and XOAUTH2 logins, checking each token with
+    `oauth_server` (RFC 7662 introspection); passwords and the master user work as ever."""
+    server = DovecotServer(
+        master_users={MASTER_USER: MASTER_PASSWORD},
+        tls=tls_files,
+        oauth_introspection_url=oauth_server.introspection_url,
+        oauth_scopes=MAIL_SCOPE,
+    )
+    with server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import functools
 import json
 import logging
 import shlex
@@ -50,6 +51,19 @@ def _verify(connect: ConnectOptions) -> bool | str:
     if connect.insecure:
         return False
     return connect.ca_file or True
+
+
+def _session(connect: ConnectOptions) -> Any:
+    """A requests Session that verifies as the operator said on every request.  A
+    Session's own `verify` loses to REQUESTS_CA_BUNDLE in the environment; a request's
+    does not, so --ca-file holds wherever the worker runs."""
+    import requests
+
+    session = requests.Session()
+    session.request = functools.partial(  # type: ignore[method-assign]
+        session.request, verify=_verify(connect), timeout=connect.timeout
+    )
+    return session
 
 
 def _first_line(text: object) -> str:
@@ -107,8 +121,7 @@ class MicrosoftProvider:
                 # The operator names the authority (a national cloud's, or a test's):
                 # no lookup of it at login.microsoftonline.com.
                 instance_discovery=False,
-                verify=_verify(self._connect),
-                timeout=self._connect.timeout,
+                http_client=_session(self._connect),
                 token_cache=msal.TokenCache(),
             )
         return self._app
@@ -185,8 +198,7 @@ class GoogleProvider:
 
         scope = self._config.effective_scope
         now = time.time()
-        session = requests.Session()
-        session.verify = _verify(self._connect)
+        session = _session(self._connect)
         try:
             credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                 self._info, scopes=[scope], subject=user

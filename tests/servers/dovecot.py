@@ -116,6 +116,8 @@ class DovecotServer(ServerProcess):
         master_users: Mapping[str, str] | None = None,
         directory: Path | None = None,
         tls: TlsFiles | None = None,
+        oauth_introspection_url: str | None = None,
+        oauth_scopes: str = "",
     ) -> None:
         self.master_user_separator = master_user_separator
         self._users: dict[str, UserSpec] = dict(users or {})
@@ -164,7 +166,9 @@ class DovecotServer(ServerProcess):
             pop3s_port=self.pop3s_port,
             sieve_port=self.sieve_port,
             identity=identity(),
+            oauth2_args=self.dir / "dovecot-oauth2.conf.ext" if oauth_introspection_url else None,
         )
+        self._oauth = (oauth_introspection_url, oauth_scopes)
 
     # -- users --------------------------------------------------------------------------------
 
@@ -232,6 +236,31 @@ class DovecotServer(ServerProcess):
         lines = [_passwd_line(name, pw) for name, pw in self.master_users.items()]
         _write_atomically(self.master_users_path, "".join(lines))
 
+    def _write_oauth2_args(self) -> None:
+        """The oauth2 passdb's settings: RFC 7662 introspection by POST, the token good for
+        any user of the domain it names (an app-only token names its tenant's), and only
+        with one of `oauth_scopes` (Exchange's IMAP.AccessAsApp and the like)."""
+        url, scopes = self._oauth
+        if self.config.oauth2_args is None or url is None:
+            return
+        # The auth process reads the CA as Dovecot's internal user: a copy it can reach.
+        ca = self.dir / "oauth-ca.pem"
+        ca.write_bytes(self.tls.ca_cert.read_bytes())
+        ca.chmod(0o644)
+        lines = [
+            "introspection_mode = post",
+            f"introspection_url = {url}",
+            "username_attribute = username",
+            "username_format = %Ld",
+            "active_attribute = active",
+            "active_value = true",
+            f"tls_ca_cert_file = {ca}",
+            "timeout_msecs = 5000",
+        ]
+        if scopes:
+            lines.append(f"scope = {scopes}")
+        _write_atomically(self.config.oauth2_args, "\n".join(lines) + "\n")
+
     # -- configuration ------------------------------------------------------------------------
 
     def config_text(self) -> str:
@@ -244,6 +273,7 @@ class DovecotServer(ServerProcess):
         for name in self._users:
             self._write_user(name)
         self._write_master_users()
+        self._write_oauth2_args()
         if os.geteuid() == 0:
             os.chown(self.mail_dir, self.config.identity.mail_uid, self.config.identity.mail_gid)
         self.mail_dir.chmod(0o755)

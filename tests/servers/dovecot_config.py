@@ -111,6 +111,9 @@ class DovecotConfig:
     pop3s_port: int
     sieve_port: int
     identity: Identity
+    # The oauth2 passdb's settings file (dovecot-oauth2.conf.ext): OAUTHBEARER and XOAUTH2
+    # logins checked against the test OAuth server; None: passwords only.
+    oauth2_args: Path | None = None
 
 
 def render_config(c: DovecotConfig) -> str:
@@ -129,6 +132,19 @@ def render_config(c: DovecotConfig) -> str:
         f"service {name} {{\n  chroot =\n}}"
         for name in ("ipc", "imap-login", "pop3-login", "managesieve-login")
     )
+    mechanisms = "plain login"
+    oauth2_passdb = ""
+    if c.oauth2_args is not None:
+        mechanisms = "plain login oauthbearer xoauth2"
+        # Passwords go to the passwd-files, tokens to the OAuth server: each passdb sees
+        # only its own mechanisms.
+        oauth2_passdb = f"""
+passdb {{
+  driver = oauth2
+  mechanisms = oauthbearer xoauth2
+  args = {c.oauth2_args}
+}}"""
+    password_mechanisms = "\n  mechanisms = plain login" if c.oauth2_args else ""
     lmtp_service = (
         "service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n}" if LMTP_AVAILABLE else ""
     )
@@ -150,7 +166,7 @@ ssl_key = <{c.tls.server_key}
 ssl_min_protocol = TLSv1.2
 # Tests log in with plaintext LOGIN on the STARTTLS port too; STARTTLS stays on offer.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_master_user_separator = {c.master_user_separator}
 # Wrong-password tests should not wait the default 2 s.
 auth_failure_delay = 0
@@ -177,14 +193,14 @@ namespace inbox {{
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {c.master_users_path}
-  master = yes
+  master = yes{password_mechanisms}
   # The user logged in as must exist in the passdb below too.
   result_success = continue
 }}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {c.users_dir}/%u
-}}
+  args = scheme=PLAIN {c.users_dir}/%u{password_mechanisms}
+}}{oauth2_passdb}
 userdb {{
   driver = passwd-file
   args = {c.users_dir}/%u

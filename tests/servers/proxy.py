@@ -18,6 +18,11 @@ after arming:
                                         once the server has answered it)
 
 "up" is client -> server, "down" is server -> client.
+
+Two standing conditions, given when it is made: `latency` delays everything the server
+sends by that many seconds (a far server), and `session_limit` resets each connection
+that many seconds after it was opened (a server that ends sessions, as some do when the
+token they logged in with expires).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -52,8 +58,18 @@ _QUIET = 0.5
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to (host, target_port), one thread per connection."""
 
-    def __init__(self, target_port: int, *, host: str = LOOPBACK) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        host: str = LOOPBACK,
+        latency: float = 0.0,
+        session_limit: float | None = None,
+    ) -> None:
         self.target = (host, target_port)
+        self.latency = latency
+        self.session_limit = session_limit
+        self.sessions_ended = 0  # connections reset by session_limit
         self._listener = socket.create_server((LOOPBACK, 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -167,8 +183,15 @@ class TcpProxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peer = {client: upstream, upstream: client}
         direction = {client: UP, upstream: DOWN}
+        ends = None if self.session_limit is None else time.monotonic() + self.session_limit
         try:
             while not self._closing.is_set():
+                if ends is not None and time.monotonic() > ends:
+                    with self._lock:
+                        self.sessions_ended += 1
+                    for sock in (client, upstream):
+                        _reset_on_close(sock)
+                    return
                 readable, _, _ = select.select([client, upstream], [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)
@@ -208,6 +231,9 @@ class TcpProxy:
             else:
                 self.bytes_down += len(data)
         if fired is None:
+            if direction == DOWN and self.latency:
+                # The network's delay, not a wait for anything: each answer arrives late.
+                time.sleep(self.latency)
             out.sendall(data)
             return True
         out.sendall(data[: fired.remaining])
