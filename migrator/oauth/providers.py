@@ -191,7 +191,6 @@ class GoogleProvider:
         return user.lower()
 
     def fetch(self, user: str) -> AccessToken:
-        import requests
         from google.auth import exceptions as google_errors
         from google.auth.transport.requests import Request
         from google.oauth2 import service_account

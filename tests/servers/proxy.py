@@ -19,9 +19,10 @@ after arming:
 
 "up" is client -> server, "down" is server -> client.
 
-Two standing conditions, given when it is made: `latency` delays everything the server
-sends by that many seconds (a far server), and `session_limit` resets each connection
-that many seconds after it was opened (a server that ends sessions, as some do when the
+Three standing conditions, given when it is made: `latency` delays everything the server
+sends by that many seconds (a far server), `bandwidth` lets through at most that many
+bytes a second each way on each connection (a slow link), and `session_limit` resets each
+connection that many seconds after it was opened (a server that ends sessions, as some do when the
 token they logged in with expires).
 """
 
@@ -64,10 +65,12 @@ class TcpProxy:
         *,
         host: str = LOOPBACK,
         latency: float = 0.0,
+        bandwidth: float | None = None,
         session_limit: float | None = None,
     ) -> None:
         self.target = (host, target_port)
         self.latency = latency
+        self.bandwidth = bandwidth
         self.session_limit = session_limit
         self.sessions_ended = 0  # connections reset by session_limit
         self._listener = socket.create_server((LOOPBACK, 0))
@@ -231,9 +234,11 @@ class TcpProxy:
             else:
                 self.bytes_down += len(data)
         if fired is None:
+            # The network's delay and its rate, not waits for anything: data arrives late.
             if direction == DOWN and self.latency:
-                # The network's delay, not a wait for anything: each answer arrives late.
                 time.sleep(self.latency)
+            if self.bandwidth:
+                time.sleep(len(data) / self.bandwidth)
             out.sendall(data)
             return True
         out.sendall(data[: fired.remaining])
