@@ -15,6 +15,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
+from migrator import imapwire
 from migrator.batch import Credentials, ServerAddress, TlsMode
 from migrator.errors import (
     LoginFailed,
@@ -106,7 +107,7 @@ def connect(
         try:
             client.normalise_times = False  # keep INTERNALDATE's own time zone
             _no_delay(client)
-            _quiet(client)
+            imapwire.quiet(client)  # imaplib's debug strings: a quarter of the CPU
             if server.tls is TlsMode.STARTTLS:
                 if client.has_capability("STARTTLS"):
                     client.starttls(context)
@@ -147,21 +148,10 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
 
 def _login_with_literals(client: IMAPClient, login: str, password: str) -> None:
     """LOGIN for a server without AUTH=PLAIN: an 8-bit login or password goes as a literal
-    (RFC 3501 section 4.3: a literal holds any octets; RFC 6855 says UTF-8).  imapclient's
-    `_raw_command` is how it sends literals itself (multi-append, SEARCH with a charset)."""
-    typ, data = client._raw_command(b"LOGIN", [_astring(login), _astring(password)], uid=False)
+    in UTF-8 (imapwire.login_literal)."""
+    typ, data = imapwire.login_literal(client, login, password)
     if typ != "OK":
         raise LoginError(as_text(data[-1] if data else b"no reason given"))
-    client._imap.state = "AUTH"  # what imaplib's own login() sets
-
-
-def _astring(text: str) -> bytes:
-    """An ASCII value as a quoted string; any other as its UTF-8 bytes, which imapclient's
-    `_raw_command` sends as a literal."""
-    data = text.encode("utf-8")
-    if not data.isascii():
-        return data
-    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def _no_delay(client: IMAPClient) -> None:
@@ -170,14 +160,6 @@ def _no_delay(client: IMAPClient) -> None:
     real network.  Send each piece at once."""
     with contextlib.suppress(OSError):
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _quiet(client: IMAPClient) -> None:
-    """imapclient sets imaplib's debug level to 5, so imaplib formats the repr of every
-    line and every FETCH literal (whole message bodies, twice) for a log record that is
-    then dropped: a quarter of the copier's CPU.  Level 0 builds no such strings.
-    imaplib's `debug` attribute is public; imapclient only exposes the object as `_imap`."""
-    client._imap.debug = 0
 
 
 def logout(client: IMAPClient) -> None:
@@ -192,9 +174,8 @@ def fetch_all(client: IMAPClient, items: str, item: bytes) -> dict[int, Listed]:
     `item` as the server names it in the answer) in the selected folder, read with
     `listing.parse_listing` (an eighth of the CPU of imapclient's general parser), or
     with imapclient's parser where the answer holds anything that reader does not
-    expect.  imaplib's public `uid` runs the command: imapclient would take "1:*" for
-    one UID, and needs a SEARCH first."""
-    typ, data = client._imap.uid("FETCH", "1:*", items)
+    expect."""
+    typ, data = imapwire.uid_fetch(client, "1:*", items)
     if typ != "OK":
         raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
     return read_listing(data, item)

@@ -9,8 +9,8 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
-from imapclient.util import to_bytes
 
+from migrator import imapwire
 from migrator.batch import Credentials, ServerAddress
 from migrator.errors import (
     FolderRefused,
@@ -269,24 +269,20 @@ class ImapTarget:
 def _multiappend_uncopied(
     client: IMAPClient, folder: str, run: Sequence[AppendItem], keep_keywords: bool
 ) -> str:
-    """RFC 3502 MULTIAPPEND of `run` with RFC 7888 LITERAL+ literals, each message written
-    to the socket as it is; the tagged response's type ("OK" or "NO").
-
-    imapclient's multiappend builds the same command but copies every message twice on
-    the way (into a `_literal`, then onto its `{n+}` prefix): a tenth of the copier's
-    CPU.  This uses the imaplib calls imapclient's `_raw_command` itself makes."""
-    imap = client._imap
-    tag: bytes = imap._new_tag()
-    imap.send(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
-    for item in run:
-        head = " (" + " ".join(_kept(item.flags, keep_keywords)) + ")"
-        if item.internaldate is not None:
-            head += ' "' + internaldate_text(item.internaldate) + '"'
-        imap.send(head.encode("ascii") + b" {%d+}\r\n" % len(item.message))
-        imap.send(item.message)
-    imap.send(b"\r\n")
-    typ, _ = imap._command_complete("APPEND", tag)
-    return str(typ)
+    """RFC 3502 MULTIAPPEND of `run`, each message written to the socket as it is (no
+    copy on the way: imapwire.multiappend); the tagged response's type ("OK" or "NO")."""
+    return imapwire.multiappend(
+        client,
+        folder,
+        (
+            (
+                _kept(item.flags, keep_keywords),
+                None if item.internaldate is None else internaldate_text(item.internaldate),
+                item.message,
+            )
+            for item in run
+        ),
+    )
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
