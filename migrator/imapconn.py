@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -12,13 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from migrator import imapwire
 from migrator.batch import Credentials, ServerAddress, TlsMode
 from migrator.errors import (
+    ErrorCode,
     LoginFailed,
+    MigrationError,
     PermanentError,
     QuotaExceeded,
     TransientError,
@@ -42,39 +45,84 @@ def tls_context(options: ConnectOptions) -> ssl.SSLContext:
     return context
 
 
-# RFC 5530 response codes that mean "try again later" rather than "never".
-_TRANSIENT_CODES = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
+# RFC 5530 response codes (and RFC 3501's TRYCREATE): which of our errors each one is.
+_RESPONSE_CODES: dict[str, tuple[type[MigrationError], ErrorCode]] = {
+    "UNAVAILABLE": (TransientError, ErrorCode.UNAVAILABLE),
+    "INUSE": (TransientError, ErrorCode.INUSE),
+    "SERVERBUG": (TransientError, ErrorCode.SERVERBUG),
+    # A server limit; met at APPEND, the target takes it for that message's refusal.
+    "LIMIT": (TransientError, ErrorCode.LIMIT),
+    "OVERQUOTA": (QuotaExceeded, ErrorCode.OVERQUOTA),
+    "AUTHENTICATIONFAILED": (LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+    "AUTHORIZATIONFAILED": (LoginFailed, ErrorCode.AUTHORIZATIONFAILED),
+    "ALREADYEXISTS": (PermanentError, ErrorCode.ALREADYEXISTS),
+    "NONEXISTENT": (PermanentError, ErrorCode.NONEXISTENT),
+    "TRYCREATE": (PermanentError, ErrorCode.NONEXISTENT),
+}
+
+# Where imaplib and imapclient put the server's resp-text in an error's message: all of it
+# ("[CODE] text", imaplib's login and authenticate), after imapclient's "<command> failed: ",
+# or in imaplib's "<COMMAND> command error: BAD [b'...']".
+_RESPONSE_CODE = re.compile(
+    r"""(?:[^:\[]* failed: |\w+ command error: (?:BAD|NO) \[b['"])?\[([A-Za-z0-9/-]+)[\] ]"""
+)
+
+
+def response_code(text: str) -> str | None:
+    """The response code (RFC 3501 resp-text-code, e.g. "OVERQUOTA") of the server answer
+    in an imaplib/imapclient error's `text`, upper-cased; None if the answer has none."""
+    match = _RESPONSE_CODE.match(text)
+    return match.group(1).upper() if match else None
+
+
+def imap_error(exc: BaseException, what: str, *, login: str | None = None) -> MigrationError:
+    """The migrator error, with its code, for an imapclient/imaplib/socket error: the one
+    place where they become ours.  `what` names the mailbox/folder/message; `login` names
+    who was logging in when `exc` answers a login.  The server's words are kept, the
+    command (which may hold a password) never is."""
+    if isinstance(exc, MigrationError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # Retrying cannot make an untrusted certificate trusted.
+        return PermanentError(
+            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
+            "give --ca-file, or --insecure to skip the check",
+            code=ErrorCode.CERTIFICATE,
+        )
+    text = _server_text(exc)
+    if isinstance(exc, imaplib.IMAP4.abort | OSError | EOFError):
+        # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
+        refused = isinstance(exc, ConnectionRefusedError)
+        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
+        return TransientError(f"{what}: connection lost: {text}", code=code)
+    if not isinstance(exc, imaplib.IMAP4.error):
+        raise exc  # not imaplib's: nothing to translate
+    kind, code = _RESPONSE_CODES.get(response_code(text) or "", (PermanentError, ErrorCode.REFUSED))
+    if kind is TransientError:
+        return TransientError(f"{what}: server busy: {text}", code=code)
+    if login is not None or isinstance(exc, LoginError):
+        who = f"login {login} refused" if login else "login refused"
+        if kind is not LoginFailed:
+            code = ErrorCode.AUTHENTICATIONFAILED
+        return LoginFailed(f"{what}: {who}: {text}", code=code)
+    if kind is QuotaExceeded:
+        return QuotaExceeded(f"{what}: target is over quota: {text}", code=code)
+    return PermanentError(f"{what}: {text}", code=code)
 
 
 @contextlib.contextmanager
-def imap_errors(what: str) -> Iterator[None]:
-    """Translate imapclient/imaplib/socket errors raised inside into migrator errors.
-
-    `what` names the mailbox/folder/message, so the error is useful on its own.  The
-    server's words are kept; the command (which may hold a password) never is.
-    """
+def imap_errors(what: str, *, login: str | None = None) -> Iterator[None]:
+    """Translate imapclient/imaplib/socket errors raised inside into migrator errors
+    (imap_error); with `login`, errors of a login, whose chain is dropped: a library may
+    quote the command it failed on, password and all."""
     try:
         yield
-    except (PermanentError, TransientError):
-        raise
-    except LoginError as exc:
-        raise LoginFailed(f"{what}: login refused: {_server_text(exc)}") from None
-    except ssl.SSLCertVerificationError as exc:
-        # Retrying cannot make an untrusted certificate trusted.
-        raise PermanentError(
-            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
-            "give --ca-file, or --insecure to skip the check"
-        ) from None
-    except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as exc:
-        # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
-        raise TransientError(f"{what}: connection lost: {_server_text(exc)}") from exc
-    except (IMAPClientError, imaplib.IMAP4.error) as exc:
-        text = _server_text(exc)
-        if "[OVERQUOTA]" in text.upper():
-            raise QuotaExceeded(f"{what}: target is over quota: {text}") from exc
-        if any(code in text.upper() for code in _TRANSIENT_CODES):
-            raise TransientError(f"{what}: server busy: {text}") from exc
-        raise PermanentError(f"{what}: {text}") from exc
+    except (imaplib.IMAP4.error, OSError, EOFError) as exc:
+        error = imap_error(exc, what, login=login)
+        hide = login is not None or isinstance(error, LoginFailed)
+        if hide or error.code is ErrorCode.CERTIFICATE:
+            raise error from None
+        raise error from exc
 
 
 def as_text(value: object) -> str:
@@ -114,7 +162,8 @@ def connect(
                 elif not options.allow_plaintext:
                     raise PermanentError(
                         f"{what} ({server}): server offers no STARTTLS; "
-                        "use imaps:// or allow plaintext explicitly"
+                        "use imaps:// or allow plaintext explicitly",
+                        code=ErrorCode.NOTLS,
                     )
             _login(client, credentials, f"{what} ({server})")
         except BaseException:
@@ -130,7 +179,8 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
     password included, in its error)."""
     login, authzid = credentials.login, credentials.authzid
     password = credentials.password.reveal()
-    try:
+    who = login + (f" as {authzid}" if authzid else "")
+    with imap_errors(where, login=who):
         ascii_only = (login + password).isascii()
         if authzid or (not ascii_only and client.has_capability("AUTH=PLAIN")):
             # RFC 4616 SASL PLAIN, in UTF-8: with an authorization identity, authenticate
@@ -141,9 +191,6 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
             client.login(login, password)
         else:
             _login_with_literals(client, login, password)
-    except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
-        who = login + (f" as {authzid}" if authzid else "")
-        raise LoginFailed(f"{where}: login {who} refused: {_server_text(exc)}") from None
 
 
 def _login_with_literals(client: IMAPClient, login: str, password: str) -> None:

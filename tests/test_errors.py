@@ -4,9 +4,11 @@ branch on the code, so these tables are what every decision downstream rests on.
 
 from __future__ import annotations
 
+import imaplib
 import ssl
 
 import pytest
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from migrator.errors import (
     BadBatchRow,
@@ -23,6 +25,7 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
+from migrator.imapconn import imap_error, imap_errors, response_code
 
 WHAT = "target mailbox a@example.test"
 
@@ -61,3 +64,89 @@ def test_a_code_given_overrides_the_class_code_and_leaves_the_message_alone() ->
     assert error.code is ErrorCode.LIMIT and MessageRefused("x").code is ErrorCode.REFUSED
     assert str(error) == "folder 'INBOX': [LIMIT] too big"
     assert error.args == ("folder 'INBOX': [LIMIT] too big",)
+
+
+# -- IMAP: imapclient, imaplib, socket ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("[OVERQUOTA] Quota exceeded", "OVERQUOTA"),
+        ("append failed: [OVERQUOTA] Quota exceeded (mailbox for user is full)", "OVERQUOTA"),
+        ("b'SETQUOTA' failed: [LIMIT] Too many", "LIMIT"),
+        ("select failed: [NONEXISTENT] Mailbox doesn't exist: x", "NONEXISTENT"),
+        ("APPEND command error: BAD [b'[LIMIT] Line too long']", "LIMIT"),
+        ("login failed: [authenticationfailed] lower case", "AUTHENTICATIONFAILED"),
+        ("[BADCHARSET (UTF-8)] Unsupported charset", "BADCHARSET"),
+        ("append failed: Mail rejected", None),
+        # A word in brackets later in the text is the server's prose, not its code.
+        ("select failed: Mailbox doesn't exist: [OVERQUOTA]", None),
+        ("create failed: Invalid name [INUSE]", None),
+        ("", None),
+    ],
+)
+def test_response_code_is_read_where_the_server_puts_it(text: str, code: str | None) -> None:
+    assert response_code(text) == code
+
+
+@pytest.mark.parametrize(
+    ("raised", "login", "kind", "code"),
+    [
+        (LoginError("b'[AUTHENTICATIONFAILED] Authentication failed.'"), None,
+         LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        (LoginError("b'[AUTHORIZATIONFAILED] Not allowed'"), None,
+         LoginFailed, ErrorCode.AUTHORIZATIONFAILED),
+        (IMAPClientError("login failed: Bad password"), "u",
+         LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        (IMAPClientError("[OVERQUOTA] odd at login"), "u",
+         LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        # RFC 5530: the authentication backend is down, not the password wrong.
+        (LoginError("b'[UNAVAILABLE] Temporary authentication failure.'"), "u",
+         TransientError, ErrorCode.UNAVAILABLE),
+        (IMAPClientError("append failed: [OVERQUOTA] Quota exceeded"), None,
+         QuotaExceeded, ErrorCode.OVERQUOTA),
+        (IMAPClientError("append failed: [LIMIT] Mail size is larger"), None,
+         TransientError, ErrorCode.LIMIT),
+        (imaplib.IMAP4.error("SELECT failed: [UNAVAILABLE] Backend down"), None,
+         TransientError, ErrorCode.UNAVAILABLE),
+        (imaplib.IMAP4.error("[INUSE] Mailbox locked"), None, TransientError, ErrorCode.INUSE),
+        (IMAPClientError("fetch failed: [SERVERBUG] Internal error"), None,
+         TransientError, ErrorCode.SERVERBUG),
+        (IMAPClientError("create failed: [ALREADYEXISTS] Mailbox already exists"), None,
+         PermanentError, ErrorCode.ALREADYEXISTS),
+        (IMAPClientError("select failed: [NONEXISTENT] Mailbox doesn't exist: x"), None,
+         PermanentError, ErrorCode.NONEXISTENT),
+        (IMAPClientError("append failed: [TRYCREATE] Mailbox doesn't exist: x"), None,
+         PermanentError, ErrorCode.NONEXISTENT),
+        (IMAPClientError("append failed: [CANNOT] Invalid"), None,
+         PermanentError, ErrorCode.REFUSED),
+        (IMAPClientError("select failed: Mailbox doesn't exist: [OVERQUOTA]"), None,
+         PermanentError, ErrorCode.REFUSED),
+        (imaplib.IMAP4.abort("socket error: EOF"), None, TransientError, ErrorCode.CONNECTION),
+        (IMAPClientAbortError("command: FETCH => Server shutting down"), None,
+         TransientError, ErrorCode.CONNECTION),
+        (TimeoutError("The read operation timed out"), None,
+         TransientError, ErrorCode.CONNECTION),
+        (ConnectionResetError(104, "Connection reset by peer"), None,
+         TransientError, ErrorCode.CONNECTION),
+        (ConnectionRefusedError(111, "Connection refused"), None,
+         TransientError, ErrorCode.CONNREFUSED),
+        (_untrusted(), None, PermanentError, ErrorCode.CERTIFICATE),
+    ],
+)  # fmt: skip
+def test_imap_errors_become_ours_with_the_servers_code(
+    raised: BaseException, login: str | None, kind: type[MigrationError], code: ErrorCode
+) -> None:
+    error = imap_error(raised, WHAT, login=login)
+    assert (type(error), error.code) == (kind, code)
+    assert str(error).startswith(f"{WHAT}: ")
+
+
+def test_a_refused_login_names_who_and_drops_the_librarys_chain() -> None:
+    with pytest.raises(LoginFailed) as refused, imap_errors(WHAT, login="admin as user"):
+        raise LoginError("b'[AUTHENTICATIONFAILED] Authentication failed.'")
+    assert str(refused.value) == (
+        f"{WHAT}: login admin as user refused: [AUTHENTICATIONFAILED] Authentication failed."
+    )
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__

@@ -10,7 +10,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from migrator.batch import MailboxJob
-from migrator.errors import FolderRefused, PermanentError, TransientError
+from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
 from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
 from migrator.listing import FIELDS_ITEM, LISTING_ITEMS
@@ -62,7 +62,10 @@ class ImapSource:
             special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
             folders.append(SourceFolder(name=name, path=path, special_use=special))
         if root and not folders:
-            raise FolderRefused(f"{self._what}: root folder {root!r} not found or empty of folders")
+            raise FolderRefused(
+                f"{self._what}: root folder {root!r} not found or empty of folders",
+                code=ErrorCode.NONEXISTENT,
+            )
         return folders
 
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
@@ -178,11 +181,13 @@ class ImapSource:
     # -- helpers -----------------------------------------------------------------------
 
     def _select(self, name: str) -> dict[bytes, Any]:
-        with imap_errors(f"{self._what}, folder {name!r}"):
-            try:
+        try:
+            with imap_errors(f"{self._what}, folder {name!r}"):
                 info: dict[bytes, Any] = self._client.select_folder(name, readonly=True)
-            except PermanentError as exc:
-                raise FolderRefused(str(exc)) from exc
+        except PermanentError as exc:
+            if type(exc) is not PermanentError:
+                raise
+            raise FolderRefused(str(exc), code=exc.code) from exc
         self._selected = name
         return info
 

@@ -13,6 +13,7 @@ from imapclient.datetime_util import datetime_to_INTERNALDATE
 from migrator import imapwire
 from migrator.batch import Credentials, ServerAddress
 from migrator.errors import (
+    ErrorCode,
     FolderRefused,
     MessageRefused,
     PermanentError,
@@ -106,8 +107,8 @@ class ImapTarget:
                 self._client.create_folder(name)
         except PermanentError as exc:
             # RFC 5530 [ALREADYEXISTS]: made by an earlier pass or a parallel one.
-            if "ALREADYEXISTS" not in str(exc).upper():
-                raise FolderRefused(f"{what}: cannot create: {exc}") from exc
+            if exc.code is not ErrorCode.ALREADYEXISTS:
+                raise FolderRefused(f"{what}: cannot create: {exc}", code=exc.code) from exc
         with imap_errors(what):
             self._client.subscribe_folder(name)
         self._existing.add(name)
@@ -246,13 +247,13 @@ class ImapTarget:
             # A plain NO to APPEND is about this message (size, content); quota and
             # login errors keep their own kind.
             if type(exc) is PermanentError:
-                raise MessageRefused(str(exc)) from exc
+                raise MessageRefused(str(exc), code=exc.code) from exc
             raise
         except TransientError as exc:
             # RFC 5530 [LIMIT] to an APPEND is this message past a server limit (Dovecot's
             # quota_max_mail_size); every retry would meet it again.
-            if "[LIMIT]" in str(exc).upper():
-                raise MessageRefused(str(exc)) from exc
+            if exc.code is ErrorCode.LIMIT:
+                raise MessageRefused(str(exc), code=exc.code) from exc
             raise
 
     def session(self) -> ImapTarget:
