@@ -5,6 +5,7 @@ branch on the code, so these tables are what every decision downstream rests on.
 from __future__ import annotations
 
 import imaplib
+import poplib
 import ssl
 
 import pytest
@@ -26,6 +27,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.imapconn import imap_error, imap_errors, response_code
+from migrator.sources.pop3 import pop_error
 
 WHAT = "target mailbox a@example.test"
 
@@ -150,3 +152,39 @@ def test_a_refused_login_names_who_and_drops_the_librarys_chain() -> None:
         f"{WHAT}: login admin as user refused: [AUTHENTICATIONFAILED] Authentication failed."
     )
     assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+# -- POP3: poplib, socket -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "login", "kind", "code"),
+    [
+        (poplib.error_proto(b"-ERR [AUTH] Authentication failed"), "u",
+         LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        (poplib.error_proto(b"-ERR Bad login"), "u", LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        # RFC 2449: another session holds the maildrop; the password is not wrong.
+        (poplib.error_proto(b"-ERR [IN-USE] Mailbox locked"), "u",
+         TransientError, ErrorCode.INUSE),
+        (poplib.error_proto(b"-ERR [LOGIN-DELAY] Wait 60 s"), "u",
+         TransientError, ErrorCode.THROTTLED),
+        (poplib.error_proto(b"-ERR [SYS/TEMP] Try later"), None,
+         TransientError, ErrorCode.UNAVAILABLE),
+        (poplib.error_proto(b"-ERR [SYS/PERM] Gone for good"), None,
+         PermanentError, ErrorCode.REFUSED),
+        (poplib.error_proto(b"-ERR no such message"), None, PermanentError, ErrorCode.REFUSED),
+        (poplib.error_proto(b"-ERR no such message [IN-USE]"), None,
+         PermanentError, ErrorCode.REFUSED),
+        (poplib.error_proto("-ERR EOF"), None, TransientError, ErrorCode.CONNECTION),
+        (poplib.error_proto("-ERR EOF"), "u", TransientError, ErrorCode.CONNECTION),
+        (ConnectionResetError(104, "reset"), "u", TransientError, ErrorCode.CONNECTION),
+        (ConnectionRefusedError(111, "refused"), None, TransientError, ErrorCode.CONNREFUSED),
+        (_untrusted(), None, PermanentError, ErrorCode.CERTIFICATE),
+    ],
+)  # fmt: skip
+def test_pop3_errors_become_ours_with_the_servers_code(
+    raised: BaseException, login: str | None, kind: type[MigrationError], code: ErrorCode
+) -> None:
+    error = pop_error(raised, WHAT, login=login)
+    assert (type(error), error.code) == (kind, code)
+    assert str(error).startswith(f"{WHAT}: ")
