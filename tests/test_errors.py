@@ -9,6 +9,8 @@ import poplib
 import ssl
 
 import pytest
+import requests
+from exchangelib import errors as ews
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from migrator.errors import (
@@ -26,6 +28,7 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
+from migrator.ewsaccount import translate
 from migrator.imapconn import imap_error, imap_errors, response_code
 from migrator.sources.pop3 import pop_error
 
@@ -186,5 +189,40 @@ def test_pop3_errors_become_ours_with_the_servers_code(
     raised: BaseException, login: str | None, kind: type[MigrationError], code: ErrorCode
 ) -> None:
     error = pop_error(raised, WHAT, login=login)
+    assert (type(error), error.code) == (kind, code)
+    assert str(error).startswith(f"{WHAT}: ")
+
+
+# -- EWS: exchangelib, requests -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind", "code"),
+    [
+        (ews.UnauthorizedError("401"), LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        (ews.ErrorQuotaExceeded("full"), QuotaExceeded, ErrorCode.OVERQUOTA),
+        (ews.ErrorMessageSizeExceeded("big"), MessageRefused, ErrorCode.LIMIT),
+        (ews.ErrorItemCorrupt("bad"), MessageRefused, ErrorCode.REFUSED),
+        (ews.ErrorNonExistentMailbox("who"), MailboxNotReady, ErrorCode.NOTREADY),
+        (ews.ErrorImpersonateUserDenied("no"), MailboxNotReady, ErrorCode.AUTHORIZATIONFAILED),
+        (ews.ErrorAccessDenied("no"), MailboxNotReady, ErrorCode.AUTHORIZATIONFAILED),
+        (ews.ErrorFolderExists("made"), FolderRefused, ErrorCode.ALREADYEXISTS),
+        (ews.ErrorFolderNotFound("gone"), FolderRefused, ErrorCode.NONEXISTENT),
+        (ews.ErrorServerBusy("busy", back_off=1), TransientError, ErrorCode.THROTTLED),
+        (ews.ErrorTimeoutExpired("slow"), TransientError, ErrorCode.UNAVAILABLE),
+        (ews.ErrorMailboxStoreUnavailable("down"), TransientError, ErrorCode.UNAVAILABLE),
+        (ews.TransportError("reset"), TransientError, ErrorCode.CONNECTION),
+        (requests.ConnectionError("reset"), TransientError, ErrorCode.CONNECTION),
+        (ConnectionRefusedError(111, "refused"), TransientError, ErrorCode.CONNREFUSED),
+        (ews.TransportError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                            "self-signed certificate (_ssl.c:1006)"),
+         PermanentError, ErrorCode.CERTIFICATE),
+        (ews.ErrorInvalidRequest("bad"), PermanentError, ErrorCode.REFUSED),
+    ],
+)  # fmt: skip
+def test_exchangelib_errors_become_ours_with_a_code(
+    raised: Exception, kind: type[MigrationError], code: ErrorCode
+) -> None:
+    error = translate(raised, WHAT)
     assert (type(error), error.code) == (kind, code)
     assert str(error).startswith(f"{WHAT}: ")

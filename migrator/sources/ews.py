@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrator.batch import MailboxJob
-from migrator.errors import FolderRefused, PermanentError, QuotaExceeded, TransientError
+from migrator.errors import (
+    ErrorCode,
+    FolderRefused,
+    PermanentError,
+    QuotaExceeded,
+    TransientError,
+)
 from migrator.ews import EwsSettings, source_endpoint
 from migrator.ewsaccount import ews_call, open_account
 from migrator.ewsprops import (
@@ -114,7 +120,10 @@ class EwsSource:
                 SourceFolder(name=name, path=path, special_use=frozenset({flag} if flag else ()))
             )
         if root and not folders:
-            raise FolderRefused(f"{self._what}: root folder {'/'.join(root)!r} not found")
+            raise FolderRefused(
+                f"{self._what}: root folder {'/'.join(root)!r} not found",
+                code=ErrorCode.NONEXISTENT,
+            )
         return folders
 
     def _special_ids(self) -> dict[str, str]:
