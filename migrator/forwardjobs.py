@@ -16,7 +16,7 @@ from typing import Any
 
 from migrator import payload as payloads
 from migrator.batch import MailboxJob, ServerAddress
-from migrator.errors import MigrationError, TransientError
+from migrator.errors import ErrorCode, MigrationError, TransientError
 from migrator.ews import EwsSettings
 from migrator.ewsrules import EwsInboxRules
 from migrator.forwarding import (
@@ -208,7 +208,7 @@ def _sieve_session(job: MailboxJob, port: int, connect: ConnectOptions) -> Any:
             what=what,
         )
     except TransientError as exc:
-        if isinstance(exc.__cause__, ConnectionRefusedError):
+        if exc.code is ErrorCode.CONNREFUSED:
             yield None
             return
         raise

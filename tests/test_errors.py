@@ -30,6 +30,7 @@ from migrator.errors import (
 )
 from migrator.ewsaccount import translate
 from migrator.imapconn import imap_error, imap_errors, response_code
+from migrator.managesieve import Response, sieve_error
 from migrator.sources.pop3 import pop_error
 
 WHAT = "target mailbox a@example.test"
@@ -226,3 +227,51 @@ def test_exchangelib_errors_become_ours_with_a_code(
     error = translate(raised, WHAT)
     assert (type(error), error.code) == (kind, code)
     assert str(error).startswith(f"{WHAT}: ")
+
+
+# -- ManageSieve: our client's socket errors and the server's NO and BYE ----------------------
+
+
+@pytest.mark.parametrize(
+    ("cause", "login", "kind", "code"),
+    [
+        (Response("NO", "TRYLATER", "Maintenance"), None, TransientError, ErrorCode.UNAVAILABLE),
+        (Response("NO", "TRYLATER", "Backend down"), "u", TransientError, ErrorCode.UNAVAILABLE),
+        (Response("BYE", "", "Too many connections"), None, TransientError, ErrorCode.CONNECTION),
+        (Response("BYE", "", "Shutting down"), "u", TransientError, ErrorCode.CONNECTION),
+        (Response("NO", "QUOTA/MAXSIZE", "Script too big"), None,
+         PermanentError, ErrorCode.OVERQUOTA),
+        (Response("NO", "NONEXISTENT", "No such script"), None,
+         PermanentError, ErrorCode.NONEXISTENT),
+        (Response("NO", "ALREADYEXISTS", "Exists"), None, PermanentError, ErrorCode.ALREADYEXISTS),
+        (Response("NO", "", "line 3: error: unknown command"), None,
+         PermanentError, ErrorCode.REFUSED),
+        (Response("NO", "", "Authentication failed"), "u",
+         LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        (Response("NO", "AUTH-TOO-WEAK", "Use TLS"), "u",
+         LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+        (ConnectionRefusedError(111, "Connection refused"), None,
+         TransientError, ErrorCode.CONNREFUSED),
+        (EOFError("the server closed the connection"), None,
+         TransientError, ErrorCode.CONNECTION),
+        (TimeoutError("timed out"), None, TransientError, ErrorCode.CONNECTION),
+        (_untrusted(), None, PermanentError, ErrorCode.CERTIFICATE),
+    ],
+)  # fmt: skip
+def test_managesieve_answers_and_socket_errors_become_ours_with_a_code(
+    cause: BaseException | Response,
+    login: str | None,
+    kind: type[MigrationError],
+    code: ErrorCode,
+) -> None:
+    error = sieve_error(cause, WHAT, "PUTSCRIPT", login=login)
+    assert (type(error), error.code) == (kind, code)
+    assert str(error).startswith(f"{WHAT}: ")
+
+
+def test_an_error_that_is_ours_already_passes_through_untouched() -> None:
+    ours = QuotaExceeded("budget spent")
+    assert imap_error(ours, WHAT) is ours
+    assert pop_error(ours, WHAT) is ours
+    assert translate(ours, WHAT) is ours
+    assert sieve_error(ours, WHAT) is ours
