@@ -1,20 +1,20 @@
-"""The one exception hierarchy of migrator, with each class's own code.
+"""The one exception hierarchy of migrator.
 
     MigrationError
-    ├── ConfigError        CONFIG           bad command-line options, missing secret key, ...
-    ├── BatchError         BATCH            a batch or quota CSV that cannot be read at all
-    │   └── BadBatchRow                     one row is wrong (carries line and column)
-    ├── FolderMapError     FOLDERMAP        foldermap.xml invalid or hostile (carries line)
-    ├── LockLost           LOCKLOST         another worker took the mailbox over; this one stops
-    ├── TransientError     TRANSIENT        worth retrying: reset, timeout, BYE, throttling
-    └── PermanentError     REFUSED          retrying will not help; fails one mailbox
-        ├── LoginFailed    AUTHENTICATIONFAILED
-        ├── FolderRefused                   a folder cannot be listed or made; at the target,
-        │                                   only that folder's mail is skipped
-        ├── MessageRefused                  the target refused one message; it is skipped
-        ├── QuotaExceeded  OVERQUOTA        the target is full; the mailbox is quota_stopped
-        ├── MailboxNotReady NOTREADY        the target mailbox cannot be opened
-        └── PayloadTampered TAMPERED        a sealed secret does not open for what the job now says
+    ├── ConfigError                 bad command-line options, missing secret key, ...
+    ├── BatchError                  a batch or quota CSV that cannot be read at all
+    │   └── BadBatchRow             one row is wrong (carries line and column)
+    ├── FolderMapError              foldermap.xml invalid or hostile (carries line)
+    ├── LockLost                    another worker took the mailbox over; this one stops
+    ├── TransientError              worth retrying: reset, timeout, BYE, throttling
+    └── PermanentError              retrying will not help; fails one mailbox
+        ├── LoginFailed
+        ├── FolderRefused           a folder cannot be listed or made; at the target, only
+        │                           that folder's mail is skipped
+        ├── MessageRefused          the target refused one message; it is skipped
+        ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
+        ├── MailboxNotReady         the target mailbox cannot be opened
+        └── PayloadTampered         a sealed secret does not open for what the job now says
 
 Each error says what it is about (mailbox, folder, CSV line) in its message, so a
 log line or status row is useful on its own.  No error message ever carries a
@@ -23,7 +23,9 @@ password: adapters build messages from server responses, never from commands.
 Each error also carries a `code` (an ErrorCode), set where a library's error becomes
 ours: one function per library (imapconn.imap_error, pop3.pop_error, ewsaccount.translate,
 managesieve.sieve_error) reads the server's response code there.  Everyone else decides
-by class and code, never by the message text.
+by class and code, never by the message text.  Without a code given, an error has its
+class's: CONFIG, BATCH, FOLDERMAP, LOCKLOST, TRANSIENT, REFUSED (PermanentError,
+FolderRefused, MessageRefused), AUTHENTICATIONFAILED, OVERQUOTA, NOTREADY, TAMPERED.
 """
 
 from __future__ import annotations

@@ -117,6 +117,15 @@ def _message(n: int) -> bytes:
     ).encode()
 
 
+def test_imapclient_keeps_its_imaplib_session_as__imap_in_the_state_login_sets(
+    client: IMAPClient,
+) -> None:
+    # Every imapwire function reaches the imaplib session through `_imap`; login_literal
+    # sets by hand the state imaplib's own login() leaves it in.
+    assert isinstance(client._imap, imaplib.IMAP4)
+    assert client._imap.state == "AUTH"
+
+
 def test_quiet_stops_imaplib_logging_each_line(
     client: IMAPClient, caplog: pytest.LogCaptureFixture
 ) -> None:
