@@ -14,7 +14,9 @@
         ├── MessageRefused          the target refused one message; it is skipped
         ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
         ├── MailboxNotReady         the target mailbox cannot be opened
-        └── PayloadTampered         a sealed secret does not open for what the job now says
+        ├── PayloadTampered         a sealed secret does not open for what the job now says
+        ├── SourceNotFound          a local source (Maildir, mbox) is not where the row says
+        └── PathOutsideRoot         a local source's path leads outside --source-root
 
 Each error says what it is about (mailbox, folder, CSV line) in its message, so a
 log line or status row is useful on its own.  No error message ever carries a
@@ -97,3 +99,16 @@ class PayloadTampered(PermanentError):
     the key).  The mailbox fails before anything is sent to any server."""
 
     code = "TAMPERED"
+
+
+class SourceNotFound(PermanentError):
+    """A local source (a Maildir or mbox path below --source-root) does not exist."""
+
+    code = "NONEXISTENT"  # RFC 5530
+
+
+class PathOutsideRoot(PermanentError):
+    """A local source's path is absolute, or leads (through `..` or a symbolic link)
+    outside the directory the operator allowed with --source-root: nothing is read."""
+
+    code = "NOPERM"  # RFC 5530
