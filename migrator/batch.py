@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from migrator.connectors.local.paths import LOCAL_KINDS, relative_path
 from migrator.csvtable import CONTROL, FORMULA_START, Row, open_table, read_text
 from migrator.errors import BadBatchRow, BatchError
 from migrator.secrets import Secret
@@ -49,9 +50,11 @@ class ServerAddress:
     host: str  # an IPv6 address is kept without its brackets
     port: int
     tls: TlsMode
-    protocol: str = "imap"  # "imap" or "pop3"
+    protocol: str = "imap"  # "imap", "pop3", "ews"; "maildir" or "mbox": host is a path
 
     def __str__(self) -> str:
+        if self.protocol in LOCAL_KINDS:  # local source (connectors/local): port, tls unused
+            return f"file://{self.host}"
         scheme = self.protocol + ("s" if self.tls is TlsMode.IMPLICIT else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
@@ -150,6 +153,8 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
     and pop3s:// mean implicit TLS (993, 995).  Raises ValueError with a message fit
     for a person who typed the cell.
     """
+    if protocol in LOCAL_KINDS:  # local source (connectors/local): a path below --source-root
+        return ServerAddress(relative_path(text), 0, TlsMode.IMPLICIT, protocol=protocol)
     schemes = _SCHEMES.get(protocol)
     if schemes is None:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(_SCHEMES)}")
@@ -352,14 +357,18 @@ def parse_batch(
     CSV, or if `method` needs an admin login and `admin` is None.
     """
     method = AccessMethod(method)
+    local = protocol in LOCAL_KINDS  # local source (connectors/local): no login, no password
+    if local and method is not AccessMethod.INDIVIDUAL:
+        raise BatchError(f"a {protocol} source is files, with no login: use --method individual")
     if method in _ADMIN_METHODS:
         _require_admin(method, admin)
     if method is AccessMethod.COMBINED:
         _check_template(combined_template)
-    if protocol not in _SCHEMES:
+    if protocol not in _SCHEMES and not local:
         raise ValueError(f"unknown protocol {protocol!r}")
-    columns, width, rows = open_table(text, BATCH_COLUMNS, BATCH_REQUIRED)
-    needed = METHOD_COLUMNS.get(method, ())
+    required = (SOURCE_IDENTITY, SOURCE_SERVER) if local else BATCH_REQUIRED
+    columns, width, rows = open_table(text, BATCH_COLUMNS, required)
+    needed = () if local else METHOD_COLUMNS.get(method, ())
     for name in needed:
         if name not in columns:
             raise BatchError(f"the header has no column {name}, which {method.value} needs")
@@ -394,7 +403,7 @@ def parse_batch(
                 server = _parse_server_cached(server_text, protocol=protocol)
             except ValueError as exc:
                 row.report(SOURCE_SERVER, str(exc))
-        login = row.required(SOURCE_LOGIN_ID)
+        login = row.get(SOURCE_LOGIN_ID) if local else row.required(SOURCE_LOGIN_ID)
         password = row.get(SOURCE_PASSWORD)
         for name in needed:
             row.required(name, needed_why)
@@ -412,7 +421,11 @@ def parse_batch(
             source_root_folder=row.get(SOURCE_ROOT_FOLDER) or None,
         )
         try:
-            credentials = resolve_credentials(batch_row, method, admin, combined_template)
+            credentials = (
+                Credentials(login=login, password=Secret(""))
+                if local
+                else resolve_credentials(batch_row, method, admin, combined_template)
+            )
         except BadBatchRow as exc:
             problems.append(exc)
             continue

@@ -28,6 +28,9 @@ from migrator.batch import (
     parse_server,
     read_batch_file,
 )
+from migrator.connectors.local.enqueue import resolve_batch, source_root
+from migrator.connectors.local.paths import LOCAL_KINDS
+from migrator.connectors.local.settings import LocalSettings, MboxFormat
 from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.display import result_table, status_json, status_table, watch
 from migrator.errors import ConfigError, MigrationError
@@ -66,8 +69,14 @@ TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
-# --source-type -> SourceServer scheme
-SOURCE_PROTOCOLS = {"imap": "imap", "pop": "pop3", "ews": "ews"}
+# --source-type -> SourceServer scheme (maildir, mbox: a path below --source-root)
+SOURCE_PROTOCOLS = {
+    "imap": "imap",
+    "pop": "pop3",
+    "ews": "ews",
+    "maildir": "maildir",
+    "mbox": "mbox",
+}
 
 # soft_wrap: one problem stays one line when piped into grep or a script.
 console = Console(soft_wrap=True)
@@ -160,7 +169,22 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
         "--source-type",
         choices=sorted(SOURCE_PROTOCOLS),
         default="imap",
-        help="what the source servers speak (SourceServer pop3s://host for POP3 over TLS)",
+        help="what the source servers speak (SourceServer pop3s://host for POP3 over TLS); "
+        "maildir, mbox: SourceServer is a path below --source-root",
+    )
+    # Local sources (connectors/local).
+    p.add_argument(
+        "--source-root",
+        metavar="DIR",
+        help="maildir, mbox: the directory every SourceServer path lies below (nothing "
+        "outside it is read)",
+    )
+    p.add_argument(
+        "--mbox-format",
+        choices=[f.value for f in MboxFormat],
+        default=MboxFormat.MBOXRD.value,
+        help="mbox: how body lines starting with 'From ' were escaped (default mboxrd; "
+        "mboxo also turns a body line '>From ' into 'From ')",
     )
     p.add_argument("--admin", help="source admin login (combined, rootfolder, proxyauth)")
     p.add_argument(
@@ -294,13 +318,31 @@ def _read_batch(args: argparse.Namespace) -> BatchResult:
                 f"use --admin-password-file or ${ADMIN_PASSWORD_ENV}"
             )
         admin = AdminLogin(args.admin, password)
-    return read_batch_file(
+    result = read_batch_file(
         args.batch_csv,
         AccessMethod(args.method),
         admin=admin,
         combined_template=args.combined_template,
         protocol=SOURCE_PROTOCOLS[args.source_type],
     )
+    if args.source_type in LOCAL_KINDS:  # each row's path resolved below the root
+        return resolve_batch(result, source_root(args.source_root, args.source_type))
+    if args.source_root:
+        raise ConfigError("--source-root is for --source-type maildir or mbox")
+    return result
+
+
+def _local_settings(args: argparse.Namespace) -> LocalSettings | None:
+    """A local source's root and format, for the payloads (connectors/local)."""
+    if args.source_type not in LOCAL_KINDS:
+        return None
+    if args.forward_after_copy:
+        raise ConfigError(
+            f"--forward-after-copy: a {args.source_type} source is files that receive no "
+            "mail; there is nothing to forward from"
+        )
+    root = source_root(args.source_root, args.source_type)
+    return LocalSettings(root=root, mbox_format=MboxFormat(args.mbox_format))
 
 
 def _print_problems(result: BatchResult, path: Path) -> None:
@@ -392,6 +434,7 @@ def _prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, s
         sieve_port=args.sieve_port,
         late_commit_grace=args.late_commit_grace,
         connections_per_mailbox=args.connections_per_mailbox,
+        source_local=_local_settings(args),
     )
     batch_id = args.batch_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     rewrite = _rewrite_maps(args, result.jobs)

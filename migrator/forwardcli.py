@@ -21,6 +21,7 @@ from rich.table import Table
 
 import migrator.cli as base
 from migrator.argtypes import TIMEOUT, WAIT, WORKERS
+from migrator.connectors.local.paths import LOCAL_KINDS
 from migrator.errors import ConfigError
 from migrator.ews import source_settings as ews_source_settings
 from migrator.forwarding import ForwardAction, ForwardState
@@ -78,6 +79,11 @@ def add_forwarding_commands(sub: Any) -> None:
 
 def cmd_forwarding(args: argparse.Namespace) -> int:
     action = ForwardAction(args.action)
+    if args.source_type in LOCAL_KINDS:
+        raise ConfigError(
+            f"a {args.source_type} source is files that receive no mail: there is no "
+            "forwarding to set, remove or check"
+        )
     result = base._read_batch(args)
     if result.problems:
         base._print_problems(result, args.batch_csv)

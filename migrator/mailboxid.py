@@ -18,6 +18,7 @@ import socket
 import urllib.parse
 
 from migrator.batch import MailboxJob, ServerAddress, TlsMode
+from migrator.connectors.local.paths import LOCAL_KINDS
 
 LOOPBACK = "localhost"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -43,7 +44,10 @@ def canonical_host(host: str) -> str:
 
 
 def server_id(server: ServerAddress) -> str:
-    """scheme://host:port with the canonical host and the port always written."""
+    """scheme://host:port with the canonical host and the port always written; a local
+    source (Maildir, mbox) is file:// and its real path, resolved when it was enqueued."""
+    if server.protocol in LOCAL_KINDS:
+        return f"file://{server.host}"
     scheme = server.protocol + ("s" if server.tls is TlsMode.IMPLICIT else "")
     host = canonical_host(server.host)
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{server.port}"
@@ -61,7 +65,10 @@ def canonical_url(url: str) -> str:
 
 def source_mailbox(job: MailboxJob) -> str:
     """The source mailbox: its server and the user the login opens (the authorization
-    identity of a SASL PLAIN proxy login, else the login), and the root folder read."""
+    identity of a SASL PLAIN proxy login, else the login), and the root folder read; a
+    local source is its path alone (it has no login)."""
+    if job.source_server.protocol in LOCAL_KINDS:
+        return server_id(job.source_server)
     credentials = job.source_credentials
     user = (credentials.authzid or credentials.login).strip().lower()
     root = (job.source_root_folder or "").strip("/")

@@ -39,8 +39,17 @@ class _Side:
     connect: ConnectOptions
     ews: EwsSettings | None
     sieve_port: int | None  # where forwarding logs in with the source password
+    # A local source (connectors/local): the --source-root its path must stay below, and
+    # its mbox format.  Bound only where present, so other payloads' seals do not change.
+    local: Mapping[str, str] | None = None
 
     def bound_to(self, secret: str) -> dict[str, object]:
+        bound = self._bound_to(secret)
+        if self.local is not None:
+            bound["local"] = dict(self.local)
+        return bound
+
+    def _bound_to(self, secret: str) -> dict[str, object]:
         ews = self.ews
         return {
             "for": f"{self.side} {secret}",
@@ -90,8 +99,11 @@ def source_json(
     ews: EwsSettings | None,
     connect: ConnectOptions,
     sieve_port: int,
+    local: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The source side of a job: where, how to log in (sealed), which mailbox."""
+    """The source side of a job: where, how to log in (sealed), which mailbox; for a
+    local source (`local`: LocalSettings.to_json), the root and format, bound to the seal
+    of its (empty) password like the path itself, so neither changes in Redis unseen."""
     credentials = job.source_credentials
     side = _Side(
         SOURCE,
@@ -104,6 +116,7 @@ def source_json(
         connect,
         ews,
         sieve_port or DEFAULT_SIEVE_PORT,
+        local,
     )
     source: dict[str, Any] = {
         "kind": kind,
@@ -114,6 +127,8 @@ def source_json(
     }
     if ews is not None:
         source["ews"] = _ews_json(ews, box, side)
+    if local is not None:
+        source["local"] = dict(local)
     return source
 
 
@@ -265,6 +280,7 @@ def _source(payload: Mapping[str, Any]) -> _Side:
         connect,
         _ews(src, connect),
         sieve_port(opts),
+        src.get("local"),
     )
 
 

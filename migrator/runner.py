@@ -33,6 +33,9 @@ from migrator.batch import (
     ServerAddress,
     combine_login,
 )
+from migrator.connectors.local.paths import LOCAL_KINDS
+from migrator.connectors.local.settings import LocalSettings
+from migrator.connectors.local.source import open_local_source
 from migrator.copier import (
     CONNECTIONS_PER_MAILBOX,
     LATE_COMMIT_GRACE,
@@ -88,7 +91,7 @@ class TargetSpec:
 @dataclass(frozen=True)
 class RunOptions:
     target: TargetSpec
-    source_kind: str = "imap"  # imap or pop
+    source_kind: str = "imap"  # imap, pop, ews; maildir or mbox (connectors/local)
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     since: datetime | None = None
     until: datetime | None = None
@@ -102,6 +105,7 @@ class RunOptions:
     # At most this many connections to each side per mailbox, where the adapters allow
     # more than one and the source server's slots (max_connections_per_server) have room.
     connections_per_mailbox: int = CONNECTIONS_PER_MAILBOX
+    source_local: LocalSettings | None = None  # source_kind maildir or mbox: root, format
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -142,6 +146,7 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 options.source_ews,
                 options.connect,
                 options.sieve_port,
+                options.source_local.to_json() if options.source_local else None,
             ),
             "target": {
                 **payloads.target_json(
@@ -355,7 +360,7 @@ def _run(
         connections=int(opts.get("connections_per_mailbox", 1)),
     )
     result = migrate_mailbox(
-        lambda: open_source(str(src["kind"]), job, connect, source_ews),
+        lambda: open_source(str(src["kind"]), job, connect, source_ews, src.get("local")),
         lambda: open_target(job.target_identity, target_server, target_creds, connect, target_ews),
         folder_map,
         store.progress(
@@ -396,9 +401,16 @@ def open_target(
 
 
 def open_source(
-    kind: str, job: MailboxJob, connect: ConnectOptions, ews: EwsSettings | None = None
+    kind: str,
+    job: MailboxJob,
+    connect: ConnectOptions,
+    ews: EwsSettings | None = None,
+    local: Mapping[str, Any] | None = None,
 ) -> MailboxSource:
-    """The adapter for one source protocol; each translates its library's errors."""
+    """The adapter for one source protocol; each translates its library's errors.
+    `local`: a Maildir or mbox source's settings (LocalSettings.to_json)."""
+    if kind in LOCAL_KINDS:
+        return open_local_source(kind, job, local)
     if kind == "ews":
         if ews is None:
             raise ConfigError("an EWS source needs its settings in the payload")
