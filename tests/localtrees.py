@@ -21,6 +21,7 @@ from imapclient import imap_utf7
 MAILDIR_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S"}
 STATUS_LETTERS = {"\\Seen": "R"}
 X_STATUS_LETTERS = {"\\Answered": "A", "\\Flagged": "F", "\\Draft": "T"}
+_MOZILLA_BITS = ((0x1, "\\Seen"), (0x2, "\\Answered"), (0x4, "\\Flagged"))
 _BOM = b"\xef\xbb\xbf"
 _FIELD_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 
@@ -183,8 +184,19 @@ def crlf_lines(raw: bytes) -> bytes:
 
 
 def mbox_messages(messages: Sequence[LocalMessage]) -> list[LocalMessage]:
-    """The messages as an mbox client keeps them: each with its Status fields."""
-    return [LocalMessage(m.folder, with_status(m.raw, m.flags), m.date, m.flags) for m in messages]
+    """The messages as an mbox client keeps them: each with its Status fields.  A message
+    that holds a Thunderbird X-Mozilla-Status field of its own (the corpus has some) also
+    has the flags that field gives: read (1), replied (2), marked (4)."""
+    kept = []
+    for m in messages:
+        header = re.split(rb"\r?\n\r?\n", m.raw, maxsplit=1)[0]
+        found = re.search(rb"(?im)^X-Mozilla-Status:[ \t]*([0-9a-f]{4})[ \t]*\r?$", header)
+        bits = int(found.group(1), 16) if found else 0
+        mozilla = [flag for bit, flag in _MOZILLA_BITS if bits & bit and flag not in m.flags]
+        kept.append(
+            LocalMessage(m.folder, with_status(m.raw, m.flags), m.date, (*m.flags, *mozilla))
+        )
+    return kept
 
 
 def write_thunderbird(
