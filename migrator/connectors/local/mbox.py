@@ -207,15 +207,12 @@ class _Open:
     head_bytes: int = 0
     in_head: bool = True
 
-    def add(self, line: bytes, escaped: re.Pattern[bytes]) -> None:
-        if self.in_head:
-            if line in _EMPTY or self.head_bytes + len(line) > MAX_HEAD:
-                self.in_head = False
-            if self.head_bytes + len(line) <= MAX_HEAD:
-                self.head.append(line)
-                self.head_bytes += len(line)
-        if line[:1] == b">" and escaped.match(line):
-            self.escaped += 1
+    def add_to_head(self, line: bytes) -> None:
+        if line in _EMPTY or self.head_bytes + len(line) > MAX_HEAD:
+            self.in_head = False
+        if self.head_bytes + len(line) <= MAX_HEAD:
+            self.head.append(line)
+            self.head_bytes += len(line)
 
     def close(self, end: int, fmt: MboxFormat) -> tuple[MboxEntry, bytes]:
         entry = MboxEntry(self.start, max(end, self.start), self.escaped, self.from_date)
@@ -237,7 +234,10 @@ def index_mbox(handle: BinaryIO, fmt: MboxFormat) -> Iterator[tuple[MboxEntry, b
                 yield current.close(offset - separator, fmt)
             current = _Open(offset + len(line), from_line_date(line))
         elif current is not None:
-            current.add(line, escaped)
+            if current.in_head:
+                current.add_to_head(line)
+            if line[:1] == b">" and escaped.match(line):
+                current.escaped += 1
         elif line.strip():
             raise NotAnMbox(f"no From_ line before byte {offset}: not an mbox file")
         separator = len(line) if line in _EMPTY else 0
