@@ -54,6 +54,9 @@ class MaildirSource:
                 "(an mbox file is read with --source-type mbox)"
             )
         self._listed = _Listed()
+        # Folder -> unique part -> file, as a second look found them: once per folder and
+        # session, so files renamed in bulk cost one directory read, not one each.
+        self._looked_again: dict[str, dict[str, str]] = {}
 
     # -- listing -------------------------------------------------------------------------
 
@@ -71,7 +74,8 @@ class MaildirSource:
             name = unique_name("/".join(folder.path), directories)
             directories[name] = folder.directory
             folders.append(SourceFolder(name=name, path=folder.path))
-        self._listed.directories = directories
+        self._listed.directories, self._listed.files = directories, {}
+        self._looked_again = {}
         return folders
 
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
@@ -127,8 +131,9 @@ class MaildirSource:
 
     def _read(self, ref: MessageRef, limit: int | None) -> bytes | None:
         """The message's bytes (the first `limit` of them), or None where it is gone:
-        expunged since the listing, which is no loss.  A file a client renamed since
-        (another flag) is found again by its unique part."""
+        expunged since the listing (no loss), or renamed twice since (the copier names it
+        and lists again).  A file a client renamed since (another flag) is found again
+        by its unique part."""
         listed = self._listed.files.get((ref.folder, ref.uid))
         if listed is None:
             return None
@@ -136,8 +141,11 @@ class MaildirSource:
         with os_errors(f"{self._what}, folder {ref.folder!r}"):
             data = _read_file(path, limit)
             if data is None:
-                found = maildir.message_files(self._listed.directories[ref.folder]).get(unique)
-                data = _read_file(found[1].path, limit) if found is not None else None
+                if ref.folder not in self._looked_again:
+                    found = maildir.message_files(self._listed.directories[ref.folder])
+                    self._looked_again[ref.folder] = {u: e.path for u, (_, e) in found.items()}
+                again = self._looked_again[ref.folder].get(unique)
+                data = _read_file(again, limit) if again is not None else None
         return data
 
     def session(self) -> MaildirSource:
