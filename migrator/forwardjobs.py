@@ -16,6 +16,7 @@ from typing import Any
 
 from migrator import payload as payloads
 from migrator.batch import MailboxJob, ServerAddress
+from migrator.connectors.local.paths import LOCAL_KINDS
 from migrator.errors import MigrationError, TransientError
 from migrator.ews import EwsSettings
 from migrator.ewsrules import EwsInboxRules
@@ -171,6 +172,8 @@ def _failed(target: str, detail: str) -> ForwardOutcome:
 def _manual_reason(kind: str, job: MailboxJob) -> str | None:
     if kind == "pop":
         return "POP3 has no way to set forwarding"
+    if kind in LOCAL_KINDS:  # the command refuses these; a payload that says so anyway
+        return f"a {kind} source is files that receive no mail: there is nothing to forward"
     if job.source_root_folder:
         return (
             "the mailbox is read as the admin under a root folder, and the admin's login "

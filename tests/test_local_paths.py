@@ -27,6 +27,8 @@ from migrator.connectors.local.paths import relative_path
 from migrator.connectors.local.settings import LocalSettings
 from migrator.connectors.local.source import open_local_source
 from migrator.errors import BatchError, PathOutsideRoot, PayloadTampered, SourceNotFound
+from migrator.forwarding import ForwardAction, ForwardState
+from migrator.forwardjobs import run_forwarding
 from migrator.runner import RunOptions, TargetSpec, build_jobs
 from migrator.secrets import Secret, SecretBox, new_key
 
@@ -252,3 +254,24 @@ def test_forwarding_from_a_local_source_is_refused(
     )  # fmt: skip
     assert code == EXIT_BAD_INPUT
     assert "no forwarding to set" in capsys.readouterr().err
+
+
+def test_a_forwarding_job_for_a_local_source_is_manual_not_attempted(tmp_path: Path) -> None:
+    (tmp_path / "box").mkdir()
+    (job,) = resolve_batch(local_batch("a@example.com,box,b@example.com"), str(tmp_path)).jobs
+    box = SecretBox(new_key())
+    options = RunOptions(
+        target=TargetSpec(
+            parse_server("imaps://mail.example.test"),
+            AccessMethod.PROXYAUTH,
+            AdminLogin("admin", Secret("Adm1n-pw")),
+        ),
+        source_kind="mbox",
+        source_local=LocalSettings(root=str(tmp_path)),
+    )
+    (new,) = build_jobs([job], options, box)
+
+    outcome = run_forwarding(ForwardAction.SET, json.loads(new.payload), box)
+
+    assert outcome.state is ForwardState.MANUAL
+    assert "nothing to forward" in outcome.detail
