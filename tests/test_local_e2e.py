@@ -166,14 +166,18 @@ def test_a_restored_mailbox_reaches_dovecot_whole_through_a_celery_worker(
         # Status fields carry the flags, and the Sent file has CRLF line ends.
         messages = mbox_messages(messages)
         write_thunderbird(root / "jdoe" / "Maildir", messages, crlf_folders=["Sent"])
-    target = make_user()
+    target, other = make_user(), make_user()
 
     batch_id = enqueue_local(
-        tmp_path, dovecot, tls_files, kind, root, [("jdoe/Maildir", target)],
+        tmp_path, dovecot, tls_files, kind, root,
+        [("jdoe/Maildir", target), ("nobody/Maildir", other)],  # nobody's was not restored
         "--connections-per-mailbox", "1",
     )  # fmt: skip
-    (row,) = wait_until_final(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
+    row, missing = wait_until_final(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
 
+    assert missing.state is MailboxState.FAILED, missing
+    gone = root.resolve() / "nobody" / "Maildir"
+    assert f"(line 3, {gone}): {gone} does not exist" in missing.last_error
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == len(messages)
     view = held(dovecot, target, ssl_context)
