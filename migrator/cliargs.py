@@ -155,10 +155,12 @@ def _rewrite_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_connector_arguments(p: argparse.ArgumentParser) -> None:
-    """Every connector's own options (each in a group of its own)."""
+def add_connector_arguments(
+    p: argparse.ArgumentParser, roles: frozenset[Role] = frozenset(Role)
+) -> None:
+    """Every connector's own options for the ends a command has (a group each)."""
     for kind in connectors.kinds(None):
-        connectors.connector(kind).add_arguments(p)
+        connectors.connector(kind).add_arguments(p, roles)
 
 
 def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

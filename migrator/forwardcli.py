@@ -74,7 +74,7 @@ def add_forwarding_commands(sub: Any) -> None:
             "--wait", type=WAIT, default=900.0, help="with Celery: seconds to wait for answers"
         )
         command.add_argument("--json", action="store_true", help="print the outcomes as JSON")
-        add_connector_arguments(command)
+        add_connector_arguments(command, frozenset({Role.SOURCE}))
         command.set_defaults(func=cmd_forwarding, action=action)
 
 

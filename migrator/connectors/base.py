@@ -81,8 +81,8 @@ class Connector(Protocol):
     roles: frozenset[Role]
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Its command-line options (called once per command that runs batches)."""
+    def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
+        """Its command-line options for the ends a command has (`roles`)."""
         ...
 
     def settings(
@@ -149,7 +149,7 @@ class BaseConnector:
     roles: frozenset[Role] = frozenset({Role.SOURCE})
     surveys = False
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
         return None
 
     def settings(
