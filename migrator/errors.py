@@ -15,6 +15,7 @@
         ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
         ├── MailboxNotReady         the target mailbox cannot be opened
         ├── PayloadTampered         a sealed secret does not open for what the job now says
+        ├── BadJob                  a job payload of another version, or malformed
         ├── SourceNotFound          a local source (Maildir, mbox) is not where the row says
         └── PathOutsideRoot         a local source's path leads outside --source-root
 
@@ -99,6 +100,13 @@ class PayloadTampered(PermanentError):
     the key).  The mailbox fails before anything is sent to any server."""
 
     code = "TAMPERED"
+
+
+class BadJob(PermanentError):
+    """A job payload this worker cannot read: another version (enqueued by an earlier or
+    later migrator), or malformed.  The mailbox fails saying which; nothing is sent."""
+
+    code = "BAD_JOB"
 
 
 class SourceNotFound(PermanentError):

@@ -17,8 +17,7 @@ import ipaddress
 import socket
 import urllib.parse
 
-from migrator.batch import MailboxJob, ServerAddress, TlsMode
-from migrator.connectors.local.paths import LOCAL_KINDS
+from migrator.model import MailboxJob, ServerAddress, TlsMode
 
 LOOPBACK = "localhost"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -45,8 +44,8 @@ def canonical_host(host: str) -> str:
 
 def server_id(server: ServerAddress) -> str:
     """scheme://host:port with the canonical host and the port always written; a local
-    source (Maildir, mbox) is file:// and its real path, resolved when it was enqueued."""
-    if server.protocol in LOCAL_KINDS:
+    source (port 0: Maildir, mbox) is file:// and its real path, resolved when enqueued."""
+    if server.port == 0:
         return f"file://{server.host}"
     scheme = server.protocol + ("s" if server.tls is TlsMode.IMPLICIT else "")
     host = canonical_host(server.host)
@@ -65,10 +64,7 @@ def canonical_url(url: str) -> str:
 
 def source_mailbox(job: MailboxJob) -> str:
     """The source mailbox: its server and the user the login opens (the authorization
-    identity of a SASL PLAIN proxy login, else the login), and the root folder read; a
-    local source is its path alone (it has no login)."""
-    if job.source_server.protocol in LOCAL_KINDS:
-        return server_id(job.source_server)
+    identity of a SASL PLAIN proxy login, else the login), and the root folder read."""
     credentials = job.source_credentials
     user = (credentials.authzid or credentials.login).strip().lower()
     root = (job.source_root_folder or "").strip("/")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from localtrees import LocalMessage, write_maildir
 
-from migrator.batch import Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.connectors.local import maildir
 from migrator.connectors.local.maildirsource import MaildirSource
 from migrator.connectors.local.settings import LocalSettings
 from migrator.errors import PermanentError
+from migrator.model import Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.plan import MessageRef
 from migrator.secrets import Secret
 

@@ -19,11 +19,11 @@ from localtrees import (
     write_thunderbird,
 )
 
-from migrator.batch import Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.connectors.local import mbox, mboxtree
 from migrator.connectors.local.mboxsource import MboxSource
 from migrator.connectors.local.settings import LocalSettings, MboxFormat
 from migrator.errors import PermanentError, TransientError
+from migrator.model import Credentials, MailboxJob, ServerAddress, TlsMode
 from migrator.plan import MessageRef
 from migrator.secrets import Secret
 

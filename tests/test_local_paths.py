@@ -11,25 +11,19 @@ from pathlib import Path
 import pytest
 from support import write_batch
 
-from migrator import mailboxid
-from migrator import payload as payloads
-from migrator.batch import (
-    AccessMethod,
-    AdminLogin,
-    BatchResult,
-    MailboxJob,
-    parse_batch,
-    parse_server,
-)
+from migrator import jobs, mailboxid
+from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.cli import EXIT_BAD_INPUT, main
+from migrator.connectors import connector
+from migrator.connectors.base import SourceEnd
 from migrator.connectors.local.enqueue import resolve_batch
 from migrator.connectors.local.paths import relative_path
 from migrator.connectors.local.settings import LocalSettings
-from migrator.connectors.local.source import open_local_source
 from migrator.errors import BatchError, PathOutsideRoot, PayloadTampered, SourceNotFound
 from migrator.forwarding import ForwardAction, ForwardState
 from migrator.forwardjobs import run_forwarding
-from migrator.runner import RunOptions, TargetSpec, build_jobs
+from migrator.model import AdminLogin, BatchResult, ConnectOptions, MailboxJob
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.secrets import Secret, SecretBox, new_key
 
 HEADER = "SourceIdentity,SourceServer,TargetIdentity"
@@ -123,6 +117,12 @@ def _job(root: Path, cell: str, kind: str = "maildir") -> tuple[MailboxJob, dict
     return job, LocalSettings(root=str(root)).to_json()
 
 
+def open_local_source(kind: str, job: MailboxJob, settings: dict[str, str]) -> object:
+    """What a worker does with a local source's end: its connector opens it."""
+    local = LocalSettings.from_json(settings)
+    return connector(kind).open_source(SourceEnd(job, ConnectOptions(), local))
+
+
 def test_the_worker_checks_the_path_again(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "box" / "cur").mkdir(parents=True)
@@ -166,21 +166,21 @@ def test_a_payload_whose_path_or_root_changed_in_redis_is_refused(tmp_path: Path
             AdminLogin("admin", Secret("Adm1n-pw")),
         ),
         source_kind="maildir",
-        source_local=LocalSettings(root=str(tmp_path)),
+        source_settings=LocalSettings(root=str(tmp_path)),
     )
     (new,) = build_jobs([job], options, box)
-    payload = json.loads(new.payload)
-    assert payloads.mailbox_job(payload, box).source_server.host == job.source_server.host
+    opened = jobs.open_source(jobs.Job.from_json(new.payload), box)
+    assert opened.job.source_server.host == job.source_server.host
 
     for change in (
         lambda p: p["source"]["server"].update(host="/etc"),
-        lambda p: p["source"]["local"].update(root="/"),
-        lambda p: p["source"]["local"].update(mbox_format="mboxo"),
+        lambda p: p["source"]["settings"].update(root="/"),
+        lambda p: p["source"]["settings"].update(mbox_format="mboxo"),
     ):
         changed = json.loads(new.payload)
         change(changed)
         with pytest.raises(PayloadTampered):
-            payloads.mailbox_job(changed, box)
+            jobs.open_source(jobs.Job.from_json(json.dumps(changed)), box)
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -267,11 +267,11 @@ def test_a_forwarding_job_for_a_local_source_is_manual_not_attempted(tmp_path: P
             AdminLogin("admin", Secret("Adm1n-pw")),
         ),
         source_kind="mbox",
-        source_local=LocalSettings(root=str(tmp_path)),
+        source_settings=LocalSettings(root=str(tmp_path)),
     )
     (new,) = build_jobs([job], options, box)
 
-    outcome = run_forwarding(ForwardAction.SET, json.loads(new.payload), box)
+    outcome = run_forwarding(ForwardAction.SET, jobs.Job.from_json(new.payload), box)
 
     assert outcome.state is ForwardState.MANUAL
     assert "nothing to forward" in outcome.detail

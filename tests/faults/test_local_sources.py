@@ -27,8 +27,9 @@ from support import default_map_target
 from migrator.batch import AccessMethod, parse_batch
 from migrator.connectors.local.enqueue import resolve_batch
 from migrator.connectors.local.settings import LocalSettings
+from migrator.prepare import build_jobs
 from migrator.report import MailboxState
-from migrator.runner import build_jobs, execute_job
+from migrator.runner import execute_job
 from migrator.secrets import SecretBox, new_key
 from migrator.state import MailboxStatus, StateStore
 
@@ -86,7 +87,7 @@ def run_here(
 ) -> MailboxStatus:
     """One local mailbox through runner.execute_job (what a Celery task runs), to its end."""
     options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, ca_file, quotas=quotas)
-    options = replace(options, source_kind=kind, source_local=LocalSettings(root=str(root)))
+    options = replace(options, source_kind=kind, source_settings=LocalSettings(root=str(root)))
     text = f"SourceIdentity,SourceServer,TargetIdentity\nrestored@example.test,{MAILBOX},{target}\n"
     parsed = resolve_batch(parse_batch(text, AccessMethod.INDIVIDUAL, protocol=kind), str(root))
     box = SecretBox(new_key())

@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from migrator.batch import SOURCE_SERVER, BatchResult
+from migrator.batch import SOURCE_SERVER
 from migrator.connectors.local.paths import resolve
 from migrator.errors import BadBatchRow, ConfigError, PathOutsideRoot
+from migrator.model import BatchResult
 
 
 def source_root(text: str | None, kind: str) -> str:

@@ -13,7 +13,6 @@ import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from migrator.batch import MailboxJob
 from migrator.connectors.local import maildir
 from migrator.connectors.local.paths import checked
 from migrator.connectors.local.refs import (
@@ -28,6 +27,7 @@ from migrator.connectors.local.refs import (
 )
 from migrator.connectors.local.settings import LocalSettings
 from migrator.errors import PermanentError
+from migrator.model import MailboxJob
 from migrator.plan import MessageRef
 from migrator.sources.base import SourceFolder
 
@@ -40,7 +40,7 @@ class _Listed:
 
     def __init__(self) -> None:
         self.directories: dict[str, str] = {}  # folder name -> its directory
-        self.files: dict[tuple[str, int], tuple[str, str]] = {}  # (folder, uid) -> (path, unique)
+        self.files: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, uid) -> (path, unique)
 
 
 class MaildirSource:

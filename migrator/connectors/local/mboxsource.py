@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from migrator.batch import MailboxJob
 from migrator.connectors.local import mbox, mboxtree
 from migrator.connectors.local.paths import checked
 from migrator.connectors.local.refs import (
@@ -37,6 +36,7 @@ from migrator.connectors.local.refs import (
 )
 from migrator.connectors.local.settings import LocalSettings
 from migrator.errors import PermanentError, TransientError
+from migrator.model import MailboxJob
 from migrator.plan import MessageRef
 from migrator.sources.base import SourceFolder
 
@@ -52,7 +52,7 @@ class _Indexed:
 
     file: str
     stamp: tuple[int, int, int]  # (inode, size, mtime in ns)
-    entries: dict[int, mbox.MboxEntry]
+    entries: dict[str, mbox.MboxEntry]
 
 
 def _stamp(status: os.stat_result) -> tuple[int, int, int]:
@@ -99,7 +99,7 @@ class MboxSource:
         now = datetime.now(UTC)
         uidvalidity = folder_uidvalidity(KIND, folder.name)
         refs = []
-        entries: dict[int, mbox.MboxEntry] = {}
+        entries: dict[str, mbox.MboxEntry] = {}
         seen: Counter[str] = Counter()
         with os_errors(what), open(file, "rb", buffering=_READ_BUFFER) as handle:
             stamp = _stamp(os.fstat(handle.fileno()))

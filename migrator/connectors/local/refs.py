@@ -10,9 +10,9 @@ import zlib
 from collections.abc import Collection, Iterator
 from datetime import datetime
 
-from migrator.batch import MailboxJob
 from migrator.errors import PermanentError, SourceNotFound, TransientError
 from migrator.headers import message_fields, parse_date
+from migrator.model import MailboxJob
 from migrator.plan import MessageRef, is_sane
 from migrator.recognition import header_end
 
@@ -21,9 +21,10 @@ from migrator.recognition import header_end
 HEAD_BYTES = 64 * 1024
 
 
-def checkpoint_id(text: str) -> int:
-    """A stable positive 63-bit id for a checkpoint, from a file's unique name or a key."""
-    return int(hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:15], 16)
+def checkpoint_id(text: str) -> str:
+    """A stable id for a checkpoint, from a file's unique name or a key: a digest, since a
+    file name need not be UTF-8 (Redis keeps text)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def folder_uidvalidity(kind: str, name: str) -> int:
@@ -54,7 +55,7 @@ def message_ref(
     *,
     folder: str,
     uidvalidity: int,
-    uid: int,
+    uid: str,
     size: int,
     stamp: datetime | None,
     head: bytes,

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from migrator.secrets import Secret
+
 
 # (str, Enum) as the rest of migrator has it; StrEnum would change str() and f-strings.
 class MboxFormat(str, enum.Enum):  # noqa: UP042
@@ -25,8 +27,21 @@ class LocalSettings:
     root: str  # --source-root, as the real path it had where the batch was enqueued
     mbox_format: MboxFormat = MboxFormat.MBOXRD
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return {"root": self.root, "mbox_format": self.mbox_format.value}
+
+    # -- connectors.base.Settings: no secret; the whole of it bound to the job's seals, so
+    # a root or format changed in Redis makes the job fail as tampered.
+
+    @property
+    def secret(self) -> Secret | None:
+        return None
+
+    def with_secret(self, secret: Secret | None) -> LocalSettings:
+        return self
+
+    def bound(self) -> dict[str, object]:
+        return dict(self.to_json())
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LocalSettings:

@@ -11,7 +11,8 @@ from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.util import to_bytes
 
-from migrator.batch import Credentials, ServerAddress
+from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
 from migrator.errors import (
     FolderRefused,
     MessageRefused,
@@ -20,8 +21,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder, safe_subpath
-from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
-from migrator.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.model import ConnectOptions, Credentials, ServerAddress
 from migrator.recognition import (
     TargetCopy,
     content_key,
