@@ -14,7 +14,10 @@
         ├── MessageRefused          the target refused one message; it is skipped
         ├── QuotaExceeded           the target is full; the mailbox is quota_stopped
         ├── MailboxNotReady         the target mailbox cannot be opened
-        └── PayloadTampered         a sealed secret does not open for what the job now says
+        ├── PayloadTampered         a sealed secret does not open for what the job now says
+        ├── BadJob                  a job payload of another version, or malformed
+        ├── SourceNotFound          a local source (Maildir, mbox) is not where the row says
+        └── PathOutsideRoot         a local source's path leads outside --source-root
 
 Each error says what it is about (mailbox, folder, CSV line) in its message, so a
 log line or status row is useful on its own.  No error message ever carries a
@@ -58,6 +61,8 @@ class ErrorCode(str, enum.Enum):  # noqa: UP042  (str, Enum) as the rest of migr
     NOTLS = "NOTLS"  # the server offers no TLS and plaintext was not allowed
     PROTOCOL = "PROTOCOL"  # an answer that is not the protocol
     TAMPERED = "TAMPERED"  # a sealed secret does not open for what the payload says
+    BADJOB = "BADJOB"  # a job payload of another version, or malformed
+    NOPERM = "NOPERM"  # RFC 5530: not allowed (a local path outside --source-root)
     # Not from a server.
     CONFIG = "CONFIG"
     BATCH = "BATCH"
@@ -164,3 +169,23 @@ class PayloadTampered(PermanentError):
     the key).  The mailbox fails before anything is sent to any server."""
 
     code = ErrorCode.TAMPERED
+
+
+class BadJob(PermanentError):
+    """A job payload this worker cannot read: another version (enqueued by an earlier or
+    later migrator), or malformed.  The mailbox fails saying which; nothing is sent."""
+
+    code = ErrorCode.BADJOB
+
+
+class SourceNotFound(PermanentError):
+    """A local source (a Maildir or mbox path below --source-root) does not exist."""
+
+    code = ErrorCode.NONEXISTENT
+
+
+class PathOutsideRoot(PermanentError):
+    """A local source's path is absolute, or leads (through `..` or a symbolic link)
+    outside the directory the operator allowed with --source-root: nothing is read."""
+
+    code = ErrorCode.NOPERM

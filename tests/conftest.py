@@ -26,6 +26,12 @@ from servers.dovecot import (
 from servers.redis import RedisServer
 from support import EWS_ADMIN, EWS_PASSWORD
 
+from migrator import dispatch
+from workers.dispatch import CeleryDispatcher
+
+# `migrator.cli.main` called in this process sends jobs as the `migrator` command does.
+dispatch.use(CeleryDispatcher())
+
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:

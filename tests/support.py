@@ -25,11 +25,13 @@ from servers.dovecot import (
 )
 from servers.mailgen import PopulatedMessage
 
-from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
-from migrator.ews import EwsAccess, EwsSettings, endpoint_address
+from migrator.batch import AccessMethod, parse_batch, parse_server
+from migrator.connectors import connector
+from migrator.connectors.ews.settings import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
+from migrator.model import AdminLogin, ConnectOptions
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
+from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import MailboxStatus, NewJob, StateStore
 
@@ -73,7 +75,7 @@ def ews_target_options(server_url: str, ca_file: Path, **kw: object) -> RunOptio
             method=AccessMethod.PROXYAUTH,
             admin=AdminLogin(EWS_ADMIN, Secret(EWS_PASSWORD)),
             kind="ews",
-            ews=settings,
+            settings=settings,
         ),
         connect=ConnectOptions(timeout=30, ca_file=str(ca_file), allow_plaintext=True),
         **kw,  # type: ignore[arg-type]
@@ -117,7 +119,7 @@ def run_options(server: DovecotServer, ca_file: Path, **kw: object) -> RunOption
 def individual_jobs(
     rows: list[dict[str, str]], options: RunOptions, box: SecretBox
 ) -> list[NewJob]:
-    protocol = {"pop": "pop3", "ews": "ews"}.get(options.source_kind, "imap")
+    protocol = connector(options.source_kind).protocol
     result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL, protocol=protocol)
     assert not result.problems, result.problems
     return build_jobs(result.jobs, options, box)

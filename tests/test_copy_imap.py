@@ -24,12 +24,11 @@ from support import (
 )
 
 from migrator import sending
+from migrator.connectors.imap.target import ImapTarget
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
-from migrator.runner import rewrite_meta
 from migrator.state import StateStore
 from migrator.targets.base import QuotaInfo
-from migrator.targets.imap import ImapTarget
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
 
@@ -55,12 +54,11 @@ def _run(
     status = run_in_process(
         store,
         "b1",
-        run_options(dovecot, tls_files.ca_cert, **options),
+        run_options(dovecot, tls_files.ca_cert, rewrite=rewrite, **options),
         imaps(dovecot),
         source,
         DEFAULT_USER_PASSWORD,
         target,
-        meta={"rewrite": rewrite_meta(rewrite)},
     )
     return store, status.job_id
 

@@ -13,6 +13,10 @@ import requests
 from exchangelib import errors as ews
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
+from migrator.connectors.ews.account import translate
+from migrator.connectors.imap.connection import imap_error, imap_errors, response_code
+from migrator.connectors.imap.managesieve import Response, sieve_error
+from migrator.connectors.pop3.source import pop_error
 from migrator.errors import (
     BadBatchRow,
     ConfigError,
@@ -28,10 +32,6 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.ewsaccount import translate
-from migrator.imapconn import imap_error, imap_errors, response_code
-from migrator.managesieve import Response, sieve_error
-from migrator.sources.pop3 import pop_error
 
 WHAT = "target mailbox a@example.test"
 

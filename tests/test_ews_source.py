@@ -24,9 +24,10 @@ from support import (
     snapshot,
 )
 
-from migrator.ewsprops import register_properties
+from migrator.connectors.ews.props import register_properties
+from migrator.prepare import RunOptions
 from migrator.report import MailboxState
-from migrator.runner import RunOptions, execute_job
+from migrator.runner import execute_job
 from migrator.state import MailboxStatus, StateStore
 
 START = datetime(2023, 6, 1, 9, 0, tzinfo=UTC)
@@ -123,7 +124,7 @@ def run_from_ews(
 
 def source_options(make: Callable[..., RunOptions], *args: object) -> RunOptions:
     """`make`'s options with the test EWS server as the source (plain HTTP allowed)."""
-    options = make(*args, source_kind="ews", source_ews=ews_settings(None))
+    options = make(*args, source_kind="ews", source_settings=ews_settings(None))
     return replace(options, connect=replace(options.connect, allow_plaintext=True))
 
 

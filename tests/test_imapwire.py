@@ -1,6 +1,7 @@
-"""migrator.imapwire: the imapclient and imaplib internals it reaches under are still there,
-with the signatures it calls them with, and still do what it needs against a real Dovecot.
-An upgrade of imapclient or Python that breaks one fails here, not in a migration."""
+"""migrator.connectors.imap.wire: the imapclient and imaplib internals it reaches under are
+still there, with the signatures it calls them with, and still do what it needs against
+a real Dovecot. An upgrade of imapclient or Python that breaks one fails here, not in a
+migration."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 
-from migrator import imapwire
-from migrator.imapconn import read_listing
-from migrator.listing import HEADER_ITEM, INDEX_ITEMS
-from migrator.targets.imap import internaldate_text
+from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.connection import read_listing
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.connectors.imap.target import internaldate_text
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 

@@ -26,11 +26,11 @@ from servers.dovecot import (
 from servers.mailgen import PopulatedMessage, populate
 from support import COLUMNS, batch_text, imaps
 
-from migrator.batch import AccessMethod, AdminLogin, MailboxJob, parse_batch
+from migrator.batch import AccessMethod, parse_batch
+from migrator.connectors.imap.source import ImapSource
 from migrator.errors import FolderRefused, LoginFailed, PermanentError
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, MailboxJob
 from migrator.secrets import Secret
-from migrator.sources.imap import ImapSource
 
 # Folder -> message count: "Projects" itself is only a parent (\Noselect) and is not listed.
 FOLDERS = {"INBOX": 3, "Reports": 2, "Projects/2024": 4}

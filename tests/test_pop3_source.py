@@ -19,12 +19,12 @@ from servers.dovecot import (
 from servers.mailgen import PopulatedMessage, populate
 from support import batch_text, newest_that_fit, run_in_process, run_options, snapshot
 
-from migrator.batch import AccessMethod, AdminLogin, parse_batch
+from migrator.batch import AccessMethod, parse_batch
+from migrator.connectors.pop3.source import Pop3Source
 from migrator.errors import LoginFailed
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions
 from migrator.report import MailboxState
 from migrator.secrets import Secret
-from migrator.sources.pop3 import Pop3Source
 from migrator.state import StateStore
 
 

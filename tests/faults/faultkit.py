@@ -22,11 +22,11 @@ from servers.celery_worker import Worker
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
 from support import default_map_target, run_in_process, write_batch
 
-from migrator.batch import AccessMethod, AdminLogin, parse_server
+from migrator.batch import AccessMethod, parse_server
 from migrator.cli import main
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec
+from migrator.model import AdminLogin, ConnectOptions
+from migrator.prepare import RunOptions, TargetSpec
 from migrator.secrets import Secret
 from migrator.state import MailboxStatus, StateStore
 

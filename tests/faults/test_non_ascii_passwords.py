@@ -38,12 +38,13 @@ from support import (
     write_batch,
 )
 
-from migrator import imapconn
-from migrator.batch import AccessMethod, AdminLogin, Credentials, parse_batch, parse_server
-from migrator.imapconn import ConnectOptions
-from migrator.managesieve import SieveClient
+from migrator.batch import AccessMethod, parse_batch, parse_server
+from migrator.connectors.imap import connection as imapconn
+from migrator.connectors.imap.managesieve import SieveClient
+from migrator.model import AdminLogin, ConnectOptions, Credentials
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.report import MailboxState
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
+from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import StateStore
 
@@ -204,7 +205,7 @@ def test_a_non_ascii_password_logs_in_to_exchange_with_basic_auth(
     options = RunOptions(
         target=options.target,
         source_kind="ews",
-        source_ews=ews_settings(None),
+        source_settings=ews_settings(None),
         connect=ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert), allow_plaintext=True),
         late_commit_grace=options.late_commit_grace,
     )

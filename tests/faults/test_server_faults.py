@@ -25,10 +25,10 @@ from servers.mailgen import make_message, populate
 from support import batch_password
 
 from migrator import sending
+from migrator.connectors.imap import source as imap_source
+from migrator.connectors.imap.connection import imap_errors
 from migrator.errors import PermanentError, TransientError
-from migrator.imapconn import imap_errors
 from migrator.report import MailboxState
-from migrator.sources import imap as imap_source
 from migrator.state import StateStore
 
 

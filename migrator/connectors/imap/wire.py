@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from imapclient import IMAPClient
 from imapclient.util import to_bytes
 
-from migrator.listing import RawFetch
+from migrator.connectors.imap.listing import RawFetch
 
 # imapclient: the lowest version allowed and the first one not checked.  4.1.0 runs the
 # tests; 3.0.1's `_raw_command` and `_normalise_folder` were read (the same but for LITERAL+

@@ -10,8 +10,9 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 
-from migrator import imapwire
-from migrator.batch import Credentials, ServerAddress
+from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
 from migrator.errors import (
     ErrorCode,
     FolderRefused,
@@ -21,8 +22,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder, safe_subpath
-from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
-from migrator.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.model import ConnectOptions, Credentials, ServerAddress
 from migrator.recognition import (
     TargetCopy,
     content_key,

@@ -9,15 +9,15 @@ import re
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
-from migrator import imapwire
-from migrator.batch import Credentials, ServerAddress, TlsMode
+from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
+from migrator.connectors.tls import tls_context
 from migrator.errors import (
     ErrorCode,
     LoginFailed,
@@ -26,24 +26,7 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
-
-
-@dataclass(frozen=True)
-class ConnectOptions:
-    timeout: float = 60.0
-    ca_file: str | None = None  # extra CA bundle (a private CA); system CAs otherwise
-    insecure: bool = False  # skip certificate checks: only by the operator's explicit choice
-    allow_plaintext: bool = False  # allow a server that offers no STARTTLS
-
-
-def tls_context(options: ConnectOptions) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=options.ca_file)
-    if options.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
+from migrator.model import ConnectOptions, Credentials, ServerAddress, TlsMode
 
 # RFC 5530 response codes (and RFC 3501's TRYCREATE): which of our errors each one is.
 _RESPONSE_CODES: dict[str, tuple[type[MigrationError], ErrorCode]] = {

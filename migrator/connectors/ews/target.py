@@ -14,17 +14,8 @@ from exchangelib.errors import ErrorQuotaExceeded
 from exchangelib.items import SAVE_ONLY, SEND_TO_NONE
 from exchangelib.services import CreateItem, UploadItems
 
-from migrator.batch import Credentials
-from migrator.errors import (
-    ErrorCode,
-    FolderRefused,
-    MessageRefused,
-    PermanentError,
-    QuotaExceeded,
-)
-from migrator.ews import EwsSettings
-from migrator.ewsaccount import ews_call, open_account, translate
-from migrator.ewsprops import (
+from migrator.connectors.ews.account import ews_call, open_account, translate
+from migrator.connectors.ews.props import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
     MSGFLAG_READ,
@@ -36,7 +27,10 @@ from migrator.ewsprops import (
     load_key,
     register_properties,
 )
+from migrator.connectors.ews.settings import EwsSettings
+from migrator.errors import ErrorCode, FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.model import Credentials
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 

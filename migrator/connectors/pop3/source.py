@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from migrator.batch import MailboxJob, TlsMode
+from migrator.connectors.tls import tls_context
 from migrator.errors import ErrorCode, LoginFailed, MigrationError, PermanentError, TransientError
 from migrator.headers import message_fields, parse_date
-from migrator.imapconn import ConnectOptions, tls_context
+from migrator.model import ConnectOptions, MailboxJob, TlsMode
 from migrator.plan import MessageRef
 from migrator.recognition import content_key, header_end
 from migrator.sources.base import SourceFolder
@@ -71,8 +71,8 @@ class Pop3Source:
     def __init__(self, job: MailboxJob, options: ConnectOptions) -> None:
         self._job = job
         self._what = f"source mailbox {job.source_identity} ({job.source_server})"
-        self._numbers: dict[int, int] = {}  # checkpoint id -> message number in this session
-        self._heads: dict[int, bytes] = {}  # checkpoint id -> the start TOP n 0 gave
+        self._numbers: dict[str, int] = {}  # checkpoint id -> message number in this session
+        self._heads: dict[str, bytes] = {}  # checkpoint id -> the start TOP n 0 gave
         self._conn = self._connect(options)
 
     # -- connection ----------------------------------------------------------------------
@@ -207,9 +207,10 @@ def _apop(conn: poplib.POP3, login: str, password: str) -> bool:
     return True
 
 
-def _checkpoint_id(text: str) -> int:
-    """A stable positive 63-bit id for the checkpoint, from a UIDL or key."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
+def _checkpoint_id(text: str) -> str:
+    """A stable id for the checkpoint, from a UIDL or key: the decimal 63-bit digest
+    earlier versions checkpointed, so their checkpoints still count."""
+    return str(int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16))
 
 
 def _capabilities(conn: poplib.POP3) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """exchangelib Accounts for both sides, and the one place where exchangelib and requests
 errors become migrator errors.
 
-exchangelib appears here, in migrator.ewsprops and in the EWS adapters only.  Every call to
-the server goes through `ews_call`, which honours ErrorServerBusy's BackOffMilliseconds (the
+exchangelib appears in this package only (here, props.py and the adapters).  Every
+call to the server goes through `ews_call`, which honours ErrorServerBusy's BackOffMilliseconds (the
 server refused the whole call, so sending it again is safe) and translates everything else.
 exchangelib's own retrying is off (FailFast): it would re-send a request whose connection
 dropped after the server had stored the items, and duplicate them.
@@ -44,7 +44,13 @@ from exchangelib import Credentials as ExchangeCredentials
 from exchangelib import errors as ews
 from exchangelib.protocol import BaseProtocol, FailFast, close_connections
 
-from migrator.batch import Credentials
+from migrator.connectors.ews.settings import (
+    VERSIONS,
+    EwsAccess,
+    EwsAuth,
+    EwsSettings,
+    load_certificate,
+)
 from migrator.errors import (
     ConfigError,
     ErrorCode,
@@ -57,8 +63,7 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.ews import VERSIONS, EwsAccess, EwsAuth, EwsSettings, load_certificate
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions, Credentials
 
 # exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
 # fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization
