@@ -27,7 +27,7 @@ from pathlib import Path
 from migrator import connectors
 from migrator.csvtable import CONTROL, FORMULA_START, Row, open_table, read_text
 from migrator.errors import BadBatchRow, BatchError, ConfigError
-from migrator.model import AdminLogin, Credentials, MailboxJob, ServerAddress
+from migrator.model import AdminLogin, BatchResult, Credentials, MailboxJob, ServerAddress
 from migrator.names import email_address_problem, hostname_problem
 from migrator.secrets import Secret
 
@@ -51,12 +51,6 @@ class BatchRow:
     source_password: Secret | None
     target_identity: str
     source_root_folder: str | None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    jobs: tuple[MailboxJob, ...]
-    problems: tuple[BadBatchRow, ...]  # in file order
 
 
 SOURCE_IDENTITY = "SourceIdentity"
@@ -98,9 +92,13 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
     a message fit for a person who typed the cell.
     """
     try:
-        schemes = connectors.schemes(protocol)
+        connector = connectors.by_protocol(protocol)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
+    address = connector.parse_address(text)  # a path, for a source of files
+    if address is not None:
+        return address
+    schemes = connector.schemes
     if not text:
         raise ValueError("the server address is empty")
     if _SPACE.search(text) or CONTROL.search(text):
@@ -272,16 +270,21 @@ def parse_batch(
         _require_admin(method, admin)
     if method is AccessMethod.COMBINED:
         _check_template(combined_template)
-    connectors.schemes(protocol)  # ConfigError for a protocol no connector speaks
-    columns, width, rows = open_table(text, BATCH_COLUMNS, BATCH_REQUIRED)
-    needed = () if token_logins else METHOD_COLUMNS.get(method, ())
+    needs_login = connectors.by_protocol(protocol).needs_login  # files need none
+    if not needs_login and method is not AccessMethod.INDIVIDUAL:
+        raise BatchError(f"a {protocol} source is files, with no login: use --method individual")
+    if token_logins and not needs_login:
+        raise BatchError(f"a {protocol} source is files, with no login: it takes no OAuth 2.0")
+    required = BATCH_REQUIRED if needs_login else (SOURCE_IDENTITY, SOURCE_SERVER)
+    columns, width, rows = open_table(text, BATCH_COLUMNS, required)
+    needed = METHOD_COLUMNS.get(method, ()) if needs_login and not token_logins else ()
     needed += TARGET_LOGIN_COLUMNS if target_logins else ()
     for name in needed:
         if name not in columns:
             why = method.value if name not in TARGET_LOGIN_COLUMNS else "--target-method individual"
             raise BatchError(f"the header has no column {name}, which {why} needs")
     reader = _RowReader(
-        method, admin, combined_template, protocol, needed, target_logins, token_logins
+        method, admin, combined_template, protocol, needed, target_logins, needs_login, token_logins
     )
     jobs: list[MailboxJob] = []
     problems: list[BadBatchRow] = []
@@ -305,6 +308,7 @@ class _RowReader:
     protocol: str
     needed: tuple[str, ...]
     target_logins: bool
+    needs_login: bool
     token_logins: bool = False
     first_source: dict[str, int] = field(default_factory=dict)  # identity -> line
     first_target: dict[str, int] = field(default_factory=dict)
@@ -317,7 +321,7 @@ class _RowReader:
                 row.report(name, f"starts with {row.get(name)[0]!r}, which spreadsheets run")
         source_identity, target_identity = self._identities(row)
         server = self._server(row)
-        login = row.required(SOURCE_LOGIN_ID)
+        login = row.required(SOURCE_LOGIN_ID) if self.needs_login else row.get(SOURCE_LOGIN_ID)
         for name in self.needed:
             row.required(name, self._why(name))
         if row.problems or server is None:
@@ -334,9 +338,9 @@ class _RowReader:
         )
         try:
             credentials = (
-                Credentials(login=login, password=Secret(""))  # a token at each login
-                if self.token_logins
-                else resolve_credentials(batch_row, self.method, self.admin, self.combined_template)
+                resolve_credentials(batch_row, self.method, self.admin, self.combined_template)
+                if self.needs_login and not self.token_logins
+                else Credentials(login, Secret(""))  # files; or a token at each login
             )
         except BadBatchRow as exc:
             row.problems[exc.column] = exc

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from migrator import connectors
-from migrator.batch import AccessMethod, BatchResult, parse_server, read_batch_file
+from migrator.batch import AccessMethod, parse_server, read_batch_file
 from migrator.cliargs import ADMIN_PASSWORD_ENV, TARGET_ADMIN_PASSWORD_ENV, password_from
 from migrator.connectors.base import Role
 from migrator.errors import ConfigError
 from migrator.foldermap import load_folder_map
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
 from migrator.localredis import state_dir
-from migrator.model import AdminLogin, ConnectOptions, MailboxJob, ServerAddress
+from migrator.model import AdminLogin, BatchResult, ConnectOptions, MailboxJob, ServerAddress
 from migrator.oauth.options import OAUTH2, PASSWORD, oauth_config
 from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.quotas import read_quota_file
@@ -46,7 +46,7 @@ def read_batch(args: argparse.Namespace) -> BatchResult:
                 f"use --admin-password-file or ${ADMIN_PASSWORD_ENV}"
             )
         admin = AdminLogin(args.admin, password)
-    return read_batch_file(
+    result = read_batch_file(
         args.batch_csv,
         AccessMethod(args.method),
         admin=admin,
@@ -55,6 +55,7 @@ def read_batch(args: argparse.Namespace) -> BatchResult:
         target_logins=getattr(args, "target_method", None) == AccessMethod.INDIVIDUAL.value,
         token_logins=getattr(args, "source_auth", PASSWORD) == OAUTH2,
     )
+    return connectors.connector(args.source_type).check_batch(result, args)
 
 
 def print_problems(result: BatchResult, path: Path) -> None:

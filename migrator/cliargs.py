@@ -44,6 +44,8 @@ def batch_arguments(p: argparse.ArgumentParser) -> None:
         default="{admin}/{user}",
         help="how the admin and the user combine into one login, e.g. '{user}*{admin}' for Dovecot",
     )
+    add_connector_arguments(p, frozenset({Role.SOURCE}))
+    add_oauth_arguments(p, "source")  # and the provider's options, which both ends share
 
 
 def run_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +53,8 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     _target_arguments(p)
     _connection_arguments(p)
     _copy_arguments(p)
-    add_connector_arguments(p)
+    add_connector_arguments(p, frozenset({Role.TARGET}))  # the source's: batch_arguments
+    add_oauth_arguments(p, "target")
     _forwarding_arguments(p)
     _rewrite_arguments(p)
 
@@ -156,11 +159,16 @@ def _rewrite_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_connector_arguments(p: argparse.ArgumentParser) -> None:
-    """Every connector's own options (each in a group of its own)."""
+def add_connector_arguments(
+    p: argparse.ArgumentParser, roles: frozenset[Role] = frozenset(Role)
+) -> None:
+    """Every connector's own options for the ends a command has (a group each)."""
+    seen: set[type] = set()
     for kind in connectors.kinds(None):
-        connectors.connector(kind).add_arguments(p)
-    add_oauth_arguments(p)
+        connector = connectors.connector(kind)
+        if type(connector) not in seen:  # kinds of one connector share its options
+            seen.add(type(connector))
+            connector.add_arguments(p, roles)
 
 
 def sieve_port_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -416,7 +416,7 @@ def _one_pass(
         target = open_target()
     except PermanentError as exc:
         # Like the migration consoles: a target we cannot open is "not ready to migrate".
-        raise MailboxNotReady(str(exc)) from exc
+        raise MailboxNotReady(str(exc), code=exc.code) from exc
     try:
         source = open_source()
         try:

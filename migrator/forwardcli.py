@@ -22,7 +22,7 @@ from rich.table import Table
 from migrator import dispatch
 from migrator.argtypes import TIMEOUT, WAIT, WORKERS
 from migrator.batchprep import print_problems, read_batch, secret_box
-from migrator.cliargs import add_connector_arguments, batch_arguments, sieve_port_argument
+from migrator.cliargs import batch_arguments, sieve_port_argument
 from migrator.connectors import connector
 from migrator.connectors.base import Role
 from migrator.errors import ConfigError
@@ -75,12 +75,16 @@ def add_forwarding_commands(sub: Any) -> None:
             "--wait", type=WAIT, default=900.0, help="with Celery: seconds to wait for answers"
         )
         command.add_argument("--json", action="store_true", help="print the outcomes as JSON")
-        add_connector_arguments(command)
         command.set_defaults(func=cmd_forwarding, action=action)
 
 
 def cmd_forwarding(args: argparse.Namespace) -> int:
     action = ForwardAction(args.action)
+    if not connector(args.source_type).receives_mail:
+        raise ConfigError(
+            f"a {args.source_type} source is files that receive no mail: there is no "
+            "forwarding to set, remove or check"
+        )
     result = read_batch(args)
     if result.problems:
         print_problems(result, args.batch_csv)

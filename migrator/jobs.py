@@ -150,7 +150,9 @@ def seal_end(
     bound = _bound(role, unsealed, settings, options)
     password = credentials.password
     login = dataclasses.replace(
-        unsealed.login, password=box.seal(password, bound(_PASSWORD)) if password else ""
+        # Sealed even when empty (files, an OAuth client): the seal is what binds the end.
+        unsealed.login,
+        password=box.seal(password, bound(_PASSWORD)),
     )
     if settings is not None:
         secret = settings.secret
@@ -242,7 +244,9 @@ def _settings(end: End, connect: ConnectOptions, what: str) -> Settings | None:
 
 
 def _open(box: SecretBox, token: str, bound: Mapping[str, object], what: str) -> Secret:
-    return box.open(token, bound, what=what) if token else Secret("")
+    if not token:  # every end is sealed, a password or not: this one was changed
+        raise PayloadTampered(f"{what}: {TAMPERED}")
+    return box.open(token, bound, what=what)
 
 
 def _open_settings(

@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from migrator.errors import BadBatchRow
 from migrator.secrets import Secret
 
 
@@ -20,11 +21,13 @@ class TlsMode(str, enum.Enum):  # noqa: UP042
 @dataclass(frozen=True)
 class ServerAddress:
     host: str  # an IPv6 address is kept without its brackets
-    port: int
+    port: int  # 0: a local source, host its path (connectors/local)
     tls: TlsMode
-    protocol: str = "imap"  # "imap" or "pop3"
+    protocol: str = "imap"  # the connector's (imap, pop3, ews, maildir, mbox)
 
     def __str__(self) -> str:
+        if self.port == 0:  # a local source: host is its real path
+            return f"file://{self.host}"
         scheme = self.protocol + ("s" if self.tls is TlsMode.IMPLICIT else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
@@ -96,3 +99,11 @@ class ConnectOptions:
     ca_file: str | None = None  # extra CA bundle (a private CA); system CAs otherwise
     insecure: bool = False  # skip certificate checks: only by the operator's explicit choice
     allow_plaintext: bool = False  # allow a server that offers no STARTTLS
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch CSV read: the jobs of its good rows, and a problem for each bad one."""
+
+    jobs: tuple[MailboxJob, ...]
+    problems: tuple[BadBatchRow, ...]  # in file order

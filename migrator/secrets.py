@@ -121,12 +121,16 @@ def redact(text: str) -> str:
         return text
     with _live_lock:
         secrets = list(_live.values())
+    forms: set[str] = set()
     for secret in secrets:
         if secret._forms is None:
             secret._forms = _forms(secret._value)
-        for form in secret._forms:
-            if form in text:
-                text = text.replace(form, REDACTED)
+        forms.update(secret._forms)
+    # Longest first: a live secret that is part of another must not break the longer one
+    # up before it is blanked whole.
+    for form in sorted(forms, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, REDACTED)
     return text
 
 

@@ -34,7 +34,7 @@ from migrator.targets.base import AppendItem, MailboxTarget
 
 log = logging.getLogger(__name__)
 
-Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
+Checkpoint = tuple[str, int, str]  # (source folder, UIDVALIDITY, the message's id)
 
 
 class Progress(Protocol):

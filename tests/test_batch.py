@@ -8,7 +8,6 @@ import pytest
 
 from migrator.batch import (
     AccessMethod,
-    BatchResult,
     parse_batch,
     parse_server,
     read_batch_file,
@@ -16,7 +15,7 @@ from migrator.batch import (
 )
 from migrator.csvtable import decode_csv_bytes
 from migrator.errors import BadBatchRow, BatchError
-from migrator.model import AdminLogin, Credentials, ServerAddress, TlsMode
+from migrator.model import AdminLogin, BatchResult, Credentials, ServerAddress, TlsMode
 from migrator.names import email_address_problem
 from migrator.quotas import parse_quotas, read_quota_file
 from migrator.secrets import Secret

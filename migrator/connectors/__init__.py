@@ -21,7 +21,7 @@ from migrator.model import TlsMode
 class _Entry(NamedTuple):
     kind: str  # what the operator names
     protocol: str  # ServerAddress.protocol of its servers
-    module: str  # the package, exposing CONNECTOR
+    module: str  # the package, exposing CONNECTOR (or "package:NAME")
     roles: frozenset[Role]
 
 
@@ -32,6 +32,8 @@ REGISTRY = (
     _Entry("imap", "imap", "migrator.connectors.imap", _BOTH),
     _Entry("pop", "pop3", "migrator.connectors.pop3", _SOURCE),
     _Entry("ews", "ews", "migrator.connectors.ews", _BOTH),
+    _Entry("maildir", "maildir", "migrator.connectors.local:MAILDIR", _SOURCE),
+    _Entry("mbox", "mbox", "migrator.connectors.local:MBOX", _SOURCE),
 )
 
 
@@ -62,5 +64,6 @@ def schemes(protocol: str) -> Mapping[str, tuple[TlsMode, int]]:
 
 
 def _load(entry: _Entry) -> Connector:
-    found: Connector = importlib.import_module(entry.module).CONNECTOR
+    module, _, name = entry.module.partition(":")
+    found: Connector = getattr(importlib.import_module(module), name or "CONNECTOR")
     return found

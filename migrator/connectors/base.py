@@ -18,7 +18,14 @@ from typing import Any, ClassVar, Protocol
 from migrator.errors import ConfigError
 from migrator.foldermap import FolderMap
 from migrator.forwarding import ForwardAction, ForwardOutcome, manual_outcome
-from migrator.model import ConnectOptions, Login, MailboxJob, ServerAddress, TlsMode
+from migrator.model import (
+    BatchResult,
+    ConnectOptions,
+    Login,
+    MailboxJob,
+    ServerAddress,
+    TlsMode,
+)
 from migrator.report import MailboxResult
 from migrator.secrets import Secret
 from migrator.sources.base import MailboxSource
@@ -80,9 +87,21 @@ class Connector(Protocol):
     schemes: Mapping[str, tuple[TlsMode, int]]  # SourceServer scheme -> TLS mode, port
     roles: frozenset[Role]
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
+    needs_login: bool  # whether a source row needs SourceLoginID (files do not)
+    receives_mail: bool  # whether forwarding from it means anything (files: no)
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Its command-line options (called once per command that runs batches)."""
+    def parse_address(self, text: str) -> ServerAddress | None:
+        """A SourceServer cell that is not `scheme://host:port` (a path below a root), or
+        None to read it by `schemes`.  ValueError, in words for whoever typed the cell."""
+        ...
+
+    def check_batch(self, result: BatchResult, args: argparse.Namespace) -> BatchResult:
+        """The read batch, checked against the command's options (paths resolved below
+        --source-root), each row that fails named by its line."""
+        ...
+
+    def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
+        """Its command-line options for the ends a command has (`roles`)."""
         ...
 
     def settings(
@@ -148,8 +167,16 @@ class BaseConnector:
     schemes: ClassVar[Mapping[str, tuple[TlsMode, int]]] = {}
     roles: frozenset[Role] = frozenset({Role.SOURCE})
     surveys = False
+    needs_login = True
+    receives_mail = True
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def parse_address(self, text: str) -> ServerAddress | None:
+        return None
+
+    def check_batch(self, result: BatchResult, args: argparse.Namespace) -> BatchResult:
+        return result
+
+    def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
         return None
 
     def settings(

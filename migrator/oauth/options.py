@@ -14,21 +14,27 @@ PASSWORD = "password"
 OAUTH2 = "oauth2"
 
 
-def add_oauth_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("OAuth 2.0 logins (IMAP, POP3, ManageSieve, Exchange)")
-    for side in ("source", "target"):
-        g.add_argument(
-            f"--{side}-auth",
-            choices=[PASSWORD, OAUTH2],
-            default=PASSWORD,
-            help=f"oauth2: the {side} mailboxes log in with a bearer token (SASL OAUTHBEARER "
-            "or XOAUTH2), acting as "
-            + (
-                "each row's SourceLoginID (--method individual)"
-                if side == "source"
-                else "each TargetIdentity"
-            ),
-        )
+def add_oauth_arguments(p: argparse.ArgumentParser, side: str) -> None:
+    """--source-auth or --target-auth; the source's (every command that reads a batch has
+    it, and it comes first) brings the provider's options, one provider for both ends."""
+    g = p.add_argument_group(f"OAuth 2.0 logins of the {side}s (IMAP, POP3, ManageSieve, EWS)")
+    g.add_argument(
+        f"--{side}-auth",
+        choices=[PASSWORD, OAUTH2],
+        default=PASSWORD,
+        help=f"oauth2: the {side} mailboxes log in with a bearer token (SASL OAUTHBEARER "
+        "or XOAUTH2), acting as "
+        + (
+            "each row's SourceLoginID (--method individual)"
+            if side == "source"
+            else "each TargetIdentity"
+        ),
+    )
+    if side == "source":
+        _provider_arguments(g)
+
+
+def _provider_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--oauth-provider",
         choices=[k.value for k in ProviderKind],

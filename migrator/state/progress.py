@@ -114,12 +114,15 @@ class RedisProgress:
 
 
 def _member(ref: MessageRef) -> str:
-    return f"{ref.uidvalidity}:{ref.uid}:{ref.folder}"
+    """`uidvalidity:uid:folder`, the id's own colons escaped (an IMAP UID has none, so
+    the checkpoints of earlier versions read the same)."""
+    uid = ref.uid.replace("%", "%25").replace(":", "%3A")
+    return f"{ref.uidvalidity}:{uid}:{ref.folder}"
 
 
 def _checkpoint(member: str) -> Checkpoint:
     uidvalidity, uid, folder = member.split(":", 2)
-    return (folder, int(uidvalidity), int(uid))
+    return (folder, int(uidvalidity), uid.replace("%3A", ":").replace("%25", "%"))
 
 
 # Checkpoints and counts of one batch, fenced (nothing is written unless fenced()).

@@ -218,7 +218,7 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     assert status.skipped_messages == 1
     assert status.done_messages == status.total_messages - 1 == 40
     skipped = store.client.hget("migrator:mbx:refused:00001", "skipped")
-    assert f'"uid": {big_uid}' in skipped and "[LIMIT]" in skipped
+    assert f'"uid": "{big_uid}"' in skipped and "[LIMIT]" in skipped
     source_view = stored(dovecot, source, password, ssl_context)
     source_view["INBOX"] = [b for b in source_view["INBOX"] if len(b) < 64 * 1024]
     exactly_once(  # type: ignore[operator]

@@ -117,7 +117,7 @@ def test_messages_the_source_never_sends_are_named_and_the_mailbox_is_not_done(
     # populate() appends each folder in order: UID n holds its message n - 1.
     # One in the middle of the first window, or the first window's last ten.
     withheld = newest[7:8] if answer == "one message left out" else newest[90:100]
-    missing = {(m.folder, m.index + 1) for m in withheld}
+    missing = {(m.folder, str(m.index + 1)) for m in withheld}
     result = _copy_withholding(
         dovecot, tls_files, redis_url, (source, password), target,
         lambda ref, _pass: (ref.folder, ref.uid) in missing,
@@ -150,7 +150,7 @@ def test_a_message_held_back_once_is_copied_by_the_next_pass(
     )
     result = _copy_withholding(
         dovecot, tls_files, redis_url, (source, password), target,
-        lambda ref, number: number == 1 and (ref.folder, ref.uid) == ("INBOX", 6),
+        lambda ref, number: number == 1 and (ref.folder, ref.uid) == ("INBOX", "6"),
     )  # fmt: skip
     assert len(sent) == 120
     assert result.state is MailboxState.DONE, result  # type: ignore[attr-defined]

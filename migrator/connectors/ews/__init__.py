@@ -38,8 +38,8 @@ class EwsConnector(BaseConnector):
     }
     roles = frozenset({Role.SOURCE, Role.TARGET})
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_ews_arguments(parser)
+    def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
+        add_ews_arguments(parser, source=Role.SOURCE in roles, target=Role.TARGET in roles)
 
     def settings(
         self, args: argparse.Namespace, role: Role, connect: ConnectOptions

@@ -53,10 +53,12 @@ from migrator.connectors.ews.settings import (
 )
 from migrator.errors import (
     ConfigError,
+    ErrorCode,
     FolderRefused,
     LoginFailed,
     MailboxNotReady,
     MessageRefused,
+    MigrationError,
     PermanentError,
     QuotaExceeded,
     TransientError,
@@ -84,7 +86,9 @@ def open_account(
     _configure_tls(settings.connect, settings.endpoint)
     endpoint = settings.endpoint
     if endpoint and endpoint.startswith("http://") and not settings.connect.allow_plaintext:
-        raise PermanentError(f"{what}: {endpoint} is not TLS; allow plaintext explicitly")
+        raise PermanentError(
+            f"{what}: {endpoint} is not TLS; allow plaintext explicitly", code=ErrorCode.NOTLS
+        )
     creds: Any
     if isinstance(credentials, TokenLogin):
         # --source-auth/--target-auth oauth2: a token from migrator.oauth's providers.
@@ -224,34 +228,52 @@ def _b64(data: bytes) -> str:
 
 # -- errors ---------------------------------------------------------------------------
 
-# Errors that a later pass may not meet: the server or the network had a bad moment.
-_TRANSIENT = (
-    ews.ErrorTimeoutExpired,
-    ews.ErrorServerBusy,
-    ews.ErrorInternalServerTransientError,
-    ews.ErrorConnectionFailed,
-    ews.ErrorConnectionFailedTransientError,
-    ews.ErrorMailboxStoreUnavailable,
-    ews.ErrorMailboxMoveInProgress,
-    ews.ErrorBatchProcessingStopped,
-    ews.RateLimitError,
-)
-# The mailbox cannot be opened at all: "not ready to migrate".
-_NOT_READY = (
-    ews.ErrorNonExistentMailbox,
-    ews.ErrorImpersonateUserDenied,
-    ews.ErrorImpersonationDenied,
-    ews.ErrorImpersonationFailed,
-    ews.ErrorAccessDenied,
-    ews.AutoDiscoverFailed,
-)
-_QUOTA = (ews.ErrorQuotaExceeded,)
-_REFUSED = (
-    ews.ErrorMessageSizeExceeded,
-    ews.ErrorMimeContentConversionFailed,
-    ews.ErrorCorruptData,
-    ews.ErrorItemCorrupt,
-    ews.ErrorItemSave,
+# exchangelib's errors by kind, each with the code it gets; the first row that matches wins.
+# Transient ones are errors a later pass may not meet: the server or the network had a bad
+# moment.  "Not ready": the mailbox cannot be opened at all ("not ready to migrate").
+_KINDS: tuple[tuple[tuple[type[Exception], ...], type[MigrationError], ErrorCode], ...] = (
+    ((ews.UnauthorizedError,), LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+    ((ews.ErrorQuotaExceeded,), QuotaExceeded, ErrorCode.OVERQUOTA),
+    ((ews.ErrorMessageSizeExceeded,), MessageRefused, ErrorCode.LIMIT),
+    (
+        (
+            ews.ErrorMimeContentConversionFailed,
+            ews.ErrorCorruptData,
+            ews.ErrorItemCorrupt,
+            ews.ErrorItemSave,
+        ),
+        MessageRefused,
+        ErrorCode.REFUSED,
+    ),
+    ((ews.ErrorNonExistentMailbox, ews.AutoDiscoverFailed), MailboxNotReady, ErrorCode.NOTREADY),
+    (
+        (
+            ews.ErrorImpersonateUserDenied,
+            ews.ErrorImpersonationDenied,
+            ews.ErrorImpersonationFailed,
+            ews.ErrorAccessDenied,
+        ),
+        MailboxNotReady,
+        ErrorCode.AUTHORIZATIONFAILED,
+    ),
+    ((ews.ErrorFolderNotFound,), FolderRefused, ErrorCode.NONEXISTENT),
+    ((ews.ErrorFolderExists,), FolderRefused, ErrorCode.ALREADYEXISTS),
+    ((ews.ErrorServerBusy, ews.RateLimitError), TransientError, ErrorCode.THROTTLED),
+    (
+        (
+            ews.ErrorTimeoutExpired,
+            ews.ErrorInternalServerTransientError,
+            ews.ErrorConnectionFailed,
+            ews.ErrorConnectionFailedTransientError,
+            ews.ErrorMailboxStoreUnavailable,
+            ews.ErrorMailboxMoveInProgress,
+            ews.ErrorBatchProcessingStopped,
+        ),
+        TransientError,
+        ErrorCode.UNAVAILABLE,
+    ),
+    # A response code no row above knows: retrying the same request will not help.
+    ((ews.ResponseMessageError,), PermanentError, ErrorCode.REFUSED),
 )
 
 
@@ -259,38 +281,37 @@ _REFUSED = (
 _CERTIFICATE_FAILED = re.compile(r"certificate verify failed: ([^()'\"]+)")
 
 
-def translate(exc: BaseException, what: str) -> Exception:
-    """The migrator error for an exchangelib/requests error (its server text kept)."""
+def translate(exc: BaseException, what: str) -> MigrationError:
+    """The migrator error, with its code, for an exchangelib/requests error (its server
+    text kept): the one place where they become ours."""
     if isinstance(exc, PermanentError | TransientError | ConfigError):
         return exc
     text = str(exc)[:300]
-    if isinstance(exc, ews.UnauthorizedError):
-        return LoginFailed(f"{what}: login refused: {text}")
-    if isinstance(exc, _QUOTA):
-        return QuotaExceeded(f"{what}: target is over quota: {text}")
-    if isinstance(exc, _REFUSED):
-        return MessageRefused(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, _NOT_READY):
-        return MailboxNotReady(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, ews.ErrorFolderNotFound | ews.ErrorFolderExists):
-        return FolderRefused(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, _TRANSIENT):
-        return TransientError(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, ews.ResponseMessageError):
-        # A response code no branch above knows: retrying the same request will not help.
-        return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+    for types, kind, code in _KINDS:
+        if isinstance(exc, types):
+            if kind is LoginFailed:
+                return LoginFailed(f"{what}: login refused: {text}", code=code)
+            if kind is QuotaExceeded:
+                return QuotaExceeded(f"{what}: target is over quota: {text}", code=code)
+            return kind(f"{what}: {type(exc).__name__}: {text}", code=code)
+    transport = isinstance(exc, ews.TransportError | requests.RequestException | OSError)
     untrusted = _CERTIFICATE_FAILED.search(str(exc))
-    if untrusted and isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+    if untrusted and transport:
         # Retrying cannot make an untrusted certificate trusted.
         return PermanentError(
             f"{what}: TLS certificate not trusted: {untrusted.group(1).strip()}; "
-            "give --ca-file, or --insecure to skip the check"
+            "give --ca-file, or --insecure to skip the check",
+            code=ErrorCode.CERTIFICATE,
         )
-    if isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+    if transport:
         # exchangelib does not retry a dropped connection on its own (FailFast).
-        return TransientError(f"{what}: connection lost: {type(exc).__name__}: {text}")
+        refused = isinstance(exc, ConnectionRefusedError)
+        return TransientError(
+            f"{what}: connection lost: {type(exc).__name__}: {text}",
+            code=ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION,
+        )
     if isinstance(exc, ews.EWSError):
-        return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+        return PermanentError(f"{what}: {type(exc).__name__}: {text}", code=ErrorCode.REFUSED)
     raise exc
 
 

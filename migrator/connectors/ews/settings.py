@@ -151,9 +151,28 @@ def endpoint_address(endpoint: str | None) -> ServerAddress:
 # -- command line ---------------------------------------------------------------------
 
 
-def add_ews_arguments(p: argparse.ArgumentParser) -> None:
-    """Options for `--target ews` and `--source-type ews`."""
+def add_ews_arguments(
+    p: argparse.ArgumentParser, *, source: bool = True, target: bool = True
+) -> None:
+    """Options for `--target ews` and `--source-type ews` (those of the ends asked for)."""
     g = p.add_argument_group("Exchange (EWS)")
+    if target:
+        _target_arguments(g)
+    if source:
+        g.add_argument(
+            "--source-ews-version",
+            choices=sorted(VERSIONS),
+            help="EWS API version of the source server (default: ask the server)",
+        )
+        g.add_argument(
+            "--source-ews-auth",
+            choices=[EwsAuth.BASIC.value, EwsAuth.NTLM.value],
+            default="basic",
+            help="how an EWS source logs in (proxyauth: the admin impersonates each mailbox)",
+        )
+
+
+def _target_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--autodiscover", action="store_true", help="find each target mailbox's EWS endpoint"
     )
@@ -177,23 +196,16 @@ def add_ews_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ews-certificate", type=Path, help="OAuth: PEM file with the private key and certificate"
     )
-    for option, end in (("--ews-version", "target"), ("--source-ews-version", "source")):
-        g.add_argument(
-            option,
-            choices=sorted(VERSIONS),
-            help=f"EWS API version of the {end} server (default: ask the server)",
-        )
+    g.add_argument(
+        "--ews-version",
+        choices=sorted(VERSIONS),
+        help="EWS API version of the target server (default: ask the server)",
+    )
     g.add_argument(
         "--target-max-connections",
         type=CONNECTIONS,
         default=8,
         help="mailboxes copied at once into one EWS endpoint (or tenant), across all workers",
-    )
-    g.add_argument(
-        "--source-ews-auth",
-        choices=[EwsAuth.BASIC.value, EwsAuth.NTLM.value],
-        default="basic",
-        help="how an EWS source logs in (proxyauth: the admin impersonates each mailbox)",
     )
 
 

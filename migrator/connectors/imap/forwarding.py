@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from migrator.connectors.base import SourceEnd
 from migrator.connectors.imap.managesieve import SieveClient
 from migrator.connectors.tls import tls_context
-from migrator.errors import LoginFailed, TransientError
+from migrator.errors import ErrorCode, LoginFailed, TransientError
 from migrator.forwarding import (
     ForwardAction,
     ForwardOutcome,
@@ -64,7 +64,7 @@ def _sieve_session(
             what=what,
         )
     except TransientError as exc:
-        if isinstance(exc.__cause__, ConnectionRefusedError):
+        if exc.code is ErrorCode.CONNREFUSED:
             yield None
             return
         raise
