@@ -120,7 +120,12 @@ def individual_jobs(
     rows: list[dict[str, str]], options: RunOptions, box: SecretBox
 ) -> list[NewJob]:
     protocol = connector(options.source_kind).protocol
-    result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL, protocol=protocol)
+    result = parse_batch(
+        batch_text(rows),
+        AccessMethod.INDIVIDUAL,
+        protocol=protocol,
+        token_logins=options.source_auth is not None,
+    )
     assert not result.problems, result.problems
     return build_jobs(result.jobs, options, box)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import ssl
 import sys
 import time
@@ -16,41 +15,24 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from oauthkit import Kicker, app_config, new_app, oauth_arguments
 from servers.celery_worker import Worker
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import PopulatedMessage, populate
-from servers.oauth_server import ISSUED_SECRETS, TENANT, OAuthServer
+from servers.oauth_server import ISSUED_SECRETS, OAuthServer
 from servers.proxy import TcpProxy
 from servers.redis import RedisServer
 from support import default_map_target, snapshot, write_batch
 
 from migrator.cli import main
 from migrator.model import ConnectOptions
-from migrator.oauth import OAuthConfig, ProviderKind, tokens_for
+from migrator.oauth import tokens_for
 from migrator.report import MailboxState
-from migrator.secrets import Secret, new_key
+from migrator.secrets import new_key
 from migrator.state import MailboxStatus, StateStore
 
 MAILBOX = {"INBOX": 450, "Sent Messages": 250, "Archive/2019": 300}
-
-
-def new_app(oauth: OAuthServer, tmp_path: Path, **kw: object) -> tuple[str, Path]:
-    """A registered Entra ID app with a client secret; (client id, secret file)."""
-    client_id = f"app-{secrets.token_hex(4)}"
-    secret = f"cs~{secrets.token_urlsafe(24)}"
-    oauth.add_app(client_id, secret=secret, **kw)  # type: ignore[arg-type]
-    path = tmp_path / f"{client_id}.secret"
-    path.write_text(secret)
-    return client_id, path
-
-
-def oauth_arguments(oauth: OAuthServer, client_id: str, secret_file: Path) -> list[str]:
-    return [
-        "--oauth-provider", "microsoft", "--oauth-tenant", TENANT,
-        "--oauth-client-id", client_id, "--oauth-client-secret-file", str(secret_file),
-        "--oauth-authority", oauth.authority,
-    ]  # fmt: skip
 
 
 def test_dovecot_takes_tokens_beside_passwords_and_master_logins(
@@ -63,13 +45,7 @@ def test_dovecot_takes_tokens_beside_passwords_and_master_logins(
 ) -> None:
     user = make_user(server=dovecot_oauth)
     client_id, secret_file = new_app(oauth_server, tmp_path)
-    config = OAuthConfig(
-        ProviderKind.MICROSOFT,
-        tenant=TENANT,
-        client_id=client_id,
-        authority=oauth_server.authority,
-        secret=Secret(secret_file.read_text()),
-    )
+    config = app_config(oauth_server, client_id, secret_file)
     tokens = tokens_for(config, ConnectOptions(ca_file=str(tls_files.ca_cert)))
     token = tokens.token(user)
     assert tokens.token(user) == token  # kept while fresh
@@ -150,6 +126,14 @@ def no_token_in(data: bytes) -> list[str]:
     return [s for s in ISSUED_SECRETS if s.encode() in data]
 
 
+# Tokens live this long in the long copies: Dovecot checks a token only at login, so a copy
+# outlives one whenever a session that logs in again finds its token run out.
+SHORT_LIFETIME = 3.0
+# When the administrator ends the source's sessions (messages done): each time once every
+# token the app holds has run out, so the next logins need a new one.
+KICKS_AT = (250, 600)
+
+
 def test_a_copy_outlives_its_tokens_through_a_celery_worker(
     dovecot_oauth: DovecotServer,
     oauth_server: OAuthServer,
@@ -160,7 +144,9 @@ def test_a_copy_outlives_its_tokens_through_a_celery_worker(
     env: dict[str, str],
     workers: list[Worker],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(oauth_server, "lifetime", SHORT_LIFETIME)
     source, target = make_user(server=dovecot_oauth), make_user(server=dovecot_oauth)
     sent = populate(
         "127.0.0.1",
@@ -172,11 +158,11 @@ def test_a_copy_outlives_its_tokens_through_a_celery_worker(
     )
     assert len(sent) == 1000
     client_id, secret_file = new_app(oauth_server, tmp_path)
-    # A far server that ends every session after 22 s: each new session logs in again,
-    # and the copy runs past its first 20-second token.
-    with TcpProxy(
-        dovecot_oauth.imaps_port, latency=0.01, bandwidth=70_000, session_limit=22
-    ) as proxy:
+    store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
+    kicker = Kicker(oauth_server, client_id, dovecot_oauth, (source, target), KICKS_AT)
+
+    # A far server on a slow link: the copy takes long enough for the kicks to land in it.
+    with TcpProxy(dovecot_oauth.imaps_port, latency=0.005, bandwidth=150_000) as proxy:
         server = f"imaps://127.0.0.1:{proxy.port}"
         batch = write_batch(
             tmp_path / "batch.csv",
@@ -184,7 +170,6 @@ def test_a_copy_outlives_its_tokens_through_a_celery_worker(
               "TargetIdentity": target}],
         )  # fmt: skip
         workers.append(Worker(env, tmp_path / "worker.log"))
-        started = time.monotonic()
         batch_id = enqueue(
             tmp_path,
             [str(batch), "--method", "individual", "--source-auth", "oauth2",
@@ -192,15 +177,27 @@ def test_a_copy_outlives_its_tokens_through_a_celery_worker(
              "--target-server", server, "--ca-file", str(tls_files.ca_cert),
              "--late-commit-grace", "0.2"],
         )  # fmt: skip
-        (row,) = wait_final(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
-        took = time.monotonic() - started
+        kicker.start(lambda: progress(store, batch_id))
+        (row,) = wait_final(store, batch_id)
+        kicker.join()
 
+    assert not kicker.problems, kicker.problems
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == 1000
     assert_exact_copy(dovecot_oauth, sent, target, ssl_context)
-    assert proxy.sessions_ended >= 1
-    # The copy outlived several tokens, and the worker asked for new ones as they ran out.
-    assert took > oauth_server.lifetime, took
-    assert oauth_server.tokens_issued(client_id) >= 2
+    assert_renewed(oauth_server, client_id, kicker)
     assert not no_token_in(redis_server.dump_rdb())
     assert not no_token_in(workers[0].log_text().encode())
+
+
+def progress(store: StateStore, batch_id: str) -> tuple[int, bool]:
+    rows = store.mailboxes(batch_id)
+    return (rows[0].done_messages, rows[0].state.final) if rows else (0, False)
+
+
+def assert_renewed(oauth: OAuthServer, client_id: str, kicker: Kicker) -> None:
+    """Each kick came mid-copy, after every token had run out: the worker asked for a new
+    token each time, and the server took each (both ends log in with the app's token)."""
+    assert len(kicker.kicked) == len(KICKS_AT), kicker.kicked
+    assert oauth.tokens_issued(client_id) >= 1 + len(KICKS_AT)
+    assert oauth.tokens_accepted(client_id) >= 1 + len(KICKS_AT)

@@ -145,6 +145,11 @@ class MicrosoftProvider:
             return AccessToken(token, now + float(result.get("expires_in", 0)), now)
         error = result.get("error", "error")
         description = _first_line(result.get("error_description", ""))
+        with self._lock:
+            # msal keeps an HTTP 400 answer for 60 s and gives it again without asking: once
+            # the admin has granted what was missing, a rerun must ask the service anew.
+            # Each mailbox asks once before it fails, so no loop hammers the service.
+            self._app = None
         raise TokenRefused(f"{self._describe} got no token for {scope}: {error}: {description}")
 
 

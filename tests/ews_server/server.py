@@ -1,5 +1,6 @@
-"""An EWS endpoint over real HTTP on loopback: Basic auth, impersonation and delegate rights,
-schema validation of every request and response, fault injection, dispatch to operations."""
+"""An EWS endpoint over real HTTP on loopback: Basic auth or bearer tokens, impersonation and
+delegate rights, schema validation of every request and response, fault injection, dispatch to
+operations."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ class EwsServer:
         self.faults = Faults()
         self.max_message_size = max_message_size
         self.passwords: dict[str, str] = {}
+        # OAuth 2.0: the principal a bearer token stands for (an app's), or None where the
+        # token is not good for EWS; None: Basic only.
+        self.bearer: Callable[[str], str | None] | None = None
         self.impersonators: set[str] = set()
         self.delegates: dict[str, set[str]] = {}  # user -> mailboxes it may open
         self.violations: list[tuple[str, str]] = []
@@ -155,7 +159,10 @@ class EwsServer:
     # -- one call ------------------------------------------------------------------------------
 
     def authenticate(self, header: str | None) -> str | None:
-        """The account named by a valid ``Authorization: Basic`` header, else None."""
+        """The account named by a valid ``Authorization: Basic`` header, or the principal
+        of a good ``Bearer`` token (with ``bearer`` set), else None."""
+        if header and header.startswith("Bearer ") and self.bearer is not None:
+            return self.bearer(header[7:].strip())
         if not header or not header.startswith("Basic "):
             return None
         try:
@@ -164,6 +171,11 @@ class EwsServer:
             return None
         expected = self.passwords.get(user.lower())
         return user if expected is not None and expected == password else None
+
+    @property
+    def challenge(self) -> str:
+        """WWW-Authenticate of a 401: Bearer where tokens are taken (as Exchange Online)."""
+        return 'Bearer realm="127.0.0.1"' if self.bearer else 'Basic realm="127.0.0.1"'
 
     def handle_soap(self, user: str, body: bytes) -> tuple[int, bytes]:
         """Validate, authorize and dispatch one SOAP request; returns (HTTP status, body)."""
@@ -261,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
                 401,
                 b"401 - Unauthorized",
                 "text/html",
-                {"WWW-Authenticate": 'Basic realm="127.0.0.1"'},
+                {"WWW-Authenticate": self.ews.challenge},
             )
             return
         decision = self.ews.faults.next_call()

@@ -1,8 +1,9 @@
 """The fault suite's bookkeeping: every scenario reports how many messages it compared
 between source and target and how many were lost or duplicated, and the terminal summary
-adds them up. After each test, neither Redis nor the captured log holds a batch password
-(as it is, or base64-encoded); after the session, no log or Redis data file under pytest's
-temporary directories does either."""
+adds them up. After each test, neither Redis nor the captured log holds a batch password,
+an OAuth client secret or any token the test OAuth server issued (as it is, or
+base64-encoded); after the session, no log or Redis data file under pytest's temporary
+directories does either."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 import redis
 from faultkit import Worker, compare, leaks
 from servers.certs import TlsFiles
+from servers.oauth_server import ISSUED_SECRETS, TOKEN_PATTERN
 from servers.redis import RedisServer
 from support import BATCH_PASSWORDS
 
@@ -123,14 +125,15 @@ def _no_password_in_redis_or_captured_logs(
         for when in ("setup", "call")
         for record in caplog.get_records(when)
     )
-    leaked_logs = [p for p in BATCH_PASSWORDS if leaks(logged, p)]
-    assert not leaked_logs, "a batch password reached the captured log"
+    secrets = [*BATCH_PASSWORDS, *ISSUED_SECRETS]
+    leaked_logs = [p for p in secrets if leaks(logged, p)]
+    assert not leaked_logs, "a batch password, client secret or token reached the captured log"
     if not redis_server.running:
         return
     text = _redis_text(redis_server)
     dump = redis_server.dump_rdb()
-    leaked = [p for p in BATCH_PASSWORDS if leaks(text, p) or leaks(dump, p)]
-    assert not leaked, f"{len(leaked)} batch passwords are in Redis"
+    leaked = [p for p in secrets if leaks(text, p) or leaks(dump, p)]
+    assert not leaked, f"{len(leaked)} batch passwords, client secrets or tokens are in Redis"
 
 
 # What the suite's processes write: logs, and the data files of the private redis-server that
@@ -149,7 +152,15 @@ def _no_password_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         with contextlib.suppress(OSError):
             data = path.read_bytes()
             leaked += [str(path) for p in BATCH_PASSWORDS if leaks(data, p)]
-    assert not leaked, f"batch passwords in logs or data files: {sorted(set(leaked))}"
+            leaked += [str(path) for p in _client_secrets() if leaks(data, p)]
+            # Tokens are many (one every 20 s of OAuth copying): found by their shape.
+            tokens = {m.decode() for m in TOKEN_PATTERN.findall(data)}
+            leaked += [str(path) for _ in tokens & ISSUED_SECRETS]
+    assert not leaked, f"secrets in logs or data files: {sorted(set(leaked))}"
+
+
+def _client_secrets() -> list[str]:
+    return [s for s in ISSUED_SECRETS if not TOKEN_PATTERN.fullmatch(s.encode())]
 
 
 @pytest.fixture

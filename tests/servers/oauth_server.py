@@ -12,8 +12,11 @@ refuses an app without the permission.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -45,6 +48,9 @@ MAIL_SCOPE = "mail"
 
 # Every token and client secret the server ever made, for the leak scans.
 ISSUED_SECRETS: set[str] = set()
+TOKEN_PREFIX = "at-"
+# What every token it issues looks like (secrets.token_urlsafe(32): 43 characters).
+TOKEN_PATTERN = re.compile(rb"at-[A-Za-z0-9_-]{43}")
 
 
 @dataclass
@@ -72,6 +78,7 @@ class Stats:
     token_requests: int = 0
     introspections: int = 0
     refused: list[str] = field(default_factory=list)
+    accepted: set[int] = field(default_factory=set)  # which tokens (by issue order) were good
 
 
 class OAuthServer:
@@ -83,6 +90,7 @@ class OAuthServer:
         self.issued: list[Issued] = []
         self.stats = Stats()
         self._httpd: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
         self.port = 0
 
     # -- addresses ------------------------------------------------------------------------
@@ -165,6 +173,22 @@ class OAuthServer:
                 self.clients[client_id].consented = False
             return count
 
+    def consent(self, client_id: str) -> None:
+        """The tenant's admin consents to the app again: new tokens are issued."""
+        with self._lock:
+            self.clients[client_id].consented = True
+
+    def tokens_accepted(self, client_id: str) -> int:
+        """How many of `client_id`'s tokens a server found good (introspection)."""
+        with self._lock:
+            return sum(1 for n in self.stats.accepted if self.issued[n].client_id == client_id)
+
+    def all_expired(self, client_id: str) -> bool:
+        """Whether every token `client_id` was ever issued has run out by now."""
+        now = time.time()
+        with self._lock:
+            return all(i.expires_at <= now for i in self.issued if i.client_id == client_id)
+
     def tokens_issued(self, client_id: str, subject: str | None = None) -> int:
         with self._lock:
             return sum(
@@ -192,11 +216,17 @@ class OAuthServer:
         return self
 
     def stop(self) -> None:
-        """Down: the port refuses connections until `start()` (which reopens the same port)."""
+        """Down: the port refuses connections until `start()` (which reopens the same port),
+        and the connections clients keep alive are closed."""
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
+        with self._lock:
+            open_connections, self._connections = self._connections, set()
+        for conn in open_connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     @property
     def running(self) -> bool:
@@ -211,7 +241,7 @@ class OAuthServer:
     # -- the protocol ---------------------------------------------------------------------
 
     def _issue(self, client: Client, subject: str | None) -> dict[str, Any]:
-        token = "at-" + secrets.token_urlsafe(32)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         ISSUED_SECRETS.add(token)
         now = time.time()
         with self._lock:
@@ -283,6 +313,8 @@ class OAuthServer:
         if found is None or found.revoked or found.expires_at <= now:
             self.stats.refused.append("expired" if found and not found.revoked else "invalid")
             return {"active": False}
+        with self._lock:
+            self.stats.accepted.add(self.issued.index(found))
         return {
             "active": True,
             "username": found.subject or f"app-{found.client_id}@{DOMAIN}",
@@ -292,6 +324,14 @@ class OAuthServer:
             "client_id": found.client_id,
             "exp": int(found.expires_at),
         }
+
+    def principal(self, token: str, role: str) -> str | None:
+        """Who a token stands for where `role` is needed (an EWS server's check of an Entra
+        ID token: its app's principal, or None if the token is not good or lacks the role)."""
+        answer = self.introspect(token)
+        if not answer["active"] or role not in answer["scope"].split():
+            return None
+        return str(answer["username"])
 
     def openid_configuration(self, tenant: str) -> dict[str, Any]:
         return {
@@ -315,6 +355,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # request lines name no secret, but the tests need no access log
+
+    def setup(self) -> None:
+        super().setup()
+        with self.oauth._lock:
+            self.oauth._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.oauth._lock:
+            self.oauth._connections.discard(self.connection)
+        super().finish()
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()

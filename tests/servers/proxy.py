@@ -19,11 +19,9 @@ after arming:
 
 "up" is client -> server, "down" is server -> client.
 
-Three standing conditions, given when it is made: `latency` delays everything the server
-sends by that many seconds (a far server), `bandwidth` lets through at most that many
-bytes a second each way on each connection (a slow link), and `session_limit` resets each
-connection that many seconds after it was opened (a server that ends sessions, as some do when the
-token they logged in with expires).
+Two standing conditions, given when it is made: `latency` delays everything the server
+sends by that many seconds (a far server), and `bandwidth` lets through at most that many
+bytes a second each way on each connection (a slow link).
 """
 
 from __future__ import annotations
@@ -66,13 +64,10 @@ class TcpProxy:
         host: str = LOOPBACK,
         latency: float = 0.0,
         bandwidth: float | None = None,
-        session_limit: float | None = None,
     ) -> None:
         self.target = (host, target_port)
         self.latency = latency
         self.bandwidth = bandwidth
-        self.session_limit = session_limit
-        self.sessions_ended = 0  # connections reset by session_limit
         self._listener = socket.create_server((LOOPBACK, 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -186,15 +181,8 @@ class TcpProxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peer = {client: upstream, upstream: client}
         direction = {client: UP, upstream: DOWN}
-        ends = None if self.session_limit is None else time.monotonic() + self.session_limit
         try:
             while not self._closing.is_set():
-                if ends is not None and time.monotonic() > ends:
-                    with self._lock:
-                        self.sessions_ended += 1
-                    for sock in (client, upstream):
-                        _reset_on_close(sock)
-                    return
                 readable, _, _ = select.select([client, upstream], [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)

@@ -89,6 +89,14 @@ def open_account(
         raise PermanentError(
             f"{what}: {endpoint} is not TLS; allow plaintext explicitly", code=ErrorCode.NOTLS
         )
+    bearer = isinstance(credentials, TokenLogin) or settings.auth is EwsAuth.OAUTH
+    if bearer and endpoint and endpoint.startswith("http://"):
+        # RFC 6750 section 5.3: a bearer token goes over TLS only (requests-oauthlib
+        # refuses otherwise, with an error no one could act on).
+        raise PermanentError(
+            f"{what}: {endpoint} is not TLS: OAuth 2.0 tokens go to https:// only",
+            code=ErrorCode.NOTLS,
+        )
     creds: Any
     if isinstance(credentials, TokenLogin):
         # --source-auth/--target-auth oauth2: a token from migrator.oauth's providers.

@@ -1,0 +1,232 @@
+"""OAuth 2.0 logins beyond IMAP: a POP3 source that outlives its tokens, Sieve forwarding
+set and removed over ManageSieve with a token, and an Exchange target (the test EWS server)
+taking the app's bearer token.  Each logs in with tokens from the test OAuth server, as
+an Entra ID app's; the servers check them there."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import ssl
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from ews_server import EwsServer
+from oauthkit import Kicker, app_config, new_app, oauth_arguments
+from servers.certs import TlsFiles
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import populate
+from servers.oauth_server import DOMAIN, ISSUED_SECRETS, OAuthServer
+from servers.proxy import TcpProxy
+from support import ews_settings, run_in_process, snapshot, write_batch
+
+from migrator.batch import AccessMethod, parse_server
+from migrator.cli import main
+from migrator.connectors.ews.settings import endpoint_address
+from migrator.connectors.imap.managesieve import SieveClient
+from migrator.model import AdminLogin, ConnectOptions
+from migrator.oauth import OAuthConfig
+from migrator.prepare import RunOptions, TargetSpec
+from migrator.report import MailboxState
+from migrator.secrets import Secret
+from migrator.state import StateStore
+
+SHORT_LIFETIME = 3.0  # seconds a token lives in the POP3 copy
+KICKS_AT = (250, 600)
+
+
+def token_target(url: str, app: OAuthConfig, ca_file: Path, **kw: object) -> RunOptions:
+    """Options whose target mailboxes (at `url`) each log in as themselves with `app`'s
+    tokens, as --target-auth oauth2 makes them."""
+    return RunOptions(
+        target=TargetSpec(
+            server=parse_server(url),
+            method=AccessMethod.INDIVIDUAL,
+            admin=AdminLogin("", Secret("")),
+            auth=app,
+        ),
+        connect=ConnectOptions(timeout=30, ca_file=str(ca_file)),
+        source_auth=app,
+        late_commit_grace=0.2,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def digests(bodies: list[bytes]) -> Counter[str]:
+    return Counter(hashlib.sha256(b).hexdigest() for b in bodies)
+
+
+def test_a_pop3_source_outlives_its_tokens_and_every_message_arrives_once(
+    dovecot_oauth: DovecotServer,
+    oauth_server: OAuthServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oauth_server, "lifetime", SHORT_LIFETIME)
+    source, target = make_user(server=dovecot_oauth), make_user(server=dovecot_oauth)
+    sent = populate(
+        "127.0.0.1", dovecot_oauth.imaps_port, source, DEFAULT_USER_PASSWORD, {"INBOX": 1000},
+        ssl_context=ssl_context,
+    )  # fmt: skip
+    client_id, secret_file = new_app(oauth_server, tmp_path)
+    app = app_config(oauth_server, client_id, secret_file)
+    options = token_target(
+        f"imaps://127.0.0.1:{dovecot_oauth.imaps_port}", app, tls_files.ca_cert, source_kind="pop"
+    )
+    store = StateStore.from_url(redis_url)
+    kicker = Kicker(oauth_server, client_id, dovecot_oauth, (source, target), KICKS_AT)
+
+    def progress() -> tuple[int, bool]:
+        row = store.mailbox("pop-oauth", "00001")
+        return (row.done_messages, row.state.final) if row else (0, False)
+
+    # A slow link to the POP3 server: the copy takes long enough for the kicks to land in it.
+    with TcpProxy(dovecot_oauth.pop3s_port, bandwidth=300_000) as proxy:
+        kicker.start(progress)
+        status = run_in_process(
+            store, "pop-oauth", options, f"pop3s://127.0.0.1:{proxy.port}", source, "", target
+        )
+        kicker.join()
+
+    assert not kicker.problems, kicker.problems
+    assert status.state is MailboxState.DONE, status
+    assert status.done_messages == status.total_messages == 1000
+    view = snapshot(dovecot_oauth, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert Counter(s.sha256 for s in view["INBOX"]) == digests([m.raw for m in sent])
+    assert sum(len(items) for items in view.values()) == 1000
+    assert len(kicker.kicked) == len(KICKS_AT), kicker.kicked
+    assert oauth_server.tokens_issued(client_id) >= 1 + len(KICKS_AT)
+    assert oauth_server.tokens_accepted(client_id) >= 1 + len(KICKS_AT)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`migrator forwarding` with this machine's private Redis, as an operator runs it."""
+    monkeypatch.delenv("MIGRATOR_REDIS_URL", raising=False)
+    monkeypatch.delenv("MIGRATOR_SECRET_KEY", raising=False)
+    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path
+
+
+def test_forwarding_is_set_and_removed_over_managesieve_with_a_token(
+    dovecot_oauth: DovecotServer,
+    oauth_server: OAuthServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    private_redis: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, target = make_user(server=dovecot_oauth), make_user(server=dovecot_oauth)
+    client_id, secret_file = new_app(oauth_server, private_redis)
+    csv = write_batch(
+        private_redis / "b.csv",
+        [{"SourceIdentity": source, "SourceLoginID": source, "TargetIdentity": target,
+          "SourceServer": f"imaps://127.0.0.1:{dovecot_oauth.imaps_port}"}],
+    )  # fmt: skip
+    args = [
+        "--method", "individual", "--sieve-port", str(dovecot_oauth.sieve_port),
+        "--ca-file", str(tls_files.ca_cert), "--source-auth", "oauth2",
+        *oauth_arguments(oauth_server, client_id, secret_file),
+    ]  # fmt: skip
+
+    def forwarding(action: str) -> dict[str, str]:
+        capsys.readouterr()
+        code = main(["forwarding", action, str(csv), "--json", *args])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert not [s for s in ISSUED_SECRETS if s in out]
+        (row,) = json.loads(out)
+        return dict(row)
+
+    def active_script() -> str | None:
+        client = SieveClient.connect(
+            "127.0.0.1", dovecot_oauth.sieve_port, context=ssl_context, timeout=10
+        )
+        with client:
+            client.authenticate(source, Secret(DEFAULT_USER_PASSWORD))
+            scripts = client.list_scripts()
+            active = [s.name for s in scripts if s.active]
+            return client.get_script(active[0]) if active else None
+
+    row = forwarding("set")
+    assert row["state"] == "set" and row["method"] == "sieve", row
+    script = active_script()
+    assert script is not None and f'redirect :copy "{target}"' in script, script
+    accepted = oauth_server.tokens_accepted(client_id)
+    assert accepted >= 1
+
+    row = forwarding("remove")
+    assert row["state"] == "removed", row
+    assert active_script() is None
+    assert forwarding("status")["state"] == "not_set"
+
+
+def test_an_exchange_target_takes_the_apps_bearer_token(
+    dovecot_oauth: DovecotServer,
+    oauth_server: OAuthServer,
+    ews_https_server: EwsServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    ews = ews_https_server  # bearer tokens go over TLS only
+    source = make_user(server=dovecot_oauth)
+    target = f"oauth-{source.split('@')[0]}@example.com"
+    ews.add_user(target, "never-used", mailbox=True)  # the app acts for it
+    sent = populate(
+        "127.0.0.1", dovecot_oauth.imaps_port, source, DEFAULT_USER_PASSWORD,
+        {"INBOX": 40, "Archive": 20}, ssl_context=ssl_context,
+    )  # fmt: skip
+    client_id, secret_file = new_app(oauth_server, tmp_path)
+    app = app_config(oauth_server, client_id, secret_file)
+    # Exchange takes an app token with full_access_as_app (here EWS.AccessAsApp) and lets
+    # its service principal impersonate every mailbox.
+    ews.impersonators.add(f"app-{client_id}@{DOMAIN}")
+    principals: list[str | None] = []
+
+    def check(token: str) -> str | None:
+        principals.append(oauth_server.principal(token, "EWS.AccessAsApp"))
+        return principals[-1]
+
+    ews.bearer = check
+    try:
+        url = ews.url
+        options = RunOptions(
+            target=TargetSpec(
+                server=endpoint_address(url),
+                method=AccessMethod.INDIVIDUAL,
+                admin=AdminLogin("", Secret("")),
+                kind="ews",
+                settings=dataclasses.replace(
+                    ews_settings(url), connect=ConnectOptions(ca_file=str(tls_files.ca_cert))
+                ),
+                auth=app,
+            ),
+            connect=ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert)),
+            source_auth=app,
+        )
+        status = run_in_process(
+            StateStore.from_url(redis_url), "ews-oauth", options,
+            f"imaps://127.0.0.1:{dovecot_oauth.imaps_port}", source, "", target,
+        )  # fmt: skip
+    finally:
+        ews.bearer = None
+
+    assert status.state is MailboxState.DONE, status
+    assert status.done_messages == status.total_messages == 60
+    box = ews.store[target]
+    stored = [i.mime for f in box.folders.values() for i in box.items_in(f.id)]
+    assert digests(stored) == digests([m.raw for m in sent])
+    # Every EWS request carried the app's token, and each was good: one token served the
+    # IMAP source and the Exchange target alike (an app-only token is no one user's).
+    assert principals and set(principals) == {f"app-{client_id}@{DOMAIN}"}
+    assert oauth_server.tokens_issued(client_id) == 1
