@@ -20,6 +20,7 @@ from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
 from servers.oauth_server import DOMAIN, ISSUED_SECRETS, OAuthServer
 from servers.proxy import TcpProxy
+from servers.redis import RedisServer
 from support import ews_settings, run_in_process, snapshot, write_batch
 
 from migrator.batch import AccessMethod, parse_server
@@ -58,6 +59,12 @@ def digests(bodies: list[bytes]) -> Counter[str]:
     return Counter(hashlib.sha256(b).hexdigest() for b in bodies)
 
 
+def assert_no_token_kept(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """No token or client secret in Redis (as stored) or in what was logged."""
+    dump, logged = redis_server.dump_rdb(), caplog.text.encode()
+    assert not [s for s in ISSUED_SECRETS if s.encode() in dump or s.encode() in logged]
+
+
 def test_a_pop3_source_outlives_its_tokens_and_every_message_arrives_once(
     dovecot_oauth: DovecotServer,
     oauth_server: OAuthServer,
@@ -65,6 +72,8 @@ def test_a_pop3_source_outlives_its_tokens_and_every_message_arrives_once(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -103,6 +112,7 @@ def test_a_pop3_source_outlives_its_tokens_and_every_message_arrives_once(
     assert len(kicker.kicked) == len(KICKS_AT), kicker.kicked
     assert oauth_server.tokens_issued(client_id) >= 1 + len(KICKS_AT)
     assert oauth_server.tokens_accepted(client_id) >= 1 + len(KICKS_AT)
+    assert_no_token_kept(redis_server, caplog)
 
 
 @pytest.fixture
@@ -176,6 +186,8 @@ def test_an_exchange_target_takes_the_apps_bearer_token(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
     ews = ews_https_server  # bearer tokens go over TLS only
@@ -230,3 +242,4 @@ def test_an_exchange_target_takes_the_apps_bearer_token(
     # IMAP source and the Exchange target alike (an app-only token is no one user's).
     assert principals and set(principals) == {f"app-{client_id}@{DOMAIN}"}
     assert oauth_server.tokens_issued(client_id) == 1
+    assert_no_token_kept(redis_server, caplog)
