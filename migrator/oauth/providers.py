@@ -212,7 +212,9 @@ class GoogleProvider:
         except google_errors.RefreshError as exc:
             message = exc.args[0] if exc.args else exc
             raise TokenRefused(
-                f"{self._describe} got no token for {user} ({scope}): {_first_line(message)}"
+                f"{self._describe} got no token for {user} ({scope}): {_first_line(message)}; "
+                "check its domain-wide delegation in the Google Admin console (its client "
+                f"id, with the scope {scope}) and that {user} is in the domain"
             ) from None
         except google_errors.TransportError:
             raise TokenServiceUnavailable(

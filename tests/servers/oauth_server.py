@@ -39,6 +39,7 @@ TENANT = "test-tenant"
 DOMAIN = "example.test"  # the tenant's mail domain: Dovecot checks a token's domain
 MAIL_ROLES = ("IMAP.AccessAsApp", "POP.AccessAsApp", "EWS.AccessAsApp")
 GOOGLE_SCOPE = "https://mail.google.com/"
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The roles that open a mailbox over IMAP or POP; a token with one of them has the scope
@@ -291,7 +292,11 @@ class OAuthServer:
             unverified = jwt.decode(assertion, options={"verify_signature": False})
             client = self.clients[unverified["iss"]]
             claims = jwt.decode(
-                assertion, client.public_key, algorithms=["RS256"], audience=self.google_token_uri
+                assertion,
+                client.public_key,
+                algorithms=["RS256"],
+                # google-auth names Google's endpoint whatever the key file's token_uri says.
+                audience=[self.google_token_uri, GOOGLE_TOKEN_AUDIENCE],
             )
         except (jwt.PyJWTError, KeyError, TypeError, ValueError):
             return 400, _error("invalid_grant", "Invalid JWT Signature.")
