@@ -36,6 +36,7 @@ from migrator.model import Login as LoginCredentials
 from migrator.oauth import OAuthConfig, tokens_for
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import TAMPERED, Secret, SecretBox
+from migrator.sending import BATCH_BYTES, GROUPING_WINDOW, PREFETCH_BYTES
 
 VERSION = 2
 DEFAULT_SIEVE_PORT = 4190  # RFC 5804
@@ -77,6 +78,9 @@ class Options:
     sieve_port: int = DEFAULT_SIEVE_PORT
     late_commit_grace: float = 30.0
     connections_per_mailbox: int = 1
+    batch_bytes: int = BATCH_BYTES  # the send loop's bounds (migrator.sending)
+    prefetch_bytes: int = PREFETCH_BYTES
+    grouping_window: int = GROUPING_WINDOW
 
 
 @dataclass(frozen=True)
@@ -392,6 +396,9 @@ def _options_json(options: Options) -> dict[str, Any]:
         "sieve_port": options.sieve_port,
         "late_commit_grace": options.late_commit_grace,
         "connections_per_mailbox": options.connections_per_mailbox,
+        "batch_bytes": options.batch_bytes,
+        "prefetch_bytes": options.prefetch_bytes,
+        "grouping_window": options.grouping_window,
     }
 
 
@@ -411,6 +418,9 @@ def _options(data: Mapping[str, Any]) -> Options:
         sieve_port=int(data.get("sieve_port") or DEFAULT_SIEVE_PORT),
         late_commit_grace=float(data.get("late_commit_grace", 30.0)),
         connections_per_mailbox=int(data.get("connections_per_mailbox", 1)),
+        batch_bytes=int(data.get("batch_bytes", BATCH_BYTES)),
+        prefetch_bytes=int(data.get("prefetch_bytes", PREFETCH_BYTES)),
+        grouping_window=int(data.get("grouping_window", GROUPING_WINDOW)),
     )
 
 

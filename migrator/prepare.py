@@ -21,6 +21,7 @@ from migrator.model import AdminLogin, ConnectOptions, Credentials, MailboxJob, 
 from migrator.oauth import OAuthConfig
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import Secret, SecretBox
+from migrator.sending import BATCH_BYTES, GROUPING_WINDOW, PREFETCH_BYTES
 from migrator.state import NewJob
 
 
@@ -73,6 +74,9 @@ class RunOptions:
     # more than one and the source server's slots (max_connections_per_server) have room.
     connections_per_mailbox: int = CONNECTIONS_PER_MAILBOX
     rewrite: RewriteMaps | None = None  # address headers rewritten on the way
+    batch_bytes: int = BATCH_BYTES  # the send loop's bounds: see CopyOptions
+    prefetch_bytes: int = PREFETCH_BYTES
+    grouping_window: int = GROUPING_WINDOW
     source_auth: OAuthConfig | None = None  # --source-auth oauth2: the rows' logins, tokens
 
     def job_options(self) -> jobs.Options:
@@ -86,6 +90,9 @@ class RunOptions:
             sieve_port=self.sieve_port,
             late_commit_grace=self.late_commit_grace,
             connections_per_mailbox=self.connections_per_mailbox,
+            batch_bytes=self.batch_bytes,
+            prefetch_bytes=self.prefetch_bytes,
+            grouping_window=self.grouping_window,
         )
 
 

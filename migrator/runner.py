@@ -191,6 +191,9 @@ def copy_options(job: jobs.Job) -> CopyOptions:
         rewrite=job.rewrite,
         late_commit_grace=options.late_commit_grace,
         connections=options.connections_per_mailbox,
+        batch_bytes=options.batch_bytes,
+        prefetch_bytes=options.prefetch_bytes,
+        grouping_window=options.grouping_window,
     )
 
 

@@ -27,7 +27,7 @@ from servers.mailgen import populate
 from servers.oauth_server import OAuthServer
 from servers.proxy import TcpProxy
 
-from migrator import runner, sending
+from migrator import runner
 from migrator.connectors.imap import source as imap_source
 from migrator.oauth import OAuthConfig
 from migrator.report import MailboxState
@@ -40,11 +40,13 @@ KICK_AT = 30  # messages done when the fault comes: past login, listing and the 
 
 
 @pytest.fixture(autouse=True)
-def _slow_reader(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The reader keeps little ahead of the writer, a few messages a fetch, so the source is
-    # still fetching when its sessions end.
-    monkeypatch.setattr(sending, "PREFETCH_BYTES", 200_000)
+def _few_a_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A few messages a fetch (and the reader little ahead of the writer: PREFETCH), so the
+    # source is still fetching when its sessions end.
     monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
+
+
+PREFETCH = 200_000  # bytes the reader may run ahead of the writer
 
 
 @pytest.fixture
@@ -78,7 +80,11 @@ class Mailbox:
         """The mailbox through runner.execute_job, the source (over a slow link, so that
         the copy lasts a few seconds) logging in with `app`."""
         options, source_url = run_options(
-            self.link.port, self.dovecot.imaps_port, self.tls.ca_cert, source_auth=app
+            self.link.port,
+            self.dovecot.imaps_port,
+            self.tls.ca_cert,
+            source_auth=app,
+            prefetch_bytes=PREFETCH,
         )
         # The row's password is never sent: the source end logs in with bearer tokens.
         return run_in_process(

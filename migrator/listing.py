@@ -1,0 +1,168 @@
+"""What a pass over a mailbox starts from: the source listed folder by folder, each folder
+opened at the target through the folder map, and the messages the target already holds
+recognised by content (migrator.recognition) rather than sent again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from migrator.errors import (
+    FolderRefused,
+)
+from migrator.foldermap import FolderMap, TargetFolder
+from migrator.plan import (
+    MessageRef,
+    newest_first,
+)
+from migrator.recognition import (
+    Candidate,
+    content_key,
+    epoch_seconds,
+    match,
+    message_digest,
+    needs_digests,
+    only_in_all_mail,
+    system_flags,
+)
+from migrator.report import SkippedMessage
+from migrator.rewrite import RewriteMaps, rewrite_message
+from migrator.sending import (
+    Checkpoint,
+)
+from migrator.sources.base import MailboxSource, SourceFolder
+from migrator.targets.base import MailboxTarget
+
+log = logging.getLogger(__name__)
+
+# Where the mail only an RFC 6154 \All view holds (Gmail's archived mail) goes, as a
+# source path for the folder map.
+ARCHIVE_PATH = ("Archive",)
+
+
+@dataclass
+class Listing:
+    """The source mailbox as listed, with each folder's folder at the target."""
+
+    refs: list[MessageRef] = field(default_factory=list)
+    target_of: dict[str, str] = field(default_factory=dict)  # source folder -> target name
+    refused: dict[str, str] = field(default_factory=dict)  # source folder -> why not
+    skipped: list[SkippedMessage] = field(default_factory=list)  # their messages
+
+
+def list_mailbox(
+    source: MailboxSource,
+    target: MailboxTarget,
+    folder_map: FolderMap,
+    now: datetime,
+) -> Listing:
+    """Every folder and message of the source, each folder opened at the target.  An
+    RFC 6154 \\All view (Gmail's All Mail) is read last: of its mail, what no other
+    folder holds (Gmail's archived mail) goes to the Archive folder."""
+    listing = Listing()
+    folders = source.list_folders()
+    held: list[MessageRef] = []  # every message of the real folders, refused ones too
+    for folder in folders:
+        if not folder.is_all_mail:
+            listed = source.list_messages(folder)
+            held += listed
+            _open(listing, target, folder, listed, folder_map.map(folder.path, folder.special_use))
+    for view in (f for f in folders if f.is_all_mail):
+        listed = source.list_messages(view)
+        no_id = [r for r in listed + held if not r.message_id]
+        keys = {r.ident: content_key(d, complete=True) for r, d in source.heads(no_id)}
+        only = only_in_all_mail(listed, held, keys)
+        if only:
+            log.warning(
+                "%d messages of %r are in no other folder: copied to %s",
+                len(only),
+                view.name,
+                "/".join(ARCHIVE_PATH),
+            )
+        _open(listing, target, view, only, folder_map.map(ARCHIVE_PATH))
+    return listing
+
+
+def _open(
+    listing: Listing,
+    target: MailboxTarget,
+    folder: SourceFolder,
+    listed: list[MessageRef],
+    mapped: TargetFolder,
+) -> None:
+    """Open `folder`'s place at the target and add its messages; a folder the target
+    refuses fails alone: its messages are named as skipped, the other folders go on."""
+    try:
+        listing.target_of[folder.name] = target.open_folder(mapped)
+    except FolderRefused as exc:
+        log.warning("skipped folder %r: %s", folder.name, exc)
+        listing.refused[folder.name] = str(exc)
+        listing.skipped += [SkippedMessage(r.folder, r.uid, r.size, str(exc)) for r in listed]
+    else:
+        listing.refs.extend(listed)
+
+
+def refused_note(refused: dict[str, str], messages: int) -> str | None:
+    """One line for the status table: the folders the target refused, and why."""
+    if not refused:
+        return None
+    first = next(iter(refused.values()))
+    return f"{messages} messages skipped in {len(refused)} refused folder(s); {first}"
+
+
+def recognise(
+    source: MailboxSource,
+    target: MailboxTarget,
+    refs: Sequence[MessageRef],
+    target_of: dict[str, str],
+    checkpoints: dict[Checkpoint, str | None],
+    rewrite: RewriteMaps | None,
+    now: datetime,
+) -> list[tuple[MessageRef, str | None]]:
+    """The messages of `refs` without a checkpoint that are at the target already, with
+    their content keys.  Only target folders where such a message is bound are indexed,
+    and only their messages without a known key are read (header blocks; the whole
+    message only where a key is shared, see migrator.recognition)."""
+    bound: dict[str, list[MessageRef]] = {}
+    for ref in refs:
+        bound.setdefault(target_of[ref.folder], []).append(ref)
+    found: list[tuple[MessageRef, str | None]] = []
+    for name, members in sorted(bound.items()):
+        if all(ref.ident in checkpoints for ref in members):
+            continue  # nothing to decide here
+        copies = target.index(name)
+        if not copies:
+            continue
+        keys: dict[Checkpoint, str | None] = {
+            ident: key for ident, key in checkpoints.items() if key is not None
+        }
+        unknown = [ref for ref in members if keys.get(ref.ident) is None]
+        for ref, data in source.heads(unknown):
+            keys[ref.ident] = content_key(_rewritten(data, rewrite), complete=True)
+        candidates = [
+            Candidate(
+                ref,
+                keys.get(ref.ident),
+                ref.ident in checkpoints,
+                system_flags(ref.flags),
+                epoch_seconds(ref.append_date(now)),
+            )
+            for ref in newest_first(members, now)
+        ]
+        ask_source, ask_target = needs_digests(candidates, copies)
+        source_digests = {
+            ref.ident: message_digest(_rewritten(body, rewrite))
+            for ref, body in (source.fetch([c.ref for c in ask_source]) if ask_source else ())
+        }
+        target_digests = target.digests(name, ask_target) if ask_target else {}
+        matched = match(candidates, copies, source_digests, target_digests)
+        found += [(c.ref, c.key) for c in candidates if not c.checkpointed and c.ident in matched]
+    return found
+
+
+def _rewritten(data: bytes, rewrite: RewriteMaps | None) -> bytes:
+    """What the target holds of a message that starts with `data` (its header block at
+    least): rewriting touches nothing past the header block."""
+    return rewrite_message(data, rewrite).message if rewrite is not None else data
