@@ -27,7 +27,6 @@ from tenacity import (
     wait_exponential,
 )
 
-from migrator import sending as sending_module
 from migrator.errors import (
     FolderRefused,
     LockLost,
@@ -60,6 +59,9 @@ from migrator.report import MailboxResult, MailboxState, SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.secrets import exception_text
 from migrator.sending import (
+    BATCH_BYTES,
+    GROUPING_WINDOW,
+    PREFETCH_BYTES,
     Checkpoint,
     ConnectionSlots,
     InFlight,
@@ -102,6 +104,11 @@ class CopyOptions:
     # Connections (source and target, in pairs) one mailbox may use at once, where both
     # adapters allow a second session and the servers' connection caps have room.
     connections: int = 1
+    # The send loop's bounds (see migrator.sending): bytes of one batch of appends, bytes
+    # the reader runs ahead, and the window (in messages) the send order groups folders in.
+    batch_bytes: int = BATCH_BYTES
+    prefetch_bytes: int = PREFETCH_BYTES
+    grouping_window: int = GROUPING_WINDOW
 
 
 class SourceIncomplete(TransientError):
@@ -175,8 +182,18 @@ def copy_pass(
     room = reorderable_bytes(
         budget=budget, server_limit=quota.limit, server_unlimited=quota.unlimited
     )
-    order = send_order(split.fits, room, sending_module.GROUPING_WINDOW, sending_module.BATCH_BYTES)
-    sending = Sending(listing.target_of, progress, now, rewrite, in_flight, stop)
+    order = send_order(split.fits, room, options.grouping_window, options.batch_bytes)
+    sending = Sending(
+        listing.target_of,
+        progress,
+        now,
+        rewrite,
+        in_flight,
+        stop,
+        batch_bytes=options.batch_bytes,
+        prefetch_bytes=options.prefetch_bytes,
+        grouping_window=options.grouping_window,
+    )
     sent, unsent = send(source, target, order, room, options.connections, slots, sending)
     left = tuple(unsent) + split.left
     if stop is not None and stop.is_set() and unsent:

@@ -48,7 +48,13 @@ from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.secrets import SecretBox
-from migrator.sending import ConnectionSlots, InFlight
+from migrator.sending import (
+    BATCH_BYTES,
+    GROUPING_WINDOW,
+    PREFETCH_BYTES,
+    ConnectionSlots,
+    InFlight,
+)
 from migrator.sources.base import MailboxSource
 from migrator.sources.ews import EwsSource, copy_non_mail
 from migrator.sources.imap import ImapSource
@@ -102,6 +108,9 @@ class RunOptions:
     # At most this many connections to each side per mailbox, where the adapters allow
     # more than one and the source server's slots (max_connections_per_server) have room.
     connections_per_mailbox: int = CONNECTIONS_PER_MAILBOX
+    batch_bytes: int = BATCH_BYTES  # the send loop's bounds: see CopyOptions
+    prefetch_bytes: int = PREFETCH_BYTES
+    grouping_window: int = GROUPING_WINDOW
 
 
 def mailbox_key(job: MailboxJob, target: TargetSpec) -> str:
@@ -167,6 +176,9 @@ def build_jobs(jobs: Sequence[MailboxJob], options: RunOptions, box: SecretBox) 
                 "sieve_port": options.sieve_port,
                 "late_commit_grace": options.late_commit_grace,
                 "connections_per_mailbox": options.connections_per_mailbox,
+                "batch_bytes": options.batch_bytes,
+                "prefetch_bytes": options.prefetch_bytes,
+                "grouping_window": options.grouping_window,
             },
         }
         result.append(
@@ -353,6 +365,9 @@ def _run(
         rewrite=_rewrite_maps(store.batch_meta(batch_id).get("rewrite")),
         late_commit_grace=float(opts.get("late_commit_grace", LATE_COMMIT_GRACE)),
         connections=int(opts.get("connections_per_mailbox", 1)),
+        batch_bytes=int(opts.get("batch_bytes", BATCH_BYTES)),
+        prefetch_bytes=int(opts.get("prefetch_bytes", PREFETCH_BYTES)),
+        grouping_window=int(opts.get("grouping_window", GROUPING_WINDOW)),
     )
     result = migrate_mailbox(
         lambda: open_source(str(src["kind"]), job, connect, source_ews),

@@ -123,8 +123,9 @@ class InFlight:
         self.given_up = None
 
 
-# A batch of appends holds at most this many bytes of message in memory, and the
-# reader runs at most this far ahead of the writer.
+# The defaults of Sending's (and CopyOptions') bounds. A batch of appends holds at most
+# this many bytes of message in memory, and the reader runs at most this far ahead of
+# the writer.
 BATCH_BYTES = 16 * 1024 * 1024
 PREFETCH_BYTES = 16 * 1024 * 1024
 # Newest first interleaves folders; where the quota allows, the send order groups them
@@ -240,6 +241,9 @@ class Sending:
     rewrite: RewriteMaps | None = None
     in_flight: InFlight | None = None
     stop: threading.Event | None = None  # the operator's Ctrl-C: never set here
+    batch_bytes: int = BATCH_BYTES  # bytes of message in one batch of appends, at most
+    prefetch_bytes: int = PREFETCH_BYTES  # bytes the reader runs ahead of the writer
+    grouping_window: int = GROUPING_WINDOW  # messages (plan.send_order)
 
 
 def send(
@@ -254,7 +258,8 @@ def send(
     """Send `order` (see plan.send_order), over up to `connections` pairs of connections
     where `room` (plan.reorderable_bytes) lets lanes go side by side: what was sent, and
     what was not (the quota, or the operator, stopped it)."""
-    wanted = len(lane_split(order, room, connections, GROUPING_WINDOW, BATCH_BYTES).lanes)
+    split = lane_split(order, room, connections, sending.grouping_window, sending.batch_bytes)
+    wanted = len(split.lanes)
     if wanted > 1:
         return _send_lanes(source, target, order, room, wanted, slots, sending)
     sent = _send(source, target, order, sending)
@@ -278,7 +283,7 @@ def _send(
     `stopped_at` then marking where."""
     sent = Sent()
     stop = sending.stop
-    max_batch_bytes = max(1, BATCH_BYTES // share)
+    max_batch_bytes = max(1, sending.batch_bytes // share)
     position = {id(ref): index for index, ref in enumerate(fits)}
     batch: list[tuple[MessageRef, AppendItem]] = []
     batch_bytes = 0
@@ -322,7 +327,8 @@ def _send(
         batch_bytes = 0
         return True
 
-    reading = prefetched(_timed(source.fetch(fits), sent), max(1, PREFETCH_BYTES // share))
+    ahead = max(1, sending.prefetch_bytes // share)
+    reading = prefetched(_timed(source.fetch(fits), sent), ahead)
     expected = 0  # position of the next message the source should send
     for ref, body in reading:
         here = position[id(ref)]
@@ -374,7 +380,9 @@ def _send_lanes(
     pairs: list[tuple[MailboxSource, MailboxTarget]] = []
     try:
         pairs = _open_sessions(source, target, granted)
-        split = lane_split(order, room, len(pairs) + 1, GROUPING_WINDOW, BATCH_BYTES)
+        split = lane_split(
+            order, room, len(pairs) + 1, sending.grouping_window, sending.batch_bytes
+        )
         if len(split.lanes) > 1:
             log.info("copying over %d connections", len(split.lanes))
         halt = threading.Event()

@@ -23,7 +23,6 @@ from support import (
     snapshot,
 )
 
-from migrator import sending
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.runner import rewrite_meta
@@ -298,18 +297,17 @@ def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
     tls_files: TlsFiles,
     redis_url: str,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
     connections: int,
     server_cap: int,
     used: int,
 ) -> None:
-    monkeypatch.setattr(sending, "GROUPING_WINDOW", 30)  # twelve windows: enough for four
     source, target = make_user(), make_user()
     sent = _populate(dovecot, source, ssl_context, LARGER)
     with caplog.at_level(logging.INFO, logger="migrator.sending"):
         store, job = _run(
             dovecot, tls_files, redis_url, source, target,
             connections_per_mailbox=connections, max_connections_per_server=server_cap,
+            grouping_window=30,  # twelve windows: enough for four
         )  # fmt: skip
 
     status = store.mailbox("b1", job)

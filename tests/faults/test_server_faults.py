@@ -24,7 +24,6 @@ from servers.dovecot import (
 from servers.mailgen import make_message, populate
 from support import batch_password
 
-from migrator import sending
 from migrator.errors import PermanentError, TransientError
 from migrator.imapconn import imap_errors
 from migrator.report import MailboxState
@@ -44,19 +43,20 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     exactly_once: object,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The reader keeps at most this much ahead of the writer, and fetches a few messages
-    # at a time, so the source is still fetching when the session ends, on every one of
-    # the mailbox's connections.
-    monkeypatch.setattr(sending, "PREFETCH_BYTES", 200_000)
+    # The IMAP source fetches a few messages at a time, and the reader keeps at most 200 KB
+    # ahead of the writer (below), so the source is still fetching when the session ends,
+    # on every one of the mailbox's connections.
     monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
-    monkeypatch.setattr(sending, "GROUPING_WINDOW", 30)  # windows enough for four connections
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
     populate(
         "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 250, "Archive": 100},
         ssl_context=ssl_context, size_hint=8_000,
     )  # fmt: skip
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+    options, source_url = run_options(
+        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert,
+        prefetch_bytes=200_000, grouping_window=30,  # windows enough for four connections
+    )  # fmt: skip
     store = StateStore.from_url(redis_url)
     kicked: list[int] = []
 
