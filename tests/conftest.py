@@ -7,12 +7,15 @@ mode) and the helpers import as ``servers.*``.
 from __future__ import annotations
 
 import itertools
+import os
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from ews_server import EwsServer
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -25,6 +28,8 @@ from servers.dovecot import (
 )
 from servers.redis import RedisServer
 from support import EWS_ADMIN, EWS_PASSWORD
+
+from migrator.secrets import new_key
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,45 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def lock_ttl() -> float:
+    """Seconds a mailbox lock outlives its worker's last heartbeat (MIGRATOR_LOCK_TTL): how
+    soon a resumed task may take over a killed worker's mailbox."""
+    return 3.0
+
+
+@pytest.fixture
+def celery_env(
+    redis_url: str,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lock_ttl: float,
+) -> dict[str, str]:
+    """The environment `migrator` in this process and the Celery worker processes share:
+    the session Redis, a fresh secret key, a state directory under tmp_path, the lock TTL,
+    and trust in the test CA."""
+    values = {
+        "MIGRATOR_REDIS_URL": redis_url,
+        "MIGRATOR_SECRET_KEY": new_key(),
+        "MIGRATOR_STATE_DIR": str(tmp_path / "state"),
+        "MIGRATOR_LOCK_TTL": str(lock_ttl),
+        "SSL_CERT_FILE": str(tls_files.ca_cert),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **values}
+
+
+@pytest.fixture
+def workers(celery_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    """Celery worker processes (`workers.start("worker1", concurrency=2)`) in celery_env,
+    logging under tmp_path; each is stopped when the test ends."""
+    started = Workers(celery_env, tmp_path)
+    yield started
+    started.stop()
 
 
 def _dovecot(tls_files: TlsFiles, separator: str) -> Iterator[DovecotServer]:

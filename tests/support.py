@@ -97,19 +97,44 @@ def write_batch(path: Path, rows: list[dict[str, str]], columns: list[str] = COL
     return path
 
 
-def imaps(server: DovecotServer) -> str:
-    return f"imaps://127.0.0.1:{server.imaps_port}"
+def source_row(server_url: str, source: str, password: str, target: str = "") -> dict[str, str]:
+    """A batch row for `individual`: the source logs in as itself."""
+    return {
+        "SourceIdentity": source,
+        "SourceServer": server_url,
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
 
 
-def run_options(server: DovecotServer, ca_file: Path, **kw: object) -> RunOptions:
-    """Target: the same test Dovecot, reached through the master user with SASL PLAIN."""
+def write_source_batch(path: Path, server_url: str, pairs: list[tuple[str, str, str]]) -> Path:
+    """A batch of (source, password, target) rows, every source on `server_url`."""
+    return write_batch(path, [source_row(server_url, *pair) for pair in pairs])
+
+
+def imaps(server: DovecotServer | int) -> str:
+    """The SourceServer (or --target-server) of the test Dovecot, or of a port before it."""
+    port = server if isinstance(server, int) else server.imaps_port
+    return f"imaps://127.0.0.1:{port}"
+
+
+def pop3s(server: DovecotServer) -> str:
+    return f"pop3s://127.0.0.1:{server.pop3s_port}"
+
+
+def run_options(
+    server: DovecotServer | int, ca_file: Path, *, timeout: float = 30, **kw: object
+) -> RunOptions:
+    """Target: the test Dovecot (or a port before it), reached through the master user with
+    SASL PLAIN."""
     return RunOptions(
         target=TargetSpec(
             server=parse_server(imaps(server)),
             method=AccessMethod.PROXYAUTH,
             admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
         ),
-        connect=ConnectOptions(timeout=30, ca_file=str(ca_file)),
+        connect=ConnectOptions(timeout=timeout, ca_file=str(ca_file)),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -203,14 +228,7 @@ def run_in_process(
 ) -> MailboxStatus:
     """One mailbox through runner.execute_job (what a Celery task runs), to its end."""
     box = SecretBox(new_key())
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": source_url,
-        "SourceLoginID": source,
-        "SourcePassword": password,
-        "TargetIdentity": target,
-    }
-    jobs = individual_jobs([row], options, box)
+    jobs = individual_jobs([source_row(source_url, source, password, target)], options, box)
     store.create_batch(batch_id, meta or {}, jobs)
     execute_job(store, batch_id, jobs[0].job_id, box)
     status = store.mailbox(batch_id, jobs[0].job_id)

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
-from faultkit import Worker, compare, leaks
-from servers.certs import TlsFiles
+from faultkit import compare, leaks
 from servers.redis import RedisServer
 from support import BATCH_PASSWORDS
-
-from migrator.secrets import new_key
 
 
 @dataclass(frozen=True)
@@ -153,26 +148,6 @@ def _no_password_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-def celery_env(
-    redis_url: str, tls_files: TlsFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """Environment shared by `migrator` in this process and the worker processes. A short
-    lock TTL lets a resumed task take over a killed worker's mailbox quickly."""
-    values = {
-        "MIGRATOR_REDIS_URL": redis_url,
-        "MIGRATOR_SECRET_KEY": new_key(),
-        "MIGRATOR_STATE_DIR": str(tmp_path / "state"),
-        "MIGRATOR_LOCK_TTL": "1.5",
-        "SSL_CERT_FILE": str(tls_files.ca_cert),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **values}
-
-
-@pytest.fixture
-def workers(celery_env: dict[str, str]) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
+def lock_ttl() -> float:
+    """Shorter than elsewhere: a resumed task takes over a killed worker's mailbox quickly."""
+    return 1.5

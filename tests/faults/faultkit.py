@@ -1,4 +1,4 @@
-"""What the fault scenarios share: Celery workers as processes, running one mailbox in this
+"""What the fault scenarios share: a short late-commit grace, running one mailbox in this
 process, and the full comparison of source and target that ends every scenario."""
 
 from __future__ import annotations
@@ -7,121 +7,41 @@ import base64
 import contextlib
 import functools
 import hashlib
-import io
 import json
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import redirect_stdout
 from pathlib import Path
 
+import celerykit
+import support
 from ews_server import EwsServer
 from imapclient import IMAPClient
-from servers.celery_worker import Worker
-from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
-from support import default_map_target, run_in_process, write_batch
+from servers.dovecot import DovecotServer
+from support import default_map_target, imaps, run_in_process
 
-from migrator.batch import AccessMethod, AdminLogin, parse_server
-from migrator.cli import main
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec
-from migrator.secrets import Secret
-from migrator.state import MailboxStatus, StateStore
+from migrator.runner import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
-__all__ = ["Worker"]  # re-exported for the scenarios
-
-
-def cli(args: list[str]) -> tuple[int, str]:
-    """`migrator ARGS` in this process; the exit code and what it printed on stdout."""
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
-
-
-def write_source_batch(path: Path, server_url: str, pairs: list[tuple[str, str, str]]) -> Path:
-    return write_batch(
-        path,
-        [
-            {
-                "SourceIdentity": source,
-                "SourceServer": server_url,
-                "SourceLoginID": source,
-                "SourcePassword": password,
-                "TargetIdentity": target,
-            }
-            for source, password, target in pairs
-        ],
-    )
 
 
 # The faults here come from the test, not from a slow server: a pass that breaks with
 # appends in flight need not wait long for a late commit (the scenario that has one says so).
 LATE_COMMIT_GRACE = 0.2
 
-
-def enqueue(
-    tmp_path: Path,
-    server_url: str,
-    target_url: str,
-    ca_file: Path,
-    pairs: list[tuple[str, str, str]],
-    *extra: str,
-) -> str:
-    """`migrator enqueue` of one batch; its id.  A worker that takes over a killed one's
-    mailbox waits the late-commit grace, short here (the faults come from the test)."""
-    batch = write_source_batch(tmp_path / "batch.csv", server_url, pairs)
-    if "--late-commit-grace" not in extra:
-        extra = ("--late-commit-grace", str(LATE_COMMIT_GRACE), *extra)
-    secret_file = tmp_path / "target-admin.pw"
-    secret_file.write_text(MASTER_PASSWORD)
-    code, out = cli(
-        ["enqueue", str(batch), "--method", "individual",
-         "--target-server", target_url, "--target-method", "proxyauth",
-         "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret_file),
-         "--ca-file", str(ca_file), *extra]
-    )  # fmt: skip
-    assert code == 0
-    return out.strip().splitlines()[-1]
-
-
-def wait_for(
-    store: StateStore,
-    batch_id: str,
-    until: Callable[[list[MailboxStatus]], bool] | None = None,
-    timeout: float = 120,
-) -> list[MailboxStatus]:
-    """Poll the batch until `until(rows)` (default: every mailbox in a final state)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = store.mailboxes(batch_id)
-        if until is not None and until(rows):
-            return rows
-        if until is None and rows and all(r.state.final for r in rows):
-            return rows
-        time.sleep(0.02)
-    raise AssertionError(f"batch {batch_id} did not get there: {store.mailboxes(batch_id)}")
+# `migrator enqueue` into the test Dovecot: a worker that takes over a killed one's mailbox
+# waits the late-commit grace, short here.
+enqueue = functools.partial(celerykit.enqueue, grace=LATE_COMMIT_GRACE)
 
 
 def run_options(
-    source_port: int, target_port: int, ca_file: Path, *, timeout: float = 30, **kw: object
+    source_port: int, target_port: int, ca_file: Path, **kw: object
 ) -> tuple[RunOptions, str]:
-    """Options whose target is Dovecot (master user, SASL PLAIN) on `target_port`, and the
-    SourceServer cell for `source_port`."""
+    """Options whose target is Dovecot (master user, SASL PLAIN) on `target_port`, with the
+    short late-commit grace, and the SourceServer cell for `source_port`."""
     kw.setdefault("late_commit_grace", LATE_COMMIT_GRACE)
-    options = RunOptions(
-        target=TargetSpec(
-            server=parse_server(f"imaps://127.0.0.1:{target_port}"),
-            method=AccessMethod.PROXYAUTH,
-            admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
-        ),
-        connect=ConnectOptions(timeout=timeout, ca_file=str(ca_file)),
-        **kw,  # type: ignore[arg-type]
-    )
-    return options, f"imaps://127.0.0.1:{source_port}"
+    return support.run_options(target_port, ca_file, **kw), imaps(source_port)
 
 
 # -- the full comparison ----------------------------------------------------------------
@@ -252,8 +172,6 @@ def compare(
 
 __all__ = [
     "REPO",
-    "Worker",
-    "cli",
     "compare",
     "digest",
     "enqueue",
@@ -263,6 +181,4 @@ __all__ = [
     "run_in_process",
     "run_options",
     "stored",
-    "wait_for",
-    "write_source_batch",
 ]

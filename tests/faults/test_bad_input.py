@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from celerykit import cli
 from corpus import corpus_messages
-from faultkit import cli, digest, expected_at_target, run_in_process, run_options, stored
+from faultkit import digest, expected_at_target, run_in_process, run_options, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from faultkit import REPO, source_and_target, write_source_batch
+from faultkit import REPO, source_and_target
 from imapclient import IMAPClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -37,7 +37,7 @@ from servers.dovecot import (
 )
 from servers.mailgen import populate
 from servers.proxy import UP, TcpProxy
-from support import batch_password
+from support import batch_password, write_source_batch
 
 FOLDERS = {"INBOX": 260, "Archive": 140}
 MESSAGES = sum(FOLDERS.values())

@@ -9,7 +9,9 @@ import ssl
 import time
 from pathlib import Path
 
-from faultkit import Worker, cli, enqueue, source_and_target, wait_for
+from celerykit import cli, wait_for
+from faultkit import enqueue, source_and_target
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
@@ -26,7 +28,7 @@ def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
@@ -43,7 +45,7 @@ def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once
                     tls_files.ca_cert, pair)  # fmt: skip
     second = enqueue(tmp_path, f"imaps://LocalHost:{port}", f"imaps://localhost:{port}",
                      tls_files.ca_cert, pair)  # fmt: skip
-    workers.append(Worker(celery_env, tmp_path / "worker.log", concurrency=2))
+    workers.start(concurrency=2)
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (one,) = wait_for(store, first, timeout=180)
     (other,) = wait_for(store, second, timeout=180)
@@ -67,7 +69,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
@@ -79,8 +81,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
     )  # fmt: skip
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     with TcpProxy(dovecot.imaps_port) as proxy:
-        paused = Worker(celery_env, tmp_path / "paused.log")
-        workers.append(paused)
+        paused = workers.start("paused")
         batch_id = enqueue(
             tmp_path, f"imaps://127.0.0.1:{proxy.port}", f"imaps://127.0.0.1:{dovecot.imaps_port}",
             tls_files.ca_cert, [(source, password, target)], "--connections-per-mailbox", "1",
@@ -100,7 +101,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
             )
             # Another worker takes the mailbox over and finishes it.
             assert cli(["resume", batch_id, "--no-wait"])[0] == 0
-            workers.append(Worker(celery_env, tmp_path / "other.log"))
+            workers.start("other")
             (row,) = wait_for(store, batch_id, timeout=180)
             assert row.state is MailboxState.DONE, row
             assert row.done_messages == 1200 and before < 1200

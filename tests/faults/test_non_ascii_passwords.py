@@ -17,9 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from celerykit import cli
 from ews_server import EwsServer, Item
 from ews_server.store import new_id
-from faultkit import cli, digest, leaks, run_in_process, run_options, source_and_target, stored
+from faultkit import digest, leaks, run_in_process, run_options, source_and_target, stored
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from faultkit import Worker, cli, enqueue, source_and_target, wait_for
+from celerykit import cli, wait_for
+from faultkit import enqueue, source_and_target
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
@@ -29,7 +31,7 @@ def _start(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     tag: str,
 ) -> tuple[str, str, str, str, StateStore]:
@@ -40,7 +42,7 @@ def _start(
         ssl_context=ssl_context, size_hint=12_000,
     )  # fmt: skip
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    workers.append(Worker(env, tmp_path / "worker1.log"))
+    workers.start("worker1")
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
     store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
     wait_for(store, batch_id, lambda rows: rows[0].done_messages >= 60, timeout=60)
@@ -96,7 +98,7 @@ def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
     tls_files: TlsFiles,
     redis_server: RedisServer,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
@@ -123,7 +125,7 @@ def test_redis_emptied_mid_batch_then_resume_restores_the_batch_and_copies_each_
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
@@ -175,15 +177,14 @@ def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
     tls_files: TlsFiles,
     redis_server: RedisServer,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
     # Three mailboxes on four processes: the fourth waits in BRPOP when Redis goes away.
     pairs = _mailboxes(dovecot, make_user, ssl_context, f"pool-{keep_data}", 3)
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    worker = Worker(celery_env, tmp_path / "worker.log", concurrency=4)
-    workers.append(worker)
+    worker = workers.start(concurrency=4)
     batch_id = enqueue(
         tmp_path, url, url, tls_files.ca_cert, pairs, "--connections-per-mailbox", "1"
     )

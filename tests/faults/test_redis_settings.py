@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from faultkit import REPO, Worker, source_and_target, wait_for, write_source_batch
+from celerykit import wait_for
+from faultkit import REPO, source_and_target
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -31,7 +33,7 @@ from servers.dovecot import (
 )
 from servers.mailgen import populate
 from servers.ports import LOOPBACK, free_port
-from support import batch_password
+from support import batch_password, write_source_batch
 
 from migrator.report import MailboxState
 from migrator.state import StateStore
@@ -135,7 +137,7 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once: object,
 ) -> None:
@@ -151,7 +153,7 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     env = _env(celery_env, url)
     imap = f"imaps://127.0.0.1:{dovecot.imaps_port}"
     batch = write_source_batch(tmp_path / "batch.csv", imap, [(source, password, target)])
-    workers.append(Worker(env, tmp_path / "worker.log"))
+    workers.start(env=env)
 
     code, out, err, _ = _migrator(
         ["enqueue", str(batch), "--method", "individual", "--target-server", imap,
@@ -211,18 +213,14 @@ def test_an_unreachable_redis_is_one_clear_line_within_seconds(
 
 @pytest.mark.parametrize("key", ["not-a-fernet-key", ""])
 def test_a_worker_without_a_usable_key_refuses_to_start_with_one_clear_line(
-    key: str, celery_env: dict[str, str], tmp_path: Path
+    key: str, celery_env: dict[str, str], workers: Workers
 ) -> None:
-    env = {**celery_env, "MIGRATOR_SECRET_KEY": key}
-    log = tmp_path / "worker.log"
-    worker = Worker(env, log)
+    worker = workers.start(env={**celery_env, "MIGRATOR_SECRET_KEY": key})
     try:
         code = worker.process.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the worker started with key {key!r}: {log.read_text()}")
-    finally:
-        worker.stop()
-    text = log.read_text()
+        pytest.fail(f"the worker started with key {key!r}: {worker.log_text()}")
+    text = worker.log_text()
     assert code != 0
     assert "MIGRATOR_SECRET_KEY" in text and "Traceback" not in text, text
     assert key not in text or not key

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celerykit import cli
 from ews_server import EwsServer, Item
 from ews_server.store import new_id
 from faultkit import (
-    cli,
     digest,
     enqueue,
     ews_stored,

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 import redis
-from faultkit import Worker, enqueue, leaks, source_and_target, wait_for
+from celerykit import wait_for
+from faultkit import enqueue, leaks, source_and_target
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
@@ -178,7 +180,7 @@ def test_a_queued_job_changed_in_redis_fails_as_tampered_and_sends_no_password(
     make_user: MakeUser,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     hostile: dict[str, HostileImap],
     tmp_path: Path,
     ssl_context: ssl.SSLContext,
@@ -199,7 +201,7 @@ def test_a_queued_job_changed_in_redis_fails_as_tampered_and_sends_no_password(
     client.set(key, json.dumps(payload))
     client.close()
 
-    workers.append(Worker(celery_env, tmp_path / "worker.log"))
+    workers.start()
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (row,) = wait_for(store, batch_id)
 

@@ -8,14 +8,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from faultkit import (
-    Worker,
-    cli,
-    enqueue,
-    run_options,
-    source_and_target,
-    wait_for,
-)
+from celerykit import cli, wait_for
+from faultkit import enqueue, run_options, source_and_target
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
@@ -42,7 +37,7 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
@@ -58,7 +53,7 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     )  # fmt: skip
     assert len(sent) == 1200
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    workers.append(Worker(celery_env, tmp_path / "worker0.log", loglevel="DEBUG"))
+    workers.start("worker0", loglevel="DEBUG")
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
 
@@ -76,7 +71,7 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
         workers[-1].kill()
         killed_at.append(store.mailboxes(batch_id)[0].done_messages)
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
-        workers.append(Worker(celery_env, tmp_path / f"worker{kill + 1}.log", loglevel="DEBUG"))
+        workers.start(f"worker{kill + 1}", loglevel="DEBUG")
 
     (row,) = wait_for(store, batch_id, timeout=180)
     assert len(killed_at) == KILLS and killed_at[-1] < len(sent)
@@ -96,7 +91,7 @@ def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_withou
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once,
 ) -> None:
@@ -107,8 +102,7 @@ def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_withou
         ssl_context=ssl_context, size_hint=12_000,
     )  # fmt: skip
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    doomed = Worker(celery_env, tmp_path / "doomed.log")
-    workers.append(doomed)
+    doomed = workers.start("doomed")
     batch_id = enqueue(
         tmp_path, url, url, tls_files.ca_cert, [(source, password, target)],
         "--connections-per-mailbox", "1",
@@ -121,8 +115,7 @@ def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_withou
         timeout=60,
     )
     # Two live workers, so two reapers race for the dead worker's mailbox.
-    survivors = [Worker(celery_env, tmp_path / f"survivor{n}.log") for n in (1, 2)]
-    workers.extend(survivors)
+    survivors = [workers.start(f"survivor{n}") for n in (1, 2)]
 
     doomed.kill()  # SIGKILL to its whole process group: no goodbye, no nack
     killed = time.monotonic()
