@@ -24,10 +24,15 @@ from servers.dovecot import (
     NON_ASCII_MASTER_PASSWORD,
     NON_ASCII_MASTER_USER,
     DovecotServer,
+    Fill,
     MakeUser,
 )
 from servers.redis import RedisServer
-from support import EWS_ADMIN, EWS_PASSWORD
+from support import (
+    EWS_ADMIN,
+    EWS_PASSWORD,
+    CopyMailbox,
+)
 
 from migrator.secrets import new_key
 
@@ -67,6 +72,18 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def local_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`migrator` in this process as on an operator's machine: neither MIGRATOR_REDIS_URL
+    nor MIGRATOR_SECRET_KEY, so `run` keeps a private Redis, and its key, under the state
+    directory tmp_path / "state" (returned)."""
+    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    state = tmp_path / "state"
+    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(state))
+    return state
 
 
 @pytest.fixture
@@ -157,6 +174,22 @@ def make_user(dovecot: DovecotServer) -> MakeUser:
         return name
 
     return make
+
+
+@pytest.fixture
+def fill(dovecot: DovecotServer, ssl_context: ssl.SSLContext) -> Fill:
+    """``fill(login, {"INBOX": 30, "Archive/2019": 10}, password=DEFAULT_USER_PASSWORD, *,
+    server=dovecot, size_hint=2000, seed=0)``: generated mail appended to a mailbox of the
+    test Dovecot; the messages appended (servers.dovecot.Fill)."""
+    return Fill(dovecot, ssl_context)
+
+
+@pytest.fixture
+def copy_mailbox(dovecot: DovecotServer, tls_files: TlsFiles, redis_url: str) -> CopyMailbox:
+    """``copy_mailbox(source, target, *, password=DEFAULT_USER_PASSWORD, source_url=None,
+    into=None, batch_id="b1", rewrite=None, **options)``: one mailbox copied in this
+    process, its status at the end (support.CopyMailbox)."""
+    return CopyMailbox(dovecot, tls_files.ca_cert, redis_url)
 
 
 @pytest.fixture(scope="session")

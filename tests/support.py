@@ -10,11 +10,13 @@ import secrets
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from ews_server import EwsServer
 from imapclient import IMAPClient
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -25,11 +27,12 @@ from servers.dovecot import (
 )
 from servers.mailgen import PopulatedMessage
 
-from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from migrator.batch import AccessMethod, AdminLogin, MailboxJob, parse_batch, parse_server
 from migrator.ews import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
+from migrator.rewrite import RewriteMaps
+from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job, rewrite_meta
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import MailboxStatus, NewJob, StateStore
 
@@ -77,6 +80,17 @@ def ews_target_options(server_url: str, ca_file: Path, **kw: object) -> RunOptio
         ),
         connect=ConnectOptions(timeout=30, ca_file=str(ca_file), allow_plaintext=True),
         **kw,  # type: ignore[arg-type]
+    )
+
+
+def from_exchange(options: RunOptions) -> RunOptions:
+    """`options` with the test EWS server as the source: each row names its endpoint, over
+    plain HTTP."""
+    return replace(
+        options,
+        source_kind="ews",
+        source_ews=ews_settings(None),
+        connect=replace(options.connect, allow_plaintext=True),
     )
 
 
@@ -139,6 +153,17 @@ def run_options(
     )
 
 
+def batch_job(
+    row: dict[str, str], method: AccessMethod = AccessMethod.INDIVIDUAL, **kw: Any
+) -> MailboxJob:
+    """The one job a one-row batch CSV (the row's own columns) gives for `method`; `kw` as
+    parse_batch takes it (admin, combined_template, protocol)."""
+    result = parse_batch(batch_text([row], list(row)), method, **kw)
+    assert not result.problems, result.problems
+    (job,) = result.jobs
+    return job
+
+
 def individual_jobs(
     rows: list[dict[str, str]], options: RunOptions, box: SecretBox
 ) -> list[NewJob]:
@@ -161,12 +186,20 @@ class Stored:
     size: int
 
 
-def snapshot(
-    server: DovecotServer, login: str, password: str, context: ssl.SSLContext
-) -> dict[str, list[Stored]]:
-    """Every message of every selectable folder: hash of its bytes, flags, INTERNALDATE."""
-    result: dict[str, list[Stored]] = {}
-    with IMAPClient("127.0.0.1", server.imaps_port, ssl=True, ssl_context=context) as client:
+def each_folder(
+    server: DovecotServer,
+    login: str,
+    password: str,
+    context: ssl.SSLContext,
+    items: list[str],
+    *,
+    port: int | None = None,
+) -> Iterator[tuple[str, list[dict[bytes, Any]]]]:
+    """Every selectable folder of a mailbox on the test Dovecot (or on `port`), with `items`
+    of each of its messages."""
+    with IMAPClient(
+        "127.0.0.1", port or server.imaps_port, ssl=True, ssl_context=context, timeout=60
+    ) as client:
         client.normalise_times = False
         # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
         client.plain_login(login, password)
@@ -175,22 +208,29 @@ def snapshot(
                 continue
             client.select_folder(name, readonly=True)
             uids = client.search("ALL")
-            stored = []
-            if uids:
-                for data in client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]).values():
-                    body = data[b"BODY[]"]
-                    stored.append(
-                        Stored(
-                            sha256=hashlib.sha256(body).hexdigest(),
-                            flags=frozenset(
-                                f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent"
-                            ),
-                            internaldate=data[b"INTERNALDATE"],
-                            size=len(body),
-                        )
-                    )
-            result[name] = stored
-    return result
+            fetched: list[dict[bytes, Any]] = []
+            for start in range(0, len(uids), 500):
+                fetched.extend(client.fetch(uids[start : start + 500], items).values())
+            yield name, fetched
+
+
+def snapshot(
+    server: DovecotServer, login: str, password: str, context: ssl.SSLContext
+) -> dict[str, list[Stored]]:
+    """Every message of every selectable folder: hash of its bytes, flags, INTERNALDATE."""
+    items = ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]
+    return {
+        name: [
+            Stored(
+                sha256=hashlib.sha256(data[b"BODY[]"]).hexdigest(),
+                flags=frozenset(f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent"),
+                internaldate=data[b"INTERNALDATE"],
+                size=len(data[b"BODY[]"]),
+            )
+            for data in fetched
+        ]
+        for name, fetched in each_folder(server, login, password, context, items)
+    }
 
 
 def counts(view: dict[str, list[Stored]]) -> dict[str, int]:
@@ -234,6 +274,42 @@ def run_in_process(
     status = store.mailbox(batch_id, jobs[0].job_id)
     assert status is not None
     return status
+
+
+class CopyMailbox:
+    """The ``copy_mailbox`` fixture: one mailbox copied in this process through
+    runner.execute_job, as a Celery task runs it (run_in_process); its status at the end.
+
+    The source is on the test Dovecot (IMAPS, or POP3S with ``source_kind="pop"``) unless
+    `source_url` names another; the target is a mailbox of the test Dovecot, or `into` an
+    EWS server, its service account impersonating the target; `options` are RunOptions
+    fields."""
+
+    def __init__(self, dovecot: DovecotServer, ca_file: Path, redis_url: str) -> None:
+        self._dovecot, self._ca_file, self._redis_url = dovecot, ca_file, redis_url
+
+    def __call__(
+        self,
+        source: str,
+        target: str,
+        *,
+        password: str = DEFAULT_USER_PASSWORD,
+        source_url: str | None = None,
+        into: EwsServer | None = None,
+        batch_id: str = "b1",
+        rewrite: RewriteMaps | None = None,
+        **options: object,
+    ) -> MailboxStatus:
+        if into is not None:
+            run = ews_target_options(into.url, self._ca_file, **options)
+        else:
+            run = run_options(self._dovecot, self._ca_file, **options)
+        if source_url is None:
+            dovecot = self._dovecot
+            source_url = pop3s(dovecot) if run.source_kind == "pop" else imaps(dovecot)
+        meta = {"rewrite": rewrite_meta(rewrite)} if rewrite is not None else None
+        store = StateStore.from_url(self._redis_url)
+        return run_in_process(store, batch_id, run, source_url, source, password, target, meta=meta)
 
 
 def newest_that_fit(sent: Sequence[PopulatedMessage], quota: int) -> list[PopulatedMessage]:

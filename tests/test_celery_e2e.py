@@ -18,9 +18,10 @@ from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
     MASTER_PASSWORD,
     DovecotServer,
+    Fill,
     MakeUser,
 )
-from servers.mailgen import PopulatedMessage, populate
+from servers.mailgen import PopulatedMessage
 from servers.redis import RedisServer
 from support import default_map_target, imaps, pop3s, snapshot
 
@@ -79,6 +80,7 @@ def _assert_exact_copy(
 def test_big_mailbox_through_a_celery_worker(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_server: RedisServer,
@@ -89,9 +91,7 @@ def test_big_mailbox_through_a_celery_worker(
 ) -> None:
     password = "Src-Pw-big-7f3a9!"
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, BIG_MAILBOX, ssl_context=ssl_context
-    )
+    sent = fill(source, BIG_MAILBOX, password)
     assert len(sent) == 2000
     workers.start(concurrency=2)
     url = imaps(dovecot)
@@ -123,6 +123,7 @@ def test_big_mailbox_through_a_celery_worker(
 def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
@@ -138,15 +139,7 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
         if source_type == "imap"
         else {"INBOX": 600}
     )
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        password,
-        folders,
-        ssl_context=ssl_context,
-        size_hint=20_000,
-    )
+    sent = fill(source, folders, password, size_hint=20_000)
     workers.start("worker1", concurrency=2)
     batch_id = enqueue(
         tmp_path, imaps(dovecot) if source_type == "imap" else pop3s(dovecot), imaps(dovecot),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections import Counter
 from pathlib import Path
 
@@ -11,12 +10,10 @@ from celerykit import enqueue_to_exchange, wait_for
 from ews_server import EwsServer
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, MakeUser
-from servers.mailgen import populate
+from servers.dovecot import DovecotServer, Fill, MakeUser
 from support import EWS_PASSWORD, imaps, pop3s
 from test_ews_source import EWS_FOLDER, seed
 from test_ews_target import EWS_FOLDER as TARGET_FOLDER
-from test_ews_target import folder_items
 
 from migrator.cli import main
 from migrator.report import MailboxState
@@ -34,9 +31,9 @@ BIG_MAILBOX = {  # 1,050 messages, small ones: exchangelib parses about 1.5 s pe
 def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
     workers: Workers,
@@ -44,15 +41,7 @@ def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
 ) -> None:
     password = "Src-Pw-ews-41d2!"
     source, target = make_user(password), make_ews_mailbox()
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        password,
-        BIG_MAILBOX,
-        ssl_context=ssl_context,
-        size_hint=1500,
-    )
+    sent = fill(source, BIG_MAILBOX, password, size_hint=1500)
     assert len(sent) >= 1000
     workers.start()
     batch_id = enqueue_to_exchange(
@@ -67,7 +56,7 @@ def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
     for folder, path in TARGET_FOLDER.items():
-        items = folder_items(ews, target, path)
+        items = ews.store.items_at(target, path)
         expected = {m.raw: m for m in sent if m.folder == folder}
         assert Counter(i.mime for i in items) == Counter(m.raw for m in sent if m.folder == folder)
         for item in items:
@@ -98,7 +87,7 @@ def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_work
     assert status.state is MailboxState.DONE, status
     assert (status.done_messages, status.copied_non_mail) == (len(seeded), 2)
     for folder, path in EWS_FOLDER.items():
-        items = folder_items(ews, target, path)
+        items = ews.store.items_at(target, path)
         assert Counter(i.mime for i in items) == Counter(
             s.raw for s in seeded if s.folder == folder
         )
@@ -109,9 +98,9 @@ def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_work
 def test_pop3_into_exchange_killed_mid_mailbox_then_resumed_copies_each_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
     workers: Workers,
@@ -119,15 +108,7 @@ def test_pop3_into_exchange_killed_mid_mailbox_then_resumed_copies_each_once(
 ) -> None:
     password = "Src-Pw-pop-ews-7c1!"
     source, target = make_user(password), make_ews_mailbox()
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        password,
-        {"INBOX": 600},
-        ssl_context=ssl_context,
-        size_hint=1500,
-    )
+    sent = fill(source, {"INBOX": 600}, password, size_hint=1500)
     workers.start("worker1")
     batch_id = enqueue_to_exchange(
         tmp_path, ews, pop3s(dovecot), [(source, password, target)],

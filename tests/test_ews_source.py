@@ -6,8 +6,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ews_server import EwsServer, ews_account
@@ -16,17 +15,16 @@ from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from support import (
     EWS_PASSWORD,
-    ews_settings,
     ews_target_options,
-    fresh_box,
-    individual_jobs,
+    from_exchange,
+    run_in_process,
     run_options,
     snapshot,
 )
 
 from migrator.ewsprops import register_properties
 from migrator.report import MailboxState
-from migrator.runner import RunOptions, execute_job
+from migrator.runner import RunOptions
 from migrator.state import MailboxStatus, StateStore
 
 START = datetime(2023, 6, 1, 9, 0, tzinfo=UTC)
@@ -104,27 +102,9 @@ def seed(ews: EwsServer, smtp: str) -> list[Seeded]:
 def run_from_ews(
     ews: EwsServer, redis_url: str, source: str, target: str, options: RunOptions
 ) -> MailboxStatus:
-    _, box = fresh_box()
     store = StateStore.from_url(redis_url)
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": f"http://127.0.0.1:{ews.port}",
-        "SourceLoginID": source,
-        "SourcePassword": EWS_PASSWORD,
-        "TargetIdentity": target,
-    }
-    jobs = individual_jobs([row], options, box)
-    store.create_batch("b1", {}, jobs)
-    execute_job(store, "b1", jobs[0].job_id, box)
-    status = store.mailbox("b1", jobs[0].job_id)
-    assert status is not None
-    return status
-
-
-def source_options(make: Callable[..., RunOptions], *args: object) -> RunOptions:
-    """`make`'s options with the test EWS server as the source (plain HTTP allowed)."""
-    options = make(*args, source_kind="ews", source_ews=ews_settings(None))
-    return replace(options, connect=replace(options.connect, allow_plaintext=True))
+    url = f"http://127.0.0.1:{ews.port}"
+    return run_in_process(store, "b1", options, url, source, EWS_PASSWORD, target)
 
 
 def sha(raw: bytes) -> str:
@@ -142,7 +122,7 @@ def test_ews_to_imap_copies_mail_exactly_and_counts_the_rest_as_skipped(
 ) -> None:
     source, target = make_ews_mailbox(), make_user()
     seeded = seed(ews, source)
-    options = source_options(run_options, dovecot, tls_files.ca_cert)
+    options = from_exchange(run_options(dovecot, tls_files.ca_cert))
 
     status = run_from_ews(ews, redis_url, source, target, options)
 
@@ -166,7 +146,7 @@ def test_ews_to_ews_copies_mail_meeting_and_contact_once_even_when_run_again(
 ) -> None:
     source, target = make_ews_mailbox(), make_ews_mailbox()
     seeded = seed(ews, source)
-    options = source_options(ews_target_options, ews.url, tls_files.ca_cert)
+    options = from_exchange(ews_target_options(ews.url, tls_files.ca_cert))
 
     status = run_from_ews(ews, redis_url, source, target, options)
     StateStore.from_url(redis_url).client.flushall()
@@ -176,12 +156,8 @@ def test_ews_to_ews_copies_mail_meeting_and_contact_once_even_when_run_again(
     assert status.copied_non_mail == 2 and status.skipped_non_mail == 0
     assert again.state is MailboxState.DONE, again
     assert again.copied_messages == 0 and again.copied_non_mail == 0
-    box = ews.store[target]
     for folder, path in EWS_FOLDER.items():
-        parent = box.distinguished(path[0])
-        if len(path) > 1:
-            (parent,) = [f for f in box.children(parent.id) if f.name == path[1]]
-        items = box.items_in(parent.id)
+        items = ews.store.items_at(target, path)
         wanted = {s.raw: s for s in seeded if s.folder == folder}
         assert Counter(i.mime for i in items) == Counter(
             s.raw for s in seeded if s.folder == folder

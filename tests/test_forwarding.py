@@ -51,10 +51,8 @@ USER_SCRIPT = (
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("MIGRATOR_REDIS_URL", raising=False)
-    monkeypatch.delenv("MIGRATOR_SECRET_KEY", raising=False)
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+def cli_env(local_state: Path, tmp_path: Path) -> Path:
+    """`migrator` with its private Redis; the folder the test writes its CSV files to."""
     return tmp_path
 
 

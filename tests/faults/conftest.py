@@ -8,36 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
+import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import redis
-from faultkit import compare, leaks
+from faultkit import OUTCOMES, ExactlyOnce, FaultReport, MailboxPairs, leaks
+from servers.dovecot import DovecotServer, Fill, MakeUser
 from servers.redis import RedisServer
-from support import BATCH_PASSWORDS
-
-
-@dataclass(frozen=True)
-class ScenarioOutcome:
-    scenario: str
-    checked: int
-    lost: int
-    duplicated: int
-
-
-OUTCOMES: list[ScenarioOutcome] = []
-
-
-class FaultReport:
-    """What a scenario hands in once it has compared source and target."""
-
-    def __init__(self, scenario: str) -> None:
-        self.scenario = scenario
-
-    def record(self, checked: int, lost: int, duplicated: int) -> None:
-        OUTCOMES.append(ScenarioOutcome(self.scenario, checked, lost, duplicated))
+from support import BATCH_PASSWORDS, batch_password
 
 
 @pytest.fixture
@@ -45,25 +24,31 @@ def fault_report(request: pytest.FixtureRequest) -> FaultReport:
     return FaultReport(request.node.nodeid.split("::", 1)[-1])
 
 
-class ExactlyOnce:
-    """The end of every scenario: the full comparison, recorded for the summary."""
-
-    def __init__(self, report: FaultReport) -> None:
-        self._report = report
-
-    def __call__(
-        self, expected: dict[str, Counter[str]], target_view: dict[str, list[bytes]]
-    ) -> int:
-        checked, lost, duplicated = compare(expected, target_view)
-        self._report.record(checked, lost, duplicated)
-        assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated"
-        assert checked > 0
-        return checked
+@pytest.fixture
+def exactly_once(
+    fault_report: FaultReport, dovecot: DovecotServer, ssl_context: ssl.SSLContext
+) -> ExactlyOnce:
+    return ExactlyOnce(fault_report, dovecot, ssl_context)
 
 
 @pytest.fixture
-def exactly_once(fault_report: FaultReport) -> ExactlyOnce:
-    return ExactlyOnce(fault_report)
+def mailbox_pairs(make_user: MakeUser, fill: Fill) -> MailboxPairs:
+    """``mailbox_pairs(tag, folders, count=1, *, size_hint=2000)``: `count` (source,
+    password, target) triples of fresh test Dovecot users, each source with its own batch
+    password and `folders` of generated mail (seeded by its number), each target empty."""
+
+    def make(
+        tag: str, folders: dict[str, int], count: int = 1, *, size_hint: int = 2000
+    ) -> list[tuple[str, str, str]]:
+        pairs = []
+        for n in range(count):
+            password = batch_password(f"{tag}-{n}")
+            source, target = make_user(password), make_user()
+            fill(source, folders, password, size_hint=size_hint, seed=n)
+            pairs.append((source, password, target))
+        return pairs
+
+    return make
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -11,14 +11,14 @@ import json
 import ssl
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import celerykit
 import support
 from ews_server import EwsServer
-from imapclient import IMAPClient
-from servers.dovecot import DovecotServer
-from support import default_map_target, imaps, run_in_process
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer
+from support import default_map_target, each_folder, imaps, run_in_process
 
 from migrator.foldermap import default_folder_map
 from migrator.runner import RunOptions
@@ -34,6 +34,9 @@ LATE_COMMIT_GRACE = 0.2
 # waits the late-commit grace, short here.
 enqueue = functools.partial(celerykit.enqueue, grace=LATE_COMMIT_GRACE)
 
+# The `mailbox_pairs` fixture: (source, password, target) triples, each source filled.
+MailboxPairs = Callable[..., list[tuple[str, str, str]]]
+
 
 def run_options(
     source_port: int, target_port: int, ca_file: Path, **kw: object
@@ -47,6 +50,62 @@ def run_options(
 # -- the full comparison ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ScenarioOutcome:
+    scenario: str
+    checked: int
+    lost: int
+    duplicated: int
+
+
+OUTCOMES: list[ScenarioOutcome] = []
+
+
+class FaultReport:
+    """What a scenario hands in once it has compared source and target."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+
+    def record(self, checked: int, lost: int, duplicated: int) -> None:
+        OUTCOMES.append(ScenarioOutcome(self.scenario, checked, lost, duplicated))
+
+
+class ExactlyOnce:
+    """The end of every scenario: the full comparison, recorded for the summary."""
+
+    def __init__(
+        self, report: FaultReport, dovecot: DovecotServer, context: ssl.SSLContext
+    ) -> None:
+        self._report = report
+        self._dovecot = dovecot
+        self._context = context
+
+    def __call__(
+        self, expected: dict[str, Counter[str]], target_view: dict[str, list[bytes]]
+    ) -> int:
+        checked, lost, duplicated = compare(expected, target_view)
+        self._report.record(checked, lost, duplicated)
+        assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated"
+        assert checked > 0
+        return checked
+
+    def copied(
+        self, source: str, password: str, target: str, *, ews: EwsServer | None = None
+    ) -> int:
+        """Every message of `source` (logging in with `password`) on the test Dovecot is at
+        `target` once: a mailbox there (password DEFAULT_USER_PASSWORD), or on `ews`."""
+        return self(
+            *source_and_target(
+                self._dovecot,
+                (source, password),
+                (target, DEFAULT_USER_PASSWORD),
+                self._context,
+                ews=ews,
+            )
+        )
+
+
 def stored(
     server: DovecotServer,
     login: str,
@@ -56,23 +115,8 @@ def stored(
     port: int | None = None,
 ) -> dict[str, list[bytes]]:
     """Every message of every selectable folder, as the server holds it."""
-    result: dict[str, list[bytes]] = {}
-    with IMAPClient(
-        "127.0.0.1", port or server.imaps_port, ssl=True, ssl_context=context, timeout=60
-    ) as client:
-        # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
-        client.plain_login(login, password)
-        for flags, _delim, name in client.list_folders():
-            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
-                continue
-            client.select_folder(name, readonly=True)
-            uids = client.search("ALL")
-            bodies = []
-            for start in range(0, len(uids), 500):
-                fetched = client.fetch(uids[start : start + 500], ["BODY.PEEK[]"])
-                bodies.extend(data[b"BODY[]"] for data in fetched.values())
-            result[name] = bodies
-    return result
+    folders = each_folder(server, login, password, context, ["BODY.PEEK[]"], port=port)
+    return {name: [data[b"BODY[]"] for data in fetched] for name, fetched in folders}
 
 
 def ews_stored(ews: EwsServer, smtp: str) -> dict[str, list[bytes]]:
@@ -171,7 +215,11 @@ def compare(
 
 
 __all__ = [
+    "OUTCOMES",
     "REPO",
+    "ExactlyOnce",
+    "FaultReport",
+    "MailboxPairs",
     "compare",
     "digest",
     "enqueue",

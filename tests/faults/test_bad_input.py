@@ -17,7 +17,7 @@ import pytest
 import redis
 from celerykit import cli
 from corpus import corpus_messages
-from faultkit import digest, expected_at_target, run_in_process, run_options, stored
+from faultkit import ExactlyOnce, digest, expected_at_target, run_in_process, run_options, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
@@ -47,7 +47,7 @@ def test_every_corpus_message_arrives_byte_identical(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     messages = corpus_messages()
     # The corpus has no NUL byte yet; one message of our own covers it.
@@ -73,7 +73,7 @@ def test_every_corpus_message_arrives_byte_identical(
     assert status.skipped_messages == 0
     assert status.done_messages == len(messages)
     # Source as stored and target as stored: the same bytes, each message once.
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         expected_at_target(source_view),
         stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
     )
@@ -84,13 +84,8 @@ def test_every_corpus_message_arrives_byte_identical(
 
 @pytest.fixture
 def enqueue_env(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, celery_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[redis.Redis]:
-    from migrator.secrets import new_key
-
-    monkeypatch.setenv("MIGRATOR_REDIS_URL", redis_url)
-    monkeypatch.setenv("MIGRATOR_SECRET_KEY", new_key())
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
     client = redis.Redis.from_url(redis_url)
     yield client
@@ -275,7 +270,7 @@ def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("folders")
     source, target = make_user(password), make_user()
@@ -306,7 +301,7 @@ def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
     assert {p.name for p in dovecot.mail_dir.iterdir()} - homes_before <= {target}
     target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert {n for n, b in target_view.items() if b} == set(ODD_BUT_ALLOWED)
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         expected_at_target(stored(dovecot, source, password, ssl_context), lambda name: name),
         target_view,
     )
@@ -397,7 +392,7 @@ def test_folder_names_the_target_refuses_are_made_safe_and_a_refused_folder_fail
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     target = make_user()
     options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)

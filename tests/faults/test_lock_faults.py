@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import time
 from pathlib import Path
 
 from celerykit import cli, wait_for
-from faultkit import enqueue, source_and_target
+from faultkit import ExactlyOnce, enqueue
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import populate
+from servers.dovecot import DovecotServer, Fill, MakeUser
 from servers.proxy import DOWN, TcpProxy
 from support import batch_password, eventually
 
@@ -25,19 +23,16 @@ from migrator.state import StateStore
 def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
     workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("spelled")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 500, "Archive": 200},
-        ssl_context=ssl_context, size_hint=6_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 500, "Archive": 200}, password, size_hint=6_000)
     port = dovecot.imaps_port
     pair = [(source, password, target)]
     # Both batches are queued before any worker runs, so both tasks start together.
@@ -52,11 +47,7 @@ def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once
 
     assert one.state is other.state is MailboxState.DONE, (one, other)
     assert one.copied_messages + other.copied_messages == 700
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _locks(store: StateStore) -> list[str]:
@@ -66,19 +57,16 @@ def _locks(store: StateStore) -> list[str]:
 def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
     workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("paused")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 900, "Sent": 300},
-        ssl_context=ssl_context, size_hint=12_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 900, "Sent": 300}, password, size_hint=12_000)
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     with TcpProxy(dovecot.imaps_port) as proxy:
         paused = workers.start("paused")
@@ -116,11 +104,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
         )
 
     assert "another worker" in paused.log.read_text(errors="replace")
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _until_still(store: StateStore, batch_id: str, quiet: float = 1.0, timeout: float = 60) -> None:

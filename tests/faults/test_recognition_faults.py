@@ -12,12 +12,11 @@ from datetime import UTC, datetime
 
 import pytest
 from corpus import corpus_messages
-from faultkit import digest, run_options, source_and_target, stored
+from faultkit import ExactlyOnce, digest, run_options, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, Fill, MakeUser
 from servers.lying_imap import SizeLyingImap
-from servers.mailgen import populate
 from support import batch_password, run_in_process, snapshot
 
 from migrator.report import MailboxState
@@ -64,7 +63,7 @@ def test_two_messages_sharing_message_id_and_size_both_arrive_once_without_check
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("twins")
     source, target = make_user(password), make_user()
@@ -90,27 +89,22 @@ def test_two_messages_sharing_message_id_and_size_both_arrive_once_without_check
 
     assert second.state is MailboxState.DONE, second
     assert (second.copied_messages, second.done_messages) == (1, 2)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def test_identical_twins_with_other_flags_and_dates_each_keep_their_own_after_a_kill(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("flags")
     source, target = make_user(password), make_user()
     twin = _resend("relay-a", "footer A", JAN_2023)  # the same bytes, stored twice
-    others = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 30}, ssl_context=ssl_context
-    )
+    others = fill(source, {"INBOX": 30}, password)
     _append(
         dovecot, source, password, ssl_context, "INBOX",
         [(twin, ("\\Seen",), JAN_2023), (twin, ("\\Flagged",), JAN_2024)],
@@ -148,27 +142,20 @@ def test_identical_twins_with_other_flags_and_dates_each_keep_their_own_after_a_
         )
 
     assert shown(target, DEFAULT_USER_PASSWORD) == shown(source, password)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def test_a_source_whose_sizes_are_estimates_is_recognised_after_redis_loss(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("sizes")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 120, "Sent": 40},
-        ssl_context=ssl_context,
-    )  # fmt: skip
+    sent = fill(source, {"INBOX": 120, "Sent": 40}, password)
     store = StateStore.from_url(redis_url)
     with SizeLyingImap(dovecot.imaps_port, tls_files) as lying:
         options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
@@ -181,11 +168,7 @@ def test_a_source_whose_sizes_are_estimates_is_recognised_after_redis_loss(
 
     assert second.state is MailboxState.DONE, second
     assert (second.copied_messages, second.done_messages) == (0, len(sent))
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _odd_messages() -> list[bytes]:
@@ -225,7 +208,7 @@ def test_pop3_messages_with_odd_endings_and_headers_are_recognised_after_redis_l
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("pop3")
     source, target = make_user(password), make_user()

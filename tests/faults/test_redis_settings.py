@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -21,17 +20,16 @@ from pathlib import Path
 import pytest
 import redis
 from celerykit import wait_for
-from faultkit import REPO, source_and_target
+from faultkit import REPO, ExactlyOnce
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import (
-    DEFAULT_USER_PASSWORD,
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
+    Fill,
     MakeUser,
 )
-from servers.mailgen import populate
 from servers.ports import LOOPBACK, free_port
 from support import batch_password, write_source_batch
 
@@ -134,21 +132,18 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     tls_redis: int,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
     workers: Workers,
     tmp_path: Path,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     """The check refuses only what cannot work: the same Redis with ssl_cert_reqs works
     for `enqueue`, `status` and a worker, end to end."""
     password = batch_password("rediss")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 30, "Archive": 20},
-        ssl_context=ssl_context, size_hint=3_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 30, "Archive": 20}, password, size_hint=3_000)
     url = f"rediss://127.0.0.1:{tls_redis}/0?ssl_cert_reqs=required"
     env = _env(celery_env, url)
     imap = f"imaps://127.0.0.1:{dovecot.imaps_port}"
@@ -166,11 +161,7 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     (row,) = wait_for(store, batch_id, timeout=120)
     assert row.state is MailboxState.DONE, row
     assert _migrator(["status", batch_id], env)[0] == 0
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 @pytest.fixture

@@ -10,7 +10,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from faultkit import expected_at_target, run_in_process, run_options, source_and_target, stored
+from faultkit import (
+    ExactlyOnce,
+    expected_at_target,
+    run_in_process,
+    run_options,
+    stored,
+)
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from servers.certs import TlsFiles
@@ -19,9 +25,10 @@ from servers.dovecot import (
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
+    Fill,
     MakeUser,
 )
-from servers.mailgen import make_message, populate
+from servers.mailgen import make_message
 from support import batch_password
 
 from migrator.errors import PermanentError, TransientError
@@ -37,10 +44,10 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     monkeypatch: pytest.MonkeyPatch,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The IMAP source fetches a few messages at a time, and the reader keeps at most 200 KB
@@ -49,10 +56,7 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 250, "Archive": 100},
-        ssl_context=ssl_context, size_hint=8_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 250, "Archive": 100}, password, size_hint=8_000)
     options, source_url = run_options(
         dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert,
         prefetch_bytes=200_000, grouping_window=30,  # windows enough for four connections
@@ -80,11 +84,7 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     assert f"pass 1 ended: {side} mailbox" in caplog.text
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == 350
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 # What imaplib/imapclient raise for each server answer, and the kind of error it must become.
@@ -135,17 +135,15 @@ def _rebuild(
 def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_copied_twice(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("uidvalidity")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 60, "Projects": 60},
-        ssl_context=ssl_context,
-    )  # fmt: skip
+    sent = fill(source, {"INBOX": 60, "Projects": 60}, password)
     store = StateStore.from_url(redis_url)
     half = sum(m.size for m in sent) // 2
     options, source_url = run_options(
@@ -163,11 +161,7 @@ def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_cop
     assert second.state is MailboxState.DONE, second
     assert second.done_messages == second.total_messages == len(sent)
     assert second.copied_messages == len(sent) - first.done_messages
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 class SizeLimitedDovecot(DovecotServer):
@@ -188,18 +182,16 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     dovecot: DovecotServer,
     limited_dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("refused")
     source = make_user(password)
     target = make_user(server=limited_dovecot)
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 40},
-        ssl_context=ssl_context, size_hint=3_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 40}, password, size_hint=3_000)
     big, when = make_message(999, folder="INBOX", size_hint=120_000)
     big = big.replace(b"\r\n\r\n", b"\r\n\r\n" + b"padding line\r\n" * 6000, 1)
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
@@ -221,7 +213,7 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     assert f'"uid": {big_uid}' in skipped and "[LIMIT]" in skipped
     source_view = stored(dovecot, source, password, ssl_context)
     source_view["INBOX"] = [b for b in source_view["INBOX"] if len(b) < 64 * 1024]
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         expected_at_target(source_view),
         stored(limited_dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
     )

@@ -10,15 +10,13 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
-from faultkit import digest, expected_at_target, run_options, source_and_target, stored
+from faultkit import ExactlyOnce, digest, expected_at_target, run_options, source_and_target, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, Fill, MakeUser
 from servers.dovecot_config import ALL_MAIL_FOLDER
-from servers.mailgen import populate
-from support import batch_password, batch_text, run_in_process, snapshot
+from support import batch_job, batch_password, imaps, run_in_process, snapshot, source_row
 
-from migrator.batch import AccessMethod, parse_batch
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map
 from migrator.imapconn import ConnectOptions
@@ -74,14 +72,7 @@ def _copy_withholding(
     target: str,
     withheld: object,
 ) -> object:
-    row = {
-        "SourceIdentity": source[0],
-        "SourceServer": f"imaps://127.0.0.1:{dovecot.imaps_port}",
-        "SourceLoginID": source[0],
-        "SourcePassword": source[1],
-        "TargetIdentity": target,
-    }
-    (job,) = parse_batch(batch_text([row]), AccessMethod.INDIVIDUAL).jobs
+    job = batch_job(source_row(imaps(dovecot), *source, target))
     options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
     connect = ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert))
     store = StateStore.from_url(redis_url)
@@ -102,17 +93,15 @@ def test_messages_the_source_never_sends_are_named_and_the_mailbox_is_not_done(
     answer: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("withheld")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 250, "Sent": 50},
-        ssl_context=ssl_context,
-    )  # fmt: skip
+    sent = fill(source, {"INBOX": 250, "Sent": 50}, password)
     newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
     # populate() appends each folder in order: UID n holds its message n - 1.
     # One in the middle of the first window, or the first window's last ten.
@@ -138,27 +127,21 @@ def test_messages_the_source_never_sends_are_named_and_the_mailbox_is_not_done(
 def test_a_message_held_back_once_is_copied_by_the_next_pass(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("held-once")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 120}, ssl_context=ssl_context
-    )
+    sent = fill(source, {"INBOX": 120}, password)
     result = _copy_withholding(
         dovecot, tls_files, redis_url, (source, password), target,
         lambda ref, number: number == 1 and (ref.folder, ref.uid) == ("INBOX", 6),
     )  # fmt: skip
     assert len(sent) == 120
     assert result.state is MailboxState.DONE, result  # type: ignore[attr-defined]
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 # -- Gmail's All Mail ------------------------------------------------------------------
@@ -180,7 +163,7 @@ def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("gmail")
     source, target = make_user(password), make_user()
@@ -262,7 +245,7 @@ def test_pop3_lines_past_2048_octets_are_copied(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     long_lines = (
         RECEIVED_LINE
@@ -286,7 +269,7 @@ def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     behind_stray = (
         RECEIVED_LINE + b"Subject: a broken client\r\nthis line has no colon\r\n"
