@@ -24,9 +24,9 @@ from servers.dovecot import (
     NON_ASCII_MASTER_PASSWORD,
     NON_ASCII_MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
+from servers.mailgen import Fill
 from servers.redis import RedisServer
 from support import (
     EWS_ADMIN,

@@ -283,10 +283,13 @@ class CopyMailbox:
     The source is on the test Dovecot (IMAPS, or POP3S with ``source_kind="pop"``) unless
     `source_url` names another; the target is a mailbox of the test Dovecot, or `into` an
     EWS server, its service account impersonating the target; `options` are RunOptions
-    fields."""
+    fields, over `defaults` (RunOptions fields too)."""
 
-    def __init__(self, dovecot: DovecotServer, ca_file: Path, redis_url: str) -> None:
+    def __init__(
+        self, dovecot: DovecotServer, ca_file: Path, redis_url: str, **defaults: object
+    ) -> None:
         self._dovecot, self._ca_file, self._redis_url = dovecot, ca_file, redis_url
+        self._defaults = defaults
 
     def __call__(
         self,
@@ -300,6 +303,7 @@ class CopyMailbox:
         rewrite: RewriteMaps | None = None,
         **options: object,
     ) -> MailboxStatus:
+        options = {**self._defaults, **options}
         if into is not None:
             run = ews_target_options(into.url, self._ca_file, **options)
         else:

@@ -14,14 +14,8 @@ import redis
 from celerykit import enqueue, wait_for
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import (
-    DEFAULT_USER_PASSWORD,
-    MASTER_PASSWORD,
-    DovecotServer,
-    Fill,
-    MakeUser,
-)
-from servers.mailgen import PopulatedMessage
+from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import Fill, PopulatedMessage
 from servers.redis import RedisServer
 from support import default_map_target, imaps, pop3s, snapshot
 

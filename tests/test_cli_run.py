@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from servers.certs import TlsFiles
-from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, Fill, MakeUser
+from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
+from servers.mailgen import Fill
 from support import batch_password, imaps, write_source_batch
 
 from migrator.cli import main

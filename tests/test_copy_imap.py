@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, Fill, MakeUser
-from servers.mailgen import PopulatedMessage, make_message
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import Fill, PopulatedMessage, make_message
 from support import (
     CopyMailbox,
     counts,

@@ -10,7 +10,8 @@ from celerykit import enqueue_to_exchange, wait_for
 from ews_server import EwsServer
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from support import EWS_PASSWORD, imaps, pop3s
 from test_ews_source import EWS_FOLDER, seed
 from test_ews_target import EWS_FOLDER as TARGET_FOLDER

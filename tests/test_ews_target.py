@@ -14,7 +14,8 @@ import requests
 from ews_server import EwsServer
 from ews_server.store import Item
 from exchangelib import errors as ews_errors
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import MakeUser
+from servers.mailgen import Fill
 from support import (
     EWS_ADMIN,
     EWS_PASSWORD,
@@ -66,7 +67,6 @@ def all_mime(ews: EwsServer, smtp: str) -> Counter[bytes]:
 
 
 def test_copy_to_ews_keeps_bytes_read_state_dates_flags_and_maps_folders(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -99,7 +99,6 @@ def test_copy_to_ews_keeps_bytes_read_state_dates_flags_and_maps_folders(
 
 
 def test_rerun_after_redis_is_lost_recognises_every_message_by_its_source_key(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -120,7 +119,6 @@ def test_rerun_after_redis_is_lost_recognises_every_message_by_its_source_key(
 
 
 def test_server_busy_every_fifth_call_loses_and_duplicates_nothing(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -139,7 +137,6 @@ def test_server_busy_every_fifth_call_loses_and_duplicates_nothing(
 
 
 def test_quota_stop_keeps_the_newest_messages(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -160,7 +157,6 @@ def test_quota_stop_keeps_the_newest_messages(
 
 
 def test_error_quota_exceeded_stops_the_mailbox_with_the_newest_messages(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -181,7 +177,6 @@ def test_error_quota_exceeded_stops_the_mailbox_with_the_newest_messages(
 
 
 def test_a_message_over_the_size_limit_is_skipped_counted_and_named(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -208,7 +203,6 @@ def test_a_message_over_the_size_limit_is_skipped_counted_and_named(
 
 
 def test_a_target_mailbox_that_does_not_exist_is_not_ready(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,

@@ -20,10 +20,9 @@ from servers.dovecot import (
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
-from servers.mailgen import PopulatedMessage
+from servers.mailgen import Fill, PopulatedMessage
 from support import batch_job, imaps
 
 from migrator.batch import AccessMethod, AdminLogin, MailboxJob
@@ -373,7 +372,6 @@ def test_a_non_ascii_password_authenticates_with_sasl_plain_in_utf8(
 
 
 def test_without_auth_plain_a_non_ascii_password_goes_as_a_login_literal_in_utf8(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     tls_files: TlsFiles,
@@ -394,7 +392,6 @@ def test_without_auth_plain_a_non_ascii_password_goes_as_a_login_literal_in_utf8
 
 
 def test_without_auth_plain_a_wrong_non_ascii_password_is_login_failed(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     tls_files: TlsFiles,
     login_only_server: _LoginOnlyServer,

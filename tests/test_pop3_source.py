@@ -14,10 +14,9 @@ from servers.dovecot import (
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
-from servers.mailgen import PopulatedMessage
+from servers.mailgen import Fill, PopulatedMessage
 from support import CopyMailbox, batch_job, newest_that_fit, snapshot
 
 from migrator.batch import AccessMethod, AdminLogin

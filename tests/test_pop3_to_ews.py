@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ews_server import EwsServer
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import MakeUser
+from servers.mailgen import Fill
 from support import CopyMailbox, newest_that_fit
 
 from migrator.report import MailboxState
@@ -17,7 +18,6 @@ def _inbox(ews: EwsServer, smtp: str) -> Counter[bytes]:
 
 
 def test_pop3_mailbox_of_500_lands_in_the_exchange_inbox_once_even_after_redis_loss(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,
@@ -41,7 +41,6 @@ def test_pop3_mailbox_of_500_lands_in_the_exchange_inbox_once_even_after_redis_l
 
 
 def test_pop3_into_exchange_under_quota_keeps_the_newest_by_date(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     copy_mailbox: CopyMailbox,

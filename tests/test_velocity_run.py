@@ -21,10 +21,9 @@ from servers.dovecot import (
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
-from servers.mailgen import PopulatedMessage
+from servers.mailgen import Fill, PopulatedMessage
 from support import counts, imaps, snapshot, write_source_batch
 
 from migrator.batch import AccessMethod, parse_batch

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from faultkit import OUTCOMES, ExactlyOnce, FaultReport, MailboxPairs, leaks
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from faultkit import LATE_COMMIT_GRACE, OUTCOMES, ExactlyOnce, FaultReport, MailboxPairs, leaks
+from servers.certs import TlsFiles
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.redis import RedisServer
-from support import BATCH_PASSWORDS, batch_password
+from support import BATCH_PASSWORDS, CopyMailbox, batch_password
 
 
 @pytest.fixture
@@ -130,6 +132,12 @@ def _no_password_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             data = path.read_bytes()
             leaked += [str(path) for p in BATCH_PASSWORDS if leaks(data, p)]
     assert not leaked, f"batch passwords in logs or data files: {sorted(set(leaked))}"
+
+
+@pytest.fixture
+def copy_mailbox(dovecot: DovecotServer, tls_files: TlsFiles, redis_url: str) -> CopyMailbox:
+    """As everywhere (support.CopyMailbox), with the fault suite's short late-commit grace."""
+    return CopyMailbox(dovecot, tls_files.ca_cert, redis_url, late_commit_grace=LATE_COMMIT_GRACE)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from celerykit import cli, wait_for
 from faultkit import ExactlyOnce, enqueue
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.proxy import DOWN, TcpProxy
 from support import batch_password, eventually
 

@@ -10,7 +10,8 @@ import pytest
 from ews_server import EwsServer
 from faultkit import ExactlyOnce, MailboxPairs, run_in_process, run_options
 from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.proxy import DOWN, UP, TcpProxy
 from support import batch_password, ews_target_options
 

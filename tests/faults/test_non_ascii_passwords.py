@@ -34,15 +34,17 @@ from servers.dovecot import (
     NON_ASCII_MASTER_PASSWORD,
     NON_ASCII_MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
+from servers.mailgen import Fill
 from support import (
     BATCH_PASSWORDS,
+    CopyMailbox,
     batch_password,
     batch_text,
     from_exchange,
     imaps,
+    pop3s,
     source_row,
     write_source_batch,
 )
@@ -68,6 +70,7 @@ def test_a_non_ascii_password_logs_in_and_the_mailbox_is_copied(
     dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
+    copy_mailbox: CopyMailbox,
     tls_files: TlsFiles,
     redis_url: str,
     exactly_once: ExactlyOnce,
@@ -76,22 +79,21 @@ def test_a_non_ascii_password_logs_in_and_the_mailbox_is_copied(
     source, target = make_user(password), make_user()
     folders = FOLDERS if protocol == "imap" else {"INBOX": 12}
     fill(source, folders, password, size_hint=3_000)
-    kind = {"source_kind": "pop"} if protocol == "pop3" else {}
-    options, source_url = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, **kind
-    )
-    if protocol == "pop3":
-        source_url = f"pop3s://127.0.0.1:{dovecot.pop3s_port}"
-    store = StateStore.from_url(redis_url)
+    kind = "pop" if protocol == "pop3" else "imap"
 
     if method == "individual":
-        status = run_in_process(store, "umlaut", options, source_url, source, password, target)
+        status = copy_mailbox(
+            source, target, password=password, batch_id="umlaut", source_kind=kind
+        )
     else:
         # POP3 AUTH PLAIN (RFC 5034): the admin, whose password is not ASCII either, acts
         # as the user.
+        options, _ = run_options(
+            dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, source_kind=kind
+        )
         status = _run_rows(
-            store, "umlaut", options, AccessMethod.PROXYAUTH, [(source_url, source, target)],
-            protocol="pop3",
+            StateStore.from_url(redis_url), "umlaut", options, AccessMethod.PROXYAUTH,
+            [(pop3s(dovecot), source, target)], protocol="pop3",
         )[0]  # fmt: skip
 
     assert status.state is MailboxState.DONE, status

@@ -23,13 +23,8 @@ from celerykit import wait_for
 from faultkit import REPO, ExactlyOnce
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import (
-    MASTER_PASSWORD,
-    MASTER_USER,
-    DovecotServer,
-    Fill,
-    MakeUser,
-)
+from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.ports import LOOPBACK, free_port
 from support import batch_password, write_source_batch
 

@@ -24,16 +24,15 @@ from faultkit import (
     leaks,
     stored,
 )
-from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
+from servers.mailgen import Fill
 from support import EWS_ADMIN, EWS_PASSWORD, batch_password, imaps, write_source_batch
 
 from migrator.batch import Credentials, MailboxJob, parse_server
@@ -113,7 +112,7 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     target_kind: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     tmp_path: Path,
     local_state: Path,
@@ -125,13 +124,15 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     password = batch_password(f"debug-log-{target_kind}")
     source = make_user(password)
     marker = "BODY-MARKER-5f1c2e"
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.plain_login(source, password)
-        for i in range(5):
-            client.append(
-                "INBOX",
-                f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{marker} line {i}\r\n".encode(),
-            )
+    fill.append(
+        source,
+        "INBOX",
+        [
+            f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{marker} line {i}\r\n".encode()
+            for i in range(5)
+        ],
+        password,
+    )
     if target_kind == "imap":
         target = make_user()
         options = ["--target-server", f"imaps://127.0.0.1:{dovecot.imaps_port}",

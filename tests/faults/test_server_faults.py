@@ -25,11 +25,10 @@ from servers.dovecot import (
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
-    Fill,
     MakeUser,
 )
-from servers.mailgen import make_message
-from support import batch_password
+from servers.mailgen import Fill, make_message
+from support import CopyMailbox, batch_password
 
 from migrator.errors import PermanentError, TransientError
 from migrator.imapconn import imap_errors
@@ -45,7 +44,7 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
-    tls_files: TlsFiles,
+    copy_mailbox: CopyMailbox,
     redis_url: str,
     exactly_once: ExactlyOnce,
     caplog: pytest.LogCaptureFixture,
@@ -57,10 +56,6 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
     fill(source, {"INBOX": 250, "Archive": 100}, password, size_hint=8_000)
-    options, source_url = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert,
-        prefetch_bytes=200_000, grouping_window=30,  # windows enough for four connections
-    )  # fmt: skip
     store = StateStore.from_url(redis_url)
     kicked: list[int] = []
 
@@ -77,7 +72,10 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
 
     kicker = threading.Thread(target=kick_mid_copy)
     kicker.start()
-    status = run_in_process(store, "bye", options, source_url, source, password, target)
+    status = copy_mailbox(
+        source, target, password=password, batch_id="bye",
+        prefetch_bytes=200_000, grouping_window=30,  # windows enough for four connections
+    )  # fmt: skip
     kicker.join()
 
     assert kicked and kicked[0] < 350
@@ -136,28 +134,22 @@ def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_cop
     dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
     exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("uidvalidity")
     source, target = make_user(password), make_user()
     sent = fill(source, {"INBOX": 60, "Projects": 60}, password)
-    store = StateStore.from_url(redis_url)
     half = sum(m.size for m in sent) // 2
-    options, source_url = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, quotas={target: half}
-    )
-    first = run_in_process(store, "first", options, source_url, source, password, target)
+    first = copy_mailbox(source, target, password=password, batch_id="first", quotas={target: half})
     assert first.state is MailboxState.QUOTA_STOPPED
     assert 0 < first.done_messages < len(sent)
 
     old, new = _rebuild(dovecot, source, password, "Projects", ssl_context)
     assert old != new
 
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    second = run_in_process(store, "second", options, source_url, source, password, target)
+    second = copy_mailbox(source, target, password=password, batch_id="second")
     assert second.state is MailboxState.DONE, second
     assert second.done_messages == second.total_messages == len(sent)
     assert second.copied_messages == len(sent) - first.done_messages

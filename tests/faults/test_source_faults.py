@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import ssl
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
 from faultkit import ExactlyOnce, digest, expected_at_target, run_options, source_and_target, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, Fill, MakeUser
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.dovecot_config import ALL_MAIL_FOLDER
-from support import batch_job, batch_password, imaps, run_in_process, snapshot, source_row
+from servers.mailgen import Fill
+from support import CopyMailbox, batch_job, batch_password, imaps, snapshot, source_row
 
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map
@@ -24,7 +25,7 @@ from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
 from migrator.sources.imap import ImapSource
-from migrator.state import StateStore
+from migrator.state import MailboxStatus, StateStore
 from migrator.targets.imap import ImapTarget
 
 # -- a FETCH answered without some of the messages asked for ---------------------------
@@ -160,9 +161,8 @@ def _message(n: int, *, with_id: bool = True) -> tuple[bytes, datetime]:
 def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
     exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("gmail")
@@ -185,10 +185,7 @@ def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
         (flags,) = [f for f, _, name in c.list_folders() if name == ALL_MAIL_FOLDER]
     assert b"\\All" in flags
 
-    options, url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    status = run_in_process(
-        StateStore.from_url(redis_url), "b", options, url, source, password, target
-    )
+    status = copy_mailbox(source, target, password=password, batch_id="b")
 
     assert status.state is MailboxState.DONE, status
     assert status.copied_messages == 7
@@ -207,44 +204,28 @@ RECEIVED = datetime(2024, 9, 3, 10, 42, 11, tzinfo=UTC)
 RECEIVED_LINE = b"Received: from mx by pop.example.test; Tue, 3 Sep 2024 10:42:11 +0000\r\n"
 
 
-def _copy_pop3(
-    dovecot: DovecotServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    tag: str,
-    messages: list[bytes],
-) -> tuple[object, str]:
-    """`messages` delivered to a fresh source, copied over POP3 to a fresh target: the
-    mailbox's status, and the target's login."""
-    password = batch_password(tag)
-    source, target = dovecot_user(dovecot, password), dovecot_user(dovecot, DEFAULT_USER_PASSWORD)
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
-        c.plain_login(source, password)
-        for raw in messages:
-            c.append("INBOX", raw)
-    options, _ = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, source_kind="pop"
-    )
-    url = f"pop3s://127.0.0.1:{dovecot.pop3s_port}"
-    store = StateStore.from_url(redis_url)
-    return run_in_process(store, "b", options, url, source, password, target), target
+CopyOverPop3 = Callable[[str, list[bytes]], tuple[MailboxStatus, str]]
 
 
-_numbers = iter(range(1, 1_000_000))
+@pytest.fixture
+def copy_over_pop3(make_user: MakeUser, fill: Fill, copy_mailbox: CopyMailbox) -> CopyOverPop3:
+    """``copy_over_pop3(tag, messages)``: `messages` delivered to a fresh source, copied
+    over POP3 to a fresh target; the mailbox's status, and the target's login."""
 
+    def copy(tag: str, messages: list[bytes]) -> tuple[MailboxStatus, str]:
+        password = batch_password(tag)
+        source, target = make_user(password, prefix="pop3src"), make_user()
+        fill.append(source, "INBOX", messages, password)
+        status = copy_mailbox(source, target, password=password, batch_id="b", source_kind="pop")
+        return status, target
 
-def dovecot_user(dovecot: DovecotServer, password: str) -> str:
-    name = f"pop3src{next(_numbers)}@example.test"
-    dovecot.add_user(name, password)
-    return name
+    return copy
 
 
 def test_pop3_lines_past_2048_octets_are_copied(
     dovecot: DovecotServer,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
+    copy_over_pop3: CopyOverPop3,
     exactly_once: ExactlyOnce,
 ) -> None:
     long_lines = (
@@ -256,10 +237,8 @@ def test_pop3_lines_past_2048_octets_are_copied(
         + b"\r\n"  # one 5,000-octet base64 line
     )
     plain = RECEIVED_LINE + b"Message-ID: <plain@example.org>\r\n\r\nbody\r\n"
-    status, target = _copy_pop3(
-        dovecot, ssl_context, tls_files, redis_url, "pop3-long", [long_lines, plain]
-    )
-    assert status.state is MailboxState.DONE, status  # type: ignore[attr-defined]
+    status, target = copy_over_pop3("pop3-long", [long_lines, plain])
+    assert status.state is MailboxState.DONE, status
     expected = {"INBOX": Counter(digest(r) for r in (long_lines, plain))}
     exactly_once(expected, stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context))
 
@@ -267,8 +246,7 @@ def test_pop3_lines_past_2048_octets_are_copied(
 def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
     dovecot: DovecotServer,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
+    copy_over_pop3: CopyOverPop3,
     exactly_once: ExactlyOnce,
 ) -> None:
     behind_stray = (
@@ -284,9 +262,9 @@ def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
         b"Date: Sun, 1 Sep 2024 08:00:00 +0000\r\n\r\nbody\r\n"
     )
     messages = [behind_stray, absurd_date, stray_then_date]
-    status, target = _copy_pop3(dovecot, ssl_context, tls_files, redis_url, "pop3-dates", messages)
+    status, target = copy_over_pop3("pop3-dates", messages)
 
-    assert status.state is MailboxState.DONE, status  # type: ignore[attr-defined]
+    assert status.state is MailboxState.DONE, status
     dates = {
         s.sha256: s.internaldate.astimezone(UTC)
         for s in snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)["INBOX"]

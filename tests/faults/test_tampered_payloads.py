@@ -24,7 +24,8 @@ from celerykit import wait_for
 from faultkit import ExactlyOnce, enqueue, leaks
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from support import BATCH_PASSWORDS, batch_password, imaps
 
 from migrator.report import MailboxState

@@ -11,7 +11,8 @@ from celerykit import cli, wait_for
 from faultkit import ExactlyOnce, enqueue, run_options
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, Fill, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from support import batch_job, batch_password, individual_jobs, source_row
 
 from migrator.copier import CopyOptions, migrate_mailbox

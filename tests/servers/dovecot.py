@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import ssl
 import subprocess
 import time
 from collections.abc import Mapping
@@ -27,7 +26,6 @@ from .dovecot_config import (
     identity,
     render_config,
 )
-from .mailgen import PopulatedMessage, populate
 from .ports import LOOPBACK, free_ports, wait_for_port
 from .process import ServerProcess
 
@@ -63,30 +61,6 @@ class MakeUser(Protocol):
         prefix: str = "user",
         server: DovecotServer | None = None,
     ) -> str: ...
-
-
-class Fill:
-    """The ``fill`` fixture: appends generated mail (mailgen.populate, over IMAPS) to a
-    mailbox of the test Dovecot, or of `server`, and returns the messages appended."""
-
-    def __init__(self, dovecot: DovecotServer, context: ssl.SSLContext) -> None:
-        self._dovecot, self._context = dovecot, context
-
-    def __call__(
-        self,
-        login: str,
-        folders: Mapping[str, int],
-        password: str = DEFAULT_USER_PASSWORD,
-        *,
-        server: DovecotServer | None = None,
-        size_hint: int = 2000,
-        seed: int = 0,
-    ) -> list[PopulatedMessage]:
-        port = (server or self._dovecot).imaps_port
-        return populate(
-            "127.0.0.1", port, login, password, folders,
-            ssl_context=self._context, size_hint=size_hint, seed=seed,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)
