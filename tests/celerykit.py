@@ -42,14 +42,9 @@ def enqueue(
 ) -> str:
     """`migrator enqueue` of (source, password, target) rows, each source on `source_url`,
     into the test Dovecot at `target_url` through its master user; the batch id."""
-    secret = tmp_path / "target-admin.pw"
-    secret.write_text(MASTER_PASSWORD)
-    return _enqueue(
-        write_source_batch(tmp_path / "batch.csv", source_url, pairs),
-        "--target-server", target_url, "--target-method", "proxyauth",
-        "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret),
-        "--ca-file", str(ca_file), "--late-commit-grace", str(grace), *extra,
-    )  # fmt: skip
+    target = ["--target-server", target_url, "--target-method", "proxyauth",
+              "--target-admin", MASTER_USER, "--ca-file", str(ca_file)]  # fmt: skip
+    return _enqueue(tmp_path, source_url, pairs, MASTER_PASSWORD, grace, *target, *extra)
 
 
 def enqueue_to_exchange(
@@ -62,19 +57,27 @@ def enqueue_to_exchange(
 ) -> str:
     """`migrator enqueue --target ews` of (source, password, target) rows into the test EWS
     server, its service account impersonating each target; the batch id."""
-    secret = tmp_path / "svc.pw"
-    secret.write_text(EWS_PASSWORD)
-    return _enqueue(
-        write_source_batch(tmp_path / "batch.csv", source_url, pairs),
-        "--target", "ews", "--target-server", ews.url, "--impersonate",
-        "--target-admin", EWS_ADMIN, "--target-admin-password-file", str(secret),
-        "--ews-version", "Exchange2016", "--allow-plaintext",
-        "--late-commit-grace", str(grace), *extra,
+    target = ["--target", "ews", "--target-server", ews.url, "--impersonate",
+              "--target-admin", EWS_ADMIN, "--ews-version", "Exchange2016",
+              "--allow-plaintext"]  # fmt: skip
+    return _enqueue(tmp_path, source_url, pairs, EWS_PASSWORD, grace, *target, *extra)
+
+
+def _enqueue(
+    tmp_path: Path,
+    source_url: str,
+    pairs: list[tuple[str, str, str]],
+    admin_password: str,
+    grace: float,
+    *args: str,
+) -> str:
+    batch = write_source_batch(tmp_path / "batch.csv", source_url, pairs)
+    secret = tmp_path / "target-admin.pw"
+    secret.write_text(admin_password)
+    code, out = cli(
+        ["enqueue", str(batch), "--method", "individual", "--target-admin-password-file",
+         str(secret), "--late-commit-grace", str(grace), *args]
     )  # fmt: skip
-
-
-def _enqueue(batch: Path, *args: str) -> str:
-    code, out = cli(["enqueue", str(batch), "--method", "individual", *args])
     assert code == 0, out
     return out.strip().splitlines()[-1]
 

@@ -178,6 +178,11 @@ def fresh_box() -> tuple[str, SecretBox]:
     return key, SecretBox(key)
 
 
+def digest(raw: bytes) -> str:
+    """What the tests tell a message by: the SHA-256 of its bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
 @dataclass(frozen=True)
 class Stored:
     sha256: str
@@ -222,7 +227,7 @@ def snapshot(
     return {
         name: [
             Stored(
-                sha256=hashlib.sha256(data[b"BODY[]"]).hexdigest(),
+                sha256=digest(data[b"BODY[]"]),
                 flags=frozenset(f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent"),
                 internaldate=data[b"INTERNALDATE"],
                 size=len(data[b"BODY[]"]),
@@ -239,6 +244,37 @@ def counts(view: dict[str, list[Stored]]) -> dict[str, int]:
 
 def hashes(items: list[Stored]) -> Counter[str]:
     return Counter(s.sha256 for s in items)
+
+
+def assert_copied_exactly(
+    server: DovecotServer,
+    sent: Sequence[PopulatedMessage],
+    target: str,
+    password: str,
+    context: ssl.SSLContext,
+    *,
+    flags: bool = True,
+) -> None:
+    """`target` holds each message of `sent` once, in the folder the shipped map sends its
+    folder to, with its bytes, its INTERNALDATE and (unless `flags` is false: POP3 has none
+    to carry) its flags; and nothing else."""
+    expected: dict[str, Counter[str]] = {}
+    for message in sent:
+        folder = default_map_target(tuple(message.folder.split("/")))
+        expected.setdefault(folder, Counter())[digest(message.raw)] += 1
+    view = snapshot(server, target, password, context)
+    got = {name: hashes(items) for name, items in view.items() if items}
+    assert got.keys() == expected.keys()
+    for folder in expected:
+        missing = expected[folder] - got[folder]
+        extra = got[folder] - expected[folder]
+        assert not missing and not extra, (folder, len(missing), len(extra))
+    originals = {digest(m.raw): m for m in sent}
+    for items in view.values():
+        for stored in items:
+            if flags:
+                assert stored.flags == frozenset(originals[stored.sha256].flags)
+            assert stored.internaldate == originals[stored.sha256].internaldate
 
 
 def default_map_target(path: tuple[str, ...]) -> str:

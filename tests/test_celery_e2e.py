@@ -3,10 +3,8 @@ SIGKILL in the middle of a mailbox, `migrator resume`, and a Redis that forgets.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,9 @@ from celerykit import enqueue, wait_for
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import Fill, PopulatedMessage
+from servers.mailgen import Fill
 from servers.redis import RedisServer
-from support import default_map_target, imaps, pop3s, snapshot
+from support import assert_copied_exactly, imaps, pop3s
 
 from migrator.cli import main
 from migrator.report import MailboxState
@@ -35,40 +33,6 @@ BIG_MAILBOX = {
     "Données/Été": 250,
     "Archive/2019": 250,
 }
-
-
-def _digest(message: PopulatedMessage) -> str:
-    return hashlib.sha256(message.raw).hexdigest()
-
-
-def _assert_exact_copy(
-    dovecot: DovecotServer,
-    sent: list[PopulatedMessage],
-    target: str,
-    password: str,
-    ctx: ssl.SSLContext,
-    *,
-    flags: bool = True,
-) -> None:
-    """Same count per mapped folder, same bytes, same flags and INTERNALDATE: each
-    message exactly once."""
-    expected: dict[str, Counter[str]] = {}
-    for message in sent:
-        folder = default_map_target(tuple(message.folder.split("/")))
-        expected.setdefault(folder, Counter())[_digest(message)] += 1
-    view = snapshot(dovecot, target, password, ctx)
-    got = {name: Counter(s.sha256 for s in items) for name, items in view.items() if items}
-    assert got.keys() == expected.keys()
-    for folder in expected:
-        missing = expected[folder] - got[folder]
-        extra = got[folder] - expected[folder]
-        assert not missing and not extra, (folder, len(missing), len(extra))
-    originals = {_digest(m): m for m in sent}
-    for items in view.values():
-        for stored in items:
-            if flags:  # POP3 has no flags to carry
-                assert stored.flags == frozenset(originals[stored.sha256].flags)
-            assert stored.internaldate == originals[stored.sha256].internaldate
 
 
 def test_big_mailbox_through_a_celery_worker(
@@ -96,7 +60,7 @@ def test_big_mailbox_through_a_celery_worker(
 
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == 2000
-    _assert_exact_copy(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert main(["status", batch_id, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     (mailbox,) = status["mailboxes"]
@@ -155,6 +119,6 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
 
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == len(sent)
-    _assert_exact_copy(
+    assert_copied_exactly(
         dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context, flags=source_type == "imap"
     )

@@ -11,11 +11,12 @@ import pytest
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import Fill, PopulatedMessage, make_message
+from servers.mailgen import Fill, make_message
 from support import (
     CopyMailbox,
+    assert_copied_exactly,
     counts,
-    default_map_target,
+    digest,
     hashes,
     newest_that_fit,
     run_options,
@@ -44,26 +45,7 @@ def test_copy_keeps_bytes_flags_dates_and_maps_folders(
 
     assert status is not None and status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
-    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    expected: dict[str, Counter[str]] = {}
-    for message in sent:
-        folder = default_map_target(tuple(message.folder.split("/")))
-        expected.setdefault(folder, Counter())[_digest(message)] += 1
-    assert {f: sum(c.values()) for f, c in expected.items()} == counts(view)
-    for folder, wanted in expected.items():
-        assert hashes(view[folder]) == wanted, folder
-    by_hash = {_digest(m): m for m in sent}
-    for items in view.values():
-        for stored in items:
-            original = by_hash[stored.sha256]
-            assert stored.flags == frozenset(original.flags)
-            assert stored.internaldate == original.internaldate
-
-
-def _digest(message: PopulatedMessage) -> str:
-    import hashlib
-
-    return hashlib.sha256(message.raw).hexdigest()
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
 
 
 def test_rerun_after_redis_is_lost_copies_nothing_twice(
@@ -108,7 +90,7 @@ def test_quota_stop_keeps_the_newest_messages(
     assert status.done_bytes + status.left_bytes == sum(m.size for m in sent)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     at_target = Counter(s.sha256 for items in view.values() for s in items)
-    assert at_target == Counter(_digest(m) for m in fits)
+    assert at_target == Counter(digest(m.raw) for m in fits)
 
 
 def test_server_over_quota_refusal_stops_the_mailbox(
@@ -127,7 +109,7 @@ def test_server_over_quota_refusal_stops_the_mailbox(
     assert 0 < status.done_messages < len(sent)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)[: status.done_messages]
-    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in newest)
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(digest(m.raw) for m in newest)
 
 
 @pytest.mark.parametrize(("since", "until"), [("2022-01-01", None), (None, "2022-01-01")])
@@ -152,7 +134,7 @@ def test_date_range_copies_only_mail_inside_it(
     assert 0 < len(inside) < len(sent)
     copy_mailbox(source, target, since=lo, until=hi)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert hashes(view["INBOX"]) == Counter(_digest(m) for m in inside)
+    assert hashes(view["INBOX"]) == Counter(digest(m.raw) for m in inside)
 
 
 def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_nothing_twice(
@@ -177,7 +159,7 @@ def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_noth
     assert status is not None and status.state is MailboxState.DONE
     assert (status.rewritten_messages, status.rewritten_addresses) == (35, 35)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    originals = {_digest(m): m.raw for m in sent}
+    originals = {digest(m.raw): m.raw for m in sent}
     assert len(view["INBOX"]) == 35
     assert not any(s.sha256 in originals for s in view["INBOX"])  # each one was rewritten
 
@@ -278,13 +260,6 @@ def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
     assert status.done_messages == status.copied_messages == len(sent)
     lanes = [r.getMessage() for r in caplog.records if "copying over" in r.getMessage()]
     assert lanes == ([f"copying over {used} connections"] if used > 1 else [])
-    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    by_hash = {_digest(m): m for m in sent}
-    assert sorted(s.sha256 for items in view.values() for s in items) == sorted(by_hash)
-    for folder, items in view.items():
-        for stored in items:  # flags ($Label1 too) and dates kept on every connection
-            original = by_hash[stored.sha256]
-            assert default_map_target(tuple(original.folder.split("/"))) == folder
-            assert stored.flags == frozenset(original.flags)
-            assert stored.internaldate == original.internaldate
+    # Flags ($Label1 too) and dates kept on every connection.
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert StateStore.from_url(redis_url).client.keys("migrator:conn:*") == []  # slots given back

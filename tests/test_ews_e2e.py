@@ -8,13 +8,12 @@ from pathlib import Path
 
 from celerykit import enqueue_to_exchange, wait_for
 from ews_server import EwsServer
+from ewskit import IMAP_TO_EWS_FOLDER, SEEDED_TO_EWS_FOLDER, seed
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
 from support import EWS_PASSWORD, imaps, pop3s
-from test_ews_source import EWS_FOLDER, seed
-from test_ews_target import EWS_FOLDER as TARGET_FOLDER
 
 from migrator.cli import main
 from migrator.report import MailboxState
@@ -56,7 +55,7 @@ def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
-    for folder, path in TARGET_FOLDER.items():
+    for folder, path in IMAP_TO_EWS_FOLDER.items():
         items = ews.store.items_at(target, path)
         expected = {m.raw: m for m in sent if m.folder == folder}
         assert Counter(i.mime for i in items) == Counter(m.raw for m in sent if m.folder == folder)
@@ -87,7 +86,7 @@ def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_work
 
     assert status.state is MailboxState.DONE, status
     assert (status.done_messages, status.copied_non_mail) == (len(seeded), 2)
-    for folder, path in EWS_FOLDER.items():
+    for folder, path in SEEDED_TO_EWS_FOLDER.items():
         items = ews.store.items_at(target, path)
         assert Counter(i.mime for i in items) == Counter(
             s.raw for s in seeded if s.folder == folder

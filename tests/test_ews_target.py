@@ -13,6 +13,7 @@ import pytest
 import requests
 from ews_server import EwsServer
 from ews_server.store import Item
+from ewskit import IMAP_TO_EWS_FOLDER
 from exchangelib import errors as ews_errors
 from servers.dovecot import MakeUser
 from servers.mailgen import Fill
@@ -46,14 +47,6 @@ from migrator.targets.ews import EwsTarget
 
 T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 FOLDERS = {"INBOX": 30, "Sent Messages": 12, "Spam": 6, "Projects/2024": 8, "INBOX/Important": 6}
-# Where the shipped folder map sends each source folder, as the test server names folders.
-EWS_FOLDER = {
-    "INBOX": ("inbox",),
-    "Sent Messages": ("sentitems",),
-    "Spam": ("junkemail",),
-    "Projects/2024": ("msgfolderroot", "Projects", "2024"),
-    "INBOX/Important": ("inbox", "Important"),
-}
 ADMIN = Credentials(EWS_ADMIN, Secret(EWS_PASSWORD))
 
 
@@ -81,7 +74,7 @@ def test_copy_to_ews_keeps_bytes_read_state_dates_flags_and_maps_folders(
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
-    for folder, path in EWS_FOLDER.items():
+    for folder, path in IMAP_TO_EWS_FOLDER.items():
         items = ews.store.items_at(target, path)
         expected = [m for m in sent if m.folder == folder]
         assert Counter(i.mime for i in items) == Counter(m.raw for m in expected), folder

@@ -81,6 +81,16 @@ def _populated_sizes(messages: list[PopulatedMessage]) -> dict[str, list[int]]:
     return {name: sorted(values) for name, values in sizes.items()}
 
 
+def _assert_reads_the_users_mailbox(
+    job: MailboxJob, tls_files: TlsFiles, sent: list[PopulatedMessage]
+) -> None:
+    """The job's login reached the user's own mailbox: the folders it was filled with
+    (`sent`), each with the sizes of its messages."""
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == EXPECTED_VIEW
+        assert _sizes(source) == _populated_sizes(sent)
+
+
 # -- the five access methods ------------------------------------------------------------------
 
 
@@ -94,9 +104,7 @@ def test_individual_logs_in_with_the_login_and_password_of_the_row(
     sent = fill(user, FOLDERS)
     job = batch_job(_row(imaps(dovecot), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 def test_manual_sends_a_master_user_login_from_the_row_as_written(
@@ -112,9 +120,7 @@ def test_manual_sends_a_master_user_login_from_the_row_as_written(
     job = batch_job(_row(imaps(dovecot), login, MASTER_PASSWORD), AccessMethod.MANUAL)
     assert job.source_credentials.login == login
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 def test_combined_builds_the_master_login_from_the_template_and_the_admin_given_to_the_tool(
@@ -133,9 +139,7 @@ def test_combined_builds_the_master_login_from_the_template_and_the_admin_given_
     )
     assert job.source_credentials.login == f"{user}/{MASTER_USER}"
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 def test_proxyauth_authenticates_as_the_admin_and_acts_as_the_user(
@@ -149,9 +153,7 @@ def test_proxyauth_authenticates_as_the_admin_and_acts_as_the_user(
     job = batch_job(_row(imaps(dovecot), user), AccessMethod.PROXYAUTH, admin=ADMIN)
     assert (job.source_credentials.login, job.source_credentials.authzid) == (MASTER_USER, user)
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 # The admin account's own mailbox holds every user's mail under Users/<name>.

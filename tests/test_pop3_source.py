@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import poplib
 import ssl
 from collections import Counter
@@ -16,8 +15,8 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from servers.mailgen import Fill, PopulatedMessage
-from support import CopyMailbox, batch_job, newest_that_fit, snapshot
+from servers.mailgen import Fill
+from support import CopyMailbox, batch_job, digest, newest_that_fit, snapshot
 
 from migrator.batch import AccessMethod, AdminLogin
 from migrator.errors import LoginFailed
@@ -25,10 +24,6 @@ from migrator.imapconn import ConnectOptions
 from migrator.report import MailboxState
 from migrator.secrets import Secret
 from migrator.sources.pop3 import Pop3Source
-
-
-def _digest(message: PopulatedMessage) -> str:
-    return hashlib.sha256(message.raw).hexdigest()
 
 
 def _source(
@@ -124,8 +119,8 @@ def test_pop3_mailbox_of_500_is_copied_to_imap_inbox_once_and_left_in_place(
     assert again is not None and again.copied_messages == 0
 
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in sent)
-    dates = {_digest(m): m.internaldate for m in sent}
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(digest(m.raw) for m in sent)
+    dates = {digest(m.raw): m.internaldate for m in sent}
     assert all(s.internaldate == dates[s.sha256] for s in view["INBOX"])
     pop = poplib.POP3_SSL("127.0.0.1", dovecot.pop3s_port, context=ssl_context)
     try:
@@ -150,4 +145,4 @@ def test_pop3_quota_stop_keeps_the_newest_by_date_header(
     status = copy_mailbox(source, target, source_kind="pop", quotas={target.lower(): quota})
     assert status is not None and status.state is MailboxState.QUOTA_STOPPED
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in fits)
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(digest(m.raw) for m in fits)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import hashlib
 import json
 import ssl
 from collections import Counter
@@ -18,7 +17,7 @@ import celerykit
 import support
 from ews_server import EwsServer
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer
-from support import default_map_target, each_folder, imaps, run_in_process
+from support import default_map_target, digest, each_folder, imaps, run_in_process
 
 from migrator.foldermap import default_folder_map
 from migrator.runner import RunOptions
@@ -161,10 +160,6 @@ def _forms(secret: str) -> frozenset[bytes]:
     for raw in plain + escaped:
         forms.update(base64.b64encode(b"\0" * k + raw)[4:-4] for k in range(3))
     return frozenset(forms)
-
-
-def digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def expected_at_target(

@@ -13,7 +13,7 @@ from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DovecotServer
 from servers.redis import RedisServer
-from support import imaps
+from support import eventually, imaps
 
 from migrator.report import MailboxState
 from migrator.state import MailboxStatus, StateStore
@@ -173,12 +173,12 @@ def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
         # mailboxes it holds (their heartbeats take the locks again) and records them; the
         # operator's resume brings the batch back from this machine's copy.
         job_ids = [r.job_id for r in rows]
-        deadline = time.monotonic() + 120
-        while not all(
-            (row := store.mailbox(batch_id, job)) is not None and row.state.final for job in job_ids
-        ):
-            assert time.monotonic() < deadline, "the worker did not finish its mailboxes"
-            time.sleep(0.05)
+
+        def all_recorded() -> bool:
+            found = [store.mailbox(batch_id, job) for job in job_ids]
+            return all(row is not None and row.state.final for row in found)
+
+        eventually(all_recorded, timeout=120, what="the worker finishing its mailboxes")
         assert not store.batch_exists(batch_id)
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
     rows = wait_for(store, batch_id, timeout=120)

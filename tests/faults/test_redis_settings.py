@@ -26,7 +26,7 @@ from servers.certs import TlsFiles
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
 from servers.mailgen import Fill
 from servers.ports import LOOPBACK, free_port
-from support import batch_password, write_source_batch
+from support import batch_password, eventually, write_source_batch
 
 from migrator.report import MailboxState
 from migrator.state import StateStore
@@ -67,15 +67,15 @@ def tls_redis(tls_files: TlsFiles, tmp_path: Path) -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     client = _tls_client(port, tls_files)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def answers() -> bool:
+        assert process.poll() is None, (directory / "redis.log").read_text()
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            assert process.poll() is None, (directory / "redis.log").read_text()
-            assert time.monotonic() < deadline, "the TLS redis-server did not answer"
-            time.sleep(0.02)
+            return False
+
+    eventually(answers, timeout=10, what="the TLS redis-server answering")
     yield port
     client.close()
     process.terminate()
