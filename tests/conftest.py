@@ -1,4 +1,11 @@
-"""Shared fixtures: real Dovecot and Redis servers on loopback, started once per test session.
+"""Shared fixtures: real Dovecot, Redis and EWS servers on loopback, started once per test
+session; per test, fresh mailboxes (make_user, fill, make_ews_mailbox), one mailbox copied in
+this process (copy_mailbox), and `migrator` as on an operator's machine (local_state) or
+beside Celery worker processes (celery_env, workers).
+
+Plain helpers live in modules: support.py (batches, options, snapshots, waiting on a
+condition), celerykit.py (the `migrator` command, enqueueing, waiting on a batch), ewskit.py
+(Exchange mailboxes), servers/ and ews_server/ (the servers); tests/faults adds faultkit.py.
 
 tests/ has no __init__.py, so pytest puts tests/ itself on sys.path (rootdir "prepend" import
 mode) and the helpers import as ``servers.*``.
@@ -28,11 +35,7 @@ from servers.dovecot import (
 )
 from servers.mailgen import Fill
 from servers.redis import RedisServer
-from support import (
-    EWS_ADMIN,
-    EWS_PASSWORD,
-    CopyMailbox,
-)
+from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox
 
 from migrator.secrets import new_key
 
@@ -180,7 +183,8 @@ def make_user(dovecot: DovecotServer) -> MakeUser:
 def fill(dovecot: DovecotServer, ssl_context: ssl.SSLContext) -> Fill:
     """``fill(login, {"INBOX": 30, "Archive/2019": 10}, password=DEFAULT_USER_PASSWORD, *,
     server=dovecot, size_hint=2000, seed=0)``: generated mail appended to a mailbox of the
-    test Dovecot; the messages appended (servers.dovecot.Fill)."""
+    test Dovecot; the messages appended. ``fill.append(login, folder, messages, password)``
+    appends mail as it is (servers.mailgen.Fill)."""
     return Fill(dovecot, ssl_context)
 
 

@@ -1,5 +1,6 @@
-"""What the end-to-end tests share: batches for the test Dovecot, running one job,
-and a snapshot of a mailbox to compare source with target."""
+"""What the end-to-end tests share: batches for the test Dovecot, run options, running one
+job in this process (CopyMailbox, the copy_mailbox fixture), a snapshot of a mailbox to
+compare source with target, and waiting on a condition with a deadline (eventually)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 between source and target and how many were lost or duplicated, and the terminal summary
 adds them up. After each test, neither Redis nor the captured log holds a batch password
 (as it is, or base64-encoded); after the session, no log or Redis data file under pytest's
-temporary directories does either."""
+temporary directories does either.
+
+The fixtures the scenarios share: exactly_once, mailbox_pairs, and copy_mailbox and the
+worker lock TTL made short (faults come from the test, not from a slow server)."""
 
 from __future__ import annotations
 
