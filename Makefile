@@ -39,6 +39,7 @@ check: setup
 	$(VENV)/bin/ruff check migrator workers tests scripts
 	$(VENV)/bin/ruff format --check migrator workers tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m bench.run

@@ -21,11 +21,14 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from migrator import connectors
 from migrator.csvtable import CONTROL, FORMULA_START, Row, open_table, read_text
-from migrator.errors import BadBatchRow, BatchError
+from migrator.errors import BadBatchRow, BatchError, ConfigError
+from migrator.model import AdminLogin, BatchResult, Credentials, MailboxJob, ServerAddress
+from migrator.names import email_address_problem, hostname_problem
 from migrator.secrets import Secret
 
 
@@ -39,41 +42,6 @@ class AccessMethod(str, enum.Enum):  # noqa: UP042
     PROXYAUTH = "proxyauth"  # SASL PLAIN: admin authenticates, authorization identity = user
 
 
-class TlsMode(str, enum.Enum):  # noqa: UP042
-    IMPLICIT = "implicit"  # imaps://, pop3s://: TLS from the first byte
-    STARTTLS = "starttls"  # plain connect, then STARTTLS (required unless plaintext is allowed)
-
-
-@dataclass(frozen=True)
-class ServerAddress:
-    host: str  # an IPv6 address is kept without its brackets
-    port: int
-    tls: TlsMode
-    protocol: str = "imap"  # "imap" or "pop3"
-
-    def __str__(self) -> str:
-        scheme = self.protocol + ("s" if self.tls is TlsMode.IMPLICIT else "")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What to send to log in: LOGIN login password, or AUTHENTICATE PLAIN with authzid."""
-
-    login: str
-    password: Secret
-    authzid: str | None = None  # SASL PLAIN authorization identity (proxyauth)
-
-
-@dataclass(frozen=True)
-class AdminLogin:
-    """The admin account given to the tool (combined, rootfolder, proxyauth)."""
-
-    login: str
-    password: Secret
-
-
 @dataclass(frozen=True)
 class BatchRow:
     line: int  # 1-based physical line where the row starts
@@ -85,30 +53,14 @@ class BatchRow:
     source_root_folder: str | None
 
 
-@dataclass(frozen=True)
-class MailboxJob:
-    """One mailbox to migrate: where to read, how to log in, where it goes."""
-
-    line: int
-    source_identity: str
-    source_server: ServerAddress
-    source_credentials: Credentials
-    source_root_folder: str | None
-    target_identity: str
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    jobs: tuple[MailboxJob, ...]
-    problems: tuple[BadBatchRow, ...]  # in file order
-
-
 SOURCE_IDENTITY = "SourceIdentity"
 SOURCE_SERVER = "SourceServer"
 SOURCE_LOGIN_ID = "SourceLoginID"
 SOURCE_PASSWORD = "SourcePassword"
 TARGET_IDENTITY = "TargetIdentity"
 SOURCE_ROOT_FOLDER = "SourceRootFolder"
+TARGET_LOGIN_ID = "TargetLoginID"
+TARGET_PASSWORD = "TargetPassword"
 BATCH_COLUMNS = (
     SOURCE_IDENTITY,
     SOURCE_SERVER,
@@ -116,7 +68,10 @@ BATCH_COLUMNS = (
     SOURCE_PASSWORD,
     TARGET_IDENTITY,
     SOURCE_ROOT_FOLDER,
+    TARGET_LOGIN_ID,
+    TARGET_PASSWORD,
 )
+TARGET_LOGIN_COLUMNS = (TARGET_LOGIN_ID, TARGET_PASSWORD)
 BATCH_REQUIRED = (SOURCE_IDENTITY, SOURCE_SERVER, SOURCE_LOGIN_ID)
 # Columns a method cannot work without: their absence from the header is a file problem.
 METHOD_COLUMNS: Mapping[AccessMethod, tuple[str, ...]] = {
@@ -125,34 +80,25 @@ METHOD_COLUMNS: Mapping[AccessMethod, tuple[str, ...]] = {
     AccessMethod.ROOTFOLDER: (SOURCE_ROOT_FOLDER,),
 }
 _ADMIN_METHODS = frozenset({AccessMethod.COMBINED, AccessMethod.ROOTFOLDER, AccessMethod.PROXYAUTH})
-_SCHEMES: Mapping[str, Mapping[str, tuple[TlsMode, int]]] = {
-    "imap": {"imap": (TlsMode.STARTTLS, 143), "imaps": (TlsMode.IMPLICIT, 993)},
-    "pop3": {"pop3": (TlsMode.STARTTLS, 110), "pop3s": (TlsMode.IMPLICIT, 995)},  # RFC 2595 STLS
-    # EWS (an Exchange source): a bare host or https:// is /EWS/Exchange.asmx over TLS;
-    # http:// (tests) has no TLS at all, and the EWS adapter refuses it without
-    # --allow-plaintext.  STARTTLS stands for that here: EWS has no upgrade.
-    "ews": {
-        "ews": (TlsMode.IMPLICIT, 443),
-        "https": (TlsMode.IMPLICIT, 443),
-        "http": (TlsMode.STARTTLS, 80),
-    },
-}
 _SPACE = re.compile(r"\s")
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_LOCAL_SPECIALS = re.compile(r'[\s"(),:;<>\[\\\]]')  # RFC 5322 specials, unquoted local part
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
     """Parse `host`, `host:port`, `[v6]:port` or `scheme://host[:port]` for `protocol`.
 
-    A bare host means the plain scheme with STARTTLS (imap: 143, pop3: 110); imaps://
-    and pop3s:// mean implicit TLS (993, 995).  Raises ValueError with a message fit
-    for a person who typed the cell.
+    The schemes are the protocol's connector's (migrator.connectors): for IMAP a bare
+    host means STARTTLS on 143 and imaps:// implicit TLS on 993.  Raises ValueError with
+    a message fit for a person who typed the cell.
     """
-    schemes = _SCHEMES.get(protocol)
-    if schemes is None:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(_SCHEMES)}")
+    try:
+        connector = connectors.by_protocol(protocol)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    address = connector.parse_address(text)  # a path, for a source of files
+    if address is not None:
+        return address
+    schemes = connector.schemes
     if not text:
         raise ValueError("the server address is empty")
     if _SPACE.search(text) or CONTROL.search(text):
@@ -163,7 +109,11 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
         if scheme not in schemes:
             # Named after their protocol (imaps, pop3s, ews): http(s) stays "unknown" to IMAP.
             owner = next(
-                (n for n, known in _SCHEMES.items() if scheme in known and scheme.startswith(n)),
+                (
+                    e.protocol
+                    for e in connectors.REGISTRY
+                    if scheme.startswith(e.protocol) and scheme in connectors.schemes(e.protocol)
+                ),
                 None,
             )
             if owner is not None:
@@ -212,7 +162,7 @@ def _split_host_port(text: str, default_port: int) -> tuple[str, int]:
         host, colon, port_text = text.partition(":")
         if not colon:
             port_text = None
-        problem = _hostname_problem(host)
+        problem = hostname_problem(host)
         if problem is not None:
             raise ValueError(problem)
     return host, _port(port_text, default_port)
@@ -230,55 +180,6 @@ def _port(text: str | None, default: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _hostname_problem(host: str) -> str | None:
-    if not host:
-        return "the server address has no host name"
-    labels = host.split(".")
-    if all(label.isascii() and label.isdigit() for label in labels):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return "the host is not an IPv4 address"
-        return None
-    return _domain_problem(host)
-
-
-@functools.lru_cache(maxsize=4096)
-def _domain_problem(domain: str, what: str = "host") -> str | None:
-    if domain.isascii():
-        ascii_domain = domain
-    else:
-        try:  # IDN (RFC 5890): the A-label form must exist
-            ascii_domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return f"the {what} is not a valid international domain name"
-    if len(ascii_domain) > 253 or not all(_LABEL.fullmatch(x) for x in ascii_domain.split(".")):
-        return f"the {what} is not a domain name (letters, digits, hyphens between dots)"
-    return None
-
-
-def email_address_problem(address: str) -> str | None:
-    """Why `address` is not a usable mailbox address, or None if it is.
-
-    Accepts local@domain with one @, a dot-atom local part (non-ASCII allowed, RFC 6531)
-    and a domain of letter/digit/hyphen labels with at least one dot (IDN allowed).
-    """
-    if address.count("@") != 1:
-        return "not an email address (local@domain)"
-    local, domain = address.split("@")
-    if not local:
-        return "not an email address: nothing before the @"
-    if _LOCAL_SPECIALS.search(local) or CONTROL.search(local):
-        return 'the part before the @ has a space or one of "(),:;<>[\\]'
-    if local.startswith(".") or local.endswith(".") or ".." in local:
-        return "the part before the @ starts or ends with a dot, or has '..'"
-    if len(local.encode("utf-8")) > 64:
-        return "the part before the @ is longer than 64 bytes"
-    if "." not in domain:
-        return "the domain has no dot"
-    return _domain_problem(domain, what="domain")
-
-
 def resolve_credentials(
     row: BatchRow, method: AccessMethod, admin: AdminLogin | None, combined_template: str
 ) -> Credentials:
@@ -344,8 +245,13 @@ def parse_batch(
     admin: AdminLogin | None = None,
     combined_template: str = "{admin}/{user}",
     protocol: str = "imap",
+    target_logins: bool = False,
 ) -> BatchResult:
     """Parse a batch CSV into jobs for `method`, and problems for the rows it cannot use.
+
+    With `target_logins`, each row also names the login for its target mailbox
+    (TargetLoginID and TargetPassword, as imapsync's --user2/--password2): for targets
+    where the operator has no admin or master login.
 
     Never raises for a bad row.  Raises BatchError if the file has no header, lacks a
     column (the three required ones, or one `method` cannot work without), is not
@@ -356,54 +262,62 @@ def parse_batch(
         _require_admin(method, admin)
     if method is AccessMethod.COMBINED:
         _check_template(combined_template)
-    if protocol not in _SCHEMES:
-        raise ValueError(f"unknown protocol {protocol!r}")
-    columns, width, rows = open_table(text, BATCH_COLUMNS, BATCH_REQUIRED)
-    needed = METHOD_COLUMNS.get(method, ())
+    needs_login = connectors.by_protocol(protocol).needs_login  # files need none
+    if not needs_login and method is not AccessMethod.INDIVIDUAL:
+        raise BatchError(f"a {protocol} source is files, with no login: use --method individual")
+    required = BATCH_REQUIRED if needs_login else (SOURCE_IDENTITY, SOURCE_SERVER)
+    columns, width, rows = open_table(text, BATCH_COLUMNS, required)
+    needed = METHOD_COLUMNS.get(method, ()) if needs_login else ()
+    needed += TARGET_LOGIN_COLUMNS if target_logins else ()
     for name in needed:
         if name not in columns:
-            raise BatchError(f"the header has no column {name}, which {method.value} needs")
-    needed_why = _needed_by(method)
+            why = method.value if name not in TARGET_LOGIN_COLUMNS else "--target-method individual"
+            raise BatchError(f"the header has no column {name}, which {why} needs")
+    reader = _RowReader(
+        method, admin, combined_template, protocol, needed, target_logins, needs_login
+    )
     jobs: list[MailboxJob] = []
     problems: list[BadBatchRow] = []
-    first_source: dict[str, int] = {}  # lower-cased identity -> line; dicts keep it linear
-    first_target: dict[str, int] = {}
     for line, cells in rows:
         row = Row(line, cells, columns, width)
-        if row.shifted:
+        job = reader.job(row)
+        if job is None:
             problems.extend(row.problems.values())
-            continue
+        else:
+            jobs.append(job)
+    return BatchResult(jobs=tuple(jobs), problems=tuple(problems))
+
+
+@dataclass
+class _RowReader:
+    """Turns one row into a job, or leaves its problems on the row."""
+
+    method: AccessMethod
+    admin: AdminLogin | None
+    combined_template: str
+    protocol: str
+    needed: tuple[str, ...]
+    target_logins: bool
+    needs_login: bool
+    first_source: dict[str, int] = field(default_factory=dict)  # identity -> line
+    first_target: dict[str, int] = field(default_factory=dict)
+
+    def job(self, row: Row) -> MailboxJob | None:
+        if row.shifted:
+            return None
         for name in (SOURCE_IDENTITY, SOURCE_SERVER, SOURCE_LOGIN_ID, TARGET_IDENTITY):
             if row.get(name).startswith(FORMULA_START):
                 row.report(name, f"starts with {row.get(name)[0]!r}, which spreadsheets run")
-
-        source_identity = row.required(SOURCE_IDENTITY)
-        target_cell = row.get(TARGET_IDENTITY)
-        target_identity = target_cell or source_identity  # default: same address
-        for name, address in ((SOURCE_IDENTITY, source_identity), (TARGET_IDENTITY, target_cell)):
-            if address and row.ok(name):
-                row.report(name, email_address_problem(address))
-        source_repeated = row.first_seen(first_source, SOURCE_IDENTITY, source_identity)
-        if target_cell or not source_repeated:
-            row.first_seen(first_target, TARGET_IDENTITY, target_identity)
-
-        server: ServerAddress | None = None
-        server_text = row.required(SOURCE_SERVER)
-        if server_text and row.ok(SOURCE_SERVER):
-            try:
-                server = _parse_server_cached(server_text, protocol=protocol)
-            except ValueError as exc:
-                row.report(SOURCE_SERVER, str(exc))
-        login = row.required(SOURCE_LOGIN_ID)
-        password = row.get(SOURCE_PASSWORD)
-        for name in needed:
-            row.required(name, needed_why)
-
+        source_identity, target_identity = self._identities(row)
+        server = self._server(row)
+        login = row.required(SOURCE_LOGIN_ID) if self.needs_login else row.get(SOURCE_LOGIN_ID)
+        for name in self.needed:
+            row.required(name, self._why(name))
         if row.problems or server is None:
-            problems.extend(row.problems.values())
-            continue
+            return None
+        password = row.get(SOURCE_PASSWORD)
         batch_row = BatchRow(
-            line=line,
+            line=row.line,
             source_identity=source_identity,
             source_server=server,
             source_login_id=login,
@@ -412,21 +326,55 @@ def parse_batch(
             source_root_folder=row.get(SOURCE_ROOT_FOLDER) or None,
         )
         try:
-            credentials = resolve_credentials(batch_row, method, admin, combined_template)
-        except BadBatchRow as exc:
-            problems.append(exc)
-            continue
-        jobs.append(
-            MailboxJob(
-                line=line,
-                source_identity=source_identity,
-                source_server=server,
-                source_credentials=credentials,
-                source_root_folder=batch_row.source_root_folder,
-                target_identity=target_identity,
+            credentials = (
+                resolve_credentials(batch_row, self.method, self.admin, self.combined_template)
+                if self.needs_login
+                else Credentials(login, Secret(""))
             )
+        except BadBatchRow as exc:
+            row.problems[exc.column] = exc
+            return None
+        return MailboxJob(
+            line=row.line,
+            source_identity=source_identity,
+            source_server=server,
+            source_credentials=credentials,
+            source_root_folder=batch_row.source_root_folder,
+            target_identity=target_identity,
+            target_credentials=self._target_login(row),
         )
-    return BatchResult(jobs=tuple(jobs), problems=tuple(problems))
+
+    def _why(self, column: str) -> str:
+        if column in TARGET_LOGIN_COLUMNS:
+            return "is empty; --target-method individual needs it"
+        return _needed_by(self.method)
+
+    def _identities(self, row: Row) -> tuple[str, str]:
+        source_identity = row.required(SOURCE_IDENTITY)
+        target_cell = row.get(TARGET_IDENTITY)
+        target_identity = target_cell or source_identity  # default: same address
+        for name, address in ((SOURCE_IDENTITY, source_identity), (TARGET_IDENTITY, target_cell)):
+            if address and row.ok(name):
+                row.report(name, email_address_problem(address))
+        source_repeated = row.first_seen(self.first_source, SOURCE_IDENTITY, source_identity)
+        if target_cell or not source_repeated:
+            row.first_seen(self.first_target, TARGET_IDENTITY, target_identity)
+        return source_identity, target_identity
+
+    def _server(self, row: Row) -> ServerAddress | None:
+        server_text = row.required(SOURCE_SERVER)
+        if not (server_text and row.ok(SOURCE_SERVER)):
+            return None
+        try:
+            return _parse_server_cached(server_text, protocol=self.protocol)
+        except ValueError as exc:
+            row.report(SOURCE_SERVER, str(exc))
+            return None
+
+    def _target_login(self, row: Row) -> Credentials | None:
+        if not self.target_logins:
+            return None
+        return Credentials(row.get(TARGET_LOGIN_ID), Secret(row.get(TARGET_PASSWORD)))
 
 
 def read_batch_file(
@@ -436,12 +384,18 @@ def read_batch_file(
     admin: AdminLogin | None = None,
     combined_template: str = "{admin}/{user}",
     protocol: str = "imap",
+    target_logins: bool = False,
 ) -> BatchResult:
     """Read, decode and parse a batch CSV file; file-level BatchErrors name the path."""
     text = read_text(path)
     try:
         return parse_batch(
-            text, method, admin=admin, combined_template=combined_template, protocol=protocol
+            text,
+            method,
+            admin=admin,
+            combined_template=combined_template,
+            protocol=protocol,
+            target_logins=target_logins,
         )
     except BatchError as exc:
         raise BatchError(f"{path}: {exc}") from exc

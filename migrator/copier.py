@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from tenacity import (
@@ -28,35 +28,27 @@ from tenacity import (
 )
 
 from migrator.errors import (
-    FolderRefused,
     LockLost,
     MailboxNotReady,
     PermanentError,
     TransientError,
 )
-from migrator.foldermap import FolderMap, TargetFolder
+from migrator.foldermap import FolderMap
+from migrator.lanes import send
+from migrator.listing import Listing, list_mailbox, recognise, refused_note
 from migrator.plan import (
+    BudgetSplit,
     MessageRef,
+    Plan,
     make_plan,
-    newest_first,
     quota_budget,
     reorderable_bytes,
     send_order,
     take_within_budget,
     within_range,
 )
-from migrator.recognition import (
-    Candidate,
-    content_key,
-    epoch_seconds,
-    match,
-    message_digest,
-    needs_digests,
-    only_in_all_mail,
-    system_flags,
-)
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
-from migrator.rewrite import RewriteMaps, rewrite_message
+from migrator.rewrite import RewriteMaps
 from migrator.secrets import exception_text
 from migrator.sending import (
     BATCH_BYTES,
@@ -68,9 +60,8 @@ from migrator.sending import (
     Progress,
     Sending,
     Sent,
-    send,
 )
-from migrator.sources.base import MailboxSource, SourceFolder
+from migrator.sources.base import MailboxSource
 from migrator.targets.base import MailboxTarget
 
 log = logging.getLogger(__name__)
@@ -83,9 +74,6 @@ LATE_COMMIT_GRACE = 30.0
 # Connections to each side one mailbox uses at most, by default (`migrator run`); the
 # copier itself uses one unless told otherwise.
 CONNECTIONS_PER_MAILBOX = 4
-# Where the mail only an RFC 6154 \All view holds (Gmail's archived mail) goes, as a
-# source path for the folder map.
-ARCHIVE_PATH = ("Archive",)
 UNDELIVERED = "listed by the source, but the source never sent it"
 
 
@@ -120,16 +108,6 @@ class SourceIncomplete(TransientError):
         self.result = result
 
 
-@dataclass
-class _Listing:
-    """The source mailbox as listed, with each folder's folder at the target."""
-
-    refs: list[MessageRef] = field(default_factory=list)
-    target_of: dict[str, str] = field(default_factory=dict)  # source folder -> target name
-    refused: dict[str, str] = field(default_factory=dict)  # source folder -> why not
-    skipped: list[SkippedMessage] = field(default_factory=list)  # their messages
-
-
 def copy_pass(
     source: MailboxSource,
     target: MailboxTarget,
@@ -151,21 +129,59 @@ def copy_pass(
     batches in flight finish and are checkpointed, and the result is `interrupted`."""
     now = now or datetime.now(UTC)
     rewrite = options.rewrite if options.rewrite and not options.rewrite.is_empty() else None
-    listing = _list_mailbox(source, target, folder_map, options, now)
+    listing = list_mailbox(source, target, folder_map, now)
     if in_flight is not None:
         in_flight.settle(options.late_commit_grace)
     checkpoints = progress.checkpoints()
     in_range = [r for r in listing.refs if within_range(r, now, options.since, options.until)]
-    recognised = _recognise(source, target, in_range, listing.target_of, checkpoints, rewrite, now)
+    recognised = recognise(source, target, in_range, listing.target_of, checkpoints, rewrite, now)
     if recognised:
         progress.recognised(recognised)
-    plan = make_plan(
-        listing.refs,
-        now=now,
-        since=options.since,
-        until=options.until,
-        done=set(checkpoints) | {ref.ident for ref, _ in recognised},
+    done = set(checkpoints) | {ref.ident for ref, _ in recognised}
+    planned = _plan_pass(listing.refs, done, target, progress, options, now)
+    sending = Sending(
+        listing.target_of,
+        progress,
+        now,
+        rewrite,
+        in_flight,
+        stop,
+        batch_bytes=options.batch_bytes,
+        prefetch_bytes=options.prefetch_bytes,
+        grouping_window=options.grouping_window,
     )
+    room = planned.room
+    sent, unsent = send(source, target, planned.order, room, options.connections, slots, sending)
+    split = planned.split
+    left = tuple(unsent) + split.left
+    interrupted = stop is not None and stop.is_set() and bool(unsent)
+    result = _pass_result(planned, listing, sent, left, interrupted, target.throttled_seconds)
+    if sent.undelivered:
+        raise _incomplete(result, sent)
+    return result
+
+
+@dataclass(frozen=True)
+class _Planned:
+    plan: Plan
+    split: BudgetSplit
+    already_bytes: int
+    room: int | None  # plan.reorderable_bytes
+    order: tuple[MessageRef, ...]  # plan.send_order
+
+
+def _plan_pass(
+    refs: Sequence[MessageRef],
+    done: set[Checkpoint],
+    target: MailboxTarget,
+    progress: Progress,
+    options: CopyOptions,
+    now: datetime,
+) -> _Planned:
+    """What this pass sends, and in what order: newest first, within the date range and
+    the quota budget (the target's own room and the activation quota), grouped by folder
+    where the quota leaves room to."""
+    plan = make_plan(refs, now=now, since=options.since, until=options.until, done=done)
     quota = target.quota()
     already_bytes = sum(r.size for r in plan.already_done)
     usage = quota.usage if quota.usage is not None else already_bytes
@@ -183,45 +199,42 @@ def copy_pass(
         budget=budget, server_limit=quota.limit, server_unlimited=quota.unlimited
     )
     order = send_order(split.fits, room, options.grouping_window, options.batch_bytes)
-    sending = Sending(
-        listing.target_of,
-        progress,
-        now,
-        rewrite,
-        in_flight,
-        stop,
-        batch_bytes=options.batch_bytes,
-        prefetch_bytes=options.prefetch_bytes,
-        grouping_window=options.grouping_window,
-    )
-    sent, unsent = send(source, target, order, room, options.connections, slots, sending)
-    left = tuple(unsent) + split.left
-    if stop is not None and stop.is_set() and unsent:
+    return _Planned(plan, split, already_bytes, room, order)
+
+
+def _pass_result(
+    planned: _Planned,
+    listing: Listing,
+    sent: Sent,
+    left: tuple[MessageRef, ...],
+    interrupted: bool,
+    throttle_seconds: float,
+) -> MailboxResult:
+    """How a pass ended: done, quota-stopped (with the newest mail in) or interrupted."""
+    plan = planned.plan
+    if interrupted:
         state = MailboxState.INTERRUPTED
     else:
         state = MailboxState.QUOTA_STOPPED if left else MailboxState.DONE
-    result = MailboxResult(
+    return MailboxResult(
         state=state,
         total_messages=plan.total_messages + len(listing.skipped),
         total_bytes=plan.total_bytes + sum(s.size for s in listing.skipped),
         copied_messages=sent.messages,
         copied_bytes=sent.bytes,
         already_messages=len(plan.already_done),
-        already_bytes=already_bytes,
+        already_bytes=planned.already_bytes,
         left_messages=len(left),
         left_bytes=sum(r.size for r in left),
         skipped=tuple(listing.skipped + sent.skipped),
-        error=_refused_note(listing.refused, len(listing.skipped)),
+        error=refused_note(listing.refused, len(listing.skipped)),
         rewritten_messages=sent.rewritten_messages,
         rewritten_addresses=sent.rewritten_addresses,
         unparsable_headers=sent.unparsable_headers,
         source_seconds=sent.source_seconds,
         target_seconds=sent.target_seconds,
-        throttle_seconds=target.throttled_seconds,
+        throttle_seconds=throttle_seconds,
     )
-    if sent.undelivered:
-        raise _incomplete(result, sent)
-    return result
 
 
 def _incomplete(result: MailboxResult, sent: Sent) -> SourceIncomplete:
@@ -239,123 +252,6 @@ def _incomplete(result: MailboxResult, sent: Sent) -> SourceIncomplete:
         error=message,
     )
     return SourceIncomplete(message, failed)
-
-
-def _list_mailbox(
-    source: MailboxSource,
-    target: MailboxTarget,
-    folder_map: FolderMap,
-    options: CopyOptions,
-    now: datetime,
-) -> _Listing:
-    """Every folder and message of the source, each folder opened at the target.  An
-    RFC 6154 \\All view (Gmail's All Mail) is read last: of its mail, what no other
-    folder holds (Gmail's archived mail) goes to the Archive folder."""
-    listing = _Listing()
-    folders = source.list_folders()
-    held: list[MessageRef] = []  # every message of the real folders, refused ones too
-    for folder in folders:
-        if not folder.is_all_mail:
-            listed = source.list_messages(folder)
-            held += listed
-            _open(listing, target, folder, listed, folder_map.map(folder.path, folder.special_use))
-    for view in (f for f in folders if f.is_all_mail):
-        listed = source.list_messages(view)
-        no_id = [r for r in listed + held if not r.message_id]
-        keys = {r.ident: content_key(d, complete=True) for r, d in source.heads(no_id)}
-        only = only_in_all_mail(listed, held, keys)
-        if only:
-            log.warning(
-                "%d messages of %r are in no other folder: copied to %s",
-                len(only),
-                view.name,
-                "/".join(ARCHIVE_PATH),
-            )
-        _open(listing, target, view, only, folder_map.map(ARCHIVE_PATH))
-    return listing
-
-
-def _open(
-    listing: _Listing,
-    target: MailboxTarget,
-    folder: SourceFolder,
-    listed: list[MessageRef],
-    mapped: TargetFolder,
-) -> None:
-    """Open `folder`'s place at the target and add its messages; a folder the target
-    refuses fails alone: its messages are named as skipped, the other folders go on."""
-    try:
-        listing.target_of[folder.name] = target.open_folder(mapped)
-    except FolderRefused as exc:
-        log.warning("skipped folder %r: %s", folder.name, exc)
-        listing.refused[folder.name] = str(exc)
-        listing.skipped += [SkippedMessage(r.folder, r.uid, r.size, str(exc)) for r in listed]
-    else:
-        listing.refs.extend(listed)
-
-
-def _refused_note(refused: dict[str, str], messages: int) -> str | None:
-    """One line for the status table: the folders the target refused, and why."""
-    if not refused:
-        return None
-    first = next(iter(refused.values()))
-    return f"{messages} messages skipped in {len(refused)} refused folder(s); {first}"
-
-
-def _recognise(
-    source: MailboxSource,
-    target: MailboxTarget,
-    refs: Sequence[MessageRef],
-    target_of: dict[str, str],
-    checkpoints: dict[Checkpoint, str | None],
-    rewrite: RewriteMaps | None,
-    now: datetime,
-) -> list[tuple[MessageRef, str | None]]:
-    """The messages of `refs` without a checkpoint that are at the target already, with
-    their content keys.  Only target folders where such a message is bound are indexed,
-    and only their messages without a known key are read (header blocks; the whole
-    message only where a key is shared, see migrator.recognition)."""
-    bound: dict[str, list[MessageRef]] = {}
-    for ref in refs:
-        bound.setdefault(target_of[ref.folder], []).append(ref)
-    found: list[tuple[MessageRef, str | None]] = []
-    for name, members in sorted(bound.items()):
-        if all(ref.ident in checkpoints for ref in members):
-            continue  # nothing to decide here
-        copies = target.index(name)
-        if not copies:
-            continue
-        keys: dict[Checkpoint, str | None] = {
-            ident: key for ident, key in checkpoints.items() if key is not None
-        }
-        unknown = [ref for ref in members if keys.get(ref.ident) is None]
-        for ref, data in source.heads(unknown):
-            keys[ref.ident] = content_key(_rewritten(data, rewrite), complete=True)
-        candidates = [
-            Candidate(
-                ref,
-                keys.get(ref.ident),
-                ref.ident in checkpoints,
-                system_flags(ref.flags),
-                epoch_seconds(ref.append_date(now)),
-            )
-            for ref in newest_first(members, now)
-        ]
-        ask_source, ask_target = needs_digests(candidates, copies)
-        source_digests = {
-            ref.ident: message_digest(_rewritten(body, rewrite))
-            for ref, body in (source.fetch([c.ref for c in ask_source]) if ask_source else ())
-        }
-        target_digests = target.digests(name, ask_target) if ask_target else {}
-        matched = match(candidates, copies, source_digests, target_digests)
-        found += [(c.ref, c.key) for c in candidates if not c.checkpointed and c.ident in matched]
-    return found
-
-
-def _rewritten(data: bytes, rewrite: RewriteMaps | None) -> bytes:
-    """What the target holds of a message that starts with `data` (its header block at
-    least): rewriting touches nothing past the header block."""
-    return rewrite_message(data, rewrite).message if rewrite is not None else data
 
 
 def migrate_mailbox(
@@ -433,7 +329,7 @@ def _one_pass(
         target = open_target()
     except PermanentError as exc:
         # Like the migration consoles: a target we cannot open is "not ready to migrate".
-        raise MailboxNotReady(str(exc)) from exc
+        raise MailboxNotReady(str(exc), code=exc.code) from exc
     try:
         source = open_source()
         try:

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -285,8 +286,19 @@ def load_folder_map(path: str | Path) -> FolderMap:
     return parse_folder_map(data, source=str(path))
 
 
+# libxml2 builds its XSD built-in types on first use without a lock: two threads parsing
+# a schema at once can fail with "Internal error: xmlSchemaPValAttrNodeValue" (seen with
+# the mailboxes of `migrator run` starting together).  One map is read at a time.
+_XML_LOCK = threading.Lock()
+
+
 def parse_folder_map(data: bytes, *, source: str = "<memory>") -> FolderMap:
     """Parse and check foldermap.xml content; `source` names it in FolderMapError."""
+    with _XML_LOCK:
+        return _parse_folder_map(data, source)
+
+
+def _parse_folder_map(data: bytes, source: str) -> FolderMap:
     if len(data) > MAX_BYTES:
         raise FolderMapError(source, None, f"larger than {MAX_BYTES} bytes")
     root = _parse_untrusted(data, source)

@@ -19,10 +19,13 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-import migrator.cli as base
+from migrator import dispatch
 from migrator.argtypes import TIMEOUT, WAIT, WORKERS
+from migrator.batchprep import print_problems, read_batch, secret_box
+from migrator.cliargs import batch_arguments, sieve_port_argument
+from migrator.connectors import connector
+from migrator.connectors.base import Role
 from migrator.errors import ConfigError
-from migrator.ews import source_settings as ews_source_settings
 from migrator.forwarding import ForwardAction, ForwardState
 from migrator.forwardjobs import (
     ForwardOptions,
@@ -30,9 +33,11 @@ from migrator.forwardjobs import (
     execute_forwarding,
     key_of,
 )
-from migrator.imapconn import ConnectOptions
-from migrator.localredis import PrivateRedis, shared_url, state_dir
+from migrator.jobs import Job
+from migrator.localredis import REDIS_URL_ENV, PrivateRedis, shared_url, state_dir
+from migrator.model import ConnectOptions
 from migrator.state import StateStore
+from migrator.terminal import console, err_console
 
 # The state each action aims for; anything else makes the command exit 1.
 _WANTED = {
@@ -54,8 +59,8 @@ def add_forwarding_commands(sub: Any) -> None:
         (ForwardAction.STATUS, "check each source mailbox's forwarding"),
     ):
         command = actions.add_parser(action.value, help=text)
-        base._batch_arguments(command)
-        base.sieve_port_argument(command)
+        batch_arguments(command)
+        sieve_port_argument(command)
         command.add_argument("--ca-file", help="CA bundle for servers with a private CA")
         command.add_argument(
             "--insecure", action="store_true", help="do not verify TLS certificates"
@@ -69,18 +74,19 @@ def add_forwarding_commands(sub: Any) -> None:
             "--wait", type=WAIT, default=900.0, help="with Celery: seconds to wait for answers"
         )
         command.add_argument("--json", action="store_true", help="print the outcomes as JSON")
-        command.add_argument(
-            "--source-ews-auth", choices=["basic", "ntlm"], default="basic", help="EWS sources"
-        )
-        command.add_argument("--source-ews-version", help="EWS API version of the source")
         command.set_defaults(func=cmd_forwarding, action=action)
 
 
 def cmd_forwarding(args: argparse.Namespace) -> int:
     action = ForwardAction(args.action)
-    result = base._read_batch(args)
+    if not connector(args.source_type).receives_mail:
+        raise ConfigError(
+            f"a {args.source_type} source is files that receive no mail: there is no "
+            "forwarding to set, remove or check"
+        )
+    result = read_batch(args)
     if result.problems:
-        base._print_problems(result, args.batch_csv)
+        print_problems(result, args.batch_csv)
         raise ConfigError(
             f"{args.batch_csv}: {len(result.problems)} problems; nothing was done "
             "(`migrator validate` lists them)"
@@ -95,46 +101,41 @@ def cmd_forwarding(args: argparse.Namespace) -> int:
         source_kind=args.source_type,
         connect=connect,
         sieve_port=args.sieve_port,
-        source_ews=ews_source_settings(args, connect) if args.source_type == "ews" else None,
+        source_settings=connector(args.source_type).settings(args, Role.SOURCE, connect),
     )
     if args.insecure:
-        base.err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
+        err_console.print("[yellow]TLS certificates are NOT verified (--insecure)[/]")
     url = shared_url()
-    box = base._secret_box(create=not url)
-    payloads = build_forward_jobs(result.jobs, options, box)
+    box = secret_box(create=not url)
+    jobs = build_forward_jobs(result.jobs, options, box)
     request = uuid.uuid4().hex
     if url:
         store = StateStore.from_url(url)
-        _send(action, payloads, request)
-        rows = wait_for(store, payloads, request, timeout=args.wait)
+        _send(action, jobs, request)
+        rows = wait_for(store, jobs, request, timeout=args.wait)
     else:
         with PrivateRedis(state_dir()) as private:
             store = StateStore.from_url(private.url)
 
-            def one(payload: Mapping[str, Any]) -> None:
-                execute_forwarding(store, action, payload, box, request=request)
+            def one(job: Job) -> None:
+                execute_forwarding(store, action, job, box, request=request)
 
             with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-                list(pool.map(one, payloads))
-            rows = wait_for(store, payloads, request, timeout=0)
+                list(pool.map(one, jobs))
+            rows = wait_for(store, jobs, request, timeout=0)
     print_outcomes(rows, f"forwarding {action.value}: {args.batch_csv}", as_json=args.json)
     wanted = {s.value for s in _WANTED[action]}
     return 0 if all(r.get("state") in wanted for r in rows) else 1
 
 
-def _send(action: ForwardAction, payloads: Sequence[Mapping[str, Any]], request: str) -> None:
-    from workers.app import app  # Celery only where a broker is used
-    from workers.tasks import forwarding
-
-    url = os.environ[base.REDIS_URL_ENV]
-    app.conf.update(broker_url=url, result_backend=url)
-    for payload in payloads:
-        forwarding.apply_async(args=[action.value, json.dumps(payload), request])
+def _send(action: ForwardAction, jobs: Sequence[Job], request: str) -> None:
+    url = os.environ[REDIS_URL_ENV]
+    dispatch.dispatcher().send_forwarding(url, action.value, [j.to_json() for j in jobs], request)
 
 
 def wait_for(
     store: StateStore,
-    payloads: Sequence[Mapping[str, Any]],
+    jobs: Sequence[Job],
     request: str,
     *,
     timeout: float,
@@ -144,7 +145,7 @@ def wait_for(
     whatever is there, marked as not answered)."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = forwarding_rows(store, payloads)
+        rows = forwarding_rows(store, jobs)
         if all(r.get("request") == request for r in rows) or time.monotonic() >= deadline:
             break
         sleep(0.5)
@@ -152,19 +153,17 @@ def wait_for(
         row
         if row.get("request") == request
         else {
-            "source": str(p["source"]["identity"]),
-            "line": str(p["line"]),
+            "source": job.source.identity,
+            "line": str(job.line),
             "state": "failed",
             "detail": "no worker answered in time (is a worker running?)",
         }
-        for p, row in zip(payloads, rows, strict=True)
+        for job, row in zip(jobs, rows, strict=True)
     ]
 
 
-def forwarding_rows(
-    store: StateStore, payloads: Sequence[Mapping[str, Any]]
-) -> list[dict[str, str]]:
-    return [store.forwarding(key_of(p)) for p in payloads]
+def forwarding_rows(store: StateStore, jobs: Sequence[Job]) -> list[dict[str, str]]:
+    return [store.forwarding(key_of(job)) for job in jobs]
 
 
 def print_outcomes(rows: Sequence[Mapping[str, str]], title: str, *, as_json: bool) -> None:
@@ -186,4 +185,4 @@ def print_outcomes(rows: Sequence[Mapping[str, str]], title: str, *, as_json: bo
             row.get("method", ""),
             escape(row.get("detail", "")),
         )
-    base.console.print(table)
+    console.print(table)

@@ -5,8 +5,8 @@ Sieve), an inbox rule over EWS (Exchange), or `manual` with the exact instructio
 operator (POP3, servers without ManageSieve, logins that cannot reach the user's rules).
 Every function here is idempotent: `set` twice changes nothing the second time, `remove`
 of something not set says so and succeeds.  The sessions are protocols; the adapters
-(migrator.managesieve, migrator.ewsrules) and the job side (migrator.forwardjobs) are
-elsewhere.
+(connectors.imap.managesieve, connectors.ews.rules) and the job side
+(migrator.forwardjobs) are elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from migrator import sieve
+from migrator.model import MailboxJob
 
 
 class ForwardState(str, enum.Enum):  # noqa: UP042  (str, Enum) as the rest of migrator
@@ -225,3 +226,18 @@ def rule_status(rules: InboxRules) -> ForwardOutcome:
         return ForwardOutcome(ForwardState.NOT_SET, "ews-rule", "")
     target = ", ".join(a for r in ours for a in r.redirect_to)
     return ForwardOutcome(ForwardState.SET, "ews-rule", target)
+
+
+def manual_outcome(action: ForwardAction, job: MailboxJob, why: str) -> ForwardOutcome:
+    """`manual`: the exact instruction for the operator, and why it is needed."""
+    server = str(job.source_server)
+    target = job.target_identity
+    if action is ForwardAction.REMOVE:
+        detail = (
+            f"{why}: remove the forwarding of {job.source_identity} to {target} by hand on {server}"
+        )
+    elif action is ForwardAction.STATUS:
+        detail = f"{why}: check on {server} by hand"
+    else:
+        detail = manual_instruction(job.source_identity, target, server, why)
+    return ForwardOutcome(ForwardState.MANUAL, "manual", target, detail)

@@ -1,257 +1,168 @@
-"""The FETCH responses of a folder listing, read fast (pure: imaplib's data in, values out).
-
-Listing a folder asks each message for UID, INTERNALDATE, RFC822.SIZE, FLAGS and the
-Message-ID and Date header fields.  imapclient's general parser reads those answers a
-character at a time and was the larger part of the copier's CPU on a mailbox of small
-messages.  This reader takes the usual answer (items in the order asked, the header lines
-as a literal) with one regular expression, and any other with a tokeniser of one regular
-expression per token: about an eighth of imapclient's CPU, then a third.  It reads the
-answers of that one request and nothing else: for anything it does not expect it returns
-None, and the caller falls back to imapclient's parser.
-"""
+"""What a pass over a mailbox starts from: the source listed folder by folder, each folder
+opened at the target through the folder map, and the messages the target already holds
+recognised by content (migrator.recognition) rather than sent again."""
 
 from __future__ import annotations
 
-import functools
-import re
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 
-# RFC 3501 FETCH items of the listing, as sent.
-LISTING_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)])"
-FIELDS_ITEM = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
-# The same with the whole header block: a target folder's index, for recognition.
-INDEX_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER])"
-HEADER_ITEM = b"BODY[HEADER]"
-
-RawFetch = Sequence[bytes | tuple[bytes, bytes] | None]
-"""imaplib's untagged FETCH data: a line, or (a line ending in a literal's {n}, the
-literal), the line after a literal coming as the next element."""
-
-
-@dataclass(frozen=True)
-class Listed:
-    uid: int
-    size: int
-    internaldate: datetime | None
-    flags: tuple[str, ...]
-    fields: bytes | None  # the header lines asked for (the item's literal), as given
-
-
-_TOKEN = re.compile(
-    rb"""[ ]*(?:
-        (?P<open>\() | (?P<close>\)) |
-        "(?P<quoted>(?:[^"\\\r\n]|\\["\\])*)" |
-        \{(?P<literal>[0-9]+)\+?\}$ |
-        (?P<atom>[^ ()"{\[\]\x00-\x1f\x7f]+(?:\[[^\]\r\n]*\][^ ()"{\[\]\x00-\x1f\x7f]*)?)
-    )""",
-    re.VERBOSE,
+from migrator.errors import (
+    FolderRefused,
 )
-_OPEN, _CLOSE = object(), object()  # parentheses in the token stream
-# Atoms are bytes in the stream; strings (quoted or literal) are ("s", bytes).
-
-# RFC 3501 date-time: "17-Jul-1996 02:44:25 -0700", the day perhaps space-padded.
-_INTERNALDATE = re.compile(
-    rb"([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) "
-    rb"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"
+from migrator.foldermap import FolderMap, TargetFolder
+from migrator.plan import (
+    MessageRef,
+    newest_first,
 )
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
-    )
-}
+from migrator.recognition import (
+    Candidate,
+    content_key,
+    epoch_seconds,
+    match,
+    message_digest,
+    needs_digests,
+    only_in_all_mail,
+    system_flags,
+)
+from migrator.report import SkippedMessage
+from migrator.rewrite import RewriteMaps, rewrite_message
+from migrator.sending import (
+    Checkpoint,
+)
+from migrator.sources.base import MailboxSource, SourceFolder
+from migrator.targets.base import MailboxTarget
+
+log = logging.getLogger(__name__)
+
+# Where the mail only an RFC 6154 \All view holds (Gmail's archived mail) goes, as a
+# source path for the folder map.
+ARCHIVE_PATH = ("Archive",)
 
 
-class _Unexpected(Exception):
-    pass
+@dataclass
+class Listing:
+    """The source mailbox as listed, with each folder's folder at the target."""
+
+    refs: list[MessageRef] = field(default_factory=list)
+    target_of: dict[str, str] = field(default_factory=dict)  # source folder -> target name
+    refused: dict[str, str] = field(default_factory=dict)  # source folder -> why not
+    skipped: list[SkippedMessage] = field(default_factory=list)  # their messages
 
 
-def parse_listing(data: RawFetch, item: bytes = FIELDS_ITEM) -> dict[int, Listed] | None:
-    """The messages of a listing FETCH by UID (`item`: the header item asked for, as the
-    server names it in the answer), or None where the data holds anything this reader
-    does not expect (the caller then uses a general parser)."""
+def list_mailbox(
+    source: MailboxSource,
+    target: MailboxTarget,
+    folder_map: FolderMap,
+    now: datetime,
+) -> Listing:
+    """Every folder and message of the source, each folder opened at the target.  An
+    RFC 6154 \\All view (Gmail's All Mail) is read last: of its mail, what no other
+    folder holds (Gmail's archived mail) goes to the Archive folder."""
+    listing = Listing()
+    folders = source.list_folders()
+    held: list[MessageRef] = []  # every message of the real folders, refused ones too
+    for folder in folders:
+        if not folder.is_all_mail:
+            listed = source.list_messages(folder)
+            held += listed
+            _open(listing, target, folder, listed, folder_map.map(folder.path, folder.special_use))
+    for view in (f for f in folders if f.is_all_mail):
+        listed = source.list_messages(view)
+        no_id = [r for r in listed + held if not r.message_id]
+        keys = {r.ident: content_key(d, complete=True) for r, d in source.heads(no_id)}
+        only = only_in_all_mail(listed, held, keys)
+        if only:
+            log.warning(
+                "%d messages of %r are in no other folder: copied to %s",
+                len(only),
+                view.name,
+                "/".join(ARCHIVE_PATH),
+            )
+        _open(listing, target, view, only, folder_map.map(ARCHIVE_PATH))
+    return listing
+
+
+def _open(
+    listing: Listing,
+    target: MailboxTarget,
+    folder: SourceFolder,
+    listed: list[MessageRef],
+    mapped: TargetFolder,
+) -> None:
+    """Open `folder`'s place at the target and add its messages; a folder the target
+    refuses fails alone: its messages are named as skipped, the other folders go on."""
     try:
-        usual = _usual(data, _usual_pattern(item))
-        return usual if usual is not None else _parse(_tokens(data), item)
-    except _Unexpected:
+        listing.target_of[folder.name] = target.open_folder(mapped)
+    except FolderRefused as exc:
+        log.warning("skipped folder %r: %s", folder.name, exc)
+        listing.refused[folder.name] = str(exc)
+        listing.skipped += [SkippedMessage(r.folder, r.uid, r.size, str(exc)) for r in listed]
+    else:
+        listing.refs.extend(listed)
+
+
+def refused_note(refused: dict[str, str], messages: int) -> str | None:
+    """One line for the status table: the folders the target refused, and why."""
+    if not refused:
         return None
+    first = next(iter(refused.values()))
+    return f"{messages} messages skipped in {len(refused)} refused folder(s); {first}"
 
 
-# The answer Dovecot (and most servers) give for each message, items in the order asked,
-# the header lines as a literal: read with one match rather than token by token.
-@functools.cache
-def _usual_pattern(item: bytes) -> re.Pattern[bytes]:
-    return re.compile(
-        rb'[0-9]+ \(UID ([0-9]+) INTERNALDATE "([^"\\\r\n]*)" RFC822\.SIZE ([0-9]+) '
-        rb"FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\) " + re.escape(item) + rb" \{[0-9]+\}"
-    )
-
-
-def _usual(data: RawFetch, usual: re.Pattern[bytes]) -> dict[int, Listed] | None:
-    """The listing where every answer has the usual form, else None."""
-    found: dict[int, Listed] = {}
-    elements = [e for e in data if e is not None]
-    if len(elements) % 2:
-        return None
-    for index in range(0, len(elements), 2):
-        element, trailer = elements[index], elements[index + 1]
-        if not isinstance(element, tuple) or trailer != b")":
-            return None
-        match = usual.fullmatch(element[0])
-        if match is None:
-            return None
-        uid_text, date, size, flags = match.groups()
-        uid = int(uid_text)
-        if uid in found:
-            return None  # two answers for one message: the general reading merges them
-        found[uid] = Listed(
-            uid=uid,
-            size=int(size),
-            internaldate=_internaldate(("s", date)),
-            flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
-            fields=element[1],
-        )
+def recognise(
+    source: MailboxSource,
+    target: MailboxTarget,
+    refs: Sequence[MessageRef],
+    target_of: dict[str, str],
+    checkpoints: dict[Checkpoint, str | None],
+    rewrite: RewriteMaps | None,
+    now: datetime,
+) -> list[tuple[MessageRef, str | None]]:
+    """The messages of `refs` without a checkpoint that are at the target already, with
+    their content keys.  Only target folders where such a message is bound are indexed,
+    and only their messages without a known key are read (header blocks; the whole
+    message only where a key is shared, see migrator.recognition)."""
+    bound: dict[str, list[MessageRef]] = {}
+    for ref in refs:
+        bound.setdefault(target_of[ref.folder], []).append(ref)
+    found: list[tuple[MessageRef, str | None]] = []
+    for name, members in sorted(bound.items()):
+        if all(ref.ident in checkpoints for ref in members):
+            continue  # nothing to decide here
+        copies = target.index(name)
+        if not copies:
+            continue
+        keys: dict[Checkpoint, str | None] = {
+            ident: key for ident, key in checkpoints.items() if key is not None
+        }
+        unknown = [ref for ref in members if keys.get(ref.ident) is None]
+        for ref, data in source.heads(unknown):
+            keys[ref.ident] = content_key(_rewritten(data, rewrite), complete=True)
+        candidates = [
+            Candidate(
+                ref,
+                keys.get(ref.ident),
+                ref.ident in checkpoints,
+                system_flags(ref.flags),
+                epoch_seconds(ref.append_date(now)),
+            )
+            for ref in newest_first(members, now)
+        ]
+        ask_source, ask_target = needs_digests(candidates, copies)
+        source_digests = {
+            ref.ident: message_digest(_rewritten(body, rewrite))
+            for ref, body in (source.fetch([c.ref for c in ask_source]) if ask_source else ())
+        }
+        target_digests = target.digests(name, ask_target) if ask_target else {}
+        matched = match(candidates, copies, source_digests, target_digests)
+        found += [(c.ref, c.key) for c in candidates if not c.checkpointed and c.ident in matched]
     return found
 
 
-def _tokens(data: RawFetch) -> list[object]:
-    tokens: list[object] = []
-    for element in data:
-        if element is None:
-            continue
-        if isinstance(element, tuple):
-            line, literal = element
-            _tokenise(line, tokens, ends_in_literal=True)
-            tokens.append(("s", literal))
-        else:
-            _tokenise(element, tokens, ends_in_literal=False)
-    return tokens
-
-
-def _tokenise(line: bytes, tokens: list[object], *, ends_in_literal: bool) -> None:
-    position = 0
-    saw_literal = False
-    while position < len(line):
-        match = _TOKEN.match(line, position)
-        if match is None or match.end() == position:
-            if line[position:].strip(b" ") == b"":
-                break
-            raise _Unexpected
-        position = match.end()
-        kind = match.lastgroup
-        if kind == "open":
-            tokens.append(_OPEN)
-        elif kind == "close":
-            tokens.append(_CLOSE)
-        elif kind == "quoted":
-            text = match.group("quoted")
-            if b"\\" in text:
-                text = re.sub(rb"\\(.)", rb"\1", text)
-            tokens.append(("s", text))
-        elif kind == "literal":
-            saw_literal = True
-        else:
-            tokens.append(match.group("atom"))
-    if saw_literal != ends_in_literal:
-        raise _Unexpected
-
-
-def _parse(tokens: list[object], item: bytes) -> dict[int, Listed]:
-    found: dict[int, dict[bytes, object]] = {}
-    index = 0
-    while index < len(tokens):
-        sequence = tokens[index]
-        if not (isinstance(sequence, bytes) and sequence.isdigit()):
-            raise _Unexpected
-        if index + 1 >= len(tokens) or tokens[index + 1] is not _OPEN:
-            raise _Unexpected
-        index += 2
-        items: dict[bytes, object] = {}
-        while True:
-            if index >= len(tokens):
-                raise _Unexpected
-            name = tokens[index]
-            if name is _CLOSE:
-                index += 1
-                break
-            if not isinstance(name, bytes):
-                raise _Unexpected
-            value, index = _value(tokens, index + 1)
-            items[name.upper()] = value
-        uid = items.get(b"UID")
-        if uid is None:
-            continue  # an unsolicited update (FLAGS of a message changed meanwhile)
-        if not (isinstance(uid, bytes) and uid.isdigit()):
-            raise _Unexpected
-        found.setdefault(int(uid), {}).update(items)
-    return {uid: _listed(uid, items, item) for uid, items in found.items()}
-
-
-def _value(tokens: list[object], index: int) -> tuple[object, int]:
-    if index >= len(tokens):
-        raise _Unexpected
-    token = tokens[index]
-    if token is _OPEN:
-        members: list[object] = []
-        index += 1
-        while True:
-            if index >= len(tokens):
-                raise _Unexpected
-            if tokens[index] is _CLOSE:
-                return members, index + 1
-            member, index = _value(tokens, index)
-            members.append(member)
-    if token is _CLOSE:
-        raise _Unexpected
-    return token, index + 1
-
-
-def _listed(uid: int, items: dict[bytes, object], item: bytes) -> Listed:
-    size = items.get(b"RFC822.SIZE")
-    if not (isinstance(size, bytes) and size.isdigit()):
-        raise _Unexpected
-    flags = items.get(b"FLAGS", [])
-    if not isinstance(flags, list) or not all(isinstance(f, bytes) for f in flags):
-        raise _Unexpected
-    return Listed(
-        uid=uid,
-        size=int(size),
-        internaldate=_internaldate(items.get(b"INTERNALDATE")),
-        flags=tuple(f.decode("utf-8", "replace") for f in flags if isinstance(f, bytes)),
-        fields=_string(items.get(item)),
-    )
-
-
-def _string(value: object) -> bytes | None:
-    """A string's bytes (quoted or literal), or None for NIL or nothing."""
-    if value is None or value == b"NIL":
-        return None
-    if isinstance(value, tuple) and isinstance(value[1], bytes):
-        return value[1]
-    raise _Unexpected
-
-
-def _internaldate(value: object) -> datetime | None:
-    """RFC 3501 date-time ("17-Jul-1996 02:44:25 -0700") with its own offset; None
-    where missing, NIL or not in that form (imapclient gives no datetime then either,
-    and the copier falls back to the Date header)."""
-    text = _string(value)
-    if text is None:
-        return None
-    match = _INTERNALDATE.fullmatch(text)
-    if match is None:
-        raise _Unexpected  # odd but perhaps readable: the general parser decides
-    day, month, year, hour, minute, second, sign, tz_hours, tz_minutes = match.groups()
-    month_number = _MONTHS.get(month.decode("ascii").lower())
-    if month_number is None:
-        raise _Unexpected
-    offset = timedelta(hours=int(tz_hours), minutes=int(tz_minutes))
-    try:
-        return datetime(
-            int(year), month_number, int(day), int(hour), int(minute), int(second),
-            tzinfo=UTC if not offset else timezone(-offset if sign == b"-" else offset),
-        )  # fmt: skip
-    except ValueError:
-        raise _Unexpected from None
+def _rewritten(data: bytes, rewrite: RewriteMaps | None) -> bytes:
+    """What the target holds of a message that starts with `data` (its header block at
+    least): rewriting touches nothing past the header block."""
+    return rewrite_message(data, rewrite).message if rewrite is not None else data

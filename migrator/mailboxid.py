@@ -17,7 +17,7 @@ import ipaddress
 import socket
 import urllib.parse
 
-from migrator.batch import MailboxJob, ServerAddress, TlsMode
+from migrator.model import MailboxJob, ServerAddress, TlsMode
 
 LOOPBACK = "localhost"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -43,7 +43,10 @@ def canonical_host(host: str) -> str:
 
 
 def server_id(server: ServerAddress) -> str:
-    """scheme://host:port with the canonical host and the port always written."""
+    """scheme://host:port with the canonical host and the port always written; a local
+    source (port 0: Maildir, mbox) is file:// and its real path, resolved when enqueued."""
+    if server.port == 0:
+        return f"file://{server.host}"
     scheme = server.protocol + ("s" if server.tls is TlsMode.IMPLICIT else "")
     host = canonical_host(server.host)
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{server.port}"

@@ -25,7 +25,7 @@ class MessageRef:
 
     folder: str  # source folder name, as the source adapter names it
     uidvalidity: int
-    uid: int
+    uid: str  # opaque: an IMAP UID, a POP3 checkpoint id, an Exchange ItemId, a file name
     size: int  # the source's claim: for budgets and windows, never for recognition
     internaldate: datetime | None
     date_header: datetime | None = None
@@ -34,7 +34,7 @@ class MessageRef:
     received: datetime | None = None  # the newest Received field's date, where read
 
     @property
-    def ident(self) -> tuple[str, int, int]:
+    def ident(self) -> tuple[str, int, str]:
         """(folder, UIDVALIDITY, UID): what a checkpoint records."""
         return (self.folder, self.uidvalidity, self.uid)
 
@@ -70,7 +70,7 @@ def newest_first(refs: Iterable[MessageRef], now: datetime) -> list[MessageRef]:
     """Whole-mailbox order: newest first; ties broken by folder then UID, newest UID first."""
     return sorted(
         refs,
-        key=lambda r: (r.effective_date(now), r.folder, r.uid),
+        key=lambda r: (r.effective_date(now), r.folder, len(r.uid), r.uid),
         reverse=True,
     )
 
@@ -123,7 +123,7 @@ def make_plan(
     now: datetime,
     since: datetime | None,
     until: datetime | None,
-    done: Collection[tuple[str, int, int]],
+    done: Collection[tuple[str, int, str]],
 ) -> Plan:
     """Order the mailbox newest first and split it into what is done and what to copy.
 

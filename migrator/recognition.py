@@ -101,7 +101,7 @@ class Candidate:
     date: int | None = None
 
     @property
-    def ident(self) -> tuple[str, int, int]:
+    def ident(self) -> tuple[str, int, str]:
         return (self.ref.folder, self.ref.uidvalidity, self.ref.uid)
 
 
@@ -126,9 +126,9 @@ def needs_digests(
 def match(
     candidates: Sequence[Candidate],
     copies: Sequence[TargetCopy],
-    source_digests: dict[tuple[str, int, int], str] | None = None,
+    source_digests: dict[tuple[str, int, str], str] | None = None,
     target_digests: dict[str, str] | None = None,
-) -> dict[tuple[str, int, int], TargetCopy]:
+) -> dict[tuple[str, int, str], TargetCopy]:
     """Which copy each candidate is, one to one; candidates without a copy are absent.
 
     `candidates` come in the order that breaks ties (newest first); checkpointed ones
@@ -137,7 +137,7 @@ def match(
     without one matches nothing there."""
     source_digests = source_digests or {}
     target_digests = target_digests or {}
-    found: dict[tuple[str, int, int], TargetCopy] = {}
+    found: dict[tuple[str, int, str], TargetCopy] = {}
     for members, present in _groups(candidates, copies).values():
         if not present:
             continue
@@ -200,7 +200,7 @@ def _groups(
 def only_in_all_mail(
     view: Sequence[MessageRef],
     others: Sequence[MessageRef],
-    keys: dict[tuple[str, int, int], str | None],
+    keys: dict[tuple[str, int, str], str | None],
 ) -> list[MessageRef]:
     """The messages of an RFC 6154 \\All view (Gmail's All Mail) that no other folder of
     the same mailbox holds (Gmail's archived mail), counted one for one.

@@ -31,7 +31,7 @@ class SkippedMessage:
     """A message the target refused: named in the report, never silently lost."""
 
     folder: str
-    uid: int
+    uid: str
     size: int
     reason: str
 

@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.addrlist import AddressListError, AddrSpec, X500Address, find_addresses
-from migrator.batch import email_address_problem
 from migrator.csvtable import decode_csv_bytes
 from migrator.errors import BatchError
+from migrator.names import email_address_problem
 
 ADDRESS_HEADERS = (
     "From",

@@ -121,12 +121,16 @@ def redact(text: str) -> str:
         return text
     with _live_lock:
         secrets = list(_live.values())
+    forms: set[str] = set()
     for secret in secrets:
         if secret._forms is None:
             secret._forms = _forms(secret._value)
-        for form in secret._forms:
-            if form in text:
-                text = text.replace(form, REDACTED)
+        forms.update(secret._forms)
+    # Longest first: a live secret that is part of another must not break the longer one
+    # up before it is blanked whole.
+    for form in sorted(forms, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, REDACTED)
     return text
 
 
@@ -250,7 +254,7 @@ class SecretBox:
                     f"{what}: sealed by an earlier migrator (Fernet, not bound to its server "
                     "and login): enqueue the batch again"
                 )
-            raise PayloadTampered(f"{what}: {_TAMPERED}")
+            raise PayloadTampered(f"{what}: {TAMPERED}")
         if key_id != self._key_id:
             raise ConfigError(
                 f"{what}: sealed with another key: {SECRET_KEY_ENV} differs from the key "
@@ -263,10 +267,10 @@ class SecretBox:
             )
             return Secret(plain.decode("utf-8"))
         except (InvalidTag, ValueError):  # ValueError: not base64, too short, not UTF-8
-            raise PayloadTampered(f"{what}: {_TAMPERED}") from None
+            raise PayloadTampered(f"{what}: {TAMPERED}") from None
 
 
-_TAMPERED = (
+TAMPERED = (
     "the job payload was changed after it was enqueued (a password sealed in it does not "
     "open for the server, login or TLS options it names now); nothing was sent: "
     "enqueue the batch again"

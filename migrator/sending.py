@@ -1,5 +1,5 @@
-"""Sending one mailbox's planned messages: a reader thread fetching ahead, the writer
-batching appends, over one connection or several side by side (lanes).
+"""Sending one mailbox's planned messages over one connection: a reader thread fetching
+ahead, the writer batching appends (lanes.py runs several side by side).
 
 The copier hands over the send order; this module fetches, rewrites where asked, appends
 in batches, checkpoints each batch that landed (with each message's content key), and
@@ -19,13 +19,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from migrator.errors import (
-    LockLost,
     MessageRefused,
-    MigrationError,
     QuotaExceeded,
     TransientError,
 )
-from migrator.plan import MessageRef, lane_split
+from migrator.plan import MessageRef
 from migrator.recognition import content_key
 from migrator.report import SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
@@ -34,7 +32,7 @@ from migrator.targets.base import AppendItem, MailboxTarget
 
 log = logging.getLogger(__name__)
 
-Checkpoint = tuple[str, int, int]  # (source folder, UIDVALIDITY, UID)
+Checkpoint = tuple[str, int, str]  # (source folder, UIDVALIDITY, the message's id)
 
 
 class Progress(Protocol):
@@ -123,9 +121,8 @@ class InFlight:
         self.given_up = None
 
 
-# The defaults of Sending's (and CopyOptions') bounds. A batch of appends holds at most
-# this many bytes of message in memory, and the reader runs at most this far ahead of
-# the writer.
+# A batch of appends holds at most this many bytes of message in memory, and the
+# reader runs at most this far ahead of the writer.
 BATCH_BYTES = 16 * 1024 * 1024
 PREFETCH_BYTES = 16 * 1024 * 1024
 # Newest first interleaves folders; where the quota allows, the send order groups them
@@ -246,27 +243,7 @@ class Sending:
     grouping_window: int = GROUPING_WINDOW  # messages (plan.send_order)
 
 
-def send(
-    source: MailboxSource,
-    target: MailboxTarget,
-    order: tuple[MessageRef, ...],
-    room: int | None,
-    connections: int,
-    slots: ConnectionSlots | None,
-    sending: Sending,
-) -> tuple[Sent, list[MessageRef]]:
-    """Send `order` (see plan.send_order), over up to `connections` pairs of connections
-    where `room` (plan.reorderable_bytes) lets lanes go side by side: what was sent, and
-    what was not (the quota, or the operator, stopped it)."""
-    split = lane_split(order, room, connections, sending.grouping_window, sending.batch_bytes)
-    wanted = len(split.lanes)
-    if wanted > 1:
-        return _send_lanes(source, target, order, room, wanted, slots, sending)
-    sent = _send(source, target, order, sending)
-    return sent, list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
-
-
-def _send(
+def send_one(
     source: MailboxSource,
     target: MailboxTarget,
     fits: tuple[MessageRef, ...],
@@ -281,203 +258,115 @@ def _send(
     that share of the memory bounds, and it stops before its next batch once `halt` is
     set (another connection failed, or met the quota) or the operator's `stop` is,
     `stopped_at` then marking where."""
-    sent = Sent()
-    stop = sending.stop
-    max_batch_bytes = max(1, sending.batch_bytes // share)
-    position = {id(ref): index for index, ref in enumerate(fits)}
-    batch: list[tuple[MessageRef, AppendItem]] = []
-    batch_bytes = 0
-    current_folder = ""
-
-    def flush() -> bool:
-        nonlocal batch_bytes
-        if (halt is not None and halt.is_set()) or (stop is not None and stop.is_set()):
-            sent.stopped_at = position[id(batch[0][0])]
-            return False
-        sending.progress.fence()
-        started = time.perf_counter()
-        try:
-            outcomes = target.append_batch([item for _, item in batch])
-        except TransientError:
-            # The connection broke with the batch sent: any of it may still be committed.
-            if sending.in_flight is not None:
-                sending.in_flight.lost({item.folder for _, item in batch})
-            raise
-        sent.target_seconds += time.perf_counter() - started
-        stored: list[tuple[MessageRef, str | None]] = []
-        for (ref, item), outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, QuotaExceeded):
-                # The server's own count is the authority (rounding, new mail arriving):
-                # this message and every later one are left.
-                sent.stopped_at = position[id(ref)]
-                if halt is not None:
-                    halt.set()
-                break
-            if isinstance(outcome, MessageRefused):
-                log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
-                sent.skipped.append(SkippedMessage(ref.folder, ref.uid, ref.size, str(outcome)))
-                continue
-            stored.append((ref, item.key))
-        sending.progress.copied(stored)
-        sent.messages += len(stored)
-        sent.bytes += sum(r.size for r, _ in stored)
-        if sent.stopped_at is not None:
-            return False
-        batch.clear()
-        batch_bytes = 0
-        return True
-
+    batch = _Batch(target, fits, sending, halt, max(1, sending.batch_bytes // share))
     ahead = max(1, sending.prefetch_bytes // share)
-    reading = prefetched(_timed(source.fetch(fits), sent), ahead)
+    reading = prefetched(_timed(source.fetch(fits), batch.sent), ahead)
     expected = 0  # position of the next message the source should send
+    current_folder = ""
     for ref, body in reading:
-        here = position[id(ref)]
-        sent.undelivered += fits[expected:here]  # the source skipped these
+        here = batch.position[id(ref)]
+        batch.sent.undelivered += fits[expected:here]  # the source skipped these
         expected = here + 1
         if ref.folder != current_folder:
             current_folder = ref.folder
             sending.progress.folder(ref.folder)
-        if sending.rewrite is not None:
-            rewritten = rewrite_message(body, sending.rewrite)
-            if rewritten.changed:
-                body = rewritten.message
-                sent.rewritten_messages += 1
-                sent.rewritten_addresses += rewritten.addresses_rewritten
-            sent.unparsable_headers += rewritten.headers_unparsable
-            del rewritten
-        item = AppendItem(
-            sending.target_of[ref.folder],
-            body,
-            ref.flags,
-            ref.append_date(sending.now),
-            content_key(body, complete=True),
-        )
-        batch.append((ref, item))
-        batch_bytes += ref.size
-        del body, item
-        if (len(batch) >= target.batch_size or batch_bytes >= max_batch_bytes) and not flush():
-            return sent
-    sent.undelivered += fits[expected:]  # the source's answers ended early
-    if batch:
-        flush()
-    return sent
+        batch.add(ref, _item(ref, body, sending, batch.sent))
+        del body
+        if batch.full() and not batch.flush():
+            return batch.sent
+    batch.sent.undelivered += fits[expected:]  # the source's answers ended early
+    if batch.items:
+        batch.flush()
+    return batch.sent
 
 
-def _send_lanes(
-    source: MailboxSource,
-    target: MailboxTarget,
-    order: tuple[MessageRef, ...],
-    room: int | None,
-    wanted: int,
-    slots: ConnectionSlots | None,
-    sending: Sending,
-) -> tuple[Sent, list[MessageRef]]:
-    """Send `order` over up to `wanted` pairs of connections side by side (the first pair
-    `source`/`target`), dealt by `lane_split`, then its tail on the first pair; what was
-    sent, and what was not (a quota stop).  Extra connections are opened only as far as
-    the adapters and the servers' connection slots allow; with none, one lane it is."""
-    granted = wanted - 1 if slots is None else slots.take(wanted - 1)
-    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
-    try:
-        pairs = _open_sessions(source, target, granted)
-        split = lane_split(
-            order, room, len(pairs) + 1, sending.grouping_window, sending.batch_bytes
-        )
-        if len(split.lanes) > 1:
-            log.info("copying over %d connections", len(split.lanes))
-        halt = threading.Event()
-        results: list[Sent | BaseException | None] = [None] * len(split.lanes)
-
-        def run(index: int, lane_source: MailboxSource, lane_target: MailboxTarget) -> None:
-            try:
-                results[index] = _send(
-                    lane_source,
-                    lane_target,
-                    split.lanes[index],
-                    sending,
-                    halt=halt,
-                    share=len(split.lanes),
-                )
-            except BaseException as exc:  # raised below, once every lane has stopped
-                results[index] = exc
-                halt.set()
-
-        threads = [
-            threading.Thread(target=run, args=(i, *pair), name=f"lane-{i}", daemon=True)
-            for i, pair in enumerate(pairs[: len(split.lanes) - 1], start=1)
-        ]
-        for thread in threads:
-            thread.start()
-        run(0, source, target)
-        for thread in threads:
-            thread.join()
-    finally:
-        for pair in pairs:
-            for end in pair:
-                _close_quietly(end)
-        if slots is not None:
-            slots.give_back()
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise _gravest(failures)
-    total = Sent()
-    unsent: list[MessageRef] = []
-    for lane, result in zip(split.lanes, results, strict=True):
-        assert isinstance(result, Sent)
-        total.add(result)
-        if result.stopped_at is not None:
-            unsent.extend(lane[result.stopped_at :])
-    if unsent:  # the quota (or the operator) stopped a lane: the tail, all older, waits too
-        return total, unsent + list(split.tail)
-    if split.tail:
-        rest = _send(source, target, split.tail, sending)
-        total.add(rest)
-        if rest.stopped_at is not None:
-            unsent.extend(split.tail[rest.stopped_at :])
-    return total, unsent
+def _item(ref: MessageRef, body: bytes, sending: Sending, sent: Sent) -> AppendItem:
+    """What to append for `ref`: its bytes (rewritten where asked), flags, date, key."""
+    if sending.rewrite is not None:
+        rewritten = rewrite_message(body, sending.rewrite)
+        if rewritten.changed:
+            body = rewritten.message
+            sent.rewritten_messages += 1
+            sent.rewritten_addresses += rewritten.addresses_rewritten
+        sent.unparsable_headers += rewritten.headers_unparsable
+        del rewritten
+    return AppendItem(
+        sending.target_of[ref.folder],
+        body,
+        ref.flags,
+        ref.append_date(sending.now),
+        content_key(body, complete=True),
+    )
 
 
-def _open_sessions(
-    source: MailboxSource, target: MailboxTarget, count: int
-) -> list[tuple[MailboxSource, MailboxTarget]]:
-    """Up to `count` more (source, target) connections; fewer where an adapter allows
-    no more, or a server refuses one (a per-user connection limit): the copy goes on
-    over those it has."""
-    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
-    for _ in range(count):
+class _Batch:
+    """The appends one connection has gathered, sent and checkpointed together."""
+
+    def __init__(
+        self,
+        target: MailboxTarget,
+        fits: tuple[MessageRef, ...],
+        sending: Sending,
+        halt: threading.Event | None,
+        max_bytes: int,
+    ) -> None:
+        self.target, self.sending, self.halt, self.max_bytes = target, sending, halt, max_bytes
+        self.sent = Sent()
+        self.position = {id(ref): index for index, ref in enumerate(fits)}
+        self.items: list[tuple[MessageRef, AppendItem]] = []
+        self.bytes = 0
+
+    def add(self, ref: MessageRef, item: AppendItem) -> None:
+        self.items.append((ref, item))
+        self.bytes += ref.size
+
+    def full(self) -> bool:
+        return len(self.items) >= self.target.batch_size or self.bytes >= self.max_bytes
+
+    def flush(self) -> bool:
+        """Append the batch (fenced first) and checkpoint what landed; False once this
+        connection stops: halted, stopped by the operator, or the target is full."""
+        sent, stop = self.sent, self.sending.stop
+        if (self.halt is not None and self.halt.is_set()) or (stop is not None and stop.is_set()):
+            sent.stopped_at = self.position[id(self.items[0][0])]
+            return False
+        self.sending.progress.fence()
+        started = time.perf_counter()
         try:
-            more_source = source.session()
-            if more_source is None:
+            outcomes = self.target.append_batch([item for _, item in self.items])
+        except TransientError:
+            # The connection broke with the batch sent: any of it may still be committed.
+            if self.sending.in_flight is not None:
+                self.sending.in_flight.lost({item.folder for _, item in self.items})
+            raise
+        sent.target_seconds += time.perf_counter() - started
+        stored = self._stored(outcomes)
+        self.sending.progress.copied(stored)
+        sent.messages += len(stored)
+        sent.bytes += sum(r.size for r, _ in stored)
+        if sent.stopped_at is not None:
+            return False
+        self.items.clear()
+        self.bytes = 0
+        return True
+
+    def _stored(self, outcomes: Sequence[object]) -> list[tuple[MessageRef, str | None]]:
+        """The batch's messages the target stored, with their keys; a refused one is
+        skipped and named, a full target stops this and every later message."""
+        stored: list[tuple[MessageRef, str | None]] = []
+        for (ref, item), outcome in zip(self.items, outcomes, strict=True):
+            if isinstance(outcome, QuotaExceeded):
+                # The server's own count is the authority (rounding, new mail arriving):
+                # this message and every later one are left.
+                self.sent.stopped_at = self.position[id(ref)]
+                if self.halt is not None:
+                    self.halt.set()
                 break
-            try:
-                more_target = target.session()
-            except MigrationError:
-                _close_quietly(more_source)
-                raise
-            if more_target is None:
-                _close_quietly(more_source)
-                break
-        except MigrationError as exc:
-            log.info("no further connection for this mailbox: %s", exc)
-            break
-        pairs.append((more_source, more_target))
-    return pairs
-
-
-def _close_quietly(end: MailboxSource | MailboxTarget) -> None:
-    try:
-        end.close()
-    except MigrationError as exc:
-        log.info("closing an extra connection: %s", exc)
-
-
-def _gravest(failures: list[BaseException]) -> BaseException:
-    """The failure that decides the pass when lanes failed side by side: a lost lock
-    first, then anything that is not worth another pass, then the first transient."""
-    for failure in failures:
-        if isinstance(failure, LockLost):
-            return failure
-    for failure in failures:
-        if not isinstance(failure, TransientError):
-            return failure
-    return failures[0]
+            if isinstance(outcome, MessageRefused):
+                log.warning("skipped message uid %s in %r: %s", ref.uid, ref.folder, outcome)
+                self.sent.skipped.append(
+                    SkippedMessage(ref.folder, ref.uid, ref.size, str(outcome))
+                )
+                continue
+            stored.append((ref, item.key))
+        return stored

@@ -85,7 +85,7 @@ def fill_sources(
 def migrator(
     *args: str, env: dict[str, str], capture: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from migrator.cli import main; raise SystemExit(main())"]
+    command = [sys.executable, "-m", "workers.main"]  # the `migrator` command
     return subprocess.run(
         [*command, *args], env=env, text=True, capture_output=capture, check=False
     )

@@ -37,7 +37,12 @@ from servers.mailgen import Fill
 from servers.redis import RedisServer
 from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox
 
+from migrator import dispatch
 from migrator.secrets import new_key
+from workers.dispatch import CeleryDispatcher
+
+# `migrator.cli.main` called in this process sends jobs as the `migrator` command does.
+dispatch.use(CeleryDispatcher())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from ews_server import EwsServer, ews_account
 from exchangelib import CalendarItem, Contact, EWSDateTime, Folder, Message
 from support import EWS_PASSWORD
 
-from migrator.ewsprops import register_properties
+from migrator.connectors.ews.props import register_properties
 
 # Where the shipped folder map sends each source folder, as the test server names folders.
 IMAP_TO_EWS_FOLDER = {

@@ -28,12 +28,14 @@ from servers.dovecot import (
 )
 from servers.mailgen import PopulatedMessage
 
-from migrator.batch import AccessMethod, AdminLogin, MailboxJob, parse_batch, parse_server
-from migrator.ews import EwsAccess, EwsSettings, endpoint_address
+from migrator.batch import AccessMethod, parse_batch, parse_server
+from migrator.connectors import connector
+from migrator.connectors.ews.settings import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, MailboxJob
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.rewrite import RewriteMaps
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job, rewrite_meta
+from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import MailboxStatus, NewJob, StateStore
 
@@ -77,7 +79,7 @@ def ews_target_options(server_url: str, ca_file: Path, **kw: object) -> RunOptio
             method=AccessMethod.PROXYAUTH,
             admin=AdminLogin(EWS_ADMIN, Secret(EWS_PASSWORD)),
             kind="ews",
-            ews=settings,
+            settings=settings,
         ),
         connect=ConnectOptions(timeout=30, ca_file=str(ca_file), allow_plaintext=True),
         **kw,  # type: ignore[arg-type]
@@ -90,7 +92,7 @@ def from_exchange(options: RunOptions) -> RunOptions:
     return replace(
         options,
         source_kind="ews",
-        source_ews=ews_settings(None),
+        source_settings=ews_settings(None),
         connect=replace(options.connect, allow_plaintext=True),
     )
 
@@ -168,7 +170,7 @@ def batch_job(
 def individual_jobs(
     rows: list[dict[str, str]], options: RunOptions, box: SecretBox
 ) -> list[NewJob]:
-    protocol = {"pop": "pop3", "ews": "ews"}.get(options.source_kind, "imap")
+    protocol = connector(options.source_kind).protocol
     result = parse_batch(batch_text(rows), AccessMethod.INDIVIDUAL, protocol=protocol)
     assert not result.problems, result.problems
     return build_jobs(result.jobs, options, box)
@@ -341,6 +343,8 @@ class CopyMailbox:
         **options: object,
     ) -> MailboxStatus:
         options = {**self._defaults, **options}
+        if rewrite is not None:
+            options["rewrite"] = rewrite  # the job carries its rewrite maps
         if into is not None:
             run = ews_target_options(into.url, self._ca_file, **options)
         else:
@@ -348,9 +352,8 @@ class CopyMailbox:
         if source_url is None:
             dovecot = self._dovecot
             source_url = pop3s(dovecot) if run.source_kind == "pop" else imaps(dovecot)
-        meta = {"rewrite": rewrite_meta(rewrite)} if rewrite is not None else None
         store = StateStore.from_url(self._redis_url)
-        return run_in_process(store, batch_id, run, source_url, source, password, target, meta=meta)
+        return run_in_process(store, batch_id, run, source_url, source, password, target)
 
 
 def newest_that_fit(sent: Sequence[PopulatedMessage], quota: int) -> list[PopulatedMessage]:

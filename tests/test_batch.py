@@ -8,12 +8,6 @@ import pytest
 
 from migrator.batch import (
     AccessMethod,
-    AdminLogin,
-    BatchResult,
-    Credentials,
-    ServerAddress,
-    TlsMode,
-    email_address_problem,
     parse_batch,
     parse_server,
     read_batch_file,
@@ -21,6 +15,8 @@ from migrator.batch import (
 )
 from migrator.csvtable import decode_csv_bytes
 from migrator.errors import BadBatchRow, BatchError
+from migrator.model import AdminLogin, BatchResult, Credentials, ServerAddress, TlsMode
+from migrator.names import email_address_problem
 from migrator.quotas import parse_quotas, read_quota_file
 from migrator.secrets import Secret
 
@@ -198,6 +194,53 @@ def test_resolve_credentials_raises_bad_batch_row_for_a_row_without_password() -
 
 
 # --- file format ---------------------------------------------------------------------
+
+
+# --- per-row target logins (--target-method individual) ------------------------------
+
+TARGET_HEADER = HEADER + ",TargetLoginID,TargetPassword"
+
+
+def test_each_row_may_name_its_own_target_login() -> None:
+    text = batch(
+        f"u1@example.com,mail.example.com,user01,{ROW_PASSWORD},u1@new.example,,u1,t-pw-1",
+        header=TARGET_HEADER,
+    )
+
+    (job,) = parse_batch(text, AccessMethod.INDIVIDUAL, target_logins=True).jobs
+
+    assert job.target_credentials == Credentials("u1", Secret("t-pw-1"))
+
+
+def test_without_target_logins_the_columns_are_ignored() -> None:
+    text = batch(
+        f"u1@example.com,mail.example.com,user01,{ROW_PASSWORD},,,u1,t-pw-1",
+        header=TARGET_HEADER,
+    )
+
+    (job,) = individual(text).jobs
+
+    assert job.target_credentials is None
+
+
+def test_target_logins_need_both_columns_in_the_header() -> None:
+    with pytest.raises(BatchError, match=r"TargetLoginID.*--target-method individual"):
+        parse_batch(batch(f"u1@example.com,h,user01,{ROW_PASSWORD}"), AccessMethod.INDIVIDUAL,
+                    target_logins=True)  # fmt: skip
+
+
+def test_an_empty_target_login_cell_is_a_problem_of_its_line() -> None:
+    text = batch(
+        f"u1@example.com,mail.example.com,user01,{ROW_PASSWORD},,,u1,",
+        f"u2@example.com,mail.example.com,user02,{ROW_PASSWORD},,,u2,t-pw-2",
+        header=TARGET_HEADER,
+    )
+
+    result = parse_batch(text, AccessMethod.INDIVIDUAL, target_logins=True)
+
+    assert problems_of(result) == [(2, "TargetPassword")]
+    assert "individual" in str(only_problem(result))
+    assert [j.source_identity for j in result.jobs] == ["u2@example.com"]
 
 
 def test_bom_from_excel_is_ignored() -> None:

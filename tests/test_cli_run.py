@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,16 @@ from pathlib import Path
 import pytest
 from servers.certs import TlsFiles
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
-from servers.mailgen import Fill
-from support import batch_password, imaps, write_source_batch
+from servers.mailgen import Fill, populate
+from support import (
+    COLUMNS,
+    batch_password,
+    counts,
+    imaps,
+    snapshot,
+    write_batch,
+    write_source_batch,
+)
 
 from migrator.cli import main
 
@@ -59,3 +68,42 @@ def test_everything_a_run_leaves_under_the_state_directory_is_for_this_user_only
         if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)
     }
     assert not wrong, wrong
+
+
+def test_a_target_without_an_admin_login_is_reached_with_each_rows_own(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--target-method individual: a hosting provider's IMAP server, where the operator has
+    each mailbox's password and no admin or master login (imapsync's --user2/--password2)."""
+    source_password, target_password = batch_password("src-own"), batch_password("tgt-own")
+    source, target = make_user(source_password), make_user(target_password)
+    populate(
+        "127.0.0.1", dovecot.imaps_port, source, source_password, {"INBOX": 4, "Sent": 2},
+        ssl_context=ssl_context, size_hint=1_000,
+    )  # fmt: skip
+    batch = write_batch(
+        tmp_path / "batch.csv",
+        [{"SourceIdentity": source, "SourceServer": imaps(dovecot), "SourceLoginID": source,
+          "SourcePassword": source_password, "TargetIdentity": target,
+          "TargetLoginID": target, "TargetPassword": target_password}],
+        [*COLUMNS, "TargetLoginID", "TargetPassword"],
+    )  # fmt: skip
+    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY", "MIGRATOR_TARGET_ADMIN_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+
+    code = main(
+        ["run", str(batch), "--method", "individual", "--target-method", "individual",
+         "--target-server", imaps(dovecot), "--ca-file", str(tls_files.ca_cert)]
+    )  # fmt: skip
+
+    assert code == 0
+    assert counts(snapshot(dovecot, target, target_password, ssl_context)) == {
+        "INBOX": 4,
+        "Sent": 2,
+    }

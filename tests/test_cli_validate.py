@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from support import COLUMNS, write_batch
 
-from migrator.cli import ADMIN_PASSWORD_ENV, EXIT_BAD_INPUT, main
+from migrator.cli import main
+from migrator.cliargs import ADMIN_PASSWORD_ENV
+from migrator.terminal import EXIT_BAD_INPUT
 
 ADMIN_PASSWORD = "Adm1n-Env-Secret-42"
 

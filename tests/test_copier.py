@@ -44,7 +44,7 @@ class MemorySource:
             MessageRef(
                 folder=folders[uid % len(folders)],
                 uidvalidity=1,
-                uid=uid,
+                uid=str(uid),
                 size=size,
                 internaldate=START + timedelta(days=uid),
                 message_id=f"<{uid}@x>",
@@ -171,7 +171,7 @@ def test_a_refused_message_is_skipped_named_and_the_rest_go_on() -> None:
     assert result.state is MailboxState.DONE
     assert result.copied_messages == 9
     ((skipped),) = result.skipped
-    assert (skipped.folder, skipped.uid) == ("INBOX", 4)
+    assert (skipped.folder, skipped.uid) == ("INBOX", "4")
     assert "refused" in skipped.reason
 
 
@@ -179,7 +179,7 @@ def test_a_folder_the_target_refuses_is_skipped_named_and_the_other_folders_go_o
     class TwoFolders(MemorySource):
         def __init__(self) -> None:
             super().__init__(6)
-            self.refs = [dataclasses.replace(r, folder="dbox-Mails" if r.uid % 2 else "INBOX")
+            self.refs = [dataclasses.replace(r, folder="dbox-Mails" if int(r.uid) % 2 else "INBOX")
                          for r in self.refs]  # fmt: skip
 
         def list_folders(self) -> list[SourceFolder]:
@@ -201,7 +201,7 @@ def test_a_folder_the_target_refuses_is_skipped_named_and_the_other_folders_go_o
     assert (result.copied_messages, result.total_messages) == (3, 6)
     assert {i.folder for i in target.stored} == {"Inbox"}
     assert sorted((s.folder, s.uid) for s in result.skipped) == [
-        ("dbox-Mails", u) for u in (1, 3, 5)
+        ("dbox-Mails", u) for u in ("1", "3", "5")
     ]
     assert all("folder 'dbox-Mails': reserved name" in s.reason for s in result.skipped)
     assert result.error is not None and "3 messages skipped" in result.error

@@ -23,11 +23,11 @@ from support import (
     snapshot,
 )
 
+from migrator.connectors.imap.target import ImapTarget
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.state import StateStore
 from migrator.targets.base import QuotaInfo
-from migrator.targets.imap import ImapTarget
 
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
 
@@ -249,7 +249,7 @@ def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
 ) -> None:
     source, target = make_user(), make_user()
     sent = fill(source, LARGER)
-    with caplog.at_level(logging.INFO, logger="migrator.sending"):
+    with caplog.at_level(logging.INFO, logger="migrator.lanes"):
         status = copy_mailbox(
             source, target,
             connections_per_mailbox=connections, max_connections_per_server=server_cap,

@@ -20,8 +20,8 @@ from support import (
     snapshot,
 )
 
+from migrator.prepare import RunOptions
 from migrator.report import MailboxState
-from migrator.runner import RunOptions
 from migrator.state import MailboxStatus, StateStore
 
 # Source folder (as EWS names it) -> where the folder map sends it on Dovecot.

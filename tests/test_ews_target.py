@@ -25,7 +25,9 @@ from support import (
     newest_that_fit,
 )
 
-from migrator.batch import Credentials
+from migrator.connectors.ews.account import client_assertion, ews_call, translate
+from migrator.connectors.ews.settings import endpoint_url
+from migrator.connectors.ews.target import EwsTarget
 from migrator.errors import (
     ConfigError,
     LoginFailed,
@@ -35,15 +37,13 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
-from migrator.ews import endpoint_url
-from migrator.ewsaccount import client_assertion, ews_call, translate
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.model import Credentials
 from migrator.recognition import content_key, epoch_seconds, message_digest
 from migrator.report import MailboxState
 from migrator.secrets import Secret
 from migrator.state import StateStore
 from migrator.targets.base import AppendItem
-from migrator.targets.ews import EwsTarget
 
 T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 FOLDERS = {"INBOX": 30, "Sent Messages": 12, "Spam": 6, "Projects/2024": 8, "INBOX/Important": 6}
@@ -298,7 +298,7 @@ def test_one_refused_item_does_not_stop_the_batch_and_quota_stops_the_rest(
     assert adapter.throttled_seconds == 0.0
 
 
-# -- pure parts of migrator.ews* -----------------------------------------------------------
+# -- pure parts of migrator.connectors.ews.settings -------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,8 @@ from servers.smtp_sink import SmtpSink
 from support import EWS_PASSWORD, batch_password, imaps, write_batch
 
 from migrator.cli import main
+from migrator.connectors.imap.managesieve import SieveClient
 from migrator.forwarding import ForwardState, sieve_remove, sieve_set
-from migrator.managesieve import SieveClient
 from migrator.secrets import Secret
 
 # The user's own rule, as a webmail would have stored it: file list mail into a folder.

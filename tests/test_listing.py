@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
-from migrator.imapconn import read_listing
-from migrator.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
+from migrator.connectors.imap.connection import read_listing
+from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
 
 FIELDS = b"Date: Tue, 25 Aug 2020 10:17:38 +0000\r\nMessage-ID: <a@x>\r\n\r\n"
 DOVECOT: RawFetch = [

@@ -25,11 +25,11 @@ from servers.dovecot import (
 from servers.mailgen import Fill, PopulatedMessage
 from support import batch_job, imaps
 
-from migrator.batch import AccessMethod, AdminLogin, MailboxJob
+from migrator.batch import AccessMethod
+from migrator.connectors.imap.source import ImapSource
 from migrator.errors import FolderRefused, LoginFailed, PermanentError
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, MailboxJob
 from migrator.secrets import Secret
-from migrator.sources.imap import ImapSource
 
 # Folder -> message count: "Projects" itself is only a parent (\Noselect) and is not listed.
 FOLDERS = {"INBOX": 3, "Reports": 2, "Projects/2024": 4}

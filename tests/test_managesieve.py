@@ -1,5 +1,6 @@
-"""migrator.managesieve against the test Dovecot's Pigeonhole ManageSieve, plus a few scripted
-loopback servers for what Dovecot cannot be made to do (no STARTTLS, silence, garbage)."""
+"""migrator.connectors.imap.managesieve against the test Dovecot's Pigeonhole
+ManageSieve, plus a few scripted loopback servers for what Dovecot cannot be made to do
+(no STARTTLS, silence, garbage)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from servers.dovecot import (
     MakeUser,
 )
 
+from migrator.connectors.imap.managesieve import SieveClient, SieveScript
+from migrator.connectors.tls import tls_context
 from migrator.errors import LoginFailed, PermanentError, TransientError
-from migrator.imapconn import ConnectOptions, tls_context
-from migrator.managesieve import SieveClient, SieveScript
+from migrator.model import ConnectOptions
 from migrator.secrets import Secret
 
 WRONG_PASSWORD = "Wrong-Sieve-Pw-4471"

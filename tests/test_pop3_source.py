@@ -18,12 +18,12 @@ from servers.dovecot import (
 from servers.mailgen import Fill
 from support import CopyMailbox, batch_job, digest, newest_that_fit, snapshot
 
-from migrator.batch import AccessMethod, AdminLogin
+from migrator.batch import AccessMethod
+from migrator.connectors.pop3.source import Pop3Source
 from migrator.errors import LoginFailed
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions
 from migrator.report import MailboxState
 from migrator.secrets import Secret
-from migrator.sources.pop3 import Pop3Source
 
 
 def _source(

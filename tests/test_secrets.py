@@ -15,14 +15,14 @@ import pytest
 from cryptography.fernet import Fernet
 from redis import Redis
 
-from migrator import payload as payloads
-from migrator.batch import AccessMethod, AdminLogin, Credentials, MailboxJob, parse_server
+from migrator import jobs
+from migrator.batch import AccessMethod, parse_server
+from migrator.connectors.ews.settings import EwsAuth, EwsSettings, endpoint_address
 from migrator.errors import ConfigError, PayloadTampered
-from migrator.ews import EwsAuth, EwsSettings, endpoint_address
 from migrator.forwardjobs import ForwardOptions, build_forward_jobs
-from migrator.imapconn import ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, Credentials, MailboxJob
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.report import MailboxResult, MailboxState
-from migrator.runner import RunOptions, TargetSpec, build_jobs
 from migrator.secrets import (
     REDACTED,
     TOKEN_VERSION,
@@ -331,7 +331,7 @@ def _payload(box: SecretBox, *, ews: bool = False) -> dict[str, Any]:
             method=AccessMethod.PROXYAUTH,
             admin=AdminLogin("svc-admin", Secret(ADMIN_PASSWORD)),
             kind="ews" if ews else "imap",
-            ews=settings,
+            settings=settings,
         ),
         connect=ConnectOptions(timeout=30, ca_file="/etc/ssl/private-ca.pem"),
         sieve_port=4190,
@@ -340,13 +340,20 @@ def _payload(box: SecretBox, *, ews: bool = False) -> dict[str, Any]:
     return dict(json.loads(new.payload))
 
 
+def _job(payload: dict[str, Any]) -> jobs.Job:
+    return jobs.Job.from_json(json.dumps(payload))
+
+
 def _open_all(payload: dict[str, Any], box: SecretBox) -> tuple[str, str, str | None]:
-    job = payloads.mailbox_job(payload, box)
-    target = payloads.target_credentials(payload, box)
-    ews = payloads.ews_settings(payload, payloads.TARGET, box)
-    payloads.ews_settings(payload, payloads.SOURCE, box)
-    secret = ews.client_secret.reveal() if ews and ews.client_secret else None
-    return job.source_credentials.password.reveal(), target.password.reveal(), secret
+    source = jobs.open_source(_job(payload), box)
+    target = jobs.open_target(_job(payload), box)
+    settings = target.settings
+    secret = settings.secret.reveal() if settings and settings.secret else None
+    return (
+        source.job.source_credentials.password.reveal(),
+        target.credentials.password.reveal(),
+        secret,
+    )
 
 
 def test_a_payload_opens_as_it_was_built_and_holds_no_secret_in_clear() -> None:
@@ -392,11 +399,14 @@ BOUND_FIELDS = {
     "target.server.port": ("target", _set("target.server.port", 8443)),
     "target.credentials.login": ("target", _set("target.credentials.login", "root")),
     "target.credentials.authzid": ("target", _set("target.credentials.authzid", "ceo@x")),
-    "target.ews.endpoint": ("target", _set("target.ews.endpoint", "https://evil.example/EWS")),
-    "target.ews.auth": ("target", _set("target.ews.auth", "basic")),
-    "target.ews.client_id": ("target", _set("target.ews.client_id", "client-2")),
-    "target.ews.tenant_id": ("target", _set("target.ews.tenant_id", "tenant-2")),
-    "target.ews (dropped)": ("target", lambda p: p["target"].pop("ews")),
+    "target.settings.endpoint": (
+        "target",
+        _set("target.settings.endpoint", "https://evil.example/EWS"),
+    ),
+    "target.settings.auth": ("target", _set("target.settings.auth", "basic")),
+    "target.settings.client_id": ("target", _set("target.settings.client_id", "client-2")),
+    "target.settings.tenant_id": ("target", _set("target.settings.tenant_id", "tenant-2")),
+    "target.settings (dropped)": ("target", _set("target.settings", None)),
     "swapped passwords": (
         "both",
         lambda p: _swap(p["source"]["credentials"], p["target"]["credentials"], "password"),
@@ -421,10 +431,10 @@ def test_each_field_a_secret_is_bound_to_when_changed_fails_as_tampered(field: s
     assert f"{side} mailbox " in str(tampered.value) or side == "both"
     if side != "source":  # the target's secrets alone do not open either
         with pytest.raises(PayloadTampered):
-            payloads.target_credentials(payload, box)
+            jobs.open_target(_job(payload), box)
     if side != "target":
         with pytest.raises(PayloadTampered):
-            payloads.mailbox_job(payload, box)
+            jobs.open_source(_job(payload), box)
 
 
 @pytest.mark.parametrize(
@@ -434,7 +444,7 @@ def test_each_field_a_secret_is_bound_to_when_changed_fails_as_tampered(field: s
         _set("options.since", "2020-01-01T00:00:00"),
         _set("options.max_connections_per_server", 2),
         _set("target.activation_quota", 1000),
-        _set("target.ews.max_connections", 1),
+        _set("target.settings.max_connections", 1),
     ],
     ids=["timeout", "since", "max-connections", "quota", "ews-max-connections"],
 )
@@ -458,11 +468,11 @@ def test_a_forwarding_payload_binds_its_source_password_the_same_way() -> None:
         source_root_folder=None,
         target_identity="john@new.example",
     )
-    (payload,) = build_forward_jobs([job], ForwardOptions(sieve_port=4190), box)
+    (forwarding,) = build_forward_jobs([job], ForwardOptions(sieve_port=4190), box)
+    payload = json.loads(forwarding.to_json())
 
-    assert payloads.mailbox_job(payload, box).source_credentials.password.reveal() == (
-        SOURCE_PASSWORD
-    )
+    source = jobs.open_source(_job(payload), box)
+    assert source.job.source_credentials.password.reveal() == SOURCE_PASSWORD
     payload["options"]["sieve_port"] = 2000
     with pytest.raises(PayloadTampered, match=r"source mailbox jdoe@old\.example: the job"):
-        payloads.mailbox_job(payload, box)
+        jobs.open_source(_job(payload), box)

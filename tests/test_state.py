@@ -8,9 +8,9 @@ import pytest
 from support import eventually
 
 from migrator.errors import LockLost
+from migrator.leases import heartbeat
 from migrator.plan import MessageRef
 from migrator.report import MailboxResult, MailboxState, SkippedMessage
-from migrator.runner import _heartbeat
 from migrator.state import Lease, NewJob, StateStore
 
 
@@ -19,7 +19,7 @@ def _job(job_id: str, identity: str) -> NewJob:
 
 
 def _ref(uid: int, size: int = 10, folder: str = "Données/Été") -> MessageRef:
-    return MessageRef(folder, 7, uid, size, datetime(2024, 1, 1, tzinfo=UTC))
+    return MessageRef(folder, 7, str(uid), size, datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def test_a_new_batch_lists_its_mailboxes_queued(redis_url: str) -> None:
@@ -33,6 +33,17 @@ def test_a_new_batch_lists_its_mailboxes_queued(redis_url: str) -> None:
     assert store.batch_meta("b")["method"] == "individual"
 
 
+def test_a_message_id_of_any_shape_is_checkpointed_as_it_is(redis_url: str) -> None:
+    """Ids are opaque: an Exchange ItemId, a Maildir file name with its colon, a percent."""
+    store = StateStore.from_url(redis_url)
+    store.create_batch("b", {}, [_job("1", "a@x.test")])
+    progress = store.progress("b", "1", "key-1")
+    ids = ["AAMkAGI2TG93AAA=", "1733312000.M1P2.host:2,S", "50%:%3A"]
+    progress.copied([(MessageRef("Arch:2024", 9, uid, 10, None), "k") for uid in ids])
+
+    assert set(progress.checkpoints()) == {("Arch:2024", 9, uid) for uid in ids}
+
+
 def test_copied_messages_are_checkpointed_and_counted(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
     store.create_batch("b", {}, [_job("1", "a@x.test")])
@@ -41,7 +52,9 @@ def test_copied_messages_are_checkpointed_and_counted(redis_url: str) -> None:
     progress.copied([(_ref(1), "k1"), (_ref(2, size=15), "k2")])
     progress.copied([(_ref(4), "k4")])
     progress.recognised([(_ref(3), "k3")])
-    assert progress.checkpoints() == {("Données/Été", 7, uid): f"k{uid}" for uid in (1, 2, 3, 4)}
+    assert progress.checkpoints() == {
+        ("Données/Été", 7, str(uid)): f"k{uid}" for uid in (1, 2, 3, 4)
+    }
     row = store.mailbox("b", "1")
     assert row is not None and (row.done_messages, row.done_bytes) == (3, 35)
     ((_, messages, size),) = store.throughput("b")
@@ -66,7 +79,7 @@ def test_checkpoints_outlive_the_batch_that_wrote_them(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
     store.progress("b1", "1", "mailbox").copied([(_ref(1), "k")])
     # A later batch (a delta pass) over the same mailbox starts from them.
-    assert store.progress("b2", "9", "mailbox").checkpoints() == {("Données/Été", 7, 1): "k"}
+    assert store.progress("b2", "9", "mailbox").checkpoints() == {("Données/Été", 7, "1"): "k"}
 
 
 def test_checkpoints_an_earlier_version_kept_are_read_without_their_keys(redis_url: str) -> None:
@@ -75,9 +88,9 @@ def test_checkpoints_an_earlier_version_kept_are_read_without_their_keys(redis_u
     progress = store.progress("b", "1", "mailbox", legacy_key="old-key")
     progress.copied([(_ref(3), "k3")])
     assert progress.checkpoints() == {
-        ("INBOX", 7, 1): None,
-        ("Données/Été", 7, 2): None,
-        ("Données/Été", 7, 3): "k3",
+        ("INBOX", 7, "1"): None,
+        ("Données/Été", 7, "2"): None,
+        ("Données/Été", 7, "3"): "k3",
     }
 
 
@@ -93,7 +106,7 @@ def test_result_records_state_left_and_skipped(redis_url: str) -> None:
             total_bytes=50,
             left_messages=2,
             left_bytes=20,
-            skipped=(SkippedMessage("INBOX", 4, 10, "too big"),),
+            skipped=(SkippedMessage("INBOX", "4", 10, "too big"),),
         ),
     )
     row = store.mailbox("b", "1")
@@ -161,7 +174,7 @@ def test_a_worker_whose_lock_another_took_stops_before_its_next_checkpoint(
     store = StateStore.from_url(redis_url)
     mine = _take(store, "me", ttl=0.3)
     assert mine is not None
-    with _heartbeat(store, mine, "imaps://mail:993") as lost:
+    with heartbeat(store, mine, "imaps://mail:993") as lost:
         store.client.delete(f"migrator:lock:{NAME}")  # expired while this worker hung
         assert _take(store, "other") is not None
         eventually(lost.is_set, timeout=5, what="the heartbeat noticing")
@@ -188,7 +201,7 @@ def test_every_batch_and_checkpoint_is_fenced_by_the_lock(redis_url: str) -> Non
         progress.copied([(_ref(2), "k2")])
     with pytest.raises(LockLost):
         progress.recognised([(_ref(3), "k3")])
-    assert progress.checkpoints() == {("Données/Été", 7, 1): "k1"}
+    assert progress.checkpoints() == {("Données/Été", 7, "1"): "k1"}
     assert store.client.get(f"migrator:lock:{NAME}") == "newer"
 
 
@@ -222,7 +235,7 @@ def test_a_lock_that_vanished_with_redis_data_is_taken_again(redis_url: str) -> 
     store = StateStore.from_url(redis_url)
     mine = _take(store, "me", ttl=0.3)
     assert mine is not None
-    with _heartbeat(store, mine, "imaps://mail:993") as lost:
+    with heartbeat(store, mine, "imaps://mail:993") as lost:
         store.client.flushall()
         eventually(
             lambda: store.client.get(f"migrator:lock:{NAME}") == "me",

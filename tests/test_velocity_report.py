@@ -196,13 +196,13 @@ def test_timings_and_copied_bytes_are_read_from_the_mailbox_hash(redis_url: str)
 
 def test_forgetting_checkpoints_touches_only_the_pilot_mailboxes(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
-    ref = MessageRef("INBOX", 1, 1, 10, None)
+    ref = MessageRef("INBOX", 1, "1", 10, None)
     for key in ("pilot1", "pilot2", "other"):
         store.progress("b", "1", key).copied([(ref, "k")])
     assert store.forget_checkpoints(["pilot1", "pilot2"]) == 2
     assert store.forget_checkpoints([]) == 0
     assert store.progress("b", "1", "pilot1").checkpoints() == {}
-    assert store.progress("b", "1", "other").checkpoints() == {("INBOX", 1, 1): "k"}
+    assert store.progress("b", "1", "other").checkpoints() == {("INBOX", 1, "1"): "k"}
 
 
 def _report() -> VelocityReport:

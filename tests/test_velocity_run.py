@@ -27,12 +27,12 @@ from servers.mailgen import Fill, PopulatedMessage
 from support import counts, imaps, snapshot, write_source_batch
 
 from migrator.batch import AccessMethod, parse_batch
-from migrator.cli import TARGET_ADMIN_PASSWORD_ENV
+from migrator.cliargs import TARGET_ADMIN_PASSWORD_ENV
+from migrator.connectors.imap.survey import survey_mailbox
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions
 from migrator.velocity.cli import add_velocity_commands
-from migrator.velocity.survey import survey_mailbox
 
 FOLDERS = {"INBOX": 12, "Sent Messages": 6, "Projects/2024": 4}
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from celery.signals import worker_init
 
-from migrator.errors import ConfigError
+from migrator.errors import BadJob, ConfigError
 from migrator.forwarding import ForwardAction, ForwardState
 from migrator.forwardjobs import execute_forwarding, key_of
+from migrator.jobs import Job
 from migrator.report import MailboxState
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import SecretBox
@@ -67,15 +67,19 @@ def forwarding(action: str, payload_json: str, request: str) -> dict[str, Any]:
     """Set, remove or check the forwarding of one source mailbox; idempotent, so a
     redelivered task does no harm.  The payload's passwords are sealed, bound to their use."""
     store = StateStore.from_url(redis_url())
-    payload = json.loads(payload_json)
+    try:
+        job = Job.from_json(payload_json)
+    except BadJob as exc:  # nothing names the mailbox well enough to record it under
+        log.error("forwarding task refused: %s", exc)
+        return {"state": ForwardState.FAILED.value, "method": ""}
     try:
         box = SecretBox.from_env()
     except ConfigError as exc:
         store.record_forwarding(
-            key_of(payload),
+            key_of(job),
             {
-                "source": str(payload["source"]["identity"]),
-                "line": str(payload["line"]),
+                "source": job.source.identity,
+                "line": str(job.line),
                 "action": action,
                 "state": ForwardState.FAILED.value,
                 "method": "",
@@ -84,7 +88,7 @@ def forwarding(action: str, payload_json: str, request: str) -> dict[str, Any]:
                 "request": request,
             },
         )
-        log.error("forwarding %s: %s", payload["source"]["identity"], exc)
+        log.error("forwarding %s: %s", job.source.identity, exc)
         return {"state": ForwardState.FAILED.value, "method": ""}
-    outcome = execute_forwarding(store, ForwardAction(action), payload, box, request=request)
+    outcome = execute_forwarding(store, ForwardAction(action), job, box, request=request)
     return {"state": outcome.state.value, "method": outcome.method}

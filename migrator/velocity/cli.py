@@ -10,13 +10,17 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-# The module, not its names: migrator.cli imports this module while it loads.
-import migrator.cli as base
 from migrator.argtypes import TIMEOUT, WORKERS, Amount, Count, CountList
+
+# The module, not its names: migrator.cli imports this module while it loads.
+from migrator.batchprep import print_problems, read_batch
+from migrator.cliargs import batch_arguments, run_arguments
+from migrator.connectors import connector
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map, load_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions
 from migrator.quotas import read_quota_file
+from migrator.terminal import console, err_console
 from migrator.velocity.inventory import format_inventory, read_inventory_file
 from migrator.velocity.plan import GB, PlanOptions, WavePlan, plan_waves
 from migrator.velocity.run import EMPTY_TARGETS_FLAG, run_velocity
@@ -36,8 +40,8 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     run = commands.add_parser(
         "run", help="run a pilot batch (as `migrator run`) and write a throughput report"
     )
-    base._batch_arguments(run)
-    base._run_arguments(run)
+    batch_arguments(run)
+    run_arguments(run)
     run.add_argument(
         "--concurrency",
         type=CountList(WORKERS),
@@ -71,7 +75,7 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     inventory = sub.add_parser(
         "inventory", help="read sizes and item counts from the source servers into a CSV"
     )
-    base._batch_arguments(inventory)
+    batch_arguments(inventory)
     inventory.add_argument("-o", "--output", type=Path, help="default: standard output")
     inventory.add_argument("--quotas", type=Path, help="activation CSV: fills QuotaBytes")
     inventory.add_argument("--foldermap", type=Path, help="names target folders for item counts")
@@ -85,7 +89,7 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
 
 def cmd_velocity_run(args: argparse.Namespace) -> int:
     outcome = run_velocity(
-        args, say=lambda text: base.err_console.print(text, highlight=False, markup=False)
+        args, say=lambda text: err_console.print(text, highlight=False, markup=False)
     )
     table = Table(title=f"velocity {outcome.report.run_id}")
     for column in ("Concurrency", "Runs", "GB/hour", "Messages/s"):
@@ -97,9 +101,9 @@ def cmd_velocity_run(args: argparse.Namespace) -> int:
             f"{point.gb_per_hour:.3f}",
             f"{point.messages_per_second:.1f}",
         )
-    base.console.print(table)
+    console.print(table)
     for path in (outcome.files.json, outcome.files.html, outcome.files.png):
-        base.console.print(str(path), highlight=False, markup=False)
+        console.print(str(path), highlight=False, markup=False)
     return 0 if outcome.all_done else 1
 
 
@@ -107,7 +111,7 @@ def cmd_velocity_plan(args: argparse.Namespace) -> int:
     result = read_inventory_file(args.inventory_csv)
     if result.problems:
         for problem in result.problems:
-            base.err_console.print(f"{args.inventory_csv}:{problem}", highlight=False, markup=False)
+            err_console.print(f"{args.inventory_csv}:{problem}", highlight=False, markup=False)
         raise ConfigError(f"{args.inventory_csv}: {len(result.problems)} bad rows; no plan made")
     try:
         plan = plan_waves(
@@ -148,23 +152,24 @@ def _print_plan(plan: WavePlan) -> None:
             f"{wave.hours:.1f}",
             escape(", ".join(wave.identities)),
         )
-    base.console.print(table)
-    base.console.print(
+    console.print(table)
+    console.print(
         f"{plan.workers} workers x {plan.sessions_per_worker} sessions per worker "
         f"({plan.sessions} sessions); a wave holds {plan.wave_capacity_bytes / GB:.2f} GB; "
         f"{plan.total_bytes / GB:.2f} GB in {plan.total_hours:.1f} hours of moving",
         highlight=False,
     )
     for warning in plan.warnings:
-        base.console.print("[yellow]warning:[/]", escape(warning.message), highlight=False)
+        console.print("[yellow]warning:[/]", escape(warning.message), highlight=False)
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    if args.source_type != "imap":
-        raise ConfigError("inventory reads IMAP sources only (LIST and STATUS)")
-    result = base._read_batch(args)
+    source = connector(args.source_type)
+    if not source.surveys:
+        raise ConfigError(f"inventory cannot read {args.source_type} sources")
+    result = read_batch(args)
     if result.problems:
-        base._print_problems(result, args.batch_csv)
+        print_problems(result, args.batch_csv)
         raise ConfigError(f"{args.batch_csv}: {len(result.problems)} problems; nothing was read")
     quotas = None
     if args.quotas:
@@ -174,6 +179,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         quotas = dict(quota_result.quotas)
     folder_map = load_folder_map(args.foldermap) if args.foldermap else default_folder_map()
     survey = survey_batch(
+        args.source_type,
         result.jobs,
         ConnectOptions(
             timeout=args.timeout,
@@ -191,7 +197,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     for failure in survey.failures:
-        base.err_console.print(
+        err_console.print(
             f"{args.batch_csv}:line {failure.line}: {failure.identity}: {failure.error}",
             highlight=False,
             markup=False,

@@ -158,6 +158,36 @@ def plan_waves(rows: Sequence[InventoryRow], options: PlanOptions) -> WavePlan:
     units = _units(rows)
     total = sum(r.size_bytes for r in rows)
 
+    workers, sessions = _size(options, units, total, session_bytes)
+    capacity = sessions * session_bytes
+    packed = _pack(units, capacity)
+    warnings: list[PlanWarning] = []
+    for row in rows:
+        warnings.extend(_row_warnings(row, session_bytes, options.window_hours))
+    waves: list[Wave] = []
+    session_rate = options.throughput_gb_per_hour * GB  # bytes/hour of one session
+    for number, (members, oversize) in enumerate(packed, start=1):
+        wave = _wave(number, members, oversize, sessions, session_rate)
+        waves.append(wave)
+        warnings.extend(_wave_warnings(wave, members, capacity, options.window_hours))
+    return WavePlan(
+        waves=tuple(waves),
+        workers=workers,
+        sessions_per_worker=per,
+        sessions=sessions,
+        session_window_bytes=session_bytes,
+        wave_capacity_bytes=capacity,
+        total_bytes=total,
+        total_hours=sum(w.hours for w in waves),
+        warnings=tuple(warnings),
+    )
+
+
+def _size(
+    options: PlanOptions, units: Sequence[_Unit], total: int, session_bytes: int
+) -> tuple[int, int]:
+    """(workers, sessions): as given, or the fewest workers that fit the waves asked for."""
+    per = options.sessions_per_worker
     if options.sessions is not None:
         sessions = options.sessions
         workers = math.ceil(sessions / per)
@@ -180,53 +210,47 @@ def plan_waves(rows: Sequence[InventoryRow], options: PlanOptions) -> WavePlan:
             lambda w: len(_pack(units, w * per * session_bytes)),
         )
         sessions = workers * per
+    return workers, sessions
 
-    capacity = sessions * session_bytes
-    packed = _pack(units, capacity)
-    warnings: list[PlanWarning] = []
-    for row in rows:
-        warnings.extend(_row_warnings(row, session_bytes, options.window_hours))
-    waves: list[Wave] = []
-    session_rate = options.throughput_gb_per_hour * GB  # bytes/hour of one session
-    for number, (members, oversize) in enumerate(packed, start=1):
-        wave_rows = sorted(
-            (r for u in members for r in u.rows), key=lambda r: (-r.size_bytes, r.identity.lower())
-        )
-        size = sum(r.size_bytes for r in wave_rows)
-        largest = wave_rows[0].size_bytes if wave_rows else 0
-        hours = max(size / (sessions * session_rate), largest / session_rate)
-        waves.append(Wave(number, tuple(r.identity for r in wave_rows), size, hours, oversize))
-        if oversize:
-            unit = members[0]
-            what = f"group {unit.name}" if unit.is_group else f"mailbox {unit.name}"
-            warnings.append(
-                PlanWarning(
-                    WarningKind.OVERSIZE,
-                    unit.name,
-                    f"{what} ({_gb(unit.size)}) is larger than a wave ({_gb(capacity)}): "
-                    f"it gets wave {number} of its own",
-                )
-            )
-        if hours > options.window_hours:
-            warnings.append(
-                PlanWarning(
-                    WarningKind.LONG_WAVE,
-                    f"wave {number}",
-                    f"wave {number} takes {hours:.1f} hours, longer than the "
-                    f"{options.window_hours:g}-hour window",
-                )
-            )
-    return WavePlan(
-        waves=tuple(waves),
-        workers=workers,
-        sessions_per_worker=per,
-        sessions=sessions,
-        session_window_bytes=session_bytes,
-        wave_capacity_bytes=capacity,
-        total_bytes=total,
-        total_hours=sum(w.hours for w in waves),
-        warnings=tuple(warnings),
+
+def _wave(
+    number: int, members: Sequence[_Unit], oversize: bool, sessions: int, session_rate: float
+) -> Wave:
+    wave_rows = sorted(
+        (r for u in members for r in u.rows), key=lambda r: (-r.size_bytes, r.identity.lower())
     )
+    size = sum(r.size_bytes for r in wave_rows)
+    largest = wave_rows[0].size_bytes if wave_rows else 0
+    hours = max(size / (sessions * session_rate), largest / session_rate)
+    return Wave(number, tuple(r.identity for r in wave_rows), size, hours, oversize)
+
+
+def _wave_warnings(
+    wave: Wave, members: Sequence[_Unit], capacity: int, window_hours: float
+) -> list[PlanWarning]:
+    warnings = []
+    number = wave.number
+    if wave.oversize:
+        unit = members[0]
+        what = f"group {unit.name}" if unit.is_group else f"mailbox {unit.name}"
+        warnings.append(
+            PlanWarning(
+                WarningKind.OVERSIZE,
+                unit.name,
+                f"{what} ({_gb(unit.size)}) is larger than a wave ({_gb(capacity)}): "
+                f"it gets wave {number} of its own",
+            )
+        )
+    if wave.hours > window_hours:
+        warnings.append(
+            PlanWarning(
+                WarningKind.LONG_WAVE,
+                f"wave {number}",
+                f"wave {number} takes {wave.hours:.1f} hours, longer than the "
+                f"{window_hours:g}-hour window",
+            )
+        )
+    return warnings
 
 
 def _check(options: PlanOptions) -> None:

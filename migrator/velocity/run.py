@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import migrator.cli as base
+from migrator.batchprep import prepare, save_manifest, secret_box
 from migrator.errors import ConfigError
 from migrator.localredis import PrivateRedis, shared_url, state_dir
+from migrator.localrun import run_in_process
 from migrator.report import MailboxState
 from migrator.state import StateStore
 from migrator.velocity.page import ReportFiles, write_report
@@ -66,8 +67,8 @@ def run_velocity(
             f"empties the pilot's target mailboxes first. Give {EMPTY_TARGETS_FLAG} "
             "if they are throwaway."
         )
-    box = base._secret_box(create=True)
-    batch_id, meta, jobs = base._prepare(args, box)
+    box = secret_box(create=True)
+    batch_id, meta, jobs = prepare(args, box)
     targets = pilot_targets(jobs, box)
     if args.empty_targets:
         check_resettable(targets)
@@ -90,11 +91,9 @@ def run_velocity(
                 say(f"point {point_id}: emptied the targets ({deleted} messages deleted)")
             point_meta = {**meta, "point_concurrency": str(point.concurrency)}
             store.create_batch(point_id, point_meta, jobs)
-            base._save_manifest(point_id, meta, jobs)
+            save_manifest(point_id, meta, jobs)
             say(f"point {point_id}: {len(jobs)} mailboxes, {point.concurrency} at a time")
-            rows = base._run_in_process(
-                store, point_id, [j.job_id for j in jobs], box, point.concurrency
-            )
+            rows = run_in_process(store, point_id, [j.job_id for j in jobs], box, point.concurrency)
             all_done = all_done and all(r.state is MailboxState.DONE for r in rows)
             measured = point_from_store(store, point_id, point.concurrency, point.repeat)
             reports.append(measured)

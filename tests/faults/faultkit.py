@@ -20,7 +20,7 @@ from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer
 from support import default_map_target, digest, each_folder, imaps, run_in_process
 
 from migrator.foldermap import default_folder_map
-from migrator.runner import RunOptions
+from migrator.prepare import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
 

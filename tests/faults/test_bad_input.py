@@ -24,13 +24,13 @@ from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServe
 from servers.mailgen import Fill
 from support import CopyMailbox, batch_password, batch_text
 
+from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map, safe_subpath
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
 from migrator.state import StateStore
-from migrator.targets.imap import ImapTarget
 
 # -- the corpus ---------------------------------------------------------------------------
 
@@ -344,7 +344,7 @@ class HostileFolders:
             MessageRef(
                 folder.name,
                 1,
-                uid,
+                str(uid),
                 len(body),
                 datetime(2024, 1, uid, tzinfo=UTC),
                 message_id=f"<{folder.name}.{uid}>",
@@ -355,7 +355,7 @@ class HostileFolders:
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         by_name = {_name(path): bodies for path, bodies in self.bodies.items()}
         for ref in refs:
-            yield ref, by_name[ref.folder][ref.uid - 1]
+            yield ref, by_name[ref.folder][int(ref.uid) - 1]
 
     def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         return self.fetch(refs)
@@ -403,7 +403,7 @@ def test_folder_names_the_target_refuses_are_made_safe_and_a_refused_folder_fail
     # Only the folder Dovecot still refuses failed: its mail is named, with the reason.
     assert result.state is MailboxState.DONE, result
     reserved = _name(RESERVED_BY_DOVECOT)
-    assert sorted((s.folder, s.uid) for s in result.skipped) == [(reserved, 1), (reserved, 2)]
+    assert sorted((s.folder, s.uid) for s in result.skipped) == [(reserved, "1"), (reserved, "2")]
     assert all("Contains reserved name" in s.reason for s in result.skipped)
     assert result.error is not None and "dbox-Mails" in result.error
     assert result.copied_messages == result.total_messages - 2 == 2 * len(HOSTILE_PATHS)

@@ -1,10 +1,10 @@
-"""`migrator run` on one machine without MIGRATOR_REDIS_URL: commands that meet on the
-same state directory, and Ctrl-C.
+"""`migrator run` on one machine without MIGRATOR_REDIS_URL: commands that meet on the same
+state directory, and Ctrl-C.
 
-Each command is a `python -m migrator.cli` process in a session of its own, as a shell
-starts it; Ctrl-C is SIGINT to its whole process group, as a terminal sends it. The
-private redis-server is found as an operator would find it: the process whose --dir is
-the state directory's.
+Each command is a `python -m workers.main` (the `migrator` command) process in a session
+of its own, as a shell starts it; Ctrl-C is SIGINT to its whole process group, as a
+terminal sends it. The private redis-server is found as an operator would find it: the
+process whose --dir is the state directory's.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Command:
         self.err = directory / f"{name}.err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "migrator.cli", *args],
+                [sys.executable, "-m", "workers.main", *args],
                 cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True,
             )  # fmt: skip
 
@@ -185,7 +185,7 @@ def _held(dovecot: DovecotServer, login: str, ssl_context: ssl.SSLContext) -> in
 
 def _status(env: dict[str, str], batch_id: str) -> dict[str, dict[str, object]]:
     done = subprocess.run(
-        [sys.executable, "-m", "migrator.cli", "status", batch_id, "--json"],
+        [sys.executable, "-m", "workers.main", "status", batch_id, "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -49,11 +49,13 @@ from support import (
     write_source_batch,
 )
 
-from migrator import imapconn
-from migrator.batch import AccessMethod, AdminLogin, Credentials, parse_batch, parse_server
-from migrator.managesieve import SieveClient
+from migrator.batch import AccessMethod, parse_batch, parse_server
+from migrator.connectors.imap import connection as imapconn
+from migrator.connectors.imap.managesieve import SieveClient
+from migrator.model import AdminLogin, Credentials
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.report import MailboxState
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
+from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import StateStore
 

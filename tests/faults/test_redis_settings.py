@@ -1,9 +1,10 @@
 """A Redis URL that cannot work, a Redis that does not answer, a worker without a usable
 key: one clear line within seconds, and nothing half-written.
 
-The commands run as `python -m migrator.cli` processes (their whole output and their
-time are what an operator sees); the workers are real `celery -A workers worker`
-processes; the TLS Redis is a real redis-server with the test CA's certificate.
+The commands run as `python -m workers.main` (the `migrator` command) processes (their
+whole output and their time are what an operator sees); the workers are real `celery -A
+workers worker` processes; the TLS Redis is a real redis-server with the test CA's
+certificate.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _migrator(
     """`migrator ARGS` as a process: exit code, stdout, stderr and seconds taken."""
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "migrator.cli", *args],
+        [sys.executable, "-m", "workers.main", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     return done.returncode, done.stdout, done.stderr, time.monotonic() - started

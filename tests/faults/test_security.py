@@ -35,14 +35,14 @@ from servers.dovecot import (
 from servers.mailgen import Fill
 from support import EWS_ADMIN, EWS_PASSWORD, batch_password, imaps, write_source_batch
 
-from migrator.batch import Credentials, MailboxJob, parse_server
+from migrator.batch import parse_server
+from migrator.connectors.ews.settings import EwsAccess, EwsSettings
+from migrator.connectors.ews.target import EwsTarget
+from migrator.connectors.imap.source import ImapSource
+from migrator.connectors.pop3.source import Pop3Source
 from migrator.errors import PermanentError
-from migrator.ews import EwsAccess, EwsSettings
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions, Credentials, MailboxJob
 from migrator.secrets import Secret
-from migrator.sources.imap import ImapSource
-from migrator.sources.pop3 import Pop3Source
-from migrator.targets.ews import EwsTarget
 
 
 def _job(dovecot: DovecotServer, user: str, password: str, protocol: str) -> MailboxJob:

@@ -30,10 +30,10 @@ from servers.dovecot import (
 from servers.mailgen import Fill, make_message
 from support import CopyMailbox, batch_password
 
+from migrator.connectors.imap import source as imap_source
+from migrator.connectors.imap.connection import imap_errors
 from migrator.errors import PermanentError, TransientError
-from migrator.imapconn import imap_errors
 from migrator.report import MailboxState
-from migrator.sources import imap as imap_source
 from migrator.state import StateStore
 
 
@@ -202,7 +202,7 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     assert status.skipped_messages == 1
     assert status.done_messages == status.total_messages - 1 == 40
     skipped = store.client.hget("migrator:mbx:refused:00001", "skipped")
-    assert f'"uid": {big_uid}' in skipped and "[LIMIT]" in skipped
+    assert f'"uid": "{big_uid}"' in skipped and "[LIMIT]" in skipped
     source_view = stored(dovecot, source, password, ssl_context)
     source_view["INBOX"] = [b for b in source_view["INBOX"] if len(b) < 64 * 1024]
     exactly_once(

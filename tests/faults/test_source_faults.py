@@ -18,15 +18,15 @@ from servers.dovecot_config import ALL_MAIL_FOLDER
 from servers.mailgen import Fill
 from support import CopyMailbox, batch_job, batch_password, imaps, snapshot, source_row
 
+from migrator.connectors.imap.source import ImapSource
+from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.foldermap import default_folder_map
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
-from migrator.sources.imap import ImapSource
 from migrator.state import MailboxStatus, StateStore
-from migrator.targets.imap import ImapTarget
 
 # -- a FETCH answered without some of the messages asked for ---------------------------
 
@@ -107,7 +107,7 @@ def test_messages_the_source_never_sends_are_named_and_the_mailbox_is_not_done(
     # populate() appends each folder in order: UID n holds its message n - 1.
     # One in the middle of the first window, or the first window's last ten.
     withheld = newest[7:8] if answer == "one message left out" else newest[90:100]
-    missing = {(m.folder, m.index + 1) for m in withheld}
+    missing = {(m.folder, str(m.index + 1)) for m in withheld}
     result = _copy_withholding(
         dovecot, tls_files, redis_url, (source, password), target,
         lambda ref, _pass: (ref.folder, ref.uid) in missing,
@@ -138,7 +138,7 @@ def test_a_message_held_back_once_is_copied_by_the_next_pass(
     sent = fill(source, {"INBOX": 120}, password)
     result = _copy_withholding(
         dovecot, tls_files, redis_url, (source, password), target,
-        lambda ref, number: number == 1 and (ref.folder, ref.uid) == ("INBOX", 6),
+        lambda ref, number: number == 1 and (ref.folder, ref.uid) == ("INBOX", "6"),
     )  # fmt: skip
     assert len(sent) == 120
     assert result.state is MailboxState.DONE, result  # type: ignore[attr-defined]

@@ -15,15 +15,16 @@ from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
 from support import batch_job, batch_password, individual_jobs, source_row
 
+from migrator.connectors import connector
+from migrator.connectors.base import SourceEnd
+from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import TransientError
 from migrator.foldermap import default_folder_map
 from migrator.report import MailboxState
-from migrator.runner import open_source
 from migrator.secrets import SecretBox, new_key
 from migrator.state import StateStore
 from migrator.targets.base import AppendItem, MailboxTarget, Outcome
-from migrator.targets.imap import ImapTarget
 
 KILL_SEED = 20_240_611
 KILLS = 10
@@ -178,7 +179,7 @@ def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
 
     progress = store.progress("stored", job.job_id, job.mailbox_key)
     result = migrate_mailbox(
-        lambda: open_source("imap", mailbox, options.connect),
+        lambda: connector("imap").open_source(SourceEnd(mailbox, options.connect)),
         open_target,
         default_folder_map(),
         progress,

@@ -2,8 +2,8 @@
 
 Not sievelib: its STARTTLS takes no ssl.SSLContext, so it cannot verify against a private CA.
 
-Socket and TLS failures become migrator errors in `_errors()`, server refusals in `_expect_ok()`
-and `authenticate()`. Messages hold the server's words, never a command: AUTHENTICATE carries
+Socket and TLS failures and the server's NO and BYE become migrator errors, with their codes,
+in `sieve_error()`. Messages hold the server's words, never a command: AUTHENTICATE carries
 the password.
 """
 
@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeAlias
 
-from migrator.errors import LoginFailed, MigrationError, PermanentError, TransientError
+from migrator.errors import (
+    ErrorCode,
+    LoginFailed,
+    MigrationError,
+    PermanentError,
+    TransientError,
+)
 from migrator.secrets import Secret
 
 # RFC 5804 section 4: a quoted string holds at most 1024 octets and no CR, LF or NUL. We send
@@ -41,7 +47,9 @@ _Token: TypeAlias = "_Atom | bytes | list[_Token]"  # list: a parenthesised resp
 
 
 @dataclass(frozen=True)
-class _Response:
+class Response:
+    """A server's answer that ends a command (RFC 5804 section 1.2)."""
+
     kind: str  # OK, NO or BYE
     code: str  # the response code's first word, e.g. "TRYLATER", "QUOTA/MAXSIZE"; "" if none
     text: str  # the human-readable text on one line; "" if none
@@ -53,19 +61,62 @@ class SieveScript:
     active: bool
 
 
+# RFC 5804 section 1.3 response codes (the first part of a hierarchical one, QUOTA/MAXSIZE):
+# which of our errors each is; any other code, or none, is a plain refusal.
+_RESPONSE_CODES: dict[str, tuple[type[MigrationError], ErrorCode]] = {
+    "TRYLATER": (TransientError, ErrorCode.UNAVAILABLE),
+    "QUOTA": (PermanentError, ErrorCode.OVERQUOTA),  # the user's scripts, not the mailbox
+    "NONEXISTENT": (PermanentError, ErrorCode.NONEXISTENT),
+    "ALREADYEXISTS": (PermanentError, ErrorCode.ALREADYEXISTS),
+}
+
+
+def sieve_error(
+    cause: BaseException | Response, where: str, action: str = "", *, login: str | None = None
+) -> MigrationError:
+    """The migrator error, with its code, for a socket, TLS or end-of-stream error, or for
+    the server's NO or BYE to `action`: the one place where they become ours.  `login`
+    names who was logging in when `cause` answers AUTHENTICATE."""
+    if isinstance(cause, MigrationError):
+        return cause
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        # Retrying cannot make an untrusted certificate trusted (wording as imapconn's).
+        return PermanentError(
+            f"{where}: TLS certificate not trusted: {cause.verify_message}; "
+            "give --ca-file, or --insecure to skip the check",
+            code=ErrorCode.CERTIFICATE,
+        )
+    if isinstance(cause, OSError | EOFError):  # resets, timeouts, TLS alerts, closed streams
+        refused = isinstance(cause, ConnectionRefusedError)  # no ManageSieve service there
+        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
+        return TransientError(
+            f"{where}: connection lost: {cause or type(cause).__name__}", code=code
+        )
+    if isinstance(cause, BaseException):
+        raise cause  # not a socket's: nothing to translate
+    text = cause.text or "no reason given"
+    if cause.kind == "BYE":
+        return TransientError(
+            f"{where}: {action}: server closed the session: {text}", code=ErrorCode.CONNECTION
+        )
+    known = _RESPONSE_CODES.get(cause.code.split("/")[0])
+    kind, code = known or (PermanentError, ErrorCode.REFUSED)
+    shown = f" ({cause.code})" if cause.code else ""
+    if kind is TransientError:
+        return TransientError(f"{where}: {action}: server busy{shown}: {text}", code=code)
+    if login is not None:
+        return LoginFailed(f"{where}: login {login} refused: {text}")
+    return PermanentError(f"{where}: {action} refused{shown}: {text}", code=code)
+
+
 @contextlib.contextmanager
 def _errors(what: str) -> Iterator[None]:
     """Socket, TLS and end-of-stream errors raised inside become migrator errors."""
     try:
         yield
-    except ssl.SSLCertVerificationError as exc:
-        # Retrying cannot make an untrusted certificate trusted (wording as imapconn's).
-        raise PermanentError(
-            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
-            "give --ca-file, or --insecure to skip the check"
-        ) from None
-    except (OSError, EOFError) as exc:  # resets, timeouts, TLS alerts, closed connections
-        raise TransientError(f"{what}: connection lost: {exc or type(exc).__name__}") from exc
+    except (OSError, EOFError) as exc:
+        error = sieve_error(exc, what)
+        raise error from (None if error.code is ErrorCode.CERTIFICATE else exc)
 
 
 def _string(text: str) -> bytes:
@@ -127,7 +178,8 @@ class SieveClient:
                 elif not allow_plaintext:
                     raise PermanentError(
                         f"{where}: server offers no STARTTLS; "
-                        "use implicit TLS or allow plaintext explicitly"
+                        "use implicit TLS or allow plaintext explicitly",
+                        code=ErrorCode.NOTLS,
                     )
         except BaseException:
             client.close()
@@ -152,13 +204,8 @@ class SieveClient:
             else:  # a challenge, which PLAIN never needs: cancel it (RFC 5804 section 2.1)
                 self._send(b'"*"')
                 response = self._read_data_and_response()[1]
-        if response.kind == "OK":
-            return
-        if response.kind == "BYE" or response.code == "TRYLATER":
-            self._expect_ok(response, "AUTHENTICATE")  # raises TransientError: not the password
-        raise LoginFailed(
-            f"{self._what}: login {who} refused: {response.text or 'no reason given'}"
-        )
+        if response.kind != "OK":
+            raise sieve_error(response, self._what, "AUTHENTICATE", login=who)
 
     def list_scripts(self) -> list[SieveScript]:
         return [
@@ -170,11 +217,15 @@ class SieveClient:
         """The script exactly as stored: the server's bytes, line endings included."""
         data = self._ok("GETSCRIPT", name, script=name)
         if len(data) != 1 or not isinstance(data[0][0], bytes):
-            raise PermanentError(f'{self._what}: GETSCRIPT "{name}" gave no script')
+            raise PermanentError(
+                f'{self._what}: GETSCRIPT "{name}" gave no script', code=ErrorCode.PROTOCOL
+            )
         try:
             return data[0][0].decode("utf-8")
         except UnicodeDecodeError:
-            raise PermanentError(f'{self._what}: script "{name}" is not UTF-8') from None
+            raise PermanentError(
+                f'{self._what}: script "{name}" is not UTF-8', code=ErrorCode.PROTOCOL
+            ) from None
 
     def check_script(self, content: str) -> None:
         """Raise PermanentError with the server's explanation if `content` is not valid Sieve.
@@ -222,7 +273,9 @@ class SieveClient:
     def _starttls(self, context: ssl.SSLContext, host: str) -> None:
         self._ok("STARTTLS")
         if self._buffer:  # plaintext sent after the OK would pass for TLS-protected data
-            raise PermanentError(f"{self._what}: server sent data after STARTTLS")
+            raise PermanentError(
+                f"{self._what}: server sent data after STARTTLS", code=ErrorCode.PROTOCOL
+            )
         with _errors(self._what):
             self._sock = context.wrap_socket(self._sock, server_hostname=host)
         self._read_capabilities("STARTTLS")  # RFC 5804 section 2.2: sent again under TLS
@@ -235,7 +288,7 @@ class SieveClient:
             _text(line[0]).upper(): _text(line[1]) if len(line) > 1 else "" for line in data
         }
 
-    def _command(self, name: str, *args: str) -> tuple[list[list[_Token]], _Response]:
+    def _command(self, name: str, *args: str) -> tuple[list[list[_Token]], Response]:
         """Send one command, all literals inline, and read its data lines and response."""
         with _errors(self._what):
             self._send(b" ".join([name.encode(), *map(_string, args)]))
@@ -251,18 +304,11 @@ class SieveClient:
         self._expect_ok(response, command if script is None else f'{command} "{script}"')
         return data
 
-    def _expect_ok(self, response: _Response, action: str) -> None:
-        if response.kind == "OK":
-            return
-        code = f" ({response.code})" if response.code else ""
-        text = response.text or "no reason given"
-        if response.kind == "BYE":
-            raise TransientError(f"{self._what}: {action}: server closed the session: {text}")
-        if response.code == "TRYLATER":
-            raise TransientError(f"{self._what}: {action}: server busy{code}: {text}")
-        raise PermanentError(f"{self._what}: {action} refused{code}: {text}")
+    def _expect_ok(self, response: Response, action: str) -> None:
+        if response.kind != "OK":
+            raise sieve_error(response, self._what, action)
 
-    def _read_data_and_response(self) -> tuple[list[list[_Token]], _Response]:
+    def _read_data_and_response(self) -> tuple[list[list[_Token]], Response]:
         data: list[list[_Token]] = []
         while True:
             tokens = self._read_tokens()
@@ -272,7 +318,7 @@ class SieveClient:
                 raise self._garbled(tokens)
             data.append(tokens)
 
-    def _response(self, tokens: list[_Token]) -> _Response:
+    def _response(self, tokens: list[_Token]) -> Response:
         kind, rest = _text(tokens[0]).upper(), tokens[1:]
         if kind not in ("OK", "NO", "BYE"):
             raise self._garbled(tokens)
@@ -282,10 +328,12 @@ class SieveClient:
             rest = rest[1:]
         text = _one_line(_text(rest[0])) if rest else ""
         self._idle = True
-        return _Response(kind, code, text)
+        return Response(kind, code, text)
 
     def _garbled(self, tokens: object) -> PermanentError:
-        return PermanentError(f"{self._what}: not a ManageSieve response: {tokens!r:.200}")
+        return PermanentError(
+            f"{self._what}: not a ManageSieve response: {tokens!r:.200}", code=ErrorCode.PROTOCOL
+        )
 
     def _read_tokens(self) -> list[_Token]:
         """One response line as tokens; a literal continues the line after its data."""

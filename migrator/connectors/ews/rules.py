@@ -8,10 +8,10 @@ from typing import Any
 
 from exchangelib.properties import Actions, Address, Rule
 
-from migrator.batch import MailboxJob
-from migrator.ews import EwsSettings, source_endpoint
-from migrator.ewsaccount import ews_call, open_account
+from migrator.connectors.ews.account import ews_call, open_account
+from migrator.connectors.ews.settings import EwsSettings, source_endpoint
 from migrator.forwarding import InboxRule
+from migrator.model import MailboxJob
 
 
 class EwsInboxRules:

@@ -9,10 +9,12 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
-from imapclient.util import to_bytes
 
-from migrator.batch import Credentials, ServerAddress
+from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
 from migrator.errors import (
+    ErrorCode,
     FolderRefused,
     MessageRefused,
     PermanentError,
@@ -20,8 +22,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder, safe_subpath
-from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
-from migrator.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.model import ConnectOptions, Credentials, ServerAddress
 from migrator.recognition import (
     TargetCopy,
     content_key,
@@ -106,8 +107,8 @@ class ImapTarget:
                 self._client.create_folder(name)
         except PermanentError as exc:
             # RFC 5530 [ALREADYEXISTS]: made by an earlier pass or a parallel one.
-            if "ALREADYEXISTS" not in str(exc).upper():
-                raise FolderRefused(f"{what}: cannot create: {exc}") from exc
+            if exc.code is not ErrorCode.ALREADYEXISTS:
+                raise FolderRefused(f"{what}: cannot create: {exc}", code=exc.code) from exc
         with imap_errors(what):
             self._client.subscribe_folder(name)
         self._existing.add(name)
@@ -246,13 +247,13 @@ class ImapTarget:
             # A plain NO to APPEND is about this message (size, content); quota and
             # login errors keep their own kind.
             if type(exc) is PermanentError:
-                raise MessageRefused(str(exc)) from exc
+                raise MessageRefused(str(exc), code=exc.code) from exc
             raise
         except TransientError as exc:
             # RFC 5530 [LIMIT] to an APPEND is this message past a server limit (Dovecot's
             # quota_max_mail_size); every retry would meet it again.
-            if "[LIMIT]" in str(exc).upper():
-                raise MessageRefused(str(exc)) from exc
+            if exc.code is ErrorCode.LIMIT:
+                raise MessageRefused(str(exc), code=exc.code) from exc
             raise
 
     def session(self) -> ImapTarget:
@@ -269,24 +270,20 @@ class ImapTarget:
 def _multiappend_uncopied(
     client: IMAPClient, folder: str, run: Sequence[AppendItem], keep_keywords: bool
 ) -> str:
-    """RFC 3502 MULTIAPPEND of `run` with RFC 7888 LITERAL+ literals, each message written
-    to the socket as it is; the tagged response's type ("OK" or "NO").
-
-    imapclient's multiappend builds the same command but copies every message twice on
-    the way (into a `_literal`, then onto its `{n+}` prefix): a tenth of the copier's
-    CPU.  This uses the imaplib calls imapclient's `_raw_command` itself makes."""
-    imap = client._imap
-    tag: bytes = imap._new_tag()
-    imap.send(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
-    for item in run:
-        head = " (" + " ".join(_kept(item.flags, keep_keywords)) + ")"
-        if item.internaldate is not None:
-            head += ' "' + internaldate_text(item.internaldate) + '"'
-        imap.send(head.encode("ascii") + b" {%d+}\r\n" % len(item.message))
-        imap.send(item.message)
-    imap.send(b"\r\n")
-    typ, _ = imap._command_complete("APPEND", tag)
-    return str(typ)
+    """RFC 3502 MULTIAPPEND of `run`, each message written to the socket as it is (no
+    copy on the way: imapwire.multiappend); the tagged response's type ("OK" or "NO")."""
+    return imapwire.multiappend(
+        client,
+        folder,
+        (
+            (
+                _kept(item.flags, keep_keywords),
+                None if item.internaldate is None else internaldate_text(item.internaldate),
+                item.message,
+            )
+            for item in run
+        ),
+    )
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -1,6 +1,6 @@
 """Exchange Web Services settings: where a server is, how to log in and act for a
 mailbox, and the command-line options that say so.  Accounts and calls are in
-migrator.ewsaccount, the extended properties migrations write in migrator.ewsprops.
+account.py, the extended properties migrations write in props.py.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,12 +18,11 @@ from exchangelib import (
 )
 
 from migrator.argtypes import CONNECTIONS
-from migrator.batch import ServerAddress, TlsMode
 from migrator.errors import (
     ConfigError,
 )
-from migrator.imapconn import ConnectOptions
 from migrator.mailboxid import canonical_url
+from migrator.model import ConnectOptions, ServerAddress, TlsMode
 from migrator.secrets import Secret
 
 EWS_PATH = "/EWS/Exchange.asmx"
@@ -69,6 +68,22 @@ class EwsSettings:
         if self.endpoint:
             return "ews:" + canonical_url(self.endpoint)
         return f"ews:autodiscover:{self.tenant_id or self.client_id}"
+
+    @property
+    def secret(self) -> Secret | None:
+        return self.client_secret
+
+    def with_secret(self, secret: Secret | None) -> EwsSettings:
+        return replace(self, client_secret=secret)
+
+    def bound(self) -> dict[str, object]:
+        """What the end's secrets are bound to: where they go, and as which client."""
+        return {
+            "endpoint": self.endpoint,
+            "auth": self.auth.value,
+            "client_id": self.client_id,
+            "tenant_id": self.tenant_id,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The payload form, without the client secret: migrator.payload seals that, bound
@@ -136,9 +151,28 @@ def endpoint_address(endpoint: str | None) -> ServerAddress:
 # -- command line ---------------------------------------------------------------------
 
 
-def add_ews_arguments(p: argparse.ArgumentParser) -> None:
-    """Options for `--target ews` and `--source-type ews`."""
+def add_ews_arguments(
+    p: argparse.ArgumentParser, *, source: bool = True, target: bool = True
+) -> None:
+    """Options for `--target ews` and `--source-type ews` (those of the ends asked for)."""
     g = p.add_argument_group("Exchange (EWS)")
+    if target:
+        _target_arguments(g)
+    if source:
+        g.add_argument(
+            "--source-ews-version",
+            choices=sorted(VERSIONS),
+            help="EWS API version of the source server (default: ask the server)",
+        )
+        g.add_argument(
+            "--source-ews-auth",
+            choices=[EwsAuth.BASIC.value, EwsAuth.NTLM.value],
+            default="basic",
+            help="how an EWS source logs in (proxyauth: the admin impersonates each mailbox)",
+        )
+
+
+def _target_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--autodiscover", action="store_true", help="find each target mailbox's EWS endpoint"
     )
@@ -162,23 +196,16 @@ def add_ews_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ews-certificate", type=Path, help="OAuth: PEM file with the private key and certificate"
     )
-    for option, end in (("--ews-version", "target"), ("--source-ews-version", "source")):
-        g.add_argument(
-            option,
-            choices=sorted(VERSIONS),
-            help=f"EWS API version of the {end} server (default: ask the server)",
-        )
+    g.add_argument(
+        "--ews-version",
+        choices=sorted(VERSIONS),
+        help="EWS API version of the target server (default: ask the server)",
+    )
     g.add_argument(
         "--target-max-connections",
         type=CONNECTIONS,
         default=8,
         help="mailboxes copied at once into one EWS endpoint (or tenant), across all workers",
-    )
-    g.add_argument(
-        "--source-ews-auth",
-        choices=[EwsAuth.BASIC.value, EwsAuth.NTLM.value],
-        default="basic",
-        help="how an EWS source logs in (proxyauth: the admin impersonates each mailbox)",
     )
 
 

@@ -5,75 +5,107 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
-from migrator.batch import Credentials, ServerAddress, TlsMode
+from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
+from migrator.connectors.tls import tls_context
 from migrator.errors import (
+    ErrorCode,
     LoginFailed,
+    MigrationError,
     PermanentError,
     QuotaExceeded,
     TransientError,
 )
-from migrator.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
+from migrator.model import ConnectOptions, Credentials, ServerAddress, TlsMode
+
+# RFC 5530 response codes (and RFC 3501's TRYCREATE): which of our errors each one is.
+_RESPONSE_CODES: dict[str, tuple[type[MigrationError], ErrorCode]] = {
+    "UNAVAILABLE": (TransientError, ErrorCode.UNAVAILABLE),
+    "INUSE": (TransientError, ErrorCode.INUSE),
+    "SERVERBUG": (TransientError, ErrorCode.SERVERBUG),
+    # A server limit; met at APPEND, the target takes it for that message's refusal.
+    "LIMIT": (TransientError, ErrorCode.LIMIT),
+    "OVERQUOTA": (QuotaExceeded, ErrorCode.OVERQUOTA),
+    "AUTHENTICATIONFAILED": (LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+    "AUTHORIZATIONFAILED": (LoginFailed, ErrorCode.AUTHORIZATIONFAILED),
+    "ALREADYEXISTS": (PermanentError, ErrorCode.ALREADYEXISTS),
+    "NONEXISTENT": (PermanentError, ErrorCode.NONEXISTENT),
+    "TRYCREATE": (PermanentError, ErrorCode.NONEXISTENT),
+}
+
+# Where imaplib and imapclient put the server's resp-text in an error's message: all of it
+# ("[CODE] text", imaplib's login and authenticate), after imapclient's "<command> failed: ",
+# or in imaplib's "<COMMAND> command error: BAD [b'...']".
+_RESPONSE_CODE = re.compile(
+    r"""(?:[^:\[]* failed: |\w+ command error: (?:BAD|NO) \[b['"])?\[([A-Za-z0-9/-]+)[\] ]"""
+)
 
 
-@dataclass(frozen=True)
-class ConnectOptions:
-    timeout: float = 60.0
-    ca_file: str | None = None  # extra CA bundle (a private CA); system CAs otherwise
-    insecure: bool = False  # skip certificate checks: only by the operator's explicit choice
-    allow_plaintext: bool = False  # allow a server that offers no STARTTLS
+def response_code(text: str) -> str | None:
+    """The response code (RFC 3501 resp-text-code, e.g. "OVERQUOTA") of the server answer
+    in an imaplib/imapclient error's `text`, upper-cased; None if the answer has none."""
+    match = _RESPONSE_CODE.match(text)
+    return match.group(1).upper() if match else None
 
 
-def tls_context(options: ConnectOptions) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=options.ca_file)
-    if options.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-# RFC 5530 response codes that mean "try again later" rather than "never".
-_TRANSIENT_CODES = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
+def imap_error(exc: BaseException, what: str, *, login: str | None = None) -> MigrationError:
+    """The migrator error, with its code, for an imapclient/imaplib/socket error: the one
+    place where they become ours.  `what` names the mailbox/folder/message; `login` names
+    who was logging in when `exc` answers a login.  The server's words are kept, the
+    command (which may hold a password) never is."""
+    if isinstance(exc, MigrationError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # Retrying cannot make an untrusted certificate trusted.
+        return PermanentError(
+            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
+            "give --ca-file, or --insecure to skip the check",
+            code=ErrorCode.CERTIFICATE,
+        )
+    text = _server_text(exc)
+    if isinstance(exc, imaplib.IMAP4.abort | OSError | EOFError):
+        # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
+        refused = isinstance(exc, ConnectionRefusedError)
+        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
+        return TransientError(f"{what}: connection lost: {text}", code=code)
+    if not isinstance(exc, imaplib.IMAP4.error):
+        raise exc  # not imaplib's: nothing to translate
+    kind, code = _RESPONSE_CODES.get(response_code(text) or "", (PermanentError, ErrorCode.REFUSED))
+    if kind is TransientError:
+        return TransientError(f"{what}: server busy: {text}", code=code)
+    if login is not None or isinstance(exc, LoginError):
+        who = f"login {login} refused" if login else "login refused"
+        if kind is not LoginFailed:
+            code = ErrorCode.AUTHENTICATIONFAILED
+        return LoginFailed(f"{what}: {who}: {text}", code=code)
+    if kind is QuotaExceeded:
+        return QuotaExceeded(f"{what}: target is over quota: {text}", code=code)
+    return PermanentError(f"{what}: {text}", code=code)
 
 
 @contextlib.contextmanager
-def imap_errors(what: str) -> Iterator[None]:
-    """Translate imapclient/imaplib/socket errors raised inside into migrator errors.
-
-    `what` names the mailbox/folder/message, so the error is useful on its own.  The
-    server's words are kept; the command (which may hold a password) never is.
-    """
+def imap_errors(what: str, *, login: str | None = None) -> Iterator[None]:
+    """Translate imapclient/imaplib/socket errors raised inside into migrator errors
+    (imap_error); with `login`, errors of a login, whose chain is dropped: a library may
+    quote the command it failed on, password and all."""
     try:
         yield
-    except (PermanentError, TransientError):
-        raise
-    except LoginError as exc:
-        raise LoginFailed(f"{what}: login refused: {_server_text(exc)}") from None
-    except ssl.SSLCertVerificationError as exc:
-        # Retrying cannot make an untrusted certificate trusted.
-        raise PermanentError(
-            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
-            "give --ca-file, or --insecure to skip the check"
-        ) from None
-    except (IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as exc:
-        # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
-        raise TransientError(f"{what}: connection lost: {_server_text(exc)}") from exc
-    except (IMAPClientError, imaplib.IMAP4.error) as exc:
-        text = _server_text(exc)
-        if "[OVERQUOTA]" in text.upper():
-            raise QuotaExceeded(f"{what}: target is over quota: {text}") from exc
-        if any(code in text.upper() for code in _TRANSIENT_CODES):
-            raise TransientError(f"{what}: server busy: {text}") from exc
-        raise PermanentError(f"{what}: {text}") from exc
+    except (imaplib.IMAP4.error, OSError, EOFError) as exc:
+        error = imap_error(exc, what, login=login)
+        hide = login is not None or isinstance(error, LoginFailed)
+        if hide or error.code is ErrorCode.CERTIFICATE:
+            raise error from None
+        raise error from exc
 
 
 def as_text(value: object) -> str:
@@ -106,14 +138,15 @@ def connect(
         try:
             client.normalise_times = False  # keep INTERNALDATE's own time zone
             _no_delay(client)
-            _quiet(client)
+            imapwire.quiet(client)  # imaplib's debug strings: a quarter of the CPU
             if server.tls is TlsMode.STARTTLS:
                 if client.has_capability("STARTTLS"):
                     client.starttls(context)
                 elif not options.allow_plaintext:
                     raise PermanentError(
                         f"{what} ({server}): server offers no STARTTLS; "
-                        "use imaps:// or allow plaintext explicitly"
+                        "use imaps:// or allow plaintext explicitly",
+                        code=ErrorCode.NOTLS,
                     )
             _login(client, credentials, f"{what} ({server})")
         except BaseException:
@@ -129,7 +162,8 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
     password included, in its error)."""
     login, authzid = credentials.login, credentials.authzid
     password = credentials.password.reveal()
-    try:
+    who = login + (f" as {authzid}" if authzid else "")
+    with imap_errors(where, login=who):
         ascii_only = (login + password).isascii()
         if authzid or (not ascii_only and client.has_capability("AUTH=PLAIN")):
             # RFC 4616 SASL PLAIN, in UTF-8: with an authorization identity, authenticate
@@ -140,28 +174,14 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
             client.login(login, password)
         else:
             _login_with_literals(client, login, password)
-    except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
-        who = login + (f" as {authzid}" if authzid else "")
-        raise LoginFailed(f"{where}: login {who} refused: {_server_text(exc)}") from None
 
 
 def _login_with_literals(client: IMAPClient, login: str, password: str) -> None:
     """LOGIN for a server without AUTH=PLAIN: an 8-bit login or password goes as a literal
-    (RFC 3501 section 4.3: a literal holds any octets; RFC 6855 says UTF-8).  imapclient's
-    `_raw_command` is how it sends literals itself (multi-append, SEARCH with a charset)."""
-    typ, data = client._raw_command(b"LOGIN", [_astring(login), _astring(password)], uid=False)
+    in UTF-8 (imapwire.login_literal)."""
+    typ, data = imapwire.login_literal(client, login, password)
     if typ != "OK":
         raise LoginError(as_text(data[-1] if data else b"no reason given"))
-    client._imap.state = "AUTH"  # what imaplib's own login() sets
-
-
-def _astring(text: str) -> bytes:
-    """An ASCII value as a quoted string; any other as its UTF-8 bytes, which imapclient's
-    `_raw_command` sends as a literal."""
-    data = text.encode("utf-8")
-    if not data.isascii():
-        return data
-    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def _no_delay(client: IMAPClient) -> None:
@@ -170,14 +190,6 @@ def _no_delay(client: IMAPClient) -> None:
     real network.  Send each piece at once."""
     with contextlib.suppress(OSError):
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _quiet(client: IMAPClient) -> None:
-    """imapclient sets imaplib's debug level to 5, so imaplib formats the repr of every
-    line and every FETCH literal (whole message bodies, twice) for a log record that is
-    then dropped: a quarter of the copier's CPU.  Level 0 builds no such strings.
-    imaplib's `debug` attribute is public; imapclient only exposes the object as `_imap`."""
-    client._imap.debug = 0
 
 
 def logout(client: IMAPClient) -> None:
@@ -192,9 +204,8 @@ def fetch_all(client: IMAPClient, items: str, item: bytes) -> dict[int, Listed]:
     `item` as the server names it in the answer) in the selected folder, read with
     `listing.parse_listing` (an eighth of the CPU of imapclient's general parser), or
     with imapclient's parser where the answer holds anything that reader does not
-    expect.  imaplib's public `uid` runs the command: imapclient would take "1:*" for
-    one UID, and needs a SEARCH first."""
-    typ, data = client._imap.uid("FETCH", "1:*", items)
+    expect."""
+    typ, data = imapwire.uid_fetch(client, "1:*", items)
     if typ != "OK":
         raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
     return read_listing(data, item)

@@ -9,11 +9,11 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from migrator.batch import MailboxJob
-from migrator.errors import FolderRefused, PermanentError, TransientError
+from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS
+from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
-from migrator.imapconn import ConnectOptions, as_text, connect, fetch_all, imap_errors, logout
-from migrator.listing import FIELDS_ITEM, LISTING_ITEMS
+from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
@@ -62,7 +62,10 @@ class ImapSource:
             special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
             folders.append(SourceFolder(name=name, path=path, special_use=special))
         if root and not folders:
-            raise FolderRefused(f"{self._what}: root folder {root!r} not found or empty of folders")
+            raise FolderRefused(
+                f"{self._what}: root folder {root!r} not found or empty of folders",
+                code=ErrorCode.NONEXISTENT,
+            )
         return folders
 
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
@@ -87,7 +90,7 @@ class ImapSource:
                 MessageRef(
                     folder=folder.name,
                     uidvalidity=uidvalidity,
-                    uid=uid,
+                    uid=str(uid),
                     size=message.size,
                     internaldate=message.internaldate,
                     date_header=parse_date(date_text),
@@ -117,7 +120,7 @@ class ImapSource:
             by_folder: dict[str, list[MessageRef]] = {}
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
-            bodies: dict[tuple[str, int], bytes] = {}
+            bodies: dict[tuple[str, str], bytes] = {}
             for folder, members in by_folder.items():
                 info = self._select(folder)
                 what = f"{self._what}, folder {folder!r}"
@@ -126,11 +129,11 @@ class ImapSource:
                     # messages now.  Re-plan rather than copy the wrong mail.
                     raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
                 with imap_errors(what):
-                    fetched = self._client.fetch([r.uid for r in members], ["BODY.PEEK[]"])
+                    fetched = self._client.fetch([int(r.uid) for r in members], ["BODY.PEEK[]"])
                 for uid, data in fetched.items():
                     body = data.get(b"BODY[]")
                     if body is not None:
-                        bodies[(folder, int(uid))] = body
+                        bodies[(folder, str(uid))] = body
                 del fetched
             for ref in window:
                 body = bodies.pop((ref.folder, ref.uid), None)
@@ -149,10 +152,10 @@ class ImapSource:
             for start in range(0, len(members), HEADS_BATCH_COUNT):
                 chunk = members[start : start + HEADS_BATCH_COUNT]
                 with imap_errors(what):
-                    fetched = self._client.fetch([r.uid for r in chunk], ["BODY.PEEK[HEADER]"])
+                    fetched = self._client.fetch([int(r.uid) for r in chunk], ["BODY.PEEK[HEADER]"])
                 whole: list[MessageRef] = []
                 for ref in chunk:
-                    header = fetched.get(ref.uid, {}).get(b"BODY[HEADER]")
+                    header = fetched.get(int(ref.uid), {}).get(b"BODY[HEADER]")
                     if header is None:
                         continue  # expunged since listing
                     if header_end(header) is None:
@@ -178,11 +181,13 @@ class ImapSource:
     # -- helpers -----------------------------------------------------------------------
 
     def _select(self, name: str) -> dict[bytes, Any]:
-        with imap_errors(f"{self._what}, folder {name!r}"):
-            try:
+        try:
+            with imap_errors(f"{self._what}, folder {name!r}"):
                 info: dict[bytes, Any] = self._client.select_folder(name, readonly=True)
-            except PermanentError as exc:
-                raise FolderRefused(str(exc)) from exc
+        except PermanentError as exc:
+            if type(exc) is not PermanentError:
+                raise
+            raise FolderRefused(str(exc), code=exc.code) from exc
         self._selected = name
         return info
 

@@ -10,15 +10,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from exchangelib import Folder, Message
-from exchangelib.errors import ErrorFolderExists, ErrorQuotaExceeded
+from exchangelib.errors import ErrorQuotaExceeded
 from exchangelib.items import SAVE_ONLY, SEND_TO_NONE
 from exchangelib.services import CreateItem, UploadItems
 
-from migrator.batch import Credentials
-from migrator.errors import FolderRefused, MessageRefused, PermanentError, QuotaExceeded
-from migrator.ews import EwsSettings
-from migrator.ewsaccount import ews_call, open_account, translate
-from migrator.ewsprops import (
+from migrator.connectors.ews.account import ews_call, open_account, translate
+from migrator.connectors.ews.props import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
     MSGFLAG_READ,
@@ -30,7 +27,10 @@ from migrator.ewsprops import (
     load_key,
     register_properties,
 )
+from migrator.connectors.ews.settings import EwsSettings
+from migrator.errors import ErrorCode, FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.model import Credentials
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
@@ -126,7 +126,7 @@ class EwsTarget:
             self._call(what, new.save)
         except FolderRefused as exc:
             # Made by a parallel pass since we looked: look again (creation is idempotent).
-            if not isinstance(exc.__cause__, ErrorFolderExists):
+            if exc.code is not ErrorCode.ALREADYEXISTS:
                 raise
             self._account.root.clear_cache()
             again = self._call(what, lambda: _named_child(parent, name))
@@ -136,7 +136,7 @@ class EwsTarget:
         except PermanentError as exc:
             if type(exc) is not PermanentError:
                 raise  # login, quota, not ready: about the mailbox, not this folder
-            raise FolderRefused(f"{exc}") from exc  # this name: only this folder fails
+            raise FolderRefused(f"{exc}", code=exc.code) from exc  # only this folder fails
         return new
 
     # -- index and quota ---------------------------------------------------------------
@@ -230,7 +230,8 @@ class EwsTarget:
             outcomes.append(
                 error
                 if isinstance(error, MessageRefused)
-                else MessageRefused(f"{what}: {error}")  # one bad item never stops the batch
+                # One bad item never stops the batch.
+                else MessageRefused(f"{what}: {error}", code=error.code)
             )
         return outcomes
 

@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from migrator.batch import MailboxJob, TlsMode
-from migrator.errors import LoginFailed, PermanentError, TransientError
+from migrator.connectors.tls import tls_context
+from migrator.errors import ErrorCode, LoginFailed, MigrationError, PermanentError, TransientError
 from migrator.headers import message_fields, parse_date
-from migrator.imapconn import ConnectOptions, tls_context
+from migrator.model import ConnectOptions, MailboxJob, TlsMode
 from migrator.plan import MessageRef
 from migrator.recognition import content_key, header_end
 from migrator.sources.base import SourceFolder
@@ -71,8 +71,8 @@ class Pop3Source:
     def __init__(self, job: MailboxJob, options: ConnectOptions) -> None:
         self._job = job
         self._what = f"source mailbox {job.source_identity} ({job.source_server})"
-        self._numbers: dict[int, int] = {}  # checkpoint id -> message number in this session
-        self._heads: dict[int, bytes] = {}  # checkpoint id -> the start TOP n 0 gave
+        self._numbers: dict[str, int] = {}  # checkpoint id -> message number in this session
+        self._heads: dict[str, bytes] = {}  # checkpoint id -> the start TOP n 0 gave
         self._conn = self._connect(options)
 
     # -- connection ----------------------------------------------------------------------
@@ -92,7 +92,8 @@ class Pop3Source:
                 elif not options.allow_plaintext:
                     _quit(conn)
                     raise PermanentError(
-                        f"{self._what}: server offers no STLS; use pop3s:// or allow plaintext"
+                        f"{self._what}: server offers no STLS; use pop3s:// or allow plaintext",
+                        code=ErrorCode.NOTLS,
                     )
         try:
             self._login(conn)
@@ -105,7 +106,7 @@ class Pop3Source:
         credentials = self._job.source_credentials
         password = credentials.password.reveal()
         who = credentials.login + (f" as {credentials.authzid}" if credentials.authzid else "")
-        try:
+        with _pop_errors(self._what, login=who):
             if credentials.authzid:
                 # RFC 5034 AUTH PLAIN with an authorization identity (RFC 4616).
                 token = "\0".join([credentials.authzid, credentials.login, password])
@@ -115,10 +116,6 @@ class Pop3Source:
             elif not _apop(conn, credentials.login, password):
                 conn.user(credentials.login)
                 conn.pass_(password)
-        except poplib.error_proto as exc:
-            raise LoginFailed(f"{self._what}: login {who} refused: {_text(exc)}") from None
-        except OSError as exc:
-            raise TransientError(f"{self._what}: connection lost during login: {exc}") from exc
 
     # -- listing -------------------------------------------------------------------------
 
@@ -210,9 +207,10 @@ def _apop(conn: poplib.POP3, login: str, password: str) -> bool:
     return True
 
 
-def _checkpoint_id(text: str) -> int:
-    """A stable positive 63-bit id for the checkpoint, from a UIDL or key."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16)
+def _checkpoint_id(text: str) -> str:
+    """A stable id for the checkpoint, from a UIDL or key: the decimal 63-bit digest
+    earlier versions checkpointed, so their checkpoints still count."""
+    return str(int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:15], 16))
 
 
 def _capabilities(conn: poplib.POP3) -> dict[str, Any]:
@@ -247,25 +245,57 @@ def _quit(conn: poplib.POP3) -> None:
         conn.close()
 
 
+# RFC 2449 section 8 and RFC 3206 extended response codes: which of our errors each is.
+_RESPONSE_CODES: dict[str, tuple[type[MigrationError], ErrorCode]] = {
+    "IN-USE": (TransientError, ErrorCode.INUSE),  # another session holds the maildrop
+    "LOGIN-DELAY": (TransientError, ErrorCode.THROTTLED),  # logged in too recently
+    "SYS/TEMP": (TransientError, ErrorCode.UNAVAILABLE),
+    "SYS/PERM": (PermanentError, ErrorCode.REFUSED),
+    "AUTH": (LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+}
+_RESPONSE_CODE = re.compile(r"-ERR \[([A-Za-z0-9/-]+)\]")
+
+
+def pop_error(exc: BaseException, what: str, *, login: str | None = None) -> MigrationError:
+    """The migrator error, with its code, for a poplib/socket error: the one place where
+    they become ours.  `login` names who was logging in when `exc` answers a login."""
+    if isinstance(exc, MigrationError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentError(
+            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
+            "give --ca-file, or --insecure to skip the check",
+            code=ErrorCode.CERTIFICATE,
+        )
+    if isinstance(exc, OSError | EOFError):
+        refused = isinstance(exc, ConnectionRefusedError)
+        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
+        during = " during login" if login is not None else ""
+        return TransientError(f"{what}: connection lost{during}: {exc}", code=code)
+    if not isinstance(exc, poplib.error_proto):
+        raise exc  # not poplib's: nothing to translate
+    text = _text(exc)
+    if text == "-ERR EOF":
+        # poplib's own words for a connection closed mid-answer, not the server's.
+        return TransientError(f"{what}: connection lost: {text}", code=ErrorCode.CONNECTION)
+    match = _RESPONSE_CODE.match(text)
+    known = _RESPONSE_CODES.get(match.group(1).upper()) if match else None
+    kind, code = known or (PermanentError, ErrorCode.REFUSED)
+    if kind is TransientError:
+        return TransientError(f"{what}: server busy: {text}", code=code)
+    if login is not None or kind is LoginFailed:
+        who = f"login {login} refused" if login else "login refused"
+        return LoginFailed(f"{what}: {who}: {text}")
+    return PermanentError(f"{what}: {text}", code=code)
+
+
 @contextlib.contextmanager
-def _pop_errors(what: str) -> Iterator[None]:
-    """poplib and socket errors -> ours, at one spot."""
+def _pop_errors(what: str, *, login: str | None = None) -> Iterator[None]:
+    """poplib and socket errors -> ours (pop_error); a login's without their chain."""
     try:
         yield
-    except (PermanentError, TransientError):
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        raise PermanentError(
-            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
-            "give --ca-file, or --insecure to skip the check"
-        ) from None
-    except (OSError, EOFError) as exc:
-        raise TransientError(f"{what}: connection lost: {exc}") from exc
-    except poplib.error_proto as exc:
-        text = _text(exc)
-        if text == "-ERR EOF":
-            # poplib's own words for a connection closed mid-answer, not the server's.
-            raise TransientError(f"{what}: connection lost: {text}") from exc
-        if "[IN-USE]" in text.upper() or "[SYS/TEMP]" in text.upper():  # RFC 2449 / 3206
-            raise TransientError(f"{what}: server busy: {text}") from exc
-        raise PermanentError(f"{what}: {text}") from exc
+    except (poplib.error_proto, OSError, EOFError) as exc:
+        error = pop_error(exc, what, login=login)
+        if login is not None or error.code is ErrorCode.CERTIFICATE:
+            raise error from None
+        raise error from exc

@@ -1,8 +1,8 @@
 """exchangelib Accounts for both sides, and the one place where exchangelib and requests
 errors become migrator errors.
 
-exchangelib appears here, in migrator.ewsprops and in the EWS adapters only.  Every call to
-the server goes through `ews_call`, which honours ErrorServerBusy's BackOffMilliseconds (the
+exchangelib appears in this package only (here, props.py and the adapters).  Every
+call to the server goes through `ews_call`, which honours ErrorServerBusy's BackOffMilliseconds (the
 server refused the whole call, so sending it again is safe) and translates everything else.
 exchangelib's own retrying is off (FailFast): it would re-send a request whose connection
 dropped after the server had stored the items, and duplicate them.
@@ -44,19 +44,26 @@ from exchangelib import Credentials as ExchangeCredentials
 from exchangelib import errors as ews
 from exchangelib.protocol import BaseProtocol, FailFast, close_connections
 
-from migrator.batch import Credentials
+from migrator.connectors.ews.settings import (
+    VERSIONS,
+    EwsAccess,
+    EwsAuth,
+    EwsSettings,
+    load_certificate,
+)
 from migrator.errors import (
     ConfigError,
+    ErrorCode,
     FolderRefused,
     LoginFailed,
     MailboxNotReady,
     MessageRefused,
+    MigrationError,
     PermanentError,
     QuotaExceeded,
     TransientError,
 )
-from migrator.ews import VERSIONS, EwsAccess, EwsAuth, EwsSettings, load_certificate
-from migrator.imapconn import ConnectOptions
+from migrator.model import ConnectOptions, Credentials
 
 # exchangelib logs every request and answer whole, at DEBUG and again at ERROR when a request
 # fails in a way it did not foresee: the MimeContent (message bodies) and the Authorization
@@ -78,7 +85,9 @@ def open_account(
     _configure_tls(settings.connect, settings.endpoint)
     endpoint = settings.endpoint
     if endpoint and endpoint.startswith("http://") and not settings.connect.allow_plaintext:
-        raise PermanentError(f"{what}: {endpoint} is not TLS; allow plaintext explicitly")
+        raise PermanentError(
+            f"{what}: {endpoint} is not TLS; allow plaintext explicitly", code=ErrorCode.NOTLS
+        )
     if settings.auth is EwsAuth.OAUTH:
         creds: Any = _oauth_credentials(settings, smtp)
         auth_type = OAUTH2
@@ -211,34 +220,52 @@ class CertificateCredentials(OAuth2Credentials):  # type: ignore[misc]
 
 # -- errors ---------------------------------------------------------------------------
 
-# Errors that a later pass may not meet: the server or the network had a bad moment.
-_TRANSIENT = (
-    ews.ErrorTimeoutExpired,
-    ews.ErrorServerBusy,
-    ews.ErrorInternalServerTransientError,
-    ews.ErrorConnectionFailed,
-    ews.ErrorConnectionFailedTransientError,
-    ews.ErrorMailboxStoreUnavailable,
-    ews.ErrorMailboxMoveInProgress,
-    ews.ErrorBatchProcessingStopped,
-    ews.RateLimitError,
-)
-# The mailbox cannot be opened at all: "not ready to migrate".
-_NOT_READY = (
-    ews.ErrorNonExistentMailbox,
-    ews.ErrorImpersonateUserDenied,
-    ews.ErrorImpersonationDenied,
-    ews.ErrorImpersonationFailed,
-    ews.ErrorAccessDenied,
-    ews.AutoDiscoverFailed,
-)
-_QUOTA = (ews.ErrorQuotaExceeded,)
-_REFUSED = (
-    ews.ErrorMessageSizeExceeded,
-    ews.ErrorMimeContentConversionFailed,
-    ews.ErrorCorruptData,
-    ews.ErrorItemCorrupt,
-    ews.ErrorItemSave,
+# exchangelib's errors by kind, each with the code it gets; the first row that matches wins.
+# Transient ones are errors a later pass may not meet: the server or the network had a bad
+# moment.  "Not ready": the mailbox cannot be opened at all ("not ready to migrate").
+_KINDS: tuple[tuple[tuple[type[Exception], ...], type[MigrationError], ErrorCode], ...] = (
+    ((ews.UnauthorizedError,), LoginFailed, ErrorCode.AUTHENTICATIONFAILED),
+    ((ews.ErrorQuotaExceeded,), QuotaExceeded, ErrorCode.OVERQUOTA),
+    ((ews.ErrorMessageSizeExceeded,), MessageRefused, ErrorCode.LIMIT),
+    (
+        (
+            ews.ErrorMimeContentConversionFailed,
+            ews.ErrorCorruptData,
+            ews.ErrorItemCorrupt,
+            ews.ErrorItemSave,
+        ),
+        MessageRefused,
+        ErrorCode.REFUSED,
+    ),
+    ((ews.ErrorNonExistentMailbox, ews.AutoDiscoverFailed), MailboxNotReady, ErrorCode.NOTREADY),
+    (
+        (
+            ews.ErrorImpersonateUserDenied,
+            ews.ErrorImpersonationDenied,
+            ews.ErrorImpersonationFailed,
+            ews.ErrorAccessDenied,
+        ),
+        MailboxNotReady,
+        ErrorCode.AUTHORIZATIONFAILED,
+    ),
+    ((ews.ErrorFolderNotFound,), FolderRefused, ErrorCode.NONEXISTENT),
+    ((ews.ErrorFolderExists,), FolderRefused, ErrorCode.ALREADYEXISTS),
+    ((ews.ErrorServerBusy, ews.RateLimitError), TransientError, ErrorCode.THROTTLED),
+    (
+        (
+            ews.ErrorTimeoutExpired,
+            ews.ErrorInternalServerTransientError,
+            ews.ErrorConnectionFailed,
+            ews.ErrorConnectionFailedTransientError,
+            ews.ErrorMailboxStoreUnavailable,
+            ews.ErrorMailboxMoveInProgress,
+            ews.ErrorBatchProcessingStopped,
+        ),
+        TransientError,
+        ErrorCode.UNAVAILABLE,
+    ),
+    # A response code no row above knows: retrying the same request will not help.
+    ((ews.ResponseMessageError,), PermanentError, ErrorCode.REFUSED),
 )
 
 
@@ -246,38 +273,37 @@ _REFUSED = (
 _CERTIFICATE_FAILED = re.compile(r"certificate verify failed: ([^()'\"]+)")
 
 
-def translate(exc: BaseException, what: str) -> Exception:
-    """The migrator error for an exchangelib/requests error (its server text kept)."""
+def translate(exc: BaseException, what: str) -> MigrationError:
+    """The migrator error, with its code, for an exchangelib/requests error (its server
+    text kept): the one place where they become ours."""
     if isinstance(exc, PermanentError | TransientError | ConfigError):
         return exc
     text = str(exc)[:300]
-    if isinstance(exc, ews.UnauthorizedError):
-        return LoginFailed(f"{what}: login refused: {text}")
-    if isinstance(exc, _QUOTA):
-        return QuotaExceeded(f"{what}: target is over quota: {text}")
-    if isinstance(exc, _REFUSED):
-        return MessageRefused(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, _NOT_READY):
-        return MailboxNotReady(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, ews.ErrorFolderNotFound | ews.ErrorFolderExists):
-        return FolderRefused(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, _TRANSIENT):
-        return TransientError(f"{what}: {type(exc).__name__}: {text}")
-    if isinstance(exc, ews.ResponseMessageError):
-        # A response code no branch above knows: retrying the same request will not help.
-        return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+    for types, kind, code in _KINDS:
+        if isinstance(exc, types):
+            if kind is LoginFailed:
+                return LoginFailed(f"{what}: login refused: {text}", code=code)
+            if kind is QuotaExceeded:
+                return QuotaExceeded(f"{what}: target is over quota: {text}", code=code)
+            return kind(f"{what}: {type(exc).__name__}: {text}", code=code)
+    transport = isinstance(exc, ews.TransportError | requests.RequestException | OSError)
     untrusted = _CERTIFICATE_FAILED.search(str(exc))
-    if untrusted and isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+    if untrusted and transport:
         # Retrying cannot make an untrusted certificate trusted.
         return PermanentError(
             f"{what}: TLS certificate not trusted: {untrusted.group(1).strip()}; "
-            "give --ca-file, or --insecure to skip the check"
+            "give --ca-file, or --insecure to skip the check",
+            code=ErrorCode.CERTIFICATE,
         )
-    if isinstance(exc, ews.TransportError | requests.RequestException | OSError):
+    if transport:
         # exchangelib does not retry a dropped connection on its own (FailFast).
-        return TransientError(f"{what}: connection lost: {type(exc).__name__}: {text}")
+        refused = isinstance(exc, ConnectionRefusedError)
+        return TransientError(
+            f"{what}: connection lost: {type(exc).__name__}: {text}",
+            code=ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION,
+        )
     if isinstance(exc, ews.EWSError):
-        return PermanentError(f"{what}: {type(exc).__name__}: {text}")
+        return PermanentError(f"{what}: {type(exc).__name__}: {text}", code=ErrorCode.REFUSED)
     raise exc
 
 

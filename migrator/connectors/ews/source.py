@@ -14,11 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from migrator.batch import MailboxJob
-from migrator.errors import FolderRefused, PermanentError, QuotaExceeded, TransientError
-from migrator.ews import EwsSettings, source_endpoint
-from migrator.ewsaccount import ews_call, open_account
-from migrator.ewsprops import (
+from migrator.connectors.ews.account import ews_call, open_account
+from migrator.connectors.ews.props import (
     FINGERPRINT_FIELDS,
     FLAG_STATUS_FLAGGED,
     aware,
@@ -26,10 +23,13 @@ from migrator.ewsprops import (
     register_properties,
     stable_int,
 )
+from migrator.connectors.ews.settings import EwsSettings, source_endpoint
+from migrator.connectors.ews.target import EwsTarget
+from migrator.errors import ErrorCode, FolderRefused, PermanentError, QuotaExceeded, TransientError
+from migrator.model import MailboxJob
 from migrator.plan import MessageRef, fetch_windows
 from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder
-from migrator.targets.ews import EwsTarget
 
 # Distinguished folders -> the RFC 6154 flag the folder map understands.
 _SPECIAL_USE = {
@@ -79,7 +79,6 @@ class EwsSource:
         )
         self._root: Any = ews_call(self._what, lambda: self._account.msg_folder_root)
         self._folders: dict[str, Any] = {}  # SourceFolder.name -> exchangelib folder
-        self._item_ids: dict[tuple[str, int], str] = {}  # (folder, uid) -> ItemId
         self._non_mail: list[tuple[NonMailFolder, Any]] = []
 
     # -- listing -----------------------------------------------------------------------
@@ -114,7 +113,10 @@ class EwsSource:
                 SourceFolder(name=name, path=path, special_use=frozenset({flag} if flag else ()))
             )
         if root and not folders:
-            raise FolderRefused(f"{self._what}: root folder {'/'.join(root)!r} not found")
+            raise FolderRefused(
+                f"{self._what}: root folder {'/'.join(root)!r} not found",
+                code=ErrorCode.NONEXISTENT,
+            )
         return folders
 
     def _special_ids(self) -> dict[str, str]:
@@ -148,8 +150,6 @@ class EwsSource:
         for item in ews_call(what, read):
             if isinstance(item, Exception):
                 continue
-            uid = stable_int(item.id)
-            self._item_ids[(folder.name, uid)] = item.id
             size = int(item.size or 0)
             flags = ["\\Seen"] if item.is_read else []
             if getattr(item, "migrator_flag_status", None) == FLAG_STATUS_FLAGGED:
@@ -160,7 +160,7 @@ class EwsSource:
                 MessageRef(
                     folder=folder.name,
                     uidvalidity=uidvalidity,
-                    uid=uid,
+                    uid=str(item.id),  # the ItemId itself
                     size=size,
                     internaldate=aware(item.datetime_received),
                     date_header=aware(item.datetime_sent),
@@ -175,7 +175,7 @@ class EwsSource:
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         """MimeContent in the order given, one GetItem per window."""
         for window in fetch_windows(refs, FETCH_BATCH_COUNT, FETCH_BATCH_BYTES):
-            ids = [self._item_ids[(r.folder, r.uid)] for r in window]
+            ids = [r.uid for r in window]
 
             def get(ids: list[str] = ids) -> list[Any]:
                 pairs = [(i, None) for i in ids]
@@ -209,11 +209,11 @@ class EwsSource:
 
     def session(self) -> None:
         # One Exchange session per mailbox: EWS throttling counts concurrent requests per
-        # user, and this adapter's item ids live in the one instance.
+        # user.
         return None
 
     def close(self) -> None:
-        self._item_ids.clear()
+        return None
 
 
 def _fingerprinted(folder: Any) -> list[Any]:

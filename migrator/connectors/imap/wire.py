@@ -1,0 +1,94 @@
+"""The imapclient and imaplib internals the fast IMAP path needs, behind one small module.
+
+imapclient's public API cannot do four things the copier needs, so these functions reach
+under it; nothing else in migrator touches a private attribute of either library:
+
+    quiet            IMAPClient._imap.debug = 0 (imapclient sets 5, which costs CPU)
+    login_literal    IMAPClient._raw_command(b"LOGIN", ...), then IMAPClient._imap.state
+    uid_fetch        IMAPClient._imap.uid("FETCH", ...), the answer as imaplib reads it
+    multiappend      IMAPClient._normalise_folder, IMAPClient._imap._new_tag,
+                     ._imap.send and ._imap._command_complete: one APPEND written by hand
+
+Private attributes promise nothing, so what these were checked against is written down
+here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
+the imaplib of Python within PYTHON_VERIFIED (the standard library has no pin).
+tests/test_imapwire.py checks the installed versions, the signatures of every internal used,
+and runs each function against a real Dovecot: an upgrade that breaks one fails there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from imapclient import IMAPClient
+from imapclient.util import to_bytes
+
+from migrator.connectors.imap.listing import RawFetch
+
+# imapclient: the lowest version allowed and the first one not checked.  4.1.0 runs the
+# tests; 3.0.1's `_raw_command` and `_normalise_folder` were read (the same but for LITERAL+
+# caching).
+IMAPCLIENT_VERIFIED = ("3.0.1", "4.2")
+# Python: the first and last minor version whose imaplib was checked.  3.11 runs the tests;
+# the source of every IMAP4 method used here is the same in 3.12.1 and 3.13.0.
+PYTHON_VERIFIED = ((3, 11), (3, 13))
+
+
+def quiet(client: IMAPClient) -> None:
+    """imapclient sets imaplib's debug level to 5, so imaplib formats the repr of every
+    line and every FETCH literal (whole message bodies, twice) for a log record that is
+    then dropped: a quarter of the copier's CPU.  Level 0 builds no such strings."""
+    client._imap.debug = 0
+
+
+def login_literal(client: IMAPClient, login: str, password: str) -> tuple[str, list[bytes]]:
+    """LOGIN for a server without AUTH=PLAIN, with an 8-bit login or password as a literal
+    of its UTF-8 (RFC 3501 section 4.3: a literal holds any octets; RFC 6855 says UTF-8); an
+    ASCII one as a quoted string.  On OK the session is authenticated, as after imaplib's
+    own login().  The tagged response's (type, data); a NO raises nothing."""
+    typ, data = client._raw_command(b"LOGIN", [_astring(login), _astring(password)], uid=False)
+    if typ == "OK":
+        # imaplib checks each command against its state; its login() sets this itself.
+        client._imap.state = "AUTH"
+    return str(typ), list(data)
+
+
+def _astring(text: str) -> bytes:
+    """An ASCII value as a quoted string; any other as its UTF-8 bytes, which imapclient's
+    `_raw_command` sends as a literal."""
+    data = text.encode("utf-8")
+    if not data.isascii():
+        return data
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def uid_fetch(client: IMAPClient, uids: str, items: str) -> tuple[str, RawFetch]:
+    """UID FETCH `uids` `items` through imaplib: imapclient would take "1:*" for one UID and
+    needs a SEARCH first.  The tagged response's type and imaplib's unparsed FETCH data."""
+    typ, data = client._imap.uid("FETCH", uids, items)
+    return typ, data
+
+
+def multiappend(
+    client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
+) -> str:
+    """RFC 3502 MULTIAPPEND into `folder` of each (flags, INTERNALDATE text or None,
+    message), every message an RFC 7888 LITERAL+ literal written to the socket as it is;
+    the tagged response's type ("OK" or "NO").  The server must offer LITERAL+ (and
+    MULTIAPPEND for more than one message); the answer to a BAD raises imaplib's error.
+
+    imapclient's multiappend builds the same command but copies every message twice on the
+    way (into a `_literal`, then onto its `{n+}` prefix): a tenth of the copier's CPU.
+    These are the imaplib calls imapclient's own `_raw_command` makes."""
+    imap = client._imap
+    tag: bytes = imap._new_tag()
+    imap.send(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
+    for flags, internaldate, message in messages:
+        head = " (" + " ".join(flags) + ")"
+        if internaldate is not None:
+            head += ' "' + internaldate + '"'
+        imap.send(head.encode("ascii") + b" {%d+}\r\n" % len(message))
+        imap.send(message)
+    imap.send(b"\r\n")
+    typ, _ = imap._command_complete("APPEND", tag)
+    return str(typ)

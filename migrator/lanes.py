@@ -1,0 +1,162 @@
+"""Sending over several connections side by side: the send order dealt to lanes
+(plan.lane_split), each lane a pair of source and target connections running
+sending.send_one, then the tail on the first pair."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from migrator.errors import LockLost, MigrationError, TransientError
+from migrator.plan import MessageRef, lane_split
+from migrator.sending import ConnectionSlots, Sending, Sent, send_one
+from migrator.sources.base import MailboxSource
+from migrator.targets.base import MailboxTarget
+
+log = logging.getLogger(__name__)
+
+
+def send(
+    source: MailboxSource,
+    target: MailboxTarget,
+    order: tuple[MessageRef, ...],
+    room: int | None,
+    connections: int,
+    slots: ConnectionSlots | None,
+    sending: Sending,
+) -> tuple[Sent, list[MessageRef]]:
+    """Send `order` (see plan.send_order), over up to `connections` pairs of connections
+    where `room` (plan.reorderable_bytes) lets lanes go side by side: what was sent, and
+    what was not (the quota, or the operator, stopped it)."""
+    split = lane_split(order, room, connections, sending.grouping_window, sending.batch_bytes)
+    wanted = len(split.lanes)
+    if wanted > 1:
+        return _send_lanes(source, target, order, room, wanted, slots, sending)
+    sent = send_one(source, target, order, sending)
+    return sent, list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
+
+
+def _send_lanes(
+    source: MailboxSource,
+    target: MailboxTarget,
+    order: tuple[MessageRef, ...],
+    room: int | None,
+    wanted: int,
+    slots: ConnectionSlots | None,
+    sending: Sending,
+) -> tuple[Sent, list[MessageRef]]:
+    """Send `order` over up to `wanted` pairs of connections side by side (the first pair
+    `source`/`target`), dealt by `lane_split`, then its tail on the first pair; what was
+    sent, and what was not (a quota stop).  Extra connections are opened only as far as
+    the adapters and the servers' connection slots allow; with none, one lane it is."""
+    granted = wanted - 1 if slots is None else slots.take(wanted - 1)
+    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    try:
+        pairs = _open_sessions(source, target, granted)
+        split = lane_split(
+            order, room, len(pairs) + 1, sending.grouping_window, sending.batch_bytes
+        )
+        if len(split.lanes) > 1:
+            log.info("copying over %d connections", len(split.lanes))
+        results = _run_lanes(split.lanes, [(source, target), *pairs], sending)
+    finally:
+        for pair in pairs:
+            for end in pair:
+                _close_quietly(end)
+        if slots is not None:
+            slots.give_back()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise _gravest(failures)
+    total = Sent()
+    unsent: list[MessageRef] = []
+    for lane, result in zip(split.lanes, results, strict=True):
+        assert isinstance(result, Sent)
+        total.add(result)
+        if result.stopped_at is not None:
+            unsent.extend(lane[result.stopped_at :])
+    if unsent:  # the quota (or the operator) stopped a lane: the tail, all older, waits too
+        return total, unsent + list(split.tail)
+    if split.tail:
+        rest = send_one(source, target, split.tail, sending)
+        total.add(rest)
+        if rest.stopped_at is not None:
+            unsent.extend(split.tail[rest.stopped_at :])
+    return total, unsent
+
+
+def _run_lanes(
+    lanes: tuple[tuple[MessageRef, ...], ...],
+    ends: list[tuple[MailboxSource, MailboxTarget]],
+    sending: Sending,
+) -> list[Sent | BaseException | None]:
+    """Each lane on its pair of connections (the first in this thread), side by side: a
+    lane that fails or meets the quota halts the others before their next batch."""
+    halt = threading.Event()
+    results: list[Sent | BaseException | None] = [None] * len(lanes)
+
+    def run(index: int, lane_source: MailboxSource, lane_target: MailboxTarget) -> None:
+        try:
+            results[index] = send_one(
+                lane_source, lane_target, lanes[index], sending, halt=halt, share=len(lanes)
+            )
+        except BaseException as exc:  # raised by the caller, once every lane has stopped
+            results[index] = exc
+            halt.set()
+
+    threads = [
+        threading.Thread(target=run, args=(i, *pair), name=f"lane-{i}", daemon=True)
+        for i, pair in enumerate(ends[1 : len(lanes)], start=1)
+    ]
+    for thread in threads:
+        thread.start()
+    run(0, *ends[0])
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _open_sessions(
+    source: MailboxSource, target: MailboxTarget, count: int
+) -> list[tuple[MailboxSource, MailboxTarget]]:
+    """Up to `count` more (source, target) connections; fewer where an adapter allows
+    no more, or a server refuses one (a per-user connection limit): the copy goes on
+    over those it has."""
+    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    for _ in range(count):
+        try:
+            more_source = source.session()
+            if more_source is None:
+                break
+            try:
+                more_target = target.session()
+            except MigrationError:
+                _close_quietly(more_source)
+                raise
+            if more_target is None:
+                _close_quietly(more_source)
+                break
+        except MigrationError as exc:
+            log.info("no further connection for this mailbox: %s", exc)
+            break
+        pairs.append((more_source, more_target))
+    return pairs
+
+
+def _close_quietly(end: MailboxSource | MailboxTarget) -> None:
+    try:
+        end.close()
+    except MigrationError as exc:
+        log.info("closing an extra connection: %s", exc)
+
+
+def _gravest(failures: list[BaseException]) -> BaseException:
+    """The failure that decides the pass when lanes failed side by side: a lost lock
+    first, then anything that is not worth another pass, then the first transient."""
+    for failure in failures:
+        if isinstance(failure, LockLost):
+            return failure
+    for failure in failures:
+        if not isinstance(failure, TransientError):
+            return failure
+    return failures[0]

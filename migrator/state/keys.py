@@ -1,0 +1,44 @@
+"""Every Redis key migrator uses, and how hash fields are written and read.
+
+Keys (all under "migrator:"):
+
+    batch:{bid}              hash   created, options (JSON, no secrets), job count
+    batch:{bid}:jobs         list   job ids in CSV order
+    job:{bid}:{jid}          string job payload JSON (secrets only as sealed tokens)
+    mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error;
+                                    heartbeat (Redis time) and locks (JSON names) while running
+    tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
+    ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
+                                    the content key of its copy (migrator.recognition)
+    ckpt:{legacy_key}        set    checkpoints of earlier versions (read, never written)
+    lock:{name}              string owner of a target mailbox while a pass runs (with TTL);
+                                    one per name of it (mailboxid.lock_names)
+    epoch:{name}             int    how many times that lock was taken: a worker whose lock
+                                    vanished takes it again only if nobody took it meanwhile
+    held:{name}              string its holder, kept until let go (no TTL): a new holder that
+                                    finds another's there knows it died with its lock
+    conn:{server}            zset   owner -> lease expiry; its size is capped per server
+    beats                    zset   "{bid}:{jid}" of each running mailbox -> its last heartbeat
+    fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
+                                    detail, request (the command that last wrote it), time
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "migrator:"
+
+
+def _k(*parts: str) -> str:
+    return PREFIX + ":".join(parts)
+
+
+def _fields(values: Mapping[str, str]) -> dict[Any, Any]:
+    # redis-py's hset wants Mapping[EncodableT, EncodableT]; Mapping keys are invariant.
+    return dict(values)
+
+
+def _strs(raw: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in dict(raw).items()}

@@ -1,0 +1,12 @@
+"""Where the commands write: standard output for results, standard error for progress
+and problems.  soft_wrap: one problem stays one line when piped into grep or a script."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it

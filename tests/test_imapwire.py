@@ -1,0 +1,213 @@
+"""migrator.connectors.imap.wire: the imapclient and imaplib internals it reaches under are
+still there, with the signatures it calls them with, and still do what it needs against
+a real Dovecot. An upgrade of imapclient or Python that breaks one fails here, not in a
+migration."""
+
+from __future__ import annotations
+
+import imaplib
+import inspect
+import logging
+import ssl
+import sys
+import tomllib
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+from imapclient.util import to_bytes
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+
+from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.connection import read_listing
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.connectors.imap.target import internaldate_text
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+# -- the versions checked ------------------------------------------------------------------
+
+
+def test_python_is_one_whose_imaplib_imapwire_was_checked_on() -> None:
+    first, last = imapwire.PYTHON_VERIFIED
+    assert first <= sys.version_info[:2] <= last, (
+        f"imapwire was checked on the imaplib of Python {first} to {last}: check the "
+        "internals it uses on this one, then widen imapwire.PYTHON_VERIFIED"
+    )
+
+
+def test_imapclient_is_a_version_imapwire_was_checked_against() -> None:
+    lowest, first_unchecked = imapwire.IMAPCLIENT_VERIFIED
+    installed = Version(version("imapclient"))
+    assert Version(lowest) <= installed < Version(first_unchecked), (
+        f"imapclient {installed}: check migrator/imapwire.py against it, then widen "
+        "imapwire.IMAPCLIENT_VERIFIED and the pin in pyproject.toml"
+    )
+
+
+def test_pyproject_pins_imapclient_to_the_versions_imapwire_was_checked_against() -> None:
+    dependencies = tomllib.loads(PYPROJECT.read_text("utf-8"))["project"]["dependencies"]
+    pins = [Requirement(d) for d in dependencies if Requirement(d).name.lower() == "imapclient"]
+    lowest, first_unchecked = imapwire.IMAPCLIENT_VERIFIED
+    assert [p.specifier for p in pins] == [SpecifierSet(f">={lowest},<{first_unchecked}")]
+
+
+# -- the internals, by signature -------------------------------------------------------------
+
+# Each private method imapwire calls, with the signature it calls it by.
+INTERNALS = [
+    (IMAPClient, "_raw_command", "(self, command, args, uid=True)"),
+    (IMAPClient, "_normalise_folder", "(self, folder_name)"),
+    (imaplib.IMAP4, "_new_tag", "(self)"),
+    (imaplib.IMAP4, "_command_complete", "(self, name, tag)"),
+    (imaplib.IMAP4, "send", "(self, data)"),
+    (imaplib.IMAP4, "uid", "(self, command, *args)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "signature"), INTERNALS, ids=[f"{o.__name__}.{n}" for o, n, _ in INTERNALS]
+)
+def test_each_internal_imapwire_calls_still_takes_what_it_passes(
+    owner: type, name: str, signature: str
+) -> None:
+    assert str(inspect.signature(getattr(owner, name))) == signature
+
+
+def test_imaplib_lets_the_state_login_literal_sets_run_the_commands_that_follow() -> None:
+    # imaplib refuses a command whose state list lacks the session's state; "AUTH" is what
+    # its own login() sets, and what imapwire.login_literal sets by hand.
+    for command in ("SELECT", "EXAMINE", "LIST", "CREATE", "APPEND", "GETQUOTAROOT"):
+        assert "AUTH" in imaplib.Commands[command], command
+
+
+def test_to_bytes_encodes_a_folder_name_and_keeps_bytes() -> None:
+    assert to_bytes('"INBOX"') == b'"INBOX"'
+    assert to_bytes(b'"INBOX"') == b'"INBOX"'
+
+
+# -- against Dovecot ---------------------------------------------------------------------------
+
+
+def _connect(dovecot: DovecotServer, ssl_context: ssl.SSLContext) -> IMAPClient:
+    client = IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context, timeout=30)
+    client.normalise_times = False
+    return client
+
+
+@pytest.fixture
+def client(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> Iterator[IMAPClient]:
+    """A fresh user's session, logged in through imapclient's public API."""
+    with _connect(dovecot, ssl_context) as session:
+        session.login(make_user(), DEFAULT_USER_PASSWORD)
+        yield session
+
+
+def _message(n: int) -> bytes:
+    return (
+        f"From: a@example.test\r\nTo: b@example.test\r\nSubject: wire {n}\r\n"
+        f"Message-ID: <wire-{n}@example.test>\r\n\r\nbody {n}\r\n" + "x" * n * 100
+    ).encode()
+
+
+def test_imapclient_keeps_its_imaplib_session_as__imap_in_the_state_login_sets(
+    client: IMAPClient,
+) -> None:
+    # Every imapwire function reaches the imaplib session through `_imap`; login_literal
+    # sets by hand the state imaplib's own login() leaves it in.
+    assert isinstance(client._imap, imaplib.IMAP4)
+    assert client._imap.state == "AUTH"
+
+
+def test_quiet_stops_imaplib_logging_each_line(
+    client: IMAPClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="imapclient.imaplib"):
+        client.noop()
+        assert caplog.records, "imapclient no longer logs imaplib's lines: is quiet() needed?"
+        caplog.clear()
+        imapwire.quiet(client)
+        client.noop()
+    assert caplog.records == []
+
+
+def test_multiappend_stores_each_message_with_its_flags_and_internaldate(
+    client: IMAPClient,
+) -> None:
+    assert client.has_capability("LITERAL+") and client.has_capability("MULTIAPPEND")
+    folder = "Wire/Zürich"  # modified UTF-7 on the wire (RFC 3501 section 5.1.3)
+    client.create_folder(folder)
+    when = datetime(2021, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=-7)))
+    sent = [
+        (("\\Seen",), when, _message(1)),
+        (("\\Flagged", "\\Answered"), None, _message(2)),
+        ((), when + timedelta(days=1), _message(3)),
+    ]
+    wire = [(f, None if d is None else internaldate_text(d), m) for f, d, m in sent]
+
+    assert imapwire.multiappend(client, folder, iter(wire)) == "OK"
+
+    client.select_folder(folder, readonly=True)
+    stored = client.fetch(client.search("ALL"), ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+    by_body = {data[b"BODY[]"]: data for data in stored.values()}
+    assert set(by_body) == {message for _, _, message in sent}
+    for flags, date, message in sent:
+        assert {f.decode() for f in by_body[message][b"FLAGS"]} - {"\\Recent"} == set(flags)
+        if date is not None:  # the same instant (Dovecot's maildir keeps it in UTC)
+            assert by_body[message][b"INTERNALDATE"] == date
+
+
+def test_multiappend_refused_is_no_and_the_session_stays_in_step(client: IMAPClient) -> None:
+    # RFC 3502: all or nothing. The server reads every literal (LITERAL+) before it answers,
+    # so the next command's tagged answer is its own.
+    messages = [((), None, _message(1)), ((), None, _message(2))]
+    assert imapwire.multiappend(client, "No such folder", iter(messages)) == "NO"
+    client.create_folder("Later")
+    assert imapwire.multiappend(client, "Later", iter(messages)) == "OK"
+    assert client.folder_status("Later", ["MESSAGES"])[b"MESSAGES"] == 2
+    assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+
+
+def test_uid_fetch_reads_a_whole_folder_as_the_listing_reads_it(client: IMAPClient) -> None:
+    messages = [((), None, _message(n)) for n in range(1, 6)]
+    assert imapwire.multiappend(client, "INBOX", iter(messages)) == "OK"
+    client.select_folder("INBOX")
+
+    typ, data = imapwire.uid_fetch(client, "1:*", INDEX_ITEMS)
+
+    assert typ == "OK"
+    listed = read_listing(data, HEADER_ITEM)
+    assert sorted(m.size for m in listed.values()) == [len(m) for _, _, m in messages]
+    assert set(listed) == set(client.search("ALL"))
+
+
+def test_login_literal_sends_an_8bit_password_as_utf8_and_authenticates(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> None:
+    password = 'Pä"ss\\wörd-€-日本'
+    user = make_user(password)
+    with _connect(dovecot, ssl_context) as session:
+        typ, _ = imapwire.login_literal(session, user, password)
+        assert typ == "OK"
+        # imaplib itself checks the state: SELECT in NONAUTH would raise.
+        assert session.select_folder("INBOX")[b"EXISTS"] == 0
+
+
+def test_login_literal_refused_is_no_with_the_servers_words_and_stays_unauthenticated(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> None:
+    user = make_user('Pä"ss\\wörd')
+    with _connect(dovecot, ssl_context) as session:
+        typ, data = imapwire.login_literal(session, user, "wrong-€")
+        assert typ == "NO"
+        assert b"[AUTHENTICATIONFAILED]" in data[-1]
+        with pytest.raises(imaplib.IMAP4.error, match="illegal in state NONAUTH"):
+            session.select_folder("INBOX")
