@@ -30,7 +30,6 @@ from servers.dovecot import (
 from servers.mailgen import Fill, make_message
 from support import CopyMailbox, batch_password
 
-from migrator.connectors.imap import source as imap_source
 from migrator.connectors.imap.connection import imap_errors
 from migrator.errors import PermanentError, TransientError
 from migrator.report import MailboxState
@@ -40,7 +39,6 @@ from migrator.state import StateStore
 @pytest.mark.parametrize("side", ["source", "target"])
 def test_bye_mid_copy_costs_a_pass_not_a_message(
     side: str,
-    monkeypatch: pytest.MonkeyPatch,
     dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
@@ -49,10 +47,9 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     exactly_once: ExactlyOnce,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The IMAP source fetches a few messages at a time, and the reader keeps at most 200 KB
+    # The source fetches ten messages a round trip and the reader keeps at most 200 KB
     # ahead of the writer (below), so the source is still fetching when the session ends,
     # on every one of the mailbox's connections.
-    monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
     fill(source, {"INBOX": 250, "Archive": 100}, password, size_hint=8_000)
@@ -74,7 +71,7 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
     kicker.start()
     status = copy_mailbox(
         source, target, password=password, batch_id="bye",
-        prefetch_bytes=200_000, grouping_window=30,  # windows enough for four connections
+        prefetch_bytes=200_000, grouping_window=30, fetch_window=10,  # four connections
     )  # fmt: skip
     kicker.join()
 
