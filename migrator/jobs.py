@@ -81,6 +81,7 @@ class Options:
     batch_bytes: int = BATCH_BYTES  # the send loop's bounds (migrator.sending)
     prefetch_bytes: int = PREFETCH_BYTES
     grouping_window: int = GROUPING_WINDOW
+    fetch_window: int = 0  # messages per FETCH round trip at the source; 0: its connector's
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ def open_source(job: Job, box: SecretBox) -> SourceEnd:
         job.options.connect,
         _open_settings(box, end, settings, bound(_SETTINGS_SECRET), what),
         job.options.sieve_port,
+        job.options.fetch_window,
     )
 
 
@@ -399,6 +401,7 @@ def _options_json(options: Options) -> dict[str, Any]:
         "batch_bytes": options.batch_bytes,
         "prefetch_bytes": options.prefetch_bytes,
         "grouping_window": options.grouping_window,
+        "fetch_window": options.fetch_window,
     }
 
 
@@ -421,6 +424,7 @@ def _options(data: Mapping[str, Any]) -> Options:
         batch_bytes=int(data.get("batch_bytes", BATCH_BYTES)),
         prefetch_bytes=int(data.get("prefetch_bytes", PREFETCH_BYTES)),
         grouping_window=int(data.get("grouping_window", GROUPING_WINDOW)),
+        fetch_window=int(data.get("fetch_window", 0)),
     )
 
 

@@ -77,6 +77,7 @@ class RunOptions:
     batch_bytes: int = BATCH_BYTES  # the send loop's bounds: see CopyOptions
     prefetch_bytes: int = PREFETCH_BYTES
     grouping_window: int = GROUPING_WINDOW
+    fetch_window: int = 0  # messages per fetch round trip at the source (0: the default)
     source_auth: OAuthConfig | None = None  # --source-auth oauth2: the rows' logins, tokens
 
     def job_options(self) -> jobs.Options:
@@ -93,6 +94,7 @@ class RunOptions:
             batch_bytes=self.batch_bytes,
             prefetch_bytes=self.prefetch_bytes,
             grouping_window=self.grouping_window,
+            fetch_window=self.fetch_window,
         )
 
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: real Dovecot and Redis servers on loopback, started once per test session.
+"""Shared fixtures: real Dovecot, Redis and EWS servers on loopback, started once per test
+session; per test, fresh mailboxes (make_user, fill, make_ews_mailbox), one mailbox copied in
+this process (copy_mailbox), and `migrator` as on an operator's machine (local_state) or
+beside Celery worker processes (celery_env, workers).
+
+Plain helpers live in modules: support.py (batches, options, snapshots, waiting on a
+condition), celerykit.py (the `migrator` command, enqueueing, waiting on a batch), ewskit.py
+(Exchange mailboxes), servers/ and ews_server/ (the servers); tests/faults adds faultkit.py.
 
 tests/ has no __init__.py, so pytest puts tests/ itself on sys.path (rootdir "prepend" import
 mode) and the helpers import as ``servers.*``.
@@ -7,12 +14,15 @@ mode) and the helpers import as ``servers.*``.
 from __future__ import annotations
 
 import itertools
+import os
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from ews_server import EwsServer
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -23,11 +33,13 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
+from servers.mailgen import Fill
 from servers.oauth_server import MAIL_SCOPE, OAuthServer
 from servers.redis import RedisServer
-from support import EWS_ADMIN, EWS_PASSWORD
+from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox
 
 from migrator import dispatch
+from migrator.secrets import new_key
 from workers.dispatch import CeleryDispatcher
 
 # `migrator.cli.main` called in this process sends jobs as the `migrator` command does.
@@ -69,6 +81,57 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def local_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`migrator` in this process as on an operator's machine: neither MIGRATOR_REDIS_URL
+    nor MIGRATOR_SECRET_KEY, so `run` keeps a private Redis, and its key, under the state
+    directory tmp_path / "state" (returned)."""
+    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    state = tmp_path / "state"
+    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(state))
+    return state
+
+
+@pytest.fixture
+def lock_ttl() -> float:
+    """Seconds a mailbox lock outlives its worker's last heartbeat (MIGRATOR_LOCK_TTL): how
+    soon a resumed task may take over a killed worker's mailbox."""
+    return 3.0
+
+
+@pytest.fixture
+def celery_env(
+    redis_url: str,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lock_ttl: float,
+) -> dict[str, str]:
+    """The environment `migrator` in this process and the Celery worker processes share:
+    the session Redis, a fresh secret key, a state directory under tmp_path, the lock TTL,
+    and trust in the test CA."""
+    values = {
+        "MIGRATOR_REDIS_URL": redis_url,
+        "MIGRATOR_SECRET_KEY": new_key(),
+        "MIGRATOR_STATE_DIR": str(tmp_path / "state"),
+        "MIGRATOR_LOCK_TTL": str(lock_ttl),
+        "SSL_CERT_FILE": str(tls_files.ca_cert),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **values}
+
+
+@pytest.fixture
+def workers(celery_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    """Celery worker processes (`workers.start("worker1", concurrency=2)`) in celery_env,
+    logging under tmp_path; each is stopped when the test ends."""
+    started = Workers(celery_env, tmp_path)
+    yield started
+    started.stop()
 
 
 def _dovecot(tls_files: TlsFiles, separator: str) -> Iterator[DovecotServer]:
@@ -142,6 +205,23 @@ def make_user(dovecot: DovecotServer) -> MakeUser:
         return name
 
     return make
+
+
+@pytest.fixture
+def fill(dovecot: DovecotServer, ssl_context: ssl.SSLContext) -> Fill:
+    """``fill(login, {"INBOX": 30, "Archive/2019": 10}, password=DEFAULT_USER_PASSWORD, *,
+    server=dovecot, size_hint=2000, seed=0)``: generated mail appended to a mailbox of the
+    test Dovecot; the messages appended. ``fill.append(login, folder, messages, password)``
+    appends mail as it is (servers.mailgen.Fill)."""
+    return Fill(dovecot, ssl_context)
+
+
+@pytest.fixture
+def copy_mailbox(dovecot: DovecotServer, tls_files: TlsFiles, redis_url: str) -> CopyMailbox:
+    """``copy_mailbox(source, target, *, password=DEFAULT_USER_PASSWORD, source_url=None,
+    into=None, batch_id="b1", rewrite=None, **options)``: one mailbox copied in this
+    process, its status at the end (support.CopyMailbox)."""
+    return CopyMailbox(dovecot, tls_files.ca_cert, redis_url)
 
 
 @pytest.fixture(scope="session")

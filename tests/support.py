@@ -1,5 +1,6 @@
-"""What the end-to-end tests share: batches for the test Dovecot, running one job,
-and a snapshot of a mailbox to compare source with target."""
+"""What the end-to-end tests share: batches for the test Dovecot, run options, running one
+job in this process (CopyMailbox, the copy_mailbox fixture), a snapshot of a mailbox to
+compare source with target, and waiting on a condition with a deadline (eventually)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import secrets
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from ews_server import EwsServer
 from imapclient import IMAPClient
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -29,8 +32,9 @@ from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.connectors import connector
 from migrator.connectors.ews.settings import EwsAccess, EwsSettings, endpoint_address
 from migrator.foldermap import default_folder_map
-from migrator.model import AdminLogin, ConnectOptions
+from migrator.model import AdminLogin, ConnectOptions, MailboxJob
 from migrator.prepare import RunOptions, TargetSpec, build_jobs
+from migrator.rewrite import RewriteMaps
 from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import MailboxStatus, NewJob, StateStore
@@ -82,6 +86,17 @@ def ews_target_options(server_url: str, ca_file: Path, **kw: object) -> RunOptio
     )
 
 
+def from_exchange(options: RunOptions) -> RunOptions:
+    """`options` with the test EWS server as the source: each row names its endpoint, over
+    plain HTTP."""
+    return replace(
+        options,
+        source_kind="ews",
+        source_settings=ews_settings(None),
+        connect=replace(options.connect, allow_plaintext=True),
+    )
+
+
 COLUMNS = ["SourceIdentity", "SourceServer", "SourceLoginID", "SourcePassword", "TargetIdentity"]
 
 
@@ -99,21 +114,57 @@ def write_batch(path: Path, rows: list[dict[str, str]], columns: list[str] = COL
     return path
 
 
-def imaps(server: DovecotServer) -> str:
-    return f"imaps://127.0.0.1:{server.imaps_port}"
+def source_row(server_url: str, source: str, password: str, target: str = "") -> dict[str, str]:
+    """A batch row for `individual`: the source logs in as itself."""
+    return {
+        "SourceIdentity": source,
+        "SourceServer": server_url,
+        "SourceLoginID": source,
+        "SourcePassword": password,
+        "TargetIdentity": target,
+    }
 
 
-def run_options(server: DovecotServer, ca_file: Path, **kw: object) -> RunOptions:
-    """Target: the same test Dovecot, reached through the master user with SASL PLAIN."""
+def write_source_batch(path: Path, server_url: str, pairs: list[tuple[str, str, str]]) -> Path:
+    """A batch of (source, password, target) rows, every source on `server_url`."""
+    return write_batch(path, [source_row(server_url, *pair) for pair in pairs])
+
+
+def imaps(server: DovecotServer | int) -> str:
+    """The SourceServer (or --target-server) of the test Dovecot, or of a port before it."""
+    port = server if isinstance(server, int) else server.imaps_port
+    return f"imaps://127.0.0.1:{port}"
+
+
+def pop3s(server: DovecotServer) -> str:
+    return f"pop3s://127.0.0.1:{server.pop3s_port}"
+
+
+def run_options(
+    server: DovecotServer | int, ca_file: Path, *, timeout: float = 30, **kw: object
+) -> RunOptions:
+    """Target: the test Dovecot (or a port before it), reached through the master user with
+    SASL PLAIN."""
     return RunOptions(
         target=TargetSpec(
             server=parse_server(imaps(server)),
             method=AccessMethod.PROXYAUTH,
             admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
         ),
-        connect=ConnectOptions(timeout=30, ca_file=str(ca_file)),
+        connect=ConnectOptions(timeout=timeout, ca_file=str(ca_file)),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def batch_job(
+    row: dict[str, str], method: AccessMethod = AccessMethod.INDIVIDUAL, **kw: Any
+) -> MailboxJob:
+    """The one job a one-row batch CSV (the row's own columns) gives for `method`; `kw` as
+    parse_batch takes it (admin, combined_template, protocol)."""
+    result = parse_batch(batch_text([row], list(row)), method, **kw)
+    assert not result.problems, result.problems
+    (job,) = result.jobs
+    return job
 
 
 def individual_jobs(
@@ -135,6 +186,11 @@ def fresh_box() -> tuple[str, SecretBox]:
     return key, SecretBox(key)
 
 
+def digest(raw: bytes) -> str:
+    """What the tests tell a message by: the SHA-256 of its bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
 @dataclass(frozen=True)
 class Stored:
     sha256: str
@@ -143,12 +199,20 @@ class Stored:
     size: int
 
 
-def snapshot(
-    server: DovecotServer, login: str, password: str, context: ssl.SSLContext
-) -> dict[str, list[Stored]]:
-    """Every message of every selectable folder: hash of its bytes, flags, INTERNALDATE."""
-    result: dict[str, list[Stored]] = {}
-    with IMAPClient("127.0.0.1", server.imaps_port, ssl=True, ssl_context=context) as client:
+def each_folder(
+    server: DovecotServer,
+    login: str,
+    password: str,
+    context: ssl.SSLContext,
+    items: list[str],
+    *,
+    port: int | None = None,
+) -> Iterator[tuple[str, list[dict[bytes, Any]]]]:
+    """Every selectable folder of a mailbox on the test Dovecot (or on `port`), with `items`
+    of each of its messages."""
+    with IMAPClient(
+        "127.0.0.1", port or server.imaps_port, ssl=True, ssl_context=context, timeout=60
+    ) as client:
         client.normalise_times = False
         # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
         client.plain_login(login, password)
@@ -157,22 +221,29 @@ def snapshot(
                 continue
             client.select_folder(name, readonly=True)
             uids = client.search("ALL")
-            stored = []
-            if uids:
-                for data in client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]).values():
-                    body = data[b"BODY[]"]
-                    stored.append(
-                        Stored(
-                            sha256=hashlib.sha256(body).hexdigest(),
-                            flags=frozenset(
-                                f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent"
-                            ),
-                            internaldate=data[b"INTERNALDATE"],
-                            size=len(body),
-                        )
-                    )
-            result[name] = stored
-    return result
+            fetched: list[dict[bytes, Any]] = []
+            for start in range(0, len(uids), 500):
+                fetched.extend(client.fetch(uids[start : start + 500], items).values())
+            yield name, fetched
+
+
+def snapshot(
+    server: DovecotServer, login: str, password: str, context: ssl.SSLContext
+) -> dict[str, list[Stored]]:
+    """Every message of every selectable folder: hash of its bytes, flags, INTERNALDATE."""
+    items = ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"]
+    return {
+        name: [
+            Stored(
+                sha256=digest(data[b"BODY[]"]),
+                flags=frozenset(f.decode() for f in data[b"FLAGS"] if f.lower() != b"\\recent"),
+                internaldate=data[b"INTERNALDATE"],
+                size=len(data[b"BODY[]"]),
+            )
+            for data in fetched
+        ]
+        for name, fetched in each_folder(server, login, password, context, items)
+    }
 
 
 def counts(view: dict[str, list[Stored]]) -> dict[str, int]:
@@ -181,6 +252,37 @@ def counts(view: dict[str, list[Stored]]) -> dict[str, int]:
 
 def hashes(items: list[Stored]) -> Counter[str]:
     return Counter(s.sha256 for s in items)
+
+
+def assert_copied_exactly(
+    server: DovecotServer,
+    sent: Sequence[PopulatedMessage],
+    target: str,
+    password: str,
+    context: ssl.SSLContext,
+    *,
+    flags: bool = True,
+) -> None:
+    """`target` holds each message of `sent` once, in the folder the shipped map sends its
+    folder to, with its bytes, its INTERNALDATE and (unless `flags` is false: POP3 has none
+    to carry) its flags; and nothing else."""
+    expected: dict[str, Counter[str]] = {}
+    for message in sent:
+        folder = default_map_target(tuple(message.folder.split("/")))
+        expected.setdefault(folder, Counter())[digest(message.raw)] += 1
+    view = snapshot(server, target, password, context)
+    got = {name: hashes(items) for name, items in view.items() if items}
+    assert got.keys() == expected.keys()
+    for folder in expected:
+        missing = expected[folder] - got[folder]
+        extra = got[folder] - expected[folder]
+        assert not missing and not extra, (folder, len(missing), len(extra))
+    originals = {digest(m.raw): m for m in sent}
+    for items in view.values():
+        for stored in items:
+            if flags:
+                assert stored.flags == frozenset(originals[stored.sha256].flags)
+            assert stored.internaldate == originals[stored.sha256].internaldate
 
 
 def default_map_target(path: tuple[str, ...]) -> str:
@@ -210,19 +312,53 @@ def run_in_process(
 ) -> MailboxStatus:
     """One mailbox through runner.execute_job (what a Celery task runs), to its end."""
     box = SecretBox(new_key())
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": source_url,
-        "SourceLoginID": source,
-        "SourcePassword": password,
-        "TargetIdentity": target,
-    }
-    jobs = individual_jobs([row], options, box)
+    jobs = individual_jobs([source_row(source_url, source, password, target)], options, box)
     store.create_batch(batch_id, meta or {}, jobs)
     execute_job(store, batch_id, jobs[0].job_id, box)
     status = store.mailbox(batch_id, jobs[0].job_id)
     assert status is not None
     return status
+
+
+class CopyMailbox:
+    """The ``copy_mailbox`` fixture: one mailbox copied in this process through
+    runner.execute_job, as a Celery task runs it (run_in_process); its status at the end.
+
+    The source is on the test Dovecot (IMAPS, or POP3S with ``source_kind="pop"``) unless
+    `source_url` names another; the target is a mailbox of the test Dovecot, or `into` an
+    EWS server, its service account impersonating the target; `options` are RunOptions
+    fields, over `defaults` (RunOptions fields too)."""
+
+    def __init__(
+        self, dovecot: DovecotServer, ca_file: Path, redis_url: str, **defaults: object
+    ) -> None:
+        self._dovecot, self._ca_file, self._redis_url = dovecot, ca_file, redis_url
+        self._defaults = defaults
+
+    def __call__(
+        self,
+        source: str,
+        target: str,
+        *,
+        password: str = DEFAULT_USER_PASSWORD,
+        source_url: str | None = None,
+        into: EwsServer | None = None,
+        batch_id: str = "b1",
+        rewrite: RewriteMaps | None = None,
+        **options: object,
+    ) -> MailboxStatus:
+        options = {**self._defaults, **options}
+        if rewrite is not None:
+            options["rewrite"] = rewrite  # the job carries its rewrite maps
+        if into is not None:
+            run = ews_target_options(into.url, self._ca_file, **options)
+        else:
+            run = run_options(self._dovecot, self._ca_file, **options)
+        if source_url is None:
+            dovecot = self._dovecot
+            source_url = pop3s(dovecot) if run.source_kind == "pop" else imaps(dovecot)
+        store = StateStore.from_url(self._redis_url)
+        return run_in_process(store, batch_id, run, source_url, source, password, target)
 
 
 def newest_that_fit(sent: Sequence[PopulatedMessage], quota: int) -> list[PopulatedMessage]:

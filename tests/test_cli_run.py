@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 from servers.certs import TlsFiles
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
-from servers.mailgen import populate
-from support import COLUMNS, batch_password, counts, imaps, snapshot, write_batch
+from servers.mailgen import Fill, populate
+from support import (
+    COLUMNS,
+    batch_password,
+    counts,
+    imaps,
+    snapshot,
+    write_batch,
+    write_source_batch,
+)
 
 from migrator.cli import main
 
@@ -29,27 +37,18 @@ def usual_umask() -> Iterator[None]:
 def test_everything_a_run_leaves_under_the_state_directory_is_for_this_user_only(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     tmp_path: Path,
+    local_state: Path,
     monkeypatch: pytest.MonkeyPatch,
     usual_umask: None,
 ) -> None:
     password = batch_password("modes")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 5},
-        ssl_context=ssl_context, size_hint=1_000,
-    )  # fmt: skip
-    batch = write_batch(
-        tmp_path / "batch.csv",
-        [{"SourceIdentity": source, "SourceServer": imaps(dovecot), "SourceLoginID": source,
-          "SourcePassword": password, "TargetIdentity": target}],
-    )  # fmt: skip
-    state = tmp_path / "state"
-    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(state))
+    fill(source, {"INBOX": 5}, password, size_hint=1_000)
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), [(source, password, target)])
+    state = local_state
     monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
 
     code = main(

@@ -11,9 +11,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
-from migrator import sending
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
 from migrator.errors import (
     FolderRefused,
@@ -298,17 +295,14 @@ def test_a_target_that_cannot_tell_its_quota_gets_the_exact_newest_first_order()
     assert (result.state, result.left_messages) == (MailboxState.QUOTA_STOPPED, 5)
 
 
-def test_near_a_known_limit_the_order_is_exact_so_the_stop_keeps_the_newest(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(sending, "GROUPING_WINDOW", 4)
+def test_near_a_known_limit_the_order_is_exact_so_the_stop_keeps_the_newest() -> None:
     size = 200_000
     # Room for 10 of 12; the last 1 MiB of it (a margin for the server's own counting)
     # is sent in the exact order, so what the target holds is exactly the newest ten.
     target = MemoryTarget(batch_size=6, quota=QuotaInfo(limit=10 * size + 1000, usage=0))
     result = copy_pass(
         MemorySource(12, size, folders=FOLDERS), target, default_folder_map(), MemoryProgress(),
-        CopyOptions(),
+        CopyOptions(grouping_window=4),
     )  # fmt: skip
     #                              grouped  | exact
     assert _uids(target.stored) == [12, 9, 11, 10, 8, 7, 6, 5, 4, 3]
@@ -373,12 +367,16 @@ class Slots:
 
 
 def _lane_pass(
-    source: MemorySource, target: MemoryTarget, slots: Slots | None = None, connections: int = 4
+    source: MemorySource,
+    target: MemoryTarget,
+    slots: Slots | None = None,
+    connections: int = 4,
+    **options: int,
 ) -> tuple[MailboxResult, MemoryProgress]:
     progress = MemoryProgress()
     result = copy_pass(
-        source, target, default_folder_map(), progress, CopyOptions(connections=connections),
-        slots=slots,
+        source, target, default_folder_map(), progress,
+        CopyOptions(connections=connections, **options), slots=slots,  # type: ignore[arg-type]
     )  # fmt: skip
     return result, progress
 
@@ -461,15 +459,12 @@ def test_a_quota_stop_on_one_connection_stops_them_all_and_counts_the_rest_as_le
     assert result.copied_messages + result.left_messages == 1000
 
 
-def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(sending, "GROUPING_WINDOW", 50)
+def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side() -> None:
     size = 100_000  # 50 messages (5 MB) a window
     # 60 MB of room: the 600 newest fit; 54 MB certainly (a tenth kept for the server's
     # own counting), so ten windows go side by side and the last two, alone, in order.
     target = SharedTarget(batch_size=25, quota=QuotaInfo(limit=600 * size, usage=0))
-    result, _ = _lane_pass(SharedSource(1000, size), target)
+    result, _ = _lane_pass(SharedSource(1000, size), target, grouping_window=50)
     assert (result.state, result.copied_messages, result.left_messages) == (
         MailboxState.QUOTA_STOPPED, 600, 400,
     )  # fmt: skip

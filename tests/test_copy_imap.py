@@ -11,19 +11,18 @@ import pytest
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import PopulatedMessage, make_message, populate
+from servers.mailgen import Fill, make_message
 from support import (
+    CopyMailbox,
+    assert_copied_exactly,
     counts,
-    default_map_target,
+    digest,
     hashes,
-    imaps,
     newest_that_fit,
-    run_in_process,
     run_options,
     snapshot,
 )
 
-from migrator import sending
 from migrator.connectors.imap.target import ImapTarget
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
@@ -33,86 +32,36 @@ from migrator.targets.base import QuotaInfo
 FOLDERS = {"INBOX": 40, "Sent Messages": 20, "Spam": 10, "Projects/2024": 15, "Données": 15}
 
 
-def _populate(
-    dovecot: DovecotServer, user: str, ctx: ssl.SSLContext, folders: dict[str, int] = FOLDERS
-) -> list[PopulatedMessage]:
-    return populate(
-        "127.0.0.1", dovecot.imaps_port, user, DEFAULT_USER_PASSWORD, folders, ssl_context=ctx
-    )
-
-
-def _run(
-    dovecot: DovecotServer,
-    tls_files: TlsFiles,
-    redis_url: str,
-    source: str,
-    target: str,
-    rewrite: RewriteMaps | None = None,
-    **options: object,
-) -> tuple[StateStore, str]:
-    store = StateStore.from_url(redis_url)
-    status = run_in_process(
-        store,
-        "b1",
-        run_options(dovecot, tls_files.ca_cert, rewrite=rewrite, **options),
-        imaps(dovecot),
-        source,
-        DEFAULT_USER_PASSWORD,
-        target,
-    )
-    return store, status.job_id
-
-
 def test_copy_keeps_bytes_flags_dates_and_maps_folders(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _populate(dovecot, source, ssl_context)
-    store, job = _run(dovecot, tls_files, redis_url, source, target)
+    sent = fill(source, FOLDERS)
+    status = copy_mailbox(source, target)
 
-    status = store.mailbox("b1", job)
     assert status is not None and status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
-    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    expected: dict[str, Counter[str]] = {}
-    for message in sent:
-        folder = default_map_target(tuple(message.folder.split("/")))
-        expected.setdefault(folder, Counter())[_digest(message)] += 1
-    assert {f: sum(c.values()) for f, c in expected.items()} == counts(view)
-    for folder, wanted in expected.items():
-        assert hashes(view[folder]) == wanted, folder
-    by_hash = {_digest(m): m for m in sent}
-    for items in view.values():
-        for stored in items:
-            original = by_hash[stored.sha256]
-            assert stored.flags == frozenset(original.flags)
-            assert stored.internaldate == original.internaldate
-
-
-def _digest(message: PopulatedMessage) -> str:
-    import hashlib
-
-    return hashlib.sha256(message.raw).hexdigest()
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
 
 
 def test_rerun_after_redis_is_lost_copies_nothing_twice(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
     redis_url: str,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 30, "Archive": 20})
-    store, _ = _run(dovecot, tls_files, redis_url, source, target)
-    store.client.flushall()
-    store, job = _run(dovecot, tls_files, redis_url, source, target)
+    sent = fill(source, {"INBOX": 30, "Archive": 20})
+    copy_mailbox(source, target)
+    StateStore.from_url(redis_url).client.flushall()
+    status = copy_mailbox(source, target)
 
-    status = store.mailbox("b1", job)
     assert status is not None and status.state is MailboxState.DONE
     assert status.copied_messages == 0  # everything recognised at the target
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
@@ -122,19 +71,18 @@ def test_rerun_after_redis_is_lost_copies_nothing_twice(
 def test_quota_stop_keeps_the_newest_messages(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 40, "Sent": 30, "Old": 30})
+    sent = fill(source, {"INBOX": 40, "Sent": 30, "Old": 30})
     quota = sum(m.size for m in sent) // 3
     fits = newest_that_fit(sent, quota)
     used = sum(m.size for m in fits)
 
-    store, job = _run(dovecot, tls_files, redis_url, source, target, quotas={target.lower(): quota})
+    status = copy_mailbox(source, target, quotas={target.lower(): quota})
 
-    status = store.mailbox("b1", job)
     assert status is not None and status.state is MailboxState.QUOTA_STOPPED
     assert status.done_messages == len(fits)
     assert status.done_bytes == used
@@ -142,41 +90,40 @@ def test_quota_stop_keeps_the_newest_messages(
     assert status.done_bytes + status.left_bytes == sum(m.size for m in sent)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     at_target = Counter(s.sha256 for items in view.values() for s in items)
-    assert at_target == Counter(_digest(m) for m in fits)
+    assert at_target == Counter(digest(m.raw) for m in fits)
 
 
 def test_server_over_quota_refusal_stops_the_mailbox(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source = make_user()
     target = make_user(quota_bytes=60_000)
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 60})
-    store, job = _run(dovecot, tls_files, redis_url, source, target)
+    sent = fill(source, {"INBOX": 60})
+    status = copy_mailbox(source, target)
 
-    status = store.mailbox("b1", job)
     assert status is not None and status.state is MailboxState.QUOTA_STOPPED, status
     assert 0 < status.done_messages < len(sent)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)[: status.done_messages]
-    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in newest)
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(digest(m.raw) for m in newest)
 
 
 @pytest.mark.parametrize(("since", "until"), [("2022-01-01", None), (None, "2022-01-01")])
 def test_date_range_copies_only_mail_inside_it(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
     since: str | None,
     until: str | None,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 60})
+    sent = fill(source, {"INBOX": 60})
     lo = datetime.fromisoformat(since).replace(tzinfo=UTC) if since else None
     hi = datetime.fromisoformat(until).replace(tzinfo=UTC) if until else None
     inside = [
@@ -185,20 +132,21 @@ def test_date_range_copies_only_mail_inside_it(
         if (lo is None or m.internaldate >= lo) and (hi is None or m.internaldate < hi)
     ]
     assert 0 < len(inside) < len(sent)
-    _run(dovecot, tls_files, redis_url, source, target, since=lo, until=hi)
+    copy_mailbox(source, target, since=lo, until=hi)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert hashes(view["INBOX"]) == Counter(_digest(m) for m in inside)
+    assert hashes(view["INBOX"]) == Counter(digest(m.raw) for m in inside)
 
 
 def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_nothing_twice(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
     redis_url: str,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 30})
+    sent = fill(source, {"INBOX": 30})
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
         client.login(source, DEFAULT_USER_PASSWORD)
         for i in range(5):  # no Message-ID: recognised by the hash of the rewritten header
@@ -206,18 +154,18 @@ def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_noth
             client.append("INBOX", raw, (), when)
     maps = RewriteMaps(domains={"source.example.test": "target.example.test"})
 
-    store, job = _run(dovecot, tls_files, redis_url, source, target, rewrite=maps)
-    status = store.mailbox("b1", job)
+    status = copy_mailbox(source, target, rewrite=maps)
+
     assert status is not None and status.state is MailboxState.DONE
     assert (status.rewritten_messages, status.rewritten_addresses) == (35, 35)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    originals = {_digest(m): m.raw for m in sent}
+    originals = {digest(m.raw): m.raw for m in sent}
     assert len(view["INBOX"]) == 35
     assert not any(s.sha256 in originals for s in view["INBOX"])  # each one was rewritten
 
-    store.client.flushall()
-    store, job = _run(dovecot, tls_files, redis_url, source, target, rewrite=maps)
-    again = store.mailbox("b1", job)
+    StateStore.from_url(redis_url).client.flushall()
+    again = copy_mailbox(source, target, rewrite=maps)
+
     assert again is not None and again.state is MailboxState.DONE
     assert again.copied_messages == 0
     assert len(snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)["INBOX"]) == 35
@@ -233,9 +181,8 @@ def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_noth
 def test_imaplib_formats_no_message_body_for_its_debug_log(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """imapclient turns imaplib's own debug output on, which formats the repr of every
@@ -252,9 +199,8 @@ def test_imaplib_formats_no_message_body_for_its_debug_log(
             client.append("INBOX", f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{body}".encode())
     caplog.set_level(logging.DEBUG, logger="imapclient")
 
-    store, job = _run(dovecot, tls_files, redis_url, source, target)
+    status = copy_mailbox(source, target)
 
-    status = store.mailbox("b1", job)
     assert status is not None and status.state is MailboxState.DONE
     assert status.copied_messages == 3
     assert any(r.name.startswith("imapclient") for r in caplog.records)  # DEBUG was on
@@ -292,36 +238,28 @@ LARGER = {"INBOX": 180, "Sent Messages": 90, "Archive/2023": 60, "Données": 30}
 def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
     redis_url: str,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
     connections: int,
     server_cap: int,
     used: int,
 ) -> None:
-    monkeypatch.setattr(sending, "GROUPING_WINDOW", 30)  # twelve windows: enough for four
     source, target = make_user(), make_user()
-    sent = _populate(dovecot, source, ssl_context, LARGER)
-    with caplog.at_level(logging.INFO, logger="migrator.sending"):
-        store, job = _run(
-            dovecot, tls_files, redis_url, source, target,
+    sent = fill(source, LARGER)
+    with caplog.at_level(logging.INFO, logger="migrator.lanes"):
+        status = copy_mailbox(
+            source, target,
             connections_per_mailbox=connections, max_connections_per_server=server_cap,
+            grouping_window=30,  # twelve windows: enough for four
         )  # fmt: skip
 
-    status = store.mailbox("b1", job)
     assert status is not None and status.state is MailboxState.DONE, status
     assert status.done_messages == status.copied_messages == len(sent)
     lanes = [r.getMessage() for r in caplog.records if "copying over" in r.getMessage()]
     assert lanes == ([f"copying over {used} connections"] if used > 1 else [])
-    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    by_hash = {_digest(m): m for m in sent}
-    assert sorted(s.sha256 for items in view.values() for s in items) == sorted(by_hash)
-    for folder, items in view.items():
-        for stored in items:  # flags ($Label1 too) and dates kept on every connection
-            original = by_hash[stored.sha256]
-            assert default_map_target(tuple(original.folder.split("/"))) == folder
-            assert stored.flags == frozenset(original.flags)
-            assert stored.internaldate == original.internaldate
-    assert store.client.keys("migrator:conn:*") == []  # every slot given back
+    # Flags ($Label1 too) and dates kept on every connection.
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert StateStore.from_url(redis_url).client.keys("migrator:conn:*") == []  # slots given back

@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import ssl
-import sys
 from collections import Counter
 from pathlib import Path
 
+from celerykit import enqueue_to_exchange, wait_for
 from ews_server import EwsServer
-from servers.celery_worker import Worker
+from ewskit import IMAP_TO_EWS_FOLDER, SEEDED_TO_EWS_FOLDER, seed
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DovecotServer, MakeUser
-from servers.mailgen import populate
-from support import EWS_ADMIN, EWS_PASSWORD, imaps, write_batch
-from test_celery_e2e import _wait, env, workers  # noqa: F401  (fixtures)
-from test_ews_source import EWS_FOLDER, seed
-from test_ews_target import EWS_FOLDER as TARGET_FOLDER
-from test_ews_target import folder_items
+from servers.mailgen import Fill
+from support import EWS_PASSWORD, imaps, pop3s
 
 from migrator.cli import main
 from migrator.report import MailboxState
@@ -32,68 +28,35 @@ BIG_MAILBOX = {  # 1,050 messages, small ones: exchangelib parses about 1.5 s pe
 }
 
 
-def enqueue_to_ews(
-    tmp_path: Path, ews: EwsServer, rows: list[dict[str, str]], *options: str
-) -> str:
-    batch = write_batch(tmp_path / "batch.csv", rows)
-    secret = tmp_path / "svc.pw"
-    secret.write_text(EWS_PASSWORD)
-    out = tmp_path / "enqueue.out"
-    with out.open("w") as handle:
-        old, sys.stdout = sys.stdout, handle
-        try:
-            code = main(
-                ["enqueue", str(batch), "--method", "individual", *options,
-                 "--target", "ews", "--target-server", ews.url, "--impersonate",
-                 "--target-admin", EWS_ADMIN, "--target-admin-password-file", str(secret),
-                 "--ews-version", "Exchange2016", "--allow-plaintext",
-                 "--late-commit-grace", "0.5"]
-            )  # fmt: skip
-        finally:
-            sys.stdout = old
-    assert code == 0
-    return out.read_text().strip().splitlines()[-1]
-
-
 def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
-    env: dict[str, str],  # noqa: F811
-    workers: list[Worker],  # noqa: F811
+    celery_env: dict[str, str],
+    workers: Workers,
     tmp_path: Path,
 ) -> None:
     password = "Src-Pw-ews-41d2!"
     source, target = make_user(password), make_ews_mailbox()
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        password,
-        BIG_MAILBOX,
-        ssl_context=ssl_context,
-        size_hint=1500,
-    )
+    sent = fill(source, BIG_MAILBOX, password, size_hint=1500)
     assert len(sent) >= 1000
-    workers.append(Worker(env, tmp_path / "worker.log"))
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": imaps(dovecot),
-        "SourceLoginID": source,
-        "SourcePassword": password,
-        "TargetIdentity": target,
-    }
-    batch_id = enqueue_to_ews(tmp_path, ews, [row], "--ca-file", str(tls_files.ca_cert))
+    workers.start()
+    batch_id = enqueue_to_exchange(
+        tmp_path, ews, imaps(dovecot), [(source, password, target)],
+        "--ca-file", str(tls_files.ca_cert),
+    )  # fmt: skip
 
-    (status,) = _wait(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
+    (status,) = wait_for(
+        StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"]), batch_id, timeout=300
+    )
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
-    for folder, path in TARGET_FOLDER.items():
-        items = folder_items(ews, target, path)
+    for folder, path in IMAP_TO_EWS_FOLDER.items():
+        items = ews.store.items_at(target, path)
         expected = {m.raw: m for m in sent if m.folder == folder}
         assert Counter(i.mime for i in items) == Counter(m.raw for m in sent if m.folder == folder)
         for item in items:
@@ -105,30 +68,26 @@ def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
 def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_worker(
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    env: dict[str, str],  # noqa: F811
-    workers: list[Worker],  # noqa: F811
+    celery_env: dict[str, str],
+    workers: Workers,
     tmp_path: Path,
 ) -> None:
     source, target = make_ews_mailbox(), make_ews_mailbox()
     seeded = seed(ews, source)
-    workers.append(Worker(env, tmp_path / "worker.log"))
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": f"http://127.0.0.1:{ews.port}",
-        "SourceLoginID": source,
-        "SourcePassword": EWS_PASSWORD,
-        "TargetIdentity": target,
-    }
-    batch_id = enqueue_to_ews(
-        tmp_path, ews, [row], "--source-type", "ews", "--source-ews-version", "Exchange2016"
-    )
+    workers.start()
+    batch_id = enqueue_to_exchange(
+        tmp_path, ews, f"http://127.0.0.1:{ews.port}", [(source, EWS_PASSWORD, target)],
+        "--source-type", "ews", "--source-ews-version", "Exchange2016",
+    )  # fmt: skip
 
-    (status,) = _wait(StateStore.from_url(env["MIGRATOR_REDIS_URL"]), batch_id)
+    (status,) = wait_for(
+        StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"]), batch_id, timeout=300
+    )
 
     assert status.state is MailboxState.DONE, status
     assert (status.done_messages, status.copied_non_mail) == (len(seeded), 2)
-    for folder, path in EWS_FOLDER.items():
-        items = folder_items(ews, target, path)
+    for folder, path in SEEDED_TO_EWS_FOLDER.items():
+        items = ews.store.items_at(target, path)
         assert Counter(i.mime for i in items) == Counter(
             s.raw for s in seeded if s.folder == folder
         )
@@ -139,45 +98,31 @@ def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_work
 def test_pop3_into_exchange_killed_mid_mailbox_then_resumed_copies_each_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
-    env: dict[str, str],  # noqa: F811
-    workers: list[Worker],  # noqa: F811
+    celery_env: dict[str, str],
+    workers: Workers,
     tmp_path: Path,
 ) -> None:
     password = "Src-Pw-pop-ews-7c1!"
     source, target = make_user(password), make_ews_mailbox()
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        password,
-        {"INBOX": 600},
-        ssl_context=ssl_context,
-        size_hint=1500,
-    )
-    workers.append(Worker(env, tmp_path / "worker1.log"))
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
-        "SourceLoginID": source,
-        "SourcePassword": password,
-        "TargetIdentity": target,
-    }
-    batch_id = enqueue_to_ews(
-        tmp_path, ews, [row], "--source-type", "pop", "--ca-file", str(tls_files.ca_cert)
-    )
-    store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
-    _wait(store, batch_id, until=lambda rows: rows and rows[0].done_messages >= 60)
+    sent = fill(source, {"INBOX": 600}, password, size_hint=1500)
+    workers.start("worker1")
+    batch_id = enqueue_to_exchange(
+        tmp_path, ews, pop3s(dovecot), [(source, password, target)],
+        "--source-type", "pop", "--ca-file", str(tls_files.ca_cert),
+    )  # fmt: skip
+    store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
+    wait_for(store, batch_id, lambda rows: rows and rows[0].done_messages >= 60, timeout=300)
 
     workers[0].kill()
     (killed,) = store.mailboxes(batch_id)
     assert killed.state is MailboxState.RUNNING and killed.done_messages < len(sent)
     assert main(["resume", batch_id, "--no-wait"]) == 0
-    workers.append(Worker(env, tmp_path / "worker2.log"))
-    (status,) = _wait(store, batch_id)
+    workers.start("worker2")
+    (status,) = wait_for(store, batch_id, timeout=300)
 
     assert status.state is MailboxState.DONE, status
     inbox = Counter(item.mime for item in ews.store.messages(target, "inbox"))

@@ -3,133 +3,37 @@ runner, with a source mailbox holding mail in three folders, a calendar item and
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 
-from ews_server import EwsServer, ews_account
-from exchangelib import CalendarItem, Contact, EWSDateTime, Folder, Message
+from ews_server import EwsServer
+from ewskit import SEEDED_TO_EWS_FOLDER, seed
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from support import (
     EWS_PASSWORD,
-    ews_settings,
+    digest,
     ews_target_options,
-    fresh_box,
-    individual_jobs,
+    from_exchange,
+    run_in_process,
     run_options,
     snapshot,
 )
 
-from migrator.connectors.ews.props import register_properties
 from migrator.prepare import RunOptions
 from migrator.report import MailboxState
-from migrator.runner import execute_job
 from migrator.state import MailboxStatus, StateStore
 
-START = datetime(2023, 6, 1, 9, 0, tzinfo=UTC)
 # Source folder (as EWS names it) -> where the folder map sends it on Dovecot.
 DOVECOT_FOLDER = {"inbox": "INBOX", "sentitems": "Sent", "Projects": "INBOX/Projects"}
-EWS_FOLDER = {"inbox": ("inbox",), "sentitems": ("sentitems",), "Projects": ("inbox", "Projects")}
-
-
-@dataclass(frozen=True)
-class Seeded:
-    folder: str  # "inbox", "sentitems" or "Projects" (under the Inbox)
-    raw: bytes
-    received: datetime
-    is_read: bool
-    flagged: bool
-
-
-def raw_message(n: int) -> bytes:
-    return (
-        f"From: Person {n} <p{n}@example.org>\r\nTo: owner@example.com\r\n"
-        f"Subject: Source message {n}\r\nMessage-ID: <src{n}.{n * 7}@example.org>\r\n"
-        f"Date: Thu, 1 Jun 2023 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\n\r\nBody {n}: {'é' * (n % 7)}\r\n"
-    ).encode()
-
-
-def seed(ews: EwsServer, smtp: str) -> list[Seeded]:
-    """Mail in Inbox, Sent Items and Inbox/Projects, a meeting and a contact, made through
-    exchangelib as a client would."""
-    register_properties()
-    account = ews_account(ews, smtp, password=EWS_PASSWORD)
-    projects = Folder(parent=account.inbox, name="Projects")
-    projects.save()
-    folders = {"inbox": account.inbox, "sentitems": account.sent, "Projects": projects}
-    seeded = []
-    for n in range(36):
-        name = ("inbox", "sentitems", "Projects")[n % 3]
-        seeded.append(
-            Seeded(name, raw_message(n), START + timedelta(hours=n), n % 4 != 0, n % 5 == 1)
-        )
-    for name, folder in folders.items():
-        account.bulk_create(
-            folder,
-            [
-                Message(
-                    account=account,
-                    folder=folder,
-                    mime_content=s.raw,
-                    is_read=s.is_read,
-                    migrator_delivery_time=EWSDateTime.from_datetime(s.received),
-                    migrator_flag_status=2 if s.flagged else None,
-                )
-                for s in seeded
-                if s.folder == name
-            ],
-        )
-    start = EWSDateTime.from_datetime(START)
-    CalendarItem(
-        account=account,
-        folder=account.calendar,
-        subject="Cutover",
-        start=start,
-        end=start + timedelta(hours=1),
-    ).save()
-    Contact(
-        account=account,
-        folder=account.contacts,
-        given_name="Bob",
-        surname="Builder",
-        display_name="Bob Builder",
-    ).save()
-    return seeded
 
 
 def run_from_ews(
     ews: EwsServer, redis_url: str, source: str, target: str, options: RunOptions
 ) -> MailboxStatus:
-    _, box = fresh_box()
     store = StateStore.from_url(redis_url)
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": f"http://127.0.0.1:{ews.port}",
-        "SourceLoginID": source,
-        "SourcePassword": EWS_PASSWORD,
-        "TargetIdentity": target,
-    }
-    jobs = individual_jobs([row], options, box)
-    store.create_batch("b1", {}, jobs)
-    execute_job(store, "b1", jobs[0].job_id, box)
-    status = store.mailbox("b1", jobs[0].job_id)
-    assert status is not None
-    return status
-
-
-def source_options(make: Callable[..., RunOptions], *args: object) -> RunOptions:
-    """`make`'s options with the test EWS server as the source (plain HTTP allowed)."""
-    options = make(*args, source_kind="ews", source_settings=ews_settings(None))
-    return replace(options, connect=replace(options.connect, allow_plaintext=True))
-
-
-def sha(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+    url = f"http://127.0.0.1:{ews.port}"
+    return run_in_process(store, "b1", options, url, source, EWS_PASSWORD, target)
 
 
 def test_ews_to_imap_copies_mail_exactly_and_counts_the_rest_as_skipped(
@@ -143,7 +47,7 @@ def test_ews_to_imap_copies_mail_exactly_and_counts_the_rest_as_skipped(
 ) -> None:
     source, target = make_ews_mailbox(), make_user()
     seeded = seed(ews, source)
-    options = source_options(run_options, dovecot, tls_files.ca_cert)
+    options = from_exchange(run_options(dovecot, tls_files.ca_cert))
 
     status = run_from_ews(ews, redis_url, source, target, options)
 
@@ -153,8 +57,8 @@ def test_ews_to_imap_copies_mail_exactly_and_counts_the_rest_as_skipped(
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     for folder, name in DOVECOT_FOLDER.items():
         wanted = [s for s in seeded if s.folder == folder]
-        assert Counter(m.sha256 for m in view[name]) == Counter(sha(s.raw) for s in wanted)
-        by_hash = {sha(s.raw): s for s in wanted}
+        assert Counter(m.sha256 for m in view[name]) == Counter(digest(s.raw) for s in wanted)
+        by_hash = {digest(s.raw): s for s in wanted}
         for stored in view[name]:
             original = by_hash[stored.sha256]
             assert stored.internaldate == original.received
@@ -167,7 +71,7 @@ def test_ews_to_ews_copies_mail_meeting_and_contact_once_even_when_run_again(
 ) -> None:
     source, target = make_ews_mailbox(), make_ews_mailbox()
     seeded = seed(ews, source)
-    options = source_options(ews_target_options, ews.url, tls_files.ca_cert)
+    options = from_exchange(ews_target_options(ews.url, tls_files.ca_cert))
 
     status = run_from_ews(ews, redis_url, source, target, options)
     StateStore.from_url(redis_url).client.flushall()
@@ -177,12 +81,8 @@ def test_ews_to_ews_copies_mail_meeting_and_contact_once_even_when_run_again(
     assert status.copied_non_mail == 2 and status.skipped_non_mail == 0
     assert again.state is MailboxState.DONE, again
     assert again.copied_messages == 0 and again.copied_non_mail == 0
-    box = ews.store[target]
-    for folder, path in EWS_FOLDER.items():
-        parent = box.distinguished(path[0])
-        if len(path) > 1:
-            (parent,) = [f for f in box.children(parent.id) if f.name == path[1]]
-        items = box.items_in(parent.id)
+    for folder, path in SEEDED_TO_EWS_FOLDER.items():
+        items = ews.store.items_at(target, path)
         wanted = {s.raw: s for s in seeded if s.folder == folder}
         assert Counter(i.mime for i in items) == Counter(
             s.raw for s in seeded if s.folder == folder

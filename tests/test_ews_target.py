@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,18 +13,16 @@ import pytest
 import requests
 from ews_server import EwsServer
 from ews_server.store import Item
+from ewskit import IMAP_TO_EWS_FOLDER
 from exchangelib import errors as ews_errors
-from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import PopulatedMessage, populate
+from servers.dovecot import MakeUser
+from servers.mailgen import Fill
 from support import (
     EWS_ADMIN,
     EWS_PASSWORD,
+    CopyMailbox,
     ews_settings,
-    ews_target_options,
-    imaps,
     newest_that_fit,
-    run_in_process,
 )
 
 from migrator.connectors.ews.account import client_assertion, ews_call, translate
@@ -45,57 +42,12 @@ from migrator.model import Credentials
 from migrator.recognition import content_key, epoch_seconds, message_digest
 from migrator.report import MailboxState
 from migrator.secrets import Secret
-from migrator.state import MailboxStatus, StateStore
+from migrator.state import StateStore
 from migrator.targets.base import AppendItem
 
 T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 FOLDERS = {"INBOX": 30, "Sent Messages": 12, "Spam": 6, "Projects/2024": 8, "INBOX/Important": 6}
-# Where the shipped folder map sends each source folder, as the test server names folders.
-EWS_FOLDER = {
-    "INBOX": ("inbox",),
-    "Sent Messages": ("sentitems",),
-    "Spam": ("junkemail",),
-    "Projects/2024": ("msgfolderroot", "Projects", "2024"),
-    "INBOX/Important": ("inbox", "Important"),
-}
 ADMIN = Credentials(EWS_ADMIN, Secret(EWS_PASSWORD))
-
-
-def _populate(
-    dovecot: DovecotServer, user: str, ctx: ssl.SSLContext, folders: dict[str, int]
-) -> list[PopulatedMessage]:
-    return populate(
-        "127.0.0.1", dovecot.imaps_port, user, DEFAULT_USER_PASSWORD, folders, ssl_context=ctx
-    )
-
-
-def run_to_ews(
-    dovecot: DovecotServer,
-    ews: EwsServer,
-    ca_file: Path,
-    redis_url: str,
-    source: str,
-    target: str,
-    **options: object,
-) -> MailboxStatus:
-    return run_in_process(
-        StateStore.from_url(redis_url),
-        "b1",
-        ews_target_options(ews.url, ca_file, **options),
-        imaps(dovecot),
-        source,
-        DEFAULT_USER_PASSWORD,
-        target,
-    )
-
-
-def folder_items(ews: EwsServer, smtp: str, path: tuple[str, ...]) -> list[Item]:
-    """Items of the folder at `path`: a distinguished id, then display names below it."""
-    box = ews.store[smtp]
-    folder = box.distinguished(path[0])
-    for name in path[1:]:
-        (folder,) = [f for f in box.children(folder.id) if f.name == name]
-    return box.items_in(folder.id)
 
 
 def ext(item: Item, tag: int) -> str | None:
@@ -108,24 +60,22 @@ def all_mime(ews: EwsServer, smtp: str) -> Counter[bytes]:
 
 
 def test_copy_to_ews_keeps_bytes_read_state_dates_flags_and_maps_folders(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
-    sent = _populate(dovecot, source, ssl_context, FOLDERS)
+    sent = fill(source, FOLDERS)
     calls_before = len(ews.calls)
 
-    status = run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, target)
+    status = copy_mailbox(source, target, into=ews)
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == len(sent)
-    for folder, path in EWS_FOLDER.items():
-        items = folder_items(ews, target, path)
+    for folder, path in IMAP_TO_EWS_FOLDER.items():
+        items = ews.store.items_at(target, path)
         expected = [m for m in sent if m.folder == folder]
         assert Counter(i.mime for i in items) == Counter(m.raw for m in expected), folder
         stored = {i.mime: i for i in items}
@@ -142,20 +92,19 @@ def test_copy_to_ews_keeps_bytes_read_state_dates_flags_and_maps_folders(
 
 
 def test_rerun_after_redis_is_lost_recognises_every_message_by_its_source_key(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
     redis_url: str,
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 20, "Archive": 10})
-    run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, target)
+    sent = fill(source, {"INBOX": 20, "Archive": 10})
+    copy_mailbox(source, target, into=ews)
     StateStore.from_url(redis_url).client.flushall()
 
-    status = run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, target)
+    status = copy_mailbox(source, target, into=ews)
 
     assert status.state is MailboxState.DONE
     assert status.copied_messages == 0 and status.done_messages == len(sent)
@@ -163,19 +112,17 @@ def test_rerun_after_redis_is_lost_recognises_every_message_by_its_source_key(
 
 
 def test_server_busy_every_fifth_call_loses_and_duplicates_nothing(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 60, "Sent": 20, "Lists/dev": 20})
+    sent = fill(source, {"INBOX": 60, "Sent": 20, "Lists/dev": 20})
     ews.faults.busy_every(5, back_off_ms=200)
 
-    status = run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, target)
+    status = copy_mailbox(source, target, into=ews)
 
     assert status.state is MailboxState.DONE, status
     assert ews.faults.injected["busy"] >= 3
@@ -183,22 +130,18 @@ def test_server_busy_every_fifth_call_loses_and_duplicates_nothing(
 
 
 def test_quota_stop_keeps_the_newest_messages(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 40, "Sent": 30, "Old": 30})
+    sent = fill(source, {"INBOX": 40, "Sent": 30, "Old": 30})
     quota = sum(m.size for m in sent) // 3
     fits = newest_that_fit(sent, quota)
 
-    status = run_to_ews(
-        dovecot, ews, tls_files.ca_cert, redis_url, source, target, quotas={target.lower(): quota}
-    )
+    status = copy_mailbox(source, target, into=ews, quotas={target.lower(): quota})
 
     assert status.state is MailboxState.QUOTA_STOPPED
     assert status.done_messages == len(fits)
@@ -207,19 +150,17 @@ def test_quota_stop_keeps_the_newest_messages(
 
 
 def test_error_quota_exceeded_stops_the_mailbox_with_the_newest_messages(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 50, "Sent": 20})
+    sent = fill(source, {"INBOX": 50, "Sent": 20})
     ews.faults.quota_exceeded_after(37)  # mid-batch: ErrorQuotaExceeded per item from the 38th
 
-    status = run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, target)
+    status = copy_mailbox(source, target, into=ews)
 
     assert status.state is MailboxState.QUOTA_STOPPED, status
     assert status.done_messages == 37
@@ -229,22 +170,21 @@ def test_error_quota_exceeded_stops_the_mailbox_with_the_newest_messages(
 
 
 def test_a_message_over_the_size_limit_is_skipped_counted_and_named(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
     redis_url: str,
 ) -> None:
     source, target = make_user(), make_ews_mailbox()
-    sent = _populate(dovecot, source, ssl_context, {"INBOX": 20})
+    sent = fill(source, {"INBOX": 20})
     biggest = max(sent, key=lambda m: m.size)
     ews.max_message_size = biggest.size - 1
     too_big = [m for m in sent if m.size > ews.max_message_size]
     calls_before = len(ews.calls)
 
-    status = run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, target)
+    status = copy_mailbox(source, target, into=ews)
 
     assert status.state is MailboxState.DONE, status
     assert status.skipped_messages == len(too_big) >= 1
@@ -256,17 +196,15 @@ def test_a_message_over_the_size_limit_is_skipped_counted_and_named(
 
 
 def test_a_target_mailbox_that_does_not_exist_is_not_ready(
-    dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source = make_user()
-    _populate(dovecot, source, ssl_context, {"INBOX": 3})
+    fill(source, {"INBOX": 3})
 
-    status = run_to_ews(dovecot, ews, tls_files.ca_cert, redis_url, source, "nobody@example.com")
+    status = copy_mailbox(source, "nobody@example.com", into=ews)
 
     assert status.state is MailboxState.NOT_READY
     assert "ErrorNonExistentMailbox" in status.last_error

@@ -11,7 +11,6 @@ private Redis (no MIGRATOR_REDIS_URL), except where a Celery worker is the point
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from ews_server import EwsServer, ews_account
 from exchangelib.properties import Actions, Rule
 from imapclient import IMAPClient
-from servers.celery_worker import Worker
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -38,7 +37,7 @@ from support import EWS_PASSWORD, batch_password, imaps, write_batch
 from migrator.cli import main
 from migrator.connectors.imap.managesieve import SieveClient
 from migrator.forwarding import ForwardState, sieve_remove, sieve_set
-from migrator.secrets import Secret, new_key
+from migrator.secrets import Secret
 
 # The user's own rule, as a webmail would have stored it: file list mail into a folder.
 # Mixed line ends and a non-ASCII comment, so "byte for byte" means something.
@@ -52,10 +51,8 @@ USER_SCRIPT = (
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("MIGRATOR_REDIS_URL", raising=False)
-    monkeypatch.delenv("MIGRATOR_SECRET_KEY", raising=False)
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+def cli_env(local_state: Path, tmp_path: Path) -> Path:
+    """`migrator` with its private Redis; the folder the test writes its CSV files to."""
     return tmp_path
 
 
@@ -370,23 +367,20 @@ def test_forward_after_copy_sets_forwarding_when_the_mailbox_is_done(
 
 
 def test_each_mailbox_is_a_celery_task_when_workers_share_a_redis(
-    site: Site, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    site: Site, celery_env: dict[str, str], workers: Workers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pairs = [site.pair() for _ in range(3)]
     csv = site.csv(pairs)
-    values = {"MIGRATOR_REDIS_URL": redis_url, "MIGRATOR_SECRET_KEY": new_key()}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    worker = Worker({**os.environ, **values}, site.dir / "worker.log", concurrency=2)
-    try:
-        args = [*site.sieve_args(), "--wait", "120"]
-        code, rows = site.forwarding("set", csv, *args)
-        assert code == 0, rows
-        assert [r["state"] for r in rows] == ["set"] * 3
-        code, rows = site.forwarding("remove", csv, *args)
-        assert [r["state"] for r in rows] == ["removed"] * 3
-    finally:
-        worker.stop()
+    # The site's commands keep a private Redis; these share the workers' instead.
+    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
+        monkeypatch.setenv(name, celery_env[name])
+    workers.start(concurrency=2)
+    args = [*site.sieve_args(), "--wait", "120"]
+    code, rows = site.forwarding("set", csv, *args)
+    assert code == 0, rows
+    assert [r["state"] for r in rows] == ["set"] * 3
+    code, rows = site.forwarding("remove", csv, *args)
+    assert [r["state"] for r in rows] == ["removed"] * 3
     for source, _ in pairs:
         with site.sieve(source) as client:
             assert client.list_scripts() == []

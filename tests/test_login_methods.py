@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 
@@ -23,10 +22,10 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from servers.mailgen import PopulatedMessage, populate
-from support import COLUMNS, batch_text, imaps
+from servers.mailgen import Fill, PopulatedMessage
+from support import batch_job, imaps
 
-from migrator.batch import AccessMethod, parse_batch
+from migrator.batch import AccessMethod
 from migrator.connectors.imap.source import ImapSource
 from migrator.errors import FolderRefused, LoginFailed, PermanentError
 from migrator.model import AdminLogin, ConnectOptions, MailboxJob
@@ -40,39 +39,6 @@ EXPECTED_VIEW = {**EMPTY_SPECIAL_USE, **FOLDERS}
 
 ADMIN = AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD))
 WRONG_PASSWORD = "Wrong-Pw-7731-zz"
-
-
-def _fill(
-    server: DovecotServer, user: str, ssl_context: ssl.SSLContext, folders: dict[str, int]
-) -> list[PopulatedMessage]:
-    return populate(
-        "127.0.0.1",
-        server.imaps_port,
-        user,
-        DEFAULT_USER_PASSWORD,
-        folders,
-        ssl_context=ssl_context,
-    )
-
-
-def _job(
-    row: dict[str, str],
-    method: AccessMethod,
-    *,
-    admin: AdminLogin | None = None,
-    combined_template: str = "{admin}/{user}",
-) -> MailboxJob:
-    """The one job a one-row batch CSV gives for `method`."""
-    columns = [*COLUMNS, "SourceRootFolder"]
-    result = parse_batch(
-        batch_text([row], columns),
-        method,
-        admin=admin,
-        combined_template=combined_template,
-    )
-    assert not result.problems, result.problems
-    (job,) = result.jobs
-    return job
 
 
 def _row(server: str, login: str, password: str = "", root: str = "") -> dict[str, str]:
@@ -115,51 +81,57 @@ def _populated_sizes(messages: list[PopulatedMessage]) -> dict[str, list[int]]:
     return {name: sorted(values) for name, values in sizes.items()}
 
 
+def _assert_reads_the_users_mailbox(
+    job: MailboxJob, tls_files: TlsFiles, sent: list[PopulatedMessage]
+) -> None:
+    """The job's login reached the user's own mailbox: the folders it was filled with
+    (`sent`), each with the sizes of its messages."""
+    with _source(job, _options(tls_files)) as source:
+        assert _view(source) == EXPECTED_VIEW
+        assert _sizes(source) == _populated_sizes(sent)
+
+
 # -- the five access methods ------------------------------------------------------------------
 
 
 def test_individual_logs_in_with_the_login_and_password_of_the_row(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user()
-    sent = _fill(dovecot, user, ssl_context, FOLDERS)
-    job = _job(_row(imaps(dovecot), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+    sent = fill(user, FOLDERS)
+    job = batch_job(_row(imaps(dovecot), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 def test_manual_sends_a_master_user_login_from_the_row_as_written(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user()
-    sent = _fill(dovecot, user, ssl_context, FOLDERS)
+    sent = fill(user, FOLDERS)
     login = f"{user}*{MASTER_USER}"
     assert login == dovecot.master_login(user)
-    job = _job(_row(imaps(dovecot), login, MASTER_PASSWORD), AccessMethod.MANUAL)
+    job = batch_job(_row(imaps(dovecot), login, MASTER_PASSWORD), AccessMethod.MANUAL)
     assert job.source_credentials.login == login
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 def test_combined_builds_the_master_login_from_the_template_and_the_admin_given_to_the_tool(
     dovecot_slash: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user(server=dovecot_slash)
-    sent = _fill(dovecot_slash, user, ssl_context, FOLDERS)
-    job = _job(
+    sent = fill(user, FOLDERS, server=dovecot_slash)
+    job = batch_job(
         _row(imaps(dovecot_slash), user),
         AccessMethod.COMBINED,
         admin=ADMIN,
@@ -167,25 +139,21 @@ def test_combined_builds_the_master_login_from_the_template_and_the_admin_given_
     )
     assert job.source_credentials.login == f"{user}/{MASTER_USER}"
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 def test_proxyauth_authenticates_as_the_admin_and_acts_as_the_user(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user()
-    sent = _fill(dovecot, user, ssl_context, FOLDERS)
-    job = _job(_row(imaps(dovecot), user), AccessMethod.PROXYAUTH, admin=ADMIN)
+    sent = fill(user, FOLDERS)
+    job = batch_job(_row(imaps(dovecot), user), AccessMethod.PROXYAUTH, admin=ADMIN)
     assert (job.source_credentials.login, job.source_credentials.authzid) == (MASTER_USER, user)
 
-    with _source(job, _options(tls_files)) as source:
-        assert _view(source) == EXPECTED_VIEW
-        assert _sizes(source) == _populated_sizes(sent)
+    _assert_reads_the_users_mailbox(job, tls_files, sent)
 
 
 # The admin account's own mailbox holds every user's mail under Users/<name>.
@@ -201,25 +169,16 @@ ARCHIVE_FOLDERS = {
 
 
 @pytest.fixture
-def archive_account(
-    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
-) -> str:
+def archive_account(make_user: MakeUser, fill: Fill) -> str:
     account = make_user(ARCHIVE_PASSWORD, prefix="archive-admin")
-    populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        account,
-        ARCHIVE_PASSWORD,
-        ARCHIVE_FOLDERS,
-        ssl_context=ssl_context,
-    )
+    fill(account, ARCHIVE_FOLDERS, ARCHIVE_PASSWORD)
     return account
 
 
 def test_rootfolder_lists_only_the_folders_under_the_root_relative_to_it(
     dovecot: DovecotServer, archive_account: str, tls_files: TlsFiles
 ) -> None:
-    job = _job(
+    job = batch_job(
         _row(imaps(dovecot), archive_account, root="Users/jdoe"),
         AccessMethod.ROOTFOLDER,
         admin=AdminLogin(archive_account, Secret(ARCHIVE_PASSWORD)),
@@ -239,7 +198,7 @@ def test_rootfolder_lists_only_the_folders_under_the_root_relative_to_it(
 def test_rootfolder_with_a_root_that_does_not_exist_is_refused(
     dovecot: DovecotServer, archive_account: str, tls_files: TlsFiles
 ) -> None:
-    job = _job(
+    job = batch_job(
         _row(imaps(dovecot), archive_account, root="Users/nobody"),
         AccessMethod.ROOTFOLDER,
         admin=AdminLogin(archive_account, Secret(ARCHIVE_PASSWORD)),
@@ -264,12 +223,14 @@ def test_tls_verifies_the_server_against_the_given_ca(
     scheme: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user()
-    _fill(dovecot, user, ssl_context, {"INBOX": 2})
-    job = _job(_row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+    fill(user, {"INBOX": 2})
+    job = batch_job(
+        _row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL
+    )
 
     with _source(job, _options(tls_files)) as source:
         assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 2}
@@ -280,7 +241,9 @@ def test_a_server_certificate_from_an_unknown_ca_is_refused_and_names_the_mailbo
     scheme: str, dovecot: DovecotServer, make_user: MakeUser
 ) -> None:
     user = make_user()
-    job = _job(_row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+    job = batch_job(
+        _row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL
+    )
 
     # System CAs only: the test CA is not among them.
     with pytest.raises(PermanentError) as refused:
@@ -296,11 +259,13 @@ def test_insecure_connects_without_verifying_the_certificate(
     scheme: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
 ) -> None:
     user = make_user()
-    _fill(dovecot, user, ssl_context, {"INBOX": 1})
-    job = _job(_row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+    fill(user, {"INBOX": 1})
+    job = batch_job(
+        _row(_server(dovecot, scheme), user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL
+    )
 
     with _source(job, ConnectOptions(timeout=30, insecure=True)) as source:
         assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 1}
@@ -313,7 +278,7 @@ def test_a_wrong_password_is_login_failed_naming_the_login_but_not_the_password(
     dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
 ) -> None:
     user = make_user()
-    job = _job(_row(imaps(dovecot), user, WRONG_PASSWORD), AccessMethod.INDIVIDUAL)
+    job = batch_job(_row(imaps(dovecot), user, WRONG_PASSWORD), AccessMethod.INDIVIDUAL)
 
     with pytest.raises(LoginFailed) as refused:
         ImapSource(job, _options(tls_files))
@@ -328,7 +293,7 @@ def test_a_wrong_admin_password_for_proxyauth_names_admin_and_user_but_not_the_p
     dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
 ) -> None:
     user = make_user()
-    job = _job(
+    job = batch_job(
         _row(imaps(dovecot), user),
         AccessMethod.PROXYAUTH,
         admin=AdminLogin(MASTER_USER, Secret(WRONG_PASSWORD)),
@@ -397,34 +362,27 @@ def test_a_non_ascii_password_authenticates_with_sasl_plain_in_utf8(
     scheme: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user(UMLAUT_PASSWORD)
-    populate(
-        "127.0.0.1", dovecot.imaps_port, user, UMLAUT_PASSWORD, {"INBOX": 2},
-        ssl_context=ssl_context,
-    )  # fmt: skip
-    job = _job(_row(_server(dovecot, scheme), user, UMLAUT_PASSWORD), AccessMethod.INDIVIDUAL)
+    fill(user, {"INBOX": 2}, UMLAUT_PASSWORD)
+    job = batch_job(_row(_server(dovecot, scheme), user, UMLAUT_PASSWORD), AccessMethod.INDIVIDUAL)
 
     with _source(job, _options(tls_files)) as source:
         assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 2}
 
 
 def test_without_auth_plain_a_non_ascii_password_goes_as_a_login_literal_in_utf8(
-    dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     login_only_server: _LoginOnlyServer,
 ) -> None:
     user = make_user(UMLAUT_PASSWORD)
-    populate(
-        "127.0.0.1", dovecot.imaps_port, user, UMLAUT_PASSWORD, {"INBOX": 3},
-        ssl_context=ssl_context,
-    )  # fmt: skip
+    fill(user, {"INBOX": 3}, UMLAUT_PASSWORD)
     url = f"imap://127.0.0.1:{login_only_server.port}"
-    job = _job(_row(url, user, UMLAUT_PASSWORD), AccessMethod.INDIVIDUAL)
+    job = batch_job(_row(url, user, UMLAUT_PASSWORD), AccessMethod.INDIVIDUAL)
 
     with _source(job, _options(tls_files, allow_plaintext=True)) as source:
         assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 3}
@@ -436,14 +394,13 @@ def test_without_auth_plain_a_non_ascii_password_goes_as_a_login_literal_in_utf8
 
 
 def test_without_auth_plain_a_wrong_non_ascii_password_is_login_failed(
-    dovecot: DovecotServer,
     make_user: MakeUser,
     tls_files: TlsFiles,
     login_only_server: _LoginOnlyServer,
 ) -> None:
     user = make_user(UMLAUT_PASSWORD)
     wrong = "Wröng-Pässwörd-€"
-    job = _job(
+    job = batch_job(
         _row(f"imap://127.0.0.1:{login_only_server.port}", user, wrong), AccessMethod.INDIVIDUAL
     )
 

@@ -1,6 +1,6 @@
-"""OAuth 2.0 logins beyond IMAP: a POP3 source that outlives its tokens, Sieve forwarding
-set and removed over ManageSieve with a token, and an Exchange target (the test EWS server)
-taking the app's bearer token.  Each logs in with tokens from the test OAuth server, as
+"""OAuth 2.0 logins beyond IMAP copies: Sieve forwarding set and removed over ManageSieve
+with a token, and an Exchange target (the test EWS server) taking the app's bearer token.
+(A POP3 source: tests/test_oauth_e2e.py.)  Each logs in with tokens from the test OAuth server, as
 an Entra ID app's; the servers check them there."""
 
 from __future__ import annotations
@@ -14,45 +14,23 @@ from pathlib import Path
 
 import pytest
 from ews_server import EwsServer
-from oauthkit import Kicker, app_config, new_app, oauth_arguments
+from oauthkit import app_config, new_app, oauth_arguments
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import populate
 from servers.oauth_server import DOMAIN, ISSUED_SECRETS, OAuthServer
-from servers.proxy import TcpProxy
 from servers.redis import RedisServer
-from support import ews_settings, run_in_process, snapshot, write_batch
+from support import ews_settings, run_in_process, write_batch
 
-from migrator.batch import AccessMethod, parse_server
+from migrator.batch import AccessMethod
 from migrator.cli import main
 from migrator.connectors.ews.settings import endpoint_address
 from migrator.connectors.imap.managesieve import SieveClient
 from migrator.model import AdminLogin, ConnectOptions
-from migrator.oauth import OAuthConfig
 from migrator.prepare import RunOptions, TargetSpec
 from migrator.report import MailboxState
 from migrator.secrets import Secret
 from migrator.state import StateStore
-
-SHORT_LIFETIME = 3.0  # seconds a token lives in the POP3 copy
-KICKS_AT = (250, 600)
-
-
-def token_target(url: str, app: OAuthConfig, ca_file: Path, **kw: object) -> RunOptions:
-    """Options whose target mailboxes (at `url`) each log in as themselves with `app`'s
-    tokens, as --target-auth oauth2 makes them."""
-    return RunOptions(
-        target=TargetSpec(
-            server=parse_server(url),
-            method=AccessMethod.INDIVIDUAL,
-            admin=AdminLogin("", Secret("")),
-            auth=app,
-        ),
-        connect=ConnectOptions(timeout=30, ca_file=str(ca_file)),
-        source_auth=app,
-        late_commit_grace=0.2,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def digests(bodies: list[bytes]) -> Counter[str]:
@@ -65,78 +43,20 @@ def assert_no_token_kept(redis_server: RedisServer, caplog: pytest.LogCaptureFix
     assert not [s for s in ISSUED_SECRETS if s.encode() in dump or s.encode() in logged]
 
 
-def test_a_pop3_source_outlives_its_tokens_and_every_message_arrives_once(
-    dovecot_oauth: DovecotServer,
-    oauth_server: OAuthServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    redis_server: RedisServer,
-    caplog: pytest.LogCaptureFixture,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(oauth_server, "lifetime", SHORT_LIFETIME)
-    source, target = make_user(server=dovecot_oauth), make_user(server=dovecot_oauth)
-    sent = populate(
-        "127.0.0.1", dovecot_oauth.imaps_port, source, DEFAULT_USER_PASSWORD, {"INBOX": 1000},
-        ssl_context=ssl_context,
-    )  # fmt: skip
-    client_id, secret_file = new_app(oauth_server, tmp_path)
-    app = app_config(oauth_server, client_id, secret_file)
-    options = token_target(
-        f"imaps://127.0.0.1:{dovecot_oauth.imaps_port}", app, tls_files.ca_cert, source_kind="pop"
-    )
-    store = StateStore.from_url(redis_url)
-    kicker = Kicker(oauth_server, client_id, dovecot_oauth, (source, target), KICKS_AT)
-
-    def progress() -> tuple[int, bool]:
-        row = store.mailbox("pop-oauth", "00001")
-        return (row.done_messages, row.state.final) if row else (0, False)
-
-    # A slow link to the POP3 server: the copy takes long enough for the kicks to land in it.
-    with TcpProxy(dovecot_oauth.pop3s_port, bandwidth=300_000) as proxy:
-        kicker.start(progress)
-        status = run_in_process(
-            store, "pop-oauth", options, f"pop3s://127.0.0.1:{proxy.port}", source, "", target
-        )
-        kicker.join()
-
-    assert not kicker.problems, kicker.problems
-    assert status.state is MailboxState.DONE, status
-    assert status.done_messages == status.total_messages == 1000
-    view = snapshot(dovecot_oauth, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert Counter(s.sha256 for s in view["INBOX"]) == digests([m.raw for m in sent])
-    assert sum(len(items) for items in view.values()) == 1000
-    assert len(kicker.kicked) == len(KICKS_AT), kicker.kicked
-    assert oauth_server.tokens_issued(client_id) >= 1 + len(KICKS_AT)
-    assert oauth_server.tokens_accepted(client_id) >= 1 + len(KICKS_AT)
-    assert_no_token_kept(redis_server, caplog)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`migrator forwarding` with this machine's private Redis, as an operator runs it."""
-    monkeypatch.delenv("MIGRATOR_REDIS_URL", raising=False)
-    monkeypatch.delenv("MIGRATOR_SECRET_KEY", raising=False)
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path
-
-
 def test_forwarding_is_set_and_removed_over_managesieve_with_a_token(
     dovecot_oauth: DovecotServer,
     oauth_server: OAuthServer,
     make_user: MakeUser,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
-    private_redis: Path,
+    local_state: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     source, target = make_user(server=dovecot_oauth), make_user(server=dovecot_oauth)
-    client_id, secret_file = new_app(oauth_server, private_redis)
+    client_id, secret_file = new_app(oauth_server, tmp_path)
     csv = write_batch(
-        private_redis / "b.csv",
+        tmp_path / "b.csv",
         [{"SourceIdentity": source, "SourceLoginID": source, "TargetIdentity": target,
           "SourceServer": f"imaps://127.0.0.1:{dovecot_oauth.imaps_port}"}],
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import poplib
 import ssl
 from collections import Counter
@@ -16,26 +15,15 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from servers.mailgen import PopulatedMessage, populate
-from support import batch_text, newest_that_fit, run_in_process, run_options, snapshot
+from servers.mailgen import Fill
+from support import CopyMailbox, batch_job, digest, newest_that_fit, snapshot
 
-from migrator.batch import AccessMethod, parse_batch
+from migrator.batch import AccessMethod
 from migrator.connectors.pop3.source import Pop3Source
 from migrator.errors import LoginFailed
 from migrator.model import AdminLogin, ConnectOptions
 from migrator.report import MailboxState
 from migrator.secrets import Secret
-from migrator.state import StateStore
-
-
-def _digest(message: PopulatedMessage) -> str:
-    return hashlib.sha256(message.raw).hexdigest()
-
-
-def _fill(dovecot: DovecotServer, user: str, ctx: ssl.SSLContext, n: int) -> list[PopulatedMessage]:
-    return populate(
-        "127.0.0.1", dovecot.imaps_port, user, DEFAULT_USER_PASSWORD, {"INBOX": n}, ssl_context=ctx
-    )
 
 
 def _source(
@@ -55,9 +43,8 @@ def _source(
         "SourceLoginID": login,
         "SourcePassword": password,
     }
-    result = parse_batch(batch_text([row], list(row)), method, admin=admin, protocol="pop3")
-    assert not result.problems, result.problems
-    return Pop3Source(result.jobs[0], ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert)))
+    job = batch_job(row, method, admin=admin, protocol="pop3")
+    return Pop3Source(job, ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert)))
 
 
 @pytest.mark.parametrize("scheme", ["pop3", "pop3s"], ids=["stls", "implicit-tls"])
@@ -65,11 +52,11 @@ def test_pop3_lists_the_inbox_over_tls(
     scheme: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     user = make_user()
-    sent = _fill(dovecot, user, ssl_context, 12)
+    sent = fill(user, {"INBOX": 12})
     source = _source(dovecot, tls_files, user, DEFAULT_USER_PASSWORD, scheme=scheme)
     try:
         (folder,) = source.list_folders()
@@ -81,10 +68,13 @@ def test_pop3_lists_the_inbox_over_tls(
 
 
 def test_pop3_master_user_and_sasl_authorization_identity_log_in(
-    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, tls_files: TlsFiles
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    tls_files: TlsFiles,
 ) -> None:
     user = make_user()
-    _fill(dovecot, user, ssl_context, 3)
+    fill(user, {"INBOX": 3})
     manual = _source(
         dovecot, tls_files, f"{user}*{MASTER_USER}", MASTER_PASSWORD, method=AccessMethod.MANUAL
     )
@@ -112,48 +102,25 @@ def test_pop3_wrong_password_is_login_failed_without_the_password(
     assert user in str(refused.value) and "Wrong-Pw-91x" not in str(refused.value)
 
 
-def _copy(
-    dovecot: DovecotServer,
-    tls_files: TlsFiles,
-    redis_url: str,
-    source: str,
-    target: str,
-    **kw: object,
-) -> tuple[StateStore, str]:
-    store = StateStore.from_url(redis_url)
-    status = run_in_process(
-        store,
-        "p",
-        run_options(dovecot, tls_files.ca_cert, source_kind="pop", **kw),
-        f"pop3s://127.0.0.1:{dovecot.pop3s_port}",
-        source,
-        DEFAULT_USER_PASSWORD,
-        target,
-    )
-    return store, status.job_id
-
-
 def test_pop3_mailbox_of_500_is_copied_to_imap_inbox_once_and_left_in_place(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _fill(dovecot, source, ssl_context, 500)
-    store, job = _copy(dovecot, tls_files, redis_url, source, target)
-    status = store.mailbox("p", job)
+    sent = fill(source, {"INBOX": 500})
+    status = copy_mailbox(source, target, source_kind="pop")
     assert status is not None and status.state is MailboxState.DONE, status
 
     # Run again: nothing new is sent.
-    store, job = _copy(dovecot, tls_files, redis_url, source, target)
-    again = store.mailbox("p", job)
+    again = copy_mailbox(source, target, source_kind="pop")
     assert again is not None and again.copied_messages == 0
 
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in sent)
-    dates = {_digest(m): m.internaldate for m in sent}
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(digest(m.raw) for m in sent)
+    dates = {digest(m.raw): m.internaldate for m in sent}
     assert all(s.internaldate == dates[s.sha256] for s in view["INBOX"])
     pop = poplib.POP3_SSL("127.0.0.1", dovecot.pop3s_port, context=ssl_context)
     try:
@@ -167,18 +134,15 @@ def test_pop3_mailbox_of_500_is_copied_to_imap_inbox_once_and_left_in_place(
 def test_pop3_quota_stop_keeps_the_newest_by_date_header(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
 ) -> None:
     source, target = make_user(), make_user()
-    sent = _fill(dovecot, source, ssl_context, 60)
+    sent = fill(source, {"INBOX": 60})
     quota = sum(m.size for m in sent) // 2
     fits = newest_that_fit(sent, quota)
-    store, job = _copy(
-        dovecot, tls_files, redis_url, source, target, quotas={target.lower(): quota}
-    )
-    status = store.mailbox("p", job)
+    status = copy_mailbox(source, target, source_kind="pop", quotas={target.lower(): quota})
     assert status is not None and status.state is MailboxState.QUOTA_STOPPED
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
-    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(_digest(m) for m in fits)
+    assert Counter(s.sha256 for s in view["INBOX"]) == Counter(digest(m.raw) for m in fits)

@@ -16,19 +16,22 @@ from pathlib import Path
 
 import pytest
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, MASTER_USER, DovecotServer
-from servers.mailgen import PopulatedMessage, populate
-from support import counts, imaps, snapshot, write_batch
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.mailgen import Fill, PopulatedMessage
+from support import counts, imaps, snapshot, write_source_batch
 
 from migrator.batch import AccessMethod, parse_batch
-from migrator.cli import REDIS_URL_ENV
 from migrator.cliargs import TARGET_ADMIN_PASSWORD_ENV
 from migrator.connectors.imap.survey import survey_mailbox
 from migrator.errors import ConfigError
 from migrator.foldermap import default_folder_map
-from migrator.localredis import STATE_DIR_ENV
 from migrator.model import ConnectOptions
-from migrator.secrets import SECRET_KEY_ENV
 from migrator.velocity.cli import add_velocity_commands
 
 FOLDERS = {"INBOX": 12, "Sent Messages": 6, "Projects/2024": 4}
@@ -42,42 +45,25 @@ def _main(argv: list[str]) -> int:
 
 
 @pytest.fixture
-def operator_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "state"))
-    monkeypatch.delenv(REDIS_URL_ENV, raising=False)
-    monkeypatch.delenv(SECRET_KEY_ENV, raising=False)
+def operator_env(local_state: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv(TARGET_ADMIN_PASSWORD_ENV, MASTER_PASSWORD)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def _pilot(
-    dovecot: DovecotServer, make_user: object, ctx: ssl.SSLContext, tmp_path: Path, n: int
+    dovecot: DovecotServer, make_user: MakeUser, fill: Fill, tmp_path: Path, n: int
 ) -> tuple[Path, list[tuple[str, str, list[PopulatedMessage]]]]:
     pairs = []
     for seed in range(n):
-        source, target = make_user(), make_user()  # type: ignore[operator]
-        sent = populate(
-            "127.0.0.1",
-            dovecot.imaps_port,
-            source,
-            DEFAULT_USER_PASSWORD,
-            FOLDERS,
-            ssl_context=ctx,
-            seed=seed,
-        )
-        pairs.append((source, target, sent))
-    rows = [
-        {
-            "SourceIdentity": s,
-            "SourceServer": imaps(dovecot),
-            "SourceLoginID": s,
-            "SourcePassword": DEFAULT_USER_PASSWORD,
-            "TargetIdentity": t,
-        }
-        for s, t, _ in pairs
-    ]
-    return write_batch(tmp_path / "pilot.csv", rows), pairs
+        source, target = make_user(), make_user()
+        pairs.append((source, target, fill(source, FOLDERS, seed=seed)))
+    batch = write_source_batch(
+        tmp_path / "pilot.csv",
+        imaps(dovecot),
+        [(source, DEFAULT_USER_PASSWORD, target) for source, target, _ in pairs],
+    )
+    return batch, pairs
 
 
 def _run_argv(batch: Path, dovecot: DovecotServer, tls_files: TlsFiles, *extra: str) -> list[str]:
@@ -101,12 +87,13 @@ def _run_argv(batch: Path, dovecot: DovecotServer, tls_files: TlsFiles, *extra: 
 
 def test_concurrency_curve_recopies_the_whole_pilot_at_each_point(
     dovecot: DovecotServer,
-    make_user: object,
+    make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     operator_env: Path,
 ) -> None:
-    batch, pairs = _pilot(dovecot, make_user, ssl_context, operator_env, 2)
+    batch, pairs = _pilot(dovecot, make_user, fill, operator_env, 2)
     out = operator_env / "report"
     code = _main(
         _run_argv(
@@ -151,12 +138,12 @@ def test_concurrency_curve_recopies_the_whole_pilot_at_each_point(
 
 def test_one_point_runs_without_emptying_anything(
     dovecot: DovecotServer,
-    make_user: object,
-    ssl_context: ssl.SSLContext,
+    make_user: MakeUser,
+    fill: Fill,
     tls_files: TlsFiles,
     operator_env: Path,
 ) -> None:
-    batch, pairs = _pilot(dovecot, make_user, ssl_context, operator_env, 1)
+    batch, pairs = _pilot(dovecot, make_user, fill, operator_env, 1)
     assert _main(_run_argv(batch, dovecot, tls_files, "--workers", "3")) == 0
     reports = list(operator_env.glob("velocity-*/velocity.json"))
     assert len(reports) == 1
@@ -167,12 +154,13 @@ def test_one_point_runs_without_emptying_anything(
 
 def test_more_than_one_point_needs_consent_to_empty_the_targets(
     dovecot: DovecotServer,
-    make_user: object,
+    make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     operator_env: Path,
 ) -> None:
-    batch, pairs = _pilot(dovecot, make_user, ssl_context, operator_env, 1)
+    batch, pairs = _pilot(dovecot, make_user, fill, operator_env, 1)
     with pytest.raises(ConfigError, match="--i-understand-targets-are-emptied"):
         _main(_run_argv(batch, dovecot, tls_files, "--repeat", "2"))
     target = pairs[0][1]
@@ -181,31 +169,16 @@ def test_more_than_one_point_needs_consent_to_empty_the_targets(
 
 def test_a_target_that_is_its_own_source_is_never_emptied(
     dovecot: DovecotServer,
-    make_user: object,
+    make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     operator_env: Path,
 ) -> None:
-    source = make_user()  # type: ignore[operator]
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        DEFAULT_USER_PASSWORD,
-        {"INBOX": 3},
-        ssl_context=ssl_context,
-    )
-    batch = write_batch(
-        operator_env / "self.csv",
-        [
-            {
-                "SourceIdentity": source,
-                "SourceServer": imaps(dovecot),
-                "SourceLoginID": source,
-                "SourcePassword": DEFAULT_USER_PASSWORD,
-                "TargetIdentity": "",
-            }
-        ],
+    source = make_user()
+    sent = fill(source, {"INBOX": 3})
+    batch = write_source_batch(
+        operator_env / "self.csv", imaps(dovecot), [(source, DEFAULT_USER_PASSWORD, "")]
     )
     argv = _run_argv(
         batch, dovecot, tls_files, "--repeat", "2", "--i-understand-targets-are-emptied"
@@ -221,12 +194,12 @@ def test_a_target_that_is_its_own_source_is_never_emptied(
 
 def test_inventory_reads_sizes_and_counts_per_target_folder(
     dovecot: DovecotServer,
-    make_user: object,
-    ssl_context: ssl.SSLContext,
+    make_user: MakeUser,
+    fill: Fill,
     tls_files: TlsFiles,
     operator_env: Path,
 ) -> None:
-    batch, pairs = _pilot(dovecot, make_user, ssl_context, operator_env, 2)
+    batch, pairs = _pilot(dovecot, make_user, fill, operator_env, 2)
     output = operator_env / "inventory.csv"
     code = _main(
         [
@@ -254,19 +227,12 @@ def test_inventory_reads_sizes_and_counts_per_target_folder(
 
 def test_inventory_with_and_without_status_size_agree(
     dovecot: DovecotServer,
-    make_user: object,
-    ssl_context: ssl.SSLContext,
+    make_user: MakeUser,
+    fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
-    source = make_user()  # type: ignore[operator]
-    sent = populate(
-        "127.0.0.1",
-        dovecot.imaps_port,
-        source,
-        DEFAULT_USER_PASSWORD,
-        FOLDERS,
-        ssl_context=ssl_context,
-    )
+    source = make_user()
+    sent = fill(source, FOLDERS)
     text = "SourceIdentity,SourceServer,SourceLoginID,SourcePassword\r\n"
     text += f"{source},{imaps(dovecot)},{source},{DEFAULT_USER_PASSWORD}\r\n"
     job = parse_batch(text, AccessMethod.INDIVIDUAL).jobs[0]

@@ -65,6 +65,7 @@ class SourceEnd:
     connect: ConnectOptions
     settings: Settings | None = None
     sieve_port: int | None = None  # ManageSieve, where forwarding is set by Sieve
+    fetch_window: int = 0  # messages per fetch round trip; 0: the connector's own default
 
 
 @dataclass(frozen=True)

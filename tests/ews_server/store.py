@@ -144,6 +144,19 @@ class Mailbox:
     def items_in(self, folder_id: str) -> list[Item]:
         return [i for i in self.items.values() if i.folder_id == folder_id]
 
+    def folder_at(self, path: tuple[str, ...]) -> Folder:
+        """The folder at `path`: a distinguished id, then display names below it."""
+        folder = self.distinguished(path[0])
+        for name in path[1:]:
+            (folder,) = [f for f in self.children(folder.id) if f.name == name]
+        return folder
+
+    def deliver(self, mime: bytes) -> Item:
+        """A message put straight into the Inbox, as the mail system would deliver it."""
+        item = Item(new_id("i", self.smtp), self.distinguished("inbox").id, "IPM.Note", mime=mime)
+        self.items[item.id] = item
+        return item
+
     @property
     def used_bytes(self) -> int:
         return sum(i.size for i in self.items.values())
@@ -177,3 +190,8 @@ class Store:
             if folder_name in (f.name, f.distinguished):
                 return box.items_in(f.id)
         raise KeyError(folder_name)
+
+    def items_at(self, smtp: str, path: tuple[str, ...]) -> list[Item]:
+        """Items of the folder at `path` (Mailbox.folder_at): for assertions."""
+        box = self[smtp]
+        return box.items_in(box.folder_at(path).id)

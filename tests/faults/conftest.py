@@ -3,48 +3,27 @@ between source and target and how many were lost or duplicated, and the terminal
 adds them up. After each test, neither Redis nor the captured log holds a batch password,
 an OAuth client secret or any token the test OAuth server issued (as it is, or
 base64-encoded); after the session, no log or Redis data file under pytest's temporary
-directories does either."""
+directories does either.
+
+The fixtures the scenarios share: exactly_once, mailbox_pairs, and copy_mailbox and the
+worker lock TTL made short (faults come from the test, not from a slow server)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from collections import Counter
+import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
-from faultkit import Worker, compare, leaks
+from faultkit import LATE_COMMIT_GRACE, OUTCOMES, ExactlyOnce, FaultReport, MailboxPairs, leaks
 from servers.certs import TlsFiles
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.oauth_server import ISSUED_SECRETS, TOKEN_PATTERN
 from servers.redis import RedisServer
-from support import BATCH_PASSWORDS
-
-from migrator.secrets import new_key
-
-
-@dataclass(frozen=True)
-class ScenarioOutcome:
-    scenario: str
-    checked: int
-    lost: int
-    duplicated: int
-
-
-OUTCOMES: list[ScenarioOutcome] = []
-
-
-class FaultReport:
-    """What a scenario hands in once it has compared source and target."""
-
-    def __init__(self, scenario: str) -> None:
-        self.scenario = scenario
-
-    def record(self, checked: int, lost: int, duplicated: int) -> None:
-        OUTCOMES.append(ScenarioOutcome(self.scenario, checked, lost, duplicated))
+from support import BATCH_PASSWORDS, CopyMailbox, batch_password
 
 
 @pytest.fixture
@@ -52,25 +31,31 @@ def fault_report(request: pytest.FixtureRequest) -> FaultReport:
     return FaultReport(request.node.nodeid.split("::", 1)[-1])
 
 
-class ExactlyOnce:
-    """The end of every scenario: the full comparison, recorded for the summary."""
-
-    def __init__(self, report: FaultReport) -> None:
-        self._report = report
-
-    def __call__(
-        self, expected: dict[str, Counter[str]], target_view: dict[str, list[bytes]]
-    ) -> int:
-        checked, lost, duplicated = compare(expected, target_view)
-        self._report.record(checked, lost, duplicated)
-        assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated"
-        assert checked > 0
-        return checked
+@pytest.fixture
+def exactly_once(
+    fault_report: FaultReport, dovecot: DovecotServer, ssl_context: ssl.SSLContext
+) -> ExactlyOnce:
+    return ExactlyOnce(fault_report, dovecot, ssl_context)
 
 
 @pytest.fixture
-def exactly_once(fault_report: FaultReport) -> ExactlyOnce:
-    return ExactlyOnce(fault_report)
+def mailbox_pairs(make_user: MakeUser, fill: Fill) -> MailboxPairs:
+    """``mailbox_pairs(tag, folders, count=1, *, size_hint=2000)``: `count` (source,
+    password, target) triples of fresh test Dovecot users, each source with its own batch
+    password and `folders` of generated mail (seeded by its number), each target empty."""
+
+    def make(
+        tag: str, folders: dict[str, int], count: int = 1, *, size_hint: int = 2000
+    ) -> list[tuple[str, str, str]]:
+        pairs = []
+        for n in range(count):
+            password = batch_password(f"{tag}-{n}")
+            source, target = make_user(password), make_user()
+            fill(source, folders, password, size_hint=size_hint, seed=n)
+            pairs.append((source, password, target))
+        return pairs
+
+    return make
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -164,26 +149,12 @@ def _client_secrets() -> list[str]:
 
 
 @pytest.fixture
-def celery_env(
-    redis_url: str, tls_files: TlsFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """Environment shared by `migrator` in this process and the worker processes. A short
-    lock TTL lets a resumed task take over a killed worker's mailbox quickly."""
-    values = {
-        "MIGRATOR_REDIS_URL": redis_url,
-        "MIGRATOR_SECRET_KEY": new_key(),
-        "MIGRATOR_STATE_DIR": str(tmp_path / "state"),
-        "MIGRATOR_LOCK_TTL": "1.5",
-        "SSL_CERT_FILE": str(tls_files.ca_cert),
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **values}
+def copy_mailbox(dovecot: DovecotServer, tls_files: TlsFiles, redis_url: str) -> CopyMailbox:
+    """As everywhere (support.CopyMailbox), with the fault suite's short late-commit grace."""
+    return CopyMailbox(dovecot, tls_files.ca_cert, redis_url, late_commit_grace=LATE_COMMIT_GRACE)
 
 
 @pytest.fixture
-def workers(celery_env: dict[str, str]) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
+def lock_ttl() -> float:
+    """Shorter than elsewhere: a resumed task takes over a killed worker's mailbox quickly."""
+    return 1.5

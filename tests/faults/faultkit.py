@@ -1,4 +1,4 @@
-"""What the fault scenarios share: Celery workers as processes, running one mailbox in this
+"""What the fault scenarios share: a short late-commit grace, running one mailbox in this
 process, and the full comparison of source and target that ends every scenario."""
 
 from __future__ import annotations
@@ -6,125 +6,103 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import hashlib
-import io
 import json
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
+import celerykit
+import support
 from ews_server import EwsServer
-from imapclient import IMAPClient
-from servers.celery_worker import Worker
-from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer
-from support import default_map_target, run_in_process, write_batch
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer
+from support import default_map_target, digest, each_folder, imaps, run_in_process
 
-from migrator.batch import AccessMethod, parse_server
-from migrator.cli import main
 from migrator.foldermap import default_folder_map
-from migrator.model import AdminLogin, ConnectOptions
-from migrator.prepare import RunOptions, TargetSpec
-from migrator.secrets import Secret
-from migrator.state import MailboxStatus, StateStore
+from migrator.prepare import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
-__all__ = ["Worker"]  # re-exported for the scenarios
-
-
-def cli(args: list[str]) -> tuple[int, str]:
-    """`migrator ARGS` in this process; the exit code and what it printed on stdout."""
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
-
-
-def write_source_batch(path: Path, server_url: str, pairs: list[tuple[str, str, str]]) -> Path:
-    return write_batch(
-        path,
-        [
-            {
-                "SourceIdentity": source,
-                "SourceServer": server_url,
-                "SourceLoginID": source,
-                "SourcePassword": password,
-                "TargetIdentity": target,
-            }
-            for source, password, target in pairs
-        ],
-    )
 
 
 # The faults here come from the test, not from a slow server: a pass that breaks with
 # appends in flight need not wait long for a late commit (the scenario that has one says so).
 LATE_COMMIT_GRACE = 0.2
 
+# `migrator enqueue` into the test Dovecot: a worker that takes over a killed one's mailbox
+# waits the late-commit grace, short here.
+enqueue = functools.partial(celerykit.enqueue, grace=LATE_COMMIT_GRACE)
 
-def enqueue(
-    tmp_path: Path,
-    server_url: str,
-    target_url: str,
-    ca_file: Path,
-    pairs: list[tuple[str, str, str]],
-    *extra: str,
-) -> str:
-    """`migrator enqueue` of one batch; its id.  A worker that takes over a killed one's
-    mailbox waits the late-commit grace, short here (the faults come from the test)."""
-    batch = write_source_batch(tmp_path / "batch.csv", server_url, pairs)
-    if "--late-commit-grace" not in extra:
-        extra = ("--late-commit-grace", str(LATE_COMMIT_GRACE), *extra)
-    secret_file = tmp_path / "target-admin.pw"
-    secret_file.write_text(MASTER_PASSWORD)
-    code, out = cli(
-        ["enqueue", str(batch), "--method", "individual",
-         "--target-server", target_url, "--target-method", "proxyauth",
-         "--target-admin", MASTER_USER, "--target-admin-password-file", str(secret_file),
-         "--ca-file", str(ca_file), *extra]
-    )  # fmt: skip
-    assert code == 0
-    return out.strip().splitlines()[-1]
-
-
-def wait_for(
-    store: StateStore,
-    batch_id: str,
-    until: Callable[[list[MailboxStatus]], bool] | None = None,
-    timeout: float = 120,
-) -> list[MailboxStatus]:
-    """Poll the batch until `until(rows)` (default: every mailbox in a final state)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = store.mailboxes(batch_id)
-        if until is not None and until(rows):
-            return rows
-        if until is None and rows and all(r.state.final for r in rows):
-            return rows
-        time.sleep(0.02)
-    raise AssertionError(f"batch {batch_id} did not get there: {store.mailboxes(batch_id)}")
+# The `mailbox_pairs` fixture: (source, password, target) triples, each source filled.
+MailboxPairs = Callable[..., list[tuple[str, str, str]]]
 
 
 def run_options(
-    source_port: int, target_port: int, ca_file: Path, *, timeout: float = 30, **kw: object
+    source_port: int, target_port: int, ca_file: Path, **kw: object
 ) -> tuple[RunOptions, str]:
-    """Options whose target is Dovecot (master user, SASL PLAIN) on `target_port`, and the
-    SourceServer cell for `source_port`."""
+    """Options whose target is Dovecot (master user, SASL PLAIN) on `target_port`, with the
+    short late-commit grace, and the SourceServer cell for `source_port`."""
     kw.setdefault("late_commit_grace", LATE_COMMIT_GRACE)
-    options = RunOptions(
-        target=TargetSpec(
-            server=parse_server(f"imaps://127.0.0.1:{target_port}"),
-            method=AccessMethod.PROXYAUTH,
-            admin=AdminLogin(MASTER_USER, Secret(MASTER_PASSWORD)),
-        ),
-        connect=ConnectOptions(timeout=timeout, ca_file=str(ca_file)),
-        **kw,  # type: ignore[arg-type]
-    )
-    return options, f"imaps://127.0.0.1:{source_port}"
+    return support.run_options(target_port, ca_file, **kw), imaps(source_port)
 
 
 # -- the full comparison ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScenarioOutcome:
+    scenario: str
+    checked: int
+    lost: int
+    duplicated: int
+
+
+OUTCOMES: list[ScenarioOutcome] = []
+
+
+class FaultReport:
+    """What a scenario hands in once it has compared source and target."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+
+    def record(self, checked: int, lost: int, duplicated: int) -> None:
+        OUTCOMES.append(ScenarioOutcome(self.scenario, checked, lost, duplicated))
+
+
+class ExactlyOnce:
+    """The end of every scenario: the full comparison, recorded for the summary."""
+
+    def __init__(
+        self, report: FaultReport, dovecot: DovecotServer, context: ssl.SSLContext
+    ) -> None:
+        self._report = report
+        self._dovecot = dovecot
+        self._context = context
+
+    def __call__(
+        self, expected: dict[str, Counter[str]], target_view: dict[str, list[bytes]]
+    ) -> int:
+        checked, lost, duplicated = compare(expected, target_view)
+        self._report.record(checked, lost, duplicated)
+        assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated"
+        assert checked > 0
+        return checked
+
+    def copied(
+        self, source: str, password: str, target: str, *, ews: EwsServer | None = None
+    ) -> int:
+        """Every message of `source` (logging in with `password`) on the test Dovecot is at
+        `target` once: a mailbox there (password DEFAULT_USER_PASSWORD), or on `ews`."""
+        return self(
+            *source_and_target(
+                self._dovecot,
+                (source, password),
+                (target, DEFAULT_USER_PASSWORD),
+                self._context,
+                ews=ews,
+            )
+        )
 
 
 def stored(
@@ -136,23 +114,8 @@ def stored(
     port: int | None = None,
 ) -> dict[str, list[bytes]]:
     """Every message of every selectable folder, as the server holds it."""
-    result: dict[str, list[bytes]] = {}
-    with IMAPClient(
-        "127.0.0.1", port or server.imaps_port, ssl=True, ssl_context=context, timeout=60
-    ) as client:
-        # AUTHENTICATE PLAIN sends UTF-8; imaplib's LOGIN is ASCII only (batch_password).
-        client.plain_login(login, password)
-        for flags, _delim, name in client.list_folders():
-            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
-                continue
-            client.select_folder(name, readonly=True)
-            uids = client.search("ALL")
-            bodies = []
-            for start in range(0, len(uids), 500):
-                fetched = client.fetch(uids[start : start + 500], ["BODY.PEEK[]"])
-                bodies.extend(data[b"BODY[]"] for data in fetched.values())
-            result[name] = bodies
-    return result
+    folders = each_folder(server, login, password, context, ["BODY.PEEK[]"], port=port)
+    return {name: [data[b"BODY[]"] for data in fetched] for name, fetched in folders}
 
 
 def ews_stored(ews: EwsServer, smtp: str) -> dict[str, list[bytes]]:
@@ -197,10 +160,6 @@ def _forms(secret: str) -> frozenset[bytes]:
     for raw in plain + escaped:
         forms.update(base64.b64encode(b"\0" * k + raw)[4:-4] for k in range(3))
     return frozenset(forms)
-
-
-def digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def expected_at_target(
@@ -251,9 +210,11 @@ def compare(
 
 
 __all__ = [
+    "OUTCOMES",
     "REPO",
-    "Worker",
-    "cli",
+    "ExactlyOnce",
+    "FaultReport",
+    "MailboxPairs",
     "compare",
     "digest",
     "enqueue",
@@ -263,6 +224,4 @@ __all__ = [
     "run_in_process",
     "run_options",
     "stored",
-    "wait_for",
-    "write_source_batch",
 ]

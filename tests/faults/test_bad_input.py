@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from celerykit import cli
 from corpus import corpus_messages
-from faultkit import cli, digest, expected_at_target, run_in_process, run_options, stored
+from faultkit import ExactlyOnce, digest, expected_at_target, run_options, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, MASTER_PASSWORD, DovecotServer, MakeUser
-from support import batch_password, batch_text
+from servers.mailgen import Fill
+from support import CopyMailbox, batch_password, batch_text
 
 from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
@@ -43,36 +45,30 @@ def _as_dovecot_stores(raw: bytes) -> bytes:
 def test_every_corpus_message_arrives_byte_identical(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     messages = corpus_messages()
     # The corpus has no NUL byte yet; one message of our own covers it.
     messages.append(("synthetic-nul.eml", b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\na\0b\r\n"))
     password = batch_password("corpus")
     source, target = make_user(password), make_user()
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.plain_login(source, password)
-        for _name, raw in messages:
-            client.append("INBOX", raw, ("\\Seen",))
+    fill.append(source, "INBOX", [(raw, ("\\Seen",), None) for _name, raw in messages], password)
     source_view = stored(dovecot, source, password, ssl_context)
     # Dovecot took every one, and changed only line ends and NUL bytes.
     assert sorted(map(digest, source_view["INBOX"])) == sorted(
         digest(_as_dovecot_stores(raw)) for _name, raw in messages
     )
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
 
-    status = run_in_process(
-        StateStore.from_url(redis_url), "corpus", options, source_url, source, password, target
-    )
+    status = copy_mailbox(source, target, password=password, batch_id="corpus")
 
     assert status.state is MailboxState.DONE, status
     assert status.skipped_messages == 0
     assert status.done_messages == len(messages)
     # Source as stored and target as stored: the same bytes, each message once.
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         expected_at_target(source_view),
         stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
     )
@@ -83,13 +79,8 @@ def test_every_corpus_message_arrives_byte_identical(
 
 @pytest.fixture
 def enqueue_env(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, celery_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[redis.Redis]:
-    from migrator.secrets import new_key
-
-    monkeypatch.setenv("MIGRATOR_REDIS_URL", redis_url)
-    monkeypatch.setenv("MIGRATOR_SECRET_KEY", new_key())
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
     client = redis.Redis.from_url(redis_url)
     yield client
@@ -271,10 +262,9 @@ ODD_BUT_ALLOWED = [
 def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("folders")
     source, target = make_user(password), make_user()
@@ -293,11 +283,8 @@ def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
                 f"Subject: {index}\r\nMessage-ID: <f{index}@x>\r\n\r\nbody {index}\r\n".encode(),
             )
     homes_before = {p.name for p in dovecot.mail_dir.iterdir()}
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
 
-    status = run_in_process(
-        StateStore.from_url(redis_url), "folders", options, source_url, source, password, target
-    )
+    status = copy_mailbox(source, target, password=password, batch_id="folders")
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == len(ODD_BUT_ALLOWED)
@@ -305,7 +292,7 @@ def test_odd_folder_names_land_inside_the_target_mailbox_once_each(
     assert {p.name for p in dovecot.mail_dir.iterdir()} - homes_before <= {target}
     target_view = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert {n for n, b in target_view.items() if b} == set(ODD_BUT_ALLOWED)
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         expected_at_target(stored(dovecot, source, password, ssl_context), lambda name: name),
         target_view,
     )
@@ -396,7 +383,7 @@ def test_folder_names_the_target_refuses_are_made_safe_and_a_refused_folder_fail
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     target = make_user()
     options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)

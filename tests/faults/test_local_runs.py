@@ -18,12 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from faultkit import REPO, source_and_target, write_source_batch
+from faultkit import REPO, ExactlyOnce, MailboxPairs
 from imapclient import IMAPClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -33,11 +33,9 @@ from servers.dovecot import (
     MASTER_PASSWORD,
     MASTER_USER,
     DovecotServer,
-    MakeUser,
 )
-from servers.mailgen import populate
 from servers.proxy import UP, TcpProxy
-from support import batch_password
+from support import eventually, imaps, write_source_batch
 
 FOLDERS = {"INBOX": 260, "Archive": 140}
 MESSAGES = sum(FOLDERS.values())
@@ -76,14 +74,6 @@ class Command:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-
-
-def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def _redis_servers(state: Path) -> list[tuple[int, int]]:
@@ -175,21 +165,6 @@ def commands() -> Iterator[list[Command]]:
         command.kill()
 
 
-def _mailboxes(
-    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, n: int, tag: str
-) -> list[tuple[str, str, str]]:
-    pairs = []
-    for i in range(n):
-        password = batch_password(f"{tag}{i}")
-        source, target = make_user(password), make_user()
-        populate(
-            "127.0.0.1", dovecot.imaps_port, source, password, FOLDERS,
-            ssl_context=ssl_context, size_hint=8_000, seed=i,
-        )  # fmt: skip
-        pairs.append((source, password, target))
-    return pairs
-
-
 def _run_args(batch: Path, target_port: int, tls_files: TlsFiles, *extra: str) -> list[str]:
     return ["run", str(batch), "--method", "individual",
             "--target-server", f"imaps://127.0.0.1:{target_port}",
@@ -217,37 +192,20 @@ def _status(env: dict[str, str], batch_id: str) -> dict[str, dict[str, object]]:
     return {str(m["source_identity"]): m for m in json.loads(done.stdout)["mailboxes"]}
 
 
-def _each_once(
-    dovecot: DovecotServer,
-    pairs: list[tuple[str, str, str]],
-    ssl_context: ssl.SSLContext,
-    exactly_once: object,
-) -> None:
-    for source, password, target in pairs:
-        exactly_once(  # type: ignore[operator]
-            *source_and_target(
-                dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-            )
-        )
-
-
 # -- two commands on one state directory -------------------------------------------------
 
 
 def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     local_env: dict[str, str],
     commands: list[Command],
     tmp_path: Path,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
-    pairs = _mailboxes(dovecot, make_user, ssl_context, 2, "twice")
-    batch = write_source_batch(
-        tmp_path / "batch.csv", f"imaps://127.0.0.1:{dovecot.imaps_port}", pairs
-    )
+    pairs = mailbox_pairs("twice", FOLDERS, 2, size_hint=8_000)
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), pairs)
     with TcpProxy(dovecot.imaps_port) as proxy:
         # Well into the copy, the target takes 8 s to read the rest of an append (so the
         # first run is still copying, whatever the speed of this machine): meanwhile the
@@ -256,7 +214,9 @@ def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
         proxy.stall(8.0, after_bytes=INTO_THE_COPY, direction=UP)
         args = _run_args(batch, proxy.port, tls_files, "--workers", "2")
         commands.append(Command([*args, "--batch-id", "b1"], local_env, tmp_path, "run1"))
-        _until(lambda: proxy.faults_fired == ["stall"], 120, "the first run copies")
+        eventually(
+            lambda: proxy.faults_fired == ["stall"], timeout=120, what="the first run copies"
+        )
         commands.append(Command(["resume", "b1"], local_env, tmp_path, "resume"))
         commands.append(Command(args, local_env, tmp_path, "run2"))
         live = _status(local_env, "b1")
@@ -270,7 +230,8 @@ def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
     assert _redis_servers(tmp_path / "state") == []
     rows = _status(local_env, "b1")
     assert {str(m["state"]) for m in rows.values()} == {"done"}
-    _each_once(dovecot, pairs, ssl_context, exactly_once)
+    for pair in pairs:
+        exactly_once.copied(*pair)
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------
@@ -278,8 +239,7 @@ def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
 
 def _ctrl_c_setup(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     local_env: dict[str, str],
     commands: list[Command],
@@ -291,33 +251,31 @@ def _ctrl_c_setup(
     """Three mailboxes, one at a time, into a target behind `proxy`, which holds an
     append of the first one for `stall` seconds well into its copy; once it does, (the
     pairs, the run, the private Redis's port)."""
-    pairs = _mailboxes(dovecot, make_user, ssl_context, 3, tag)
-    batch = write_source_batch(
-        tmp_path / "batch.csv", f"imaps://127.0.0.1:{dovecot.imaps_port}", pairs
-    )
+    pairs = mailbox_pairs(tag, FOLDERS, 3, size_hint=8_000)
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), pairs)
     proxy.stall(stall, after_bytes=INTO_THE_COPY, direction=UP)
     args = _run_args(batch, proxy.port, tls_files, "--workers", "1",
                      "--connections-per-mailbox", "1", "--batch-id", "b1")  # fmt: skip
     run = Command(args, local_env, tmp_path, "run")
     commands.append(run)
-    _until(lambda: proxy.faults_fired == ["stall"], 120, "the run copies")
+    eventually(lambda: proxy.faults_fired == ["stall"], timeout=120, what="the run copies")
     (server,) = _redis_servers(tmp_path / "state")
     return pairs, run, server[1]
 
 
 def test_ctrl_c_stops_after_the_batches_in_flight_then_resume_copies_each_message_once(
     dovecot: DovecotServer,
-    make_user: MakeUser,
+    mailbox_pairs: MailboxPairs,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     local_env: dict[str, str],
     commands: list[Command],
     tmp_path: Path,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     with TcpProxy(dovecot.imaps_port) as proxy:
         pairs, run, port = _ctrl_c_setup(
-            dovecot, make_user, ssl_context, tls_files, local_env, commands, tmp_path, proxy,
+            dovecot, mailbox_pairs, tls_files, local_env, commands, tmp_path, proxy,
             3.0, "ctrl-c",
         )  # fmt: skip
         # The target takes 3 s to read what is in flight: the run must wait for it, and
@@ -348,26 +306,28 @@ def test_ctrl_c_stops_after_the_batches_in_flight_then_resume_copies_each_messag
         assert resume.wait(300) == 0, resume.stderr()
 
     assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"done"}
-    _each_once(dovecot, pairs, ssl_context, exactly_once)
+    for pair in pairs:
+        exactly_once.copied(*pair)
 
 
 def test_a_second_ctrl_c_exits_at_once_and_resume_still_copies_each_message_once(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     local_env: dict[str, str],
     commands: list[Command],
     tmp_path: Path,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     with TcpProxy(dovecot.imaps_port) as proxy:
         pairs, run, port = _ctrl_c_setup(
-            dovecot, make_user, ssl_context, tls_files, local_env, commands, tmp_path, proxy,
+            dovecot, mailbox_pairs, tls_files, local_env, commands, tmp_path, proxy,
             300.0, "ctrl-c-twice",  # what is in flight never reaches the target
         )  # fmt: skip
         run.ctrl_c()
-        _until(lambda: "again" in run.stderr(), 30, "the run says a second Ctrl-C quits")
+        eventually(
+            lambda: "again" in run.stderr(), timeout=30, what="the run says a second Ctrl-C quits"
+        )
         assert run.process.poll() is None
         second = time.monotonic()
         run.ctrl_c()
@@ -388,4 +348,5 @@ def test_a_second_ctrl_c_exits_at_once_and_resume_still_copies_each_message_once
         assert not _answers(port)
 
     assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"done"}
-    _each_once(dovecot, pairs, ssl_context, exactly_once)
+    for pair in pairs:
+        exactly_once.copied(*pair)

@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from faultkit import Worker, cli, digest, enqueue, run_options, stored, wait_for
+from celerykit import cli, enqueue, wait_for
+from faultkit import run_options, stored
 from localtrees import (
     MAILDIR_LETTERS,
     LocalMessage,
@@ -19,10 +20,11 @@ from localtrees import (
     write_maildir,
     write_thunderbird,
 )
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.mailgen import make_message, message_flags
-from support import default_map_target
+from support import default_map_target, digest
 
 from migrator.batch import AccessMethod, parse_batch
 from migrator.connectors.local.enqueue import resolve_batch
@@ -145,7 +147,7 @@ def test_worker_killed_mid_local_mailbox_then_resume_copies_each_message_once(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     exactly_once: object,
 ) -> None:
@@ -154,7 +156,7 @@ def test_worker_killed_mid_local_mailbox_then_resume_copies_each_message_once(
     messages = restored(root, kind, folders, size_hint=20_000)
     target = make_user()
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    workers.append(Worker(celery_env, tmp_path / "worker1.log"))
+    workers.start("worker1")
     batch_id = enqueue(
         tmp_path, MAILBOX, url, tls_files.ca_cert, [("restored@example.test", "", target)],
         "--source-type", kind, "--source-root", str(root),
@@ -167,7 +169,7 @@ def test_worker_killed_mid_local_mailbox_then_resume_copies_each_message_once(
     assert killed.state is MailboxState.RUNNING
     assert 0 < killed.done_messages < len(messages)
     assert cli(["resume", batch_id, "--no-wait"])[0] == 0
-    workers.append(Worker(celery_env, tmp_path / "worker2.log"))
+    workers.start("worker2")
     (row,) = wait_for(store, batch_id)
 
     assert row.state is MailboxState.DONE, row

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import time
 from pathlib import Path
 
-from faultkit import Worker, cli, enqueue, source_and_target, wait_for
+from celerykit import cli, wait_for
+from faultkit import ExactlyOnce, enqueue
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import populate
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.proxy import DOWN, TcpProxy
 from support import batch_password, eventually
 
@@ -23,19 +24,16 @@ from migrator.state import StateStore
 def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("spelled")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 500, "Archive": 200},
-        ssl_context=ssl_context, size_hint=6_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 500, "Archive": 200}, password, size_hint=6_000)
     port = dovecot.imaps_port
     pair = [(source, password, target)]
     # Both batches are queued before any worker runs, so both tasks start together.
@@ -43,18 +41,14 @@ def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once
                     tls_files.ca_cert, pair)  # fmt: skip
     second = enqueue(tmp_path, f"imaps://LocalHost:{port}", f"imaps://localhost:{port}",
                      tls_files.ca_cert, pair)  # fmt: skip
-    workers.append(Worker(celery_env, tmp_path / "worker.log", concurrency=2))
+    workers.start(concurrency=2)
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (one,) = wait_for(store, first, timeout=180)
     (other,) = wait_for(store, second, timeout=180)
 
     assert one.state is other.state is MailboxState.DONE, (one, other)
     assert one.copied_messages + other.copied_messages == 700
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _locks(store: StateStore) -> list[str]:
@@ -64,23 +58,19 @@ def _locks(store: StateStore) -> list[str]:
 def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("paused")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 900, "Sent": 300},
-        ssl_context=ssl_context, size_hint=12_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 900, "Sent": 300}, password, size_hint=12_000)
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     with TcpProxy(dovecot.imaps_port) as proxy:
-        paused = Worker(celery_env, tmp_path / "paused.log")
-        workers.append(paused)
+        paused = workers.start("paused")
         batch_id = enqueue(
             tmp_path, f"imaps://127.0.0.1:{proxy.port}", f"imaps://127.0.0.1:{dovecot.imaps_port}",
             tls_files.ca_cert, [(source, password, target)], "--connections-per-mailbox", "1",
@@ -100,7 +90,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
             )
             # Another worker takes the mailbox over and finishes it.
             assert cli(["resume", batch_id, "--no-wait"])[0] == 0
-            workers.append(Worker(celery_env, tmp_path / "other.log"))
+            workers.start("other")
             (row,) = wait_for(store, batch_id, timeout=180)
             assert row.state is MailboxState.DONE, row
             assert row.done_messages == 1200 and before < 1200
@@ -115,11 +105,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
         )
 
     assert "another worker" in paused.log.read_text(errors="replace")
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _until_still(store: StateStore, batch_id: str, quiet: float = 1.0, timeout: float = 60) -> None:

@@ -4,15 +4,14 @@ copier gave up on it. Each costs one pass, never a message, and never sends one 
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 
 import pytest
 from ews_server import EwsServer
-from faultkit import run_in_process, run_options, source_and_target
+from faultkit import ExactlyOnce, MailboxPairs, run_in_process, run_options
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import populate
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.proxy import DOWN, UP, TcpProxy
 from support import batch_password, ews_target_options
 
@@ -35,24 +34,18 @@ def proxy_to(dovecot: DovecotServer) -> Iterator[dict[str, TcpProxy]]:
 
 def _copy(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_url: str,
     *,
     source_proxy: TcpProxy | None,
     target_proxy: TcpProxy | None,
     pop: bool = False,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     tag: str,
 ) -> None:
-    password = batch_password(tag)
-    source, target = make_user(password), make_user()
     folders = {"INBOX": 120} if pop else FOLDERS
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, folders,
-        ssl_context=ssl_context, size_hint=8_000,
-    )  # fmt: skip
+    ((source, password, target),) = mailbox_pairs(tag, folders, size_hint=8_000)
     source_port = source_proxy.port if source_proxy else dovecot.imaps_port
     target_port = target_proxy.port if target_proxy else dovecot.imaps_port
     options, source_url = run_options(
@@ -67,21 +60,17 @@ def _copy(
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == sum(folders.values())
-    views = source_and_target(
-        dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-    )
-    exactly_once(*views)  # type: ignore[operator]
+    exactly_once.copied(source, password, target)
 
 
 @pytest.mark.parametrize("fault", ["drop", "truncate"])
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
 def test_source_connection_cut_mid_literal_costs_a_pass_not_a_message(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     fault: str,
     protocol: str,
 ) -> None:
@@ -92,7 +81,7 @@ def test_source_connection_cut_mid_literal_costs_a_pass_not_a_message(
         else:
             proxy.truncate_after_bytes(MID_LITERAL, DOWN)
         _copy(
-            dovecot, make_user, ssl_context, tls_files, redis_url,
+            dovecot, mailbox_pairs, tls_files, redis_url,
             source_proxy=proxy, target_proxy=None, pop=protocol == "pop3",
             exactly_once=exactly_once, tag=f"src-{fault}-{protocol}",
         )  # fmt: skip
@@ -103,11 +92,10 @@ def test_source_connection_cut_mid_literal_costs_a_pass_not_a_message(
 @pytest.mark.parametrize("fault", ["drop", "truncate"])
 def test_target_connection_cut_mid_append_literal_costs_a_pass_not_a_message(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     fault: str,
 ) -> None:
     with TcpProxy(dovecot.imaps_port) as proxy:
@@ -116,7 +104,7 @@ def test_target_connection_cut_mid_append_literal_costs_a_pass_not_a_message(
         else:
             proxy.truncate_after_bytes(MID_LITERAL, UP)
         _copy(
-            dovecot, make_user, ssl_context, tls_files, redis_url,
+            dovecot, mailbox_pairs, tls_files, redis_url,
             source_proxy=None, target_proxy=proxy,
             exactly_once=exactly_once, tag=f"tgt-{fault}",
         )  # fmt: skip
@@ -127,11 +115,10 @@ def test_target_connection_cut_mid_append_literal_costs_a_pass_not_a_message(
 @pytest.mark.parametrize("side", ["source", "target"])
 def test_a_stalled_server_times_out_and_the_next_pass_finishes(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     side: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -145,7 +132,7 @@ def test_a_stalled_server_times_out_and_the_next_pass_finishes(
             then="drop",
         )
         _copy(
-            dovecot, make_user, ssl_context, tls_files, redis_url,
+            dovecot, mailbox_pairs, tls_files, redis_url,
             source_proxy=proxy if side == "source" else None,
             target_proxy=proxy if side == "target" else None,
             exactly_once=exactly_once, tag=f"stall-{side}",
@@ -166,20 +153,17 @@ GRACE = 7.0
 def test_an_append_the_target_commits_after_the_client_gave_up_is_not_sent_twice(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     make_ews_mailbox: MakeUser,
     ews: EwsServer,
-    ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     target_kind: str,
 ) -> None:
     password = batch_password(f"late-commit-{target_kind}")
     source = make_user(password)
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, FOLDERS,
-        ssl_context=ssl_context, size_hint=8_000,
-    )  # fmt: skip
+    fill(source, FOLDERS, password, size_hint=8_000)
     with TcpProxy(dovecot.imaps_port if target_kind == "imap" else ews.port) as proxy:
         # A middlebox holds an append batch: the copier sees a reset and cannot know whether
         # the batch took effect; the target commits it later, once the path recovers.
@@ -201,14 +185,6 @@ def test_an_append_the_target_commits_after_the_client_gave_up_is_not_sent_twice
         assert proxy.delivered.wait(30), "the target never answered the held batch"
     assert proxy.faults_fired == ["hold"]
     assert status.state is MailboxState.DONE, status
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot,
-            (source, password),
-            (target, DEFAULT_USER_PASSWORD),
-            ssl_context,
-            ews=ews if target_kind == "ews" else None,
-        )
-    )
+    exactly_once.copied(source, password, target, ews=ews if target_kind == "ews" else None)
     # The held batch was found at the target, not sent again.
     assert status.copied_messages < status.done_messages == sum(FOLDERS.values())

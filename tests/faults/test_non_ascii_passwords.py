@@ -17,9 +17,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from ews_server import EwsServer, Item
-from ews_server.store import new_id
-from faultkit import cli, digest, leaks, run_in_process, run_options, source_and_target, stored
+from celerykit import cli
+from ews_server import EwsServer
+from faultkit import (
+    ExactlyOnce,
+    MailboxPairs,
+    digest,
+    leaks,
+    run_in_process,
+    run_options,
+    stored,
+)
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -28,20 +36,23 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from servers.mailgen import populate
+from servers.mailgen import Fill
 from support import (
     BATCH_PASSWORDS,
+    CopyMailbox,
     batch_password,
     batch_text,
-    ews_settings,
+    from_exchange,
     imaps,
-    write_batch,
+    pop3s,
+    source_row,
+    write_source_batch,
 )
 
 from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.connectors.imap import connection as imapconn
 from migrator.connectors.imap.managesieve import SieveClient
-from migrator.model import AdminLogin, ConnectOptions, Credentials
+from migrator.model import AdminLogin, Credentials
 from migrator.prepare import RunOptions, TargetSpec, build_jobs
 from migrator.report import MailboxState
 from migrator.runner import execute_job
@@ -60,67 +71,51 @@ def test_a_non_ascii_password_logs_in_and_the_mailbox_is_copied(
     method: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password(f"umlaut-{protocol}-{method}")
     source, target = make_user(password), make_user()
     folders = FOLDERS if protocol == "imap" else {"INBOX": 12}
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, folders,
-        ssl_context=ssl_context, size_hint=3_000,
-    )  # fmt: skip
-    kind = {"source_kind": "pop"} if protocol == "pop3" else {}
-    options, source_url = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, **kind
-    )
-    if protocol == "pop3":
-        source_url = f"pop3s://127.0.0.1:{dovecot.pop3s_port}"
-    store = StateStore.from_url(redis_url)
+    fill(source, folders, password, size_hint=3_000)
+    kind = "pop" if protocol == "pop3" else "imap"
 
     if method == "individual":
-        status = run_in_process(store, "umlaut", options, source_url, source, password, target)
+        status = copy_mailbox(
+            source, target, password=password, batch_id="umlaut", source_kind=kind
+        )
     else:
         # POP3 AUTH PLAIN (RFC 5034): the admin, whose password is not ASCII either, acts
         # as the user.
+        options, _ = run_options(
+            dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, source_kind=kind
+        )
         status = _run_rows(
-            store, "umlaut", options, AccessMethod.PROXYAUTH, [(source_url, source, target)],
-            protocol="pop3",
+            StateStore.from_url(redis_url), "umlaut", options, AccessMethod.PROXYAUTH,
+            [(pop3s(dovecot), source, target)], protocol="pop3",
         )[0]  # fmt: skip
 
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == sum(folders.values())
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 @pytest.mark.parametrize("method", ["proxyauth", "combined"])
 def test_an_admin_with_a_non_ascii_password_logs_in_for_every_mailbox_on_both_sides(
     method: str,
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     # proxyauth: AUTHENTICATE PLAIN with the user as authorization identity; combined: the
     # master login "user*admin-intl" with the admin's password.
     access = AccessMethod(method)
-    pairs = []
-    for _ in range(2):
-        password = batch_password(f"admin-{method}")
-        source, target = make_user(password), make_user()
-        populate(
-            "127.0.0.1", dovecot.imaps_port, source, password, FOLDERS,
-            ssl_context=ssl_context, size_hint=3_000,
-        )  # fmt: skip
-        pairs.append((source, password, target))
+    pairs = mailbox_pairs(f"admin-{method}", FOLDERS, 2, size_hint=3_000)
     options = RunOptions(
         target=TargetSpec(
             server=parse_server(imaps(dovecot)),
@@ -138,12 +133,8 @@ def test_an_admin_with_a_non_ascii_password_logs_in_for_every_mailbox_on_both_si
     )  # fmt: skip
 
     assert [s.state for s in statuses] == [MailboxState.DONE] * 2, statuses
-    for source, password, target in pairs:
-        exactly_once(  # type: ignore[operator]
-            *source_and_target(
-                dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-            )
-        )
+    for pair in pairs:
+        exactly_once.copied(*pair)
 
 
 def test_forwarding_logs_in_to_managesieve_with_a_non_ascii_password(
@@ -152,16 +143,11 @@ def test_forwarding_logs_in_to_managesieve_with_a_non_ascii_password(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    local_state: Path,
 ) -> None:
     password = batch_password("sieve")
     source, target = make_user(password), make_user(prefix="new")
-    batch = write_batch(
-        tmp_path / "batch.csv",
-        [{"SourceIdentity": source, "SourceServer": imaps(dovecot), "SourceLoginID": source,
-          "SourcePassword": password, "TargetIdentity": target}],
-    )  # fmt: skip
-    _private_redis(tmp_path, monkeypatch)
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), [(source, password, target)])
 
     code, out = cli(
         ["forwarding", "set", str(batch), "--json", "--method", "individual",
@@ -185,29 +171,22 @@ def test_a_non_ascii_password_logs_in_to_exchange_with_basic_auth(
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     # RFC 7617: Basic credentials in UTF-8 (requests alone would send Latin-1, and cannot
     # send the euro sign or CJK at all).
     password = batch_password("ews-basic")
     source = f"umlaut-{secrets.token_hex(4)}@example.com"
     ews.add_user(source, password)
-    inbox = ews.store[source].distinguished("inbox")
     sent = [
         f"Subject: m{n}\r\nMessage-ID: <umlaut.{source}.{n}@x>\r\n\r\nbody {n}\r\n".encode()
         for n in range(5)
     ]
     for raw in sent:
-        item = Item(new_id("i", source), inbox.id, "IPM.Note", mime=raw)
-        ews.store[source].items[item.id] = item
+        ews.store[source].deliver(raw)
     target = make_user()
-    options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    options = RunOptions(
-        target=options.target,
-        source_kind="ews",
-        source_settings=ews_settings(None),
-        connect=ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert), allow_plaintext=True),
-        late_commit_grace=options.late_commit_grace,
+    options = from_exchange(
+        run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)[0]
     )
 
     status = run_in_process(
@@ -216,7 +195,7 @@ def test_a_non_ascii_password_logs_in_to_exchange_with_basic_auth(
     )  # fmt: skip
 
     assert status.state is MailboxState.DONE, status
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         {"INBOX": Counter(digest(raw) for raw in sent)},
         stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
     )
@@ -229,7 +208,7 @@ def test_a_wrong_non_ascii_password_fails_the_mailbox_and_is_shown_nowhere(
     make_user: MakeUser,
     tls_files: TlsFiles,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    local_state: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -243,7 +222,7 @@ def test_a_wrong_non_ascii_password_fails_the_mailbox_and_is_shown_nowhere(
     admin_password = wrong if whose == "admin" else NON_ASCII_MASTER_PASSWORD
 
     mailboxes, seen = _run_and_look_everywhere(
-        dovecot, tls_files, tmp_path, monkeypatch, capsys, caplog, rows, admin_password
+        dovecot, tls_files, tmp_path, local_state, capsys, caplog, rows, admin_password
     )
 
     side, state = ("source", "failed") if whose == "user" else ("target", "not_ready")
@@ -262,6 +241,7 @@ def test_an_error_no_adapter_foresaw_shows_no_password_anywhere(
     tls_files: TlsFiles,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    local_state: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -282,7 +262,7 @@ def test_an_error_no_adapter_foresaw_shows_no_password_anywhere(
     monkeypatch.setattr(imapconn, "_login", login_that_breaks)
 
     mailboxes, seen = _run_and_look_everywhere(
-        dovecot, tls_files, tmp_path, monkeypatch, capsys, caplog,
+        dovecot, tls_files, tmp_path, local_state, capsys, caplog,
         [(source, password, make_user())], NON_ASCII_MASTER_PASSWORD,
     )  # fmt: skip
 
@@ -304,7 +284,7 @@ def _run_and_look_everywhere(
     dovecot: DovecotServer,
     tls_files: TlsFiles,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    state: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     rows: list[tuple[str, str, str]],
@@ -314,15 +294,9 @@ def _run_and_look_everywhere(
     reached by the non-ASCII admin's master login, with this machine's private Redis; the
     status rows, and everything that shows them: the status table and JSON, what the run
     printed, the -v log, and every file of the private Redis (snapshot, append-only file)."""
-    batch = write_batch(
-        tmp_path / "batch.csv",
-        [{"SourceIdentity": source, "SourceServer": imaps(dovecot), "SourceLoginID": source,
-          "SourcePassword": password, "TargetIdentity": target}
-         for source, password, target in rows],
-    )  # fmt: skip
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), rows)
     admin_file = tmp_path / "admin.pw"
     admin_file.write_text(admin_password, encoding="utf-8")
-    state = _private_redis(tmp_path, monkeypatch)
     caplog.set_level(logging.DEBUG)
 
     code, _ = cli(
@@ -357,15 +331,6 @@ def _leaked(seen: dict[str, str | bytes]) -> list[str]:
     )
 
 
-def _private_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`migrator` in this process with this machine's private Redis under tmp_path."""
-    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    state = tmp_path / "state"
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(state))
-    return state
-
-
 def _run_rows(
     store: StateStore,
     batch_id: str,
@@ -377,13 +342,7 @@ def _run_rows(
 ) -> list:  # type: ignore[type-arg]
     """Each (SourceServer, SourceIdentity, TargetIdentity) read with `method` through the
     non-ASCII admin, run through runner.execute_job (what a Celery task runs)."""
-    text = batch_text(
-        [
-            {"SourceIdentity": source, "SourceServer": server, "SourceLoginID": source,
-             "SourcePassword": "", "TargetIdentity": target}
-            for server, source, target in rows
-        ]
-    )  # fmt: skip
+    text = batch_text([source_row(server, source, "", target) for server, source, target in rows])
     result = parse_batch(
         text, method, admin=_admin(), combined_template="{user}*{admin}", protocol=protocol
     )

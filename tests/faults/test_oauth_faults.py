@@ -28,7 +28,6 @@ from servers.oauth_server import OAuthServer
 from servers.proxy import TcpProxy
 
 from migrator import runner
-from migrator.connectors.imap import source as imap_source
 from migrator.oauth import OAuthConfig
 from migrator.report import MailboxState
 from migrator.state import MailboxStatus, StateStore
@@ -37,16 +36,10 @@ FOLDERS = {"INBOX": 160, "Archive": 60}
 TOTAL = sum(FOLDERS.values())
 BANDWIDTH = 600_000  # bytes a second from the source: the copy lasts some 3 s
 KICK_AT = 30  # messages done when the fault comes: past login, listing and the first appends
-
-
-@pytest.fixture(autouse=True)
-def _few_a_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A few messages a fetch (and the reader little ahead of the writer: PREFETCH), so the
-    # source is still fetching when its sessions end.
-    monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
-
-
-PREFETCH = 200_000  # bytes the reader may run ahead of the writer
+# A few messages a fetch, the reader little ahead of the writer: the source is still
+# fetching when its sessions end.
+FETCH_WINDOW = 10
+PREFETCH = 200_000  # bytes
 
 
 @pytest.fixture
@@ -85,6 +78,7 @@ class Mailbox:
             self.tls.ca_cert,
             source_auth=app,
             prefetch_bytes=PREFETCH,
+            fetch_window=FETCH_WINDOW,
         )
         # The row's password is never sent: the source end logs in with bearer tokens.
         return run_in_process(

@@ -12,35 +12,18 @@ from datetime import UTC, datetime
 
 import pytest
 from corpus import corpus_messages
-from faultkit import digest, run_options, source_and_target, stored
-from imapclient import IMAPClient
+from faultkit import ExactlyOnce, digest, stored
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.lying_imap import SizeLyingImap
-from servers.mailgen import populate
-from support import batch_password, run_in_process, snapshot
+from servers.mailgen import Fill
+from support import CopyMailbox, batch_password, imaps, snapshot
 
 from migrator.report import MailboxState
 from migrator.state import StateStore
 
 JAN_2023 = datetime(2023, 1, 10, 9, 0, tzinfo=UTC)
 JAN_2024 = datetime(2024, 1, 10, 9, 0, tzinfo=UTC)
-
-
-def _append(
-    dovecot: DovecotServer,
-    login: str,
-    password: str,
-    context: ssl.SSLContext,
-    folder: str,
-    messages: list[tuple[bytes, tuple[str, ...], datetime]],
-) -> None:
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=context) as client:
-        client.plain_login(login, password)  # UTF-8: batch passwords are not ASCII
-        if not client.folder_exists(folder):
-            client.create_folder(folder)
-        for raw, flags, when in messages:
-            client.append(folder, raw, flags, when)
 
 
 def _resend(relay: str, footer: str, when: datetime) -> bytes:
@@ -61,10 +44,10 @@ def test_two_messages_sharing_message_id_and_size_both_arrive_once_without_check
     how: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("twins")
     source, target = make_user(password), make_user()
@@ -73,71 +56,49 @@ def test_two_messages_sharing_message_id_and_size_both_arrive_once_without_check
         _resend("relay-b", "footer B", JAN_2024),
     )
     assert len(older) == len(newer) and older != newer
-    _append(dovecot, source, password, ssl_context, "INBOX", [(older, (), JAN_2023)])
-    store = StateStore.from_url(redis_url)
-    options, url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    first = run_in_process(store, "b1", options, url, source, password, target)
+    fill.append(source, "INBOX", [(older, (), JAN_2023)], password)
+    first = copy_mailbox(source, target, password=password, batch_id="b1")
     assert (first.state, first.copied_messages) == (MailboxState.DONE, 1)
 
     # The resend arrives; then the checkpoints are gone: Redis emptied, or a new batch
     # whose CSV writes the same servers otherwise ("localhost" for "127.0.0.1").
-    _append(dovecot, source, password, ssl_context, "INBOX", [(newer, (), JAN_2024)])
+    fill.append(source, "INBOX", [(newer, (), JAN_2024)], password)
+    url = None
     if how == "redis emptied":
-        store.client.flushall()
+        StateStore.from_url(redis_url).client.flushall()
     else:
         url = f"imaps://LocalHost:{dovecot.imaps_port}"
-    second = run_in_process(store, "b2", options, url, source, password, target)
+    second = copy_mailbox(source, target, password=password, batch_id="b2", source_url=url)
 
     assert second.state is MailboxState.DONE, second
     assert (second.copied_messages, second.done_messages) == (1, 2)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def test_identical_twins_with_other_flags_and_dates_each_keep_their_own_after_a_kill(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("flags")
     source, target = make_user(password), make_user()
     twin = _resend("relay-a", "footer A", JAN_2023)  # the same bytes, stored twice
-    others = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 30}, ssl_context=ssl_context
+    others = fill(source, {"INBOX": 30}, password)
+    fill.append(
+        source, "INBOX", [(twin, ("\\Seen",), JAN_2023), (twin, ("\\Flagged",), JAN_2024)], password
     )
-    _append(
-        dovecot, source, password, ssl_context, "INBOX",
-        [(twin, ("\\Seen",), JAN_2023), (twin, ("\\Flagged",), JAN_2024)],
-    )  # fmt: skip
-    store = StateStore.from_url(redis_url)
-    options, url = run_options(
-        dovecot.imaps_port,
-        dovecot.imaps_port,
-        tls_files.ca_cert,
-        until=datetime(2022, 1, 1, tzinfo=UTC),
-    )
-    first = run_in_process(store, "b1", options, url, source, password, target)
-    assert first.copied_messages == len([m for m in others if m.internaldate < options.until])
+    until = datetime(2022, 1, 1, tzinfo=UTC)
+    first = copy_mailbox(source, target, password=password, batch_id="b1", until=until)
+    assert first.copied_messages == len([m for m in others if m.internaldate < until])
 
     # What a kill leaves when the older twin went first (four connections deal the order
     # out) and died between its APPEND and its checkpoint: Redis is kept, and the target
     # holds the older twin, with its flags and date, unrecorded.
-    _append(
-        dovecot,
-        target,
-        DEFAULT_USER_PASSWORD,
-        ssl_context,
-        "INBOX",
-        [(twin, ("\\Seen",), JAN_2023)],
-    )
-    options, url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    second = run_in_process(store, "b2", options, url, source, password, target)
+    fill.append(target, "INBOX", [(twin, ("\\Seen",), JAN_2023)])
+    second = copy_mailbox(source, target, password=password, batch_id="b2")
 
     assert second.state is MailboxState.DONE, second
 
@@ -148,44 +109,32 @@ def test_identical_twins_with_other_flags_and_dates_each_keep_their_own_after_a_
         )
 
     assert shown(target, DEFAULT_USER_PASSWORD) == shown(source, password)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def test_a_source_whose_sizes_are_estimates_is_recognised_after_redis_loss(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("sizes")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 120, "Sent": 40},
-        ssl_context=ssl_context,
-    )  # fmt: skip
-    store = StateStore.from_url(redis_url)
+    sent = fill(source, {"INBOX": 120, "Sent": 40}, password)
     with SizeLyingImap(dovecot.imaps_port, tls_files) as lying:
-        options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-        url = f"imaps://127.0.0.1:{lying.port}"
-        first = run_in_process(store, "b1", options, url, source, password, target)
+        url = imaps(lying.port)
+        first = copy_mailbox(source, target, password=password, batch_id="b1", source_url=url)
         assert (first.state, first.copied_messages) == (MailboxState.DONE, len(sent))
         assert lying.sizes_rewritten >= len(sent)
-        store.client.flushall()
-        second = run_in_process(store, "b2", options, url, source, password, target)
+        StateStore.from_url(redis_url).client.flushall()
+        second = copy_mailbox(source, target, password=password, batch_id="b2", source_url=url)
 
     assert second.state is MailboxState.DONE, second
     assert (second.copied_messages, second.done_messages) == (0, len(sent))
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _odd_messages() -> list[bytes]:
@@ -222,27 +171,24 @@ def _pop3_view(
 def test_pop3_messages_with_odd_endings_and_headers_are_recognised_after_redis_loss(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("pop3")
     source, target = make_user(password), make_user()
     messages = _odd_messages()
-    _append(
-        dovecot, source, password, ssl_context, "INBOX",
+    fill.append(
+        source, "INBOX",
         [(raw, (), datetime(2020, 1, 1 + n % 28, tzinfo=UTC)) for n, raw in enumerate(messages)],
+        password,
     )  # fmt: skip
-    store = StateStore.from_url(redis_url)
-    options, _ = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, source_kind="pop"
-    )
-    url = f"pop3s://127.0.0.1:{dovecot.pop3s_port}"
-    first = run_in_process(store, "b1", options, url, source, password, target)
+    first = copy_mailbox(source, target, password=password, batch_id="b1", source_kind="pop")
     assert (first.state, first.copied_messages) == (MailboxState.DONE, len(messages))
-    store.client.flushall()
-    second = run_in_process(store, "b2", options, url, source, password, target)
+    StateStore.from_url(redis_url).client.flushall()
+    second = copy_mailbox(source, target, password=password, batch_id="b2", source_kind="pop")
 
     assert second.state is MailboxState.DONE, second
     assert (second.copied_messages, second.done_messages) == (0, len(messages))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import ssl
 import time
 from pathlib import Path
 
 import pytest
 import redis
-from faultkit import Worker, cli, enqueue, source_and_target, wait_for
+from celerykit import cli, wait_for
+from faultkit import ExactlyOnce, MailboxPairs, enqueue
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import populate
+from servers.dovecot import DovecotServer
 from servers.redis import RedisServer
-from support import batch_password
+from support import eventually, imaps
 
 from migrator.report import MailboxState
 from migrator.state import MailboxStatus, StateStore
@@ -25,26 +25,21 @@ LARGE = {"INBOX": 600, "Archive/2019": 300}
 
 def _start(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
-    env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
     tag: str,
-) -> tuple[str, str, str, str, StateStore]:
-    password = batch_password(tag)
-    source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, FOLDERS,
-        ssl_context=ssl_context, size_hint=12_000,
-    )  # fmt: skip
-    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    workers.append(Worker(env, tmp_path / "worker1.log"))
-    batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
-    store = StateStore.from_url(env["MIGRATOR_REDIS_URL"])
+) -> tuple[str, tuple[str, str, str], StateStore]:
+    """One mailbox well into its copy by a Celery worker: the batch id, the mailbox's
+    (source, password, target), and the state store."""
+    (pair,) = mailbox_pairs(tag, FOLDERS, size_hint=12_000)
+    url = imaps(dovecot)
+    workers.start("worker1")
+    batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [pair])
+    store = StateStore.from_url(workers.env["MIGRATOR_REDIS_URL"])
     wait_for(store, batch_id, lambda rows: rows[0].done_messages >= 60, timeout=60)
-    return batch_id, source, password, target, store
+    return batch_id, pair, store
 
 
 def _lock_names(store: StateStore, batch_id: str) -> list[str]:
@@ -91,17 +86,16 @@ def _finish(store: StateStore, batch_id: str, locks: list[str]) -> MailboxStatus
 
 def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_server: RedisServer,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
-    batch_id, source, password, target, store = _start(
-        dovecot, make_user, ssl_context, tls_files, celery_env, workers, tmp_path, "redis-restart"
+    batch_id, pair, store = _start(
+        dovecot, mailbox_pairs, tls_files, workers, tmp_path, "redis-restart"
     )
 
     redis_server.restart(keep_data=True)
@@ -110,25 +104,20 @@ def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
     (row,) = wait_for(store, batch_id, timeout=120)
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == sum(FOLDERS.values())
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(*pair)
 
 
 def test_redis_emptied_mid_batch_then_resume_restores_the_batch_and_copies_each_once(
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
-    batch_id, source, password, target, store = _start(
-        dovecot, make_user, ssl_context, tls_files, celery_env, workers, tmp_path, "redis-flush"
+    batch_id, pair, store = _start(
+        dovecot, mailbox_pairs, tls_files, workers, tmp_path, "redis-flush"
     )
     (before,) = store.mailboxes(batch_id)
     assert before.state is MailboxState.RUNNING
@@ -144,46 +133,25 @@ def test_redis_emptied_mid_batch_then_resume_restores_the_batch_and_copies_each_
     assert cli(["resume", batch_id, "--no-wait"])[0] == 0
     assert store.batch_exists(batch_id)
     _finish(store, batch_id, locks)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
-
-
-def _mailboxes(
-    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, tag: str, count: int
-) -> list[tuple[str, str, str]]:
-    pairs = []
-    for n in range(count):
-        password = batch_password(f"{tag}-{n}")
-        source, target = make_user(password), make_user()
-        populate(
-            "127.0.0.1", dovecot.imaps_port, source, password, LARGE,
-            ssl_context=ssl_context, size_hint=12_000, seed=n,
-        )  # fmt: skip
-        pairs.append((source, password, target))
-    return pairs
+    exactly_once.copied(*pair)
 
 
 @pytest.mark.parametrize("keep_data", [True, False], ids=["data-kept", "data-lost"])
 def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
     keep_data: bool,
     dovecot: DovecotServer,
-    make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    mailbox_pairs: MailboxPairs,
     tls_files: TlsFiles,
     redis_server: RedisServer,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     # Three mailboxes on four processes: the fourth waits in BRPOP when Redis goes away.
-    pairs = _mailboxes(dovecot, make_user, ssl_context, f"pool-{keep_data}", 3)
-    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    worker = Worker(celery_env, tmp_path / "worker.log", concurrency=4)
-    workers.append(worker)
+    pairs = mailbox_pairs(f"pool-{keep_data}", LARGE, 3, size_hint=12_000)
+    url = imaps(dovecot)
+    worker = workers.start(concurrency=4)
     batch_id = enqueue(
         tmp_path, url, url, tls_files.ca_cert, pairs, "--connections-per-mailbox", "1"
     )
@@ -205,27 +173,23 @@ def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
         # mailboxes it holds (their heartbeats take the locks again) and records them; the
         # operator's resume brings the batch back from this machine's copy.
         job_ids = [r.job_id for r in rows]
-        deadline = time.monotonic() + 120
-        while not all(
-            (row := store.mailbox(batch_id, job)) is not None and row.state.final for job in job_ids
-        ):
-            assert time.monotonic() < deadline, "the worker did not finish its mailboxes"
-            time.sleep(0.05)
+
+        def all_recorded() -> bool:
+            found = [store.mailbox(batch_id, job) for job in job_ids]
+            return all(row is not None and row.state.final for row in found)
+
+        eventually(all_recorded, timeout=120, what="the worker finishing its mailboxes")
         assert not store.batch_exists(batch_id)
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
     rows = wait_for(store, batch_id, timeout=120)
     assert [r.state for r in rows] == [MailboxState.DONE] * 3, rows
     assert all(r.done_messages == r.total_messages == sum(LARGE.values()) for r in rows)
-    for source, password, target in pairs:
-        exactly_once(
-            *source_and_target(
-                dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-            )
-        )
+    for pair in pairs:
+        exactly_once.copied(*pair)
 
     # The same worker is still there, and takes the next batch.
     assert "Unrecoverable error" not in worker.log_text()
-    (later,) = _mailboxes(dovecot, make_user, ssl_context, f"pool-later-{keep_data}", 1)
+    (later,) = mailbox_pairs(f"pool-later-{keep_data}", LARGE, size_hint=12_000)
     next_batch = enqueue(tmp_path, url, url, tls_files.ca_cert, [later])
     (row,) = wait_for(store, next_batch, timeout=60)
     assert row.state is MailboxState.DONE, row

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -21,18 +20,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from faultkit import REPO, Worker, source_and_target, wait_for, write_source_batch
+from celerykit import wait_for
+from faultkit import REPO, ExactlyOnce
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import (
-    DEFAULT_USER_PASSWORD,
-    MASTER_PASSWORD,
-    MASTER_USER,
-    DovecotServer,
-    MakeUser,
-)
-from servers.mailgen import populate
+from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
+from servers.mailgen import Fill
 from servers.ports import LOOPBACK, free_port
-from support import batch_password
+from support import batch_password, eventually, write_source_batch
 
 from migrator.report import MailboxState
 from migrator.state import StateStore
@@ -73,15 +68,15 @@ def tls_redis(tls_files: TlsFiles, tmp_path: Path) -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     client = _tls_client(port, tls_files)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def answers() -> bool:
+        assert process.poll() is None, (directory / "redis.log").read_text()
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            assert process.poll() is None, (directory / "redis.log").read_text()
-            assert time.monotonic() < deadline, "the TLS redis-server did not answer"
-            time.sleep(0.02)
+            return False
+
+    eventually(answers, timeout=10, what="the TLS redis-server answering")
     yield port
     client.close()
     process.terminate()
@@ -133,26 +128,23 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     tls_redis: int,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     """The check refuses only what cannot work: the same Redis with ssl_cert_reqs works
     for `enqueue`, `status` and a worker, end to end."""
     password = batch_password("rediss")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 30, "Archive": 20},
-        ssl_context=ssl_context, size_hint=3_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 30, "Archive": 20}, password, size_hint=3_000)
     url = f"rediss://127.0.0.1:{tls_redis}/0?ssl_cert_reqs=required"
     env = _env(celery_env, url)
     imap = f"imaps://127.0.0.1:{dovecot.imaps_port}"
     batch = write_source_batch(tmp_path / "batch.csv", imap, [(source, password, target)])
-    workers.append(Worker(env, tmp_path / "worker.log"))
+    workers.start(env=env)
 
     code, out, err, _ = _migrator(
         ["enqueue", str(batch), "--method", "individual", "--target-server", imap,
@@ -165,11 +157,7 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     (row,) = wait_for(store, batch_id, timeout=120)
     assert row.state is MailboxState.DONE, row
     assert _migrator(["status", batch_id], env)[0] == 0
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 @pytest.fixture
@@ -212,18 +200,14 @@ def test_an_unreachable_redis_is_one_clear_line_within_seconds(
 
 @pytest.mark.parametrize("key", ["not-a-fernet-key", ""])
 def test_a_worker_without_a_usable_key_refuses_to_start_with_one_clear_line(
-    key: str, celery_env: dict[str, str], tmp_path: Path
+    key: str, celery_env: dict[str, str], workers: Workers
 ) -> None:
-    env = {**celery_env, "MIGRATOR_SECRET_KEY": key}
-    log = tmp_path / "worker.log"
-    worker = Worker(env, log)
+    worker = workers.start(env={**celery_env, "MIGRATOR_SECRET_KEY": key})
     try:
         code = worker.process.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the worker started with key {key!r}: {log.read_text()}")
-    finally:
-        worker.stop()
-    text = log.read_text()
+        pytest.fail(f"the worker started with key {key!r}: {worker.log_text()}")
+    text = worker.log_text()
     assert code != 0
     assert "MIGRATOR_SECRET_KEY" in text and "Traceback" not in text, text
     assert key not in text or not key

@@ -12,20 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ews_server import EwsServer, Item
-from ews_server.store import new_id
+from celerykit import cli
+from ews_server import EwsServer
 from faultkit import (
-    cli,
+    ExactlyOnce,
     digest,
     enqueue,
     ews_stored,
     exchange_folder,
     expected_at_target,
     leaks,
-    source_and_target,
     stored,
 )
-from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -34,8 +32,8 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from servers.mailgen import populate
-from support import EWS_ADMIN, EWS_PASSWORD, batch_password, write_batch
+from servers.mailgen import Fill
+from support import EWS_ADMIN, EWS_PASSWORD, batch_password, imaps, write_source_batch
 
 from migrator.batch import parse_server
 from migrator.connectors.ews.settings import EwsAccess, EwsSettings
@@ -114,24 +112,27 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     target_kind: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     tmp_path: Path,
+    local_state: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     request: pytest.FixtureRequest,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password(f"debug-log-{target_kind}")
     source = make_user(password)
     marker = "BODY-MARKER-5f1c2e"
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.plain_login(source, password)
-        for i in range(5):
-            client.append(
-                "INBOX",
-                f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{marker} line {i}\r\n".encode(),
-            )
+    fill.append(
+        source,
+        "INBOX",
+        [
+            f"Subject: s{i}\r\nMessage-ID: <m{i}@x>\r\n\r\n{marker} line {i}\r\n".encode()
+            for i in range(5)
+        ],
+        password,
+    )
     if target_kind == "imap":
         target = make_user()
         options = ["--target-server", f"imaps://127.0.0.1:{dovecot.imaps_port}",
@@ -146,14 +147,7 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
                    "--target-admin", EWS_ADMIN, "--impersonate",
                    "--ews-version", "Exchange2016"]  # fmt: skip
         monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", EWS_PASSWORD)
-    batch = write_batch(
-        tmp_path / "batch.csv",
-        [{"SourceIdentity": source, "SourceServer": f"imaps://127.0.0.1:{dovecot.imaps_port}",
-          "SourceLoginID": source, "SourcePassword": password, "TargetIdentity": target}],
-    )  # fmt: skip
-    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), [(source, password, target)])
     caplog.set_level(logging.DEBUG)
 
     code, _ = cli(
@@ -164,15 +158,7 @@ def test_no_log_line_carries_a_message_body_even_at_debug(
     assert code == 0
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG was on
     assert not leaks(caplog.text, marker), "a message body reached the log"
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot,
-            (source, password),
-            (target, DEFAULT_USER_PASSWORD),
-            ssl_context,
-            ews=ews if target_kind == "ews" else None,
-        )
-    )
+    exactly_once.copied(source, password, target, ews=ews if target_kind == "ews" else None)
 
 
 # -- Exchange over HTTPS --------------------------------------------------------------------
@@ -184,15 +170,12 @@ def _exchange_mailbox(server: EwsServer, mail: int = 0) -> tuple[str, list[bytes
     """A new mailbox on `server` with `mail` messages in its Inbox."""
     smtp = f"tls{next(_exchange_numbers)}@example.com"
     server.add_user(smtp, EWS_PASSWORD)
-    box = server.store[smtp]
-    inbox = box.distinguished("inbox")
     bodies = [
         f"Subject: m{n}\r\nMessage-ID: <tls.{smtp}.{n}@x>\r\n\r\nbody {n}\r\n".encode()
         for n in range(mail)
     ]
     for raw in bodies:
-        item = Item(new_id("i", smtp), inbox.id, "IPM.Note", mime=raw)
-        box.items[item.id] = item
+        server.store[smtp].deliver(raw)
     return smtp, bodies
 
 
@@ -201,29 +184,25 @@ def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
     side: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ews_https_server: EwsServer,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     tmp_path: Path,
+    local_state: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     ews = ews_https_server
     imap = f"imaps://127.0.0.1:{dovecot.imaps_port}"
     # Python's default trust (SSL_CERT_FILE) covers the IMAP side; requests, under
     # exchangelib, trusts its own CA bundle only, which knows nothing of the test CA.
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.ca_cert))
-    for name in ("MIGRATOR_REDIS_URL", "MIGRATOR_SECRET_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MIGRATOR_STATE_DIR", str(tmp_path / "state"))
     if side == "target":
         password = batch_password("https-target")
         source = make_user(password)
-        populate(
-            "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 6},
-            ssl_context=ssl_context, size_hint=2_000,
-        )  # fmt: skip
+        fill(source, {"INBOX": 6}, password, size_hint=2_000)
         monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", EWS_PASSWORD)
         options = ["--target", "ews", "--target-server", ews.url, "--target-admin", EWS_ADMIN,
                    "--impersonate", "--ews-version", "Exchange2016"]  # fmt: skip
@@ -236,12 +215,8 @@ def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
 
     def run(name: str, *tls: str) -> tuple[str, dict[str, Any]]:
         target = _exchange_mailbox(ews)[0] if side == "target" else make_user()
-        batch = write_batch(
-            tmp_path / f"{name}.csv",
-            [{"SourceIdentity": source, "SourceLoginID": source, "SourcePassword": password,
-              "SourceServer": imap if side == "target" else f"https://127.0.0.1:{ews.port}",
-              "TargetIdentity": target}],
-        )  # fmt: skip
+        server = imap if side == "target" else f"https://127.0.0.1:{ews.port}"
+        batch = write_source_batch(tmp_path / f"{name}.csv", server, [(source, password, target)])
         cli(["run", str(batch), "--method", "individual", *options, *tls,
              "--batch-id", name, "--workers", "1"])  # fmt: skip
         code, text = cli(["status", name, "--json"])
@@ -263,12 +238,12 @@ def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
     target, row = run("verified", "--ca-file", str(tls_files.ca_cert))
     assert row["state"] == "done", row
     if side == "target":
-        exactly_once(  # type: ignore[operator]
+        exactly_once(
             expected_at_target(stored(dovecot, source, password, ssl_context), exchange_folder),
             ews_stored(ews, target),
         )
     else:
-        exactly_once(  # type: ignore[operator]
+        exactly_once(
             {"INBOX": Counter(digest(raw) for raw in sent)},
             stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
         )

@@ -10,7 +10,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from faultkit import expected_at_target, run_in_process, run_options, source_and_target, stored
+from faultkit import (
+    ExactlyOnce,
+    expected_at_target,
+    run_in_process,
+    run_options,
+    stored,
+)
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from servers.certs import TlsFiles
@@ -21,11 +27,9 @@ from servers.dovecot import (
     DovecotServer,
     MakeUser,
 )
-from servers.mailgen import make_message, populate
-from support import batch_password
+from servers.mailgen import Fill, make_message
+from support import CopyMailbox, batch_password
 
-from migrator import sending
-from migrator.connectors.imap import source as imap_source
 from migrator.connectors.imap.connection import imap_errors
 from migrator.errors import PermanentError, TransientError
 from migrator.report import MailboxState
@@ -35,28 +39,20 @@ from migrator.state import StateStore
 @pytest.mark.parametrize("side", ["source", "target"])
 def test_bye_mid_copy_costs_a_pass_not_a_message(
     side: str,
-    monkeypatch: pytest.MonkeyPatch,
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The reader keeps at most this much ahead of the writer, and fetches a few messages
-    # at a time, so the source is still fetching when the session ends, on every one of
-    # the mailbox's connections.
-    monkeypatch.setattr(sending, "PREFETCH_BYTES", 200_000)
-    monkeypatch.setattr(imap_source, "FETCH_BATCH_COUNT", 10)
-    monkeypatch.setattr(sending, "GROUPING_WINDOW", 30)  # windows enough for four connections
+    # The source fetches ten messages a round trip and the reader keeps at most 200 KB
+    # ahead of the writer (below), so the source is still fetching when the session ends,
+    # on every one of the mailbox's connections.
     password = batch_password(f"bye-{side}")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 250, "Archive": 100},
-        ssl_context=ssl_context, size_hint=8_000,
-    )  # fmt: skip
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+    fill(source, {"INBOX": 250, "Archive": 100}, password, size_hint=8_000)
     store = StateStore.from_url(redis_url)
     kicked: list[int] = []
 
@@ -73,18 +69,17 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
 
     kicker = threading.Thread(target=kick_mid_copy)
     kicker.start()
-    status = run_in_process(store, "bye", options, source_url, source, password, target)
+    status = copy_mailbox(
+        source, target, password=password, batch_id="bye",
+        prefetch_bytes=200_000, grouping_window=30, fetch_window=10,  # four connections
+    )  # fmt: skip
     kicker.join()
 
     assert kicked and kicked[0] < 350
     assert f"pass 1 ended: {side} mailbox" in caplog.text
     assert status.state is MailboxState.DONE, status
     assert status.done_messages == status.total_messages == 350
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 # What imaplib/imapclient raise for each server answer, and the kind of error it must become.
@@ -135,39 +130,27 @@ def _rebuild(
 def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_copied_twice(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("uidvalidity")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 60, "Projects": 60},
-        ssl_context=ssl_context,
-    )  # fmt: skip
-    store = StateStore.from_url(redis_url)
+    sent = fill(source, {"INBOX": 60, "Projects": 60}, password)
     half = sum(m.size for m in sent) // 2
-    options, source_url = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, quotas={target: half}
-    )
-    first = run_in_process(store, "first", options, source_url, source, password, target)
+    first = copy_mailbox(source, target, password=password, batch_id="first", quotas={target: half})
     assert first.state is MailboxState.QUOTA_STOPPED
     assert 0 < first.done_messages < len(sent)
 
     old, new = _rebuild(dovecot, source, password, "Projects", ssl_context)
     assert old != new
 
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    second = run_in_process(store, "second", options, source_url, source, password, target)
+    second = copy_mailbox(source, target, password=password, batch_id="second")
     assert second.state is MailboxState.DONE, second
     assert second.done_messages == second.total_messages == len(sent)
     assert second.copied_messages == len(sent) - first.done_messages
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 class SizeLimitedDovecot(DovecotServer):
@@ -188,18 +171,16 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     dovecot: DovecotServer,
     limited_dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("refused")
     source = make_user(password)
     target = make_user(server=limited_dovecot)
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 40},
-        ssl_context=ssl_context, size_hint=3_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 40}, password, size_hint=3_000)
     big, when = make_message(999, folder="INBOX", size_hint=120_000)
     big = big.replace(b"\r\n\r\n", b"\r\n\r\n" + b"padding line\r\n" * 6000, 1)
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
@@ -221,7 +202,7 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
     assert f'"uid": "{big_uid}"' in skipped and "[LIMIT]" in skipped
     source_view = stored(dovecot, source, password, ssl_context)
     source_view["INBOX"] = [b for b in source_view["INBOX"] if len(b) < 64 * 1024]
-    exactly_once(  # type: ignore[operator]
+    exactly_once(
         expected_at_target(source_view),
         stored(limited_dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),
     )

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import ssl
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
-from faultkit import digest, expected_at_target, run_options, source_and_target, stored
+from faultkit import ExactlyOnce, digest, expected_at_target, run_options, source_and_target, stored
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 from servers.dovecot_config import ALL_MAIL_FOLDER
-from servers.mailgen import populate
-from support import batch_password, batch_text, run_in_process, snapshot
+from servers.mailgen import Fill
+from support import CopyMailbox, batch_job, batch_password, imaps, snapshot, source_row
 
-from migrator.batch import AccessMethod, parse_batch
 from migrator.connectors.imap.source import ImapSource
 from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
@@ -27,7 +26,7 @@ from migrator.model import ConnectOptions
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.sources.base import SourceFolder
-from migrator.state import StateStore
+from migrator.state import MailboxStatus, StateStore
 
 # -- a FETCH answered without some of the messages asked for ---------------------------
 
@@ -74,14 +73,7 @@ def _copy_withholding(
     target: str,
     withheld: object,
 ) -> object:
-    row = {
-        "SourceIdentity": source[0],
-        "SourceServer": f"imaps://127.0.0.1:{dovecot.imaps_port}",
-        "SourceLoginID": source[0],
-        "SourcePassword": source[1],
-        "TargetIdentity": target,
-    }
-    (job,) = parse_batch(batch_text([row]), AccessMethod.INDIVIDUAL).jobs
+    job = batch_job(source_row(imaps(dovecot), *source, target))
     options, _ = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
     connect = ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert))
     store = StateStore.from_url(redis_url)
@@ -102,17 +94,15 @@ def test_messages_the_source_never_sends_are_named_and_the_mailbox_is_not_done(
     answer: str,
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     ssl_context: ssl.SSLContext,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("withheld")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 250, "Sent": 50},
-        ssl_context=ssl_context,
-    )  # fmt: skip
+    sent = fill(source, {"INBOX": 250, "Sent": 50}, password)
     newest = sorted(sent, key=lambda m: m.internaldate, reverse=True)
     # populate() appends each folder in order: UID n holds its message n - 1.
     # One in the middle of the first window, or the first window's last ten.
@@ -138,27 +128,21 @@ def test_messages_the_source_never_sends_are_named_and_the_mailbox_is_not_done(
 def test_a_message_held_back_once_is_copied_by_the_next_pass(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("held-once")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 120}, ssl_context=ssl_context
-    )
+    sent = fill(source, {"INBOX": 120}, password)
     result = _copy_withholding(
         dovecot, tls_files, redis_url, (source, password), target,
         lambda ref, number: number == 1 and (ref.folder, ref.uid) == ("INBOX", "6"),
     )  # fmt: skip
     assert len(sent) == 120
     assert result.state is MailboxState.DONE, result  # type: ignore[attr-defined]
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 # -- Gmail's All Mail ------------------------------------------------------------------
@@ -177,10 +161,9 @@ def _message(n: int, *, with_id: bool = True) -> tuple[bytes, datetime]:
 def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
     dovecot: DovecotServer,
     make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("gmail")
     source, target = make_user(password), make_user()
@@ -202,10 +185,7 @@ def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
         (flags,) = [f for f, _, name in c.list_folders() if name == ALL_MAIL_FOLDER]
     assert b"\\All" in flags
 
-    options, url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    status = run_in_process(
-        StateStore.from_url(redis_url), "b", options, url, source, password, target
-    )
+    status = copy_mailbox(source, target, password=password, batch_id="b")
 
     assert status.state is MailboxState.DONE, status
     assert status.copied_messages == 7
@@ -224,45 +204,29 @@ RECEIVED = datetime(2024, 9, 3, 10, 42, 11, tzinfo=UTC)
 RECEIVED_LINE = b"Received: from mx by pop.example.test; Tue, 3 Sep 2024 10:42:11 +0000\r\n"
 
 
-def _copy_pop3(
-    dovecot: DovecotServer,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    tag: str,
-    messages: list[bytes],
-) -> tuple[object, str]:
-    """`messages` delivered to a fresh source, copied over POP3 to a fresh target: the
-    mailbox's status, and the target's login."""
-    password = batch_password(tag)
-    source, target = dovecot_user(dovecot, password), dovecot_user(dovecot, DEFAULT_USER_PASSWORD)
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
-        c.plain_login(source, password)
-        for raw in messages:
-            c.append("INBOX", raw)
-    options, _ = run_options(
-        dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert, source_kind="pop"
-    )
-    url = f"pop3s://127.0.0.1:{dovecot.pop3s_port}"
-    store = StateStore.from_url(redis_url)
-    return run_in_process(store, "b", options, url, source, password, target), target
+CopyOverPop3 = Callable[[str, list[bytes]], tuple[MailboxStatus, str]]
 
 
-_numbers = iter(range(1, 1_000_000))
+@pytest.fixture
+def copy_over_pop3(make_user: MakeUser, fill: Fill, copy_mailbox: CopyMailbox) -> CopyOverPop3:
+    """``copy_over_pop3(tag, messages)``: `messages` delivered to a fresh source, copied
+    over POP3 to a fresh target; the mailbox's status, and the target's login."""
 
+    def copy(tag: str, messages: list[bytes]) -> tuple[MailboxStatus, str]:
+        password = batch_password(tag)
+        source, target = make_user(password, prefix="pop3src"), make_user()
+        fill.append(source, "INBOX", messages, password)
+        status = copy_mailbox(source, target, password=password, batch_id="b", source_kind="pop")
+        return status, target
 
-def dovecot_user(dovecot: DovecotServer, password: str) -> str:
-    name = f"pop3src{next(_numbers)}@example.test"
-    dovecot.add_user(name, password)
-    return name
+    return copy
 
 
 def test_pop3_lines_past_2048_octets_are_copied(
     dovecot: DovecotServer,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once,
+    copy_over_pop3: CopyOverPop3,
+    exactly_once: ExactlyOnce,
 ) -> None:
     long_lines = (
         RECEIVED_LINE
@@ -273,10 +237,8 @@ def test_pop3_lines_past_2048_octets_are_copied(
         + b"\r\n"  # one 5,000-octet base64 line
     )
     plain = RECEIVED_LINE + b"Message-ID: <plain@example.org>\r\n\r\nbody\r\n"
-    status, target = _copy_pop3(
-        dovecot, ssl_context, tls_files, redis_url, "pop3-long", [long_lines, plain]
-    )
-    assert status.state is MailboxState.DONE, status  # type: ignore[attr-defined]
+    status, target = copy_over_pop3("pop3-long", [long_lines, plain])
+    assert status.state is MailboxState.DONE, status
     expected = {"INBOX": Counter(digest(r) for r in (long_lines, plain))}
     exactly_once(expected, stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context))
 
@@ -284,9 +246,8 @@ def test_pop3_lines_past_2048_octets_are_copied(
 def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
     dovecot: DovecotServer,
     ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
-    redis_url: str,
-    exactly_once,
+    copy_over_pop3: CopyOverPop3,
+    exactly_once: ExactlyOnce,
 ) -> None:
     behind_stray = (
         RECEIVED_LINE + b"Subject: a broken client\r\nthis line has no colon\r\n"
@@ -301,9 +262,9 @@ def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
         b"Date: Sun, 1 Sep 2024 08:00:00 +0000\r\n\r\nbody\r\n"
     )
     messages = [behind_stray, absurd_date, stray_then_date]
-    status, target = _copy_pop3(dovecot, ssl_context, tls_files, redis_url, "pop3-dates", messages)
+    status, target = copy_over_pop3("pop3-dates", messages)
 
-    assert status.state is MailboxState.DONE, status  # type: ignore[attr-defined]
+    assert status.state is MailboxState.DONE, status
     dates = {
         s.sha256: s.internaldate.astimezone(UTC)
         for s in snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)["INBOX"]

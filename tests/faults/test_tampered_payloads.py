@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 import redis
-from faultkit import Worker, enqueue, leaks, source_and_target, wait_for
+from celerykit import wait_for
+from faultkit import ExactlyOnce, enqueue, leaks
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import populate
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
 from support import BATCH_PASSWORDS, batch_password, imaps
 
 from migrator.report import MailboxState
@@ -176,20 +178,17 @@ def test_a_queued_job_changed_in_redis_fails_as_tampered_and_sends_no_password(
     change: Change,
     dovecot: DovecotServer,
     make_user: MakeUser,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     hostile: dict[str, HostileImap],
     tmp_path: Path,
-    ssl_context: ssl.SSLContext,
-    exactly_once: object,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("tampered")
     source, target, other = make_user(password), make_user(), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 20, "Archive": 10},
-        ssl_context=ssl_context, size_hint=2_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 20, "Archive": 10}, password, size_hint=2_000)
     url = imaps(dovecot)
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
     client = redis.Redis.from_url(celery_env["MIGRATOR_REDIS_URL"])
@@ -199,7 +198,7 @@ def test_a_queued_job_changed_in_redis_fails_as_tampered_and_sends_no_password(
     client.set(key, json.dumps(payload))
     client.close()
 
-    workers.append(Worker(celery_env, tmp_path / "worker.log"))
+    workers.start()
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (row,) = wait_for(store, batch_id)
 
@@ -213,8 +212,4 @@ def test_a_queued_job_changed_in_redis_fails_as_tampered_and_sends_no_password(
     again = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
     (row,) = wait_for(store, again)
     assert row.state is MailboxState.DONE, row
-    exactly_once(  # type: ignore[operator]
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)

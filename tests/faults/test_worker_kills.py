@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import random
-import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from faultkit import (
-    Worker,
-    cli,
-    enqueue,
-    run_options,
-    source_and_target,
-    wait_for,
-)
+from celerykit import cli, wait_for
+from faultkit import ExactlyOnce, enqueue, run_options
+from servers.celery_worker import Workers
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from servers.mailgen import populate
-from support import batch_password, batch_text, individual_jobs
+from servers.dovecot import DovecotServer, MakeUser
+from servers.mailgen import Fill
+from support import batch_job, batch_password, individual_jobs, source_row
 
-from migrator.batch import AccessMethod, parse_batch
 from migrator.connectors import connector
 from migrator.connectors.base import SourceEnd
 from migrator.connectors.imap.target import ImapTarget
@@ -40,12 +33,12 @@ KILLS = 10
 def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     rng = random.Random(KILL_SEED)
     password = batch_password("kills")
@@ -53,13 +46,10 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     # Big enough that ten kills, each after a few dozen more messages, land before the
     # end even at loopback speed (some 1,000 messages a second of this size).
     folders = {"INBOX": 600, "Sent Messages": 300, "Projects/2024": 300}
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, folders,
-        ssl_context=ssl_context, size_hint=12_000,
-    )  # fmt: skip
+    sent = fill(source, folders, password, size_hint=12_000)
     assert len(sent) == 1200
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    workers.append(Worker(celery_env, tmp_path / "worker0.log", loglevel="DEBUG"))
+    workers.start("worker0", loglevel="DEBUG")
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
 
@@ -77,39 +67,31 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
         workers[-1].kill()
         killed_at.append(store.mailboxes(batch_id)[0].done_messages)
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
-        workers.append(Worker(celery_env, tmp_path / f"worker{kill + 1}.log", loglevel="DEBUG"))
+        workers.start(f"worker{kill + 1}", loglevel="DEBUG")
 
     (row,) = wait_for(store, batch_id, timeout=180)
     assert len(killed_at) == KILLS and killed_at[-1] < len(sent)
     assert row.state is MailboxState.DONE, row
     assert row.done_messages == row.total_messages == len(sent)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
     _no_body_line_in([w.log for w in workers], [m.raw.split(b"\r\n\r\n", 1)[1] for m in sent[::25]])
 
 
 def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_without_resume(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     celery_env: dict[str, str],
-    workers: list[Worker],
+    workers: Workers,
     tmp_path: Path,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("reaped")
     source, target = make_user(password), make_user()
-    populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 600, "Archive": 300},
-        ssl_context=ssl_context, size_hint=12_000,
-    )  # fmt: skip
+    fill(source, {"INBOX": 600, "Archive": 300}, password, size_hint=12_000)
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
-    doomed = Worker(celery_env, tmp_path / "doomed.log")
-    workers.append(doomed)
+    doomed = workers.start("doomed")
     batch_id = enqueue(
         tmp_path, url, url, tls_files.ca_cert, [(source, password, target)],
         "--connections-per-mailbox", "1",
@@ -122,8 +104,7 @@ def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_withou
         timeout=60,
     )
     # Two live workers, so two reapers race for the dead worker's mailbox.
-    survivors = [Worker(celery_env, tmp_path / f"survivor{n}.log") for n in (1, 2)]
-    workers.extend(survivors)
+    survivors = [workers.start(f"survivor{n}") for n in (1, 2)]
 
     doomed.kill()  # SIGKILL to its whole process group: no goodbye, no nack
     killed = time.monotonic()
@@ -137,11 +118,7 @@ def test_a_sigkilled_workers_mailbox_is_requeued_and_done_within_a_minute_withou
     # Requeued once, by one reaper; nobody ran resume.
     assert store.client.hget(f"migrator:mbx:{batch_id}:{row.job_id}", "requeued") == "1"
     assert sum("requeued" in w.log_text() for w in survivors) == 1
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)
 
 
 def _no_body_line_in(logs: Sequence[Path], bodies: Sequence[bytes]) -> None:
@@ -178,30 +155,21 @@ class StoresThenFails:
 def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
     dovecot: DovecotServer,
     make_user: MakeUser,
-    ssl_context: ssl.SSLContext,
+    fill: Fill,
     tls_files: TlsFiles,
     redis_url: str,
-    exactly_once,
+    exactly_once: ExactlyOnce,
 ) -> None:
     password = batch_password("stored-not-ckpt")
     source, target = make_user(password), make_user()
-    sent = populate(
-        "127.0.0.1", dovecot.imaps_port, source, password, {"INBOX": 90, "Archive": 60},
-        ssl_context=ssl_context,
-    )  # fmt: skip
+    sent = fill(source, {"INBOX": 90, "Archive": 60}, password)
     options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
     box = SecretBox(new_key())
-    row = {
-        "SourceIdentity": source,
-        "SourceServer": source_url,
-        "SourceLoginID": source,
-        "SourcePassword": password,
-        "TargetIdentity": target,
-    }
+    row = source_row(source_url, source, password, target)
     (job,) = individual_jobs([row], options, box)
     store = StateStore.from_url(redis_url)
     store.create_batch("stored", {}, [job])
-    (mailbox,) = parse_batch(batch_text([row]), AccessMethod.INDIVIDUAL).jobs
+    mailbox = batch_job(row)
     calls: list[int] = []
 
     def open_target() -> MailboxTarget:
@@ -225,8 +193,4 @@ def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
     assert result.already_messages == sum(calls[:3])
     assert result.copied_messages == len(sent) - sum(calls[:3])
     assert len(progress.checkpoints()) == len(sent)
-    exactly_once(
-        *source_and_target(
-            dovecot, (source, password), (target, DEFAULT_USER_PASSWORD), ssl_context
-        )
-    )
+    exactly_once.copied(source, password, target)

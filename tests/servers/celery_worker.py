@@ -53,3 +53,30 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+class Workers(list[Worker]):
+    """The workers one test started, in order; they share an environment and a folder for
+    their logs, and are stopped when the test ends (the `workers` fixture)."""
+
+    def __init__(self, env: dict[str, str], directory: Path) -> None:
+        super().__init__()
+        self.env = env
+        self.directory = directory
+
+    def start(
+        self,
+        name: str = "worker",
+        *,
+        env: dict[str, str] | None = None,
+        loglevel: str = "INFO",
+        concurrency: int = 1,
+    ) -> Worker:
+        """A new worker, logging to `name`.log, with the shared environment or `env`."""
+        worker = Worker(env or self.env, self.directory / f"{name}.log", loglevel, concurrency)
+        self.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self:
+            worker.stop()

@@ -285,19 +285,7 @@ class DovecotServer(ServerProcess):
             raise RuntimeError("Dovecot is already running")
         self._prepare()
         # -F keeps the master in the foreground, so Popen owns it and its exit is observable.
-        with open(self.dir / "dovecot.stdout", "ab") as output:
-            self._process = subprocess.Popen(
-                [DOVECOT, "-F", "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            self._wait_until_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._spawn([DOVECOT, "-F", "-c", str(self.config_path)], "dovecot.stdout", timeout)
 
     def _wait_until_ready(self, timeout: float) -> None:
         assert self._process is not None

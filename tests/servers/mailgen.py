@@ -12,12 +12,14 @@ import hashlib
 import random
 import ssl
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime
 
 from imapclient import IMAPClient
+
+from .dovecot import DEFAULT_USER_PASSWORD, DovecotServer
 
 # Dates are spread over these years, so date-range and newest-first tests have something to cut.
 FIRST_DATE = dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
@@ -226,3 +228,46 @@ def populate(
                     client.append(folder, m.raw, m.flags, m.internaldate)
             appended.extend(batch)
     return appended
+
+
+class Fill:
+    """The ``fill`` fixture: appends generated mail (populate, over IMAPS) to a mailbox of
+    the test Dovecot, or of `server`, and returns the messages appended."""
+
+    def __init__(self, dovecot: DovecotServer, context: ssl.SSLContext) -> None:
+        self._dovecot, self._context = dovecot, context
+
+    def __call__(
+        self,
+        login: str,
+        folders: Mapping[str, int],
+        password: str = DEFAULT_USER_PASSWORD,
+        *,
+        server: DovecotServer | None = None,
+        size_hint: int = 2000,
+        seed: int = 0,
+    ) -> list[PopulatedMessage]:
+        port = (server or self._dovecot).imaps_port
+        return populate(
+            "127.0.0.1", port, login, password, folders,
+            ssl_context=self._context, size_hint=size_hint, seed=seed,
+        )  # fmt: skip
+
+    def append(
+        self,
+        login: str,
+        folder: str,
+        messages: Sequence[bytes | tuple[bytes, Sequence[str], dt.datetime]],
+        password: str = DEFAULT_USER_PASSWORD,
+    ) -> None:
+        """Append `messages` as they are (raw, or (raw, flags, INTERNALDATE)) to `folder`,
+        created if missing: mail populate() would not make."""
+        with IMAPClient(
+            "127.0.0.1", self._dovecot.imaps_port, ssl=True, ssl_context=self._context
+        ) as client:
+            client.plain_login(login, password)  # UTF-8: batch passwords are not ASCII
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            for message in messages:
+                raw, flags, when = message if isinstance(message, tuple) else (message, (), None)
+                client.append(folder, raw, flags, when)

@@ -28,6 +28,24 @@ class ServerProcess:
     def stop(self, *, timeout: float = 10.0) -> None:
         raise NotImplementedError
 
+    def _wait_until_ready(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, args: list[str], output: str, timeout: float) -> Self:
+        """Run `args` in the foreground, what it prints going to `output` in the directory
+        (a server reports bad arguments there before it opens its log), and wait until it
+        serves; stopped again if it never does."""
+        with open(self.dir / output, "ab") as out:
+            self._process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            self._wait_until_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -54,17 +54,7 @@ class RedisServer(ServerProcess):
             "--daemonize", "no",
             "--logfile", str(self.log_path),
         ]  # fmt: skip
-        # Before it opens its logfile, redis-server reports bad arguments on stdout.
-        with open(self.dir / "redis.stdout", "ab") as output:
-            self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-            )
-        try:
-            self._wait_until_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._spawn(args, "redis.stdout", timeout)
 
     def _wait_until_ready(self, timeout: float) -> None:
         assert self._process is not None

@@ -28,7 +28,7 @@ class ImapConnector(BaseConnector):
     def open_source(self, end: SourceEnd) -> MailboxSource:
         from migrator.connectors.imap.source import ImapSource
 
-        return ImapSource(end.job, end.connect)
+        return ImapSource(end.job, end.connect, fetch_window=end.fetch_window)
 
     def open_target(self, end: TargetEnd) -> MailboxTarget:
         from migrator.connectors.imap.target import ImapTarget

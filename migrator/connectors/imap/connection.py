@@ -208,6 +208,9 @@ def _token_login(client: IMAPClient, login: TokenLogin, server: ServerAddress, w
         initial = initial_response(mechanism, login.login, token.reveal(), server.host, server.port)
         try:
             client.sasl_login(mechanism, BearerExchange(mechanism, initial))
+        except (imaplib.IMAP4.abort, OSError, EOFError) as exc:
+            # The connection broke, not the token: a transient error, never a refusal.
+            raise imap_error(exc, where, login=login.login) from None
         except (LoginError, IMAPClientError, imaplib.IMAP4.error) as exc:
             return _server_text(exc)
         return None

@@ -30,9 +30,10 @@ HEADS_BATCH_COUNT = 500
 
 
 class ImapSource:
-    def __init__(self, job: MailboxJob, options: ConnectOptions) -> None:
+    def __init__(self, job: MailboxJob, options: ConnectOptions, *, fetch_window: int = 0) -> None:
         self._job = job
         self._options = options
+        self._fetch_count = fetch_window or FETCH_BATCH_COUNT
         self._what = f"source mailbox {job.source_identity}"
         self._client: IMAPClient = connect(
             job.source_server, job.source_credentials, options, what=self._what
@@ -116,7 +117,7 @@ class ImapSource:
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         """Message bytes in the order given; one round trip per folder per window."""
-        for window in fetch_windows(refs, FETCH_BATCH_COUNT, FETCH_BATCH_BYTES):
+        for window in fetch_windows(refs, self._fetch_count, FETCH_BATCH_BYTES):
             by_folder: dict[str, list[MessageRef]] = {}
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
@@ -171,7 +172,7 @@ class ImapSource:
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
         # connection fetches what this one listed (and checks UIDVALIDITY as it goes).
-        other = ImapSource(self._job, self._options)
+        other = ImapSource(self._job, self._options, fetch_window=self._fetch_count)
         other._delimiter = self._delimiter
         return other
 

@@ -141,8 +141,9 @@ class Pop3Source:
                 _sasl(conn, mechanism, BearerExchange(mechanism, initial))
             except poplib.error_proto as exc:
                 return _text(exc)
-            except OSError as exc:
-                raise TransientError(f"{self._what}: connection lost during login: {exc}") from exc
+            except (OSError, EOFError) as exc:
+                # The connection broke, not the token (pop_error: a transient error).
+                raise pop_error(exc, self._what, login=login.login) from None
             return None
 
         bearer_login(login, attempt, protocol="pop3", where=self._what)
