@@ -9,6 +9,7 @@ Only this package talks to Redis.  Its modules:
     slots.py     connection caps: slots per server shared by every worker
     beats.py     heartbeats of running mailboxes, and requeuing those of dead workers
     progress.py  RedisProgress: the copier's checkpoints and counts, fenced
+    tokens.py    RedisTokenShelf: OAuth tokens shared by worker processes, sealed
 
 Checkpoints are keyed by mailbox (source and target, canonical: mailboxid.py), not by
 batch, so a later batch over the same mailboxes (a delta pass) starts from them too.
