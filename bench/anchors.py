@@ -14,6 +14,7 @@ reads the target to count what arrived.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,11 +52,15 @@ def imapsync(spec: dict[str, Any]) -> None:
 
 def dsync(spec: dict[str, Any]) -> None:
     """`doveadm backup -R` on the target, the source over imapc with 20 messages read ahead."""
+    # dsync reads the CA as the mail user: a copy beside the target's config, which it reaches.
+    ca_file = Path(spec["conf"]).parent / "bench-ca.pem"
+    shutil.copyfile(spec["ca_file"], ca_file)
+    ca_file.chmod(0o644)
     for pair in spec["pairs"]:
         _run(
             [DOVEADM, "-c", spec["conf"],
              "-o", "imapc_host=127.0.0.1", "-o", f"imapc_port={spec['port']}",
-             "-o", "imapc_ssl=imaps", "-o", f"ssl_client_ca_file={spec['ca_file']}",
+             "-o", "imapc_ssl=imaps", "-o", f"ssl_client_ca_file={ca_file}",
              "-o", f"imapc_user={pair['source']}", "-o", f"imapc_password={spec['password']}",
              "-o", "imapc_features=rfc822.size fetch-headers", "-o", "mail_prefetch_count=20",
              "backup", "-R", "-u", pair["target"], "imapc:"],

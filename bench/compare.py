@@ -46,9 +46,10 @@ def compare(
     password: str,
     source: Counter[str],
     with_limit: bool,
+    tools: tuple[tuple[str, str, int], ...] = TOOLS,
 ) -> dict[str, dict[str, Any]]:
     """{label: median run} of each tool over `rounds` interleaved rounds at `port`."""
-    tools = TOOLS + ((LIMIT,) if with_limit else ())
+    tools = tools + ((LIMIT,) if with_limit else ())
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in tools}
     for r in range(rounds):
         for label, mode, connections in tools:
@@ -71,6 +72,8 @@ def ratio_lines(network: str, results: dict[str, dict[str, Any]]) -> list[str]:
     one = results["migrator, 1 connection"]["median_wall"]
     lines = []
     for anchor in ("imapsync 2.229", "dsync (imapc)"):
+        if anchor not in results:
+            continue
         theirs = results[anchor]["median_wall"]
         lines.append(
             f"{network}: migrator {theirs / ours:.2f}x {anchor} "

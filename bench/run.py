@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from servers.certs import make_tls_files  # noqa: E402
+from servers.certs import TlsFiles, make_tls_files  # noqa: E402
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer  # noqa: E402
 from servers.mailgen import make_message  # noqa: E402
 from servers.redis import RedisServer  # noqa: E402
@@ -111,14 +112,51 @@ def warm(server: DovecotServer, ctx: ssl.SSLContext, user: str) -> None:
                 )  # fmt: skip
 
 
+def spec_maker(
+    server: DovecotServer, tls: TlsFiles, redis_url: str
+) -> Callable[..., dict[str, Any]]:
+    """What bench.copy is told of a run: its pairs "{name}-src" to "{name}-{side}"."""
+
+    def spec(
+        names: list[str],
+        side: str,
+        parallel: int = 1,
+        port: int = server.imaps_port,
+        connections: int = CONNECTIONS_PER_MAILBOX,
+    ) -> dict[str, Any]:
+        return {
+            "connections": connections,
+            "port": port,
+            "conf": str(server.config_path),
+            "homes": {
+                f"{n}-src@bench.test": str(server.home(f"{n}-src@bench.test")) for n in names
+            },
+            "server": f"imaps://127.0.0.1:{port}",
+            "ca_file": str(tls.ca_cert),
+            "password": PASSWORD,
+            "admin": MASTER_USER,
+            "admin_password": MASTER_PASSWORD,
+            "redis_url": redis_url,
+            "batch_id": f"bench-{side}-{names[0]}",
+            "parallel": parallel,
+            "pairs": [
+                {"source": f"{n}-src@bench.test", "target": f"{n}-{side}@bench.test"} for n in names
+            ],
+        }
+
+    return spec
+
+
 def measure(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.copy", mode, json.dumps(spec)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.copy {mode} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -151,34 +189,7 @@ def main() -> int:
             for name in users:
                 warm(server, ctx, f"{name}-src@bench.test")
 
-            def spec(
-                names: list[str],
-                side: str,
-                parallel: int = 1,
-                port: int = server.imaps_port,
-                connections: int = CONNECTIONS_PER_MAILBOX,
-            ) -> dict[str, Any]:
-                return {
-                    "connections": connections,
-                    "port": port,
-                    "conf": str(server.config_path),
-                    "homes": {
-                        f"{n}-src@bench.test": str(server.home(f"{n}-src@bench.test"))
-                        for n in names
-                    },
-                    "server": f"imaps://127.0.0.1:{port}",
-                    "ca_file": str(tls.ca_cert),
-                    "password": PASSWORD,
-                    "admin": MASTER_USER,
-                    "admin_password": MASTER_PASSWORD,
-                    "redis_url": redis_server.url,
-                    "batch_id": f"bench-{side}-{names[0]}",
-                    "parallel": parallel,
-                    "pairs": [
-                        {"source": f"{n}-src@bench.test", "target": f"{n}-{side}@bench.test"}
-                        for n in names
-                    ],
-                }
+            spec = spec_maker(server, tls, redis_server.url)
 
             small = [f"small{i}" for i in range(10)]
             near = {
