@@ -97,6 +97,8 @@ def migrator(spec: dict[str, Any]) -> None:
             "MIGRATOR_STATE_DIR": tmp,
         }
         env.pop("MIGRATOR_REDIS_URL", None)
+        # As installed: Python's compiled modules kept, not compiled again at every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         _run(
             [str(Path(sys.executable).parent / "migrator"), "run", str(batch),
              "--method", "individual", "--target-server", f"imaps://127.0.0.1:{spec['port']}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -106,8 +107,10 @@ def watch(
     *,
     finished: Callable[[], bool] | None = None,
     interval: float = 0.5,
+    wake: threading.Event | None = None,
 ) -> list[MailboxStatus]:
-    """A bar per mailbox and a total, until every mailbox is in a final state."""
+    """A bar per mailbox and a total, until every mailbox is in a final state (or
+    `finished()`); redrawn every `interval` seconds, and at once when `wake` is set."""
     bars: dict[str, TaskID] = {}
     with Progress(
         TextColumn("{task.description}", justify="left"),
@@ -139,4 +142,7 @@ def watch(
             done = all(r.state.final for r in rows)
             if done or (finished is not None and finished()):
                 return store.mailboxes(batch_id)
-            time.sleep(interval)
+            if wake is None:
+                time.sleep(interval)
+            else:
+                wake.wait(interval)

@@ -34,6 +34,7 @@ from exchangelib import (
     NTLM,
     OAUTH2,
     Account,
+    Build,
     Configuration,
     Identity,
     OAuth2AuthorizationCodeCredentials,
@@ -123,7 +124,7 @@ def open_account(
             auth_type=auth_type if endpoint else None,
             retry_policy=FailFast(),
             max_connections=settings.max_connections,
-            version=Version(build=VERSIONS[settings.version]) if settings.version else None,
+            version=Version(build=Build(*VERSIONS[settings.version])) if settings.version else None,
         )
         return Account(
             primary_smtp_address=smtp,
