@@ -31,6 +31,7 @@ from migrator.jobs import Job
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
 from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.localrun import Interrupted, run_in_process
+from migrator.opscli import add_ops_commands, known_batch, reading_store
 from migrator.report import MailboxState
 from migrator.secrets import (
     SECRET_KEY_ENV,
@@ -39,7 +40,13 @@ from migrator.secrets import (
     redact,
 )
 from migrator.state import NewJob, StateStore
-from migrator.terminal import EXIT_BAD_INPUT, EXIT_INTERRUPTED, console, err_console
+from migrator.terminal import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    console,
+    err_console,
+    wide_console,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     from migrator.forwardcli import add_forwarding_commands
 
     add_forwarding_commands(sub)
+    add_ops_commands(sub)
 
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
@@ -146,12 +154,21 @@ def _create_batch(
     jobs: list[NewJob],
 ) -> None:
     """The batch in Redis and its copy on this machine; a named batch that exists already
-    is refused (writing it again would reset the rows of a run that may still go on)."""
+    is refused (writing it again would reset the rows of a run that may still go on),
+    unless --replace says to, and then only while none of its mailboxes runs."""
     if args.batch_id and store.batch_exists(batch_id):
-        raise ConfigError(
-            f"batch {batch_id} exists already: `migrator resume {batch_id}` goes on with it "
-            "(or give another --batch-id)"
-        )
+        if not getattr(args, "replace", False):
+            raise ConfigError(
+                f"batch {batch_id} exists already: `migrator resume {batch_id}` goes on with "
+                "it, --replace replaces it, or give another --batch-id"
+            )
+        running = store.running_mailboxes(batch_id)
+        if running:
+            raise ConfigError(
+                f"batch {batch_id} has {running} mailboxes running: not replaced (wait for "
+                f"them, `migrator status {batch_id}`)"
+            )
+        store.delete_batch(batch_id)
     store.create_batch(batch_id, meta, jobs)
     save_manifest(batch_id, meta, jobs)
 
@@ -211,16 +228,12 @@ def _forwarding_after_copy(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url = shared_url()
-    if url:
-        return _print_status(StateStore.from_url(url), args)
-    with PrivateRedis(state_dir()) as private:
-        return _print_status(StateStore.from_url(private.url), args)
+    with reading_store() as (store, where):
+        return _print_status(store, args, where)
 
 
-def _print_status(store: StateStore, args: argparse.Namespace) -> int:
-    if not store.batch_exists(args.batch):
-        raise ConfigError(f"batch {args.batch} is not known to this Redis")
+def _print_status(store: StateStore, args: argparse.Namespace, where: str) -> int:
+    known_batch(store, args.batch, where)
     if args.json:
         print(status_json(store, args.batch))
         return 0
@@ -228,7 +241,7 @@ def _print_status(store: StateStore, args: argparse.Namespace) -> int:
     title = f"batch {args.batch}"
     if meta.get("insecure") == "yes":
         title += " (TLS NOT verified: --insecure)"
-    console.print(status_table(store, args.batch, title))
+    wide_console().print(status_table(store, args.batch, title))
     return 0
 
 

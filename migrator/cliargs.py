@@ -91,7 +91,15 @@ def _copy_arguments(p: argparse.ArgumentParser) -> None:
         f"the target again, so a late commit is not copied twice (default {LATE_COMMIT_GRACE:g})",
     )
     p.add_argument("--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)")
-    p.add_argument("--batch-id", help="name the batch (default: a new id)")
+    p.add_argument(
+        "--batch-id", help="name the batch (default: a new id); a name in use is refused"
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --batch-id: replace the batch of that name (its rows and event logs; "
+        "checkpoints are the mailboxes', so nothing copied is copied again)",
+    )
 
 
 def _connection_arguments(p: argparse.ArgumentParser) -> None:

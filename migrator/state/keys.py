@@ -7,6 +7,8 @@ Keys (all under "migrator:"):
     job:{bid}:{jid}          string job payload JSON (secrets only as sealed tokens)
     mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error;
                                     heartbeat (Redis time) and locks (JSON names) while running
+    ev:{bid}:{jid}           list   the mailbox's event log, JSON events oldest first, the
+                                    newest EVENTS_MAX kept (state/events.py)
     tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
     ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
                                     the content key of its copy (migrator.recognition)

@@ -18,10 +18,15 @@ from redis.retry import Retry
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import redact
 from migrator.state.beats import Heartbeats
+from migrator.state.catalog import Catalog
+from migrator.state.events import EventLog
 from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
+
+# Characters of a mailbox's error kept: the whole of any error migrator writes.
+ERROR_MAX = 4000
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,10 @@ class NewJob:
     payload: str  # JSON; secrets sealed
 
 
-class StateStore(Locks, Slots, Heartbeats):
+class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog):
     """Everything migrator keeps in Redis (keys: migrator.state.keys); locks, connection
-    slots and heartbeats come from the mixins of locks.py, slots.py and beats.py."""
+    slots, heartbeats, event logs and the list of batches come from the mixins of
+    locks.py, slots.py, beats.py, events.py and catalog.py."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
@@ -160,7 +166,7 @@ class StateStore(Locks, Slots, Heartbeats):
             fields["started"] = now
             fields["last_error"] = ""
         if error is not None:
-            fields["last_error"] = redact(error)[:1000]
+            fields["last_error"] = redact(error)[:ERROR_MAX]
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
     def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
@@ -176,7 +182,7 @@ class StateStore(Locks, Slots, Heartbeats):
                     for s in result.skipped[:1000]
                 ]
             ),
-            "last_error": redact(result.error or "")[:1000],
+            "last_error": redact(result.error or "")[:ERROR_MAX],
             "rewritten_messages": str(result.rewritten_messages),
             "rewritten_addresses": str(result.rewritten_addresses),
             "unparsable_headers": str(result.unparsable_headers),

@@ -1,0 +1,109 @@
+"""What operators look at from the command line: `report` (a helpdesk's per-mailbox
+figures, skipped messages and event log) and `batches` (every batch this Redis holds)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.table import Table
+
+from migrator.errors import ConfigError
+from migrator.localredis import PrivateRedis, shared_url, shown_url, state_dir
+from migrator.mailboxreport import FORMATS, mailbox_report, render, select_rows
+from migrator.rates import duration_text
+from migrator.state import StateStore
+from migrator.terminal import wide_console
+
+
+@contextlib.contextmanager
+def reading_store() -> Iterator[tuple[StateStore, str]]:
+    """The store the commands read (MIGRATOR_REDIS_URL, or the state directory's private
+    Redis), and where that is, for an operator told a batch is not there."""
+    url = shared_url()
+    if url:
+        yield StateStore.from_url(url), f"the Redis at {shown_url(url)}"
+        return
+    directory = state_dir()
+    with PrivateRedis(directory) as private:
+        yield StateStore.from_url(private.url), f"the state directory {directory}"
+
+
+def known_batch(store: StateStore, batch_id: str, where: str) -> None:
+    """ConfigError naming where migrator looked, when `batch_id` is not there."""
+    if not store.batch_exists(batch_id):
+        raise ConfigError(
+            f"batch {batch_id} is not in {where} (`migrator batches` lists those there; "
+            "set MIGRATOR_REDIS_URL or MIGRATOR_STATE_DIR to look elsewhere)"
+        )
+
+
+def add_ops_commands(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="per-mailbox figures, skipped messages and event log, for a helpdesk",
+        description="What happened to each mailbox of a batch: counts, sizes, times, every "
+        "skipped message and why, the error, and the event log (start, passes, reconnects, "
+        "throttling, skips, quota stop, end).",
+        epilog="examples:\n  migrator report 20260101-wave1\n"
+        "  migrator report 20260101-wave1 alice@example.com\n"
+        "  migrator report 20260101-wave1 --format csv > wave1.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("batch", help="the batch id (`migrator batches` lists them)")
+    report.add_argument(
+        "mailbox", nargs="?", help="one mailbox only: its job id, source or target identity"
+    )
+    report.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default), json (everything), or csv (one row per mailbox)",
+    )
+    report.set_defaults(func=cmd_report)
+
+    batches = sub.add_parser(
+        "batches",
+        help="list the batches in this Redis with their states and ages",
+        epilog="example:\n  MIGRATOR_REDIS_URL=redis://redis:6379/0 migrator batches",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batches.add_argument("--json", action="store_true", help="as JSON")
+    batches.set_defaults(func=cmd_batches)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with reading_store() as (store, where):
+        known_batch(store, args.batch, where)
+        rows = select_rows(store, args.batch, args.mailbox)
+        reports = [mailbox_report(store, row) for row in rows]
+    print(render(args.batch, reports, args.format), end="")
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    import json
+
+    with reading_store() as (store, where):
+        summaries = [store.batch_summary(b) for b in store.batch_ids()]
+    if args.json:
+        print(json.dumps([s.__dict__ for s in summaries], indent=2))
+        return 0
+    now = time.time()
+    table = Table(title=f"batches in {where}")
+    for column in ("Batch", "Created", "Mailboxes", "States", "Last change"):
+        table.add_column(column)
+    for s in summaries:
+        states = ", ".join(f"{n} {state}" for state, n in s.states.items() if n)
+        table.add_row(
+            s.batch_id,
+            f"{duration_text(now - s.created)} ago" if s.created else "",
+            str(s.mailboxes),
+            states,
+            f"{duration_text(now - s.updated)} ago" if s.updated else "",
+        )
+    wide_console().print(table)
+    return 0
