@@ -56,7 +56,7 @@ def test_report_names_each_skipped_message_and_tells_the_mailboxs_events(
     redis_url: str,
     celery_env: dict[str, str],
 ) -> None:
-    store, status, source, password = copy_with_one_refused(
+    _, status, source, password = copy_with_one_refused(
         dovecot, limited_dovecot, make_user, fill, tls_files, redis_url, "rep1"
     )
     assert status.state is MailboxState.DONE and status.skipped_messages == 1, status
@@ -153,4 +153,4 @@ def test_a_reused_batch_id_is_refused_unless_replace_and_batches_lists_them(
     assert set(listed) == {"wave1", "wave2"}
     assert listed["wave1"]["states"]["queued"] == 1 and listed["wave1"]["mailboxes"] == 1
     code, out = cli(["batches"])
-    assert "wave1" in out and "1 queued" in out
+    assert code == 0 and "wave1" in out and "1 queued" in out
