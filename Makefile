@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve dovecot-lmtpd redis-server
+DEBS := dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve dovecot-lmtpd redis-server \
+	chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup debs venv demo test check bench clean

@@ -311,18 +311,22 @@ def migrate_mailbox(
     except LockLost:
         raise
     except MailboxNotReady as exc:
-        return MailboxResult(state=MailboxState.NOT_READY, error=str(exc))
+        return MailboxResult(
+            state=MailboxState.NOT_READY, error=str(exc), error_code=exc.code.value
+        )
     except SourceIncomplete as exc:
         return exc.result
     except (PermanentError, TransientError) as exc:
-        return MailboxResult(state=MailboxState.FAILED, error=str(exc))
+        return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
     except Exception as exc:
         # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
         # Its text may hold anything (a library's error can quote the command it failed
         # on, password and all): exception_text redacts every live secret from it.
         log.exception("mailbox failed unexpectedly")
         return MailboxResult(
-            state=MailboxState.FAILED, error=f"internal error: {exception_text(exc)}"[:500]
+            state=MailboxState.FAILED,
+            error=f"internal error: {exception_text(exc)}"[:500],
+            error_code="INTERNAL",
         )
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -7,16 +7,21 @@ import argparse
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from migrator.argtypes import PORT
+from migrator.cliargs import password_from
 from migrator.errors import ConfigError
 from migrator.localredis import PrivateRedis, shared_url, shown_url, state_dir
 from migrator.mailboxreport import FORMATS, mailbox_report, render, select_rows
 from migrator.rates import duration_text
 from migrator.state import StateStore
-from migrator.terminal import wide_console
+from migrator.terminal import err_console, wide_console
+
+DASHBOARD_TOKEN_ENV = "MIGRATOR_DASHBOARD_TOKEN"
 
 
 @contextlib.contextmanager
@@ -73,6 +78,53 @@ def add_ops_commands(sub: Any) -> None:
     )
     batches.add_argument("--json", action="store_true", help="as JSON")
     batches.set_defaults(func=cmd_batches)
+    _dashboard_parser(sub)
+
+
+def _dashboard_parser(sub: Any) -> None:
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve a read-only web page of the batches (and /metrics for Prometheus)",
+        description="A web page over the same Redis as `status`: every batch, its progress, "
+        "rates, ETA and errors grouped by reason, each mailbox's skipped messages and event "
+        "log; it updates by itself. /metrics serves the figures to Prometheus. Bound to "
+        "loopback unless told otherwise, and then only with a token.",
+        epilog="examples:\n  migrator dashboard                       # http://127.0.0.1:8750/\n"
+        "  MIGRATOR_DASHBOARD_TOKEN=... migrator dashboard --host 0.0.0.0 --port 8750",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    dashboard.add_argument("--port", type=PORT, default=8750, help="port (default 8750)")
+    dashboard.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file holding the token asked for off loopback (or ${DASHBOARD_TOKEN_ENV}): "
+        "a bearer token, or the password of basic auth in a browser",
+    )
+    dashboard.add_argument(
+        "--refresh",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the page reads the figures again (default 2 seconds)",
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from migrator.dashboard.app import check_binding, create_app
+
+    token = password_from(args.token_file, DASHBOARD_TOKEN_ENV, "dashboard token")
+    check_binding(args.host, token)
+    with reading_store() as (store, where):
+        app = create_app(store, token, interval=max(0.2, args.refresh))
+        err_console.print(
+            f"dashboard of {where} on http://{args.host}:{args.port}/", highlight=False
+        )
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

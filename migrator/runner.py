@@ -87,7 +87,7 @@ def execute_job(
         if job.target is None:
             raise BadJob("a migration job without a target")
     except BadJob as exc:
-        result = MailboxResult(state=MailboxState.FAILED, error=str(exc))
+        result = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
         store.record_result(batch_id, job_id, result)
         note_outcome(store, batch_id, job_id, result)
         return result
@@ -171,7 +171,7 @@ def _run(
         target = jobs.open_target(job, box)
         folder_map = _folder_map(job.options.foldermap_xml)
     except (ConfigError, PayloadTampered) as exc:
-        return MailboxResult(state=MailboxState.FAILED, error=str(exc))
+        return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
     result = migrate_mailbox(
         lambda: source_connector.open_source(source),
         lambda: target_connector.open_target(target),

@@ -11,20 +11,15 @@ from pathlib import Path
 
 import pytest
 from celerykit import cli
+from opskit import big_message
 from servers.certs import TlsFiles
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer, MakeUser
-from servers.mailgen import Fill, make_message
+from servers.mailgen import Fill
 from support import batch_password, imaps, run_in_process, run_options, write_source_batch
 
 from migrator.events import EventKind
 from migrator.report import MailboxState
 from migrator.state import MailboxStatus, StateStore
-
-
-def big_message(i: int) -> bytes:
-    """A message over the limited Dovecot's 64 KB: the target refuses it ([LIMIT])."""
-    raw, _ = make_message(i, folder="INBOX", size_hint=2_000)
-    return raw.replace(b"\r\n\r\n", b"\r\n\r\n" + b"padding line\r\n" * 6000, 1)
 
 
 def copy_with_one_refused(

@@ -54,6 +54,8 @@ class MailboxStatus:
     last_error: str
     copied_non_mail: int = 0  # calendar, contact and task items (EWS source)
     skipped_non_mail: int = 0
+    copied_bytes: int = 0  # sent by this batch (done_bytes counts those there already)
+    error_code: str = ""  # the ErrorCode of last_error, where one is known
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -158,15 +160,22 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog):
         return [_status(batch_id, j, _strs(d)) for j, d in zip(ids, rows, strict=True) if d]
 
     def set_state(
-        self, batch_id: str, job_id: str, state: MailboxState, *, error: str | None = None
+        self,
+        batch_id: str,
+        job_id: str,
+        state: MailboxState,
+        *,
+        error: str | None = None,
+        code: str = "",
     ) -> None:
         now = str(time.time())
         fields = {"state": state.value, "updated": now}
         if state is MailboxState.RUNNING:
             fields["started"] = now
-            fields["last_error"] = ""
+            fields["last_error"] = fields["error_code"] = ""
         if error is not None:
             fields["last_error"] = redact(error)[:ERROR_MAX]
+            fields["error_code"] = code
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
     def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
@@ -183,6 +192,7 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog):
                 ]
             ),
             "last_error": redact(result.error or "")[:ERROR_MAX],
+            "error_code": result.error_code,
             "rewritten_messages": str(result.rewritten_messages),
             "rewritten_addresses": str(result.rewritten_addresses),
             "unparsable_headers": str(result.unparsable_headers),
@@ -290,4 +300,6 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         last_error=d.get("last_error", ""),
         copied_non_mail=num("copied_non_mail"),
         skipped_non_mail=num("skipped_non_mail"),
+        copied_bytes=num("copied_bytes"),
+        error_code=d.get("error_code", ""),
     )
