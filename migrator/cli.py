@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # imapclient logs every line and literal at DEBUG (message bodies): never let -v show them.
-    logging.getLogger("imapclient").setLevel(logging.INFO)
+    # imapclient logs every line and literal at DEBUG (message bodies): never let -v show
+    # them; and its INFO lines ("Connection closed") only with -v.
+    logging.getLogger("imapclient").setLevel(logging.INFO if args.verbose else logging.WARNING)
     install_redaction(logging.getLogger())
     try:
         return int(args.func(args))
@@ -114,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_forwarding_commands(sub)
     add_ops_commands(sub)
+    from migrator.checkcli import add_check_command
+
+    add_check_command(sub)
 
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
