@@ -293,6 +293,7 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
             raise ConfigError(f"batch {batch_id} is neither in Redis nor saved on this machine")
         err_console.print(f"batch {batch_id} restored from {manifest_path(batch_id)}")
         store.create_batch(batch_id, *saved)
+    store.reopen_batch(batch_id)
     pending = []
     for row in store.mailboxes(batch_id):
         if row.state is MailboxState.DONE:

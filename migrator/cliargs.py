@@ -17,6 +17,7 @@ from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.errors import ConfigError
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.notify import NotifySettings
 from migrator.oauth.options import add_oauth_arguments
 from migrator.secrets import (
     Secret,
@@ -57,6 +58,7 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     add_oauth_arguments(p, "target")
     _forwarding_arguments(p)
     _rewrite_arguments(p)
+    _notify_arguments(p)
 
 
 def _target_arguments(p: argparse.ArgumentParser) -> None:
@@ -164,6 +166,47 @@ def _rewrite_arguments(p: argparse.ArgumentParser) -> None:
         "--keep-original-headers",
         action="store_true",
         help="add X-Original-<Header> beside each rewritten header",
+    )
+
+
+def _notify_arguments(p: argparse.ArgumentParser) -> None:
+    notify = p.add_argument_group("notifications when the batch ends (off unless asked for)")
+    notify.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        help="POST a JSON summary here when the batch ends (kept sealed like a password)",
+    )
+    notify.add_argument(
+        "--notify-email",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="e-mail a summary here when the batch ends; repeatable",
+    )
+    notify.add_argument(
+        "--notify-each-mailbox",
+        action="store_true",
+        help="also POST to the webhook as each mailbox ends",
+    )
+    notify.add_argument(
+        "--smtp-server",
+        default="localhost:25",
+        metavar="HOST:PORT",
+        help="the relay the workers send e-mail through (default localhost:25; a login from "
+        "$MIGRATOR_SMTP_USER and $MIGRATOR_SMTP_PASSWORD where it wants one)",
+    )
+    notify.add_argument("--smtp-from", default="migrator@localhost", metavar="ADDRESS")
+    notify.add_argument("--smtp-starttls", action="store_true", help="STARTTLS to the relay")
+
+
+def notify_settings(args: argparse.Namespace) -> NotifySettings:
+    return NotifySettings(
+        webhook=Secret(args.notify_webhook) if args.notify_webhook else None,
+        emails=tuple(args.notify_email),
+        each_mailbox=args.notify_each_mailbox,
+        smtp_server=args.smtp_server,
+        smtp_from=args.smtp_from,
+        smtp_starttls=args.smtp_starttls,
     )
 
 

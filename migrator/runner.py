@@ -15,7 +15,7 @@ import socket
 import threading
 import uuid
 
-from migrator import connectors, jobs, mailboxid
+from migrator import connectors, jobs, mailboxid, notify
 from migrator.connectors.base import SourceEnd, TargetEnd
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import BadJob, ConfigError, LockLost, PayloadTampered
@@ -90,6 +90,7 @@ def execute_job(
         result = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
         store.record_result(batch_id, job_id, result)
         note_outcome(store, batch_id, job_id, result)
+        tell_ended(store, batch_id, job_id, box)
         return result
     return _locked(store, batch_id, job_id, job, box, slot_wait, stop)
 
@@ -128,6 +129,7 @@ def _locked(
                 return None
         store.record_result(batch_id, job_id, result)
         note_outcome(store, batch_id, job_id, result)
+        tell_ended(store, batch_id, job_id, box)
         if result.state is MailboxState.DONE and job.options.forward_after_copy:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
         log.info(
@@ -225,6 +227,19 @@ def note_outcome(store: StateStore, batch_id: str, job_id: str, result: MailboxR
         copied_bytes=result.copied_bytes,
         skipped=len(result.skipped),
     )
+
+
+def tell_ended(store: StateStore, batch_id: str, job_id: str, box: SecretBox) -> None:
+    """Notifications the batch asked for: this mailbox's end (--notify-each-mailbox), and
+    the batch's, by whichever worker ends its last mailbox."""
+    settings = notify.settings_for(store, batch_id, box)
+    if settings is None:
+        return
+    row = store.mailbox(batch_id, job_id)
+    if row is not None:
+        notify.notify_mailbox(settings, batch_id, row)
+    if store.claim_batch_end(batch_id):
+        notify.notify_batch(settings, store, batch_id)
 
 
 def copy_options(job: jobs.Job) -> CopyOptions:

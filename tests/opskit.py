@@ -1,18 +1,25 @@
 """What the operator tests share: a message the size-limited Dovecot refuses, the
 `migrator dashboard` as a process of its own, a headless Chromium from Debian's packages
-driven by selenium, and where screenshots go (build/test-artifacts, or
-$MIGRATOR_TEST_ARTIFACTS)."""
+driven by selenium, where screenshots go (build/test-artifacts, or
+$MIGRATOR_TEST_ARTIFACTS), and a webhook receiver and an SMTP sink on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import requests
 from selenium import webdriver
@@ -97,3 +104,65 @@ def chromium() -> Iterator[WebDriver]:
             yield driver
         finally:
             driver.quit()
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback that keeps each JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.append({"path": self.path, "body": json.loads(body)})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def bodies(self, event: str) -> list[dict[str, Any]]:
+        return [r["body"] for r in self.received if r["body"].get("event") == event]
+
+
+class SmtpSink:
+    """An SMTP server on loopback (aiosmtpd) that keeps every message it is given."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+                raw = envelope.original_content or envelope.content
+                message = BytesParser(policy=default).parsebytes(raw)
+                sink.messages.append(message)  # type: ignore[arg-type]
+                sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+                return "250 OK"
+
+        self.port = free_port()
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._controller.stop()

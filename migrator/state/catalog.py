@@ -78,6 +78,18 @@ class Catalog:
         if ids:
             self._r.zrem(_k("beats"), *[f"{batch_id}:{j}" for j in ids])
 
+    def claim_batch_end(self, batch_id: str) -> bool:
+        """True once per end of a batch: for the one caller that finds every mailbox in a
+        final state first (who then tells people); `reopen_batch` starts it over."""
+        script = self._r.register_script(_CLAIM_END)
+        finals = [s.value for s in MailboxState if s.final]
+        keys = [_k("batch", batch_id), _k("batch", batch_id, "jobs")]
+        return bool(script(keys=keys, args=[_k("mbx", batch_id, ""), *finals]))
+
+    def reopen_batch(self, batch_id: str) -> None:
+        """Its mailboxes run again (resume): its end is told again when it comes."""
+        self._r.hdel(_k("batch", batch_id), "ended")
+
     def skipped(self, batch_id: str, job_id: str) -> list[SkippedMessage]:
         """The messages the target refused (or the source never sent), named with why."""
         raw = self._r.hget(_k("mbx", batch_id, job_id), "skipped")
@@ -91,3 +103,20 @@ class Catalog:
         names = ["source_seconds", "target_seconds", "throttle_seconds", "copied_bytes"]
         values = self._r.hmget(_k("mbx", batch_id, job_id), names)
         return {n: str(v) for n, v in zip(names, values, strict=True) if v is not None}
+
+
+# Every mailbox of the batch in a final state, and "ended" not set yet: set it, say 1.
+# KEYS: batch hash, job list.  ARGV: the mbx key prefix, then the final states.
+_CLAIM_END = """
+if redis.call('hexists', KEYS[1], 'ended') == 1 then return 0 end
+local finals = {}
+for i = 2, #ARGV do finals[ARGV[i]] = true end
+local ids = redis.call('lrange', KEYS[2], 0, -1)
+if #ids == 0 then return 0 end
+for _, id in ipairs(ids) do
+  local state = redis.call('hget', ARGV[1] .. id, 'state')
+  if not state or not finals[state] then return 0 end
+end
+redis.call('hset', KEYS[1], 'ended', redis.call('time')[1])
+return 1
+"""

@@ -2,7 +2,8 @@
 
 Keys (all under "migrator:"):
 
-    batch:{bid}              hash   created, options (JSON, no secrets), job count
+    batch:{bid}              hash   created, options (JSON, no secrets; a notification
+                                    webhook sealed), job count; "ended" once its end was told
     batch:{bid}:jobs         list   job ids in CSV order
     job:{bid}:{jid}          string job payload JSON (secrets only as sealed tokens)
     mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error;
