@@ -14,6 +14,7 @@ from rich.table import Table
 from migrator.argtypes import WORKERS
 from migrator.batchprep import prepare
 from migrator.cliargs import batch_arguments, run_arguments
+from migrator.clihelp import config_argument
 from migrator.foldermap import default_folder_map, parse_folder_map
 from migrator.jobs import Job
 from migrator.preflight import RowCheck, check_jobs
@@ -42,6 +43,7 @@ def add_check_command(sub: Any) -> None:
     )
     batch_arguments(check)
     run_arguments(check)
+    config_argument(check)
     check.add_argument(
         "--parallel",
         type=WORKERS,

@@ -25,6 +25,7 @@ from migrator.cliargs import (
     batch_arguments,
     run_arguments,
 )
+from migrator.clihelp import EXAMPLES, command_parser, config_argument, read_config, version
 from migrator.display import result_table, status_json, status_table, watch
 from migrator.errors import ConfigError, MigrationError
 from migrator.jobs import Job
@@ -51,7 +52,13 @@ from migrator.terminal import (
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        read_config(parser, words)
+    except MigrationError as exc:
+        err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -77,11 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="migrator", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="migrator",
+        description=__doc__,
+        epilog=EXAMPLES[""],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what is done, for a bug report"
+    )
+    parser.add_argument("--version", action="version", version=f"migrator {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    validate = sub.add_parser("validate", help="check a batch CSV and name each bad line")
+    validate = command_parser(sub, "validate", "check a batch CSV and name each bad line")
     batch_arguments(validate)
     validate.set_defaults(func=cmd_validate)
 
@@ -89,18 +104,19 @@ def _parser() -> argparse.ArgumentParser:
         ("run", cmd_run, "run a batch on this machine and wait"),
         ("enqueue", cmd_enqueue, "enqueue a batch for Celery workers; print its id"),
     ):
-        command = sub.add_parser(name, help=text)
+        command = command_parser(sub, name, text)
         batch_arguments(command)
         run_arguments(command)
+        config_argument(command)
         command.set_defaults(func=func)
 
-    status = sub.add_parser("status", help="the table of a batch")
-    status.add_argument("batch")
-    status.add_argument("--json", action="store_true")
+    status = command_parser(sub, "status", "the table of a batch: a row per mailbox and the totals")
+    status.add_argument("batch", help="the batch id (`migrator batches` lists them)")
+    status.add_argument("--json", action="store_true", help="as JSON, every figure")
     status.set_defaults(func=cmd_status)
 
-    resume = sub.add_parser("resume", help="re-enqueue every mailbox of a batch not done")
-    resume.add_argument("batch")
+    resume = command_parser(sub, "resume", "re-enqueue every mailbox of a batch not done")
+    resume.add_argument("batch", help="the batch id (`migrator batches` lists them)")
     resume.add_argument(
         "--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)"
     )

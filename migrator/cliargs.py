@@ -28,8 +28,20 @@ TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 
 def batch_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("batch_csv", type=Path)
-    p.add_argument("--method", required=True, choices=[m.value for m in AccessMethod])
+    p.add_argument(
+        "batch_csv",
+        type=Path,
+        help="the batch: SourceIdentity,SourceServer,SourceLoginID,SourcePassword,"
+        "TargetIdentity (and optional columns; see the README)",
+    )
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=[m.value for m in AccessMethod],
+        help="how the source is logged in to: individual (each row's login and password), "
+        "combined (admin and user in one login), proxyauth (the admin acting as the user), "
+        "rootfolder (the admin, below each row's root folder), manual (the row's login as is)",
+    )
     p.add_argument(
         "--source-type",
         choices=connectors.kinds(Role.SOURCE),
@@ -62,7 +74,12 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _target_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=connectors.kinds(Role.TARGET), default="imap")
+    p.add_argument(
+        "--target",
+        choices=connectors.kinds(Role.TARGET),
+        default="imap",
+        help="what the target server speaks (default imap)",
+    )
     p.add_argument("--target-server", help="IMAP: host or URL; EWS: host or https:// URL")
     p.add_argument(
         "--target-method",
@@ -76,7 +93,11 @@ def _target_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"file holding it (or ${TARGET_ADMIN_PASSWORD_ENV})",
     )
-    p.add_argument("--target-combined-template", default="{admin}/{user}")
+    p.add_argument(
+        "--target-combined-template",
+        default="{admin}/{user}",
+        help="--target-method combined: how the admin and the user make one login",
+    )
 
 
 def _copy_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,7 +134,7 @@ def _connection_arguments(p: argparse.ArgumentParser) -> None:
         type=TIMEOUT,
         default=60.0,
         metavar="SECONDS",
-        help="how long a server may take to answer (default 60)",
+        help="seconds a server may take to connect or to answer (default 60)",
     )
     p.add_argument(
         "--max-connections-per-server",
@@ -195,7 +216,12 @@ def _notify_arguments(p: argparse.ArgumentParser) -> None:
         help="the relay the workers send e-mail through (default localhost:25; a login from "
         "$MIGRATOR_SMTP_USER and $MIGRATOR_SMTP_PASSWORD where it wants one)",
     )
-    notify.add_argument("--smtp-from", default="migrator@localhost", metavar="ADDRESS")
+    notify.add_argument(
+        "--smtp-from",
+        default="migrator@localhost",
+        metavar="ADDRESS",
+        help="the sender of the e-mail (default migrator@localhost)",
+    )
     notify.add_argument("--smtp-starttls", action="store_true", help="STARTTLS to the relay")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from migrator.argtypes import PORT
+from migrator.argtypes import PORT, TIMEOUT
 from migrator.cliargs import password_from
 from migrator.errors import ConfigError
 from migrator.localredis import PrivateRedis, shared_url, shown_url, state_dir
@@ -103,7 +103,7 @@ def _dashboard_parser(sub: Any) -> None:
     )
     dashboard.add_argument(
         "--refresh",
-        type=float,
+        type=TIMEOUT,
         default=2.0,
         metavar="SECONDS",
         help="how often the page reads the figures again (default 2 seconds)",
@@ -119,7 +119,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     token = password_from(args.token_file, DASHBOARD_TOKEN_ENV, "dashboard token")
     check_binding(args.host, token)
     with reading_store() as (store, where):
-        app = create_app(store, token, interval=max(0.2, args.refresh))
+        app = create_app(store, token, interval=args.refresh)
         err_console.print(
             f"dashboard of {where} on http://{args.host}:{args.port}/", highlight=False
         )

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from migrator import connectors, jobs
-from migrator.errors import ConfigError, MigrationError
+from migrator.errors import MigrationError
 from migrator.foldermap import FolderMap
 from migrator.secrets import SecretBox, exception_text
 
@@ -67,17 +67,16 @@ def check_job(job: jobs.Job, box: SecretBox, folder_map: FolderMap) -> RowCheck:
 def _source(job: jobs.Job, box: SecretBox, folder_map: FolderMap) -> tuple[int | None, int | None]:
     end = jobs.open_source(job, box)
     connector = connectors.connector(job.source.kind)
-    try:
+    if connector.surveys:
         row = connector.survey(end.job, end.connect, folder_map)
-    except ConfigError:
-        # A protocol without a survey: logging in and listing its folders is the check.
-        source = connector.open_source(end)
-        try:
-            source.list_folders()
-        finally:
-            source.close()
-        return None, None
-    return sum(row.items.values()), row.size_bytes
+        return sum(row.items.values()), row.size_bytes
+    # A protocol without a survey: logging in and listing its folders is the check.
+    source = connector.open_source(end)
+    try:
+        source.list_folders()
+    finally:
+        source.close()
+    return None, None
 
 
 def _target(job: jobs.Job, box: SecretBox) -> tuple[int | None, int | None]:
