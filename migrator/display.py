@@ -159,7 +159,8 @@ def watch(
     finished: Callable[[], bool] | None = None,
     interval: float = 0.5,
 ) -> list[MailboxStatus]:
-    """A bar per mailbox and a total, until every mailbox is in a final state."""
+    """A bar per mailbox and a total (with MB/s and the time left at that rate), until
+    every mailbox is in a final state."""
     bars: dict[str, TaskID] = {}
     with Progress(
         TextColumn("{task.description}", justify="left"),
@@ -182,11 +183,14 @@ def watch(
                     completed=row.done_messages,
                     state=row.state.value,
                 )
+            totals = batch_totals(rows)
+            rate = recent_rate(store.throughput(batch_id), time.time())
             progress.update(
                 total_bar,
-                total=sum(r.total_messages for r in rows) or None,
-                completed=sum(r.done_messages for r in rows),
-                state=f"{sum(r.state.final for r in rows)}/{len(rows)} mailboxes",
+                total=totals.total_messages or None,
+                completed=totals.done_messages,
+                state=f"{totals.finished}/{totals.mailboxes} mailboxes, "
+                f"{rate.mb_per_second:.2f} MB/s, ETA {duration_text(totals.eta(rate))}",
             )
             done = all(r.state.final for r in rows)
             if done or (finished is not None and finished()):

@@ -185,6 +185,8 @@ def test_the_page_follows_a_batch_through_a_celery_worker_by_itself(
         click("tr[data-job] a")
         eventually(lambda: "[LIMIT]" in text("#skipped"), what="the skipped message")
         assert "INBOX" in text("#skipped")
+        eventually(lambda: "Archive" in text("#folders"), what="the folders")
+        assert "INBOX" in text("#folders")
         eventually(lambda: "end" in text("#events"), what="the event log")
         assert "start" in text("#events") and "skip" in text("#events")
         driver.save_screenshot(str(shot / "dashboard-mailbox.png"))

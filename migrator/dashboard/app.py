@@ -65,6 +65,10 @@ def create_app(store: StateStore, token: Secret | None, interval: float = 2.0) -
         params = request.path_params
         return _or_404(lambda: views.mailbox(store, params["batch"], params["job"]))
 
+    def mailbox_folders(request: Request) -> Response:
+        params = request.path_params
+        return _or_404(lambda: {"folders": views.folders(store, params["batch"], params["job"])})
+
     def metrics(_: Request) -> Response:
         return Response(metrics_text(store), media_type=METRICS_TYPE)
 
@@ -78,6 +82,7 @@ def create_app(store: StateStore, token: Secret | None, interval: float = 2.0) -
         Route("/api/batches", all_batches, methods=["GET"]),
         Route("/api/batches/{batch}", one_batch, methods=["GET"]),
         Route("/api/batches/{batch}/mailboxes/{job}", one_mailbox, methods=["GET"]),
+        Route("/api/batches/{batch}/mailboxes/{job}/folders", mailbox_folders, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

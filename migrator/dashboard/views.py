@@ -63,6 +63,20 @@ def mailbox(store: StateStore, batch_id: str, job_id: str) -> dict[str, Any]:
     return {"batch_id": batch_id, **mailbox_report(store, row), "folder": row.current_folder}
 
 
+def folders(store: StateStore, batch_id: str, job_id: str) -> list[dict[str, Any]]:
+    """Per source folder: messages at the target (checkpointed) and skipped."""
+    if store.mailbox(batch_id, job_id) is None:
+        raise ConfigError(f"batch {batch_id} has no mailbox {job_id}")
+    copied = store.folder_counts(batch_id, job_id)
+    skipped: dict[str, int] = {}
+    for message in store.skipped(batch_id, job_id):
+        skipped[message.folder] = skipped.get(message.folder, 0) + 1
+    return [
+        {"folder": name, "copied": copied.get(name, 0), "skipped": skipped.get(name, 0)}
+        for name in sorted(set(copied) | set(skipped))
+    ]
+
+
 def errors_by_reason(rows: list[MailboxStatus]) -> list[dict[str, Any]]:
     """Mailboxes with an error, grouped by its code (or its text, where no code is known),
     the largest group first."""

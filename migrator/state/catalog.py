@@ -98,6 +98,20 @@ class Catalog:
             for s in json.loads(str(raw) if raw else "[]")
         ]
 
+    def folder_counts(self, batch_id: str, job_id: str, limit: int = 500_000) -> dict[str, int]:
+        """Messages known at the target per source folder, from the mailbox's checkpoints
+        (read up to `limit` of them: a page, not an audit)."""
+        key = self._r.hget(_k("mbx", batch_id, job_id), "mailbox_key")
+        counts: dict[str, int] = {}
+        if not key:
+            return counts
+        for seen, member in enumerate(self._r.hscan_iter(_k("ck", str(key)), count=5000)):
+            if seen >= limit:
+                break
+            folder = str(member[0]).split(":", 2)[-1]
+            counts[folder] = counts.get(folder, 0) + 1
+        return counts
+
     def mailbox_extra(self, batch_id: str, job_id: str) -> dict[str, str]:
         """The row's fields the MailboxStatus leaves out (times waited on each side)."""
         names = ["source_seconds", "target_seconds", "throttle_seconds", "copied_bytes"]

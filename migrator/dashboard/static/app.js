@@ -183,7 +183,20 @@ function batchPage(b) {
 
 // -- one mailbox ---------------------------------------------------------------------
 
-function mailboxPage(m) {
+// Folders read the mailbox's checkpoints: fetched when the page opens and every 15 s.
+const FOLDERS_EVERY = 15000;
+let folderCache = { key: "", at: 0, rows: [] };
+
+async function foldersOf(batch, job) {
+  const key = `${batch}/${job}`;
+  if (folderCache.key !== key || Date.now() - folderCache.at > FOLDERS_EVERY) {
+    const data = await getJSON(`/api/batches/${encodeURIComponent(batch)}/mailboxes/${encodeURIComponent(job)}/folders`);
+    folderCache = { key, at: Date.now(), rows: data.folders };
+  }
+  return folderCache.rows;
+}
+
+function mailboxPage(m, folders) {
   crumbs(["batches", "#/"], [m.batch_id, `#/batch/${encodeURIComponent(m.batch_id)}`], [m.source, null]);
   const skipped = m.skipped.map((s) =>
     el("tr", { class: "skipped" }, cell(s.folder), cell(s.uid, "num"), cell(s.size, "num"), cell(s.reason, "note")));
@@ -201,6 +214,10 @@ function mailboxPage(m) {
       card("time", duration(m.seconds)),
       card("MB/s", m.mb_per_second === null ? "?" : m.mb_per_second)),
     m.error ? el("p", { class: "problem", id: "mailbox-error" }, m.error) : null,
+    el("h2", {}, "Folders"),
+    folders.length ? el("div", { id: "folders" }, table(["Source folder", "At the target", "Skipped"],
+      folders.map((f) => el("tr", {}, cell(f.folder), cell(f.copied, "num"), cell(f.skipped || "", "num")))))
+      : el("p", { class: "muted", id: "folders" }, "Nothing copied yet."),
     el("h2", {}, "Skipped messages"),
     skipped.length ? el("div", { id: "skipped" }, table(["Folder", "UID", "Bytes", "Why"], skipped))
       : el("p", { class: "muted", id: "skipped" }, "None."),
@@ -215,7 +232,8 @@ async function render() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   let content;
   if (parts[0] === "batch" && parts[2] === "mailbox") {
-    content = mailboxPage(await getJSON(`/api/batches/${encodeURIComponent(parts[1])}/mailboxes/${encodeURIComponent(parts[3])}`));
+    const data = await getJSON(`/api/batches/${encodeURIComponent(parts[1])}/mailboxes/${encodeURIComponent(parts[3])}`);
+    content = mailboxPage(data, await foldersOf(parts[1], parts[3]));
   } else if (parts[0] === "batch" && parts[1]) {
     content = batchPage(await getJSON(`/api/batches/${encodeURIComponent(parts[1])}`));
   } else {
