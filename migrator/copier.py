@@ -296,39 +296,53 @@ def migrate_mailbox(
                     return MailboxResult(
                         state=MailboxState.INTERRUPTED, error="stopped by the operator"
                     )
-                number = attempt.retry_state.attempt_number
-                told.note(EventKind.PASS, f"pass {number}", number=number)
-                result = _one_pass(
-                    open_source, open_target, folder_map, progress, options, in_flight, slots, stop
-                )
-                if result.throttle_seconds > 0:
-                    told.note(
-                        EventKind.THROTTLE,
-                        f"the target asked to wait {result.throttle_seconds:.1f} s in all",
-                        seconds=result.throttle_seconds,
-                    )
-                return result
+                return _told_pass(
+                    told,
+                    attempt.retry_state.attempt_number,
+                    lambda: _one_pass(
+                        open_source, open_target, folder_map, progress, options, in_flight,
+                        slots, stop,
+                    ),
+                )  # fmt: skip
     except LockLost:
         raise
-    except MailboxNotReady as exc:
+    except SourceIncomplete as exc:
+        return exc.result
+    except Exception as exc:
+        return _ended_by(exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ended_by(exc: Exception) -> MailboxResult:
+    """The result of a mailbox a pass's error ended (called in its except clause)."""
+    if isinstance(exc, MailboxNotReady):
         return MailboxResult(
             state=MailboxState.NOT_READY, error=str(exc), error_code=exc.code.value
         )
-    except SourceIncomplete as exc:
-        return exc.result
-    except (PermanentError, TransientError) as exc:
+    if isinstance(exc, PermanentError | TransientError):
         return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
-    except Exception as exc:
-        # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
-        # Its text may hold anything (a library's error can quote the command it failed
-        # on, password and all): exception_text redacts every live secret from it.
-        log.exception("mailbox failed unexpectedly")
-        return MailboxResult(
-            state=MailboxState.FAILED,
-            error=f"internal error: {exception_text(exc)}"[:500],
-            error_code="INTERNAL",
+    # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
+    # Its text may hold anything (a library's error can quote the command it failed
+    # on, password and all): exception_text redacts every live secret from it.
+    log.exception("mailbox failed unexpectedly")
+    return MailboxResult(
+        state=MailboxState.FAILED,
+        error=f"internal error: {exception_text(exc)}"[:500],
+        error_code="INTERNAL",
+    )
+
+
+def _told_pass(told: EventSink, number: int, run: Callable[[], MailboxResult]) -> MailboxResult:
+    """One pass, told to the event log: its start, and the throttling it waited out."""
+    told.note(EventKind.PASS, f"pass {number}", number=number)
+    result = run()
+    if result.throttle_seconds > 0:
+        told.note(
+            EventKind.THROTTLE,
+            f"the target asked to wait {result.throttle_seconds:.1f} s in all",
+            seconds=result.throttle_seconds,
         )
-    raise AssertionError("unreachable")  # pragma: no cover
+    return result
 
 
 def _reconnecting(told: EventSink, number: int, outcome: object) -> None:

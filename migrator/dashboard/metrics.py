@@ -4,7 +4,8 @@ counted as `migrator status` counts them (totals.py), read afresh at each scrape
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -12,8 +13,38 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from migrator.rates import recent_rate
 from migrator.report import MailboxState
-from migrator.state import StateStore
-from migrator.totals import batch_totals
+from migrator.state import MailboxStatus, StateStore
+from migrator.totals import BatchTotals, batch_totals
+
+# Per batch: (name, help, counter?, the value from the batch's rows and totals).
+_PER_BATCH: tuple[tuple[str, str, bool, Callable[[_Batch], float]], ...] = (
+    ("migrator_messages_copied", "Messages sent to the target by this batch", True,
+     lambda b: b.totals.copied_messages),
+    ("migrator_bytes_copied", "Bytes sent to the target by this batch", True,
+     lambda b: sum(r.copied_bytes for r in b.rows)),
+    ("migrator_messages_skipped", "Messages the target refused, named", True,
+     lambda b: b.totals.skipped_messages),
+    ("migrator_throttle_wait_seconds", "Seconds waited because a server asked to back off",
+     True, lambda b: b.throttled),
+    ("migrator_messages_done", "Messages at the target (copied or there already)", False,
+     lambda b: b.totals.done_messages),
+    ("migrator_messages_listed", "Messages listed at the sources", False,
+     lambda b: b.totals.total_messages),
+    ("migrator_bytes_done", "Bytes at the target", False, lambda b: b.totals.done_bytes),
+    ("migrator_bytes_listed", "Bytes listed at the sources", False,
+     lambda b: b.totals.total_bytes),
+    ("migrator_bytes_per_second", "Bytes copied per second, last 5 minutes", False,
+     lambda b: b.bytes_per_second),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Batch:
+    batch_id: str
+    rows: list[MailboxStatus]
+    totals: BatchTotals
+    throttled: float
+    bytes_per_second: float
 
 
 class BatchCollector(Collector):
@@ -23,75 +54,50 @@ class BatchCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
-        batch = ["batch"]
-        copied = CounterMetricFamily(
-            "migrator_messages_copied", "Messages sent to the target by this batch", labels=batch
-        )
-        copied_bytes = CounterMetricFamily(
-            "migrator_bytes_copied", "Bytes sent to the target by this batch", labels=batch
-        )
-        skipped = CounterMetricFamily(
-            "migrator_messages_skipped", "Messages the target refused, named", labels=batch
-        )
-        throttled = CounterMetricFamily(
-            "migrator_throttle_wait_seconds",
-            "Seconds spent waiting because a server asked to back off",
-            labels=batch,
-        )
-        done = GaugeMetricFamily(
-            "migrator_messages_done",
-            "Messages at the target (copied or there already)",
-            labels=batch,
-        )
-        listed = GaugeMetricFamily(
-            "migrator_messages_listed", "Messages listed at the sources", labels=batch
-        )
-        done_bytes = GaugeMetricFamily("migrator_bytes_done", "Bytes at the target", labels=batch)
-        listed_bytes = GaugeMetricFamily(
-            "migrator_bytes_listed", "Bytes listed at the sources", labels=batch
-        )
-        rate = GaugeMetricFamily(
-            "migrator_bytes_per_second", "Bytes copied per second, last 5 minutes", labels=batch
-        )
+        batches = [self._read(b) for b in self._store.batch_ids()]
+        for name, text, counter, value in _PER_BATCH:
+            family = (CounterMetricFamily if counter else GaugeMetricFamily)(
+                name, text, labels=["batch"]
+            )
+            for batch in batches:
+                family.add_metric([batch.batch_id], value(batch))
+            yield family
         mailboxes = GaugeMetricFamily(
             "migrator_mailboxes", "Mailboxes by state", labels=["batch", "state"]
         )
         errors = GaugeMetricFamily(
-            "migrator_mailbox_errors",
-            "Mailboxes ended with an error, by kind",
+            "migrator_mailbox_errors", "Mailboxes ended with an error, by kind",
             labels=["batch", "kind"],
-        )
-        now = time.time()
-        for batch_id in self._store.batch_ids():
-            rows = self._store.mailboxes(batch_id)
-            totals = batch_totals(rows)
-            label = [batch_id]
-            copied.add_metric(label, totals.copied_messages)
-            copied_bytes.add_metric(label, sum(r.copied_bytes for r in rows))
-            skipped.add_metric(label, totals.skipped_messages)
-            throttled.add_metric(label, self._throttled(batch_id, [r.job_id for r in rows]))
-            done.add_metric(label, totals.done_messages)
-            listed.add_metric(label, totals.total_messages)
-            done_bytes.add_metric(label, totals.done_bytes)
-            listed_bytes.add_metric(label, totals.total_bytes)
-            rate.add_metric(
-                label, recent_rate(self._store.throughput(batch_id), now).bytes_per_second
-            )
-            for state, count in totals.states.items():
-                mailboxes.add_metric([batch_id, state], count)
-            kinds: dict[str, int] = {}
-            for row in rows:
-                if row.last_error and row.state is not MailboxState.RUNNING:
-                    kind = row.error_code or "OTHER"
-                    kinds[kind] = kinds.get(kind, 0) + 1
-            for kind, count in sorted(kinds.items()):
-                errors.add_metric([batch_id, kind], count)
-        yield from (copied, copied_bytes, skipped, throttled, done, listed, done_bytes)
-        yield from (listed_bytes, rate, mailboxes, errors)
+        )  # fmt: skip
+        for batch in batches:
+            for state, count in batch.totals.states.items():
+                mailboxes.add_metric([batch.batch_id, state], count)
+            for kind, count in _error_kinds(batch.rows).items():
+                errors.add_metric([batch.batch_id, kind], count)
+        yield from (mailboxes, errors)
 
-    def _throttled(self, batch_id: str, job_ids: list[str]) -> float:
-        fields = self._store.mailbox_fields(batch_id, job_ids, ["throttle_seconds"])
-        return sum(float(f.get("throttle_seconds") or 0) for f in fields)
+    def _read(self, batch_id: str) -> _Batch:
+        rows = self._store.mailboxes(batch_id)
+        fields = self._store.mailbox_fields(
+            batch_id, [r.job_id for r in rows], ["throttle_seconds"]
+        )
+        rate = recent_rate(self._store.throughput(batch_id), time.time())
+        return _Batch(
+            batch_id,
+            rows,
+            batch_totals(rows),
+            sum(float(f.get("throttle_seconds") or 0) for f in fields),
+            rate.bytes_per_second,
+        )
+
+
+def _error_kinds(rows: list[MailboxStatus]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for row in rows:
+        if row.last_error and row.state is not MailboxState.RUNNING:
+            kind = row.error_code or "OTHER"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
 
 
 def metrics_text(store: StateStore) -> bytes:

@@ -58,7 +58,11 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     run.add_argument("--report-dir", type=Path, help="default: ./velocity-BATCHID")
     run.add_argument("--slowest", type=Count(), default=5, help="slowest mailboxes shown")
     run.set_defaults(func=cmd_velocity_run)
+    _plan_parser(commands)
+    _inventory_parser(sub)
 
+
+def _plan_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plan = commands.add_parser("plan", help="size the waves from an inventory and a throughput")
     plan.add_argument("inventory_csv", type=Path, help="the inventory (`migrator inventory`)")
     speed = plan.add_mutually_exclusive_group(required=True)
@@ -76,14 +80,21 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     )
     plan.add_argument("--window", type=WINDOW, required=True, help="hours per wave")
     plan.add_argument("--sessions", type=SESSIONS, help="concurrent sessions")
-    plan.add_argument("--sessions-per-worker", type=Count(1, 1_000), default=4)
+    plan.add_argument(
+        "--sessions-per-worker",
+        type=Count(1, 1_000),
+        default=4,
+        help="mailboxes one worker copies at once (its --concurrency; default 4)",
+    )
     plan.add_argument("--workers", type=SESSIONS, help="default: solved for")
     plan.add_argument(
         "--waves", type=Count(1, 1_000), default=1, help="most waves wanted when solving workers"
     )
-    plan.add_argument("--json", action="store_true")
+    plan.add_argument("--json", action="store_true", help="as JSON")
     plan.set_defaults(func=cmd_velocity_plan)
 
+
+def _inventory_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     inventory = sub.add_parser(
         "inventory", help="read sizes and item counts from the source servers into a CSV"
     )

@@ -89,24 +89,7 @@ def render_html(report: VelocityReport) -> str:
             ],
         ),
     ]
-    if report.knee is not None:
-        out.append(
-            f"<p>Throughput stops growing at concurrency <b>{report.knee}</b>: "
-            f"the smallest that reaches {KNEE_SHARE:.0%} of the best mean; more sessions "
-            "bought little more.</p>"
-        )
-    elif report.still_growing:
-        out.append(
-            f"<p>Throughput was still growing at concurrency <b>{report.curve[-1].concurrency}"
-            "</b>, the largest tried: try larger ones to find where it levels off.</p>"
-        )
-    per_session = report.per_session_gb_per_hour
-    if per_session is not None:
-        out.append(
-            f"<p>Per session: <b>{per_session:.3f} GB/hour</b> "
-            "(<code>velocity plan --throughput</code>, or <code>--from-report</code> "
-            "this report's velocity.json).</p>"
-        )
+    out.extend(_curve_notes(report))
     if len(report.curve) > 1:
         out.append(
             svg_chart(
@@ -134,6 +117,30 @@ def render_html(report: VelocityReport) -> str:
         out.extend(_point(point, report.slowest_count))
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def _curve_notes(report: VelocityReport) -> list[str]:
+    """Where throughput stops growing (or that it did not), and the rate per session."""
+    out: list[str] = []
+    if report.knee is not None:
+        out.append(
+            f"<p>Throughput stops growing at concurrency <b>{report.knee}</b>: "
+            f"the smallest that reaches {KNEE_SHARE:.0%} of the best mean; more sessions "
+            "bought little more.</p>"
+        )
+    elif report.still_growing:
+        out.append(
+            f"<p>Throughput was still growing at concurrency <b>{report.curve[-1].concurrency}"
+            "</b>, the largest tried: try larger ones to find where it levels off.</p>"
+        )
+    per_session = report.per_session_gb_per_hour
+    if per_session is not None:
+        out.append(
+            f"<p>Per session: <b>{per_session:.3f} GB/hour</b> "
+            "(<code>velocity plan --throughput</code>, or <code>--from-report</code> "
+            "this report's velocity.json).</p>"
+        )
+    return out
 
 
 def _point(point: PointReport, slowest: int) -> list[str]:
