@@ -87,12 +87,15 @@ def execute_job(
         if job.target is None:
             raise BadJob("a migration job without a target")
     except BadJob as exc:
-        result = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
-        store.record_result(batch_id, job_id, result)
-        note_outcome(store, batch_id, job_id, result)
+        failed = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
+        store.record_result(batch_id, job_id, failed)
+        note_outcome(store, batch_id, job_id, failed)
         tell_ended(store, batch_id, job_id, box)
-        return result
-    return _locked(store, batch_id, job_id, job, box, slot_wait, stop)
+        return failed
+    result = _locked(store, batch_id, job_id, job, box, slot_wait, stop)
+    if result is not None:  # told with the mailbox's locks let go: a slow relay holds nothing
+        tell_ended(store, batch_id, job_id, box)
+    return result
 
 
 def _locked(
@@ -129,7 +132,6 @@ def _locked(
                 return None
         store.record_result(batch_id, job_id, result)
         note_outcome(store, batch_id, job_id, result)
-        tell_ended(store, batch_id, job_id, box)
         if result.state is MailboxState.DONE and job.options.forward_after_copy:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
         log.info(
