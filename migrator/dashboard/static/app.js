@@ -90,47 +90,47 @@ function batchList(batches) {
 
 // -- one batch -----------------------------------------------------------------------
 
-function chart(throughput) {
-  const ns = "http://www.w3.org/2000/svg";
-  const width = 720, height = 160, pad = 30;
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("class", "chart");
-  svg.setAttribute("width", String(width));
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+const CHART_SPAN = 30 * 60;  // seconds the chart shows at least, up to now
+
+function chart(throughput, now) {
+  // A bar of MB/s per minute, and messages/s as a line over them; both scaled to their peak.
   if (throughput.length === 0) return el("p", { class: "muted" }, "Nothing copied yet.");
+  const width = 720, height = 170, left = 10, right = 10, top = 10, bottom = 28;
   const points = throughput.map((t) => ({ x: t.minute, m: t.messages / 60, b: t.bytes / 60e6 }));
-  const x0 = points[0].x, x1 = Math.max(points[points.length - 1].x, x0 + 60);
+  const x1 = Math.max(points[points.length - 1].x + 60, Math.ceil(now / 60) * 60);
+  const x0 = Math.min(points[0].x, x1 - CHART_SPAN);
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const xOf = (minute) => left + ((minute - x0) / (x1 - x0)) * plotW;
   const maxM = Math.max(...points.map((p) => p.m), 1e-9), maxB = Math.max(...points.map((p) => p.b), 1e-9);
-  const line = (key, max, color) => {
-    const group = document.createElementNS(ns, "g");
-    const path = document.createElementNS(ns, "polyline");
-    const coords = points.map((p) => [
-      pad + ((p.x - x0) / (x1 - x0)) * (width - 2 * pad),
-      height - pad - (p[key] / max) * (height - 2 * pad),
-    ]);
-    path.setAttribute("points", coords.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "));
-    path.setAttribute("fill", "none");
-    path.setAttribute("stroke", color);
-    path.setAttribute("stroke-width", "2");
-    group.append(path);
-    for (const [x, y] of coords) {  // a minute alone is a dot, not an empty chart
-      const dot = document.createElementNS(ns, "circle");
-      dot.setAttribute("cx", x.toFixed(1));
-      dot.setAttribute("cy", y.toFixed(1));
-      dot.setAttribute("r", "3");
-      dot.setAttribute("fill", color);
-      group.append(dot);
-    }
-    return group;
+  const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, class: "chart" });
+  box.append(svg("line", { x1: left, x2: width - right, y1: top + plotH, y2: top + plotH, stroke: "#8c959f" }));
+  const barW = Math.max(1, (60 / (x1 - x0)) * plotW - 2);
+  for (const p of points) {
+    const h = (p.b / maxB) * plotH;
+    box.append(svg("rect", { x: xOf(p.x) + 1, y: top + plotH - h, width: barW, height: h, fill: "#8fd19e" }));
+  }
+  const coords = points.map((p) => [xOf(p.x) + 1 + barW / 2, top + plotH - (p.m / maxM) * plotH]);
+  box.append(svg("polyline", { points: coords.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "),
+    fill: "none", stroke: "#0969da", "stroke-width": 2 }));
+  for (const [x, y] of coords) box.append(svg("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: 3, fill: "#0969da" }));
+  const label = (x, text, anchor) => {
+    const t = svg("text", { x, y: height - 8, "font-size": 11, fill: "#6e7781", "text-anchor": anchor });
+    t.textContent = text;
+    return t;
   };
-  const axis = document.createElementNS(ns, "line");
-  for (const [k, v] of Object.entries({ x1: pad, x2: width - pad, y1: height - pad, y2: height - pad, stroke: "#8c959f" })) axis.setAttribute(k, String(v));
-  svg.append(axis, line("m", maxM, "#0969da"), line("b", maxB, "#1a7f37"));
+  const clock = (epoch) => new Date(epoch * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  box.append(label(left, clock(x0), "start"), label(width - right, clock(x1), "end"));
   const legend = el("div", { class: "legend" },
+    el("span", { class: "b" }, `▮ MB/s (peak ${maxB.toFixed(2)})`),
     el("span", { class: "m" }, `— messages/s (peak ${maxM.toFixed(1)})`),
-    el("span", { class: "b" }, `— MB/s (peak ${maxB.toFixed(2)})`),
     el("span", { class: "muted" }, "per minute"));
-  return el("div", {}, svg, legend);
+  return el("div", {}, box, legend);
 }
 
 function errorGroups(groups) {
@@ -168,13 +168,13 @@ function batchPage(b) {
       card("mailboxes ended", `${b.finished}/${b.mailbox_count}`),
       card("messages", `${b.done_messages}/${b.total_messages}`),
       card("MB", `${mb(b.done_bytes)}/${mb(b.total_bytes)}`),
-      card("messages/s now", b.messages_per_second.toFixed(1)),
-      card("MB/s now", b.mb_per_second.toFixed(2)),
+      card("messages/s, last 5 min", b.messages_per_second.toFixed(1)),
+      card("MB/s, last 5 min", b.mb_per_second.toFixed(2)),
       card("ETA", ended ? "ended" : duration(b.eta_seconds)),
       card("skipped", b.skipped_messages)),
     el("p", {}, "States: ", stateSummary(b.states)),
     bar(b.done_bytes, b.total_bytes),
-    el("h2", {}, "Throughput"), chart(b.throughput),
+    el("h2", {}, "Throughput"), chart(b.throughput, b.now),
     el("h2", {}, "Errors by reason"), errorGroups(b.errors),
     el("h2", {}, "Mailboxes"),
     table(["Line", "Source", "Target", "State", "Progress", "Messages", "MB", "Skipped", "Heartbeat", "Note"], rows),
