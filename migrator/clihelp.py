@@ -32,6 +32,13 @@ EXAMPLES = {
   target-admin = "admin"
   target-admin-password-file = "admin.pw"
   notify-email = ["ops@example.com"]""",
+    "status": """examples:
+  migrator status 20260101-wave1
+  migrator status 20260101-wave1 --json | jq .totals
+  migrator status 20260101-wave1 > wave1.txt       # one line per mailbox, errors whole""",
+    "resume": """examples:
+  migrator resume 20260101-wave1                   # every mailbox not done, again
+  MIGRATOR_REDIS_URL=redis://redis:6379/0 migrator resume 20260101-wave1 --no-wait""",
     "enqueue": """examples:
   MIGRATOR_REDIS_URL=redis://redis:6379/0 migrator enqueue wave1.csv --method proxyauth \
       --admin admin --admin-password-file src.pw --target ews \
