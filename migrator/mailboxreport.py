@@ -26,8 +26,11 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def mailbox_report(store: StateStore, row: MailboxStatus) -> dict[str, Any]:
-    """One mailbox: its figures, skipped messages and events, as plain values."""
+def mailbox_report(
+    store: StateStore, row: MailboxStatus, *, with_folders: bool = True
+) -> dict[str, Any]:
+    """One mailbox: its figures, folders (read from its checkpoints, unless not
+    `with_folders`), skipped messages and events, as plain values."""
     extra = store.mailbox_extra(row.batch_id, row.job_id)
     seconds = (row.updated - row.started) if row.started and row.updated else None
     copied_bytes = int(extra.get("copied_bytes") or 0)
@@ -54,6 +57,8 @@ def mailbox_report(store: StateStore, row: MailboxStatus) -> dict[str, Any]:
         "target_seconds": float(extra.get("target_seconds") or 0),
         "throttle_seconds": float(extra.get("throttle_seconds") or 0),
         "error": row.last_error,
+        "error_code": row.error_code,
+        "folders": store.folder_counts(row.batch_id, row.job_id) if with_folders else {},
         "skipped": [s.__dict__ for s in store.skipped(row.batch_id, row.job_id)],
         "events": [
             {**e.as_dict(), "time": _iso(e.time)} for e in store.events(row.batch_id, row.job_id)
@@ -114,6 +119,9 @@ def _text(batch_id: str, r: dict[str, Any]) -> str:
     ]
     if r["error"]:
         lines.append(f"error             {r['error']}")
+    if r["folders"]:
+        lines.append("folders (messages at the target, by source folder):")
+        lines += [f"  {count:>8}  {name}" for name, count in sorted(r["folders"].items())]
     for s in r["skipped"]:
         lines.append(
             f"  skipped uid {s['uid']} in {s['folder']!r} ({s['size']} bytes): {s['reason']}"

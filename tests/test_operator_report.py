@@ -72,6 +72,8 @@ def test_report_names_each_skipped_message_and_tells_the_mailboxs_events(
     assert code == 0
     assert f"skipped uid {skipped['uid']} in 'INBOX'" in text and "[LIMIT]" in text
     assert "messages          9 of 10 at the target" in text
+    assert "       6  INBOX" in text and "       3  Archive" in text
+    assert mailbox["folders"] == {"INBOX": 6, "Archive": 3}
     code, table = cli(["report", "rep1", "--format", "csv"])
     (row,) = list(csv.DictReader(io.StringIO(table)))
     assert (row["source"], row["state"], row["skipped_messages"]) == (source, "done", "1")

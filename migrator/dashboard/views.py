@@ -60,7 +60,9 @@ def mailbox(store: StateStore, batch_id: str, job_id: str) -> dict[str, Any]:
     row = store.mailbox(batch_id, job_id)
     if row is None:
         raise ConfigError(f"batch {batch_id} has no mailbox {job_id}")
-    return {"batch_id": batch_id, **mailbox_report(store, row), "folder": row.current_folder}
+    # Its folders are read apart, and less often (folders below).
+    report = mailbox_report(store, row, with_folders=False)
+    return {"batch_id": batch_id, **report, "folder": row.current_folder}
 
 
 def folders(store: StateStore, batch_id: str, job_id: str) -> list[dict[str, Any]]:
