@@ -131,7 +131,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     with reading_store() as (store, where):
         known_batch(store, args.batch, where)
         rows = select_rows(store, args.batch, args.mailbox)
-        reports = [mailbox_report(store, row) for row in rows]
+        folders = args.format != "csv"  # a CSV row has no room for them
+        reports = [mailbox_report(store, row, with_folders=folders) for row in rows]
     print(render(args.batch, reports, args.format), end="")
     return 0
 
