@@ -104,6 +104,7 @@ def test_off_loopback_the_dashboard_asks_for_its_token_and_is_read_only(
 
     with dashboard(celery_env, tmp_path / "dashboard.log", "--token-file", str(token)) as base:
         bare = requests.get(base + "/api/batches", timeout=10)
+        health = requests.get(base + "/healthz", timeout=10)  # for a container's healthcheck
         bearer = requests.get(
             base + "/metrics", headers={"Authorization": "Bearer s3cret-Tök"}, timeout=10
         )
@@ -115,6 +116,7 @@ def test_off_loopback_the_dashboard_asks_for_its_token_and_is_read_only(
         )
 
     assert bare.status_code == 401 and "Basic" in bare.headers["www-authenticate"]
+    assert (health.status_code, health.text) == (200, "ok")
     assert bearer.status_code == 200 and browser.status_code == 200
     assert "default-src 'self'" in browser.headers["content-security-policy"]
     assert wrong.status_code == 401
