@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve dovecot-lmtpd redis-server
+DEBS := dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve dovecot-lmtpd redis-server \
+	chromium chromium-driver
 # The bench's anchors: imapsync's Perl modules (../shared/anchors/README.md).
 BENCH_DEBS := libauthen-ntlm-perl libcgi-pm-perl libcrypt-openssl-rsa-perl libdata-uniqid-perl \
   libencode-imaputf7-perl libfile-copy-recursive-perl libfile-tail-perl libio-socket-inet6-perl \

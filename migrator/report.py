@@ -59,3 +59,4 @@ class MailboxResult:
     source_seconds: float = 0.0  # time spent waiting on the source, the target, and throttling
     target_seconds: float = 0.0
     throttle_seconds: float = 0.0
+    error_code: str = ""  # the ErrorCode of `error` (errors are grouped by it)

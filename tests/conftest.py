@@ -32,6 +32,7 @@ from servers.dovecot import (
     NON_ASCII_MASTER_USER,
     DovecotServer,
     MakeUser,
+    SizeLimitedDovecot,
 )
 from servers.mailgen import Fill
 from servers.oauth_server import MAIL_SCOPE, OAuthServer
@@ -152,6 +153,14 @@ def dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
     """Dovecot whose master user logs in as "user*admin" with password MASTER_PASSWORD (and
     NON_ASCII_MASTER_USER as "user*admin-intl" with NON_ASCII_MASTER_PASSWORD)."""
     yield from _dovecot(tls_files, "*")
+
+
+@pytest.fixture(scope="session")
+def limited_dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
+    """A Dovecot refusing any message over 64 KB with NO [LIMIT] (a message the target
+    skips and names); started only when asked for."""
+    with SizeLimitedDovecot(master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls_files) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ BATCH = ["x.csv", "--method", "individual"]
 PLAN = ["velocity", "plan", "inv.csv", "--throughput", "1", "--window", "1"]
 
 # The commands each option belongs to, as argv prefixes (their required arguments given).
-RUN_LIKE = [["run", *BATCH], ["enqueue", *BATCH], ["velocity", "run", *BATCH]]
+RUN_LIKE = [["run", *BATCH], ["enqueue", *BATCH], ["velocity", "run", *BATCH], ["check", *BATCH]]
 FORWARDING = [["forwarding", action, *BATCH] for action in ("set", "remove", "status")]
 INVENTORY = [["inventory", *BATCH]]
 
@@ -54,6 +54,9 @@ TABLE: list[tuple[list[list[str]], str, list[str], tuple[str, object]]] = [
     (FORWARDING, "--timeout", SECONDS, ("5", 5.0)),
     (FORWARDING, "--workers", COUNT, ("2", 2)),
     (FORWARDING, "--wait", SECONDS, ("60", 60.0)),
+    ([["check", *BATCH]], "--parallel", COUNT, ("16", 16)),
+    ([["dashboard"]], "--port", PORT, ("8080", 8080)),
+    ([["dashboard"]], "--refresh", SECONDS, ("0.5", 0.5)),
 ]
 
 

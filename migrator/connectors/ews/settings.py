@@ -173,7 +173,12 @@ def _target_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--autodiscover", action="store_true", help="find each target mailbox's EWS endpoint"
     )
-    g.add_argument("--ews-auth", choices=[a.value for a in EwsAuth], default="basic")
+    g.add_argument(
+        "--ews-auth",
+        choices=[a.value for a in EwsAuth],
+        default="basic",
+        help="how the service account logs in to Exchange (default basic)",
+    )
     access = g.add_mutually_exclusive_group()
     access.add_argument(
         "--impersonate",
