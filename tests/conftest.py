@@ -40,11 +40,20 @@ from servers.redis import RedisServer
 from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox
 
 from migrator import dispatch
+from migrator.oauth import share_tokens
 from migrator.secrets import new_key
 from workers.dispatch import CeleryDispatcher
 
 # `migrator.cli.main` called in this process sends jobs as the `migrator` command does.
 dispatch.use(CeleryDispatcher())
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_tokens() -> Iterator[None]:
+    """A runner shares tokens through its store's Redis for the whole process: after each
+    test, no longer (the next test's Redis may be another, or stopped)."""
+    yield
+    share_tokens(None)
 
 
 @pytest.fixture(scope="session")
