@@ -8,6 +8,7 @@ Only this package talks to Redis.  Its modules:
     locks.py     Lease, and taking, renewing and letting go of a mailbox's locks
     slots.py     connection caps: slots per server shared by every worker
     beats.py     heartbeats of running mailboxes, and requeuing those of dead workers
+    uploads.py   upload budgets: bytes sent to a mailbox per window, across workers
     progress.py  RedisProgress: the copier's checkpoints and counts, fenced
 
 Checkpoints are keyed by mailbox (source and target, canonical: mailboxid.py), not by

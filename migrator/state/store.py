@@ -22,6 +22,7 @@ from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
+from migrator.state.uploads import Uploads
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,10 @@ class NewJob:
     payload: str  # JSON; secrets sealed
 
 
-class StateStore(Locks, Slots, Heartbeats):
+class StateStore(Locks, Slots, Heartbeats, Uploads):
     """Everything migrator keeps in Redis (keys: migrator.state.keys); locks, connection
-    slots and heartbeats come from the mixins of locks.py, slots.py and beats.py."""
+    slots, heartbeats and upload budgets come from the mixins of locks.py, slots.py,
+    beats.py and uploads.py."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
