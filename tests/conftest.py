@@ -294,6 +294,7 @@ def graph(graph_server: GraphServer) -> Iterator[GraphServer]:
     """The session Graph server with no faults and no size limit; no violation by this test."""
     graph_server.faults.clear()
     graph_server.max_message_size = None
+    graph_server.latency = 0.0
     before = len(graph_server.violations)
     yield graph_server
     graph_server.faults.clear()

@@ -181,3 +181,33 @@ def test_a_missing_mailbox_and_one_the_app_may_not_open_are_not_ready(
     assert status.state is MailboxState.NOT_READY, status
     assert "Mail-Advanced" in status.last_error
     assert graph.store.all_messages(target) == []
+
+
+def test_an_import_whose_answer_is_lost_is_recognised_not_sent_twice(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    graph: GraphServer,
+    oauth_server: OAuthServer,
+    graph_app: GraphApp,
+    make_graph_mailbox: object,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    """The connection drops after Graph stored a message (and a 503 comes later): the
+    pass ends, the next one finds the copy by its MIME, though its PATCH never came."""
+    password = "Src-Pw-graph-5!"
+    source, target = make_user(password), make_graph_mailbox()  # type: ignore[operator]
+    sent = fill(source, {"INBOX": 30}, password, size_hint=1000)
+    graph.faults.drop_connection_once(after_processing=True, where="importMime")
+    graph.faults.status_once(503, retry_after=1)
+
+    status = copy_to_graph(
+        StateStore.from_url(redis_url), graph, oauth_server, graph_app, tls_files.ca_cert,
+        imaps(dovecot), source, password, target,
+    )  # fmt: skip
+
+    assert status.state is MailboxState.DONE, status
+    assert graph.faults.injected["drop_after"] == 1 and graph.faults.injected["503"] == 1
+    stored = graph.store.all_messages(target)
+    assert Counter(m.mime for m in stored) == Counter(m.raw for m in sent)

@@ -24,7 +24,7 @@ class Faults:
         self._throttle_every = 0
         self._throttle_retry_after = 1
         self._status_once: list[tuple[int, int | None]] = []
-        self._drop_once: str | None = None
+        self._drop_once: tuple[str, str] | None = None  # (kind, part of the path)
         self.calls = 0
         self.injected: Counter[str] = Counter()
 
@@ -39,11 +39,12 @@ class Faults:
         with self._lock:
             self._status_once.append((status, retry_after))
 
-    def drop_connection_once(self, *, after_processing: bool = False) -> None:
-        """Close the connection without an answer; with `after_processing`, the request
-        takes effect first (the client cannot know whether it did)."""
+    def drop_connection_once(self, *, after_processing: bool = False, where: str = "") -> None:
+        """Close the connection without an answer to the next request whose path holds
+        `where`; with `after_processing`, the request takes effect first (the client
+        cannot know whether it did)."""
         with self._lock:
-            self._drop_once = "drop_after" if after_processing else "drop"
+            self._drop_once = ("drop_after" if after_processing else "drop", where)
 
     def clear(self) -> None:
         with self._lock:
@@ -53,11 +54,11 @@ class Faults:
             self.calls = 0
             self.injected.clear()
 
-    def decide(self) -> Decision:
+    def decide(self, path: str) -> Decision:
         with self._lock:
             self.calls += 1
-            if self._drop_once is not None:
-                kind, self._drop_once = self._drop_once, None
+            if self._drop_once is not None and self._drop_once[1] in path:
+                kind, self._drop_once = self._drop_once[0], None
                 self.injected[kind] += 1
                 return Decision(kind)
             if self._status_once:

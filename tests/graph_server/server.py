@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
@@ -43,6 +44,9 @@ class GraphServer:
         self.faults = Faults()
         self.max_message_size: int | None = None
         self.denied: set[str] = set()  # mailboxes the app may not open
+        # Seconds each request takes, as Exchange's own work does: requests a client sends
+        # side by side overlap here, so `max_in_flight` sees them.
+        self.latency = 0.0
         self.violations: list[tuple[str, str]] = []
         self.validated = 0
         self.imported = 0
@@ -288,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
             with suppress(ValueError):
                 data = json.loads(body or b"null")
         mailbox = _mailbox_of("/" + rest, data)
-        decision = graph.faults.decide()
+        decision = graph.faults.decide(rest)
         if decision.kind == "drop":
             self._drop()
             return
@@ -300,6 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         graph.enter(mailbox)
         try:
+            if graph.latency:
+                time.sleep(graph.latency)
             if rest.startswith("$batch"):
                 try:
                     reply = graph.batch(version, data, roles)

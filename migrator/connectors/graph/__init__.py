@@ -32,7 +32,8 @@ class GraphConnector(BaseConnector):
     roles = frozenset({Role.TARGET})
 
     def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
-        add_graph_arguments(parser)
+        if Role.TARGET in roles:
+            add_graph_arguments(parser)
 
     def settings(
         self, args: argparse.Namespace, role: Role, connect: ConnectOptions
