@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 from celerykit import LATE_COMMIT_GRACE, cli
-from graph_server import GRAPH_ROLES, GraphServer
+from graph_server import GRAPH_ROLES, Folder, GraphServer, Message
+from graph_server.store import new_id
+from servers.mailgen import PopulatedMessage
 from servers.oauth_server import TENANT, OAuthServer
 from support import run_in_process, write_source_batch
 
@@ -30,6 +34,9 @@ IMAP_TO_GRAPH_FOLDER = {
     "Projects/2024": ("msgfolderroot", "Projects", "2024"),
     "INBOX/Important": ("inbox", "Important"),
 }
+
+
+START = datetime(2024, 2, 1, 8, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -118,3 +125,39 @@ def copy_to_graph(
         **options,  # type: ignore[arg-type]
     )
     return run_in_process(store, batch_id, run, source_url, source, password, target)
+
+
+def seed_graph(graph: GraphServer, address: str, count: int = 30) -> list[PopulatedMessage]:
+    """Mail in a Graph mailbox's Inbox, Sent Items and Inbox/Projects (made in the server's
+    store, as mail delivered there), some read, some flagged; what the copier must carry
+    over, described as the IMAP tests describe what they append (the folder as the Graph
+    source names it for the folder map)."""
+    box = graph.store.get(address)
+    assert box is not None
+    inbox = box.folder("inbox")
+    assert inbox is not None
+    projects = Folder(new_id("F"), "Projects", inbox.id)
+    box.folders[projects.id] = projects
+    folders = {"INBOX": inbox, "Sent Items": box.folder("sentitems"), "INBOX/Projects": projects}
+    seeded = []
+    for n in range(count):
+        name = list(folders)[n % 3]
+        folder = folders[name]
+        assert folder is not None
+        when = START + timedelta(hours=n * 7)
+        raw = (
+            f"Received: from mx.example.org by mail.example.test; {format_datetime(when)}\r\n"
+            f"From: Person {n} <p{n}@example.org>\r\nTo: {address}\r\n"
+            f"Subject: Graph source message {n}\r\nMessage-ID: <graph{n}@example.org>\r\n"
+            f"Date: {format_datetime(when - timedelta(minutes=3))}\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\nBody {n}: {'ü' * (n % 5)}\r\n"
+        ).encode()
+        flags = tuple(f for f, on in (("\\Seen", n % 2 == 0), ("\\Flagged", n % 5 == 0)) if on)
+        message = Message(new_id("M"), folder.id, raw, received=when)
+        message.sent = when - timedelta(minutes=3)
+        message.is_read = "\\Seen" in flags
+        message.flag_status = "flagged" if "\\Flagged" in flags else "notFlagged"
+        box.messages[message.id] = message
+        box.touch(message)
+        seeded.append(PopulatedMessage(name, n, raw, when, flags, f"<graph{n}@example.org>"))
+    return seeded

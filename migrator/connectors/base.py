@@ -98,7 +98,7 @@ class Connector(Protocol):
     schemes: Mapping[str, tuple[TlsMode, int]]  # SourceServer scheme -> TLS mode, port
     roles: frozenset[Role]
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
-    needs_login: bool  # whether a source row needs SourceLoginID (files do not)
+    needs_login: bool  # whether a source row needs SourceLoginID (files, Graph: no)
     receives_mail: bool  # whether forwarding from it means anything (files: no)
 
     def parse_address(self, text: str) -> ServerAddress | None:

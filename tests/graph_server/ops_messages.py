@@ -13,7 +13,7 @@ from typing import Any
 
 from .context import Call, GraphError, Reply, filter_eq, iso
 from .ops_folders import find_folder
-from .store import Folder, Message, mime_dates, new_id
+from .store import Folder, Message, header, mime_dates, new_id
 
 PAGE = 10  # Graph's default page of messages; $top up to 1000
 MAX_TOP = 1000
@@ -25,6 +25,7 @@ _PROPERTY_ID = re.compile(
 DELIVERY_TIME = "SystemTime 0x0E06"
 SUBMIT_TIME = "SystemTime 0x0039"
 MESSAGE_FLAGS = "Integer 0x0E07"
+MESSAGE_SIZE = "Integer 0x0E08"
 
 
 def message_json(message: Message, select: set[str] | None, expand: list[str]) -> dict[str, Any]:
@@ -40,13 +41,14 @@ def message_json(message: Message, select: set[str] | None, expand: list[str]) -
         "categories": list(message.categories),
         "parentFolderId": message.folder_id,
         "hasAttachments": b"Content-Disposition: attachment" in message.mime,
+        "internetMessageId": header(message.mime, "message-id"),
     }
     body = full if select is None else {k: v for k, v in full.items() if k in select | {"id"}}
     if expand:
+        # PR_MESSAGE_SIZE is Exchange's to compute, never set by a client.
+        known = {**message.properties, MESSAGE_SIZE: str(message.size)}
         body["singleValueExtendedProperties"] = [
-            {"id": pid, "value": message.properties[pid]}
-            for pid in expand
-            if pid in message.properties
+            {"id": pid, "value": known[pid]} for pid in expand if pid in known
         ]
     return body
 
@@ -200,10 +202,7 @@ def _system_time(call: Call, text: str) -> datetime:
 
 
 def permanent_delete(call: Call, message: Message) -> Reply:
-    box = call.mailbox
-    del box.messages[message.id]
-    box.changes += 1
-    box.removed.append((box.changes, message.folder_id, message.id))
+    call.mailbox.remove(message.id)
     return Reply(204)
 
 

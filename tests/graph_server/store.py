@@ -76,6 +76,12 @@ class Mailbox:
         self.changes += 1
         message.change = self.changes
 
+    def remove(self, message_id: str) -> None:
+        """Delete a message, noted for delta queries."""
+        message = self.messages.pop(message_id)
+        self.changes += 1
+        self.removed.append((self.changes, message.folder_id, message_id))
+
     def folder(self, ref: str) -> Folder | None:
         """A folder by id or well-known name (case-insensitive, as Graph takes them)."""
         if ref in self.folders:
@@ -145,6 +151,16 @@ def mime_dates(mime: bytes) -> tuple[datetime | None, datetime | None]:
         elif name.lower() == "date" and sent is None:
             sent = _date(value)
     return received, sent
+
+
+def header(mime: bytes, name: str) -> str | None:
+    """The first `name` header field's value (unfolded), or None."""
+    head = mime.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("latin-1")
+    for line in head.replace("\n ", " ").replace("\n\t", " ").split("\n"):
+        field, _, value = line.partition(":")
+        if field.strip().lower() == name:
+            return value.strip()
+    return None
 
 
 def _date(text: str) -> datetime | None:

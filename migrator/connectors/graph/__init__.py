@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from migrator.connectors.base import BaseConnector, Role, Settings, TargetEnd
+from migrator.connectors.base import BaseConnector, Role, Settings, SourceEnd, TargetEnd
 from migrator.connectors.graph.settings import (
     GraphSettings,
     add_graph_arguments,
@@ -17,7 +17,9 @@ from migrator.connectors.graph.settings import (
     url_address,
 )
 from migrator.errors import ConfigError
+from migrator.forwarding import ForwardAction, ForwardOutcome, rule_remove, rule_set, rule_status
 from migrator.model import ConnectOptions, ServerAddress, TlsMode
+from migrator.sources.base import MailboxSource
 from migrator.targets.base import MailboxTarget
 
 
@@ -29,10 +31,13 @@ class GraphConnector(BaseConnector):
         "https": (TlsMode.IMPLICIT, 443),
         "graph": (TlsMode.IMPLICIT, 443),
     }
-    roles = frozenset({Role.TARGET})
+    roles = frozenset({Role.SOURCE, Role.TARGET})
+    needs_login = False  # the app's token reads every mailbox: no login or password per row
 
     def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
-        if Role.TARGET in roles:
+        # Every command that reads a batch asks for its sources' options first; one app
+        # serves both ends.
+        if Role.SOURCE in roles:
             add_graph_arguments(parser)
 
     def settings(
@@ -54,6 +59,21 @@ class GraphConnector(BaseConnector):
         from migrator.connectors.graph.target import GraphTarget
 
         return GraphTarget(_graph(end.settings), end.identity, end.uploads)
+
+    def open_source(self, end: SourceEnd) -> MailboxSource:
+        from migrator.connectors.graph.source import GraphSource
+
+        return GraphSource(end.job, _graph(end.settings))
+
+    def forward(self, action: ForwardAction, source: SourceEnd) -> ForwardOutcome:
+        """An inbox messageRule redirecting to the target, the original kept; `remove`
+        deletes ours only."""
+        from migrator.connectors.graph.rules import GraphInboxRules
+
+        rules = GraphInboxRules(source.job, _graph(source.settings))
+        if action is ForwardAction.SET:
+            return rule_set(rules, source.job.target_identity)
+        return rule_remove(rules) if action is ForwardAction.REMOVE else rule_status(rules)
 
 
 def _graph(settings: Settings | None) -> GraphSettings:

@@ -13,6 +13,7 @@ SOURCE_KEY = f"String {PUBLIC_STRINGS} Name MigratorSourceKey"
 DELIVERY_TIME = "SystemTime 0x0E06"  # PR_MESSAGE_DELIVERY_TIME: receivedDateTime
 SUBMIT_TIME = "SystemTime 0x0039"  # PR_CLIENT_SUBMIT_TIME: sentDateTime
 MESSAGE_FLAGS = "Integer 0x0E07"  # PR_MESSAGE_FLAGS
+MESSAGE_SIZE = "Integer 0x0E08"  # PR_MESSAGE_SIZE: Graph's message has no size of its own
 MSGFLAG_READ = 0x1
 
 
