@@ -19,7 +19,7 @@ from servers.oauth_server import TENANT, OAuthServer
 from support import run_in_process, write_source_batch
 
 from migrator.batch import AccessMethod
-from migrator.connectors.graph.settings import GraphSettings, url_address
+from migrator.connectors.graph.settings import GraphApi, GraphSettings, url_address
 from migrator.model import AdminLogin, ConnectOptions
 from migrator.prepare import RunOptions, TargetSpec
 from migrator.secrets import Secret
@@ -84,10 +84,11 @@ def enqueue_to_graph(
 
 
 def graph_settings(
-    graph: GraphServer, oauth: OAuthServer, app: GraphApp, ca_file: Path
+    graph: GraphServer, oauth: OAuthServer, app: GraphApp, ca_file: Path, api: str = "beta"
 ) -> GraphSettings:
     return GraphSettings(
         url=graph.url,
+        api=GraphApi(api),
         tenant_id=TENANT,
         client_id=app.client_id,
         authority=oauth.authority,
@@ -108,10 +109,11 @@ def copy_to_graph(
     target: str,
     *,
     batch_id: str = "g1",
+    api: str = "beta",
     **options: object,
 ) -> MailboxStatus:
     """One mailbox into the test Graph server through runner.execute_job, in this process."""
-    settings = graph_settings(graph, oauth, app, ca_file)
+    settings = graph_settings(graph, oauth, app, ca_file, api)
     run = RunOptions(
         target=TargetSpec(
             server=url_address(graph.url),

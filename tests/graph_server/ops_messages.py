@@ -217,6 +217,10 @@ def messages(call: Call, base: str) -> Reply:
             return import_mime(call, folder)
         if tail == ["messages"] and call.method == "GET":
             return list_messages(call, folder, base)
+        if tail == ["messages"] and call.method == "POST":
+            from .ops_create import create
+
+            return create(call, folder, None)
         if tail == ["messages", "delta"] and call.method == "GET":
             return delta(call, folder, base)
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{seg[-1]}'.")
@@ -231,4 +235,8 @@ def messages(call: Call, base: str) -> Reply:
         return mime_value(call, message)
     if tail == ["permanentDelete"] and call.method == "POST":
         return permanent_delete(call, message)
+    if tail[:1] == ["attachments"] and call.method == "POST":
+        from .ops_create import create
+
+        return create(call, None, message.id)
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{seg[-1]}'.")

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import ops_folders, ops_messages, ops_rules
+from . import ops_create, ops_folders, ops_messages, ops_rules
 from .context import Call, GraphError, Reply, parse_query
 from .faults import Faults
 from .schema import GraphSchema, load_schema
@@ -50,6 +50,8 @@ class GraphServer:
         self.violations: list[tuple[str, str]] = []
         self.validated = 0
         self.imported = 0
+        self.created = 0  # messages made by v1.0 JSON create
+        self.upload_sessions: dict[str, Any] = {}  # token -> ops_create.UploadSession
         self.calls: list[str] = []
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
@@ -179,7 +181,16 @@ class GraphServer:
             self.record(where, "request body is not JSON")
             raise GraphError(400, "BadRequest", "The request body is not JSON.") from None
         type_name = _request_type(call.segments)
-        errors = self.schema.check(type_name, call.json)
+        if type_name == "createUploadSession":
+            body = call.json if isinstance(call.json, dict) else {}
+            errors = [
+                f"createUploadSession: unknown parameter {k!r}"
+                for k in body
+                if k != "AttachmentItem"
+            ]
+            errors += self.schema.check("attachmentItem", body.get("AttachmentItem"))
+        else:
+            errors = self.schema.check(type_name, call.json)
         with self._lock:
             self.validated += 1
         for error in errors:
@@ -240,6 +251,10 @@ def _request_type(segments: list[str]) -> str:
         return "mailFolder"
     if segments[-1] == "messageRules":
         return "messageRule"
+    if segments[-1] == "attachments":
+        return "attachment"
+    if segments[-1] == "createUploadSession":
+        return "createUploadSession"  # the action's parameters, checked apart
     return "message"
 
 
@@ -272,6 +287,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        parts = self.path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "upload":
+            self._send(GraphError(405, "BadRequest", "PUT goes to upload URLs only.").reply())
+            return
+        try:
+            reply = ops_create.upload(self.graph, parts[1], headers, body)
+        except GraphError as exc:
+            reply = exc.reply()
+        self.graph._check_reply(reply, "PUT upload")
+        self._send(reply)
 
     def _serve(self, method: str) -> None:
         graph = self.graph

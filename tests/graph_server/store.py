@@ -40,6 +40,15 @@ class Folder:
 
 
 @dataclass
+class Attachment:
+    name: str
+    content_type: str
+    content: bytes
+    is_inline: bool = False
+    content_id: str | None = None
+
+
+@dataclass
 class Message:
     id: str
     folder_id: str
@@ -53,10 +62,14 @@ class Message:
     properties: dict[str, str] = field(default_factory=dict)  # extended property id -> value
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     change: int = 0  # the mailbox's change counter when last changed (delta)
+    # A message made from JSON (v1.0 create): its properties and attachments, no MIME.
+    fields: dict[str, Any] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
 
     @property
     def size(self) -> int:
-        return len(self.mime)
+        fields = len(repr(self.fields)) if self.fields else 0
+        return len(self.mime) + fields + sum(len(a.content) for a in self.attachments)
 
 
 @dataclass

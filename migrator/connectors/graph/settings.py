@@ -22,9 +22,10 @@ GRAPH_URL = "https://graph.microsoft.com"
 
 
 class GraphApi(str, enum.Enum):  # noqa: UP042  (str, Enum) as the rest of migrator
-    # importMime (beta): the message as delivered, its MIME whole.  (A v1.0 mode, JSON
-    # create for tenants that allow no beta call, is not written yet.)
+    # importMime (beta): the message as delivered, its MIME whole.
     BETA = "beta"
+    # JSON create (v1.0 only, for tenants that allow no beta call): see the README.
+    V1 = "v1.0"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,13 @@ def add_graph_arguments(p: argparse.ArgumentParser) -> None:
         default=MICROSOFT_AUTHORITY,
         help=f"the token authority (default {MICROSOFT_AUTHORITY})",
     )
+    g.add_argument(
+        "--graph-api",
+        choices=[a.value for a in GraphApi],
+        default=GraphApi.BETA.value,
+        help="beta: importMime, the message as delivered (default); v1.0: JSON create, for "
+        "tenants that allow no beta call (loses the raw MIME: see the README)",
+    )
 
 
 def graph_settings(
@@ -145,6 +153,7 @@ def graph_settings(
             raise ConfigError(f"--graph-client-secret-file: {reason}") from None
     settings = GraphSettings(
         url=graph_url(url),
+        api=GraphApi(args.graph_api),
         tenant_id=args.graph_tenant,
         client_id=args.graph_client_id,
         authority=args.graph_authority.rstrip("/"),

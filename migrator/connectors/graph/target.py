@@ -23,7 +23,7 @@ from migrator.connectors.graph.props import (
     load_key,
     parse_time,
 )
-from migrator.connectors.graph.settings import GraphSettings
+from migrator.connectors.graph.settings import GraphApi, GraphSettings
 from migrator.errors import (
     ErrorCode,
     FolderRefused,
@@ -69,6 +69,7 @@ class GraphTarget:
         raises MailboxNotReady here (the copier reports it as not_ready)."""
         self._what = f"target mailbox {identity}"
         self._client = GraphClient(settings, identity, uploads)
+        self._v1 = settings.api is GraphApi.V1
         self._folders: dict[str, str] = {}  # display path -> folder id
         self._pool = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="graph-import")
         self._client.call("GET", "/mailFolders/inbox" + query(select="id"), what=self._what)
@@ -170,41 +171,51 @@ class GraphTarget:
     # -- writing -------------------------------------------------------------------------
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
-        """Import each item (four at once), then settle the stored ones in one $batch.  A
+        """Make each item (four at once), then settle the stored ones in one $batch.  A
         full mailbox stops at the first item it refuses: later ones that a parallel import
         did store are deleted again, so the mailbox keeps exactly the newest mail."""
         futures = [self._pool.submit(self._create, item) for item in items]
         outcomes: list[Outcome] = []
         created: list[dict[str, Any] | None] = []
+        settle: list[bool] = []
         failure: MigrationError | None = None
         for future in futures:
             try:
-                created.append(future.result())
+                made, pending = future.result()
+                created.append(made)
+                settle.append(pending)
                 outcomes.append(None)
             except (MessageRefused, QuotaExceeded) as exc:
                 created.append(None)
+                settle.append(False)
                 outcomes.append(exc)
             except MigrationError as exc:
                 created.append(None)
+                settle.append(False)
                 outcomes.append(None)
                 failure = failure or exc
         stop = next((n for n, o in enumerate(outcomes) if isinstance(o, QuotaExceeded)), None)
         if stop is not None:
             quota = outcomes[stop]
             for n in range(stop + 1, len(items)):
-                made = created[n]
-                if made is not None:
-                    self._delete(str(made["id"]))
+                stored = created[n]
+                if stored is not None:
+                    self._delete(str(stored["id"]))
                 created[n], outcomes[n] = None, quota
-        self._settle([(items[n], c) for n, c in enumerate(created) if c is not None])
+        self._settle([(items[n], c) for n, c in enumerate(created) if c is not None and settle[n]])
         self.throttled_seconds = self._client.throttled_seconds
         if failure is not None:
             raise failure  # what was stored is recognised by the next pass's index
         return outcomes
 
-    def _create(self, item: AppendItem) -> dict[str, Any]:
+    def _create(self, item: AppendItem) -> tuple[dict[str, Any], bool]:
+        """The message made; (Graph's answer, whether it still needs its PATCH)."""
         what = f"{self._what}, folder {item.folder!r}"
         folder = self._folders[item.folder]
+        if self._v1:
+            from migrator.connectors.graph.jsoncreate import create_message
+
+            return create_message(self._client, folder, item, what)
         data = base64.b64encode(item.message)
         self._client.reserve(len(data))
         answer = self._client.request(
@@ -214,7 +225,7 @@ class GraphTarget:
         if not answer.ok:
             raise graph_error(answer, what)
         made: dict[str, Any] = answer.body
-        return made
+        return made, True
 
     def _settle(self, stored: Sequence[tuple[AppendItem, dict[str, Any]]]) -> None:
         """Read state, flag, categories, the source key and the received time, as PATCHes
