@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import Counter
@@ -85,7 +86,7 @@ class GraphServer:
 
     def start(self) -> GraphServer:
         handler = type("Handler", (_Handler,), {"graph": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         threading.Thread(
@@ -267,6 +268,13 @@ def _mailbox_of(path: str, data: Any) -> str:
     if "users" in parts and parts.index("users") + 1 < len(parts):
         return unquote(parts[parts.index("users") + 1]).lower()
     return ""
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a killed worker, a dropped connection): nothing to say.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
