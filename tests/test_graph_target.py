@@ -113,7 +113,7 @@ def test_a_full_mailbox_keeps_exactly_the_newest_mail(
     assert kept == Counter(m.raw for m in newest_that_fit(sent, quota))
 
 
-def test_an_oversized_message_is_skipped_and_named_the_rest_copied(
+def test_an_oversized_message_and_one_graph_cannot_convert_are_skipped_and_named(
     dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
@@ -128,7 +128,8 @@ def test_an_oversized_message_is_skipped_and_named_the_rest_copied(
     source, target = make_user(password), make_graph_mailbox()  # type: ignore[operator]
     sent = fill(source, {"INBOX": 10}, password, size_hint=1000)
     big = _keyword_message(2) + b"x" * 50_000 + b"\r\n"
-    fill.append(source, "INBOX", [big], password)
+    garbage = b"no header and no empty line, nothing Exchange can convert"
+    fill.append(source, "INBOX", [big, garbage], password)
     graph.max_message_size = 40_000
 
     store = StateStore.from_url(redis_url)
@@ -138,9 +139,11 @@ def test_an_oversized_message_is_skipped_and_named_the_rest_copied(
     )  # fmt: skip
 
     assert status.state is MailboxState.DONE, status
-    assert status.skipped_messages == 1
-    (skipped,) = json.loads(store.client.hget(f"migrator:mbx:g1:{status.job_id}", "skipped"))
-    assert "ErrorMessageSizeExceeded" in skipped["reason"]
+    assert status.skipped_messages == 2
+    skipped = json.loads(store.client.hget(f"migrator:mbx:g1:{status.job_id}", "skipped"))
+    reasons = [s["reason"] for s in skipped]
+    assert any("ErrorMessageSizeExceeded" in r for r in reasons), reasons
+    assert any("ErrorMimeContentConversionFailed" in r for r in reasons), reasons
     assert Counter(m.mime for m in graph.store.all_messages(target)) == Counter(m.raw for m in sent)
 
 

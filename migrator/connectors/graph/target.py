@@ -209,7 +209,16 @@ class GraphTarget:
         return outcomes
 
     def _create(self, item: AppendItem) -> tuple[dict[str, Any], bool]:
-        """The message made; (Graph's answer, whether it still needs its PATCH)."""
+        """The message made; (Graph's answer, whether it still needs its PATCH).  Graph
+        refusing this one message (a 400 for MIME it cannot convert, ...) skips it alone."""
+        try:
+            return self._make(item)
+        except PermanentError as exc:
+            if type(exc) is not PermanentError or exc.code is ErrorCode.NONEXISTENT:
+                raise  # about the mailbox or the folder, or a refusal already
+            raise MessageRefused(str(exc), code=exc.code) from None
+
+    def _make(self, item: AppendItem) -> tuple[dict[str, Any], bool]:
         what = f"{self._what}, folder {item.folder!r}"
         folder = self._folders[item.folder]
         if self._v1:
