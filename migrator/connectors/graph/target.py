@@ -178,8 +178,8 @@ class GraphTarget:
         outcomes: list[Outcome] = []
         created: list[dict[str, Any] | None] = []
         settle: list[bool] = []
-        failure: MigrationError | None = None
-        for future in futures:
+        failure: tuple[int, MigrationError] | None = None
+        for n, future in enumerate(futures):
             try:
                 made, pending = future.result()
                 created.append(made)
@@ -193,20 +193,44 @@ class GraphTarget:
                 created.append(None)
                 settle.append(False)
                 outcomes.append(None)
-                failure = failure or exc
+                failure = failure or (n, exc)
         stop = next((n for n, o in enumerate(outcomes) if isinstance(o, QuotaExceeded)), None)
         if stop is not None:
-            quota = outcomes[stop]
+            # Later (older) ones made side by side: taken back, so nothing older than a
+            # message the mailbox refused stays in it.
             for n in range(stop + 1, len(items)):
                 stored = created[n]
                 if stored is not None:
                     self._delete(str(stored["id"]))
-                created[n], outcomes[n] = None, quota
+                created[n], settle[n], outcomes[n] = None, False, outcomes[stop]
+            if failure is None:  # else one may have landed unseen: the next pass looks
+                self._one_by_one(items, stop, outcomes, created, settle)
         self._settle([(items[n], c) for n, c in enumerate(created) if c is not None and settle[n]])
         self.throttled_seconds = self._client.throttled_seconds
         if failure is not None:
-            raise failure  # what was stored is recognised by the next pass's index
+            raise failure[1]  # what was stored is recognised by the next pass's index
         return outcomes
+
+    def _one_by_one(
+        self,
+        items: Sequence[AppendItem],
+        stop: int,
+        outcomes: list[Outcome],
+        created: list[dict[str, Any] | None],
+        settle: list[bool],
+    ) -> None:
+        """The mailbox refused item `stop` as full, perhaps only because later ones made
+        side by side (since taken back) had landed first: go on one at a time from
+        `stop`, so what is kept is exactly the newest mail that fits."""
+        for n in range(stop, len(items)):
+            try:
+                created[n], settle[n] = self._create(items[n])
+                outcomes[n] = None
+            except MessageRefused as exc:
+                outcomes[n] = exc
+            except QuotaExceeded as exc:
+                outcomes[n:] = [exc] * (len(items) - n)
+                return
 
     def _create(self, item: AppendItem) -> tuple[dict[str, Any], bool]:
         """The message made; (Graph's answer, whether it still needs its PATCH).  Graph
