@@ -61,7 +61,11 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=connectors.kinds(Role.TARGET), default="imap")
-    p.add_argument("--target-server", help="IMAP: host or URL; EWS: host or https:// URL")
+    p.add_argument(
+        "--target-server",
+        help="IMAP: host or URL; EWS: host or https:// URL; Graph: its root "
+        "(default https://graph.microsoft.com)",
+    )
     p.add_argument(
         "--target-method",
         choices=["combined", "proxyauth", "individual"],
