@@ -286,7 +286,8 @@ def graph_server(tls_files: TlsFiles, oauth_server: OAuthServer) -> Iterator[Gra
     with GraphServer(context, oauth_server.introspect) as server:
         yield server
         server.assert_no_violations()
-        assert server.validated > 0
+        # A session that wrote mail checked bodies too: the checks ran, not merely passed.
+        assert server.validated > 0 or not (server.imported or server.created)
 
 
 @pytest.fixture

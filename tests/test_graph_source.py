@@ -194,3 +194,28 @@ def test_a_later_pass_lists_a_folder_through_messages_delta(
     assert [r.internaldate for r in second.values()] == sorted(
         (r.internaldate for r in second.values()), reverse=True
     )
+
+
+def test_a_graph_source_mailbox_that_does_not_exist_fails_saying_so(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    graph: GraphServer,
+    oauth_server: OAuthServer,
+    graph_app: GraphApp,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    options = run_options(
+        dovecot,
+        tls_files.ca_cert,
+        source_kind="graph",
+        source_settings=graph_settings(graph, oauth_server, graph_app, tls_files.ca_cert),
+    )
+
+    status = run_in_process(
+        StateStore.from_url(redis_url), "gs-none", options, graph.url,
+        "nobody@example.test", "", make_user(),
+    )  # fmt: skip
+
+    assert status.state is MailboxState.FAILED, status
+    assert "ErrorInvalidUser" in status.last_error and "nobody@example.test" in status.last_error
