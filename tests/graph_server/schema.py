@@ -21,8 +21,16 @@ from lxml import etree
 
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 NAMESPACE = "microsoft.graph"
-SCHEMA_DIR = Path(os.environ.get("MIGRATOR_GRAPH_SCHEMA", "/work/shared/graph-schema"))
-METADATA = SCHEMA_DIR / "v1.0-metadata.xml"
+SCHEMA_ENV = "MIGRATOR_GRAPH_SCHEMA_DIR"
+
+
+def schema_dir() -> Path:
+    """``$MIGRATOR_GRAPH_SCHEMA_DIR``, else ``shared/graph-schema`` beside the repository."""
+    override = os.environ.get(SCHEMA_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "graph-schema"
+
 
 # ISO 8601 with an offset, as Edm.DateTimeOffset is written in JSON (OData JSON 4.01, 7.1).
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})$")
@@ -48,7 +56,8 @@ class GraphSchema:
         self.enums = enums
 
     @classmethod
-    def load(cls, path: Path = METADATA) -> GraphSchema:
+    def load(cls, path: Path | None = None) -> GraphSchema:
+        path = path or schema_dir() / "v1.0-metadata.xml"
         parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
         root = etree.parse(str(path), parser).getroot()
         types: dict[str, StructuredType] = {}
