@@ -11,10 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -123,7 +122,8 @@ class GraphClient:
         self._budget_name = f"graph:{settings.url}:{mailbox.lower()}"
         self._gate = _gate(mailbox)
         self._sleep = sleep
-        self._local = threading.local()
+        self._local = threading.local()  # a requests Session per thread
+        self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self.throttled_seconds = 0.0
         connect = settings.connect
@@ -211,7 +211,7 @@ class GraphClient:
             session.mount("https://", adapter)
             self._local.session = session
             with self._lock:
-                self._sessions = [*getattr(self, "_sessions", []), session]
+                self._sessions.append(session)
         return session
 
     def put_range(self, url: str, data: bytes, start: int, total: int, *, what: str) -> Answer:
@@ -304,7 +304,9 @@ class GraphClient:
         raise TransientError(f"{what}: Graph kept throttling", code=ErrorCode.THROTTLED)
 
     def close(self) -> None:
-        for session in getattr(self, "_sessions", []):
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
 
 
@@ -316,6 +318,11 @@ def _batch_request(key: str, request: Mapping[str, Any], prefix: str) -> dict[st
     return sent
 
 
+def query(**params: str) -> str:
+    """OData query options (`select="id"` -> `?$select=id`), percent-encoded."""
+    return "?" + urlencode({f"${k}": v for k, v in params.items()}, quote_via=quote)
+
+
 def _retry_after(headers: Mapping[str, str]) -> float:
     for name, value in headers.items():
         if name.lower() == "retry-after":
@@ -324,14 +331,3 @@ def _retry_after(headers: Mapping[str, str]) -> float:
             except ValueError:
                 break
     return DEFAULT_RETRY_AFTER
-
-
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Anything unforeseen from below as a transient error naming `what`."""
-    try:
-        yield
-    except MigrationError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}") from None

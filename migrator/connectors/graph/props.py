@@ -17,6 +17,12 @@ MESSAGE_SIZE = "Integer 0x0E08"  # PR_MESSAGE_SIZE: Graph's message has no size 
 MSGFLAG_READ = 0x1
 
 
+def expand_properties(*ids: str) -> str:
+    """$expand of the extended properties `ids` (each named in a $filter)."""
+    wanted = " or ".join(f"id eq '{i}'" for i in ids)
+    return f"singleValueExtendedProperties($filter={wanted})"
+
+
 def dump_key(key: str, digest: str) -> str:
     return json.dumps({"key": key, "digest": digest})
 

@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from migrator.connectors.graph.client import MAX_IN_FLIGHT, GraphClient, graph_error
+from migrator.connectors.graph.client import MAX_IN_FLIGHT, GraphClient, graph_error, query
 from migrator.connectors.graph.delta import DeltaLister
-from migrator.connectors.graph.props import MESSAGE_SIZE, parse_time
+from migrator.connectors.graph.props import MESSAGE_SIZE, expand_properties, parse_time
 from migrator.connectors.graph.settings import GraphSettings, address_url
-from migrator.connectors.graph.target import expand_properties, query
 from migrator.errors import ErrorCode, FolderRefused, LoginFailed, MailboxNotReady
 from migrator.model import MailboxJob
 from migrator.plan import MessageRef

@@ -11,14 +11,20 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from migrator.connectors.base import UploadLedger
-from migrator.connectors.graph.client import MAX_BATCH, MAX_IN_FLIGHT, GraphClient, graph_error
+from migrator.connectors.graph.client import (
+    MAX_BATCH,
+    MAX_IN_FLIGHT,
+    GraphClient,
+    graph_error,
+    query,
+)
 from migrator.connectors.graph.props import (
     DELIVERY_TIME,
     SOURCE_KEY,
     dump_key,
+    expand_properties,
     graph_time,
     load_key,
     parse_time,
@@ -50,14 +56,6 @@ WELL_KNOWN = {
 ROOT = "msgfolderroot"
 INDEX_PAGE = 1000  # Graph's largest $top for messages
 _SELECT = "isRead,isDraft,flag,receivedDateTime"
-
-
-def query(**params: str) -> str:
-    return "?" + urlencode({f"${k}": v for k, v in params.items()}, quote_via=quote)
-
-
-def expand_properties(*ids: str) -> str:
-    return "singleValueExtendedProperties($filter=" + " or ".join(f"id eq '{i}'" for i in ids) + ")"
 
 
 class GraphTarget:
