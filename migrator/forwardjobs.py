@@ -18,7 +18,7 @@ from migrator.connectors.base import Settings
 from migrator.errors import MigrationError
 from migrator.forwarding import ForwardAction, ForwardOutcome, ForwardState, refuse_reason
 from migrator.model import ConnectOptions, MailboxJob, ServerAddress
-from migrator.oauth import OAuthConfig
+from migrator.oauth import OAuthConfig, share_tokens
 from migrator.prepare import source_end
 from migrator.secrets import SecretBox, redact
 from migrator.state import StateStore
@@ -79,6 +79,7 @@ def execute_forwarding(
     request: str,
 ) -> ForwardOutcome:
     """Run one forwarding job and record its outcome (a status check too)."""
+    share_tokens(store.token_shelf(), box)
     outcome = run_forwarding(action, job, box)
     store.record_forwarding(
         key_of(job),

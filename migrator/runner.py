@@ -24,6 +24,7 @@ from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.forwarding import ForwardAction
 from migrator.forwardjobs import execute_forwarding
 from migrator.leases import ExtraSlots, MailboxBusy, heartbeat, slot, target_slot
+from migrator.oauth import share_tokens
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import SecretBox
 from migrator.sending import InFlight
@@ -161,6 +162,7 @@ def _run(
     stop: threading.Event | None = None,
 ) -> MailboxResult:
     assert job.target is not None
+    share_tokens(store.token_shelf(), box)
     try:
         source_connector = connectors.connector(job.source.kind)
         target_connector = connectors.connector(job.target.kind)

@@ -24,6 +24,7 @@ from migrator.batch import parse_server
 from migrator.cli import main
 from migrator.connectors.graph.source import GraphSource
 from migrator.model import Credentials, MailboxJob
+from migrator.oauth.tokens import share_tokens
 from migrator.plan import MessageRef
 from migrator.report import MailboxState
 from migrator.secrets import Secret
@@ -160,6 +161,7 @@ def test_a_later_pass_lists_a_folder_through_messages_delta(
 ) -> None:
     address = make_graph_mailbox()  # type: ignore[operator]
     seeded = seed_graph(graph, address, count=12)
+    share_tokens(None)  # no runner here: no Redis of an earlier test's to share tokens in
     job = MailboxJob(1, address, parse_server(graph.url, protocol="graph"),
                      Credentials(address, Secret("")), None, "someone@example.net")  # fmt: skip
     settings = graph_settings(graph, oauth_server, graph_app, tls_files.ca_cert)

@@ -20,13 +20,16 @@ from oauthkit import app_config, new_app
 from servers.certs import TlsFiles
 from servers.dovecot import DovecotServer, MakeUser
 from servers.oauth_server import TENANT, OAuthServer
+from servers.redis import RedisServer
 
 from migrator.batch import parse_server
 from migrator.connectors.imap.connection import connect
 from migrator.errors import TokenRefused
 from migrator.model import ConnectOptions, TokenLogin
-from migrator.oauth import OAuthConfig, ProviderKind, Tokens, tokens_for
-from migrator.secrets import Secret
+from migrator.oauth import OAuthConfig, ProviderKind, Tokens, share_tokens, tokens_for
+from migrator.oauth.providers import make_provider
+from migrator.secrets import Secret, SecretBox, new_key
+from migrator.state import StateStore
 
 
 @pytest.fixture
@@ -184,3 +187,41 @@ def test_a_token_file_and_a_token_command_hand_on_tokens_another_tool_got(
     assert from_command.fetched == 1  # kept while its expires_in says it is fresh
     with pytest.raises(TokenRefused, match="cannot be read"):
         from_file.token("nobody@example.test")
+
+
+def test_worker_processes_share_a_token_through_redis_sealed_and_only_while_it_lives(
+    oauth_server: OAuthServer,
+    redis_server: RedisServer,
+    options: ConnectOptions,
+    tmp_path: Path,
+) -> None:
+    client_id, secret_file = new_app(oauth_server, tmp_path)
+    config = app_config(oauth_server, client_id, secret_file)
+    store = StateStore.from_url(redis_server.url)
+    key = new_key()
+
+    def worker_tokens() -> Tokens:
+        """A `Tokens` as another worker process makes it for the same app."""
+        provider = make_provider(config, options)
+        return Tokens(provider, config.describe(), shelf_key=config.cache_key())
+
+    share_tokens(store.token_shelf(), SecretBox(key))
+    try:
+        first, second = worker_tokens(), worker_tokens()
+        token = first.token("alice@example.com")
+        assert second.token("bob@example.com") == token  # an app-only token: found in Redis
+        assert oauth_server.tokens_issued(client_id) == 1
+        assert token.reveal().encode() not in redis_server.dump_rdb()
+        (name,) = store.client.keys("migrator:token:*")
+        assert 0 < store.client.pttl(name) <= oauth_server.lifetime * 1000
+
+        # A refused token is not handed out again from Redis.
+        renewed = second.renew("bob@example.com", token)
+        assert renewed != token and oauth_server.tokens_issued(client_id) == 2
+
+        # Workers with another batch key cannot open what is there: they ask for their own.
+        share_tokens(store.token_shelf(), SecretBox(new_key()))
+        assert worker_tokens().token("carol@example.com") not in (token, renewed)
+        assert oauth_server.tokens_issued(client_id) == 3
+    finally:
+        share_tokens(None)

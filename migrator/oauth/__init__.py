@@ -10,6 +10,14 @@ provider of its kind is first built.  IMAP, POP3, ManageSieve and Exchange ask a
 from __future__ import annotations
 
 from migrator.oauth.config import OAuthConfig, ProviderKind
-from migrator.oauth.tokens import AccessToken, TokenProvider, Tokens, tokens_for
+from migrator.oauth.tokens import AccessToken, TokenProvider, Tokens, share_tokens, tokens_for
 
-__all__ = ["AccessToken", "OAuthConfig", "ProviderKind", "TokenProvider", "Tokens", "tokens_for"]
+__all__ = [
+    "AccessToken",
+    "OAuthConfig",
+    "ProviderKind",
+    "TokenProvider",
+    "Tokens",
+    "share_tokens",
+    "tokens_for",
+]

@@ -6,19 +6,26 @@ decides when to call it.  One `Tokens` per provider configuration lives as long 
 worker process (`tokens_for`), so every connection of every mailbox the process copies
 shares its tokens: an app-only token (Entra ID client credentials) serves every mailbox,
 a delegated one (a Google service account acting as the user) serves its user.
+
+Worker processes share them too, through a `TokenShelf` (Redis, migrator.state.tokens)
+that `share_tokens` installs: a token goes there sealed with the batch key, bound to the
+provider and user it serves, and only until it expires; a process that finds a fresh one
+there asks its token service for none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from migrator.errors import MigrationError
 from migrator.model import ConnectOptions
 from migrator.oauth.config import OAuthConfig
-from migrator.secrets import Secret
+from migrator.secrets import Secret, SecretBox
 
 # Renew a token this long before it expires: a quarter of its life, at most five minutes
 # (Entra ID and Google tokens live an hour or more), so a login never carries one that
@@ -55,9 +62,36 @@ class TokenProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ShelvedToken:
+    """A token as the shelf keeps it: sealed, with its times."""
+
+    sealed: str
+    issued_at: float
+    expires_at: float
+
+
+class TokenShelf(Protocol):
+    """Where worker processes leave tokens for each other (sealed)."""
+
+    def take(self, key: str) -> ShelvedToken | None: ...
+
+    def leave(self, key: str, token: ShelvedToken) -> None: ...
+
+
+_shared: tuple[TokenShelf, SecretBox] | None = None
+
+
+def share_tokens(shelf: TokenShelf | None, box: SecretBox | None = None) -> None:
+    """Tokens this process gets go on `shelf` sealed with `box`, and tokens other
+    processes left there are used before asking a token service (None: stop sharing)."""
+    global _shared
+    _shared = (shelf, box) if shelf is not None and box is not None else None
+
+
 class Tokens:
     """Tokens from one provider, shared by every connection in this process
-    (migrator.model.TokenSource)."""
+    (migrator.model.TokenSource), and by every process through the shelf."""
 
     def __init__(
         self,
@@ -66,8 +100,10 @@ class Tokens:
         *,
         kind: str = "",
         clock: Callable[[], float] = time.time,
+        shelf_key: str = "",
     ) -> None:
         self._provider = provider
+        self._shelf_key = shelf_key  # "" : never shared (a test's own Tokens)
         self.describe = describe  # for error messages: which provider
         self.kind = kind  # the ProviderKind's value: which advice fits a refusal
         self._clock = clock
@@ -92,16 +128,55 @@ class Tokens:
             kept = self._cache.get(key)
             if kept is not None and kept.value != refused and kept.fresh(self._clock()):
                 return kept.value
-            return self._fetch(key, user)
+            return self._fetch(key, user, refused)
 
-    def _fetch(self, key: str, user: str) -> Secret:
+    def _fetch(self, key: str, user: str, refused: Secret | None = None) -> Secret:
+        shelved = self._from_shelf(key, refused)
+        if shelved is not None:
+            self._cache[key] = shelved
+            return shelved.value
         token = self._provider.fetch(user)
         self.fetched += 1
         if token.expires_at is not None:
             self._cache[key] = token
+            self._to_shelf(key, token)
         else:
             self._cache.pop(key, None)
         return token.value
+
+    def _where(self, key: str) -> tuple[TokenShelf, SecretBox, str, dict[str, str]] | None:
+        if _shared is None or not self._shelf_key:
+            return None
+        shelf, box = _shared
+        name = hashlib.sha256(f"{self._shelf_key}\0{key}".encode()).hexdigest()
+        return shelf, box, name, {"use": "oauth-token", "for": name}
+
+    def _from_shelf(self, key: str, refused: Secret | None) -> AccessToken | None:
+        """A fresh token another process left for `key`, other than `refused`; None when
+        there is none, or it does not open (another key, or tampered with)."""
+        where = self._where(key)
+        if where is None:
+            return None
+        shelf, box, name, bound = where
+        found = shelf.take(name)
+        if found is None:
+            return None
+        try:
+            value = box.open(found.sealed, bound, what="a shared token")
+        except MigrationError:
+            return None
+        token = AccessToken(value, found.expires_at, found.issued_at)
+        if value == refused or not token.fresh(self._clock()):
+            return None
+        return token
+
+    def _to_shelf(self, key: str, token: AccessToken) -> None:
+        where = self._where(key)
+        if where is None or token.expires_at is None:
+            return
+        shelf, box, name, bound = where
+        sealed = box.seal(token.value, bound)
+        shelf.leave(name, ShelvedToken(sealed, token.issued_at, token.expires_at))
 
 
 _registry: dict[str, Tokens] = {}
@@ -117,5 +192,7 @@ def tokens_for(config: OAuthConfig, connect: ConnectOptions) -> Tokens:
         found = _registry.get(key)
         if found is None:
             provider = make_provider(config, connect)
-            found = _registry[key] = Tokens(provider, config.describe(), kind=config.provider.value)
+            found = _registry[key] = Tokens(
+                provider, config.describe(), kind=config.provider.value, shelf_key=key
+            )
         return found

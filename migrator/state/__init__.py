@@ -10,6 +10,7 @@ Only this package talks to Redis.  Its modules:
     beats.py     heartbeats of running mailboxes, and requeuing those of dead workers
     uploads.py   upload budgets: bytes sent to a mailbox per window, across workers
     progress.py  RedisProgress: the copier's checkpoints and counts, fenced
+    tokens.py    RedisTokenShelf: OAuth tokens shared by worker processes, sealed
 
 Checkpoints are keyed by mailbox (source and target, canonical: mailboxid.py), not by
 batch, so a later batch over the same mailboxes (a delta pass) starts from them too.

@@ -24,6 +24,8 @@ Keys (all under "migrator:"):
     beats                    zset   "{bid}:{jid}" of each running mailbox -> its last heartbeat
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time
+    token:{digest}           string an OAuth token shared by worker processes: sealed, with
+                                    its times (JSON), kept until it expires (state/tokens.py)
 """
 
 from __future__ import annotations
@@ -45,3 +47,7 @@ def _fields(values: Mapping[str, str]) -> dict[Any, Any]:
 
 def _strs(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(raw).items()}
+
+
+def token_key(digest: str) -> str:
+    return _k("token", digest)

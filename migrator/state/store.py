@@ -22,6 +22,7 @@ from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
+from migrator.state.tokens import RedisTokenShelf
 from migrator.state.uploads import Uploads
 
 
@@ -91,6 +92,10 @@ class StateStore(Locks, Slots, Heartbeats, Uploads):
     @property
     def client(self) -> redis.Redis:
         return self._r
+
+    def token_shelf(self) -> RedisTokenShelf:
+        """Where this Redis's workers share OAuth tokens (sealed)."""
+        return RedisTokenShelf(self._r)
 
     def flush_to_disk(self) -> None:
         """Rewrite the append-only file now (the private Redis of `migrator run` stops next)."""
