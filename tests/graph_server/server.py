@@ -147,7 +147,8 @@ class GraphServer:
             call = Call(self, version, method, segments[2:], parse_query(parts.query),
                         headers, body, box)  # fmt: skip
             if segments[-1] == "importMime" and IMPORT_ROLE not in roles:
-                raise GraphError(403, "ErrorAccessDenied", "Access is denied: no Mail-Advanced.")
+                text = "Access is denied. Check credentials and try again."
+                raise GraphError(403, "ErrorAccessDenied", text)
             self._check_request(call, where)
             base = f"{self.url}/{version}{parts.path}"
             with self.store.lock:

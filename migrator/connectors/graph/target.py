@@ -33,6 +33,7 @@ from migrator.connectors.graph.settings import GraphApi, GraphSettings
 from migrator.errors import (
     ErrorCode,
     FolderRefused,
+    MailboxNotReady,
     MessageRefused,
     MigrationError,
     PermanentError,
@@ -253,6 +254,11 @@ class GraphTarget:
             "POST", f"/mailFolders/{folder}/importMime", data=data,
             headers={"Content-Type": "text/plain"}, version="beta", what=what,
         )  # fmt: skip
+        if answer.status == 403:
+            raise MailboxNotReady(
+                f"{graph_error(answer, what)}; importMime needs the application permission "
+                "Mail-Advanced.ReadWrite.All, with admin consent (or --graph-api v1.0)"
+            )
         if not answer.ok:
             raise graph_error(answer, what)
         made: dict[str, Any] = answer.body
