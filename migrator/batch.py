@@ -272,11 +272,14 @@ def parse_batch(
         _require_admin(method, admin)
     if method is AccessMethod.COMBINED:
         _check_template(combined_template)
-    needs_login = connectors.by_protocol(protocol).needs_login  # files need none
+    # Files need no login; a Graph source is read with its app's own token.
+    needs_login = connectors.by_protocol(protocol).needs_login
     if not needs_login and method is not AccessMethod.INDIVIDUAL:
-        raise BatchError(f"a {protocol} source is files, with no login: use --method individual")
+        raise BatchError(f"a {protocol} source has no login of its own: use --method individual")
     if token_logins and not needs_login:
-        raise BatchError(f"a {protocol} source is files, with no login: it takes no OAuth 2.0")
+        raise BatchError(
+            f"a {protocol} source has no login of its own: it takes no --source-auth oauth2"
+        )
     required = BATCH_REQUIRED if needs_login else (SOURCE_IDENTITY, SOURCE_SERVER)
     columns, width, rows = open_table(text, BATCH_COLUMNS, required)
     needed = METHOD_COLUMNS.get(method, ()) if needs_login and not token_logins else ()

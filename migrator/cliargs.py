@@ -80,7 +80,11 @@ def _target_arguments(p: argparse.ArgumentParser) -> None:
         default="imap",
         help="what the target server speaks (default imap)",
     )
-    p.add_argument("--target-server", help="IMAP: host or URL; EWS: host or https:// URL")
+    p.add_argument(
+        "--target-server",
+        help="IMAP: host or URL; EWS: host or https:// URL; Graph: its root "
+        "(default https://graph.microsoft.com)",
+    )
     p.add_argument(
         "--target-method",
         choices=["combined", "proxyauth", "individual"],

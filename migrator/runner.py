@@ -8,6 +8,7 @@ slot on the source server, keeps both alive with a heartbeat while the copier wo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -174,7 +175,8 @@ def _run(
         source_connector = connectors.connector(job.source.kind)
         target_connector = connectors.connector(job.target.kind)
         source = jobs.open_source(job, box)
-        target = jobs.open_target(job, box)
+        # Upload budgets per target mailbox are kept in Redis, across every worker.
+        target = dataclasses.replace(jobs.open_target(job, box), uploads=store)
         folder_map = _folder_map(job.options.foldermap_xml)
     except (ConfigError, PayloadTampered) as exc:
         return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)

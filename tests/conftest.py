@@ -16,12 +16,14 @@ from __future__ import annotations
 import itertools
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from ews_server import EwsServer
+from graph_server import GraphServer
+from graphkit import GraphApp, new_graph_app
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
 from servers.dovecot import (
@@ -290,3 +292,51 @@ def make_ews_mailbox(ews: EwsServer) -> MakeUser:
         return name
 
     return make  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def graph_server(tls_files: TlsFiles, oauth_server: OAuthServer) -> Iterator[GraphServer]:
+    """One Microsoft Graph server for the session, over HTTPS, taking the test OAuth
+    server's tokens; its teardown asserts that the whole session made no schema violation
+    (every JSON body against v1.0-metadata.xml, importMime against its contract)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    with GraphServer(context, oauth_server.introspect) as server:
+        yield server
+        server.assert_no_violations()
+        # A session that wrote mail checked bodies too: the checks ran, not merely passed.
+        assert server.validated > 0 or not (server.imported or server.created)
+
+
+@pytest.fixture
+def graph(graph_server: GraphServer) -> Iterator[GraphServer]:
+    """The session Graph server with no faults and no size limit; no violation by this test."""
+    graph_server.faults.clear()
+    graph_server.max_message_size = None
+    graph_server.latency = 0.0
+    before = len(graph_server.violations)
+    yield graph_server
+    graph_server.faults.clear()
+    graph_server.max_message_size = None
+    assert graph_server.violations[before:] == [], "Graph schema violations by this test"
+
+
+@pytest.fixture
+def graph_app(oauth_server: OAuthServer, tmp_path: Path) -> GraphApp:
+    """An Entra ID app with Mail.ReadWrite and Mail-Advanced.ReadWrite.All."""
+    return new_graph_app(oauth_server, tmp_path)
+
+
+_graph_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_graph_mailbox(graph: GraphServer) -> Callable[..., str]:
+    """A fresh mailbox on the session Graph server, e.g. "gbox3@example.test"."""
+
+    def make(*, quota_bytes: int | None = None) -> str:
+        name = f"gbox{next(_graph_numbers)}@example.test"
+        graph.add_mailbox(name, quota_bytes=quota_bytes)
+        return name
+
+    return make

@@ -68,6 +68,15 @@ class SourceEnd:
     fetch_window: int = 0  # messages per fetch round trip; 0: the connector's own default
 
 
+class UploadLedger(Protocol):
+    """Bytes uploaded to a mailbox within a window, counted across every worker
+    (migrator.state.StateStore): for targets with an upload budget (Microsoft Graph)."""
+
+    def reserve_upload(self, name: str, size: int, limit: int, window: float) -> float:
+        """0 once `size` bytes are counted, else the seconds to wait before asking again."""
+        ...
+
+
 @dataclass(frozen=True)
 class TargetEnd:
     """The target side of a job, as a worker connects to it (secrets opened)."""
@@ -77,6 +86,7 @@ class TargetEnd:
     credentials: Login
     connect: ConnectOptions
     settings: Settings | None = None
+    uploads: UploadLedger | None = None  # the runner's StateStore, for upload budgets
 
 
 class Connector(Protocol):
@@ -88,7 +98,7 @@ class Connector(Protocol):
     schemes: Mapping[str, tuple[TlsMode, int]]  # SourceServer scheme -> TLS mode, port
     roles: frozenset[Role]
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
-    needs_login: bool  # whether a source row needs SourceLoginID (files do not)
+    needs_login: bool  # whether a source row needs SourceLoginID (files, Graph: no)
     receives_mail: bool  # whether forwarding from it means anything (files: no)
 
     def parse_address(self, text: str) -> ServerAddress | None:

@@ -8,6 +8,7 @@ Only this package talks to Redis.  Its modules:
     locks.py     Lease, and taking, renewing and letting go of a mailbox's locks
     slots.py     connection caps: slots per server shared by every worker
     beats.py     heartbeats of running mailboxes, and requeuing those of dead workers
+    uploads.py   upload budgets: bytes sent to a mailbox per window, across workers
     progress.py  RedisProgress: the copier's checkpoints and counts, fenced
     tokens.py    RedisTokenShelf: OAuth tokens shared by worker processes, sealed
     events.py    each mailbox's event log, bounded, and the EventSink the copier tells

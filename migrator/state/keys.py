@@ -21,6 +21,9 @@ Keys (all under "migrator:"):
     held:{name}              string its holder, kept until let go (no TTL): a new holder that
                                     finds another's there knows it died with its lock
     conn:{server}            zset   owner -> lease expiry; its size is capped per server
+    up:{name}                zset   "{id}:{bytes}" of each upload to a mailbox -> when sent
+                                    (Graph's budget per mailbox; entries leave after the window)
+    up:{name}:total          int    the bytes of those entries
     beats                    zset   "{bid}:{jid}" of each running mailbox -> its last heartbeat
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time

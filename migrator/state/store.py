@@ -25,6 +25,7 @@ from migrator.state.locks import Lease, Locks
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
 from migrator.state.tokens import RedisTokenShelf
+from migrator.state.uploads import Uploads
 
 # Characters of a mailbox's error kept: the whole of any error migrator writes.
 ERROR_MAX = 4000
@@ -74,10 +75,10 @@ class NewJob:
     payload: str  # JSON; secrets sealed
 
 
-class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog):
+class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads):
     """Everything migrator keeps in Redis (keys: migrator.state.keys); locks, connection
-    slots, heartbeats, event logs and the list of batches come from the mixins of
-    locks.py, slots.py, beats.py, events.py and catalog.py."""
+    slots, heartbeats, event logs, the list of batches and upload budgets come from the
+    mixins of locks.py, slots.py, beats.py, events.py, catalog.py and uploads.py."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
