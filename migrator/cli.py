@@ -1,4 +1,5 @@
-"""The `migrator` command: validate, run, enqueue, status, resume, keygen."""
+"""The `migrator` command: mailboxes copied from old mail servers to new ones, on this
+machine (`run`) or by Celery workers (`enqueue`), and what operators look at."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from migrator.configfile import apply_config, config_path
 EXAMPLES = {
     "": """examples:
   migrator validate wave1.csv --method individual
-  migrator check wave1.csv --method individual --target-server imaps://new.example \
+  migrator check wave1.csv --method individual --target-server imaps://new.example \\
       --target-admin admin --target-admin-password-file admin.pw
   migrator run wave1.csv --config wave.toml
   migrator status BATCH_ID; migrator report BATCH_ID; migrator dashboard""",
@@ -22,7 +22,7 @@ EXAMPLES = {
   migrator validate wave1.csv --method combined --admin admin \\
       --combined-template '{user}*{admin}'""",
     "run": """examples:
-  migrator run wave1.csv --method individual --target-server imaps://new.example \
+  migrator run wave1.csv --method individual --target-server imaps://new.example \\
       --target-admin admin --target-admin-password-file admin.pw --quotas users.csv
   migrator run wave1.csv --config wave.toml --batch-id wave1 --notify-email ops@example.com
 
