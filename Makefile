@@ -58,7 +58,7 @@ check: setup
 
 # RUNS: interleaved runs of each anchor comparison (the medians are reported).
 bench: setup bench-debs
-	RUNS=$(or $(RUNS),3) $(PY) -m bench.run
+	RUNS=$(or $(RUNS),3) SIZE=$(SIZE) $(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,6 +36,7 @@ from servers.redis import RedisServer  # noqa: E402
 from bench.check import digests  # noqa: E402
 from bench.compare import compare, ratio_lines  # noqa: E402
 from bench.latency import LatencyProxy  # noqa: E402
+from bench.scale import scale, scale_lines  # noqa: E402
 from migrator.copier import CONNECTIONS_PER_MAILBOX  # noqa: E402
 
 SEED = 20261128
@@ -162,6 +163,8 @@ def measure(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    if os.environ.get("SIZE"):
+        return main_scale(int(os.environ["SIZE"]), int(os.environ.get("RUNS", "3")))
     with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
         os.chmod(tmp, 0o755)  # noqa: S103 -- Dovecot's unprivileged users must reach it
         tls = make_tls_files(Path(tmp) / "tls")
@@ -274,6 +277,29 @@ def main() -> int:
             {"runs": [{"run": name, **r} for name, r in rows], "anchored": anchored}, indent=2
         )
         + "\n"
+    )
+    return 0
+
+
+def main_scale(count: int, rounds: int) -> int:
+    """`make bench SIZE=N`: migrator and dsync on one N-message mailbox (bench.scale)."""
+    with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
+        os.chmod(tmp, 0o755)  # noqa: S103 -- Dovecot's unprivileged users must reach it
+        tls = make_tls_files(Path(tmp) / "tls")
+        ctx = ssl.create_default_context(cafile=tls.ca_cert)
+        with (
+            DovecotServer(master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls) as server,
+            RedisServer() as redis_server,
+        ):
+            results = scale(
+                count, rounds, server, ctx, PASSWORD, measure,
+                spec_maker(server, tls, redis_server.url), make_message, console.print,
+            )  # fmt: skip
+    lines = scale_lines(count, results)
+    for line in lines:
+        console.print(line)
+    (REPO / "bench" / f"results-{count}.json").write_text(
+        json.dumps({"size": count, "results": results, "lines": lines}, indent=2) + "\n"
     )
     return 0
 
