@@ -23,6 +23,7 @@ from support import (
     snapshot,
 )
 
+from migrator.connectors.imap import source as imap_source
 from migrator.connectors.imap.target import ImapTarget
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
@@ -263,3 +264,21 @@ def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
     # Flags ($Label1 too) and dates kept on every connection.
     assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert StateStore.from_url(redis_url).client.keys("migrator:conn:*") == []  # slots given back
+
+
+def test_a_folder_listed_in_several_uid_ranges_arrives_whole_and_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    copy_mailbox: CopyMailbox,
+    ssl_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(imap_source, "LISTING_CHUNK", 7)  # 60 messages: nine UID FETCHes
+    source, target = make_user(), make_user()
+    sent = fill(source, {"INBOX": 60, "Archive": 8})
+    status = copy_mailbox(source, target)
+
+    assert status is not None and status.state is MailboxState.DONE, status
+    assert status.done_messages == status.copied_messages == len(sent)
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)

@@ -10,6 +10,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap.connection import read_listing
 from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
+from migrator.connectors.imap.source import listing_ranges
 
 FIELDS = b"Date: Tue, 25 Aug 2020 10:17:38 +0000\r\nMessage-ID: <a@x>\r\n\r\n"
 DOVECOT: RawFetch = [
@@ -96,3 +97,46 @@ def test_what_the_fast_reading_leaves_imapclient_reads(
 ) -> None:
     assert parse_listing(data) is None
     assert read_listing(data) == expected
+
+
+BARE: RawFetch = [
+    b'1 (UID 7 INTERNALDATE "25-Aug-2020 10:17:38 +0000" RFC822.SIZE 82217 FLAGS (\\Seen))',
+    b'2 (UID 9 INTERNALDATE " 4-Apr-2023 09:18:52 -0230" RFC822.SIZE 13 FLAGS ())',
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (BARE, {
+            7: Listed(7, 82217, datetime(2020, 8, 25, 10, 17, 38, tzinfo=UTC), ("\\Seen",), None),
+            9: Listed(9, 13, datetime(2023, 4, 4, 9, 18, 52, tzinfo=MINUS_0230), (), None),
+        }),
+        # Items in another order, and a FLAGS change without a UID: the tokeniser reads them.
+        ([b'3 (FLAGS ($Label1) RFC822.SIZE 5 UID 4 INTERNALDATE NIL)', b"5 (FLAGS (\\Deleted))"],
+         {4: Listed(4, 5, None, ("$Label1",), None)}),
+        ([b'1 (UID 1 INTERNALDATE "2020-08-25 10:17:38" RFC822.SIZE 1 FLAGS ())'], None),
+    ],
+)  # fmt: skip
+def test_a_listing_without_header_fields_is_read_fast_too(
+    data: RawFetch, expected: dict[int, Listed] | None
+) -> None:
+    assert parse_listing(data, None) == expected
+    if expected is not None:
+        assert read_listing(data, None) == expected
+
+
+@pytest.mark.parametrize(
+    ("exists", "uidnext", "chunk", "expected"),
+    [
+        (10, 11, 20, [(1, 0)]),  # small: the whole folder at once
+        (50, 0, 20, [(1, 0)]),  # no UIDNEXT
+        (60, 61, 20, [(1, 20), (21, 40), (41, 0)]),
+        (60, 61, 25, [(1, 20), (21, 40), (41, 0)]),
+        (40, 1001, 20, [(1, 500), (501, 0)]),  # sparse UIDs: ranges as wide
+    ],
+)
+def test_a_large_folder_is_listed_in_uid_ranges_the_last_open_ended(
+    exists: int, uidnext: int, chunk: int, expected: list[tuple[int, int]]
+) -> None:
+    assert listing_ranges(exists, uidnext, chunk) == expected

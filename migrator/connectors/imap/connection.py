@@ -241,19 +241,21 @@ def logout(client: IMAPClient) -> None:
         client.shutdown()
 
 
-def fetch_all(client: IMAPClient, items: str, item: bytes) -> dict[int, Listed]:
-    """UID FETCH 1:* of `items` (UID, INTERNALDATE, RFC822.SIZE, FLAGS and one header item,
-    `item` as the server names it in the answer) in the selected folder, read with
+def fetch_all(
+    client: IMAPClient, items: str, item: bytes | None, uids: str = "1:*"
+) -> dict[int, Listed]:
+    """UID FETCH `uids` (all: 1:*) of `items` (UID, INTERNALDATE, RFC822.SIZE, FLAGS and one
+    header item, `item` as the server names it in the answer) in the selected folder, read with
     `listing.parse_listing` (an eighth of the CPU of imapclient's general parser), or
     with imapclient's parser where the answer holds anything that reader does not
     expect."""
-    typ, data = imapwire.uid_fetch(client, "1:*", items)
+    typ, data = imapwire.uid_fetch(client, uids, items)
     if typ != "OK":
         raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
     return read_listing(data, item)
 
 
-def read_listing(data: RawFetch, item: bytes = FIELDS_ITEM) -> dict[int, Listed]:
+def read_listing(data: RawFetch, item: bytes | None = FIELDS_ITEM) -> dict[int, Listed]:
     """A listing FETCH's answers by UID: the fast reading, else imapclient's."""
     listed = parse_listing(data, item)
     if listed is not None:
@@ -265,7 +267,7 @@ def read_listing(data: RawFetch, item: bytes = FIELDS_ITEM) -> dict[int, Listed]
             size=int(d[b"RFC822.SIZE"]),
             internaldate=_aware(d.get(b"INTERNALDATE")),
             flags=tuple(as_text(f) for f in d.get(b"FLAGS", ())),
-            fields=d.get(item),
+            fields=d.get(item) if item is not None else None,
         )
         for uid, d in parsed.items()
     }

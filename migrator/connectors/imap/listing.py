@@ -21,6 +21,10 @@ from datetime import UTC, datetime, timedelta, timezone
 # RFC 3501 FETCH items of the listing, as sent.
 LISTING_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)])"
 FIELDS_ITEM = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
+# Without the header fields: what a listing asks where it needs neither (no RFC 6154 \All
+# view to tell apart by Message-ID; the Date header is read only for the few messages
+# whose INTERNALDATE is missing or absurd).  Dovecot answers it from its index alone.
+BARE_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS)"
 # The same with the whole header block: a target folder's index, for recognition.
 INDEX_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER])"
 HEADER_ITEM = b"BODY[HEADER]"
@@ -68,11 +72,14 @@ class _Unexpected(Exception):
     pass
 
 
-def parse_listing(data: RawFetch, item: bytes = FIELDS_ITEM) -> dict[int, Listed] | None:
+def parse_listing(data: RawFetch, item: bytes | None = FIELDS_ITEM) -> dict[int, Listed] | None:
     """The messages of a listing FETCH by UID (`item`: the header item asked for, as the
-    server names it in the answer), or None where the data holds anything this reader
-    does not expect (the caller then uses a general parser)."""
+    server names it in the answer; None: BARE_ITEMS), or None where the data holds anything
+    this reader does not expect (the caller then uses a general parser)."""
     try:
+        if item is None:
+            usual = _bare(data)
+            return usual if usual is not None else _parse(_tokens(data), b"")
         usual = _usual(data, _usual_pattern(item))
         return usual if usual is not None else _parse(_tokens(data), item)
     except _Unexpected:
@@ -112,6 +119,38 @@ def _usual(data: RawFetch, usual: re.Pattern[bytes]) -> dict[int, Listed] | None
             internaldate=_internaldate(("s", date)),
             flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
             fields=element[1],
+        )
+    return found
+
+
+_BARE = re.compile(
+    rb'[0-9]+ \(UID ([0-9]+) INTERNALDATE "([^"\\\r\n]*)" RFC822\.SIZE ([0-9]+) '
+    rb"FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\)\)"
+)
+
+
+def _bare(data: RawFetch) -> dict[int, Listed] | None:
+    """A BARE_ITEMS listing where every answer has the usual form (one line each, the
+    items in the order asked), else None."""
+    found: dict[int, Listed] = {}
+    for element in data:
+        if element is None:
+            continue
+        if not isinstance(element, bytes):
+            return None
+        match = _BARE.fullmatch(element)
+        if match is None:
+            return None
+        uid_text, date, size, flags = match.groups()
+        uid = int(uid_text)
+        if uid in found:
+            return None
+        found[uid] = Listed(
+            uid=uid,
+            size=int(size),
+            internaldate=_internaldate(("s", date)),
+            flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
+            fields=None,
         )
     return found
 
@@ -247,11 +286,20 @@ def _internaldate(value: object) -> datetime | None:
     month_number = _MONTHS.get(month.decode("ascii").lower())
     if month_number is None:
         raise _Unexpected
-    offset = timedelta(hours=int(tz_hours), minutes=int(tz_minutes))
     try:
         return datetime(
             int(year), month_number, int(day), int(hour), int(minute), int(second),
-            tzinfo=UTC if not offset else timezone(-offset if sign == b"-" else offset),
+            tzinfo=_zone(sign, tz_hours, tz_minutes),
         )  # fmt: skip
     except ValueError:
         raise _Unexpected from None
+
+
+@functools.cache
+def _zone(sign: bytes, hours: bytes, minutes: bytes) -> timezone:
+    """One tzinfo per offset, shared by every date that has it (a mailbox of a million
+    messages would otherwise hold a million of them)."""
+    offset = timedelta(hours=int(hours), minutes=int(minutes))
+    if not offset:
+        return UTC
+    return timezone(-offset if sign == b"-" else offset)

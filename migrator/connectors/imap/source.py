@@ -10,7 +10,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
-from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS
+from migrator.connectors.imap.listing import BARE_ITEMS, FIELDS_ITEM, LISTING_ITEMS, Listed
 from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
 from migrator.model import ConnectOptions, MailboxJob
@@ -25,6 +25,9 @@ _DROPPED_FLAGS = {"\\recent", "\\deleted"}
 # hide latency, small enough that memory stays flat.
 FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
+# Messages a listing FETCH asks for at once, about: the answers of a whole folder of a
+# million messages would be held at once otherwise.
+LISTING_CHUNK = 20_000
 # Header blocks asked for in one round trip, for recognition.
 HEADS_BATCH_COUNT = 500
 
@@ -40,6 +43,9 @@ class ImapSource:
         )
         self._selected: str | None = None
         self._delimiter = "/"
+        # Message-IDs tell an \All view's own mail apart (migrator.listing): kept until
+        # the folder list shows there is no such view.
+        self._keep_message_ids = True
 
     # -- listing -----------------------------------------------------------------------
 
@@ -62,6 +68,7 @@ class ImapSource:
                 continue
             special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
             folders.append(SourceFolder(name=name, path=path, special_use=special))
+        self._keep_message_ids = any(f.is_all_mail for f in folders)
         if root and not folders:
             raise FolderRefused(
                 f"{self._what}: root folder {root!r} not found or empty of folders",
@@ -73,44 +80,75 @@ class ImapSource:
         what = f"{self._what}, folder {folder.name!r}"
         info = self._select(folder.name)
         uidvalidity = int(info.get(b"UIDVALIDITY", 0))
-        if int(info.get(b"EXISTS", 0)) == 0:
+        exists = int(info.get(b"EXISTS", 0))
+        if exists == 0:
             return []
-        with imap_errors(what):
-            listed = fetch_all(self._client, LISTING_ITEMS, FIELDS_ITEM)
         now = datetime.now(UTC)
-        absurd = [
-            uid
-            for uid, m in listed.items()
-            if m.internaldate is None or not is_sane(m.internaldate, now)
-        ]
-        received = self._received(absurd, what) if absurd else {}
-        refs = []
-        for uid, message in listed.items():
-            message_id, date_text, _ = message_fields(message.fields or b"")
-            refs.append(
-                MessageRef(
-                    folder=folder.name,
-                    uidvalidity=uidvalidity,
-                    uid=str(uid),
-                    size=message.size,
-                    internaldate=message.internaldate,
-                    date_header=parse_date(date_text),
-                    flags=tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS),
-                    message_id=message_id,
-                    received=received.get(uid),
+        flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        refs: list[MessageRef] = []
+        for low, high in listing_ranges(exists, int(info.get(b"UIDNEXT", 0)), LISTING_CHUNK):
+            uids = f"{low}:{high if high else '*'}"
+            with imap_errors(what):
+                listed = (
+                    fetch_all(self._client, LISTING_ITEMS, FIELDS_ITEM, uids)
+                    if self._keep_message_ids
+                    else fetch_all(self._client, BARE_ITEMS, None, uids)
                 )
-            )
+            absurd = [
+                uid
+                for uid, m in listed.items()
+                if m.internaldate is None or not is_sane(m.internaldate, now)
+            ]
+            dates = self._dates(absurd, what) if absurd else {}
+            for uid, message in listed.items():
+                if uid < low or (high and uid > high):
+                    continue  # "N:*" past the last UID names the last message: listed already
+                refs.append(self._ref(folder.name, uidvalidity, message, dates.get(uid), flag_sets))
+            del listed
         return refs
 
-    def _received(self, uids: list[int], what: str) -> dict[int, datetime | None]:
-        """The newest Received date of messages whose INTERNALDATE is missing or absurd
-        (a restored backup dated 1970): their order falls back to it, then to Date."""
+    def _ref(
+        self,
+        folder: str,
+        uidvalidity: int,
+        message: Listed,
+        dates: tuple[datetime | None, datetime | None] | None,
+        flag_sets: dict[tuple[str, ...], tuple[str, ...]],
+    ) -> MessageRef:
+        """One listed message, kept small: a million of them are held at once.  The Date
+        header and the newest Received date (`dates`) only where the INTERNALDATE is
+        missing or absurd (nothing else reads them), the Message-ID only where an \\All
+        view needs it, flag tuples shared."""
+        message_id = message_fields(message.fields)[0] if message.fields else None
+        received, date_header = dates or (None, None)
+        flags = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
+        return MessageRef(
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=str(message.uid),
+            size=message.size,
+            internaldate=message.internaldate,
+            date_header=date_header,
+            flags=flag_sets.setdefault(flags, flags),
+            message_id=message_id,
+            received=received,
+        )
+
+    def _dates(
+        self, uids: list[int], what: str
+    ) -> dict[int, tuple[datetime | None, datetime | None]]:
+        """The newest Received date and the Date header of messages whose INTERNALDATE is
+        missing or absurd (a restored backup dated 1970): their order falls back to them."""
         with imap_errors(what):
-            fetched = self._client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (RECEIVED)]"])
-        dates: dict[int, datetime | None] = {}
+            fetched = self._client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (RECEIVED DATE)]"])
+        dates: dict[int, tuple[datetime | None, datetime | None]] = {}
         for uid, data in fetched.items():
-            block = data.get(b"BODY[HEADER.FIELDS (RECEIVED)]") or b""
-            dates[int(uid)] = received_date(first(read_fields(block, ("received",)), "received"))
+            block = data.get(b"BODY[HEADER.FIELDS (RECEIVED DATE)]") or b""
+            found = read_fields(block, ("received", "date"))
+            dates[int(uid)] = (
+                received_date(first(found, "received")),
+                parse_date(first(found, "date")),
+            )
         return dates
 
     # -- fetching ----------------------------------------------------------------------
@@ -199,6 +237,18 @@ _SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive", "\\all"}
 # Folders that hold no messages of their own: not selectable, or the RFC 6154 virtual
 # view \Flagged (Gmail's Starred), whose mail is also in a real folder or in \All.
 _NOT_COPIED = {"\\noselect", "\\nonexistent", "\\flagged"}
+
+
+def listing_ranges(exists: int, uidnext: int, chunk: int) -> list[tuple[int, int]]:
+    """UID ranges (low, high) of a folder's listing, about `chunk` messages each if the
+    UIDs below UIDNEXT are spread evenly; the last ends at "*" (high 0), so mail that came
+    after SELECT is listed too.  Without UIDNEXT: the whole folder at once."""
+    if uidnext <= 1 or exists <= chunk:
+        return [(1, 0)]
+    count = -(-exists // chunk)
+    step = -(-(uidnext - 1) // count)
+    ranges = [(low, low + step - 1) for low in range(1, uidnext - 1, step)]
+    return [*ranges[:-1], (ranges[-1][0], 0)]
 
 
 def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | None:
