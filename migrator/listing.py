@@ -63,11 +63,13 @@ def list_mailbox(
     folder holds (Gmail's archived mail) goes to the Archive folder."""
     listing = Listing()
     folders = source.list_folders()
+    views = any(f.is_all_mail for f in folders)
     held: list[MessageRef] = []  # every message of the real folders, refused ones too
     for folder in folders:
         if not folder.is_all_mail:
             listed = source.list_messages(folder)
-            held += listed
+            if views:  # only an \All view's mail is told apart from them
+                held += listed
             _open(listing, target, folder, listed, folder_map.map(folder.path, folder.special_use))
     for view in (f for f in folders if f.is_all_mail):
         listed = source.list_messages(view)

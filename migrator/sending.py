@@ -258,19 +258,23 @@ def send_one(
     that share of the memory bounds, and it stops before its next batch once `halt` is
     set (another connection failed, or met the quota) or the operator's `stop` is,
     `stopped_at` then marking where."""
-    batch = _Batch(target, fits, sending, halt, max(1, sending.batch_bytes // share))
+    batch = _Batch(target, sending, halt, max(1, sending.batch_bytes // share))
     ahead = max(1, sending.prefetch_bytes // share)
     reading = prefetched(_timed(source.fetch(fits), batch.sent), ahead)
     expected = 0  # position of the next message the source should send
     current_folder = ""
     for ref, body in reading:
-        here = batch.position[id(ref)]
+        # Sources send in the order asked, leaving out what is gone: the next message of
+        # `fits` that is `ref` is its place (no index of a million entries kept aside).
+        here = expected
+        while fits[here] is not ref:
+            here += 1
         batch.sent.undelivered += fits[expected:here]  # the source skipped these
         expected = here + 1
         if ref.folder != current_folder:
             current_folder = ref.folder
             sending.progress.folder(ref.folder)
-        batch.add(ref, _item(ref, body, sending, batch.sent))
+        batch.add(here, ref, _item(ref, body, sending, batch.sent))
         del body
         if batch.full() and not batch.flush():
             return batch.sent
@@ -305,19 +309,18 @@ class _Batch:
     def __init__(
         self,
         target: MailboxTarget,
-        fits: tuple[MessageRef, ...],
         sending: Sending,
         halt: threading.Event | None,
         max_bytes: int,
     ) -> None:
         self.target, self.sending, self.halt, self.max_bytes = target, sending, halt, max_bytes
         self.sent = Sent()
-        self.position = {id(ref): index for index, ref in enumerate(fits)}
-        self.items: list[tuple[MessageRef, AppendItem]] = []
+        # Each with its place in `fits`, for `stopped_at`.
+        self.items: list[tuple[int, MessageRef, AppendItem]] = []
         self.bytes = 0
 
-    def add(self, ref: MessageRef, item: AppendItem) -> None:
-        self.items.append((ref, item))
+    def add(self, position: int, ref: MessageRef, item: AppendItem) -> None:
+        self.items.append((position, ref, item))
         self.bytes += ref.size
 
     def full(self) -> bool:
@@ -328,16 +331,16 @@ class _Batch:
         connection stops: halted, stopped by the operator, or the target is full."""
         sent, stop = self.sent, self.sending.stop
         if (self.halt is not None and self.halt.is_set()) or (stop is not None and stop.is_set()):
-            sent.stopped_at = self.position[id(self.items[0][0])]
+            sent.stopped_at = self.items[0][0]
             return False
         self.sending.progress.fence()
         started = time.perf_counter()
         try:
-            outcomes = self.target.append_batch([item for _, item in self.items])
+            outcomes = self.target.append_batch([item for _, _, item in self.items])
         except TransientError:
             # The connection broke with the batch sent: any of it may still be committed.
             if self.sending.in_flight is not None:
-                self.sending.in_flight.lost({item.folder for _, item in self.items})
+                self.sending.in_flight.lost({item.folder for _, _, item in self.items})
             raise
         sent.target_seconds += time.perf_counter() - started
         stored = self._stored(outcomes)
@@ -354,11 +357,11 @@ class _Batch:
         """The batch's messages the target stored, with their keys; a refused one is
         skipped and named, a full target stops this and every later message."""
         stored: list[tuple[MessageRef, str | None]] = []
-        for (ref, item), outcome in zip(self.items, outcomes, strict=True):
+        for (position, ref, item), outcome in zip(self.items, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
                 # The server's own count is the authority (rounding, new mail arriving):
                 # this message and every later one are left.
-                self.sent.stopped_at = self.position[id(ref)]
+                self.sent.stopped_at = position
                 if self.halt is not None:
                     self.halt.set()
                 break

@@ -42,6 +42,7 @@ class ImapSource:
             job.source_server, job.source_credentials, options, what=self._what
         )
         self._selected: str | None = None
+        self._uidvalidity = 0  # the selected folder's
         self._delimiter = "/"
         # Message-IDs tell an \All view's own mail apart (migrator.listing): kept until
         # the folder list shows there is no such view.
@@ -161,9 +162,8 @@ class ImapSource:
                 by_folder.setdefault(ref.folder, []).append(ref)
             bodies: dict[tuple[str, str], bytes] = {}
             for folder, members in by_folder.items():
-                info = self._select(folder)
                 what = f"{self._what}, folder {folder!r}"
-                if int(info.get(b"UIDVALIDITY", 0)) != members[0].uidvalidity:
+                if self._examined(folder) != members[0].uidvalidity:
                     # The folder was rebuilt since it was listed: its UIDs mean other
                     # messages now.  Re-plan rather than copy the wrong mail.
                     raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
@@ -220,6 +220,7 @@ class ImapSource:
     # -- helpers -----------------------------------------------------------------------
 
     def _select(self, name: str) -> dict[bytes, Any]:
+        self._selected = None  # a failed SELECT leaves no folder selected (RFC 3501 6.3.1)
         try:
             with imap_errors(f"{self._what}, folder {name!r}"):
                 info: dict[bytes, Any] = self._client.select_folder(name, readonly=True)
@@ -228,7 +229,17 @@ class ImapSource:
                 raise
             raise FolderRefused(str(exc), code=exc.code) from exc
         self._selected = name
+        self._uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         return info
+
+    def _examined(self, name: str) -> int:
+        """Select `name` unless it is selected already (a SELECT costs the server more
+        than a FETCH of a few messages); its UIDVALIDITY.  A folder rebuilt while
+        selected ends the session (RFC 3501 7.1: the server must not change UIDVALIDITY
+        under a selected mailbox), so the one read at SELECT still holds."""
+        if self._selected != name:
+            self._select(name)
+        return self._uidvalidity
 
 
 # RFC 6154 SPECIAL-USE attributes the folder map understands, and \All, which the
