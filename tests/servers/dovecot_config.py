@@ -129,15 +129,12 @@ class DovecotConfig:
 
 def render_config(c: DovecotConfig) -> str:
     """The text of dovecot.conf for *c*."""
-    special = (
-        "\n".join(
-            f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
-            for name, flag in SPECIAL_USE_FOLDERS.items()
-        )
-        + "".join(
-            f'\n  mailbox "{name}" {{\n    special_use = {flag}\n    auto = no\n  }}'
-            for name, flag in GMAIL_FOLDERS.items()
-        )
+    special = "\n".join(
+        f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
+        for name, flag in SPECIAL_USE_FOLDERS.items()
+    ) + "".join(
+        f'\n  mailbox "{name}" {{\n    special_use = {flag}\n    auto = no\n  }}'
+        for name, flag in GMAIL_FOLDERS.items()
     )
 
     # Login processes chroot by default, which needs root; tests gain nothing from it, so
