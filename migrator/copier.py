@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from migrator.errors import (
+    CapReached,
     LockLost,
     MailboxNotReady,
     PermanentError,
@@ -298,6 +299,10 @@ def migrate_mailbox(
                 )
     except LockLost:
         raise
+    except CapReached as exc:
+        # Not a failure: what was sent is checkpointed; the mailbox goes on at resume_at.
+        log.warning("%s; paused until %s", exc, datetime.fromtimestamp(exc.resume_at, UTC))
+        return MailboxResult(state=MailboxState.PAUSED, error=str(exc), resume_at=exc.resume_at)
     except MailboxNotReady as exc:
         return MailboxResult(state=MailboxState.NOT_READY, error=str(exc))
     except SourceIncomplete as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +22,7 @@ _STATE_STYLE = {
     "interrupted": "yellow",
     "running": "cyan",
     "queued": "dim",
+    "paused": "yellow",
 }
 
 
@@ -34,6 +36,13 @@ def _age(seconds: float) -> str:
     if seconds < 6000:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _clock(when: float) -> str:
+    """A time to come, in UTC: "14:05:09 UTC", with the date when it is not today."""
+    moment = datetime.fromtimestamp(when, UTC)
+    today = datetime.now(UTC).date()
+    return moment.strftime("%H:%M:%S UTC" if moment.date() == today else "%Y-%m-%d %H:%M UTC")
 
 
 def result_table(
@@ -55,6 +64,8 @@ def result_table(
     for row in rows:
         style = _STATE_STYLE.get(row.state.value, "")
         note = row.last_error or (row.current_folder if row.state.value == "running" else "")
+        if row.state.value == "paused" and row.resume_at is not None:
+            note = f"resumes {_clock(row.resume_at)}: {note}"
         if not note and row.rewritten_messages:
             note = f"rewrote {row.rewritten_addresses} addresses in {row.rewritten_messages} mails"
             if row.unparsable_headers:

@@ -8,11 +8,13 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator.display import watch
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.report import MailboxState
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import (
     SecretBox,
@@ -44,10 +46,14 @@ def run_in_process(
     def one(job_id: str) -> None:
         while not stop.is_set():
             try:
-                execute_job(store, batch_id, job_id, box, stop=stop)
-                return
+                result = execute_job(store, batch_id, job_id, box, stop=stop)
             except MailboxBusy:
                 stop.wait(min(lock_ttl(), 5.0))
+                continue
+            if result is None or result.state is not MailboxState.PAUSED:
+                return
+            # A daily cap: wait here until the mailbox has room again (Ctrl-C ends it).
+            stop.wait(max(0.0, (result.resume_at or 0.0) - time.time()))
 
     with (
         _ctrl_c(stop, batch_id),

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import uuid
+from dataclasses import replace
 
 from migrator import connectors, jobs, mailboxid
 from migrator.connectors.base import SourceEnd, TargetEnd
@@ -165,8 +166,9 @@ def _run(
     try:
         source_connector = connectors.connector(job.source.kind)
         target_connector = connectors.connector(job.target.kind)
-        source = jobs.open_source(job, box)
-        target = jobs.open_target(job, box)
+        meters = store.byte_meters()
+        source = replace(jobs.open_source(job, box), meters=meters)
+        target = replace(jobs.open_target(job, box), meters=meters)
         folder_map = _folder_map(job.options.foldermap_xml)
     except (ConfigError, PayloadTampered) as exc:
         return MailboxResult(state=MailboxState.FAILED, error=str(exc))

@@ -18,6 +18,7 @@ from redis.retry import Retry
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import redact
 from migrator.state.beats import Heartbeats
+from migrator.state.dailycaps import RedisByteMeters
 from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
 from migrator.state.progress import RedisProgress
@@ -50,6 +51,7 @@ class MailboxStatus:
     last_error: str
     copied_non_mail: int = 0  # calendar, contact and task items (EWS source)
     skipped_non_mail: int = 0
+    resume_at: float | None = None  # paused (a daily cap): when it goes on by itself
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -90,6 +92,10 @@ class StateStore(Locks, Slots, Heartbeats):
     @property
     def client(self) -> redis.Redis:
         return self._r
+
+    def byte_meters(self) -> RedisByteMeters:
+        """The daily byte caps of mailboxes (Gmail's), shared by every worker."""
+        return RedisByteMeters(self._r)
 
     def token_shelf(self) -> RedisTokenShelf:
         """Where this Redis's workers share OAuth tokens (sealed)."""
@@ -164,11 +170,26 @@ class StateStore(Locks, Slots, Heartbeats):
         if state is MailboxState.RUNNING:
             fields["started"] = now
             fields["last_error"] = ""
+            fields["resume_at"] = ""
         if error is not None:
             fields["last_error"] = redact(error)[:1000]
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
     def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
+        if result.state is MailboxState.PAUSED:
+            # Not an outcome: the counters stay as the checkpoints left them.
+            self._r.hset(
+                _k("mbx", batch_id, job_id),
+                mapping=_fields(
+                    {
+                        "state": result.state.value,
+                        "updated": str(time.time()),
+                        "resume_at": str(result.resume_at or ""),
+                        "last_error": redact(result.error or "")[:1000],
+                    }
+                ),
+            )
+            return
         fields = {
             "state": result.state.value,
             "updated": str(time.time()),
@@ -289,4 +310,5 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         last_error=d.get("last_error", ""),
         copied_non_mail=num("copied_non_mail"),
         skipped_non_mail=num("skipped_non_mail"),
+        resume_at=when("resume_at"),
     )

@@ -1,0 +1,280 @@
+"""Gmail's IMAP as a source: each message once, by its X-GM-MSGID, in the folder
+migrator.gmail's rule picks from its X-GM-LABELS (or once per label), the daily download
+cap kept, and a cut-off counted as the cap reached.
+
+The label folders are listed first (each message's id, labels, size, dates, flags), then
+`[Gmail]/All Mail` last, for the messages no label folder held (archived mail, and mail
+whose labels are hidden from IMAP).  The copier sees one folder per place a message goes
+(`list_folders`), and refs whose uid is the Gmail message id under a fixed UIDVALIDITY:
+checkpoints key on the message, not on where Gmail shows it today, and a rerun recognises
+each copy in the folder the rule picks again.  Each message is read from All Mail where it
+is there (one folder for the whole mailbox), else from a label folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from imapclient import imap_utf7
+from imapclient.response_parser import parse_fetch_response
+
+from migrator import gmail
+from migrator.connectors.imap import wire
+from migrator.connectors.imap.connection import as_text, imap_errors
+from migrator.connectors.imap.source import FETCH_BATCH_BYTES, ImapSource
+from migrator.errors import CapReached, ErrorCode, PermanentError, TransientError
+from migrator.gmail import ByteMeter, Folders, GmailSettings, LabelMode
+from migrator.headers import message_fields, parse_date
+from migrator.plan import MessageRef, fetch_windows
+from migrator.sources.base import SourceFolder
+
+log = logging.getLogger(__name__)
+
+# Gmail message ids never change and never come back: the refs' UIDVALIDITY.
+MSGID_VALIDITY = 1
+_ITEMS = (
+    "(UID X-GM-MSGID X-GM-LABELS INTERNALDATE RFC822.SIZE FLAGS "
+    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)])"
+)
+_FIELDS = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
+_DROPPED_FLAGS = {"\\recent", "\\deleted"}
+
+
+@dataclass
+class _Account:
+    """What listing learnt, shared by every session of one pass."""
+
+    folders: list[SourceFolder] = field(default_factory=list)
+    placed: dict[str, list[MessageRef]] = field(default_factory=dict)  # place -> refs
+    where: dict[tuple[str, int, str], MessageRef] = field(default_factory=dict)  # -> real
+
+
+@dataclass
+class _Seen:
+    """One Gmail message as listed: where it shows, and what it is."""
+
+    msgid: str  # X-GM-MSGID, in decimal
+    ref: MessageRef  # as listed in the first folder that showed it
+    labels: frozenset[str]
+    located: MessageRef  # where to read it: All Mail when it is there
+
+
+class GmailSource:
+    """A Gmail mailbox over IMAP (MailboxSource): `imap` is the session it reads through."""
+
+    def __init__(
+        self,
+        imap: ImapSource,
+        settings: GmailSettings,
+        meter: ByteMeter | None = None,
+        account: _Account | None = None,
+    ) -> None:
+        self._imap = imap
+        self._settings = settings
+        self._meter = meter
+        self._account = account or _Account()
+
+    # -- listing -----------------------------------------------------------------------
+
+    def list_folders(self) -> list[SourceFolder]:
+        listed = self._imap.listed_folders()
+        all_mail = [f for f, flags in listed if "\\all" in flags]
+        if not all_mail:
+            raise PermanentError(
+                f"{self._imap.what}: Gmail, but no folder is flagged \\All (All Mail): "
+                "check that All Mail is shown in IMAP (Gmail settings, Labels)",
+                code=ErrorCode.NONEXISTENT,
+            )
+        spam_trash = self._settings.include_spam_trash
+        sources = [
+            (folder, flags)
+            for folder, flags in listed
+            if "\\all" not in flags
+            and not flags & {"\\flagged", "\\important"}
+            and (spam_trash or not flags & {"\\junk", "\\trash"})
+        ]
+        seen: dict[str, _Seen] = {}
+        held: dict[str, int] = {}  # folder -> messages, to tell two \Sent folders apart
+        for folder, _ in sources:
+            held[folder.name] = self._note(folder, seen)
+        archived = self._note(all_mail[0], seen, only_new=True)
+        folders = _folders(sources, held, all_mail[0].name)
+        account = _Account()
+        for message in seen.values():
+            for place in gmail.places(
+                message.labels, folders, self._settings.labels, spam_trash=spam_trash
+            ):
+                ref = self._placed(message, place, folders)
+                account.placed.setdefault(place, []).append(ref)
+                account.where[ref.ident] = message.located
+        # The user's labels even when empty; a system folder where a message goes.
+        account.folders = [
+            folder
+            for folder, _ in sources
+            if folder.name in account.placed or not folder.special_use
+        ]
+        if all_mail[0].name in account.placed:
+            log.info("%d messages only All Mail holds: copied to Archive", archived)
+            account.folders.append(
+                SourceFolder(
+                    name=all_mail[0].name, path=gmail.ARCHIVE_PATH, special_use=frozenset()
+                )
+            )
+        self._account = account
+        return list(account.folders)
+
+    def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+        return list(self._account.placed.get(folder.name, []))
+
+    def _note(self, folder: SourceFolder, seen: dict[str, _Seen], *, only_new: bool = False) -> int:
+        """List `folder` into `seen` by message id; how many messages it held (with
+        `only_new`: how many no folder listed before held)."""
+        count = 0
+        for ref, msgid, labels in self._listing(folder):
+            known = seen.get(msgid)
+            if known is None:
+                seen[msgid] = _Seen(msgid, ref, labels, ref)
+                count += 1
+            else:
+                if folder.is_all_mail:
+                    known.located = ref
+                count += 0 if only_new else 1
+        return count
+
+    def _listing(self, folder: SourceFolder) -> Iterator[tuple[MessageRef, str, frozenset[str]]]:
+        info = self._imap.select(folder.name)
+        if int(info.get(b"EXISTS", 0)) == 0:
+            return
+        what = f"{self._imap.what}, folder {folder.name!r}"
+        with imap_errors(what):
+            typ, data = wire.uid_fetch(self._imap.client, "1:*", _ITEMS)
+            if typ != "OK":
+                raise PermanentError(f"{what}: FETCH refused: {as_text(data[0] if data else '')}")
+            parsed = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
+        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        for uid, item in parsed.items():
+            msgid = item.get(b"X-GM-MSGID")
+            if msgid is None:
+                raise PermanentError(
+                    f"{what}: the server announces X-GM-EXT-1 but gives no X-GM-MSGID",
+                    code=ErrorCode.PROTOCOL,
+                )
+            yield _ref(folder.name, uidvalidity, int(uid), item), str(msgid), _labels(item)
+
+    def _placed(self, message: _Seen, place: str, folders: Folders) -> MessageRef:
+        """The ref the copier sees: in `place`, keyed by the Gmail message id, starred as
+        \\Flagged, its other labels as keywords (RULE)."""
+        flags = [f for f in message.ref.flags if f.lower() != "\\flagged"]
+        if gmail.STARRED in message.labels or "\\flagged" in {f.lower() for f in message.ref.flags}:
+            flags.append("\\Flagged")
+        if self._settings.labels is LabelMode.RULE:
+            flags += gmail.keywords(message.labels, place, folders)
+        return replace(
+            message.ref,
+            folder=place,
+            uidvalidity=MSGID_VALIDITY,
+            uid=message.msgid,
+            flags=tuple(flags),
+        )
+
+    # -- fetching ----------------------------------------------------------------------
+
+    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        for window in fetch_windows(refs, self._imap.fetch_count, FETCH_BATCH_BYTES):
+            allowed, resume_at = self._reserve(window)
+            yield from self._read(window[:allowed], self._imap.fetch)
+            if resume_at is not None:
+                raise CapReached(
+                    f"{self._imap.what}: Gmail's daily download cap "
+                    f"({self._settings.download_cap // gmail.MB} MB) reached",
+                    resume_at,
+                )
+
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        yield from self._read(refs, self._imap.heads)
+
+    def _read(self, refs: Sequence[MessageRef], how: Any) -> Iterator[tuple[MessageRef, bytes]]:
+        """Each ref read where it is found, handed back as the ref the copier knows."""
+        back: dict[tuple[str, int, str], MessageRef] = {}
+        located: list[MessageRef] = []
+        for ref in refs:
+            real = self._account.where[ref.ident]
+            back.setdefault(real.ident, ref)
+            located.append(real)
+        try:
+            for real, body in how(located):
+                yield back[real.ident], body
+        except TransientError as exc:
+            if exc.code is not ErrorCode.CONNECTION:
+                raise
+            # Gmail ends a session past its limits (BYE) or lets it starve: a cap reached.
+            until = time.time() + self._settings.cutoff_pause
+            if self._meter is not None:
+                self._meter.reached(until)
+            raise CapReached(
+                f"{self._imap.what}: Gmail cut the session off ({exc})", until
+            ) from exc
+
+    def _reserve(self, window: Sequence[MessageRef]) -> tuple[int, float | None]:
+        if self._meter is None:
+            return len(window), None
+        return self._meter.reserve([ref.size for ref in window])
+
+    def session(self) -> GmailSource:
+        return GmailSource(self._imap.session(), self._settings, self._meter, self._account)
+
+    def close(self) -> None:
+        self._imap.close()
+
+
+def _folders(
+    sources: list[tuple[SourceFolder, set[str]]], held: dict[str, int], archive: str
+) -> Folders:
+    """Which folder each label puts a message in: INBOX, the folder flagged for each
+    system label (the fullest where two are, as on a server beside Gmail's own), and the
+    user labels' own."""
+    system: dict[str, str] = {}
+    user: dict[str, str] = {}
+    best: dict[str, int] = {}
+    for folder, flags in sources:
+        if folder.name.upper() == "INBOX":
+            system[gmail.INBOX] = folder.name
+            continue
+        labels = [gmail.SPECIAL_USE_LABEL[f] for f in flags if f in gmail.SPECIAL_USE_LABEL]
+        for label in labels:
+            if held.get(folder.name, 0) > best.get(label, -1):
+                system[label], best[label] = folder.name, held.get(folder.name, 0)
+        if not labels:
+            user[folder.name] = folder.name
+    return Folders(system=system, user=user, archive=archive)
+
+
+def _labels(item: dict[bytes, Any]) -> frozenset[str]:
+    return frozenset(
+        imap_utf7.decode(label) if isinstance(label, bytes) else str(label)
+        for label in item.get(b"X-GM-LABELS", ())
+    )
+
+
+def _ref(folder: str, uidvalidity: int, uid: int, item: dict[bytes, Any]) -> MessageRef:
+    message_id, date_text, _ = message_fields(item.get(_FIELDS) or b"")
+    internaldate = item.get(b"INTERNALDATE")
+    return MessageRef(
+        folder=folder,
+        uidvalidity=uidvalidity,
+        uid=str(uid),
+        size=int(item[b"RFC822.SIZE"]),
+        internaldate=internaldate if isinstance(internaldate, datetime) else None,
+        date_header=parse_date(date_text),
+        flags=tuple(
+            f
+            for f in (as_text(flag) for flag in item.get(b"FLAGS", ()))
+            if f.lower() not in _DROPPED_FLAGS
+        ),
+        message_id=message_id,
+    )

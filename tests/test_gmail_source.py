@@ -1,0 +1,138 @@
+"""Gmail as a source, through the Gmail proxy in front of the test Dovecot, one mailbox in
+this process (copy_mailbox): each message once under the folder rule, once per label
+with `copies`, archived mail in Archive, Starred as \\Flagged, other labels as keywords,
+Spam and Trash only when asked for, a rerun after Redis loss copying nothing."""
+
+from __future__ import annotations
+
+import ssl
+from collections import Counter
+
+import redis
+from gmailkit import (
+    STARRED,
+    GmailAccountMaker,
+    copies_folders,
+    expected,
+    gmail_messages,
+    held,
+    rule_folder,
+)
+from imapclient import IMAPClient
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from support import CopyMailbox, digest, snapshot
+
+from migrator.gmail import GmailSettings, LabelMode, label_keyword
+from migrator.report import MailboxState
+
+
+def test_each_message_once_under_the_rule_with_starred_flagged_and_labels_as_keywords(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+    redis_url: str,
+) -> None:
+    account = gmail_account(gmail_messages(100))
+    target = make_user()
+
+    status = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url
+    )
+
+    assert status.state is MailboxState.DONE, status
+    wanted = expected(account.messages)
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+    assert status.copied_messages == sum(sum(c.values()) for c in wanted.values())
+    assert sum(wanted["Archive"].values()) == 15  # 10 archived, 5 with Important alone
+    view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    flags = {s.sha256: s.flags for items in view.values() for s in items}
+    for message in account.messages:
+        if rule_folder(message) is None:
+            continue
+        got = flags[digest(message.raw)]
+        assert ("\\Flagged" in got) == (STARRED in message.labels), message.labels
+        others = [lb for lb in message.user_labels if rule_folder(message) != lb]
+        # Dovecot keeps keywords: the labels its folder does not say.
+        assert {label_keyword(lb) for lb in others} <= got, (message.labels, got)
+
+    # Redis lost: the rerun recognises every copy in the folder the rule picks again.
+    redis.Redis.from_url(redis_url).flushall()
+    again = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        batch_id="b2",
+    )  # fmt: skip
+    assert again.state is MailboxState.DONE, again
+    assert again.copied_messages == 0
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+
+
+def test_copies_puts_one_copy_in_each_labels_folder(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    account = gmail_account(gmail_messages(60, seed=1))
+    target = make_user()
+    settings = GmailSettings(labels=LabelMode.COPIES)
+
+    status = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=settings,
+    )  # fmt: skip
+
+    assert status.state is MailboxState.DONE, status
+    wanted = expected(account.messages, copies_folders)
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+    again = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=settings, batch_id="b2",
+    )  # fmt: skip
+    assert again.copied_messages == 0
+
+
+def test_spam_and_trash_only_when_asked_for(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    account = gmail_account(gmail_messages(40, seed=2))
+    target = make_user()
+
+    status = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=GmailSettings(include_spam_trash=True),
+    )  # fmt: skip
+
+    assert status.state is MailboxState.DONE, status
+    wanted = expected(account.messages)
+    for message in account.messages:
+        folder = rule_folder(message, spam_trash=True)
+        if folder in ("Junk", "Trash"):
+            wanted.setdefault(folder, Counter())[digest(message.raw)] += 1
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+    assert sum(wanted["Junk"].values()) == 2 and sum(wanted["Trash"].values()) == 2
+
+
+def test_a_server_without_x_gm_ext_1_is_plain_imap_unless_told_it_is_gmail(
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    source, target = make_user(), make_user()
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        c.plain_login(source, DEFAULT_USER_PASSWORD)
+        c.append("INBOX", gmail_messages(1)[0].raw)
+
+    forced = copy_mailbox(source, target, source_settings=GmailSettings(forced=True), batch_id="f")
+
+    assert forced.state is MailboxState.FAILED
+    assert "X-GM-EXT-1" in forced.last_error
+    plain = copy_mailbox(source, target)
+    assert plain.state is MailboxState.DONE and plain.copied_messages == 1
