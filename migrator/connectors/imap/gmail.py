@@ -13,6 +13,7 @@ is there (one folder for the whole mailbox), else from a label folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -147,11 +148,12 @@ class GmailSource:
         return count
 
     def _listing(self, folder: SourceFolder) -> Iterator[tuple[MessageRef, str, frozenset[str]]]:
-        info = self._imap.select(folder.name)
+        with self._cut_off():
+            info = self._imap.select(folder.name)
         if int(info.get(b"EXISTS", 0)) == 0:
             return
         what = f"{self._imap.what}, folder {folder.name!r}"
-        with imap_errors(what):
+        with self._cut_off(), imap_errors(what):
             typ, data = wire.uid_fetch(self._imap.client, "1:*", _ITEMS)
             if typ != "OK":
                 raise PermanentError(f"{what}: FETCH refused: {as_text(data[0] if data else '')}")
@@ -206,19 +208,24 @@ class GmailSource:
             real = self._account.where[ref.ident]
             back.setdefault(real.ident, ref)
             located.append(real)
-        try:
+        with self._cut_off():
             for real, body in how(located):
                 yield back[real.ident], body
+
+    @contextlib.contextmanager
+    def _cut_off(self) -> Iterator[None]:
+        """Gmail ends a session past its limits (BYE) or lets it starve (a stall): a
+        connection lost here counts as the cap reached, not as a failure."""
+        try:
+            yield
         except TransientError as exc:
             if exc.code is not ErrorCode.CONNECTION:
                 raise
-            # Gmail ends a session past its limits (BYE) or lets it starve: a cap reached.
             until = time.time() + self._settings.cutoff_pause
             if self._meter is not None:
                 self._meter.reached(until)
-            raise CapReached(
-                f"{self._imap.what}: Gmail cut the session off ({exc})", until
-            ) from exc
+            message = f"{self._imap.what}: Gmail cut the session off ({exc})"
+            raise CapReached(message, until) from exc
 
     def _reserve(self, window: Sequence[MessageRef]) -> tuple[int, float | None]:
         if self._meter is None:

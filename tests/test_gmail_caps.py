@@ -1,0 +1,144 @@
+"""Gmail's daily caps: the rolling-window meter in Redis (state/dailycaps.py), and a Gmail
+mailbox that pauses before its download cap, or when Gmail cuts it off, and goes on
+where it stopped, every message once."""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+import pytest
+from gmailkit import GmailAccountMaker, expected, gmail_messages, held
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from support import CopyMailbox, eventually
+
+from migrator import mailboxid
+from migrator.gmail import Direction, GmailSettings
+from migrator.report import MailboxState
+from migrator.state import StateStore
+
+MB = 2**20
+
+
+@pytest.fixture
+def store(redis_url: str) -> StateStore:
+    return StateStore.from_url(redis_url)
+
+
+def test_the_meter_counts_what_fits_and_says_when_the_rest_will(store: StateStore) -> None:
+    meter = store.byte_meters().meter(Direction.DOWNLOAD, "imaps://gmail:993/a", 100, 60.0)
+    before = time.time()
+    assert meter.reserve([30, 30]) == (2, None)
+    allowed, resume = meter.reserve([30, 30, 5])
+    assert allowed == 1 and resume is not None  # 90 counted; the next 30 would pass 100
+    # It fits once the first reservation (60 bytes) has left the window.
+    assert before + 60 - 0.01 <= resume <= time.time() + 60  # Lua prints 14 digits
+    assert meter.reserve([5], whole=True) == (1, None)  # 95
+    allowed, resume = meter.reserve([3, 3], whole=True)  # all or none: none
+    assert allowed == 0 and resume is not None
+    assert store.byte_meters().used(Direction.DOWNLOAD, "imaps://gmail:993/a", 60.0) == 95
+    other = store.byte_meters().meter(Direction.UPLOAD, "imaps://gmail:993/a", 100, 60.0)
+    assert other.reserve([100]) == (1, None)  # each direction and mailbox on its own
+
+
+def test_a_message_past_the_cap_goes_once_the_window_is_clear(store: StateStore) -> None:
+    meter = store.byte_meters().meter(Direction.DOWNLOAD, "m", 100, 0.3)
+    assert meter.reserve([500]) == (1, None)  # nothing else counted: it goes
+    assert meter.reserve([1])[0] == 0
+    eventually(lambda: meter.reserve([1]) == (1, None), what="the window moving on")
+
+
+def test_a_cut_off_counts_as_the_cap_reached_until_then(store: StateStore) -> None:
+    meter = store.byte_meters().meter(Direction.DOWNLOAD, "m", 100, 60.0)
+    until = time.time() + 0.5
+    meter.reached(until)
+    allowed, resume = meter.reserve([1])
+    assert allowed == 0 and resume == pytest.approx(until)
+    eventually(lambda: meter.reserve([1]) == (1, None), what="the cut-off ending")
+
+
+def test_a_mailbox_pauses_before_its_download_cap_and_goes_on_with_nothing_lost(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+    store: StateStore,
+) -> None:
+    account = gmail_account(gmail_messages(80, size_hint=20_000, seed=3))
+    target = make_user()
+    wanted = expected(account.messages)
+    total = sum(len(m.raw) for m in account.messages if m.in_all_mail)
+    cap = total // 3
+    settings = GmailSettings(download_cap=cap, cap_window=3.0)
+
+    def copy() -> object:
+        return copy_mailbox(
+            account.login, target, password=account.password, source_url=account.proxy.url,
+            source_settings=settings, fetch_window=10,
+        )  # fmt: skip
+
+    first = copy()
+    assert first.state is MailboxState.PAUSED, first  # type: ignore[attr-defined]
+    assert first.resume_at is not None and first.resume_at > time.time() - 1  # type: ignore[attr-defined]
+    assert "download cap" in first.last_error  # type: ignore[attr-defined]
+    mailbox = _source_mailbox(account.login, account.proxy.port)
+    assert store.byte_meters().used(Direction.DOWNLOAD, mailbox, 3.0) <= cap
+    partial = held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
+    assert 0 < sum(sum(c.values()) for c in partial.values()) < 71
+    for folder, digests in partial.items():  # what went, went once, where it belongs
+        assert not digests - wanted[folder] and max(digests.values()) == 1
+    states = [first.state]  # type: ignore[attr-defined]
+    while states[-1] is MailboxState.PAUSED:
+        resume_at = store.mailbox("b1", "00001").resume_at  # type: ignore[union-attr]
+        assert resume_at is not None
+        eventually(lambda at=resume_at: time.time() >= at, timeout=10, what="resume time")
+        states.append(copy().state)  # type: ignore[attr-defined]
+    assert states[-1] is MailboxState.DONE
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+
+
+def test_gmail_cutting_the_session_off_pauses_the_mailbox_not_fails_it(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    account = gmail_account(gmail_messages(60, size_hint=20_000, seed=4))
+    target = make_user()
+    settings = GmailSettings(cap_window=24.0)  # a cut-off waits 1/24 of it: 1 s
+    account.proxy.cut_off(after_bytes=600_000)
+
+    first = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=settings, fetch_window=10,
+    )  # fmt: skip
+
+    assert account.proxy.cut_offs == 1
+    assert first.state is MailboxState.PAUSED, first
+    assert "cut the session off" in first.last_error
+    assert first.resume_at is not None
+    eventually(lambda: time.time() >= first.resume_at, timeout=10, what="resume time")  # type: ignore[operator]
+    second = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=settings, batch_id="b2",
+    )  # fmt: skip
+    assert second.state is MailboxState.DONE, second
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)
+
+
+def _source_mailbox(login: str, port: int) -> str:
+    from migrator.batch import parse_server
+    from migrator.model import Credentials, MailboxJob
+    from migrator.secrets import Secret
+
+    job = MailboxJob(
+        line=1,
+        source_identity=login,
+        source_server=parse_server(f"imaps://127.0.0.1:{port}"),
+        source_credentials=Credentials(login, Secret("")),
+        source_root_folder=None,
+        target_identity=login,
+    )
+    return mailboxid.source_mailbox(job)
