@@ -229,3 +229,37 @@ def _un_mutf7(text: str) -> str:
         return base64.b64decode(padded).decode("utf-16-be")
 
     return _MUTF7_RUN.sub(decode, text)
+
+
+# Hosts that are Gmail whatever they announce (forwarding is decided without a session).
+GMAIL_HOSTS = ("imap.gmail.com", "imap.googlemail.com")
+
+
+def forwarding_steps(action: str, source: str, target: str) -> str:
+    """What the operator does by hand to forward a Gmail mailbox (`action`: set, remove or
+    status): Gmail has no ManageSieve, and its forwarding API needs the service account's
+    domain-wide delegation for the gmail.settings.sharing scope, which migrator does not ask."""
+    where = (
+        f"in Gmail signed in as {source}: Settings (the gear), See all settings, "
+        "Forwarding and POP/IMAP"
+    )
+    if action == "remove":
+        return (
+            f"Gmail has no ManageSieve: remove the forwarding by hand {where}: Disable "
+            f"forwarding (or, under Add a forwarding address, remove {target}), Save Changes; "
+            f"or, where a Workspace admin set a routing rule for {source}, delete it (Admin "
+            "console, Apps, Google Workspace, Gmail, Routing)"
+        )
+    if action == "status":
+        return (
+            f"Gmail has no ManageSieve: check by hand {where} (and the Admin console's "
+            "Gmail Routing)"
+        )
+    return (
+        f"Gmail has no ManageSieve: set forwarding by hand {where}: 1. Add a forwarding "
+        f"address: {target}, Next, Proceed; 2. open the confirmation Gmail sends to {target} "
+        f"and confirm (or type its code there); 3. Forward a copy of incoming mail to {target} "
+        "and keep Gmail's copy in the Inbox; 4. Save Changes. A Workspace admin can instead, "
+        "with no confirmation: Admin console, Apps, Google Workspace, Gmail, Routing, "
+        f"Configure: messages for {source}, Also deliver to: {target}"
+    )
