@@ -9,6 +9,7 @@ import ssl
 from collections import Counter
 
 import redis
+from ews_server import EwsServer
 from gmailkit import (
     STARRED,
     GmailAccountMaker,
@@ -136,3 +137,30 @@ def test_a_server_without_x_gm_ext_1_is_plain_imap_unless_told_it_is_gmail(
     assert "X-GM-EXT-1" in forced.last_error
     plain = copy_mailbox(source, target)
     assert plain.state is MailboxState.DONE and plain.copied_messages == 1
+
+
+def test_on_an_exchange_target_the_other_labels_become_categories(
+    gmail_account: GmailAccountMaker, copy_mailbox: CopyMailbox, ews: EwsServer
+) -> None:
+    account = gmail_account(gmail_messages(40, seed=5))
+    target = "gmail-to-exchange@example.com"
+    ews.add_user(target, "x")
+
+    status = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        into=ews,
+    )  # fmt: skip
+
+    assert status.state is MailboxState.DONE, status
+    by_digest = {digest(m.raw): m for m in account.messages}
+    box = ews.store[target]
+    seen = 0
+    for folder in box.folders.values():
+        for item in box.items_in(folder.id):
+            message = by_digest[digest(item.mime)]
+            element = item.props.get("Categories")
+            got = [s.text for s in element] if element is not None else []
+            others = [lb for lb in message.user_labels if rule_folder(message) != lb]
+            assert sorted(got) == sorted(others), (message.labels, got)
+            seen += 1
+    assert seen == sum(1 for m in account.messages if rule_folder(m) is not None)
