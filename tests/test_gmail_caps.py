@@ -6,13 +6,33 @@ from __future__ import annotations
 
 import ssl
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from gmailkit import GmailAccountMaker, expected, gmail_messages, held
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from support import CopyMailbox, eventually
+from servers.certs import TlsFiles
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.gmail_proxy import GmailProxy
+from servers.mailgen import Fill
+from support import (
+    CopyMailbox,
+    assert_copied_exactly,
+    eventually,
+    imaps,
+    run_in_process,
+    run_options,
+    write_source_batch,
+)
 
 from migrator import mailboxid
+from migrator.cli import main
 from migrator.gmail import Direction, GmailSettings
 from migrator.report import MailboxState
 from migrator.state import StateStore
@@ -142,3 +162,66 @@ def _source_mailbox(login: str, port: int) -> str:
         target_identity=login,
     )
     return mailboxid.source_mailbox(job)
+
+
+def test_a_gmail_target_pauses_before_its_upload_cap_and_gets_everything_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    tls_files: TlsFiles,
+    ssl_context: ssl.SSLContext,
+    store: StateStore,
+) -> None:
+    source, target = make_user(), make_user()
+    sent = fill(source, {"INBOX": 40, "Work": 20}, size_hint=20_000)
+    total = sum(m.size for m in sent)
+    # The target answers as Gmail: its upload cap holds.
+    with GmailProxy(dovecot.imap_port, tls_files, target, DEFAULT_USER_PASSWORD) as proxy:
+        options = run_options(proxy.port, tls_files.ca_cert, connections_per_mailbox=1)
+        spec = replace(
+            options.target, settings=GmailSettings(upload_cap=total // 3, cap_window=2.0)
+        )
+        options = replace(options, target=spec)
+        states = []
+        for attempt in range(20):
+            status = run_in_process(
+                store, f"u{attempt}", options, imaps(dovecot), source, DEFAULT_USER_PASSWORD, target
+            )
+            states.append(status.state)
+            if status.state is not MailboxState.PAUSED:
+                break
+            assert "upload cap" in status.last_error and status.resume_at is not None
+            at = status.resume_at
+            eventually(lambda at=at: time.time() >= at, timeout=10, what="resume time")
+    assert states[0] is MailboxState.PAUSED and states[-1] is MailboxState.DONE, states
+    assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
+
+
+def test_migrator_run_waits_out_a_pause_and_ends_done(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    dovecot: DovecotServer,
+    tls_files: TlsFiles,
+    ssl_context: ssl.SSLContext,
+    tmp_path: Path,
+    local_state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    account = gmail_account(gmail_messages(60, size_hint=30_000, seed=6))
+    target = make_user()
+    batch = write_source_batch(
+        tmp_path / "batch.csv", account.proxy.url, [(account.login, account.password, target)]
+    )
+    monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+
+    code = main(
+        ["run", str(batch), "--method", "individual", "--target-server", imaps(dovecot),
+         "--target-admin", MASTER_USER, "--ca-file", str(tls_files.ca_cert), "--batch-id", "p1",
+         "--gmail-download-cap", "1", "--gmail-cap-window", "2"]
+    )  # fmt: skip
+
+    assert code == 0
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)
+    pauses = [r for r in caplog.records if "download cap (1 MB) reached" in r.getMessage()]
+    assert pauses  # it paused on the way, and waited
