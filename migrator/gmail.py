@@ -178,8 +178,9 @@ def keywords(labels: Collection[str], placed: str, folders: Folders) -> tuple[st
     )
 
 
-# RFC 3501 atom-specials and the keyword's own (\\ starts a system flag): not in a keyword.
-_NOT_IN_ATOM = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
+# RFC 3501 atom-specials, the keyword's own (\\ starts a system flag) and "[" (clients
+# read it as a section): not in a keyword.
+_NOT_IN_ATOM = re.compile(r'[\x00-\x20\x7f(){%*"\\\[\]]')
 _ESCAPED = re.compile(r"_([0-9A-F]{2})")
 
 

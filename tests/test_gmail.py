@@ -72,6 +72,7 @@ def test_other_user_labels_become_keywords() -> None:
         ("a_b", "a_5Fb"),
         ("Zürich", "Z&APw-rich"),
         ("R&D (old)", "R&-D_20_28old_29"),
+        ("[Gmail]x", "_5BGmail_5Dx"),
         ("日本", "&ZeVnLA-"),
     ],
 )

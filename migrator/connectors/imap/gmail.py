@@ -84,7 +84,7 @@ class GmailSource:
 
     def list_folders(self) -> list[SourceFolder]:
         listed = self._imap.listed_folders()
-        all_mail = [f for f, flags in listed if "\\all" in flags]
+        all_mail = [(f, flags) for f, flags in listed if "\\all" in flags]
         if not all_mail:
             raise PermanentError(
                 f"{self._imap.what}: Gmail, but no folder is flagged \\All (All Mail): "
@@ -101,10 +101,11 @@ class GmailSource:
         ]
         seen: dict[str, _Seen] = {}
         held: dict[str, int] = {}  # folder -> messages, to tell two \Sent folders apart
-        for folder, _ in sources:
-            held[folder.name] = self._note(folder, seen)
-        archived = self._note(all_mail[0], seen, only_new=True)
-        folders = _folders(sources, held, all_mail[0].name)
+        for folder, flags in sources:
+            held[folder.name] = self._note(folder, flags, seen)
+        archive, archive_flags = all_mail[0]
+        archived = self._note(archive, archive_flags, seen, only_new=True)
+        folders = _folders(sources, held, archive.name)
         account = _Account()
         for message in seen.values():
             for place in gmail.places(
@@ -119,12 +120,10 @@ class GmailSource:
             for folder, _ in sources
             if folder.name in account.placed or not folder.special_use
         ]
-        if all_mail[0].name in account.placed:
+        if archive.name in account.placed:
             log.info("%d messages only All Mail holds: copied to Archive", archived)
             account.folders.append(
-                SourceFolder(
-                    name=all_mail[0].name, path=gmail.ARCHIVE_PATH, special_use=frozenset()
-                )
+                SourceFolder(name=archive.name, path=gmail.ARCHIVE_PATH, special_use=frozenset())
             )
         self._account = account
         return list(account.folders)
@@ -132,19 +131,30 @@ class GmailSource:
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         return list(self._account.placed.get(folder.name, []))
 
-    def _note(self, folder: SourceFolder, seen: dict[str, _Seen], *, only_new: bool = False) -> int:
+    def _note(
+        self,
+        folder: SourceFolder,
+        flags: set[str],
+        seen: dict[str, _Seen],
+        *,
+        only_new: bool = False,
+    ) -> int:
         """List `folder` into `seen` by message id; how many messages it held (with
-        `only_new`: how many no folder listed before held)."""
+        `only_new`: how many no folder listed before held).  The folder's own label is
+        added to what X-GM-LABELS says: a label whose folder shows the message holds."""
+        shown = _label_of(folder, flags)
         count = 0
         for ref, msgid, labels in self._listing(folder):
+            labels = labels | shown
             known = seen.get(msgid)
             if known is None:
                 seen[msgid] = _Seen(msgid, ref, labels, ref)
                 count += 1
-            else:
-                if folder.is_all_mail:
-                    known.located = ref
-                count += 0 if only_new else 1
+                continue
+            known.labels |= labels
+            if folder.is_all_mail:
+                known.located = ref
+            count += 0 if only_new else 1
         return count
 
     def _listing(self, folder: SourceFolder) -> Iterator[tuple[MessageRef, str, frozenset[str]]]:
@@ -259,6 +269,16 @@ def _folders(
         if not labels:
             user[folder.name] = folder.name
     return Folders(system=system, user=user, archive=archive)
+
+
+def _label_of(folder: SourceFolder, flags: set[str]) -> frozenset[str]:
+    """The label a folder shows its messages under (none for All Mail)."""
+    if folder.name.upper() == "INBOX":
+        return frozenset({gmail.INBOX})
+    if "\\all" in flags:
+        return frozenset()
+    system = {gmail.SPECIAL_USE_LABEL[f] for f in flags if f in gmail.SPECIAL_USE_LABEL}
+    return frozenset(system or {folder.name})
 
 
 def _labels(item: dict[bytes, Any]) -> frozenset[str]:
