@@ -21,6 +21,7 @@ from servers.dovecot import (
 )
 from servers.gmail_proxy import GmailProxy
 from servers.mailgen import Fill
+from servers.proxy import TcpProxy
 from support import (
     CopyMailbox,
     assert_copied_exactly,
@@ -225,3 +226,34 @@ def test_migrator_run_waits_out_a_pause_and_ends_done(
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)
     pauses = [r for r in caplog.records if "download cap (1 MB) reached" in r.getMessage()]
     assert pauses  # it paused on the way, and waited
+
+
+def test_gmail_starving_the_session_pauses_the_mailbox_not_fails_it(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    account = gmail_account(gmail_messages(60, size_hint=20_000, seed=7))
+    target = make_user()
+    settings = GmailSettings(cap_window=24.0)  # a cut-off waits 1/24 of it: 1 s
+    with TcpProxy(account.proxy.port) as slow:
+        # Bytes slowed to nothing past 600 kB: the session times out waiting.
+        slow.stall(30, after_bytes=600_000, then="drop")
+        first = copy_mailbox(
+            account.login, target, password=account.password,
+            source_url=f"imaps://127.0.0.1:{slow.port}", source_settings=settings,
+            fetch_window=10, timeout=2.0,
+        )  # fmt: skip
+        slow.release()
+    assert slow.faults_fired == ["stall"]
+    assert first.state is MailboxState.PAUSED, first
+    assert "cut the session off" in first.last_error and first.resume_at is not None
+    eventually(lambda: time.time() >= first.resume_at, timeout=10, what="resume time")  # type: ignore[operator]
+    second = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=settings, batch_id="b2",
+    )  # fmt: skip
+    assert second.state is MailboxState.DONE, second
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)
