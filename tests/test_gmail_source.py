@@ -20,10 +20,14 @@ from gmailkit import (
     rule_folder,
 )
 from imapclient import IMAPClient
+from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
-from support import CopyMailbox, digest, snapshot
+from support import CopyMailbox, batch_job, digest, snapshot, source_row
 
+from migrator.connectors import connector
+from migrator.foldermap import default_folder_map
 from migrator.gmail import GmailSettings, LabelMode, label_keyword
+from migrator.model import ConnectOptions
 from migrator.report import MailboxState
 
 
@@ -164,3 +168,20 @@ def test_on_an_exchange_target_the_other_labels_become_categories(
             assert sorted(got) == sorted(others), (message.labels, got)
             seen += 1
     assert seen == sum(1 for m in account.messages if rule_folder(m) is not None)
+
+
+def test_the_inventory_of_a_gmail_mailbox_counts_each_message_once_where_it_goes(
+    gmail_account: GmailAccountMaker, tls_files: TlsFiles
+) -> None:
+    account = gmail_account(gmail_messages(60, seed=8))
+    row = source_row(account.proxy.url, account.login, account.password, "t@example.test")
+    job = batch_job(row)
+    options = ConnectOptions(timeout=30, ca_file=str(tls_files.ca_cert))
+
+    survey = connector("imap").survey(job, options, default_folder_map())
+
+    copied = [m for m in account.messages if rule_folder(m) is not None]
+    assert survey.size_bytes == sum(len(m.raw) for m in copied)
+    names = {"INBOX": "Inbox", "Sent": "Sent Items"}
+    wanted = Counter(names.get(rule_folder(m) or "", rule_folder(m)) for m in copied)
+    assert survey.items == dict(wanted)
