@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from gmailkit import GmailAccountMaker, expected, gmail_messages, held
+from rich.console import Console
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
@@ -34,6 +35,7 @@ from support import (
 
 from migrator import mailboxid
 from migrator.cli import main
+from migrator.display import result_table
 from migrator.gmail import Direction, GmailSettings
 from migrator.report import MailboxState
 from migrator.state import StateStore
@@ -103,6 +105,12 @@ def test_a_mailbox_pauses_before_its_download_cap_and_goes_on_with_nothing_lost(
     assert first.state is MailboxState.PAUSED, first  # type: ignore[attr-defined]
     assert first.resume_at is not None and first.resume_at > time.time() - 1  # type: ignore[attr-defined]
     assert "download cap" in first.last_error  # type: ignore[attr-defined]
+    row = store.mailbox("b1", "00001")
+    assert row is not None and row.state is MailboxState.PAUSED
+    console = Console(width=300, record=True)
+    console.print(result_table([row], "b1"))
+    table = console.export_text()
+    assert "paused" in table and "resumes " in table and "download cap" in table
     mailbox = _source_mailbox(account.login, account.proxy.port)
     assert store.byte_meters().used(Direction.DOWNLOAD, mailbox, 3.0) <= cap
     partial = held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
