@@ -269,9 +269,9 @@ def send_one(
             here = batch.position[id(ref)]
             batch.sent.undelivered += fits[expected:here]  # the source skipped these
             expected = here + 1
-            if ref.folder != current_folder:
-                current_folder = ref.folder
-                sending.progress.folder(ref.folder)
+            if ref.placed != current_folder:
+                current_folder = ref.placed
+                sending.progress.folder(ref.placed)
             batch.add(ref, _item(ref, body, sending, batch.sent))
             del body
             if batch.full() and not batch.flush():
@@ -297,7 +297,7 @@ def _item(ref: MessageRef, body: bytes, sending: Sending, sent: Sent) -> AppendI
         sent.unparsable_headers += rewritten.headers_unparsable
         del rewritten
     return AppendItem(
-        sending.target_of[ref.folder],
+        sending.target_of[ref.placed],
         body,
         ref.flags,
         ref.append_date(sending.now),

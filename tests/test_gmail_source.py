@@ -11,6 +11,7 @@ from collections import Counter
 import redis
 from ews_server import EwsServer
 from gmailkit import (
+    INBOX,
     STARRED,
     GmailAccountMaker,
     copies_folders,
@@ -185,3 +186,39 @@ def test_the_inventory_of_a_gmail_mailbox_counts_each_message_once_where_it_goes
     names = {"INBOX": "Inbox", "Sent": "Sent Items"}
     wanted = Counter(names.get(rule_folder(m) or "", rule_folder(m)) for m in copied)
     assert survey.items == dict(wanted)
+
+
+def test_labels_changed_between_two_runs_send_nothing_again(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+) -> None:
+    account = gmail_account(gmail_messages(40, seed=9))
+    target = make_user()
+    first = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url
+    )
+    assert first.state is MailboxState.DONE, first
+    wanted = expected(account.messages)
+    # The user archives an Inbox message and labels an archived one, between two runs.
+    inbox_only = next(m for m in account.messages if m.labels == (INBOX,))
+    archived = next(m for m in account.messages if not m.labels)
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        c.plain_login(account.login, account.password)
+        c.select_folder(INBOX)
+        fetched = c.fetch(c.search("ALL"), ["BODY.PEEK[]"])
+        uid = next(u for u, d in fetched.items() if d[b"BODY[]"] == inbox_only.raw)
+        c.delete_messages([uid])
+        c.expunge()
+        c.append("Personal", archived.raw, archived.flags, archived.internaldate)
+
+    again = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        batch_id="b2",
+    )  # fmt: skip
+
+    assert again.state is MailboxState.DONE, again
+    assert again.copied_messages == 0  # each went once, where the rule put it then
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted

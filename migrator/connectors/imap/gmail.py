@@ -184,14 +184,19 @@ class GmailSource:
         flags = [f for f in message.ref.flags if f.lower() != "\\flagged"]
         if gmail.STARRED in message.labels or "\\flagged" in {f.lower() for f in message.ref.flags}:
             flags.append("\\Flagged")
-        if self._settings.labels is LabelMode.RULE:
-            flags += gmail.keywords(message.labels, place, folders)
+        if self._settings.labels is LabelMode.COPIES:
+            # One copy per label: each its own checkpoint, under its label's folder.
+            return replace(message.ref, folder=place, uidvalidity=MSGID_VALIDITY,
+                           uid=message.msgid, flags=tuple(flags))  # fmt: skip
+        # One copy: its checkpoint under All Mail whatever folder the rule picks now, so a
+        # label changed between two runs does not send it again.
         return replace(
             message.ref,
-            folder=place,
+            folder=folders.archive,
+            place=None if place == folders.archive else place,
             uidvalidity=MSGID_VALIDITY,
             uid=message.msgid,
-            flags=tuple(flags),
+            flags=tuple(flags) + gmail.keywords(message.labels, place, folders),
         )
 
     # -- fetching ----------------------------------------------------------------------
