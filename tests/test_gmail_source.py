@@ -5,9 +5,11 @@ Spam and Trash only when asked for, a rerun after Redis loss copying nothing."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections import Counter
 
+import pytest
 import redis
 from ews_server import EwsServer
 from gmailkit import (
@@ -80,10 +82,12 @@ def test_copies_puts_one_copy_in_each_labels_folder(
     copy_mailbox: CopyMailbox,
     dovecot: DovecotServer,
     ssl_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     account = gmail_account(gmail_messages(60, seed=1))
     target = make_user()
     settings = GmailSettings(labels=LabelMode.COPIES)
+    caplog.set_level(logging.WARNING)
 
     status = copy_mailbox(
         account.login, target, password=account.password, source_url=account.proxy.url,
@@ -93,6 +97,8 @@ def test_copies_puts_one_copy_in_each_labels_folder(
     assert status.state is MailboxState.DONE, status
     wanted = expected(account.messages, copies_folders)
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+    # One pass: a message two labels want is read once and sent twice, none left behind.
+    assert not [r for r in caplog.records if "pass 1 ended" in r.getMessage()]
     again = copy_mailbox(
         account.login, target, password=account.password, source_url=account.proxy.url,
         source_settings=settings, batch_id="b2",

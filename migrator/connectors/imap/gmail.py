@@ -44,6 +44,9 @@ _ITEMS = (
 )
 _FIELDS = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
 _DROPPED_FLAGS = {"\\recent", "\\deleted"}
+# Messages read in one go (the copier's fetch windows are smaller): bodies wait here only
+# until the chunk is read, so that one message wanted by two refs is read once.
+_READ_CHUNK = 500
 
 
 @dataclass
@@ -216,16 +219,19 @@ class GmailSource:
         yield from self._read(refs, self._imap.heads)
 
     def _read(self, refs: Sequence[MessageRef], how: Any) -> Iterator[tuple[MessageRef, bytes]]:
-        """Each ref read where it is found, handed back as the ref the copier knows."""
-        back: dict[tuple[str, int, str], MessageRef] = {}
-        located: list[MessageRef] = []
-        for ref in refs:
-            real = self._account.where[ref.ident]
-            back.setdefault(real.ident, ref)
-            located.append(real)
+        """Each ref read where it is found (once, however many labels' copies want it:
+        `copies`), handed back as the ref the copier knows, in the order given."""
+        where = self._account.where
         with self._cut_off():
-            for real, body in how(located):
-                yield back[real.ident], body
+            for start in range(0, len(refs), _READ_CHUNK):
+                chunk = refs[start : start + _READ_CHUNK]
+                unique = {where[ref.ident].ident: where[ref.ident] for ref in chunk}
+                got = {real.ident: body for real, body in how(list(unique.values()))}
+                for ref in chunk:
+                    body = got.get(where[ref.ident].ident)
+                    if body is not None:  # else expunged since listing: the copier names it
+                        yield ref, body
+                del got
 
     @contextlib.contextmanager
     def _cut_off(self) -> Iterator[None]:
