@@ -46,14 +46,15 @@ def run_in_process(
     def one(job_id: str) -> None:
         while not stop.is_set():
             try:
-                result = execute_job(store, batch_id, job_id, box, stop=stop)
+                execute_job(store, batch_id, job_id, box, stop=stop)
             except MailboxBusy:
                 stop.wait(min(lock_ttl(), 5.0))
                 continue
-            if result is None or result.state is not MailboxState.PAUSED:
+            status = store.mailbox(batch_id, job_id)
+            if status is None or status.state is not MailboxState.PAUSED:
                 return
             # A daily cap: wait here until the mailbox has room again (Ctrl-C ends it).
-            stop.wait(max(0.0, (result.resume_at or 0.0) - time.time()))
+            stop.wait(max(0.0, (status.resume_at or 0.0) - time.time()))
 
     with (
         _ctrl_c(stop, batch_id),

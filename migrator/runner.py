@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import replace
 
@@ -82,6 +83,11 @@ def execute_job(
         log.warning("batch %s job %s is not in Redis; nothing to do", batch_id, job_id)
         return None
     if status.state is MailboxState.DONE:
+        return None
+    if status.state is MailboxState.PAUSED and (status.resume_at or 0.0) > time.time() + 1:
+        # A daily cap: its own task comes at resume_at; one early (`resume`, a broker's
+        # second delivery) would only find the cap reached and queue another.
+        log.info("mailbox %s paused until %s", status.source_identity, status.resume_at)
         return None
     try:
         job = jobs.Job.from_json(raw)

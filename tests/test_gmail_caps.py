@@ -38,6 +38,8 @@ from migrator.cli import main
 from migrator.display import result_table
 from migrator.gmail import Direction, GmailSettings
 from migrator.report import MailboxState
+from migrator.runner import execute_job
+from migrator.secrets import SecretBox, new_key
 from migrator.state import StateStore
 
 MB = 2**20
@@ -114,6 +116,9 @@ def test_a_mailbox_pauses_before_its_download_cap_and_goes_on_with_nothing_lost(
     console.print(result_table([row], "b1"))
     table = console.export_text()
     assert "paused" in table and "resumes " in table and "download" in table
+    # A task before its time (`resume`, a broker delivering twice) leaves it paused.
+    assert execute_job(store, "b1", "00001", SecretBox(new_key())) is None
+    assert store.mailbox("b1", "00001") == row
     mailbox = _source_mailbox(account.login, account.proxy.port)
     assert store.byte_meters().used(Direction.DOWNLOAD, mailbox, window) <= cap
     partial = held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
