@@ -3,16 +3,31 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve dovecot-lmtpd redis-server
+DEBS := dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve dovecot-lmtpd redis-server \
+	chromium chromium-driver
+# The bench's anchors: imapsync's Perl modules (../shared/anchors/README.md).
+BENCH_DEBS := libauthen-ntlm-perl libcgi-pm-perl libcrypt-openssl-rsa-perl libdata-uniqid-perl \
+  libencode-imaputf7-perl libfile-copy-recursive-perl libfile-tail-perl libio-socket-inet6-perl \
+  libio-socket-ssl-perl libio-tee-perl libhtml-parser-perl libjson-webtoken-perl \
+  libmail-imapclient-perl libparse-recdescent-perl libproc-processtable-perl \
+  libmodule-scandeps-perl libreadonly-perl libregexp-common-perl libsys-meminfo-perl \
+  libterm-readkey-perl libtest-mockobject-perl libtest-pod-perl libunicode-string-perl \
+  liburi-perl libwww-perl libtest-nowarnings-perl libtest-deep-perl libtest-warn-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup debs venv demo test check bench clean
+.PHONY: setup debs bench-debs install-debs venv demo test check bench clean
 
 setup: debs venv
 
 # Installs only what is missing; `apt-get update` first, as a fresh machine needs it.
 debs:
-	@missing=""; for p in $(DEBS); do \
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(DEBS)"
+
+bench-debs:
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(BENCH_DEBS)"
+
+install-debs:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -36,13 +51,14 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
 check: setup
-	$(VENV)/bin/ruff check migrator workers tests scripts
-	$(VENV)/bin/ruff format --check migrator workers tests scripts
+	$(VENV)/bin/ruff check migrator workers tests scripts bench
+	$(VENV)/bin/ruff format --check migrator workers tests scripts bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: setup
-	$(PY) -m bench.run
+# RUNS: interleaved runs of each anchor comparison (the medians are reported).
+bench: setup bench-debs
+	RUNS=$(or $(RUNS),3) $(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info

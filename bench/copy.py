@@ -2,9 +2,11 @@
 
     python -m bench.copy MODE JSON_SPEC
 
-MODE is `ours` (the migrator runner, as a worker runs it) or `baseline` (a plain
-loop: fetch one message, append it).  Prints one JSON line: wall, cpu, peak_mb,
-messages, bytes.
+MODE is `ours` (the migrator runner, as a worker runs it), `baseline` (a plain
+loop: fetch one message, append it), or one of bench.anchors' tools (`imapsync`,
+`dsync`, `limit`), run as this process's child.  Prints one JSON line: wall, cpu,
+peak_mb (the tool's own: this process's, or its children's), and for ours and baseline
+the messages and bytes they say they copied (bench.check counts what arrived).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from bench import anchors
+from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.copier import CONNECTIONS_PER_MAILBOX
-from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
+from migrator.model import AdminLogin, ConnectOptions
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
+from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import StateStore
 
@@ -95,19 +99,26 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children() -> tuple[float, float]:
+    """CPU seconds and peak MB of the children that ended."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
 def main() -> None:
     mode, spec = sys.argv[1], json.loads(sys.argv[2])
     start, cpu = time.perf_counter(), time.process_time()
-    messages, size = (ours if mode == "ours" else baseline)(spec)
+    if mode in ("ours", "baseline"):
+        messages, size = (ours if mode == "ours" else baseline)(spec)
+        wall, used, peak = time.perf_counter() - start, time.process_time() - cpu, peak_mb()
+    else:
+        getattr(anchors, mode)(spec)
+        wall = time.perf_counter() - start
+        messages, size = 0, 0
+        used, peak = children()
     print(
         json.dumps(
-            {
-                "wall": time.perf_counter() - start,
-                "cpu": time.process_time() - cpu,
-                "peak_mb": peak_mb(),
-                "messages": messages,
-                "bytes": size,
-            }
+            {"wall": wall, "cpu": used, "peak_mb": peak, "messages": messages, "bytes": size}
         )
     )
 

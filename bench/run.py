@@ -1,4 +1,5 @@
-"""`make bench`: our copier against a plain sequential baseline, in the same run.
+"""`make bench`: our copier against a plain sequential baseline, imapsync, Dovecot's dsync
+and the limit (the target Dovecot importing the mail itself), in the same run.
 
 A private Dovecot gets, from a fixed seed, one large mailbox (3,000 messages, about
 150 MB, ten folders, a realistic size mix with a few multi-megabyte attachments),
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,13 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from servers.certs import make_tls_files  # noqa: E402
+from servers.certs import TlsFiles, make_tls_files  # noqa: E402
 from servers.dovecot import MASTER_PASSWORD, MASTER_USER, DovecotServer  # noqa: E402
 from servers.mailgen import make_message  # noqa: E402
 from servers.redis import RedisServer  # noqa: E402
 
+from bench.check import digests  # noqa: E402
+from bench.compare import compare, ratio_lines  # noqa: E402
 from bench.latency import LatencyProxy  # noqa: E402
 from migrator.copier import CONNECTIONS_PER_MAILBOX  # noqa: E402
 
@@ -108,14 +112,51 @@ def warm(server: DovecotServer, ctx: ssl.SSLContext, user: str) -> None:
                 )  # fmt: skip
 
 
+def spec_maker(
+    server: DovecotServer, tls: TlsFiles, redis_url: str
+) -> Callable[..., dict[str, Any]]:
+    """What bench.copy is told of a run: its pairs "{name}-src" to "{name}-{side}"."""
+
+    def spec(
+        names: list[str],
+        side: str,
+        parallel: int = 1,
+        port: int = server.imaps_port,
+        connections: int = CONNECTIONS_PER_MAILBOX,
+    ) -> dict[str, Any]:
+        return {
+            "connections": connections,
+            "port": port,
+            "conf": str(server.config_path),
+            "homes": {
+                f"{n}-src@bench.test": str(server.home(f"{n}-src@bench.test")) for n in names
+            },
+            "server": f"imaps://127.0.0.1:{port}",
+            "ca_file": str(tls.ca_cert),
+            "password": PASSWORD,
+            "admin": MASTER_USER,
+            "admin_password": MASTER_PASSWORD,
+            "redis_url": redis_url,
+            "batch_id": f"bench-{side}-{names[0]}",
+            "parallel": parallel,
+            "pairs": [
+                {"source": f"{n}-src@bench.test", "target": f"{n}-{side}@bench.test"} for n in names
+            ],
+        }
+
+    return spec
+
+
 def measure(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.copy", mode, json.dumps(spec)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.copy {mode} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -148,28 +189,7 @@ def main() -> int:
             for name in users:
                 warm(server, ctx, f"{name}-src@bench.test")
 
-            def spec(
-                names: list[str],
-                side: str,
-                parallel: int = 1,
-                port: int = server.imaps_port,
-                connections: int = CONNECTIONS_PER_MAILBOX,
-            ) -> dict[str, Any]:
-                return {
-                    "connections": connections,
-                    "server": f"imaps://127.0.0.1:{port}",
-                    "ca_file": str(tls.ca_cert),
-                    "password": PASSWORD,
-                    "admin": MASTER_USER,
-                    "admin_password": MASTER_PASSWORD,
-                    "redis_url": redis_server.url,
-                    "batch_id": f"bench-{side}-{names[0]}",
-                    "parallel": parallel,
-                    "pairs": [
-                        {"source": f"{n}-src@bench.test", "target": f"{n}-{side}@bench.test"}
-                        for n in names
-                    ],
-                }
+            spec = spec_maker(server, tls, redis_server.url)
 
             small = [f"small{i}" for i in range(10)]
             near = {
@@ -179,6 +199,26 @@ def main() -> int:
                 "10 small, one after another": measure("ours", spec(small, "seq", 1)),
                 "10 small, in parallel": measure("ours", spec(small, "par", 10)),
                 "one 50 MB message: migrator": measure("ours", spec(["huge"], "ours")),
+            }
+            source = digests(server.imaps_port, ctx, "big-src@bench.test", PASSWORD)
+            rounds = int(os.environ.get("RUNS", "3"))
+
+            def add_user(name: str) -> None:
+                server.add_user(name, PASSWORD)
+
+            anchored = {
+                "loopback": compare(
+                    "loopback",
+                    rounds,
+                    server.imaps_port,
+                    measure,
+                    spec,
+                    add_user,
+                    ctx,
+                    PASSWORD,
+                    source,
+                    with_limit=True,
+                )
             }
             # The same over a network with a round trip of 2 x LATENCY_MS, where fewer
             # round trips and overlapping reads and writes matter most.
@@ -193,6 +233,10 @@ def main() -> int:
                     "10 small, one after another": measure("ours", spec(small, "lseq", 1, p)),
                     "10 small, in parallel": measure("ours", spec(small, "lpar", 10, p)),
                 }
+                anchored[f"{2 * LATENCY_MS} ms RTT"] = compare(
+                    f"{2 * LATENCY_MS} ms RTT", rounds, p, measure, spec, add_user, ctx,
+                    PASSWORD, source, with_limit=False,
+                )  # fmt: skip
     rows = [(f"loopback, {name}", r) for name, r in near.items()]
     rows += [(f"{2 * LATENCY_MS} ms RTT, {name}", r) for name, r in far.items()]
     table = Table(
@@ -224,10 +268,35 @@ def main() -> int:
     console.print(
         f"peak memory with a 50 MB message: {near['one 50 MB message: migrator']['peak_mb']:.0f} MB"
     )
+    print_anchored(anchored, rounds)
     (REPO / "bench" / "results.json").write_text(
-        json.dumps([{"run": name, **r} for name, r in rows], indent=2) + "\n"
+        json.dumps(
+            {"runs": [{"run": name, **r} for name, r in rows], "anchored": anchored}, indent=2
+        )
+        + "\n"
     )
     return 0
+
+
+def print_anchored(anchored: dict[str, dict[str, dict[str, Any]]], rounds: int) -> None:
+    """The large mailbox with each tool: medians of `rounds` interleaved runs."""
+    table = Table(title=f"the large mailbox, each tool (median of {rounds} interleaved runs)")
+    for column in ("network", "tool", "seconds", "runs (s)", "CPU s", "peak MB"):
+        table.add_column(column, justify="left" if column in ("network", "tool") else "right")
+    for network, results in anchored.items():
+        for label, r in results.items():
+            table.add_row(
+                network,
+                label,
+                f"{r['median_wall']:.1f}",
+                " ".join(f"{w:.1f}" for w in r["walls"]),
+                f"{r['cpu']:.1f}",
+                f"{r['peak_mb']:.0f}",
+            )
+    console.print(table)
+    for network, results in anchored.items():
+        for line in ratio_lines(network, results):
+            console.print(line)
 
 
 if __name__ == "__main__":

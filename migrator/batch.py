@@ -110,7 +110,7 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
             # Named after their protocol (imaps, pop3s, ews): http(s) stays "unknown" to IMAP.
             owner = next(
                 (
-                    e.protocol
+                    e
                     for e in connectors.REGISTRY
                     if scheme.startswith(e.protocol) and scheme in connectors.schemes(e.protocol)
                 ),
@@ -118,8 +118,9 @@ def parse_server(text: str, *, protocol: str = "imap") -> ServerAddress:
             )
             if owner is not None:
                 raise ValueError(
-                    f"{scheme}:// is a {owner.upper()} address, but this batch reads "
-                    f"{protocol.upper()}"
+                    f"{scheme}:// is a {owner.protocol.upper()} address, but this batch reads "
+                    f"{protocol.upper()} (a {owner.protocol.upper()} source: "
+                    f"--source-type {owner.kind})"
                 )
             expected = " or ".join(f"{name}://" for name in schemes)
             raise ValueError(f"unknown scheme {scheme[:20]!r}; use {expected} or a bare host")
@@ -210,8 +211,9 @@ def resolve_credentials(
 def _require_admin(method: AccessMethod, admin: AdminLogin | None) -> AdminLogin:
     if admin is None or not admin.login or not admin.password:
         raise BatchError(
-            f"the {method.value} access method logs in with the admin account: "
-            "give the admin login and password"
+            f"the {method.value} access method logs in with the admin account: give the "
+            "admin login and password (--admin and --admin-password-file, or "
+            "$MIGRATOR_ADMIN_PASSWORD)"
         )
     return admin
 
@@ -270,11 +272,14 @@ def parse_batch(
         _require_admin(method, admin)
     if method is AccessMethod.COMBINED:
         _check_template(combined_template)
-    needs_login = connectors.by_protocol(protocol).needs_login  # files need none
+    # Files need no login; a Graph source is read with its app's own token.
+    needs_login = connectors.by_protocol(protocol).needs_login
     if not needs_login and method is not AccessMethod.INDIVIDUAL:
-        raise BatchError(f"a {protocol} source is files, with no login: use --method individual")
+        raise BatchError(f"a {protocol} source has no login of its own: use --method individual")
     if token_logins and not needs_login:
-        raise BatchError(f"a {protocol} source is files, with no login: it takes no OAuth 2.0")
+        raise BatchError(
+            f"a {protocol} source has no login of its own: it takes no --source-auth oauth2"
+        )
     required = BATCH_REQUIRED if needs_login else (SOURCE_IDENTITY, SOURCE_SERVER)
     columns, width, rows = open_table(text, BATCH_COLUMNS, required)
     needed = METHOD_COLUMNS.get(method, ()) if needs_login and not token_logins else ()

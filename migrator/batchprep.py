@@ -15,7 +15,12 @@ from pathlib import Path
 
 from migrator import connectors
 from migrator.batch import AccessMethod, parse_server, read_batch_file
-from migrator.cliargs import ADMIN_PASSWORD_ENV, TARGET_ADMIN_PASSWORD_ENV, password_from
+from migrator.cliargs import (
+    ADMIN_PASSWORD_ENV,
+    TARGET_ADMIN_PASSWORD_ENV,
+    notify_settings,
+    password_from,
+)
 from migrator.connectors.base import Role
 from migrator.errors import ConfigError
 from migrator.foldermap import load_folder_map
@@ -108,6 +113,7 @@ def prepare(args: argparse.Namespace, box: SecretBox) -> tuple[str, dict[str, st
         "until": args.until.isoformat() if args.until else "",
         "rewrite": "yes" if rewrite else "no",
         "forward_after_copy": "yes" if args.forward_after_copy else "no",
+        **notify_settings(args).to_meta(box, batch_id),
     }
     return batch_id, meta, build_jobs(result.jobs, options, box)
 

@@ -25,12 +25,14 @@ from migrator.cliargs import (
     batch_arguments,
     run_arguments,
 )
+from migrator.clihelp import EXAMPLES, command_parser, config_argument, read_config, version
 from migrator.display import result_table, status_json, status_table, watch
 from migrator.errors import ConfigError, MigrationError
 from migrator.jobs import Job
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
 from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.localrun import Interrupted, run_in_process
+from migrator.opscli import add_ops_commands, known_batch, reading_store
 from migrator.report import MailboxState
 from migrator.secrets import (
     SECRET_KEY_ENV,
@@ -39,18 +41,31 @@ from migrator.secrets import (
     redact,
 )
 from migrator.state import NewJob, StateStore
-from migrator.terminal import EXIT_BAD_INPUT, EXIT_INTERRUPTED, console, err_console
+from migrator.terminal import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    console,
+    err_console,
+    wide_console,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        read_config(parser, words)
+    except MigrationError as exc:
+        err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # imapclient logs every line and literal at DEBUG (message bodies): never let -v show them.
-    logging.getLogger("imapclient").setLevel(logging.INFO)
+    # imapclient logs every line and literal at DEBUG (message bodies): never let -v show
+    # them; and its INFO lines ("Connection closed") only with -v.
+    logging.getLogger("imapclient").setLevel(logging.INFO if args.verbose else logging.WARNING)
     install_redaction(logging.getLogger())
     try:
         return int(args.func(args))
@@ -69,11 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="migrator", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="migrator",
+        description=__doc__,
+        epilog=EXAMPLES[""],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what is done, for a bug report"
+    )
+    parser.add_argument("--version", action="version", version=f"migrator {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    validate = sub.add_parser("validate", help="check a batch CSV and name each bad line")
+    validate = command_parser(sub, "validate", "check a batch CSV and name each bad line")
     batch_arguments(validate)
     validate.set_defaults(func=cmd_validate)
 
@@ -81,18 +104,19 @@ def _parser() -> argparse.ArgumentParser:
         ("run", cmd_run, "run a batch on this machine and wait"),
         ("enqueue", cmd_enqueue, "enqueue a batch for Celery workers; print its id"),
     ):
-        command = sub.add_parser(name, help=text)
+        command = command_parser(sub, name, text)
         batch_arguments(command)
         run_arguments(command)
+        config_argument(command)
         command.set_defaults(func=func)
 
-    status = sub.add_parser("status", help="the table of a batch")
-    status.add_argument("batch")
-    status.add_argument("--json", action="store_true")
+    status = command_parser(sub, "status", "the table of a batch: a row per mailbox and the totals")
+    status.add_argument("batch", help="the batch id (`migrator batches` lists them)")
+    status.add_argument("--json", action="store_true", help="as JSON, every figure")
     status.set_defaults(func=cmd_status)
 
-    resume = sub.add_parser("resume", help="re-enqueue every mailbox of a batch not done")
-    resume.add_argument("batch")
+    resume = command_parser(sub, "resume", "re-enqueue every mailbox of a batch not done")
+    resume.add_argument("batch", help="the batch id (`migrator batches` lists them)")
     resume.add_argument(
         "--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)"
     )
@@ -106,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     from migrator.forwardcli import add_forwarding_commands
 
     add_forwarding_commands(sub)
+    add_ops_commands(sub)
+    from migrator.checkcli import add_check_command
+
+    add_check_command(sub)
 
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
@@ -146,12 +174,21 @@ def _create_batch(
     jobs: list[NewJob],
 ) -> None:
     """The batch in Redis and its copy on this machine; a named batch that exists already
-    is refused (writing it again would reset the rows of a run that may still go on)."""
+    is refused (writing it again would reset the rows of a run that may still go on),
+    unless --replace says to, and then only while none of its mailboxes runs."""
     if args.batch_id and store.batch_exists(batch_id):
-        raise ConfigError(
-            f"batch {batch_id} exists already: `migrator resume {batch_id}` goes on with it "
-            "(or give another --batch-id)"
-        )
+        if not getattr(args, "replace", False):
+            raise ConfigError(
+                f"batch {batch_id} exists already: `migrator resume {batch_id}` goes on with "
+                "it, --replace replaces it, or give another --batch-id"
+            )
+        running = store.running_mailboxes(batch_id)
+        if running:
+            raise ConfigError(
+                f"batch {batch_id} has {running} mailboxes running: not replaced (wait for "
+                f"them, `migrator status {batch_id}`)"
+            )
+        store.delete_batch(batch_id)
     store.create_batch(batch_id, meta, jobs)
     save_manifest(batch_id, meta, jobs)
 
@@ -211,16 +248,12 @@ def _forwarding_after_copy(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url = shared_url()
-    if url:
-        return _print_status(StateStore.from_url(url), args)
-    with PrivateRedis(state_dir()) as private:
-        return _print_status(StateStore.from_url(private.url), args)
+    with reading_store() as (store, where):
+        return _print_status(store, args, where)
 
 
-def _print_status(store: StateStore, args: argparse.Namespace) -> int:
-    if not store.batch_exists(args.batch):
-        raise ConfigError(f"batch {args.batch} is not known to this Redis")
+def _print_status(store: StateStore, args: argparse.Namespace, where: str) -> int:
+    known_batch(store, args.batch, where)
     if args.json:
         print(status_json(store, args.batch))
         return 0
@@ -228,7 +261,7 @@ def _print_status(store: StateStore, args: argparse.Namespace) -> int:
     title = f"batch {args.batch}"
     if meta.get("insecure") == "yes":
         title += " (TLS NOT verified: --insecure)"
-    console.print(status_table(store, args.batch, title))
+    wide_console().print(status_table(store, args.batch, title))
     return 0
 
 
@@ -276,6 +309,7 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
             raise ConfigError(f"batch {batch_id} is neither in Redis nor saved on this machine")
         err_console.print(f"batch {batch_id} restored from {manifest_path(batch_id)}")
         store.create_batch(batch_id, *saved)
+    store.reopen_batch(batch_id)
     pending = []
     for row in store.mailboxes(batch_id):
         if row.state is MailboxState.DONE:

@@ -17,6 +17,7 @@ from migrator.copier import CONNECTIONS_PER_MAILBOX, LATE_COMMIT_GRACE
 from migrator.errors import ConfigError
 from migrator.forwardjobs import DEFAULT_SIEVE_PORT
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.notify import NotifySettings
 from migrator.oauth.options import add_oauth_arguments
 from migrator.secrets import (
     Secret,
@@ -27,8 +28,20 @@ TARGET_ADMIN_PASSWORD_ENV = "MIGRATOR_TARGET_ADMIN_PASSWORD"
 
 
 def batch_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("batch_csv", type=Path)
-    p.add_argument("--method", required=True, choices=[m.value for m in AccessMethod])
+    p.add_argument(
+        "batch_csv",
+        type=Path,
+        help="the batch: SourceIdentity,SourceServer,SourceLoginID,SourcePassword,"
+        "TargetIdentity (and optional columns; see the README)",
+    )
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=[m.value for m in AccessMethod],
+        help="how the source is logged in to: individual (each row's login and password), "
+        "combined (admin and user in one login), proxyauth (the admin acting as the user), "
+        "rootfolder (the admin, below each row's root folder), manual (the row's login as is)",
+    )
     p.add_argument(
         "--source-type",
         choices=connectors.kinds(Role.SOURCE),
@@ -57,11 +70,21 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     add_oauth_arguments(p, "target")
     _forwarding_arguments(p)
     _rewrite_arguments(p)
+    _notify_arguments(p)
 
 
 def _target_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=connectors.kinds(Role.TARGET), default="imap")
-    p.add_argument("--target-server", help="IMAP: host or URL; EWS: host or https:// URL")
+    p.add_argument(
+        "--target",
+        choices=connectors.kinds(Role.TARGET),
+        default="imap",
+        help="what the target server speaks (default imap)",
+    )
+    p.add_argument(
+        "--target-server",
+        help="IMAP: host or URL; EWS: host or https:// URL; Graph: its root "
+        "(default https://graph.microsoft.com)",
+    )
     p.add_argument(
         "--target-method",
         choices=["combined", "proxyauth", "individual"],
@@ -74,7 +97,11 @@ def _target_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"file holding it (or ${TARGET_ADMIN_PASSWORD_ENV})",
     )
-    p.add_argument("--target-combined-template", default="{admin}/{user}")
+    p.add_argument(
+        "--target-combined-template",
+        default="{admin}/{user}",
+        help="--target-method combined: how the admin and the user make one login",
+    )
 
 
 def _copy_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,7 +118,15 @@ def _copy_arguments(p: argparse.ArgumentParser) -> None:
         f"the target again, so a late commit is not copied twice (default {LATE_COMMIT_GRACE:g})",
     )
     p.add_argument("--workers", type=WORKERS, default=4, help="in-process pool size (no Redis URL)")
-    p.add_argument("--batch-id", help="name the batch (default: a new id)")
+    p.add_argument(
+        "--batch-id", help="name the batch (default: a new id); a name in use is refused"
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --batch-id: replace the batch of that name (its rows and event logs; "
+        "checkpoints are the mailboxes', so nothing copied is copied again)",
+    )
 
 
 def _connection_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,7 +138,7 @@ def _connection_arguments(p: argparse.ArgumentParser) -> None:
         type=TIMEOUT,
         default=60.0,
         metavar="SECONDS",
-        help="how long a server may take to answer (default 60)",
+        help="seconds a server may take to connect or to answer (default 60)",
     )
     p.add_argument(
         "--max-connections-per-server",
@@ -156,6 +191,52 @@ def _rewrite_arguments(p: argparse.ArgumentParser) -> None:
         "--keep-original-headers",
         action="store_true",
         help="add X-Original-<Header> beside each rewritten header",
+    )
+
+
+def _notify_arguments(p: argparse.ArgumentParser) -> None:
+    notify = p.add_argument_group("notifications when the batch ends (off unless asked for)")
+    notify.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        help="POST a JSON summary here when the batch ends (kept sealed like a password)",
+    )
+    notify.add_argument(
+        "--notify-email",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="e-mail a summary here when the batch ends; repeatable",
+    )
+    notify.add_argument(
+        "--notify-each-mailbox",
+        action="store_true",
+        help="also POST to the webhook as each mailbox ends",
+    )
+    notify.add_argument(
+        "--smtp-server",
+        default="localhost:25",
+        metavar="HOST:PORT",
+        help="the relay the workers send e-mail through (default localhost:25; a login from "
+        "$MIGRATOR_SMTP_USER and $MIGRATOR_SMTP_PASSWORD where it wants one)",
+    )
+    notify.add_argument(
+        "--smtp-from",
+        default="migrator@localhost",
+        metavar="ADDRESS",
+        help="the sender of the e-mail (default migrator@localhost)",
+    )
+    notify.add_argument("--smtp-starttls", action="store_true", help="STARTTLS to the relay")
+
+
+def notify_settings(args: argparse.Namespace) -> NotifySettings:
+    return NotifySettings(
+        webhook=Secret(args.notify_webhook) if args.notify_webhook else None,
+        emails=tuple(args.notify_email),
+        each_mailbox=args.notify_each_mailbox,
+        smtp_server=args.smtp_server,
+        smtp_from=args.smtp_from,
+        smtp_starttls=args.smtp_starttls,
     )
 
 

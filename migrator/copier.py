@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from migrator.errors import (
     PermanentError,
     TransientError,
 )
+from migrator.events import EventKind, EventSink, NoEvents
 from migrator.foldermap import FolderMap
 from migrator.lanes import send
 from migrator.listing import Listing, list_mailbox, recognise, refused_note
@@ -264,14 +266,17 @@ def migrate_mailbox(
     slots: ConnectionSlots | None = None,
     stop: threading.Event | None = None,
     in_flight: InFlight | None = None,
+    events: EventSink | None = None,
 ) -> MailboxResult:
     """Copy one mailbox to the end: passes until done, quota-stopped, or failed, or
     until `stop` is set (then `interrupted`, with what was sent checkpointed).
     `in_flight`: appends another worker may have left in flight (InFlight.inherited).
+    `events`: told of each pass, each reconnect and each throttling wait.
 
     Never raises for a mailbox-level failure: the result carries the state and the
     error message (which never holds a password)."""
     halted = stop if stop is not None else threading.Event()
+    told = events or NoEvents()
 
     def wait(seconds: float) -> None:
         halted.wait(seconds)  # the wait between passes ends at once on Ctrl-C
@@ -281,9 +286,7 @@ def migrate_mailbox(
         stop=stop_after_attempt(options.max_passes),
         wait=wait_exponential(multiplier=1, min=1, max=options.max_wait),
         reraise=True,
-        before_sleep=lambda rs: log.warning(
-            "pass %d ended: %s; resuming", rs.attempt_number, rs.outcome and rs.outcome.exception()
-        ),
+        before_sleep=lambda rs: _reconnecting(told, rs.attempt_number, rs.outcome),
         sleep=wait,
     )
     in_flight = in_flight or InFlight()
@@ -294,30 +297,68 @@ def migrate_mailbox(
                     return MailboxResult(
                         state=MailboxState.INTERRUPTED, error="stopped by the operator"
                     )
-                return _one_pass(
-                    open_source, open_target, folder_map, progress, options, in_flight, slots, stop
-                )
+                return _told_pass(
+                    told,
+                    attempt.retry_state.attempt_number,
+                    lambda: _one_pass(
+                        open_source, open_target, folder_map, progress, options, in_flight,
+                        slots, stop,
+                    ),
+                )  # fmt: skip
     except LockLost:
         raise
     except CapReached as exc:
         # Not a failure: what was sent is checkpointed; the mailbox goes on at resume_at.
         log.warning("%s; paused until %s", exc, datetime.fromtimestamp(exc.resume_at, UTC))
-        return MailboxResult(state=MailboxState.PAUSED, error=str(exc), resume_at=exc.resume_at)
-    except MailboxNotReady as exc:
-        return MailboxResult(state=MailboxState.NOT_READY, error=str(exc))
+        return MailboxResult(
+            state=MailboxState.PAUSED,
+            error=str(exc),
+            error_code=exc.code.value,
+            resume_at=exc.resume_at,
+        )
     except SourceIncomplete as exc:
         return exc.result
-    except (PermanentError, TransientError) as exc:
-        return MailboxResult(state=MailboxState.FAILED, error=str(exc))
     except Exception as exc:
-        # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
-        # Its text may hold anything (a library's error can quote the command it failed
-        # on, password and all): exception_text redacts every live secret from it.
-        log.exception("mailbox failed unexpectedly")
-        return MailboxResult(
-            state=MailboxState.FAILED, error=f"internal error: {exception_text(exc)}"[:500]
-        )
+        return _ended_by(exc)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ended_by(exc: Exception) -> MailboxResult:
+    """The result of a mailbox a pass's error ended (called in its except clause)."""
+    if isinstance(exc, MailboxNotReady):
+        return MailboxResult(
+            state=MailboxState.NOT_READY, error=str(exc), error_code=exc.code.value
+        )
+    if isinstance(exc, PermanentError | TransientError):
+        return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
+    # A bug or a server answer no adapter foresaw: fail this mailbox, keep the batch.
+    # Its text may hold anything (a library's error can quote the command it failed
+    # on, password and all): exception_text redacts every live secret from it.
+    log.exception("mailbox failed unexpectedly")
+    return MailboxResult(
+        state=MailboxState.FAILED,
+        error=f"internal error: {exception_text(exc)}"[:500],
+        error_code="INTERNAL",
+    )
+
+
+def _told_pass(told: EventSink, number: int, run: Callable[[], MailboxResult]) -> MailboxResult:
+    """One pass, told to the event log: its start, and the throttling it waited out."""
+    told.note(EventKind.PASS, f"pass {number}", number=number)
+    result = run()
+    if result.throttle_seconds > 0:
+        told.note(
+            EventKind.THROTTLE,
+            f"the target asked to wait {result.throttle_seconds:.1f} s in all",
+            seconds=result.throttle_seconds,
+        )
+    return result
+
+
+def _reconnecting(told: EventSink, number: int, outcome: object) -> None:
+    error = outcome.exception() if isinstance(outcome, Future) else None
+    log.warning("pass %d ended: %s; resuming", number, error)
+    told.note(EventKind.RECONNECT, f"pass {number} ended: {error}; reconnecting", number=number)
 
 
 def _one_pass(

@@ -65,6 +65,9 @@ class Row:
                 "(a comma in a cell that is not in quotes?)",
             )
             return
+        # A row that stops before the header does: its last cells are missing, not empty.
+        self._missing = {name for name, index in columns.items() if index >= len(cells)}
+        self._short = f"is missing: the row has {len(cells)} cells but the header {width} columns"
         for name, index in columns.items():
             value = cells[index].strip() if index < len(cells) else ""
             control = CONTROL.search(value)
@@ -85,7 +88,7 @@ class Row:
     def required(self, column: str, why: str = "is empty") -> str:
         value = self.get(column)
         if not value:
-            self.report(column, why)
+            self.report(column, self._short if column in self._missing else why)
         return value
 
     def first_seen(self, seen: dict[str, int], column: str, value: str) -> bool:

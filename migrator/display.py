@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -12,7 +13,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from migrator.rates import Rate, duration_text, recent_rate
 from migrator.state import MailboxStatus, StateStore
+from migrator.totals import BatchTotals, batch_totals
 
 _STATE_STYLE = {
     "done": "green",
@@ -30,14 +33,6 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f}"
 
 
-def _age(seconds: float) -> str:
-    if seconds < 100:
-        return f"{seconds:.0f} s"
-    if seconds < 6000:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _clock(when: float) -> str:
     """A time to come, in UTC: "14:05:09 UTC", with the date when it is not today."""
     moment = datetime.fromtimestamp(when, UTC)
@@ -46,50 +41,100 @@ def _clock(when: float) -> str:
 
 
 def result_table(
-    rows: Sequence[MailboxStatus], title: str, heartbeats: Mapping[str, float] | None = None
+    rows: Sequence[MailboxStatus],
+    title: str,
+    heartbeats: Mapping[str, float] | None = None,
+    *,
+    rate: Rate | None = None,
+    batch_id: str = "",
 ) -> Table:
-    """The batch's table; with `heartbeats` (job id -> seconds since the last heartbeat of
-    each running mailbox), a column shows how long ago each running mailbox's worker beat."""
-    table = Table(title=title)
+    """The batch's table and a totals row; with `heartbeats` (job id -> seconds since the
+    last heartbeat of each running mailbox), a column shows how long ago each running
+    mailbox's worker beat; with `rate`, the caption says MB/s and the time left.  Notes
+    (errors) are wrapped, never cut."""
+    table = Table(title=title, show_footer=False)
     columns = ["Line", "Source", "Target", "State", "Messages", "MB", "Left", "Skipped"]
     if heartbeats is not None:
         columns.append("Heartbeat")
-    for column in [*columns, "Note"]:
-        table.add_column(
-            column,
-            justify="right"
-            if column in ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat")
-            else "left",
-        )
+    for column in columns:
+        table.add_column(column, justify="right" if column in _NUMERIC else "left")
+    table.add_column("Note", overflow="fold", min_width=20)
     for row in rows:
-        style = _STATE_STYLE.get(row.state.value, "")
-        note = row.last_error or (row.current_folder if row.state.value == "running" else "")
-        if row.state.value == "paused" and row.resume_at is not None:
-            note = f"resumes {_clock(row.resume_at)}: {note}"
-        if not note and row.rewritten_messages:
-            note = f"rewrote {row.rewritten_addresses} addresses in {row.rewritten_messages} mails"
-            if row.unparsable_headers:
-                note += f", {row.unparsable_headers} headers left unparsed"
-        cells = [
-            str(row.line),
-            row.source_identity,
-            row.target_identity,
-            f"[{style}]{row.state.value}[/]" if style else row.state.value,
-            f"{row.done_messages}/{row.total_messages}",
-            f"{_mb(row.done_bytes)}/{_mb(row.total_bytes)}",
-            f"{row.left_messages}" if row.left_messages else "",
-            f"{row.skipped_messages}" if row.skipped_messages else "",
-        ]
+        cells = _cells(row)
         if heartbeats is not None:
             age = heartbeats.get(row.job_id)
-            cells.append(_age(age) if age is not None else "")
-        table.add_row(*cells, escape(note[:80]))
+            cells.append(duration_text(age) if age is not None else "")
+        table.add_row(*cells, escape(_note(row)))
+    totals = batch_totals(rows)
+    table.add_section()
+    cells = [
+        "",
+        "[bold]total[/]",
+        "",
+        f"{totals.finished}/{totals.mailboxes} ended",
+        f"{totals.done_messages}/{totals.total_messages}",
+        f"{_mb(totals.done_bytes)}/{_mb(totals.total_bytes)}",
+        str(totals.left_messages or ""),
+        str(totals.skipped_messages or ""),
+    ]
+    if heartbeats is not None:
+        cells.append("")
+    table.add_row(*cells, escape(_summary(totals, rate)))
+    if totals.skipped_messages and batch_id:
+        table.caption = f"`migrator report {batch_id}` names every skipped message and why"
     return table
 
 
+_NUMERIC = ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat")
+
+
+def _cells(row: MailboxStatus) -> list[str]:
+    style = _STATE_STYLE.get(row.state.value, "")
+    return [
+        str(row.line),
+        escape(row.source_identity),
+        escape(row.target_identity),
+        f"[{style}]{row.state.value}[/]" if style else row.state.value,
+        f"{row.done_messages}/{row.total_messages}",
+        f"{_mb(row.done_bytes)}/{_mb(row.total_bytes)}",
+        f"{row.left_messages}" if row.left_messages else "",
+        f"{row.skipped_messages}" if row.skipped_messages else "",
+    ]
+
+
+def _note(row: MailboxStatus) -> str:
+    note = row.last_error or (row.current_folder if row.state.value == "running" else "")
+    if row.state.value == "paused" and row.resume_at is not None:
+        note = f"resumes {_clock(row.resume_at)}: {note}"
+    if not note and row.rewritten_messages:
+        note = f"rewrote {row.rewritten_addresses} addresses in {row.rewritten_messages} mails"
+        if row.unparsable_headers:
+            note += f", {row.unparsable_headers} headers left unparsed"
+    return note
+
+
+def _summary(totals: BatchTotals, rate: Rate | None) -> str:
+    if rate is None:
+        return ""
+    if totals.finished == totals.mailboxes:
+        return "batch ended"
+    return (
+        f"{rate.mb_per_second:.2f} MB/s, {rate.messages_per_second:.1f} msg/s; "
+        f"ETA {duration_text(totals.eta(rate))} for what is listed"
+    )
+
+
 def status_table(store: StateStore, batch_id: str, title: str) -> Table:
-    """`migrator status`: the table, with the heartbeat age of each running mailbox."""
-    return result_table(store.mailboxes(batch_id), title, store.heartbeat_ages(batch_id))
+    """`migrator status`: the table, with the heartbeat age of each running mailbox, the
+    totals, the rate over the last minutes and the time left at it."""
+    rate = recent_rate(store.throughput(batch_id), time.time())
+    return result_table(
+        store.mailboxes(batch_id),
+        title,
+        store.heartbeat_ages(batch_id),
+        rate=rate,
+        batch_id=batch_id,
+    )
 
 
 def status_json(store: StateStore, batch_id: str) -> str:
@@ -97,10 +142,18 @@ def status_json(store: StateStore, batch_id: str) -> str:
     worker last beat (null for the others)."""
     rows = store.mailboxes(batch_id)
     ages = store.heartbeat_ages(batch_id)
+    totals = batch_totals(rows)
+    rate = recent_rate(store.throughput(batch_id), time.time())
     return json.dumps(
         {
             "batch_id": batch_id,
             "options": store.batch_meta(batch_id),
+            "totals": {
+                **totals.__dict__,
+                "messages_per_second": rate.messages_per_second,
+                "bytes_per_second": rate.bytes_per_second,
+                "eta_seconds": totals.eta(rate),
+            },
             "mailboxes": [{**r.as_dict(), "heartbeat_age": ages.get(r.job_id)} for r in rows],
             "throughput": [
                 {"minute": m, "messages": n, "bytes": b} for m, n, b in store.throughput(batch_id)
@@ -117,8 +170,11 @@ def watch(
     *,
     finished: Callable[[], bool] | None = None,
     interval: float = 0.5,
+    wake: threading.Event | None = None,
 ) -> list[MailboxStatus]:
-    """A bar per mailbox and a total, until every mailbox is in a final state."""
+    """A bar per mailbox and a total (with MB/s and the time left at that rate), until
+    every mailbox is in a final state (or `finished()`); redrawn every `interval` seconds,
+    and at once when `wake` is set."""
     bars: dict[str, TaskID] = {}
     with Progress(
         TextColumn("{task.description}", justify="left"),
@@ -141,13 +197,19 @@ def watch(
                     completed=row.done_messages,
                     state=row.state.value,
                 )
+            totals = batch_totals(rows)
+            rate = recent_rate(store.throughput(batch_id), time.time())
             progress.update(
                 total_bar,
-                total=sum(r.total_messages for r in rows) or None,
-                completed=sum(r.done_messages for r in rows),
-                state=f"{sum(r.state.final for r in rows)}/{len(rows)} mailboxes",
+                total=totals.total_messages or None,
+                completed=totals.done_messages,
+                state=f"{totals.finished}/{totals.mailboxes} mailboxes, "
+                f"{rate.mb_per_second:.2f} MB/s, ETA {duration_text(totals.eta(rate))}",
             )
             done = all(r.state.final for r in rows)
             if done or (finished is not None and finished()):
                 return store.mailboxes(batch_id)
-            time.sleep(interval)
+            if wake is None:
+                time.sleep(interval)
+            else:
+                wake.wait(interval)

@@ -69,7 +69,13 @@ def add_forwarding_commands(sub: Any) -> None:
         command.add_argument(
             "--allow-plaintext", action="store_true", help="allow servers without STARTTLS"
         )
-        command.add_argument("--timeout", type=TIMEOUT, default=60.0, metavar="SECONDS")
+        command.add_argument(
+            "--timeout",
+            type=TIMEOUT,
+            default=60.0,
+            metavar="SECONDS",
+            help="seconds a server may take to connect or to answer (default 60)",
+        )
         command.add_argument("--workers", type=WORKERS, default=4, help="in-process pool size")
         command.add_argument(
             "--wait", type=WAIT, default=900.0, help="with Celery: seconds to wait for answers"

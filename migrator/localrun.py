@@ -61,7 +61,25 @@ def run_in_process(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailbox") as pool,
     ):
         futures = [pool.submit(one, job_id) for job_id in job_ids]
-        rows = watch(store, batch_id, err_console, finished=lambda: all(f.done() for f in futures))
+        all_done = threading.Event()  # the bars' last redraw comes as the last mailbox ends
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def ended(_future: object) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    all_done.set()
+
+        for future in futures:
+            future.add_done_callback(ended)
+        rows = watch(
+            store,
+            batch_id,
+            err_console,
+            finished=lambda: all(f.done() for f in futures),
+            wake=all_done,
+        )
         for future in futures:
             future.result()
     rows = store.mailboxes(batch_id) or rows

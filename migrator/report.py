@@ -62,3 +62,4 @@ class MailboxResult:
     target_seconds: float = 0.0
     throttle_seconds: float = 0.0
     resume_at: float | None = None  # paused: when (epoch seconds) the mailbox goes on
+    error_code: str = ""  # the ErrorCode of `error` (errors are grouped by it)

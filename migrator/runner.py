@@ -8,6 +8,7 @@ slot on the source server, keeps both alive with a heartbeat while the copier wo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -15,12 +16,12 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import replace
 
-from migrator import connectors, jobs, mailboxid
+from migrator import connectors, jobs, mailboxid, notify
 from migrator.connectors.base import SourceEnd, TargetEnd
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import BadJob, ConfigError, LockLost, PayloadTampered
+from migrator.events import EventKind
 from migrator.foldermap import FolderMap, default_folder_map, parse_folder_map
 from migrator.forwarding import ForwardAction
 from migrator.forwardjobs import execute_forwarding
@@ -94,10 +95,15 @@ def execute_job(
         if job.target is None:
             raise BadJob("a migration job without a target")
     except BadJob as exc:
-        result = MailboxResult(state=MailboxState.FAILED, error=str(exc))
-        store.record_result(batch_id, job_id, result)
-        return result
-    return _locked(store, batch_id, job_id, job, box, slot_wait, stop)
+        failed = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
+        store.record_result(batch_id, job_id, failed)
+        note_outcome(store, batch_id, job_id, failed)
+        tell_ended(store, batch_id, job_id, box)
+        return failed
+    result = _locked(store, batch_id, job_id, job, box, slot_wait, stop)
+    if result is not None:  # told with the mailbox's locks let go: a slow relay holds nothing
+        tell_ended(store, batch_id, job_id, box)
+    return result
 
 
 def _locked(
@@ -126,12 +132,14 @@ def _locked(
             target_slot(store, _target_cap(job), lease, slot_wait),
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
+            store.note_event(batch_id, job_id, EventKind.START, f"started by {owner}")
             try:
                 result = _run(store, batch_id, job_id, job, box, lease, lost, extra, stop)
             except LockLost:
                 log.warning("mailbox %s: another worker took it over", job.source.identity)
                 return None
         store.record_result(batch_id, job_id, result)
+        note_outcome(store, batch_id, job_id, result)
         if result.state is MailboxState.DONE and job.options.forward_after_copy:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
         log.info(
@@ -173,11 +181,12 @@ def _run(
         source_connector = connectors.connector(job.source.kind)
         target_connector = connectors.connector(job.target.kind)
         meters = store.byte_meters()
-        source = replace(jobs.open_source(job, box), meters=meters)
-        target = replace(jobs.open_target(job, box), meters=meters)
+        source = dataclasses.replace(jobs.open_source(job, box), meters=meters)
+        # Upload budgets per target mailbox are kept in Redis, across every worker.
+        target = dataclasses.replace(jobs.open_target(job, box), uploads=store, meters=meters)
         folder_map = _folder_map(job.options.foldermap_xml)
     except (ConfigError, PayloadTampered) as exc:
-        return MailboxResult(state=MailboxState.FAILED, error=str(exc))
+        return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
     result = migrate_mailbox(
         lambda: source_connector.open_source(source),
         lambda: target_connector.open_target(target),
@@ -187,8 +196,63 @@ def _run(
         slots,
         stop,
         InFlight.inherited() if lease is not None and lease.inherited else None,
+        store.event_sink(batch_id, job_id),
     )
     return source_connector.after_copy(result, source, target, target_connector.kind)
+
+
+# Skipped messages named one by one in the event log; the mailbox row names them all.
+SKIP_EVENTS_MAX = 100
+
+
+def note_outcome(store: StateStore, batch_id: str, job_id: str, result: MailboxResult) -> None:
+    """The end of a mailbox in its event log: each skipped message, a quota stop, the end."""
+    for skipped in result.skipped[:SKIP_EVENTS_MAX]:
+        store.note_event(
+            batch_id,
+            job_id,
+            EventKind.SKIP,
+            f"skipped uid {skipped.uid} in {skipped.folder!r}: {skipped.reason}",
+            folder=skipped.folder,
+            uid=skipped.uid,
+            size=skipped.size,
+        )
+    if result.state is MailboxState.QUOTA_STOPPED:
+        store.note_event(
+            batch_id,
+            job_id,
+            EventKind.QUOTA_STOP,
+            f"target full: {result.left_messages} messages ({result.left_bytes} bytes) left",
+            left_messages=result.left_messages,
+            left_bytes=result.left_bytes,
+        )
+    text = (
+        f"{result.state.value}: {result.copied_messages} copied, "
+        f"{result.already_messages} already there, {len(result.skipped)} skipped"
+    )
+    store.note_event(
+        batch_id,
+        job_id,
+        EventKind.END,
+        f"{text}; {result.error}" if result.error else text,
+        state=result.state.value,
+        copied_messages=result.copied_messages,
+        copied_bytes=result.copied_bytes,
+        skipped=len(result.skipped),
+    )
+
+
+def tell_ended(store: StateStore, batch_id: str, job_id: str, box: SecretBox) -> None:
+    """Notifications the batch asked for: this mailbox's end (--notify-each-mailbox), and
+    the batch's, by whichever worker ends its last mailbox."""
+    settings = notify.settings_for(store, batch_id, box)
+    if settings is None:
+        return
+    row = store.mailbox(batch_id, job_id)
+    if row is not None:
+        notify.notify_mailbox(settings, batch_id, row)
+    if store.claim_batch_end(batch_id):
+        notify.notify_batch(settings, store, batch_id)
 
 
 def copy_options(job: jobs.Job) -> CopyOptions:

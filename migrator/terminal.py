@@ -10,3 +10,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def wide_console() -> Console:
+    """Standard output for a table: the terminal's width, or when piped one line per row
+    however long (rich would squeeze a table into 80 columns and cut what does not fit)."""
+    if console.is_terminal:
+        return console
+    return Console(soft_wrap=True, width=100_000)

@@ -16,13 +16,15 @@ from __future__ import annotations
 import itertools
 import os
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
 from ews_server import EwsServer
 from gmailkit import GmailAccount, GmailAccountMaker, GmailMessage, fill_gmail
+from graph_server import GraphServer
+from graphkit import GraphApp, new_graph_app
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles, make_tls_files
 from servers.dovecot import (
@@ -33,6 +35,7 @@ from servers.dovecot import (
     NON_ASCII_MASTER_USER,
     DovecotServer,
     MakeUser,
+    SizeLimitedDovecot,
 )
 from servers.gmail_proxy import GmailProxy
 from servers.mailgen import Fill
@@ -41,11 +44,20 @@ from servers.redis import RedisServer
 from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox, batch_password
 
 from migrator import dispatch
+from migrator.oauth import share_tokens
 from migrator.secrets import new_key
 from workers.dispatch import CeleryDispatcher
 
 # `migrator.cli.main` called in this process sends jobs as the `migrator` command does.
 dispatch.use(CeleryDispatcher())
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_tokens() -> Iterator[None]:
+    """A runner shares tokens through its store's Redis for the whole process: after each
+    test, no longer (the next test's Redis may be another, or stopped)."""
+    yield
+    share_tokens(None)
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +166,14 @@ def dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
     """Dovecot whose master user logs in as "user*admin" with password MASTER_PASSWORD (and
     NON_ASCII_MASTER_USER as "user*admin-intl" with NON_ASCII_MASTER_PASSWORD)."""
     yield from _dovecot(tls_files, "*")
+
+
+@pytest.fixture(scope="session")
+def limited_dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
+    """A Dovecot refusing any message over 64 KB with NO [LIMIT] (a message the target
+    skips and names); started only when asked for."""
+    with SizeLimitedDovecot(master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls_files) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -274,6 +294,54 @@ def make_ews_mailbox(ews: EwsServer) -> MakeUser:
         return name
 
     return make  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def graph_server(tls_files: TlsFiles, oauth_server: OAuthServer) -> Iterator[GraphServer]:
+    """One Microsoft Graph server for the session, over HTTPS, taking the test OAuth
+    server's tokens; its teardown asserts that the whole session made no schema violation
+    (every JSON body against v1.0-metadata.xml, importMime against its contract)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    with GraphServer(context, oauth_server.introspect) as server:
+        yield server
+        server.assert_no_violations()
+        # A session that wrote mail checked bodies too: the checks ran, not merely passed.
+        assert server.validated > 0 or not (server.imported or server.created)
+
+
+@pytest.fixture
+def graph(graph_server: GraphServer) -> Iterator[GraphServer]:
+    """The session Graph server with no faults and no size limit; no violation by this test."""
+    graph_server.faults.clear()
+    graph_server.max_message_size = None
+    graph_server.latency = 0.0
+    before = len(graph_server.violations)
+    yield graph_server
+    graph_server.faults.clear()
+    graph_server.max_message_size = None
+    assert graph_server.violations[before:] == [], "Graph schema violations by this test"
+
+
+@pytest.fixture
+def graph_app(oauth_server: OAuthServer, tmp_path: Path) -> GraphApp:
+    """An Entra ID app with Mail.ReadWrite and Mail-Advanced.ReadWrite.All."""
+    return new_graph_app(oauth_server, tmp_path)
+
+
+_graph_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_graph_mailbox(graph: GraphServer) -> Callable[..., str]:
+    """A fresh mailbox on the session Graph server, e.g. "gbox3@example.test"."""
+
+    def make(*, quota_bytes: int | None = None) -> str:
+        name = f"gbox{next(_graph_numbers)}@example.test"
+        graph.add_mailbox(name, quota_bytes=quota_bytes)
+        return name
+
+    return make
 
 
 @pytest.fixture

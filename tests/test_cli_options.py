@@ -20,7 +20,7 @@ BATCH = ["x.csv", "--method", "individual"]
 PLAN = ["velocity", "plan", "inv.csv", "--throughput", "1", "--window", "1"]
 
 # The commands each option belongs to, as argv prefixes (their required arguments given).
-RUN_LIKE = [["run", *BATCH], ["enqueue", *BATCH], ["velocity", "run", *BATCH]]
+RUN_LIKE = [["run", *BATCH], ["enqueue", *BATCH], ["velocity", "run", *BATCH], ["check", *BATCH]]
 FORWARDING = [["forwarding", action, *BATCH] for action in ("set", "remove", "status")]
 INVENTORY = [["inventory", *BATCH]]
 # Every command with a source end takes the Gmail source's options.
@@ -59,6 +59,9 @@ TABLE: list[tuple[list[list[str]], str, list[str], tuple[str, object]]] = [
     (SOURCES, "--gmail-download-cap", COUNT, ("20", 20)),
     (SOURCES, "--gmail-upload-cap", COUNT, ("500", 500)),
     (SOURCES, "--gmail-cap-window", SECONDS, ("30", 30.0)),
+    ([["check", *BATCH]], "--parallel", COUNT, ("16", 16)),
+    ([["dashboard"]], "--port", PORT, ("8080", 8080)),
+    ([["dashboard"]], "--refresh", SECONDS, ("0.5", 0.5)),
 ]
 
 

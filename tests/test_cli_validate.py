@@ -197,3 +197,51 @@ def test_validate_combined_without_an_admin_refuses_the_batch(
     assert code == EXIT_BAD_INPUT
     assert "admin login and password" in output
     assert ADMIN_PASSWORD not in output
+
+
+def test_a_short_row_is_named_as_short_not_as_an_empty_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "batch.csv"
+    header = ",".join(COLUMNS)
+    batch.write_text(f"{header}\r\nann@example.test,imaps://mail.example.test,ann\r\n")
+
+    code, output = _validate(capsys, str(batch), "--method", "individual")
+
+    assert code == EXIT_BAD_INPUT
+    assert (
+        "SourcePassword" in output and "is missing: the row has 3 cells but the header 5" in output
+    )
+    assert "is empty" not in output
+
+
+def test_a_pop3s_server_in_an_imap_batch_suggests_the_source_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = _row("pat@example.test", "Pw-Pat-1", SourceServer="pop3s://mail.example.test")
+    batch = write_batch(tmp_path / "batch.csv", [row])
+
+    code, output = _validate(capsys, str(batch), "--method", "individual")
+
+    assert code == EXIT_BAD_INPUT
+    assert "pop3s:// is a POP3 address" in output and "--source-type pop" in output
+
+
+def test_the_admin_problem_names_its_flags_and_version_and_help_say_enough(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ADMIN_PASSWORD_ENV, raising=False)
+    batch = write_batch(tmp_path / "batch.csv", [_row("al@example.test", "Pw-Al-1")])
+
+    code, output = _validate(capsys, str(batch), "--method", "proxyauth")
+
+    assert code == EXIT_BAD_INPUT
+    assert "--admin and --admin-password-file" in output
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.startswith("migrator 0.")
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "seconds a server may take" in text and "examples:" in text

@@ -19,6 +19,7 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
+from migrator.events import EventKind
 from migrator.foldermap import TargetFolder, default_folder_map
 from migrator.plan import MessageRef
 from migrator.recognition import (
@@ -230,6 +231,27 @@ def test_a_pass_broken_mid_batch_is_resumed_without_duplicates() -> None:
     # The broken batch stored one message whose checkpoint never came: recognised.
     assert sorted(_uids(target.stored)) == list(range(1, 11))
     assert len(progress.done) == 10
+
+
+def test_each_pass_and_each_reconnect_is_told_to_the_event_log() -> None:
+    told: list[tuple[EventKind, str]] = []
+
+    class Told:
+        def note(self, kind: EventKind, text: str, **data: object) -> None:
+            told.append((kind, text))
+
+    target = MemoryTarget(break_after=4)
+    result = migrate_mailbox(
+        lambda: MemorySource(10),
+        lambda: target,
+        default_folder_map(),
+        MemoryProgress(),
+        CopyOptions(max_wait=0.01, late_commit_grace=0),
+        events=Told(),
+    )
+    assert result.state is MailboxState.DONE
+    assert [kind for kind, _ in told] == [EventKind.PASS, EventKind.RECONNECT, EventKind.PASS]
+    assert told[1][1].startswith("pass 1 ended: ") and told[2][1] == "pass 2"
 
 
 def test_transient_errors_beyond_the_cap_fail_the_mailbox_with_the_reason() -> None:

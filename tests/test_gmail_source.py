@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,9 +23,12 @@ from gmailkit import (
     held,
     rule_folder,
 )
+from graph_server import GraphServer
+from graphkit import GraphApp, copy_to_graph
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.oauth_server import OAuthServer
 from support import CopyMailbox, batch_job, digest, snapshot, source_row
 
 from migrator.connectors import connector
@@ -32,6 +36,7 @@ from migrator.foldermap import default_folder_map
 from migrator.gmail import GmailSettings, LabelMode, label_keyword
 from migrator.model import ConnectOptions
 from migrator.report import MailboxState
+from migrator.state import StateStore
 
 
 def test_each_message_once_under_the_rule_with_starred_flagged_and_labels_as_keywords(
@@ -228,3 +233,32 @@ def test_labels_changed_between_two_runs_send_nothing_again(
     assert again.state is MailboxState.DONE, again
     assert again.copied_messages == 0  # each went once, where the rule put it then
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
+
+
+def test_on_a_graph_target_the_other_labels_become_categories(
+    gmail_account: GmailAccountMaker,
+    graph: GraphServer,
+    oauth_server: OAuthServer,
+    graph_app: GraphApp,
+    make_graph_mailbox: Callable[..., str],
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    account = gmail_account(gmail_messages(40, seed=12))
+    target = make_graph_mailbox()
+
+    status = copy_to_graph(
+        StateStore.from_url(redis_url), graph, oauth_server, graph_app, tls_files.ca_cert,
+        account.proxy.url, account.login, account.password, target,
+    )  # fmt: skip
+
+    assert status.state is MailboxState.DONE, status
+    by_digest = {digest(m.raw): m for m in account.messages}
+    seen = 0
+    for message in graph.store.all_messages(target):
+        gmail_message = by_digest[digest(message.mime)]
+        others = [lb for lb in gmail_message.user_labels if rule_folder(gmail_message) != lb]
+        labels = [c for c in message.categories if not c.startswith("$")]  # Graph keeps $ ones
+        assert sorted(labels) == sorted(others), (gmail_message.labels, message.categories)
+        seen += 1
+    assert seen == sum(1 for m in account.messages if rule_folder(m) is not None)

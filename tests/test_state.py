@@ -259,3 +259,34 @@ def test_a_lock_taken_from_a_holder_that_never_let_go_says_so(redis_url: str) ->
     store.unlock(successor)  # let go cleanly: the next one need not wait
     clean = store.acquire((NAME,), "clean", 30)
     assert clean is not None and not clean.inherited
+
+
+def test_a_batchs_end_is_claimed_once_and_again_after_a_resume(redis_url: str) -> None:
+    store = StateStore.from_url(redis_url)
+    store.create_batch("b1", {}, [_job("00001", "a@x.test"), _job("00002", "b@x.test")])
+    store.record_result("b1", "00001", MailboxResult(state=MailboxState.DONE))
+    assert not store.claim_batch_end("b1")  # one mailbox still queued
+    store.record_result("b1", "00002", MailboxResult(state=MailboxState.FAILED, error="no"))
+    assert store.claim_batch_end("b1")
+    assert not store.claim_batch_end("b1")  # told once
+    store.reopen_batch("b1")
+    store.set_state("b1", "00002", MailboxState.QUEUED)
+    assert not store.claim_batch_end("b1")
+    store.record_result("b1", "00002", MailboxResult(state=MailboxState.DONE))
+    assert store.claim_batch_end("b1")
+
+
+def test_the_event_log_keeps_the_newest_events_and_no_secret(redis_url: str) -> None:
+    from migrator.events import EventKind
+    from migrator.secrets import Secret
+    from migrator.state.events import EVENTS_MAX
+
+    store = StateStore.from_url(redis_url)
+    secret = Secret("Ev3nt-Secr3t-Pw")
+    for i in range(EVENTS_MAX + 5):
+        store.note_event("b1", "00001", EventKind.PASS, f"pass {i}", number=i)
+    store.note_event("b1", "00001", EventKind.END, f"failed: login {secret.reveal()} refused")
+    events = store.events("b1", "00001")
+    assert len(events) == EVENTS_MAX
+    assert events[0].text == "pass 6" and events[-1].kind is EventKind.END
+    assert secret.reveal() not in events[-1].text

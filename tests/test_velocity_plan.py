@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.errors import BatchError
+from migrator.errors import BatchError, ConfigError
 from migrator.velocity.cli import add_velocity_commands
 from migrator.velocity.inventory import format_inventory, parse_inventory, read_inventory_file
 from migrator.velocity.plan import (
@@ -364,5 +364,22 @@ def test_plan_command_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "1 waves" in out and "ann@example.test" in out
-    assert "1 workers x 4 sessions per worker" in out
+    assert "1 wave\n" in out and "1 waves" not in out and "ann@example.test" in out
+    assert "1 worker x 4 sessions per worker" in out
+
+
+def test_plan_takes_the_throughput_per_session_from_a_velocity_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "velocity.json"
+    report.write_text(json.dumps({"gb_per_hour_per_session": 2.0, "knee_concurrency": 4}))
+    args = ["velocity", "plan", str(DATA / "inventory.csv"), "--window", "8", "--json"]
+
+    assert _main([*args, "--from-report", str(report)]) == 0
+    from_report = json.loads(capsys.readouterr().out)
+    assert _main([*args, "--throughput", "2"]) == 0
+    assert from_report == json.loads(capsys.readouterr().out)
+
+    report.write_text("{}")
+    with pytest.raises(ConfigError, match="gb_per_hour_per_session"):
+        _main([*args, "--from-report", str(report)])

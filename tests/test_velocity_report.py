@@ -132,21 +132,39 @@ def test_recorded_copied_bytes_win_over_the_estimate() -> None:
     assert not point.mailboxes[0].bytes_estimated
 
 
-def test_partial_minutes_are_divided_by_the_seconds_the_point_ran_in_them() -> None:
-    start = MINUTE + 45.0  # the point ran the last 15 s of its first minute
+def test_a_short_runs_partial_minutes_fold_into_one_bucket_with_no_spike() -> None:
+    start = MINUTE + 45.0  # the point ran the last 15 s of its first minute, 30 s of its next
     rows = [status("1", started=start, updated=MINUTE + 60 + 30, copied=2, done=2, done_bytes=2)]
     point = build_point("b", 1, 1, rows, [(MINUTE, 1, 15_000), (MINUTE + 60, 1, 30_000)], {})
-    assert [s.seconds for s in point.samples] == [15.0, 30.0]
-    assert [s.gb_per_hour for s in point.samples] == pytest.approx([0.0036, 0.0036])
-    assert [s.offset_seconds for s in point.samples] == [-45.0, 15.0]
+    assert [s.seconds for s in point.samples] == [45.0]
+    assert [s.gb_per_hour for s in point.samples] == pytest.approx([0.0036])
+    assert [s.offset_seconds for s in point.samples] == [-45.0]
+
+
+def test_partial_edge_minutes_of_a_longer_run_fold_into_their_neighbours() -> None:
+    start, end = MINUTE + 50.0, MINUTE + 4 * 60 + 10  # 10 s, three whole minutes, 10 s
+    rows = [status("1", started=start, updated=end, copied=5, done=5, done_bytes=5)]
+    minutes = [(MINUTE + 60 * i, 1, 6_000 if i in (0, 4) else 36_000) for i in range(5)]
+    point = build_point("b", 1, 1, rows, minutes, {})
+    assert [s.seconds for s in point.samples] == [70.0, 60.0, 70.0]
+    assert [s.gb_per_hour for s in point.samples] == pytest.approx([0.00216] * 3)
+
+
+def test_a_long_run_is_drawn_in_buckets_of_several_minutes() -> None:
+    rows = [status("1", started=MINUTE, updated=MINUTE + 6 * 3600, copied=1, done=1, done_bytes=1)]
+    minutes = [(MINUTE + 60 * i, 1, 1_000) for i in range(6 * 60)]
+    point = build_point("b", 1, 1, rows, minutes, {})
+    assert len(point.samples) == 60 and {s.seconds for s in point.samples} == {360.0}
+    assert sum(s.bytes for s in point.samples) == 360_000
 
 
 @pytest.mark.parametrize(
     ("rates", "expected"),
     [
-        ({1: 1.0}, 1),
+        ({1: 1.0}, None),  # one point: nothing says more would not buy more
         ({1: 1.0, 2: 1.8, 4: 2.0, 8: 2.05}, 4),  # 2.0 >= 0.9 * 2.05; 1.8 is not
-        ({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0}, 8),  # still growing: the largest measured
+        ({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0}, None),  # still growing at the largest tried
+        ({1: 1.0, 2: 2.0, 4: 4.0, 8: 7.5}, None),  # 8 is the knee, and the largest tried
         ({1: 3.0, 2: 2.0, 4: 1.0}, 1),  # more sessions only hurt
         ({}, None),
     ],
@@ -168,7 +186,8 @@ def test_curve_averages_repeats_per_concurrency() -> None:
     assert [(c.concurrency, c.runs) for c in curve] == [(1, 2), (2, 2)]
     assert [c.gb_per_hour for c in curve] == pytest.approx([1.5, 4.0])
     assert (curve[0].gb_per_hour_min, curve[0].gb_per_hour_max) == pytest.approx((1.0, 2.0))
-    assert report.knee == 2
+    assert report.knee is None and report.still_growing
+    assert report.per_session_gb_per_hour == pytest.approx(2.0)  # the best point's 4.0 / 2
 
 
 def test_timings_and_copied_bytes_are_read_from_the_mailbox_hash(redis_url: str) -> None:
@@ -220,6 +239,15 @@ def test_html_is_self_contained_with_inline_svg_charts() -> None:
     assert "<script" not in page
     assert page.count("<svg") == 2  # throughput over time, and the concurrency curve
     assert "run &lt;1&gt;" in page and "pilot &amp; co.csv" in page
+    assert "still growing at concurrency <b>2</b>" in page and "stops growing" not in page
+
+    # Waits over several connections can exceed the wall time: summed and said so, no %.
+    rows = [status("1", started=T0, updated=T0 + 10, copied=3, done=3, done_bytes=3_000)]
+    waited = {"1": Extra(Timings(30.0, 25.0, 0.0), 3_000)}
+    point = build_point("b", 1, 1, rows, [(MINUTE, 3, 3_000)], waited)
+    page = render_html(VelocityReport("r", {}, (point,)))
+    assert "summed over every connection" in page and "source 30.0 s" in page
+    assert "%" not in page.split("<body>")[1]
 
 
 def test_report_files_are_written_side_by_side(tmp_path: Path) -> None:
@@ -228,6 +256,7 @@ def test_report_files_are_written_side_by_side(tmp_path: Path) -> None:
     assert [p["concurrency"] for p in data["points"]] == [1, 2]
     assert [c["concurrency"] for c in data["curve"]] == [1, 2]
     assert data["points"][0]["total"]["bytes"] == 3_000
-    assert data["knee_concurrency"] == 2
+    assert data["knee_concurrency"] is None and data["still_growing"] is True
+    assert data["gb_per_hour_per_session"] == pytest.approx(data["curve"][1]["gb_per_hour"] / 2)
     assert files.png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert files.html.parent == files.png.parent == files.json.parent

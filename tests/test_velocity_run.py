@@ -124,7 +124,8 @@ def test_concurrency_curve_recopies_the_whole_pilot_at_each_point(
             assert by_source[source]["state"] == "done"
         assert sum(s["bytes"] for s in point["throughput"]) == size
     assert [c["concurrency"] for c in data["curve"]] == [1, 2]
-    assert data["knee_concurrency"] in (1, 2)
+    assert data["knee_concurrency"] in (1, None)  # a knee only below the largest tried
+    assert data["gb_per_hour_per_session"] > 0
 
     page = (out / "velocity.html").read_text()
     assert "http://" not in page and "https://" not in page

@@ -109,9 +109,10 @@ _reapers: list[Reaper] = []
 
 
 def _requeue(batch_id: str, job_id: str) -> None:
-    from workers.tasks import migrate_mailbox  # the tasks module imports this one
+    from workers.tasks import send_mailbox  # the tasks module imports this one
 
-    migrate_mailbox.apply_async(args=[batch_id, job_id])
+    row = StateStore.from_url(redis_url()).mailbox(batch_id, job_id)
+    send_mailbox(batch_id, job_id, row.source_identity if row else "")
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]

@@ -34,7 +34,24 @@ def _refuse_to_start_without_a_key(**_: Any) -> None:
 worker_init.connect(_refuse_to_start_without_a_key, weak=False)
 
 
-@app.task(bind=True, name="migrator.migrate_mailbox", max_retries=None)  # type: ignore[untyped-decorator]
+class MailboxFailed(Exception):
+    """Raised by the task of a mailbox that ended failed or not ready, after its outcome
+    is recorded: Celery (and Flower) show the task as failed, with the mailbox's error.
+    Expected (`throws`): logged in one line, no traceback, never retried."""
+
+
+def task_name(batch_id: str, job_id: str, source: str = "") -> str:
+    """The name a mailbox's task shows in logs, events and Flower (Celery's shadow)."""
+    return f"migrate {batch_id}/{job_id} {source}".rstrip()
+
+
+def send_mailbox(batch_id: str, job_id: str, source: str = "") -> None:
+    migrate_mailbox.apply_async(args=[batch_id, job_id], shadow=task_name(batch_id, job_id, source))
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    bind=True, name="migrator.migrate_mailbox", max_retries=None, throws=(MailboxFailed,)
+)
 def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
     store = StateStore.from_url(redis_url())
     try:
@@ -44,9 +61,11 @@ def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
         # instead of staying `queued` while `migrator run` waits for it.
         status = store.mailbox(batch_id, job_id)
         if status is not None and status.state is not MailboxState.DONE:
-            store.set_state(batch_id, job_id, MailboxState.FAILED, error=str(exc))
+            store.set_state(
+                batch_id, job_id, MailboxState.FAILED, error=str(exc), code=exc.code.value
+            )
         log.error("batch %s job %s: %s", batch_id, job_id, exc)
-        return {"batch_id": batch_id, "job_id": job_id, "state": MailboxState.FAILED.value}
+        raise MailboxFailed(f"failed: {exc}") from None
     try:
         result = execute_job(store, batch_id, job_id, box)
     except MailboxBusy as exc:
@@ -54,6 +73,8 @@ def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
         raise self.retry(exc=exc, countdown=lock_ttl()) from exc
     if result is None:
         return {"batch_id": batch_id, "job_id": job_id, "state": "skipped"}
+    if result.state in (MailboxState.FAILED, MailboxState.NOT_READY):
+        raise MailboxFailed(f"{result.state.value}: {result.error}")
     if result.state is MailboxState.PAUSED and result.resume_at is not None:
         # A daily cap: the mailbox runs again by itself when it has room.
         CeleryDispatcher().send_mailbox_at(redis_url(), batch_id, job_id, result.resume_at)

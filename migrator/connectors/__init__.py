@@ -33,6 +33,7 @@ REGISTRY = (
     _Entry("gmail", "imap", "migrator.connectors.imap:GMAIL", _SOURCE),
     _Entry("pop", "pop3", "migrator.connectors.pop3", _SOURCE),
     _Entry("ews", "ews", "migrator.connectors.ews", _BOTH),
+    _Entry("graph", "graph", "migrator.connectors.graph", _BOTH),
     _Entry("maildir", "maildir", "migrator.connectors.local:MAILDIR", _SOURCE),
     _Entry("mbox", "mbox", "migrator.connectors.local:MBOX", _SOURCE),
 )

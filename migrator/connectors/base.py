@@ -70,6 +70,15 @@ class SourceEnd:
     meters: ByteMeters | None = None  # daily byte caps (Gmail's), handed in by the runner
 
 
+class UploadLedger(Protocol):
+    """Bytes uploaded to a mailbox within a window, counted across every worker
+    (migrator.state.StateStore): for targets with an upload budget (Microsoft Graph)."""
+
+    def reserve_upload(self, name: str, size: int, limit: int, window: float) -> float:
+        """0 once `size` bytes are counted, else the seconds to wait before asking again."""
+        ...
+
+
 @dataclass(frozen=True)
 class TargetEnd:
     """The target side of a job, as a worker connects to it (secrets opened)."""
@@ -80,6 +89,7 @@ class TargetEnd:
     connect: ConnectOptions
     settings: Settings | None = None
     meters: ByteMeters | None = None  # daily byte caps (Gmail's), handed in by the runner
+    uploads: UploadLedger | None = None  # the runner's StateStore, for upload budgets
 
 
 class Connector(Protocol):
@@ -91,7 +101,7 @@ class Connector(Protocol):
     schemes: Mapping[str, tuple[TlsMode, int]]  # SourceServer scheme -> TLS mode, port
     roles: frozenset[Role]
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
-    needs_login: bool  # whether a source row needs SourceLoginID (files do not)
+    needs_login: bool  # whether a source row needs SourceLoginID (files, Graph: no)
     receives_mail: bool  # whether forwarding from it means anything (files: no)
 
     def parse_address(self, text: str) -> ServerAddress | None:

@@ -8,8 +8,11 @@ Only this package talks to Redis.  Its modules:
     locks.py     Lease, and taking, renewing and letting go of a mailbox's locks
     slots.py     connection caps: slots per server shared by every worker
     beats.py     heartbeats of running mailboxes, and requeuing those of dead workers
+    uploads.py   upload budgets: bytes sent to a mailbox per window, across workers
     progress.py  RedisProgress: the copier's checkpoints and counts, fenced
     tokens.py    RedisTokenShelf: OAuth tokens shared by worker processes, sealed
+    events.py    each mailbox's event log, bounded, and the EventSink the copier tells
+    catalog.py   the batches Redis holds, replacing one, a row's skipped messages
 
 Checkpoints are keyed by mailbox (source and target, canonical: mailboxid.py), not by
 batch, so a later batch over the same mailboxes (a delta pass) starts from them too.
@@ -19,9 +22,18 @@ when its epoch is still the worker's own (Redis emptied), never after another wo
 it (a worker paused past its lock, woken after the other finished).
 """
 
+from migrator.state.catalog import BatchSummary
 from migrator.state.keys import PREFIX
 from migrator.state.locks import Lease
 from migrator.state.progress import RedisProgress
 from migrator.state.store import MailboxStatus, NewJob, StateStore
 
-__all__ = ["PREFIX", "Lease", "MailboxStatus", "NewJob", "RedisProgress", "StateStore"]
+__all__ = [
+    "PREFIX",
+    "BatchSummary",
+    "Lease",
+    "MailboxStatus",
+    "NewJob",
+    "RedisProgress",
+    "StateStore",
+]

@@ -2,11 +2,14 @@
 
 Keys (all under "migrator:"):
 
-    batch:{bid}              hash   created, options (JSON, no secrets), job count
+    batch:{bid}              hash   created, options (JSON, no secrets; a notification
+                                    webhook sealed), job count; "ended" once its end was told
     batch:{bid}:jobs         list   job ids in CSV order
     job:{bid}:{jid}          string job payload JSON (secrets only as sealed tokens)
     mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error;
                                     heartbeat (Redis time) and locks (JSON names) while running
+    ev:{bid}:{jid}           list   the mailbox's event log, JSON events oldest first, the
+                                    newest EVENTS_MAX kept (state/events.py)
     tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
     ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
                                     the content key of its copy (migrator.recognition)
@@ -18,6 +21,9 @@ Keys (all under "migrator:"):
     held:{name}              string its holder, kept until let go (no TTL): a new holder that
                                     finds another's there knows it died with its lock
     conn:{server}            zset   owner -> lease expiry; its size is capped per server
+    up:{name}                zset   "{id}:{bytes}" of each upload to a mailbox -> when sent
+                                    (Graph's budget per mailbox; entries leave after the window)
+    up:{name}:total          int    the bytes of those entries
     beats                    zset   "{bid}:{jid}" of each running mailbox -> its last heartbeat
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time

@@ -18,12 +18,18 @@ from redis.retry import Retry
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import redact
 from migrator.state.beats import Heartbeats
+from migrator.state.catalog import Catalog
 from migrator.state.dailycaps import RedisByteMeters
+from migrator.state.events import EventLog
 from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
 from migrator.state.tokens import RedisTokenShelf
+from migrator.state.uploads import Uploads
+
+# Characters of a mailbox's error kept: the whole of any error migrator writes.
+ERROR_MAX = 4000
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class MailboxStatus:
     last_error: str
     copied_non_mail: int = 0  # calendar, contact and task items (EWS source)
     skipped_non_mail: int = 0
+    copied_bytes: int = 0  # sent by this batch (done_bytes counts those there already)
+    error_code: str = ""  # the ErrorCode of last_error, where one is known
     resume_at: float | None = None  # paused (a daily cap): when it goes on by itself
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,9 +77,10 @@ class NewJob:
     payload: str  # JSON; secrets sealed
 
 
-class StateStore(Locks, Slots, Heartbeats):
+class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads):
     """Everything migrator keeps in Redis (keys: migrator.state.keys); locks, connection
-    slots and heartbeats come from the mixins of locks.py, slots.py and beats.py."""
+    slots, heartbeats, event logs, the list of batches and upload budgets come from the
+    mixins of locks.py, slots.py, beats.py, events.py, catalog.py and uploads.py."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
@@ -163,16 +172,23 @@ class StateStore(Locks, Slots, Heartbeats):
         return [_status(batch_id, j, _strs(d)) for j, d in zip(ids, rows, strict=True) if d]
 
     def set_state(
-        self, batch_id: str, job_id: str, state: MailboxState, *, error: str | None = None
+        self,
+        batch_id: str,
+        job_id: str,
+        state: MailboxState,
+        *,
+        error: str | None = None,
+        code: str = "",
     ) -> None:
         now = str(time.time())
         fields = {"state": state.value, "updated": now}
         if state is MailboxState.RUNNING:
             fields["started"] = now
-            fields["last_error"] = ""
+            fields["last_error"] = fields["error_code"] = ""
             fields["resume_at"] = ""
         if error is not None:
-            fields["last_error"] = redact(error)[:1000]
+            fields["last_error"] = redact(error)[:ERROR_MAX]
+            fields["error_code"] = code
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
     def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
@@ -202,7 +218,8 @@ class StateStore(Locks, Slots, Heartbeats):
                     for s in result.skipped[:1000]
                 ]
             ),
-            "last_error": redact(result.error or "")[:1000],
+            "last_error": redact(result.error or "")[:ERROR_MAX],
+            "error_code": result.error_code,
             "rewritten_messages": str(result.rewritten_messages),
             "rewritten_addresses": str(result.rewritten_addresses),
             "unparsable_headers": str(result.unparsable_headers),
@@ -310,5 +327,7 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         last_error=d.get("last_error", ""),
         copied_non_mail=num("copied_non_mail"),
         skipped_non_mail=num("skipped_non_mail"),
+        copied_bytes=num("copied_bytes"),
+        error_code=d.get("error_code", ""),
         resume_at=when("resume_at"),
     )

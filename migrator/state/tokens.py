@@ -7,6 +7,7 @@ Redis holds no token in plain text, and none past its life.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -23,7 +24,10 @@ class RedisTokenShelf:
         self._r = client
 
     def take(self, key: str) -> ShelvedToken | None:
-        raw = self._r.get(token_key(key))
+        try:
+            raw = self._r.get(token_key(key))
+        except redis.RedisError:
+            return None  # the token service is asked instead
         if raw is None:
             return None
         try:
@@ -37,4 +41,5 @@ class RedisTokenShelf:
         if life_ms <= 0:
             return
         value = {"sealed": token.sealed, "issued": token.issued_at, "expires": token.expires_at}
-        self._r.set(token_key(key), json.dumps(value), px=life_ms)
+        with contextlib.suppress(redis.RedisError):  # not shared: each worker asks its own
+            self._r.set(token_key(key), json.dumps(value), px=life_ms)

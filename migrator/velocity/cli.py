@@ -58,20 +58,43 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     run.add_argument("--report-dir", type=Path, help="default: ./velocity-BATCHID")
     run.add_argument("--slowest", type=Count(), default=5, help="slowest mailboxes shown")
     run.set_defaults(func=cmd_velocity_run)
+    _plan_parser(commands)
+    _inventory_parser(sub)
 
+
+def _plan_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plan = commands.add_parser("plan", help="size the waves from an inventory and a throughput")
-    plan.add_argument("inventory_csv", type=Path)
-    plan.add_argument("--throughput", type=THROUGHPUT, required=True, help="GB/hour per session")
+    plan.add_argument("inventory_csv", type=Path, help="the inventory (`migrator inventory`)")
+    speed = plan.add_mutually_exclusive_group(required=True)
+    speed.add_argument(
+        "--throughput",
+        type=THROUGHPUT,
+        help="GB/hour per session: the 'GB/hour per session' that `velocity run` prints",
+    )
+    speed.add_argument(
+        "--from-report",
+        type=Path,
+        metavar="VELOCITY_JSON",
+        help="take the throughput per session from a `velocity run` report (velocity.json): "
+        "at its knee, or at its best point",
+    )
     plan.add_argument("--window", type=WINDOW, required=True, help="hours per wave")
     plan.add_argument("--sessions", type=SESSIONS, help="concurrent sessions")
-    plan.add_argument("--sessions-per-worker", type=Count(1, 1_000), default=4)
+    plan.add_argument(
+        "--sessions-per-worker",
+        type=Count(1, 1_000),
+        default=4,
+        help="mailboxes one worker copies at once (its --concurrency; default 4)",
+    )
     plan.add_argument("--workers", type=SESSIONS, help="default: solved for")
     plan.add_argument(
         "--waves", type=Count(1, 1_000), default=1, help="most waves wanted when solving workers"
     )
-    plan.add_argument("--json", action="store_true")
+    plan.add_argument("--json", action="store_true", help="as JSON")
     plan.set_defaults(func=cmd_velocity_plan)
 
+
+def _inventory_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     inventory = sub.add_parser(
         "inventory", help="read sizes and item counts from the source servers into a CSV"
     )
@@ -81,8 +104,16 @@ def add_velocity_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     inventory.add_argument("--foldermap", type=Path, help="names target folders for item counts")
     inventory.add_argument("--ca-file", help="CA bundle for servers with a private CA")
     inventory.add_argument("--insecure", action="store_true", help="do not verify certificates")
-    inventory.add_argument("--allow-plaintext", action="store_true")
-    inventory.add_argument("--timeout", type=TIMEOUT, default=60.0, metavar="SECONDS")
+    inventory.add_argument(
+        "--allow-plaintext", action="store_true", help="allow servers without STARTTLS"
+    )
+    inventory.add_argument(
+        "--timeout",
+        type=TIMEOUT,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds a server may take to connect or to answer (default 60)",
+    )
     inventory.add_argument("--workers", type=WORKERS, default=4, help="mailboxes at a time")
     inventory.set_defaults(func=cmd_inventory)
 
@@ -91,17 +122,33 @@ def cmd_velocity_run(args: argparse.Namespace) -> int:
     outcome = run_velocity(
         args, say=lambda text: err_console.print(text, highlight=False, markup=False)
     )
-    table = Table(title=f"velocity {outcome.report.run_id}")
-    for column in ("Concurrency", "Runs", "GB/hour", "Messages/s"):
+    report = outcome.report
+    table = Table(title=f"velocity {report.run_id}")
+    for column in ("Concurrency", "Runs", "GB/hour", "GB/hour per session", "Messages/s"):
         table.add_column(column, justify="right")
-    for point in outcome.report.curve:
+    for point in report.curve:
         table.add_row(
             str(point.concurrency),
             str(point.runs),
             f"{point.gb_per_hour:.3f}",
+            f"{point.gb_per_hour / point.concurrency:.3f}",
             f"{point.messages_per_second:.1f}",
         )
     console.print(table)
+    if report.knee is not None:
+        console.print(f"throughput stops growing at concurrency {report.knee}", highlight=False)
+    elif report.still_growing:
+        console.print(
+            f"throughput was still growing at concurrency {report.curve[-1].concurrency}, "
+            "the largest tried",
+            highlight=False,
+        )
+    if report.per_session_gb_per_hour is not None:
+        console.print(
+            f"per session: {report.per_session_gb_per_hour:.3f} GB/hour "
+            f"(`velocity plan --from-report {outcome.files.json}`)",
+            highlight=False,
+        )
     for path in (outcome.files.json, outcome.files.html, outcome.files.png):
         console.print(str(path), highlight=False, markup=False)
     return 0 if outcome.all_done else 1
@@ -113,11 +160,12 @@ def cmd_velocity_plan(args: argparse.Namespace) -> int:
         for problem in result.problems:
             err_console.print(f"{args.inventory_csv}:{problem}", highlight=False, markup=False)
         raise ConfigError(f"{args.inventory_csv}: {len(result.problems)} bad rows; no plan made")
+    throughput = args.throughput or _from_report(args.from_report)
     try:
         plan = plan_waves(
             result.rows,
             PlanOptions(
-                throughput_gb_per_hour=args.throughput,
+                throughput_gb_per_hour=throughput,
                 window_hours=args.window,
                 sessions=args.sessions,
                 sessions_per_worker=args.sessions_per_worker,
@@ -134,8 +182,30 @@ def cmd_velocity_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_report(path: Path) -> float:
+    """The per-session GB/hour a `velocity run` report recorded."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path}: not a velocity report (not JSON)") from None
+    value = data.get("gb_per_hour_per_session") if isinstance(data, dict) else None
+    if not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(
+            f"{path}: no 'gb_per_hour_per_session' in it (a report of `velocity run`, "
+            "this version or later)"
+        )
+    err_console.print(f"throughput from {path}: {value:.3f} GB/hour per session")
+    return float(value)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _print_plan(plan: WavePlan) -> None:
-    table = Table(title=f"{len(plan.waves)} waves")
+    table = Table(title=_plural(len(plan.waves), "wave"))
     for column, justify in (
         ("Wave", "right"),
         ("Mailboxes", "right"),
@@ -154,8 +224,10 @@ def _print_plan(plan: WavePlan) -> None:
         )
     console.print(table)
     console.print(
-        f"{plan.workers} workers x {plan.sessions_per_worker} sessions per worker "
-        f"({plan.sessions} sessions); a wave holds {plan.wave_capacity_bytes / GB:.2f} GB; "
+        f"{_plural(plan.workers, 'worker')} x "
+        f"{_plural(plan.sessions_per_worker, 'session')} per worker "
+        f"({_plural(plan.sessions, 'session')}); "
+        f"a wave holds {plan.wave_capacity_bytes / GB:.2f} GB; "
         f"{plan.total_bytes / GB:.2f} GB in {plan.total_hours:.1f} hours of moving",
         highlight=False,
     )

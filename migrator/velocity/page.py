@@ -58,9 +58,9 @@ _FIGURE_COLUMNS = [
     "Messages/s",
     "MB/s",
     "GB/hour",
-    "Source wait s",
-    "Target wait s",
-    "Throttled s",
+    "Source wait s (all connections)",
+    "Target wait s (all connections)",
+    "Throttled s (all connections)",
 ]
 
 
@@ -89,11 +89,7 @@ def render_html(report: VelocityReport) -> str:
             ],
         ),
     ]
-    if report.knee is not None:
-        out.append(
-            f"<p>Throughput stops growing at concurrency <b>{report.knee}</b>: "
-            f"the smallest that reaches {KNEE_SHARE:.0%} of the best mean.</p>"
-        )
+    out.extend(_curve_notes(report))
     if len(report.curve) > 1:
         out.append(
             svg_chart(
@@ -113,13 +109,38 @@ def render_html(report: VelocityReport) -> str:
         )
     )
     out.append(
-        '<p class="note">Per minute of the progress Redis; the first and last minute '
-        "are divided by the seconds the point ran in them.</p>"
+        '<p class="note">In buckets of whole minutes that fit the run; each bucket is '
+        "divided by the seconds the point ran in it, and a first or last bucket it ran "
+        "less than half of is folded into its neighbour.</p>"
     )
     for point in report.points:
         out.extend(_point(point, report.slowest_count))
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def _curve_notes(report: VelocityReport) -> list[str]:
+    """Where throughput stops growing (or that it did not), and the rate per session."""
+    out: list[str] = []
+    if report.knee is not None:
+        out.append(
+            f"<p>Throughput stops growing at concurrency <b>{report.knee}</b>: "
+            f"the smallest that reaches {KNEE_SHARE:.0%} of the best mean; more sessions "
+            "bought little more.</p>"
+        )
+    elif report.still_growing:
+        out.append(
+            f"<p>Throughput was still growing at concurrency <b>{report.curve[-1].concurrency}"
+            "</b>, the largest tried: try larger ones to find where it levels off.</p>"
+        )
+    per_session = report.per_session_gb_per_hour
+    if per_session is not None:
+        out.append(
+            f"<p>Per session: <b>{per_session:.3f} GB/hour</b> "
+            "(<code>velocity plan --throughput</code>, or <code>--from-report</code> "
+            "this report's velocity.json).</p>"
+        )
+    return out
 
 
 def _point(point: PointReport, slowest: int) -> list[str]:
@@ -139,9 +160,11 @@ def _point(point: PointReport, slowest: int) -> list[str]:
         )
     elif busy > 0:
         parts.append(
-            f'<p class="note">Of {busy:.1f} mailbox-seconds: '
-            f"source {_share(t.source_seconds, busy)}, target {_share(t.target_seconds, busy)}, "
-            f"throttling {_share(t.throttle_seconds, busy)}.</p>"
+            '<p class="note">Waiting, summed over every connection of every mailbox: '
+            f"source {t.source_seconds:.1f} s, target {t.target_seconds:.1f} s, throttling "
+            f"{t.throttle_seconds:.1f} s; the mailboxes ran {busy:.1f} s between them. A "
+            "mailbox copied over several connections waits on each at once, so its waits "
+            "can add up to more than its wall time.</p>"
         )
     parts.append(f"<h3>Slowest mailboxes (lowest MB/s, up to {slowest})</h3>")
     parts.append(_mailbox_table(point.slowest(slowest)))
@@ -179,10 +202,6 @@ def _figures(f: Figures, *, estimated: bool = False) -> list[str]:
         f"{f.timings.target_seconds:.1f}",
         f"{f.timings.throttle_seconds:.1f}",
     ]
-
-
-def _share(part: float, whole: float) -> str:
-    return f"{part:.1f} s ({100 * part / whole:.0f}%)"
 
 
 def _table(

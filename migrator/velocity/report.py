@@ -14,15 +14,22 @@ bytes, as `migrator status` shows them.
   done_bytes when everything done was copied in this pass, else done_bytes scaled by
   copied/done messages (flagged as estimated).
 - Rates: messages/s and MB/s over the wall time; GB/hour = bytes / 10**9 / wall hours.
-- Throughput over time: each minute's bytes divided by the seconds of that minute
-  the point was running (the first and last minute are partial).
+- Throughput over time: in buckets of whole minutes that fit the run (at most
+  MAX_BUCKETS), each bucket's bytes divided by the seconds the point ran in it; a bucket
+  the point ran less than half of (its first or last) is folded into its neighbour, so
+  a short run draws no partial-minute spikes (a run under a minute and a half is one).
 - The curve: per concurrency, the mean (and min, max) GB/hour of its repeats; the
-  knee is the smallest concurrency whose mean reaches KNEE_SHARE of the best mean:
-  past it, more sessions buy less than (1 - KNEE_SHARE) more throughput.
+  knee is the smallest concurrency whose mean reaches KNEE_SHARE of the best mean,
+  where a larger concurrency was tried too and bought less than (1 - KNEE_SHARE) more
+  throughput.  When the best is at the largest concurrency tried, there is no knee:
+  throughput was still growing (`still_growing`).
+- Per session: a point's GB/hour divided by its concurrency, what `velocity plan`
+  takes as its throughput.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +39,7 @@ from migrator.state import MailboxStatus, StateStore
 from migrator.velocity.store import Extra, Timings, read_extras
 
 KNEE_SHARE = 0.9
+MAX_BUCKETS = 60
 
 
 @dataclass(frozen=True)
@@ -163,13 +171,37 @@ class VelocityReport:
     def knee(self) -> int | None:
         return knee(self.curve)
 
+    @property
+    def still_growing(self) -> bool:
+        """The best mean throughput is at the largest concurrency tried (of several)."""
+        curve = self.curve
+        return len(curve) > 1 and max(curve, key=lambda c: c.gb_per_hour) is curve[-1]
+
+    @property
+    def per_session_gb_per_hour(self) -> float | None:
+        """What `velocity plan --throughput` takes: at the knee, or at the best point
+        where there is none, its GB/hour per concurrent session."""
+        curve = self.curve
+        if not curve:
+            return None
+        at = self.knee
+        point = next((c for c in curve if c.concurrency == at), None) or max(
+            curve, key=lambda c: c.gb_per_hour
+        )
+        return point.gb_per_hour / point.concurrency
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "meta": dict(self.meta),
             "points": [p.as_dict(self.slowest_count) for p in self.points],
-            "curve": [c.__dict__ for c in self.curve],
+            "curve": [
+                {**c.__dict__, "gb_per_hour_per_session": c.gb_per_hour / c.concurrency}
+                for c in self.curve
+            ],
             "knee_concurrency": self.knee,
+            "still_growing": self.still_growing,
+            "gb_per_hour_per_session": self.per_session_gb_per_hour,
         }
 
 
@@ -197,7 +229,7 @@ def build_point(
         wall_seconds=wall,
         timings=timings,
     )
-    samples = tuple(_sample(m, n, b, started, finished) for m, n, b in throughput)
+    samples = _samples(throughput, started, finished)
     return PointReport(batch_id, concurrency, repeat, started, finished, total, mailboxes, samples)
 
 
@@ -230,11 +262,14 @@ def concurrency_curve(points: Sequence[PointReport]) -> list[CurvePoint]:
 
 
 def knee(curve: Sequence[CurvePoint]) -> int | None:
-    """The smallest concurrency reaching KNEE_SHARE of the best mean GB/hour."""
+    """The smallest concurrency reaching KNEE_SHARE of the best mean GB/hour, where a
+    larger one was tried as well; None when it is the largest tried (still growing, or a
+    single point: nothing says that more sessions would not buy more)."""
     if not curve:
         return None
     best = max(c.gb_per_hour for c in curve)
-    return next(c.concurrency for c in curve if c.gb_per_hour >= KNEE_SHARE * best)
+    found = next(c.concurrency for c in curve if c.gb_per_hour >= KNEE_SHARE * best)
+    return found if found < curve[-1].concurrency else None
 
 
 def _mailbox(row: MailboxStatus, extra: Extra | None) -> MailboxFigures:
@@ -261,12 +296,48 @@ def _mailbox(row: MailboxStatus, extra: Extra | None) -> MailboxFigures:
     )
 
 
+def _samples(
+    throughput: Sequence[tuple[int, int, int]], started: float | None, finished: float | None
+) -> tuple[Sample, ...]:
+    """Buckets of whole minutes, as many as fit MAX_BUCKETS; partial edges folded in."""
+    if not throughput:
+        return ()
+    first = min(m for m, _, _ in throughput)
+    last = max(m for m, _, _ in throughput)
+    span = (finished - started) if started is not None and finished is not None else 0.0
+    width = 60 * max(1, math.ceil(max(span, last + 60 - first) / 60 / MAX_BUCKETS))
+    buckets: dict[int, list[int]] = {}
+    for minute, messages, size in throughput:
+        slot = buckets.setdefault(first + (minute - first) // width * width, [0, 0])
+        slot[0] += messages
+        slot[1] += size
+    samples = [
+        _sample(start, width, n, b, started, finished) for start, (n, b) in sorted(buckets.items())
+    ]
+    # A bucket the point ran in for less than half its width is folded into its neighbour.
+    while len(samples) > 1 and samples[0].seconds < width / 2:
+        samples[:2] = [_fold(samples[0], samples[1])]
+    while len(samples) > 1 and samples[-1].seconds < width / 2:
+        samples[-2:] = [_fold(samples[-2], samples[-1])]
+    return tuple(samples)
+
+
 def _sample(
-    minute: int, messages: int, size: int, started: float | None, finished: float | None
+    start: int,
+    width: int,
+    messages: int,
+    size: int,
+    started: float | None,
+    finished: float | None,
 ) -> Sample:
-    lo = max(float(minute), started) if started is not None else float(minute)
-    hi = min(minute + 60.0, finished) if finished is not None else minute + 60.0
+    lo = max(float(start), started) if started is not None else float(start)
+    hi = min(start + float(width), finished) if finished is not None else start + float(width)
     # At least a second: a copy stamped on the minute's edge must not divide by zero.
     seconds = max(1.0, hi - lo)
-    offset = minute - started if started is not None else 0.0
-    return Sample(minute, offset, messages, size, seconds)
+    offset = start - started if started is not None else 0.0
+    return Sample(start, offset, messages, size, seconds)
+
+
+def _fold(a: Sample, b: Sample) -> Sample:
+    return Sample(a.minute, a.offset_seconds, a.messages + b.messages, a.bytes + b.bytes,
+                  a.seconds + b.seconds)  # fmt: skip

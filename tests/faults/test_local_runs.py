@@ -290,9 +290,10 @@ def test_ctrl_c_stops_after_the_batches_in_flight_then_resume_copies_each_messag
         assert "Traceback" not in err
         assert re.search(r"^.*`migrator resume b1`.*$", err, re.MULTILINE), err
         assert proxy.faults_fired == ["stall"]
-        # Redis answered until the interruption was recorded; the command, leaving last,
-        # then stopped it.
-        assert watcher.gone.is_set() and watcher.last == "interrupted", watcher.last
+        # Redis answered while the mailbox ran; the command, leaving last, then stopped it
+        # (the interruption it recorded before is read back below, from Redis's own file:
+        # the watcher, polling every 20 ms, may not see it between the write and the stop).
+        assert watcher.gone.is_set() and watcher.last in ("running", "interrupted"), watcher.last
         assert not _answers(port)
         rows = _status(local_env, "b1")
         first, *rest = (rows[source] for source, _p, _t in pairs)

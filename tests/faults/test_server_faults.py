@@ -7,7 +7,6 @@ import imaplib
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from faultkit import (
@@ -22,8 +21,6 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from servers.certs import TlsFiles
 from servers.dovecot import (
     DEFAULT_USER_PASSWORD,
-    MASTER_PASSWORD,
-    MASTER_USER,
     DovecotServer,
     MakeUser,
 )
@@ -151,20 +148,6 @@ def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_cop
     assert second.done_messages == second.total_messages == len(sent)
     assert second.copied_messages == len(sent) - first.done_messages
     exactly_once.copied(source, password, target)
-
-
-class SizeLimitedDovecot(DovecotServer):
-    """Dovecot refusing any message over 64 KB: `quota_max_mail_size`, answered with
-    NO [LIMIT] Mail size is larger than the maximum size allowed by server configuration."""
-
-    def config_text(self) -> str:
-        return super().config_text() + "\nplugin {\n  quota_max_mail_size = 64k\n}\n"
-
-
-@pytest.fixture(scope="module")
-def limited_dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
-    with SizeLimitedDovecot(master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls_files) as server:
-        yield server
 
 
 def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_on(

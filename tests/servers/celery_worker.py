@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,14 +17,19 @@ class Worker:
     """The worker in its own process group, so SIGKILL takes all of it (pool included)."""
 
     def __init__(
-        self, env: dict[str, str], log: Path, loglevel: str = "INFO", concurrency: int = 1
+        self,
+        env: dict[str, str],
+        log: Path,
+        loglevel: str = "INFO",
+        concurrency: int = 1,
+        options: Sequence[str] = (),
     ) -> None:
         self.log = log
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", loglevel,
              "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"w{time.time_ns()}@%h"],
+             "--without-heartbeat", "-n", f"w{time.time_ns()}@%h", *options],
             cwd=REPO,
             env=env,
             stdout=self._log,
@@ -71,9 +77,13 @@ class Workers(list[Worker]):
         env: dict[str, str] | None = None,
         loglevel: str = "INFO",
         concurrency: int = 1,
+        options: Sequence[str] = (),
     ) -> Worker:
-        """A new worker, logging to `name`.log, with the shared environment or `env`."""
-        worker = Worker(env or self.env, self.directory / f"{name}.log", loglevel, concurrency)
+        """A new worker, logging to `name`.log, with the shared environment or `env`;
+        `options`: more of the worker's command line (`-E`)."""
+        worker = Worker(
+            env or self.env, self.directory / f"{name}.log", loglevel, concurrency, options
+        )
         self.append(worker)
         return worker
 

@@ -400,3 +400,11 @@ __all__ = [
     "MakeUser",
     "UserSpec",
 ]
+
+
+class SizeLimitedDovecot(DovecotServer):
+    """Dovecot refusing any message over 64 KB: `quota_max_mail_size`, answered with
+    NO [LIMIT] Mail size is larger than the maximum size allowed by server configuration."""
+
+    def config_text(self) -> str:
+        return super().config_text() + "\nplugin {\n  quota_max_mail_size = 64k\n}\n"

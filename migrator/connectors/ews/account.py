@@ -34,6 +34,7 @@ from exchangelib import (
     NTLM,
     OAUTH2,
     Account,
+    Build,
     Configuration,
     Identity,
     OAuth2AuthorizationCodeCredentials,
@@ -123,7 +124,7 @@ def open_account(
             auth_type=auth_type if endpoint else None,
             retry_policy=FailFast(),
             max_connections=settings.max_connections,
-            version=Version(build=VERSIONS[settings.version]) if settings.version else None,
+            version=Version(build=Build(*VERSIONS[settings.version])) if settings.version else None,
         )
         return Account(
             primary_smtp_address=smtp,
@@ -146,15 +147,39 @@ def _origin(url: str) -> tuple[str, int]:
     return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
 
 
+# exchangelib parses every SOAP response from `response.iter_content()`, whose chunk is one
+# byte unless told otherwise, and its reader joins the chunks into a bytearray it slices
+# again at every read: about 1.5 s per MB of MIME.  Responses of our adapter hand out this
+# much at a time instead (exchangelib 5.x; pinned below 6 in pyproject.toml).
+RESPONSE_CHUNK = 256 * 1024
+
+
+class _WholeChunks(requests.Response):
+    def iter_content(
+        self, chunk_size: int | None = 1, decode_unicode: bool = False
+    ) -> Iterator[Any]:
+        """exchangelib asks for bytes (decode_unicode False), one at a time by default."""
+        size = RESPONSE_CHUNK if chunk_size == 1 else chunk_size
+        if decode_unicode:
+            return iter(super().iter_content(size, decode_unicode=True))
+        return iter(super().iter_content(size))
+
+
 class _Adapter(requests.adapters.HTTPAdapter):
     """exchangelib takes its HTTP adapter from one class attribute for the whole process (its
     documented way to trust a private CA or skip checks); this one looks up each request's
-    origin, so one batch's --ca-file or --insecure never applies to another's servers."""
+    origin, so one batch's --ca-file or --insecure never applies to another's servers, and
+    its responses are read in large chunks (RESPONSE_CHUNK)."""
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         with _tls_lock:
             chosen = _verify.get(_origin(url), _verify.get(None))
         super().cert_verify(conn, url, verify if chosen is None else chosen, cert)
+
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        response = super().build_response(req, resp)
+        response.__class__ = _WholeChunks
+        return response
 
 
 def _configure_tls(options: ConnectOptions, endpoint: str | None) -> None:

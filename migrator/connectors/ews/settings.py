@@ -13,10 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from exchangelib import (
-    Build,
-)
-
 from migrator.argtypes import CONNECTIONS
 from migrator.errors import (
     ConfigError,
@@ -28,11 +24,12 @@ from migrator.secrets import Secret
 EWS_PATH = "/EWS/Exchange.asmx"
 
 # --ews-version: the EWS API version to speak, skipping exchangelib's probe (a ConvertId
-# call).  Exchange2016 covers 2016, 2019, SE and Exchange Online.
+# call).  Exchange2016 covers 2016, 2019, SE and Exchange Online.  The builds as numbers
+# (exchangelib's Build in account.py): the command line's options need no exchangelib.
 VERSIONS = {
-    "Exchange2013": Build(15, 0, 516, 32),
-    "Exchange2013_SP1": Build(15, 0, 847, 32),
-    "Exchange2016": Build(15, 1, 225, 42),
+    "Exchange2013": (15, 0, 516, 32),
+    "Exchange2013_SP1": (15, 0, 847, 32),
+    "Exchange2016": (15, 1, 225, 42),
 }
 
 
@@ -176,7 +173,12 @@ def _target_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--autodiscover", action="store_true", help="find each target mailbox's EWS endpoint"
     )
-    g.add_argument("--ews-auth", choices=[a.value for a in EwsAuth], default="basic")
+    g.add_argument(
+        "--ews-auth",
+        choices=[a.value for a in EwsAuth],
+        default="basic",
+        help="how the service account logs in to Exchange (default basic)",
+    )
     access = g.add_mutually_exclusive_group()
     access.add_argument(
         "--impersonate",

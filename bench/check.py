@@ -1,0 +1,37 @@
+"""Every run checked message by message at the target: the bodies there, as a multiset of
+digests, must be the source's (folders aside: imapsync and dsync keep the source's names,
+migrator maps them), and nothing may be there twice."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections import Counter
+
+from imapclient import IMAPClient
+
+
+def digests(port: int, ctx: ssl.SSLContext, login: str, password: str) -> Counter[str]:
+    """The SHA-256 of every message body in the mailbox `login` opens."""
+    found: Counter[str] = Counter()
+    with IMAPClient("127.0.0.1", port, ssl_context=ctx, timeout=300) as client:
+        client.login(login, password)
+        for flags, _delimiter, name in client.list_folders():
+            if b"\\Noselect" in flags or b"\\NonExistent" in flags:
+                continue
+            client.select_folder(name, readonly=True)
+            uids = client.search("ALL")
+            for start in range(0, len(uids), 200):
+                fetched = client.fetch(uids[start : start + 200], ["BODY.PEEK[]"])
+                for data in fetched.values():
+                    found[hashlib.sha256(data[b"BODY[]"]).hexdigest()] += 1
+    return found
+
+
+def verdict(source: Counter[str], target: Counter[str]) -> str:
+    """ "" when the target holds exactly the source's messages, else what differs."""
+    missing = sum((source - target).values())
+    extra = sum((target - source).values())
+    if not missing and not extra:
+        return ""
+    return f"{missing} missing, {extra} extra at the target"
