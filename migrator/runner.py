@@ -101,7 +101,9 @@ def execute_job(
         tell_ended(store, batch_id, job_id, box)
         return failed
     result = _locked(store, batch_id, job_id, job, box, slot_wait, stop)
-    if result is not None:  # told with the mailbox's locks let go: a slow relay holds nothing
+    # Told with the mailbox's locks let go: a slow relay holds nothing.  A paused mailbox
+    # has not ended: it is told when it does.
+    if result is not None and result.state is not MailboxState.PAUSED:
         tell_ended(store, batch_id, job_id, box)
     return result
 
@@ -239,6 +241,7 @@ def note_outcome(store: StateStore, batch_id: str, job_id: str, result: MailboxR
         copied_messages=result.copied_messages,
         copied_bytes=result.copied_bytes,
         skipped=len(result.skipped),
+        **({"resume_at": result.resume_at} if result.resume_at is not None else {}),
     )
 
 

@@ -36,6 +36,7 @@ from support import (
 from migrator import mailboxid
 from migrator.cli import main
 from migrator.display import result_table
+from migrator.events import EventKind
 from migrator.gmail import Direction, GmailSettings
 from migrator.report import MailboxState
 from migrator.runner import execute_job
@@ -116,6 +117,8 @@ def test_a_mailbox_pauses_before_its_download_cap_and_goes_on_with_nothing_lost(
     console.print(result_table([row], "b1"))
     table = console.export_text()
     assert "paused" in table and "resumes " in table and "download" in table
+    (end,) = [e for e in store.events("b1", "00001") if e.kind is EventKind.END]
+    assert end.data["state"] == "paused" and end.data["resume_at"] == row.resume_at
     # A task before its time (`resume`, a broker delivering twice) leaves it paused.
     assert execute_job(store, "b1", "00001", SecretBox(new_key())) is None
     assert store.mailbox("b1", "00001") == row
