@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from migrator.errors import (
+    CapReached,
     LockLost,
     MailboxNotReady,
     PermanentError,
@@ -306,6 +307,15 @@ def migrate_mailbox(
                 )  # fmt: skip
     except LockLost:
         raise
+    except CapReached as exc:
+        # Not a failure: what was sent is checkpointed; the mailbox goes on at resume_at.
+        log.warning("%s; paused until %s", exc, datetime.fromtimestamp(exc.resume_at, UTC))
+        return MailboxResult(
+            state=MailboxState.PAUSED,
+            error=str(exc),
+            error_code=exc.code.value,
+            resume_at=exc.resume_at,
+        )
     except SourceIncomplete as exc:
         return exc.result
     except Exception as exc:

@@ -21,6 +21,10 @@ class Dispatcher(Protocol):
         """Queue one forwarding task per job."""
         ...
 
+    def send_mailbox_at(self, redis_url: str, batch_id: str, job_id: str, when: float) -> None:
+        """Queue one mailbox's task to run at `when` (epoch seconds): a paused mailbox."""
+        ...
+
 
 _dispatcher: Dispatcher | None = None
 

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.markup import escape
@@ -24,11 +25,19 @@ _STATE_STYLE = {
     "interrupted": "yellow",
     "running": "cyan",
     "queued": "dim",
+    "paused": "yellow",
 }
 
 
 def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f}"
+
+
+def _clock(when: float) -> str:
+    """A time to come, in UTC: "14:05:09 UTC", with the date when it is not today."""
+    moment = datetime.fromtimestamp(when, UTC)
+    today = datetime.now(UTC).date()
+    return moment.strftime("%H:%M:%S UTC" if moment.date() == today else "%Y-%m-%d %H:%M UTC")
 
 
 def result_table(
@@ -95,6 +104,8 @@ def _cells(row: MailboxStatus) -> list[str]:
 
 def _note(row: MailboxStatus) -> str:
     note = row.last_error or (row.current_folder if row.state.value == "running" else "")
+    if row.state.value == "paused" and row.resume_at is not None:
+        note = f"resumes {_clock(row.resume_at)}: {note}"
     if not note and row.rewritten_messages:
         note = f"rewrote {row.rewritten_addresses} addresses in {row.rewritten_messages} mails"
         if row.unparsable_headers:

@@ -6,6 +6,8 @@
     │   └── BadBatchRow             one row is wrong (carries line and column)
     ├── FolderMapError              foldermap.xml invalid or hostile (carries line)
     ├── LockLost                    another worker took the mailbox over; this one stops
+    ├── CapReached                  a daily cap (Gmail's bandwidth) is reached: the mailbox
+    │                               pauses until `resume_at` and goes on by itself
     ├── TransientError              worth retrying: reset, timeout, BYE, throttling
     │   └── TokenServiceUnavailable an OAuth token service cannot be reached
     └── PermanentError              retrying will not help; fails one mailbox
@@ -32,7 +34,7 @@ managesieve.sieve_error) reads the server's response code there.  Everyone else 
 by class and code, never by the message text.  Without a code given, an error has its
 class's: CONFIG, BATCH, FOLDERMAP, LOCKLOST, TRANSIENT, REFUSED (PermanentError,
 FolderRefused, MessageRefused), AUTHENTICATIONFAILED, TOKENREFUSED, TOKENSERVICE, OVERQUOTA,
-NOTREADY, TAMPERED.
+NOTREADY, TAMPERED, DAILYCAP.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ErrorCode(str, enum.Enum):  # noqa: UP042  (str, Enum) as the rest of migr
     BATCH = "BATCH"
     FOLDERMAP = "FOLDERMAP"
     LOCKLOST = "LOCKLOST"
+    DAILYCAP = "DAILYCAP"  # a daily bandwidth cap (Gmail's) reached: paused, not failed
 
 
 class MigrationError(Exception):
@@ -128,6 +131,19 @@ class LockLost(MigrationError):
     once and records nothing, so two workers never copy one mailbox side by side."""
 
     code = ErrorCode.LOCKLOST
+
+
+class CapReached(MigrationError):
+    """A daily cap on the bytes read from or written to a mailbox (Gmail's) is reached,
+    or the server cut the session off as it does past its own: not a failure, and not
+    worth another pass now.  The mailbox pauses until `resume_at` (epoch seconds), with
+    what was sent checkpointed, and resumes by itself."""
+
+    code = ErrorCode.DAILYCAP
+
+    def __init__(self, message: str, resume_at: float) -> None:
+        super().__init__(message)
+        self.resume_at = resume_at
 
 
 class TransientError(MigrationError):

@@ -129,7 +129,7 @@ def recognise(
     message only where a key is shared, see migrator.recognition)."""
     bound: dict[str, list[MessageRef]] = {}
     for ref in refs:
-        bound.setdefault(target_of[ref.folder], []).append(ref)
+        bound.setdefault(target_of[ref.placed], []).append(ref)
     found: list[tuple[MessageRef, str | None]] = []
     for name, members in sorted(bound.items()):
         if all(ref.ident in checkpoints for ref in members):

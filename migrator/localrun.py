@@ -8,11 +8,13 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator.display import watch
 from migrator.localredis import REDIS_URL_ENV as REDIS_URL_ENV  # re-exported
+from migrator.report import MailboxState
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import (
     SecretBox,
@@ -45,9 +47,14 @@ def run_in_process(
         while not stop.is_set():
             try:
                 execute_job(store, batch_id, job_id, box, stop=stop)
-                return
             except MailboxBusy:
                 stop.wait(min(lock_ttl(), 5.0))
+                continue
+            status = store.mailbox(batch_id, job_id)
+            if status is None or status.state is not MailboxState.PAUSED:
+                return
+            # A daily cap: wait here until the mailbox has room again (Ctrl-C ends it).
+            stop.wait(max(0.0, (status.resume_at or 0.0) - time.time()))
 
     with (
         _ctrl_c(stop, batch_id),

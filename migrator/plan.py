@@ -34,6 +34,15 @@ class MessageRef:
     flags: tuple[str, ...] = ()
     message_id: str | None = None  # as the source lists it: only for telling folders apart
     received: datetime | None = None  # the newest Received field's date, where read
+    # The source folder (of the listing) whose place at the target its copy takes, where
+    # that is not `folder`, which then only keys its checkpoint (Gmail: one key per
+    # message, whichever label folder it goes to).
+    place: str | None = None
+
+    @property
+    def placed(self) -> str:
+        """The source folder whose place at the target its copy takes."""
+        return self.place or self.folder
 
     @property
     def ident(self) -> tuple[str, int, str]:
@@ -249,7 +258,7 @@ def send_order(
             break
         by_folder: dict[str, list[MessageRef]] = {}
         for ref in window:
-            by_folder.setdefault(ref.folder, []).append(ref)
+            by_folder.setdefault(ref.placed, []).append(ref)
         for members in by_folder.values():
             order.extend(members)
     return tuple(order)

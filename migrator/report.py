@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 class MailboxState(enum.StrEnum):
     """Where one mailbox of a batch stands.
 
-    queued -> running -> done | quota_stopped | failed | not_ready | interrupted
-    A resume re-queues every mailbox that is not done.
+    queued -> running -> done | quota_stopped | failed | not_ready | interrupted | paused
+    A resume re-queues every mailbox that is not done; a paused one (a daily cap reached)
+    goes on by itself at its `resume_at`.
     """
 
     QUEUED = "queued"
@@ -20,10 +21,11 @@ class MailboxState(enum.StrEnum):
     FAILED = "failed"
     NOT_READY = "not_ready"
     INTERRUPTED = "interrupted"  # the operator stopped the run (Ctrl-C); resume goes on
+    PAUSED = "paused"  # a daily cap (Gmail's) reached: runs again by itself at resume_at
 
     @property
     def final(self) -> bool:
-        return self not in (MailboxState.QUEUED, MailboxState.RUNNING)
+        return self not in (MailboxState.QUEUED, MailboxState.RUNNING, MailboxState.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -59,4 +61,5 @@ class MailboxResult:
     source_seconds: float = 0.0  # time spent waiting on the source, the target, and throttling
     target_seconds: float = 0.0
     throttle_seconds: float = 0.0
+    resume_at: float | None = None  # paused: when (epoch seconds) the mailbox goes on
     error_code: str = ""  # the ErrorCode of `error` (errors are grouped by it)

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 from migrator import connectors, jobs, mailboxid, notify
@@ -84,6 +85,11 @@ def execute_job(
         return None
     if status.state is MailboxState.DONE:
         return None
+    if status.state is MailboxState.PAUSED and (status.resume_at or 0.0) > time.time() + 1:
+        # A daily cap: its own task comes at resume_at; one early (`resume`, a broker's
+        # second delivery) would only find the cap reached and queue another.
+        log.info("mailbox %s paused until %s", status.source_identity, status.resume_at)
+        return None
     try:
         job = jobs.Job.from_json(raw)
         if job.target is None:
@@ -95,7 +101,9 @@ def execute_job(
         tell_ended(store, batch_id, job_id, box)
         return failed
     result = _locked(store, batch_id, job_id, job, box, slot_wait, stop)
-    if result is not None:  # told with the mailbox's locks let go: a slow relay holds nothing
+    # Told with the mailbox's locks let go: a slow relay holds nothing.  A paused mailbox
+    # has not ended: it is told when it does.
+    if result is not None and result.state is not MailboxState.PAUSED:
         tell_ended(store, batch_id, job_id, box)
     return result
 
@@ -174,9 +182,10 @@ def _run(
     try:
         source_connector = connectors.connector(job.source.kind)
         target_connector = connectors.connector(job.target.kind)
-        source = jobs.open_source(job, box)
+        meters = store.byte_meters()
+        source = dataclasses.replace(jobs.open_source(job, box), meters=meters)
         # Upload budgets per target mailbox are kept in Redis, across every worker.
-        target = dataclasses.replace(jobs.open_target(job, box), uploads=store)
+        target = dataclasses.replace(jobs.open_target(job, box), uploads=store, meters=meters)
         folder_map = _folder_map(job.options.foldermap_xml)
     except (ConfigError, PayloadTampered) as exc:
         return MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
@@ -232,6 +241,7 @@ def note_outcome(store: StateStore, batch_id: str, job_id: str, result: MailboxR
         copied_messages=result.copied_messages,
         copied_bytes=result.copied_bytes,
         skipped=len(result.skipped),
+        **({"resume_at": result.resume_at} if result.resume_at is not None else {}),
     )
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from migrator.errors import (
+    CapReached,
     MessageRefused,
     QuotaExceeded,
     TransientError,
@@ -263,21 +264,26 @@ def send_one(
     reading = prefetched(_timed(source.fetch(fits), batch.sent), ahead)
     expected = 0  # position of the next message the source should send
     current_folder = ""
-    for ref, body in reading:
-        # Sources send in the order asked, leaving out what is gone: the next message of
-        # `fits` that is `ref` is its place (no index of a million entries kept aside).
-        here = expected
-        while fits[here] is not ref:
-            here += 1
-        batch.sent.undelivered += fits[expected:here]  # the source skipped these
-        expected = here + 1
-        if ref.folder != current_folder:
-            current_folder = ref.folder
-            sending.progress.folder(ref.folder)
-        batch.add(here, ref, _item(ref, body, sending, batch.sent))
-        del body
-        if batch.full() and not batch.flush():
-            return batch.sent
+    try:
+        for ref, body in reading:
+            # Sources send in the order asked, leaving out what is gone: the next message
+            # of `fits` that is `ref` is its place (no index of a million entries aside).
+            here = expected
+            while fits[here] is not ref:
+                here += 1
+            batch.sent.undelivered += fits[expected:here]  # the source skipped these
+            expected = here + 1
+            if ref.placed != current_folder:
+                current_folder = ref.placed
+                sending.progress.folder(ref.placed)
+            batch.add(here, ref, _item(ref, body, sending, batch.sent))
+            del body
+            if batch.full() and not batch.flush():
+                return batch.sent
+    except CapReached:
+        if batch.items:  # read within the source's cap: sent before the mailbox pauses
+            batch.flush()
+        raise
     batch.sent.undelivered += fits[expected:]  # the source's answers ended early
     if batch.items:
         batch.flush()
@@ -295,7 +301,7 @@ def _item(ref: MessageRef, body: bytes, sending: Sending, sent: Sent) -> AppendI
         sent.unparsable_headers += rewritten.headers_unparsable
         del rewritten
     return AppendItem(
-        sending.target_of[ref.folder],
+        sending.target_of[ref.placed],
         body,
         ref.flags,
         ref.append_date(sending.now),

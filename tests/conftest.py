@@ -16,12 +16,13 @@ from __future__ import annotations
 import itertools
 import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
 from ews_server import EwsServer
+from gmailkit import GmailAccount, GmailAccountMaker, GmailMessage, fill_gmail
 from graph_server import GraphServer
 from graphkit import GraphApp, new_graph_app
 from servers.celery_worker import Workers
@@ -36,10 +37,11 @@ from servers.dovecot import (
     MakeUser,
     SizeLimitedDovecot,
 )
+from servers.gmail_proxy import GmailProxy
 from servers.mailgen import Fill
 from servers.oauth_server import MAIL_SCOPE, OAuthServer
 from servers.redis import RedisServer
-from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox
+from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox, batch_password
 
 from migrator import dispatch
 from migrator.oauth import share_tokens
@@ -340,3 +342,25 @@ def make_graph_mailbox(graph: GraphServer) -> Callable[..., str]:
         return name
 
     return make
+
+
+@pytest.fixture
+def gmail_account(
+    dovecot: DovecotServer, tls_files: TlsFiles, ssl_context: ssl.SSLContext, make_user: MakeUser
+) -> Iterator[GmailAccountMaker]:
+    """``gmail_account(messages)``: a Gmail-shaped mailbox of the test Dovecot holding
+    `messages` (gmailkit.gmail_messages), behind its own GmailProxy, which announces
+    X-GM-EXT-1 and answers X-GM-MSGID and X-GM-LABELS (gmailkit.GmailAccount)."""
+    proxies: list[GmailProxy] = []
+
+    def make(messages: Sequence[GmailMessage]) -> GmailAccount:
+        password = batch_password("gmail")
+        login = make_user(password, prefix="gmail")
+        fill_gmail(dovecot, login, password, messages, ssl_context)
+        proxy = GmailProxy(dovecot.imap_port, tls_files, login, password).start()
+        proxies.append(proxy)
+        return GmailAccount(login, password, proxy, list(messages))
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

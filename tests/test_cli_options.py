@@ -23,6 +23,8 @@ PLAN = ["velocity", "plan", "inv.csv", "--throughput", "1", "--window", "1"]
 RUN_LIKE = [["run", *BATCH], ["enqueue", *BATCH], ["velocity", "run", *BATCH], ["check", *BATCH]]
 FORWARDING = [["forwarding", action, *BATCH] for action in ("set", "remove", "status")]
 INVENTORY = [["inventory", *BATCH]]
+# Every command with a source end takes the Gmail source's options.
+SOURCES = [*RUN_LIKE, *FORWARDING, *INVENTORY, ["validate", *BATCH]]
 
 COUNT = ["0", "-1", "1.5", "nan", "inf", "", "x", "99999999999"]
 PORT = ["0", "-1", "65536", "nan", "143.5", "x"]
@@ -54,6 +56,9 @@ TABLE: list[tuple[list[list[str]], str, list[str], tuple[str, object]]] = [
     (FORWARDING, "--timeout", SECONDS, ("5", 5.0)),
     (FORWARDING, "--workers", COUNT, ("2", 2)),
     (FORWARDING, "--wait", SECONDS, ("60", 60.0)),
+    (SOURCES, "--gmail-download-cap", COUNT, ("20", 20)),
+    (SOURCES, "--gmail-upload-cap", COUNT, ("500", 500)),
+    (SOURCES, "--gmail-cap-window", SECONDS, ("30", 30.0)),
     ([["check", *BATCH]], "--parallel", COUNT, ("16", 16)),
     ([["dashboard"]], "--port", PORT, ("8080", 8080)),
     ([["dashboard"]], "--refresh", SECONDS, ("0.5", 0.5)),

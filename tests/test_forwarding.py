@@ -311,6 +311,24 @@ def test_pop3_sources_and_hosts_without_managesieve_are_manual_with_the_instruct
     assert f"no ManageSieve service at 127.0.0.1:{closed}" in rows[0]["detail"]
 
 
+def test_gmail_sources_are_manual_with_gmails_own_steps(site: Site) -> None:
+    source, target = site.pair()
+    csv = site.csv([(source, target)], name="g.csv")
+    args = ["--source-type", "gmail", *site.sieve_args()]
+    for action, words in (
+        ("set", ["Forwarding and POP/IMAP", f"Add a forwarding address: {target}",
+                 "keep Gmail's copy in the Inbox", "Routing"]),
+        ("remove", ["Disable forwarding", target]),
+        ("status", ["check by hand", "Forwarding and POP/IMAP"]),
+    ):  # fmt: skip
+        code, rows = site.forwarding(action, csv, *args)
+        assert code == 1
+        assert rows[0]["state"] == "manual" and rows[0]["method"] == "manual"
+        assert all(word in rows[0]["detail"] for word in words), rows[0]["detail"]
+    with site.sieve(source) as client:  # nothing was tried over ManageSieve
+        assert client.list_scripts() == []
+
+
 def test_a_wrong_password_fails_that_mailbox_without_showing_the_password(site: Site) -> None:
     source, target = site.pair()
     wrong = batch_password("forward-wrong")

@@ -15,6 +15,17 @@ class CeleryDispatcher:
         for job_id in job_ids:
             send_mailbox(batch_id, job_id, sources.get(job_id, ""))
 
+    def send_mailbox_at(self, redis_url: str, batch_id: str, job_id: str, when: float) -> None:
+        """Queue one mailbox's task to run at `when` (epoch seconds): a paused mailbox
+        (a daily cap) going on by itself."""
+        from datetime import UTC, datetime
+
+        from workers.app import app
+        from workers.tasks import migrate_mailbox
+
+        app.conf.update(broker_url=redis_url, result_backend=redis_url)
+        migrate_mailbox.apply_async(args=[batch_id, job_id], eta=datetime.fromtimestamp(when, UTC))
+
     def send_forwarding(
         self, redis_url: str, action: str, jobs_json: Sequence[str], request: str
     ) -> None:

@@ -16,6 +16,7 @@ from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import SecretBox
 from migrator.state import StateStore
 from workers.app import app, redis_url
+from workers.dispatch import CeleryDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
         return {"batch_id": batch_id, "job_id": job_id, "state": "skipped"}
     if result.state in (MailboxState.FAILED, MailboxState.NOT_READY):
         raise MailboxFailed(f"{result.state.value}: {result.error}")
+    if result.state is MailboxState.PAUSED and result.resume_at is not None:
+        # A daily cap: the mailbox runs again by itself when it has room.
+        CeleryDispatcher().send_mailbox_at(redis_url(), batch_id, job_id, result.resume_at)
     return {
         "batch_id": batch_id,
         "job_id": job_id,

@@ -30,6 +30,7 @@ _SOURCE = frozenset({Role.SOURCE})
 
 REGISTRY = (
     _Entry("imap", "imap", "migrator.connectors.imap", _BOTH),
+    _Entry("gmail", "imap", "migrator.connectors.imap:GMAIL", _SOURCE),
     _Entry("pop", "pop3", "migrator.connectors.pop3", _SOURCE),
     _Entry("ews", "ews", "migrator.connectors.ews", _BOTH),
     _Entry("graph", "graph", "migrator.connectors.graph", _BOTH),

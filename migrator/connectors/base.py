@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 from migrator.errors import ConfigError
 from migrator.foldermap import FolderMap
 from migrator.forwarding import ForwardAction, ForwardOutcome, manual_outcome
+from migrator.gmail import ByteMeters
 from migrator.model import (
     BatchResult,
     ConnectOptions,
@@ -66,6 +67,7 @@ class SourceEnd:
     settings: Settings | None = None
     sieve_port: int | None = None  # ManageSieve, where forwarding is set by Sieve
     fetch_window: int = 0  # messages per fetch round trip; 0: the connector's own default
+    meters: ByteMeters | None = None  # daily byte caps (Gmail's), handed in by the runner
 
 
 class UploadLedger(Protocol):
@@ -86,6 +88,7 @@ class TargetEnd:
     credentials: Login
     connect: ConnectOptions
     settings: Settings | None = None
+    meters: ByteMeters | None = None  # daily byte caps (Gmail's), handed in by the runner
     uploads: UploadLedger | None = None  # the runner's StateStore, for upload budgets
 
 

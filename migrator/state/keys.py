@@ -27,6 +27,11 @@ Keys (all under "migrator:"):
     beats                    zset   "{bid}:{jid}" of each running mailbox -> its last heartbeat
     fwd:{forward_key}        hash   forwarding of one source mailbox: state, method, target,
                                     detail, request (the command that last wrote it), time
+    cap:{direction}:{mailbox} zset  bytes read from (download) or written to (upload) a
+                                    mailbox with a daily cap (Gmail's): "{token}:{bytes}" ->
+                                    when; members past the window dropped (state/dailycaps.py)
+    capblock:{direction}:{mailbox} string until when a server's cut-off counts as the cap
+                                    reached (expires then)
     token:{digest}           string an OAuth token shared by worker processes: sealed, with
                                     its times (JSON), kept until it expires (state/tokens.py)
 """

@@ -19,6 +19,7 @@ from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import redact
 from migrator.state.beats import Heartbeats
 from migrator.state.catalog import Catalog
+from migrator.state.dailycaps import RedisByteMeters
 from migrator.state.events import EventLog
 from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
@@ -58,6 +59,7 @@ class MailboxStatus:
     skipped_non_mail: int = 0
     copied_bytes: int = 0  # sent by this batch (done_bytes counts those there already)
     error_code: str = ""  # the ErrorCode of last_error, where one is known
+    resume_at: float | None = None  # paused (a daily cap): when it goes on by itself
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -99,6 +101,10 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads):
     @property
     def client(self) -> redis.Redis:
         return self._r
+
+    def byte_meters(self) -> RedisByteMeters:
+        """The daily byte caps of mailboxes (Gmail's), shared by every worker."""
+        return RedisByteMeters(self._r)
 
     def token_shelf(self) -> RedisTokenShelf:
         """Where this Redis's workers share OAuth tokens (sealed)."""
@@ -179,12 +185,27 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads):
         if state is MailboxState.RUNNING:
             fields["started"] = now
             fields["last_error"] = fields["error_code"] = ""
+            fields["resume_at"] = ""
         if error is not None:
             fields["last_error"] = redact(error)[:ERROR_MAX]
             fields["error_code"] = code
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
     def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
+        if result.state is MailboxState.PAUSED:
+            # Not an outcome: the counters stay as the checkpoints left them.
+            self._r.hset(
+                _k("mbx", batch_id, job_id),
+                mapping=_fields(
+                    {
+                        "state": result.state.value,
+                        "updated": str(time.time()),
+                        "resume_at": str(result.resume_at or ""),
+                        "last_error": redact(result.error or "")[:1000],
+                    }
+                ),
+            )
+            return
         fields = {
             "state": result.state.value,
             "updated": str(time.time()),
@@ -308,4 +329,5 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         skipped_non_mail=num("skipped_non_mail"),
         copied_bytes=num("copied_bytes"),
         error_code=d.get("error_code", ""),
+        resume_at=when("resume_at"),
     )

@@ -30,6 +30,17 @@ SPECIAL_USE_FOLDERS = {"Drafts": "\\Drafts", "Junk": "\\Junk", "Trash": "\\Trash
 # A folder flagged \All (RFC 6154) when a test creates it, as Gmail's All Mail: a real
 # folder here, so a test can put in it what a Gmail account shows there.
 ALL_MAIL_FOLDER = "[Gmail]/All Mail"
+# The rest of a Gmail account's system folders, flagged as Gmail flags them (RFC 6154; \Important
+# is RFC 8457), created only when a test makes them (tests/gmailkit.py).
+GMAIL_FOLDERS = {
+    ALL_MAIL_FOLDER: "\\All",
+    "[Gmail]/Sent Mail": "\\Sent",
+    "[Gmail]/Drafts": "\\Drafts",
+    "[Gmail]/Starred": "\\Flagged",
+    "[Gmail]/Important": "\\Important",
+    "[Gmail]/Spam": "\\Junk",
+    "[Gmail]/Trash": "\\Trash",
+}
 
 
 @dataclass(frozen=True)
@@ -118,12 +129,12 @@ class DovecotConfig:
 
 def render_config(c: DovecotConfig) -> str:
     """The text of dovecot.conf for *c*."""
-    special = (
-        "\n".join(
-            f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
-            for name, flag in SPECIAL_USE_FOLDERS.items()
-        )
-        + f'\n  mailbox "{ALL_MAIL_FOLDER}" {{\n    special_use = \\All\n    auto = no\n  }}'
+    special = "\n".join(
+        f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
+        for name, flag in SPECIAL_USE_FOLDERS.items()
+    ) + "".join(
+        f'\n  mailbox "{name}" {{\n    special_use = {flag}\n    auto = no\n  }}'
+        for name, flag in GMAIL_FOLDERS.items()
     )
 
     # Login processes chroot by default, which needs root; tests gain nothing from it, so

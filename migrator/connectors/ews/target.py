@@ -30,6 +30,7 @@ from migrator.connectors.ews.props import (
 from migrator.connectors.ews.settings import EwsSettings
 from migrator.errors import ErrorCode, FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.gmail import keyword_label
 from migrator.model import Login
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
@@ -263,6 +264,12 @@ def _named_child(parent: Any, name: str) -> Any:
     return next((c for c in parent.children if (c.name or "").casefold() == wanted), None)
 
 
+def item_categories(flags: Sequence[str]) -> list[str]:
+    """An IMAP message's keywords as Exchange categories (a Gmail label as its name, see
+    gmail.label_keyword); `$` keywords are clients' own marks ($Forwarded, $Junk, $label1)."""
+    return [keyword_label(f) for f in flags if not f.startswith(("\\", "$"))]
+
+
 def _message(account: Any, folder: Any, item: AppendItem) -> Any:
     lowered = {f.lower() for f in item.flags}
     flags = (MSGFLAG_READ if "\\seen" in lowered else 0) | (
@@ -279,6 +286,9 @@ def _message(account: Any, folder: Any, item: AppendItem) -> Any:
         fields["migrator_submit_time"] = when
     if "\\flagged" in lowered:
         fields["migrator_flag_status"] = FLAG_STATUS_FLAGGED
+    categories = item_categories(item.flags)
+    if categories:
+        fields["categories"] = categories
     if item.key is not None:
         fields["migrator_source_key"] = dump_key(item.key, message_digest(item.message))
     return Message(account=account, folder=folder, **fields)

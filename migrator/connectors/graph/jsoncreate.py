@@ -28,6 +28,7 @@ from migrator.connectors.graph.props import (
     graph_time,
 )
 from migrator.errors import MessageRefused, MigrationError
+from migrator.gmail import keyword_label
 from migrator.recognition import message_digest
 from migrator.targets.base import AppendItem
 
@@ -129,7 +130,8 @@ def message_body(item: AppendItem) -> tuple[dict[str, Any], list[FileAttachment]
         body["internetMessageId"] = str(message["Message-ID"]).strip()
     if "\\flagged" in lowered:
         body["flag"] = {"flagStatus": "flagged"}
-    keywords = [f for f in item.flags if not f.startswith("\\")]
+    # A Gmail label's keyword (gmail.label_keyword) as the label's own name.
+    keywords = [keyword_label(f) for f in item.flags if not f.startswith("\\")]
     if keywords:
         body["categories"] = keywords
     return body, attachments

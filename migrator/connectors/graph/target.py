@@ -40,6 +40,7 @@ from migrator.errors import (
     QuotaExceeded,
 )
 from migrator.foldermap import SpecialFolder, TargetFolder
+from migrator.gmail import keyword_label
 from migrator.recognition import TargetCopy, content_key, epoch_seconds, message_digest
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
@@ -302,7 +303,8 @@ def patch(item: AppendItem, made: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"isRead": "\\seen" in lowered}
     if "\\flagged" in lowered:
         body["flag"] = {"flagStatus": "flagged"}
-    keywords = [f for f in item.flags if not f.startswith("\\")]
+    # A Gmail label's keyword (gmail.label_keyword) as the label's own name.
+    keywords = [keyword_label(f) for f in item.flags if not f.startswith("\\")]
     if keywords:
         body["categories"] = keywords
     props = []

@@ -3,12 +3,14 @@ package only; connection.py is where their errors become migrator's."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from migrator.connectors.base import BaseConnector, Role, SourceEnd, TargetEnd
+from migrator.connectors.base import BaseConnector, Role, Settings, SourceEnd, TargetEnd
 from migrator.foldermap import FolderMap
 from migrator.forwarding import ForwardAction, ForwardOutcome
+from migrator.gmail import GmailSettings
 from migrator.model import ConnectOptions, MailboxJob, TlsMode
 from migrator.sources.base import MailboxSource
 from migrator.targets.base import MailboxTarget
@@ -16,24 +18,46 @@ from migrator.velocity.plan import InventoryRow
 
 
 class ImapConnector(BaseConnector):
-    kind = "imap"
+    """IMAP; as `gmail` (`--source-type gmail`), a source that is Gmail even where the
+    server does not say so.  An IMAP server that announces X-GM-EXT-1 is read as Gmail
+    either way (connectors/imap/gmail.py)."""
+
     protocol = "imap"
     schemes: ClassVar[Mapping[str, tuple[TlsMode, int]]] = {
         "imap": (TlsMode.STARTTLS, 143),
         "imaps": (TlsMode.IMPLICIT, 993),
     }
-    roles = frozenset({Role.SOURCE, Role.TARGET})
     surveys = True
 
-    def open_source(self, end: SourceEnd) -> MailboxSource:
-        from migrator.connectors.imap.source import ImapSource
+    def __init__(self, kind: str = "imap") -> None:
+        self.kind = kind
+        both = frozenset({Role.SOURCE, Role.TARGET})
+        self.roles = both if kind == "imap" else frozenset({Role.SOURCE})
 
-        return ImapSource(end.job, end.connect, fetch_window=end.fetch_window)
+    def add_arguments(self, parser: argparse.ArgumentParser, roles: frozenset[Role]) -> None:
+        from migrator.connectors.imap.gmailoptions import add_gmail_arguments
+
+        add_gmail_arguments(parser, roles)
+
+    def settings(
+        self, args: argparse.Namespace, role: Role, connect: ConnectOptions
+    ) -> Settings | None:
+        from migrator.connectors.imap.gmailoptions import gmail_settings
+
+        return gmail_settings(args, role, forced=self.kind == "gmail" and role is Role.SOURCE)
+
+    def settings_from_json(self, data: Mapping[str, Any], connect: ConnectOptions) -> Settings:
+        return GmailSettings.from_json(data)
+
+    def open_source(self, end: SourceEnd) -> MailboxSource:
+        from migrator.connectors.imap.gmailoptions import open_imap_source
+
+        return open_imap_source(end)
 
     def open_target(self, end: TargetEnd) -> MailboxTarget:
-        from migrator.connectors.imap.target import ImapTarget
+        from migrator.connectors.imap.gmailoptions import open_imap_target
 
-        return ImapTarget(end.server, end.credentials, end.identity, end.connect)
+        return open_imap_target(end)
 
     def forward(self, action: ForwardAction, source: SourceEnd) -> ForwardOutcome:
         from migrator.connectors.imap.forwarding import forward
@@ -62,3 +86,4 @@ class ImapConnector(BaseConnector):
 
 
 CONNECTOR = ImapConnector()
+GMAIL = ImapConnector("gmail")

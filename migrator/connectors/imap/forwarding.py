@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from migrator import gmail
 from migrator.connectors.base import SourceEnd
 from migrator.connectors.imap.managesieve import SieveClient
 from migrator.connectors.tls import tls_context
@@ -14,6 +15,7 @@ from migrator.errors import ErrorCode, LoginFailed, TransientError
 from migrator.forwarding import (
     ForwardAction,
     ForwardOutcome,
+    ForwardState,
     manual_outcome,
     sieve_remove,
     sieve_set,
@@ -29,6 +31,9 @@ DEFAULT_SIEVE_PORT = 4190  # RFC 5804
 
 def forward(action: ForwardAction, source: SourceEnd) -> ForwardOutcome:
     job = source.job
+    if _is_gmail(source):
+        detail = gmail.forwarding_steps(action.value, job.source_identity, job.target_identity)
+        return ForwardOutcome(ForwardState.MANUAL, "manual", job.target_identity, detail)
     if job.source_root_folder:
         return manual_outcome(
             action,
@@ -45,6 +50,14 @@ def forward(action: ForwardAction, source: SourceEnd) -> ForwardOutcome:
         if action is ForwardAction.SET:
             return sieve_set(session, job.target_identity)
         return sieve_remove(session) if action is ForwardAction.REMOVE else sieve_status(session)
+
+
+def _is_gmail(source: SourceEnd) -> bool:
+    """A Gmail source (`--source-type gmail`, or Google's IMAP host): no ManageSieve."""
+    settings = source.settings
+    forced = isinstance(settings, gmail.GmailSettings) and settings.forced
+    host = source.job.source_server.host.lower().rstrip(".")
+    return forced or host in gmail.GMAIL_HOSTS
 
 
 @contextlib.contextmanager

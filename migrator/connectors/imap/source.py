@@ -51,14 +51,21 @@ class ImapSource:
     # -- listing -----------------------------------------------------------------------
 
     def list_folders(self) -> list[SourceFolder]:
+        folders = [folder for folder, flags in self.listed_folders() if not flags & _NOT_COPIED]
+        self._keep_message_ids = any(f.is_all_mail for f in folders)
+        return folders
+
+    def listed_folders(self) -> list[tuple[SourceFolder, set[str]]]:
+        """Every folder under the root with its LIST flags, lower-cased (\\Noselect ones
+        left out); RFC 6154 flags the folder map reads are in its `special_use`."""
         root = (self._job.source_root_folder or "").strip()
         with imap_errors(self._what):
             listed = self._client.list_folders()
-        folders: list[SourceFolder] = []
+        folders: list[tuple[SourceFolder, set[str]]] = []
         for flags, delimiter, name in listed:
             flag_names = {as_text(f) for f in flags}
             lowered = {f.lower() for f in flag_names}
-            if lowered & _NOT_COPIED:
+            if lowered & _NOT_SELECTABLE:
                 continue
             name = as_text(name)
             delim = as_text(delimiter) if delimiter else ""
@@ -68,14 +75,33 @@ class ImapSource:
             if path is None:
                 continue
             special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
-            folders.append(SourceFolder(name=name, path=path, special_use=special))
-        self._keep_message_ids = any(f.is_all_mail for f in folders)
+            folders.append((SourceFolder(name=name, path=path, special_use=special), lowered))
         if root and not folders:
             raise FolderRefused(
                 f"{self._what}: root folder {root!r} not found or empty of folders",
                 code=ErrorCode.NONEXISTENT,
             )
         return folders
+
+    @property
+    def client(self) -> IMAPClient:
+        return self._client
+
+    @property
+    def what(self) -> str:
+        return self._what
+
+    @property
+    def fetch_count(self) -> int:
+        return self._fetch_count
+
+    def has_capability(self, name: str) -> bool:
+        with imap_errors(self._what):
+            return bool(self._client.has_capability(name))
+
+    def select(self, name: str) -> dict[bytes, Any]:
+        """SELECT (read-only) `name`: its SELECT answer (FolderRefused if it cannot)."""
+        return self._select(name)
 
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         what = f"{self._what}, folder {folder.name!r}"
@@ -247,7 +273,8 @@ class ImapSource:
 _SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive", "\\all"}
 # Folders that hold no messages of their own: not selectable, or the RFC 6154 virtual
 # view \Flagged (Gmail's Starred), whose mail is also in a real folder or in \All.
-_NOT_COPIED = {"\\noselect", "\\nonexistent", "\\flagged"}
+_NOT_SELECTABLE = {"\\noselect", "\\nonexistent"}
+_NOT_COPIED = {*_NOT_SELECTABLE, "\\flagged"}
 
 
 def listing_ranges(exists: int, uidnext: int, chunk: int) -> list[tuple[int, int]]:

@@ -14,7 +14,11 @@ from typing import Any
 from imapclient import IMAPClient
 
 from migrator.connectors.imap.connection import connect, imap_errors, logout
+from migrator.connectors.imap.gmail import GmailSource
+from migrator.connectors.imap.source import ImapSource
 from migrator.foldermap import FolderMap
+from migrator.gmail import CAPABILITY as GMAIL_CAPABILITY
+from migrator.gmail import GmailSettings
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.velocity.plan import InventoryRow
 
@@ -36,6 +40,11 @@ def survey_mailbox(
     what = f"source mailbox {job.source_identity}"
     client = connect(job.source_server, job.source_credentials, options, what=what)
     try:
+        with imap_errors(what):
+            gmail = client.has_capability(GMAIL_CAPABILITY)
+        if gmail:
+            logout(client)
+            return survey_gmail(job, options, folder_map, quota=quota)
         with imap_errors(what):
             listed = client.list_folders()
             status_size = use_status_size and client.has_capability("STATUS=SIZE")
@@ -61,6 +70,27 @@ def survey_mailbox(
         items=items,
         quota_bytes=quota,
         line=job.line,
+    )
+
+
+def survey_gmail(
+    job: MailboxJob, options: ConnectOptions, folder_map: FolderMap, *, quota: int | None = None
+) -> InventoryRow:
+    """A Gmail mailbox as the copy will see it: each message once, counted in the folder
+    the rule puts it in (Archive for archived mail), Spam and Trash left out."""
+    source = GmailSource(ImapSource(job, options), GmailSettings())
+    try:
+        size = 0
+        items: dict[str, int] = {}
+        for folder in source.list_folders():
+            refs = source.list_messages(folder)
+            size += sum(ref.size for ref in refs)
+            target = folder_map.map(folder.path, folder.special_use).display()
+            items[target] = items.get(target, 0) + len(refs)
+    finally:
+        source.close()
+    return InventoryRow(
+        identity=job.source_identity, size_bytes=size, items=items, quota_bytes=quota, line=job.line
     )
 
 

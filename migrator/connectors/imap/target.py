@@ -256,6 +256,10 @@ class ImapTarget:
                 raise MessageRefused(str(exc), code=exc.code) from exc
             raise
 
+    def has_capability(self, name: str) -> bool:
+        with imap_errors(self._what):
+            return bool(self._client.has_capability(name))
+
     def session(self) -> ImapTarget:
         other = ImapTarget(*self._address)
         # What index() learnt of each folder (may it keep keywords?) holds for every
