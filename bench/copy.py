@@ -2,8 +2,9 @@
 
     python -m bench.copy MODE JSON_SPEC
 
-MODE is `ours` (the migrator runner, as a worker runs it), `baseline` (a plain
-loop: fetch one message, append it), or one of bench.anchors' tools (`imapsync`,
+MODE is `ours` (the migrator runner, as a worker runs it), `ews` (the same from an
+EWS source: spec["server"] the EWS endpoint, spec["target_server"] the IMAP target),
+`baseline` (a plain loop: fetch one message, append it), or one of bench.anchors' tools (`imapsync`,
 `dsync`, `limit`), run as this process's child.  Prints one JSON line: wall, cpu,
 peak_mb (the tool's own: this process's, or its children's), and for ours and baseline
 the messages and bytes they say they copied (bench.check counts what arrived).
@@ -17,6 +18,7 @@ import ssl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from imapclient import IMAPClient
 
 from bench import anchors
 from migrator.batch import AccessMethod, parse_batch, parse_server
+from migrator.connectors import connector
+from migrator.connectors.ews.settings import EwsAccess, EwsSettings
 from migrator.copier import CONNECTIONS_PER_MAILBOX
 from migrator.model import AdminLogin, ConnectOptions
 from migrator.prepare import RunOptions, TargetSpec, build_jobs
@@ -32,18 +36,18 @@ from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import StateStore
 
 
-def ours(spec: dict[str, Any]) -> tuple[int, int]:
+def ours(spec: dict[str, Any], source_kind: str = "imap") -> tuple[int, int]:
     box = SecretBox(new_key())
     store = StateStore.from_url(spec["redis_url"])
     rows = "SourceIdentity,SourceServer,SourceLoginID,SourcePassword,TargetIdentity\r\n" + "".join(
         f"{p['source']},{spec['server']},{p['source']},{spec['password']},{p['target']}\r\n"
         for p in spec["pairs"]
     )
-    parsed = parse_batch(rows, AccessMethod.INDIVIDUAL)
+    parsed = parse_batch(rows, AccessMethod.INDIVIDUAL, protocol=connector(source_kind).protocol)
     assert not parsed.problems, parsed.problems
     options = RunOptions(
         target=TargetSpec(
-            server=parse_server(spec["server"]),
+            server=parse_server(spec.get("target_server", spec["server"])),
             method=AccessMethod.PROXYAUTH,
             admin=AdminLogin(spec["admin"], Secret(spec["admin_password"])),
         ),
@@ -51,6 +55,18 @@ def ours(spec: dict[str, Any]) -> tuple[int, int]:
         max_connections_per_server=64,
         connections_per_mailbox=spec.get("connections", CONNECTIONS_PER_MAILBOX),
     )
+    if source_kind == "ews":  # the test EWS server: plain HTTP, each row its endpoint
+        options = replace(
+            options,
+            source_kind="ews",
+            source_settings=EwsSettings(
+                endpoint=None,
+                access=EwsAccess.DELEGATE,
+                version="Exchange2016",
+                connect=ConnectOptions(timeout=120, allow_plaintext=True),
+            ),
+            connect=replace(options.connect, allow_plaintext=True),
+        )
     jobs = build_jobs(parsed.jobs, options, box)
     batch = spec["batch_id"]
     store.create_batch(batch, {}, jobs)
@@ -108,8 +124,11 @@ def children() -> tuple[float, float]:
 def main() -> None:
     mode, spec = sys.argv[1], json.loads(sys.argv[2])
     start, cpu = time.perf_counter(), time.process_time()
-    if mode in ("ours", "baseline"):
-        messages, size = (ours if mode == "ours" else baseline)(spec)
+    if mode in ("ours", "baseline", "ews"):
+        if mode == "baseline":
+            messages, size = baseline(spec)
+        else:
+            messages, size = ours(spec, "ews" if mode == "ews" else "imap")
         wall, used, peak = time.perf_counter() - start, time.process_time() - cpu, peak_mb()
     else:
         getattr(anchors, mode)(spec)

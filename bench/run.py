@@ -34,12 +34,14 @@ from servers.mailgen import make_message  # noqa: E402
 from servers.redis import RedisServer  # noqa: E402
 
 from bench.check import digests  # noqa: E402
-from bench.compare import compare, ratio_lines  # noqa: E402
+from bench.compare import compare, median_run, ratio_lines  # noqa: E402
+from bench.ews import ews_line, ews_to_imap  # noqa: E402
 from bench.latency import LatencyProxy  # noqa: E402
 from bench.scale import scale, scale_lines  # noqa: E402
 from migrator.copier import CONNECTIONS_PER_MAILBOX  # noqa: E402
 
 SEED = 20261128
+EWS_MESSAGES = 600  # about 20 MB on the test EWS server
 LATENCY_MS = 5  # one way
 PASSWORD = "bench-Pw-1"
 FOLDERS = [
@@ -205,6 +207,10 @@ def main() -> int:
             }
             source = digests(server.imaps_port, ctx, "big-src@bench.test", PASSWORD)
             rounds = int(os.environ.get("RUNS", "3"))
+            ews_runs = ews_to_imap(
+                EWS_MESSAGES, rounds, server.imaps_port, ctx, PASSWORD,
+                lambda name: server.add_user(name, PASSWORD), measure, spec,
+            )  # fmt: skip
 
             def add_user(name: str) -> None:
                 server.add_user(name, PASSWORD)
@@ -272,9 +278,16 @@ def main() -> int:
         f"peak memory with a 50 MB message: {near['one 50 MB message: migrator']['peak_mb']:.0f} MB"
     )
     print_anchored(anchored, rounds)
+    ews = median_run(ews_runs)
+    console.print(ews_line(ews))
     (REPO / "bench" / "results.json").write_text(
         json.dumps(
-            {"runs": [{"run": name, **r} for name, r in rows], "anchored": anchored}, indent=2
+            {
+                "runs": [{"run": name, **r} for name, r in rows],
+                "anchored": anchored,
+                "ews_to_imap": ews,
+            },
+            indent=2,
         )
         + "\n"
     )

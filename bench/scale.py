@@ -33,6 +33,7 @@ from imapclient import IMAPClient
 from bench.check import digests, verdict
 from bench.compare import median_run
 from migrator.connectors.imap.listing import LISTING_ITEMS
+from migrator.connectors.imap.source import listing_ranges
 from migrator.connectors.imap.wire import uid_fetch
 
 # Folders of the large mailbox and their shares of its messages.
@@ -91,8 +92,10 @@ def warm(port: int, ctx: ssl.SSLContext, user: str, password: str) -> None:
         for flags, _delimiter, name in client.list_folders():
             if b"\\Noselect" in flags:
                 continue
-            client.select_folder(name, readonly=True)
-            uid_fetch(client, "1:*", LISTING_ITEMS)
+            info = client.select_folder(name, readonly=True)
+            exists, uidnext = int(info[b"EXISTS"]), int(info.get(b"UIDNEXT", 0))
+            for low, high in listing_ranges(exists, uidnext, 20_000) if exists else ():
+                uid_fetch(client, f"{low}:{high or '*'}", LISTING_ITEMS)
 
 
 class FirstAppend:

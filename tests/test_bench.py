@@ -12,7 +12,8 @@ from servers.redis import RedisServer
 
 from bench.check import digests, verdict
 from bench.compare import compare as compare_tools
-from bench.compare import ratio_lines
+from bench.compare import median_run, ratio_lines
+from bench.ews import ews_line, ews_to_imap
 from bench.run import PASSWORD, SEED, fill, measure, spec_maker
 
 # imapsync's Perl modules come with `make bench`, not `make setup`: the rest run here.
@@ -52,3 +53,19 @@ def test_each_tool_of_the_bench_copies_the_mailbox_checked_at_the_target(
     lines = ratio_lines("loopback", results)
     assert lines[0].startswith("loopback: migrator ") and "dsync (imapc)" in lines[0]
     assert "share of the limit's speed" in lines[-1]
+
+
+def test_the_bench_copies_an_ews_mailbox_into_imap_checked_at_the_target(
+    tls_files: TlsFiles, ssl_context: ssl.SSLContext, redis_server: RedisServer
+) -> None:
+    with DovecotServer(master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls_files) as server:
+        spec = spec_maker(server, tls_files, redis_server.url)
+        runs = ews_to_imap(
+            12, 1, server.imaps_port, ssl_context, PASSWORD,
+            lambda name: server.add_user(name, PASSWORD), measure, spec,
+        )  # fmt: skip
+
+    (run,) = runs
+    assert run["messages"] == 12 and run["bytes"] > 12 * 1000 and run["wall"] > 0
+    line = ews_line(median_run(runs))
+    assert line.startswith("EWS to IMAP") and "MB/s" in line
