@@ -141,7 +141,9 @@ def copy_pass(
     if recognised:
         progress.recognised(recognised)
     done = set(checkpoints) | {ref.ident for ref, _ in recognised}
+    del in_range
     planned = _plan_pass(listing.refs, done, target, progress, options, now)
+    listing.refs.clear()  # the plan holds the refs now: one list of them fewer
     sending = Sending(
         listing.target_of,
         progress,
