@@ -53,7 +53,9 @@ def compare(
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in tools}
     for r in range(rounds):
         for label, mode, connections in tools:
-            side = f"{mode}{connections or ''}-{network}{r}"
+            # Account names: lowercase, no spaces ("10 ms RTT" -> "10msrtt").
+            tag = "".join(c for c in network.lower() if c.isalnum())
+            side = f"{mode}{connections or ''}-{tag}{r}"
             add_user(f"big-{side}@bench.test")
             run = measure(mode, spec(["big"], side, port=port, connections=connections or 4))
             target = digests(port, ctx, f"big-{side}@bench.test", password)
