@@ -23,7 +23,7 @@ _DROPPED_FLAGS = {"\\recent", "\\deleted"}
 
 # A fetch round trip carries at most this many messages or bytes: big enough to
 # hide latency, small enough that memory stays flat.
-FETCH_BATCH_COUNT = 200
+FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
 # Messages a listing FETCH asks for at once, about: the answers of a whole folder of a
 # million messages would be held at once otherwise.

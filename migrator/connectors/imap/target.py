@@ -44,7 +44,7 @@ _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 
 
 # RFC 3502 MULTIAPPEND: this many messages in one APPEND command, one round trip.
-MULTIAPPEND_BATCH = 100
+MULTIAPPEND_BATCH = 25
 
 
 class ImapTarget:
