@@ -10,7 +10,8 @@ class MailboxState(enum.StrEnum):
     """Where one mailbox of a batch stands.
 
     queued -> running -> done | quota_stopped | failed | not_ready | interrupted
-    A resume re-queues every mailbox that is not done.
+    A resume re-queues every mailbox that is not done.  Incremental passes (`migrator
+    sync`) end a mailbox `synced`, the final one (`migrator complete`) `completed`.
     """
 
     QUEUED = "queued"
@@ -20,6 +21,13 @@ class MailboxState(enum.StrEnum):
     FAILED = "failed"
     NOT_READY = "not_ready"
     INTERRUPTED = "interrupted"  # the operator stopped the run (Ctrl-C); resume goes on
+    SYNCED = "synced"  # an incremental pass brought the changes in; waiting for cutover
+    COMPLETED = "completed"  # the final pass ran: the mailbox is migrated, never run again
+
+    @property
+    def copied(self) -> bool:
+        """The mail is in: the first pass, a sync or the final pass ended well."""
+        return self in (MailboxState.DONE, MailboxState.SYNCED, MailboxState.COMPLETED)
 
     @property
     def final(self) -> bool:
@@ -59,3 +67,9 @@ class MailboxResult:
     source_seconds: float = 0.0  # time spent waiting on the source, the target, and throttling
     target_seconds: float = 0.0
     throttle_seconds: float = 0.0
+    # What an incremental pass moved beside new mail (migrator.syncpass).
+    flag_changes: int = 0  # messages whose flags the target was given anew
+    deleted_messages: int = 0  # removed at the target (--propagate-deletes)
+    vanished_messages: int = 0  # deleted at the source since the last pass
+    new_folders: int = 0
+    renamed_folders: int = 0

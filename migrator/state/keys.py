@@ -10,6 +10,14 @@ Keys (all under "migrator:"):
     tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
     ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
                                     the content key of its copy (migrator.recognition)
+    lg:{mailbox_key}         hash   the ledger: the same members -> where the copy is at the
+                                    target, the source flags it has, ours or found there
+                                    (syncstate.LedgerEntry; written with the checkpoint)
+    fs:{mailbox_key}         hash   source folder -> its UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ as
+                                    the last pass that ended done read it (syncstate)
+    tm:{mailbox_key}         hash   target folder -> its mark (IMAP "uidvalidity:uidnext")
+                                    after that pass: the next indexes only what came after
+    ps:{bid}:{jid}           list   one JSON record per pass: kind, time, what it moved
     ckpt:{legacy_key}        set    checkpoints of earlier versions (read, never written)
     lock:{name}              string owner of a target mailbox while a pass runs (with TTL);
                                     one per name of it (mailboxid.lock_names)
