@@ -1,4 +1,4 @@
-"""The `migrator` command: validate, run, enqueue, status, resume, keygen."""
+"""The `migrator` command: validate, run, enqueue, status, resume, sync, complete, keygen."""
 
 from __future__ import annotations
 
@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     from migrator.forwardcli import add_forwarding_commands
 
     add_forwarding_commands(sub)
+    from migrator.synccli import add_sync_commands
+
+    add_sync_commands(sub)
 
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)

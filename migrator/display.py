@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +16,8 @@ from migrator.state import MailboxStatus, StateStore
 
 _STATE_STYLE = {
     "done": "green",
+    "synced": "green",
+    "completed": "bold green",
     "quota_stopped": "yellow",
     "failed": "red",
     "not_ready": "red",
@@ -37,19 +40,27 @@ def _age(seconds: float) -> str:
 
 
 def result_table(
-    rows: Sequence[MailboxStatus], title: str, heartbeats: Mapping[str, float] | None = None
+    rows: Sequence[MailboxStatus],
+    title: str,
+    heartbeats: Mapping[str, float] | None = None,
+    last_passes: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Table:
     """The batch's table; with `heartbeats` (job id -> seconds since the last heartbeat of
-    each running mailbox), a column shows how long ago each running mailbox's worker beat."""
+    each running mailbox), a column shows how long ago each running mailbox's worker beat;
+    where any mailbox has synced, a column says how long ago, and with `last_passes` (job
+    id -> its last pass record) the note says what that pass moved."""
     table = Table(title=title)
     columns = ["Line", "Source", "Target", "State", "Messages", "MB", "Left", "Skipped"]
     if heartbeats is not None:
         columns.append("Heartbeat")
+    synced = any(r.last_sync for r in rows)
+    if synced:
+        columns.append("Synced")
     for column in [*columns, "Note"]:
         table.add_column(
             column,
             justify="right"
-            if column in ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat")
+            if column in ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat", "Synced")
             else "left",
         )
     for row in rows:
@@ -72,13 +83,45 @@ def result_table(
         if heartbeats is not None:
             age = heartbeats.get(row.job_id)
             cells.append(_age(age) if age is not None else "")
+        if synced:
+            cells.append(f"{_age(time.time() - row.last_sync)} ago" if row.last_sync else "")
+        last = (last_passes or {}).get(row.job_id)
+        if not note and last is not None:
+            note = moved_text(last)
         table.add_row(*cells, escape(note[:80]))
     return table
 
 
+def moved_text(record: Mapping[str, object]) -> str:
+    """What one pass moved, in a few words ("sync: 50 new, 100 flags, 20 deleted")."""
+    words = [
+        (record.get("new_messages"), "new"),
+        (record.get("flag_changes"), "flags"),
+        (record.get("deleted_messages"), "deleted"),
+        (record.get("renamed_folders"), "folders renamed"),
+        (record.get("new_folders"), "new folders"),
+    ]
+    moved = ", ".join(f"{n} {w}" for n, w in words if n)
+    return f"{record.get('kind', 'pass')}: {moved or 'nothing new'}"
+
+
+def _last_passes(store: StateStore, batch_id: str, rows: Sequence[MailboxStatus]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for row in rows:
+        if row.last_sync:
+            passes = store.passes(batch_id, row.job_id)
+            if passes:
+                found[row.job_id] = passes[-1]
+    return found
+
+
 def status_table(store: StateStore, batch_id: str, title: str) -> Table:
-    """`migrator status`: the table, with the heartbeat age of each running mailbox."""
-    return result_table(store.mailboxes(batch_id), title, store.heartbeat_ages(batch_id))
+    """`migrator status`: the table, with the heartbeat age of each running mailbox, and
+    when each mailbox last synced and what its last pass moved."""
+    rows = store.mailboxes(batch_id)
+    return result_table(
+        rows, title, store.heartbeat_ages(batch_id), _last_passes(store, batch_id, rows)
+    )
 
 
 def status_json(store: StateStore, batch_id: str) -> str:
@@ -90,7 +133,14 @@ def status_json(store: StateStore, batch_id: str) -> str:
         {
             "batch_id": batch_id,
             "options": store.batch_meta(batch_id),
-            "mailboxes": [{**r.as_dict(), "heartbeat_age": ages.get(r.job_id)} for r in rows],
+            "mailboxes": [
+                {
+                    **r.as_dict(),
+                    "heartbeat_age": ages.get(r.job_id),
+                    "passes": store.passes(batch_id, r.job_id),
+                }
+                for r in rows
+            ],
             "throughput": [
                 {"minute": m, "messages": n, "bytes": b} for m, n, b in store.throughput(batch_id)
             ],

@@ -18,6 +18,7 @@ from migrator.secrets import (
     SecretBox,
 )
 from migrator.state import MailboxStatus, StateStore
+from migrator.syncstate import PassRequest
 from migrator.terminal import EXIT_INTERRUPTED, err_console
 
 
@@ -31,7 +32,12 @@ class Interrupted(Exception):
 
 
 def run_in_process(
-    store: StateStore, batch_id: str, job_ids: Sequence[str], box: SecretBox, workers: int
+    store: StateStore,
+    batch_id: str,
+    job_ids: Sequence[str],
+    box: SecretBox,
+    workers: int,
+    request: PassRequest | None = None,
 ) -> list[MailboxStatus]:
     """Copy these mailboxes with a pool of `workers` threads; their rows at the end.
 
@@ -44,7 +50,7 @@ def run_in_process(
     def one(job_id: str) -> None:
         while not stop.is_set():
             try:
-                execute_job(store, batch_id, job_id, box, stop=stop)
+                execute_job(store, batch_id, job_id, box, stop=stop, request=request)
                 return
             except MailboxBusy:
                 stop.wait(min(lock_ttl(), 5.0))

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import uuid
+from dataclasses import replace
 
 from migrator import connectors, jobs, mailboxid
 from migrator.connectors.base import SourceEnd, TargetEnd
@@ -27,6 +28,7 @@ from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import SecretBox
 from migrator.sending import InFlight
 from migrator.state import Lease, StateStore
+from migrator.syncstate import PassKind, PassRequest
 
 __all__ = ["MailboxBusy", "execute_job", "lock_ttl", "new_owner"]
 
@@ -62,8 +64,13 @@ def execute_job(
     *,
     slot_wait: float = 600.0,
     stop: threading.Event | None = None,
+    request: PassRequest | None = None,
 ) -> MailboxResult | None:
     """Run one mailbox of a batch to its end and record the result.
+
+    `request`: the pass to run (syncstate.PassRequest): the first (copy) pass by default;
+    an incremental one (`migrator sync`) ends a mailbox `synced`, the final one
+    (`migrator complete`) `completed`, and a completed mailbox is never run again.
 
     Returns None when there is nothing to do (already done, or the batch is gone);
     raises MailboxBusy when another worker holds the mailbox, so the caller retries
@@ -79,7 +86,8 @@ def execute_job(
     if raw is None or status is None:
         log.warning("batch %s job %s is not in Redis; nothing to do", batch_id, job_id)
         return None
-    if status.state is MailboxState.DONE:
+    request = request or PassRequest()
+    if not _wanted(status.state, request):
         return None
     try:
         job = jobs.Job.from_json(raw)
@@ -89,7 +97,15 @@ def execute_job(
         result = MailboxResult(state=MailboxState.FAILED, error=str(exc))
         store.record_result(batch_id, job_id, result)
         return result
-    return _locked(store, batch_id, job_id, job, box, slot_wait, stop)
+    return _locked(store, batch_id, job_id, job, box, slot_wait, stop, request)
+
+
+def _wanted(state: MailboxState, request: PassRequest) -> bool:
+    """Whether a mailbox in `state` runs the requested pass: a first pass until it is
+    done; incremental passes until it is completed."""
+    if state is MailboxState.COMPLETED:
+        return False
+    return request.kind is not PassKind.COPY or not state.copied
 
 
 def _locked(
@@ -100,6 +116,7 @@ def _locked(
     box: SecretBox,
     slot_wait: float,
     stop: threading.Event | None,
+    request: PassRequest,
 ) -> MailboxResult | None:
     """execute_job under the target mailbox's locks and the source server's slot."""
     assert job.target is not None
@@ -119,12 +136,16 @@ def _locked(
         ):
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
             try:
-                result = _run(store, batch_id, job_id, job, box, lease, lost, extra, stop)
+                result = _run(store, batch_id, job_id, job, box, lease, lost, extra, stop, request)
             except LockLost:
                 log.warning("mailbox %s: another worker took it over", job.source.identity)
                 return None
+        result = _lifecycle(result, request)
         store.record_result(batch_id, job_id, result)
+        store.record_pass(batch_id, job_id, request.kind.value, result)
         if result.state is MailboxState.DONE and job.options.forward_after_copy:
+            execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
+        if result.state is MailboxState.COMPLETED and request.forward_after:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
         log.info(
             "mailbox %s: %s (%d copied, %d already there, %d left)",
@@ -137,6 +158,15 @@ def _locked(
         return result
     finally:
         store.unlock(lease)
+
+
+def _lifecycle(result: MailboxResult, request: PassRequest) -> MailboxResult:
+    """An incremental pass that ended done leaves the mailbox synced; the final one,
+    completed."""
+    if result.state is not MailboxState.DONE or request.kind is PassKind.COPY:
+        return result
+    state = MailboxState.COMPLETED if request.kind is PassKind.FINAL else MailboxState.SYNCED
+    return replace(result, state=state)
 
 
 def _target_cap(job: jobs.Job) -> tuple[str, int] | None:
@@ -158,6 +188,7 @@ def _run(
     lost: threading.Event | None = None,
     slots: ExtraSlots | None = None,
     stop: threading.Event | None = None,
+    request: PassRequest | None = None,
 ) -> MailboxResult:
     assert job.target is not None
     try:
@@ -177,6 +208,7 @@ def _run(
         slots,
         stop,
         InFlight.inherited() if lease is not None and lease.inherited else None,
+        request,
     )
     return source_connector.after_copy(result, source, target, target_connector.kind)
 

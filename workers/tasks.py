@@ -15,6 +15,7 @@ from migrator.report import MailboxState
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import SecretBox
 from migrator.state import StateStore
+from migrator.syncstate import PassRequest
 from workers.app import app, redis_url
 
 log = logging.getLogger(__name__)
@@ -34,20 +35,29 @@ worker_init.connect(_refuse_to_start_without_a_key, weak=False)
 
 
 @app.task(bind=True, name="migrator.migrate_mailbox", max_retries=None)  # type: ignore[untyped-decorator]
-def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
+def migrate_mailbox(
+    self: Any, batch_id: str, job_id: str, request_json: str | None = None
+) -> dict[str, Any]:
+    """One pass over one mailbox: the first (copy) pass, or the one `request_json` asks
+    for (syncstate.PassRequest: `migrator sync`, `migrator complete`)."""
     store = StateStore.from_url(redis_url())
+    try:
+        request = PassRequest.from_json(request_json)
+    except BadJob as exc:
+        store.set_state(batch_id, job_id, MailboxState.FAILED, error=str(exc))
+        return {"batch_id": batch_id, "job_id": job_id, "state": MailboxState.FAILED.value}
     try:
         box = SecretBox.from_env()
     except ConfigError as exc:
         # Without a usable key no password opens: the mailbox fails and says why,
         # instead of staying `queued` while `migrator run` waits for it.
         status = store.mailbox(batch_id, job_id)
-        if status is not None and status.state is not MailboxState.DONE:
+        if status is not None and not status.state.copied:
             store.set_state(batch_id, job_id, MailboxState.FAILED, error=str(exc))
         log.error("batch %s job %s: %s", batch_id, job_id, exc)
         return {"batch_id": batch_id, "job_id": job_id, "state": MailboxState.FAILED.value}
     try:
-        result = execute_job(store, batch_id, job_id, box)
+        result = execute_job(store, batch_id, job_id, box, request=request)
     except MailboxBusy as exc:
         # Another worker has it, or a killed worker's lock has not expired yet.
         raise self.retry(exc=exc, countdown=lock_ttl()) from exc

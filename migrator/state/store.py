@@ -20,6 +20,7 @@ from migrator.secrets import redact
 from migrator.state.beats import Heartbeats
 from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
+from migrator.state.passes import Passes
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
 
@@ -49,6 +50,7 @@ class MailboxStatus:
     last_error: str
     copied_non_mail: int = 0  # calendar, contact and task items (EWS source)
     skipped_non_mail: int = 0
+    last_sync: float | None = None  # when a pass last ended with the mail in
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -66,7 +68,7 @@ class NewJob:
     payload: str  # JSON; secrets sealed
 
 
-class StateStore(Locks, Slots, Heartbeats):
+class StateStore(Locks, Slots, Heartbeats, Passes):
     """Everything migrator keeps in Redis (keys: migrator.state.keys); locks, connection
     slots and heartbeats come from the mixins of locks.py, slots.py and beats.py."""
 
@@ -247,9 +249,15 @@ class StateStore(Locks, Slots, Heartbeats):
         ]
 
     def forget_checkpoints(self, mailbox_keys: Iterable[str]) -> int:
-        """Delete these mailboxes' checkpoints (a pilot copies again); how many existed."""
-        keys = [_k("ck", key) for key in mailbox_keys]
-        return int(self._r.delete(*keys)) if keys else 0
+        """Delete these mailboxes' checkpoints (a pilot copies again), and their ledgers
+        and folder states with them; how many had checkpoints."""
+        wanted = list(mailbox_keys)
+        keys = [_k("ck", key) for key in wanted]
+        if not keys:
+            return 0
+        counted = int(self._r.exists(*keys))
+        self._r.delete(*keys, *[_k(kind, key) for key in wanted for kind in ("lg", "fs", "tm")])
+        return counted
 
 
 def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
@@ -284,4 +292,5 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         last_error=d.get("last_error", ""),
         copied_non_mail=num("copied_non_mail"),
         skipped_non_mail=num("skipped_non_mail"),
+        last_sync=when("last_sync"),
     )

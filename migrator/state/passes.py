@@ -1,0 +1,47 @@
+"""What each pass over a mailbox moved, and when it last synced (a StateStore mixin)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from migrator.report import MailboxResult
+from migrator.state.keys import _k
+
+# Passes kept per mailbox, the newest.
+KEPT_PASSES = 100
+
+
+class Passes:
+    """`ps:{bid}:{jid}`: one JSON record per pass; `last_sync` on the mailbox row."""
+
+    _r: redis.Redis
+
+    def record_pass(self, batch_id: str, job_id: str, kind: str, result: MailboxResult) -> None:
+        now = time.time()
+        record = {
+            "kind": kind,
+            "finished": now,
+            "state": result.state.value,
+            "new_messages": result.copied_messages,
+            "new_bytes": result.copied_bytes,
+            "flag_changes": result.flag_changes,
+            "vanished_messages": result.vanished_messages,
+            "deleted_messages": result.deleted_messages,
+            "new_folders": result.new_folders,
+            "renamed_folders": result.renamed_folders,
+        }
+        pipe = self._r.pipeline(transaction=True)
+        pipe.rpush(_k("ps", batch_id, job_id), json.dumps(record))
+        pipe.ltrim(_k("ps", batch_id, job_id), -KEPT_PASSES, -1)
+        if result.state.copied:
+            pipe.hset(_k("mbx", batch_id, job_id), "last_sync", str(now))
+        pipe.execute()
+
+    def passes(self, batch_id: str, job_id: str) -> list[dict[str, Any]]:
+        """Every pass recorded for the mailbox, oldest first."""
+        rows = self._r.lrange(_k("ps", batch_id, job_id), 0, -1)
+        return [json.loads(str(row)) for row in rows]
