@@ -43,6 +43,7 @@ check: setup
 
 bench: setup
 	$(PY) -m bench.run
+	$(PY) -m bench.sync
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,10 +20,11 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from migrator.batch import AccessMethod, AdminLogin, parse_batch, parse_server
+from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.copier import CONNECTIONS_PER_MAILBOX
-from migrator.imapconn import ConnectOptions
-from migrator.runner import RunOptions, TargetSpec, build_jobs, execute_job
+from migrator.model import AdminLogin, ConnectOptions
+from migrator.prepare import RunOptions, TargetSpec, build_jobs
+from migrator.runner import execute_job
 from migrator.secrets import Secret, SecretBox, new_key
 from migrator.state import StateStore
 

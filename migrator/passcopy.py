@@ -93,14 +93,17 @@ def copy_listed(
     slots: ConnectionSlots | None = None,
     stop: threading.Event | None = None,
     index: Callable[[str], list[TargetCopy]] | None = None,
+    checkpoints: dict[Checkpoint, str | None] | None = None,
 ) -> MailboxResult:
     """Recognise, plan and send what `listing` holds; raises TransientError for the
     caller to retry (SourceIncomplete where the source did not send what it listed).
-    `index`: how to read a target folder's index (target.index unless told)."""
+    `index`: how to read a target folder's index (target.index unless told);
+    `checkpoints`: those of the listed messages, where the caller read them (else all)."""
     rewrite = options.rewrite if options.rewrite and not options.rewrite.is_empty() else None
     if in_flight is not None:
         in_flight.settle(options.late_commit_grace)
-    checkpoints = progress.checkpoints()
+    if checkpoints is None:
+        checkpoints = progress.checkpoints()
     in_range = [r for r in listing.refs if within_range(r, now, options.since, options.until)]
     recognised = recognise(
         source, target, in_range, listing.target_of, checkpoints, rewrite, now, index=index

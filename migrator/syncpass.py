@@ -95,6 +95,9 @@ def sync_pass(
         return result
     read = _read_changes(source, source, target, folder_map, progress, folders, options.rewrite)
     index = _index_of(target, read, progress.target_marks())
+    if in_flight is not None:
+        in_flight.settle(options.late_commit_grace)  # before the checkpoints are read
+    checkpoints = progress.checkpoints_of([r.ident for r in read.listing.refs])
     result = copy_listed(
         source,
         target,
@@ -106,6 +109,7 @@ def sync_pass(
         slots=slots,
         stop=stop,
         index=index,
+        checkpoints=checkpoints,
     )
     if result.state is not MailboxState.DONE:
         return result
@@ -286,11 +290,7 @@ def _apply_changes(
     removals: list[tuple[Member, LedgerEntry]] = []
     flagged = 0
     for name, change in changes.items():
-        current = {
-            m[2]: (m, e)
-            for m, e in ledger.entries(name).items()
-            if m[1] == change.state.uidvalidity
-        }
+        current = _entries(ledger, name, change, request)
         for uid, flags in change.flags.items():
             hit = current.get(uid)
             if hit is not None and not hit[1].gone and set(flags) != set(hit[1].flags):
@@ -324,6 +324,21 @@ def _apply_changes(
         moved.deleted = target.remove([e.placement for _, e in removals])
         ledger.forget([m for m, _ in removals])
     return moved
+
+
+def _entries(
+    ledger: Ledger, name: str, change: FolderChanges, request: PassRequest
+) -> dict[str, tuple[Member, LedgerEntry]]:
+    """The ledger entries this folder's changes touch, by UID: with QRESYNC, those of the
+    messages changed or gone only; for a UID diff, or to find the copies of messages that
+    went earlier (--propagate-deletes), all of the folder's."""
+    uidvalidity = change.state.uidvalidity
+    if change.present is None and not request.propagate_deletes:
+        uids = sorted(set(change.flags) | change.vanished)
+        entries = ledger.entries_of([(name, uidvalidity, uid) for uid in uids])
+    else:
+        entries = ledger.entries(name)
+    return {m[2]: (m, e) for m, e in entries.items() if m[1] == uidvalidity}
 
 
 def _save_marks(target: MailboxTarget, names: set[str], ledger: Ledger) -> None:

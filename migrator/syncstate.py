@@ -164,6 +164,15 @@ class Ledger(Protocol):
         """The ledger of one source folder (every UIDVALIDITY it had)."""
         ...
 
+    def entries_of(self, members: Sequence[Member]) -> dict[Member, LedgerEntry]:
+        """The ledger entries of these messages (those it has)."""
+        ...
+
+    def checkpoints_of(self, members: Sequence[Member]) -> dict[Member, str | None]:
+        """The checkpoints of these messages (those that have one), as checkpoints() reads
+        them: an incremental pass reads its new messages' only."""
+        ...
+
     def update(self, changed: Sequence[tuple[Member, LedgerEntry]]) -> None:
         """Write these entries anew (flags given, source message gone), fenced."""
         ...

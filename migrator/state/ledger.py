@@ -26,6 +26,7 @@ class LedgerMixin:
     _lease: Lease | None
     _lost: threading.Event | None
     _ckpt: str
+    _legacy: str | None
     _ledger: str
     _folders: str
     _marks: str
@@ -53,6 +54,32 @@ class LedgerMixin:
             entry = LedgerEntry.from_text(str(text))
             if ident is not None and ident[0] == folder and entry is not None:
                 found[ident] = entry
+        return found
+
+    def entries_of(self, members: Sequence[Member]) -> dict[Member, LedgerEntry]:
+        if not members:
+            return {}
+        found: dict[Member, LedgerEntry] = {}
+        texts = self._r.hmget(self._ledger, [_member(m) for m in members])
+        for member, text in zip(members, texts, strict=True):
+            entry = LedgerEntry.from_text(str(text)) if text is not None else None
+            if entry is not None:
+                found[member] = entry
+        return found
+
+    def checkpoints_of(self, members: Sequence[Member]) -> dict[Member, str | None]:
+        if not members:
+            return {}
+        found: dict[Member, str | None] = {}
+        keys = self._r.hmget(self._ckpt, [_member(m) for m in members])
+        for member, key in zip(members, keys, strict=True):
+            if key is not None:
+                found[member] = str(key) or None
+        if self._legacy is not None:
+            rest = [m for m in members if m not in found]
+            if rest:
+                held = self._r.smismember(self._legacy, [_member(m) for m in rest])
+                found.update((m, None) for m, h in zip(rest, held, strict=True) if h)
         return found
 
     def update(self, changed: Sequence[tuple[Member, LedgerEntry]]) -> None:
