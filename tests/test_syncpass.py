@@ -1,0 +1,223 @@
+"""Incremental passes in this process (runner.execute_job, as a task runs it) against the
+test Dovecot and Redis: a source without RFC 7162 (UIDNEXT and a UID diff), a folder
+rebuilt under a new UIDVALIDITY, a folder new at the source, and `migrator sync --every`
+with this machine's pool."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+from servers.certs import TlsFiles
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
+from servers.mailgen import Fill
+from support import (
+    default_map_target,
+    imaps,
+    individual_jobs,
+    run_options,
+    snapshot,
+    source_row,
+    write_source_batch,
+)
+
+from migrator.cli import main
+from migrator.report import MailboxState
+from migrator.runner import execute_job
+from migrator.secrets import SecretBox, new_key
+from migrator.state import StateStore
+from migrator.syncstate import PassKind, PassRequest
+
+# Dovecot's capabilities without RFC 7162 CONDSTORE and QRESYNC.
+WITHOUT_MODSEQS = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT THREAD=REFERENCES MULTIAPPEND "
+    "UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 ESEARCH SEARCHRES WITHIN "
+    "LITERAL+ SPECIAL-USE QUOTA MOVE"
+)
+PASSWORD = "Src-Pw-incr-9c"
+
+
+@pytest.fixture(scope="module")
+def plain_dovecot(tls_files: TlsFiles) -> Iterator[DovecotServer]:
+    """A second Dovecot that offers neither CONDSTORE nor QRESYNC."""
+    server = DovecotServer(
+        master_users={MASTER_USER: MASTER_PASSWORD}, tls=tls_files, imap_capability=WITHOUT_MODSEQS
+    )
+    with server:
+        yield server
+
+
+class Mailbox:
+    """One source and target pair, its batch, and passes run over it."""
+
+    def __init__(self, store: StateStore, dovecot: DovecotServer, ca: Path, source_url: str,
+                 source: str, target: str) -> None:  # fmt: skip
+        self.store, self.box = store, SecretBox(new_key())
+        options = run_options(dovecot, ca)
+        jobs = individual_jobs(
+            [source_row(source_url, source, PASSWORD, target)], options, self.box
+        )
+        store.create_batch("s1", {}, jobs)
+        self.job_id = jobs[0].job_id
+
+    def run(self, kind: PassKind = PassKind.COPY, **request: bool) -> dict[str, object]:
+        execute_job(self.store, "s1", self.job_id, self.box, request=PassRequest(kind, **request))
+        return self.store.passes("s1", self.job_id)[-1]
+
+    @property
+    def state(self) -> MailboxState:
+        row = self.store.mailbox("s1", self.job_id)
+        assert row is not None
+        return row.state
+
+
+def _view(
+    server: DovecotServer, login: str, password: str, context: ssl.SSLContext, *, mapped: bool
+) -> dict[str, Counter[tuple[str, frozenset[str]]]]:
+    found = {}
+    for name, items in snapshot(server, login, password, context).items():
+        if items:
+            where = default_map_target(tuple(name.split("/"))) if mapped else name
+            found[where] = Counter((s.sha256, s.flags) for s in items)
+    return found
+
+
+def test_a_source_without_condstore_syncs_by_uidnext_and_a_uid_diff(
+    plain_dovecot: DovecotServer,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = "plain-source@example.test", make_user()
+    plain_dovecot.add_user(source, PASSWORD)
+    fill(source, {"INBOX": 30, "Archive": 20}, PASSWORD, server=plain_dovecot)
+    box = Mailbox(StateStore.from_url(redis_url), dovecot, tls_files.ca_cert, imaps(plain_dovecot),
+                  source, target)  # fmt: skip
+    assert box.run()["new_messages"] == 50
+    fill(source, {"INBOX": 4, "Archive": 3}, PASSWORD, server=plain_dovecot, seed=5)
+    with IMAPClient("127.0.0.1", plain_dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        assert not c.has_capability("CONDSTORE")
+        c.login(source, PASSWORD)
+        c.select_folder("Archive")
+        uids = sorted(c.search("NOT FLAGGED"))
+        c.add_flags(uids[:6], [b"\\Flagged"])
+        c.delete_messages(uids[6:9])
+        c.expunge()
+
+    moved = box.run(PassKind.SYNC, propagate_deletes=True)
+
+    assert box.state is MailboxState.SYNCED
+    assert (moved["new_messages"], moved["flag_changes"], moved["deleted_messages"]) == (7, 6, 3)
+    assert _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False) == _view(
+        plain_dovecot, source, PASSWORD, ssl_context, mapped=True
+    )
+    # Nothing changed since: a pass that moves nothing.
+    moved = box.run(PassKind.SYNC, propagate_deletes=True)
+    assert (moved["new_messages"], moved["flag_changes"], moved["deleted_messages"]) == (0, 0, 0)
+
+
+def test_a_folder_rebuilt_under_a_new_uidvalidity_is_relisted_and_nothing_copied_twice(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(PASSWORD), make_user()
+    sent = fill(source, {"INBOX": 10, "Archive": 12}, PASSWORD)
+    box = Mailbox(StateStore.from_url(redis_url), dovecot, tls_files.ca_cert, imaps(dovecot),
+                  source, target)  # fmt: skip
+    box.run()
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        c.login(source, PASSWORD)
+        before = c.folder_status("Archive", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+        c.delete_folder("Archive")
+    archive = [(m.raw, m.flags, m.internaldate) for m in sent if m.folder == "Archive"]
+    fill.append(source, "Archive", [*archive, *archive[:1]], PASSWORD)  # and one copy more
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        c.login(source, PASSWORD)
+        assert c.folder_status("Archive", ["UIDVALIDITY"])[b"UIDVALIDITY"] != before
+
+    moved = box.run(PassKind.SYNC)
+
+    # The rebuilt folder's 12 messages recognised at the target; the 13th is a second copy.
+    assert moved["new_messages"] == 1
+    assert _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False) == _view(
+        dovecot, source, PASSWORD, ssl_context, mapped=True
+    )
+
+
+def test_a_folder_new_at_the_source_is_copied_whole_and_the_rest_left_alone(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(PASSWORD), make_user()
+    fill(source, {"INBOX": 10}, PASSWORD)
+    box = Mailbox(StateStore.from_url(redis_url), dovecot, tls_files.ca_cert, imaps(dovecot),
+                  source, target)  # fmt: skip
+    box.run()
+    fill(source, {"Later/2026": 6}, PASSWORD, seed=3)
+
+    moved = box.run(PassKind.SYNC)
+    final = box.run(PassKind.FINAL)
+
+    assert (moved["new_folders"], moved["new_messages"]) == (1, 6)
+    assert (final["new_folders"], final["new_messages"], final["flag_changes"]) == (0, 0, 0)
+    assert box.state is MailboxState.COMPLETED
+    assert _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False) == _view(
+        dovecot, source, PASSWORD, ssl_context, mapped=True
+    )
+    # A completed mailbox is never run again.
+    execute_job(box.store, "s1", box.job_id, box.box, request=PassRequest(PassKind.SYNC))
+    assert len(box.store.passes("s1", box.job_id)) == 3
+
+
+def test_sync_every_runs_passes_on_this_machine_and_status_shows_the_last_sync(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    local_state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, target = make_user(PASSWORD), make_user()
+    fill(source, {"INBOX": 5}, PASSWORD)
+    batch = write_source_batch(tmp_path / "batch.csv", imaps(dovecot), [(source, PASSWORD, target)])
+    monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+    assert main(
+        ["run", str(batch), "--method", "individual", "--target-server", imaps(dovecot),
+         "--target-admin", MASTER_USER, "--ca-file", str(tls_files.ca_cert), "--batch-id", "e1"]
+    ) == 0  # fmt: skip
+    fill(source, {"INBOX": 2}, PASSWORD, seed=8)
+
+    assert main(["sync", "e1", "--every", "1s", "--times", "2"]) == 0
+    assert "next sync in 1 s" in capsys.readouterr().err
+    assert main(["status", "e1", "--json"]) == 0
+
+    (mailbox,) = json.loads(capsys.readouterr().out)["mailboxes"]
+    assert mailbox["state"] == "synced" and mailbox["last_sync"]
+    passes = [(p["kind"], p["new_messages"]) for p in mailbox["passes"]]
+    assert passes == [("copy", 5), ("sync", 2), ("sync", 0)]
+    with pytest.raises(SystemExit):
+        main(["sync", "e1", "--every", "0s"])  # argparse: at least 1 s
