@@ -281,7 +281,7 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
         store.create_batch(batch_id, *saved)
     pending = []
     for row in store.mailboxes(batch_id):
-        if row.state is MailboxState.DONE:
+        if row.state.copied:  # done, synced or completed
             continue
         if row.state.final:
             store.set_state(batch_id, row.job_id, MailboxState.QUEUED)

@@ -86,7 +86,14 @@ def execute_job(
     if raw is None or status is None:
         log.warning("batch %s job %s is not in Redis; nothing to do", batch_id, job_id)
         return None
-    request = request or PassRequest()
+    try:
+        # A task sent without a request (a reaper's requeue, a resume) runs the pass the
+        # mailbox was last queued for.
+        request = request or PassRequest.from_json(store.pass_request(batch_id, job_id))
+    except BadJob as exc:
+        result = MailboxResult(state=MailboxState.FAILED, error=str(exc))
+        store.record_result(batch_id, job_id, result)
+        return result
     if not _wanted(status.state, request):
         return None
     try:

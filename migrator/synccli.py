@@ -108,7 +108,7 @@ def run_pass(args: argparse.Namespace, request: PassRequest) -> int:
     wanted = MailboxState.COMPLETED if request.kind is PassKind.FINAL else MailboxState.SYNCED
     if url:
         store = StateStore.from_url(url)
-        ids = _queue(store, args.batch)
+        ids = _queue(store, args.batch, request)
         dispatch.dispatcher().send_mailboxes(url, args.batch, ids, request.to_json())
         err_console.print(f"batch {args.batch}: {request.kind.value} of {len(ids)} mailboxes")
         if args.no_wait:
@@ -125,7 +125,7 @@ def run_pass(args: argparse.Namespace, request: PassRequest) -> int:
         try:
             with PrivateRedis(state_dir()) as private:
                 store = StateStore.from_url(private.url)
-                ids = _queue(store, args.batch)
+                ids = _queue(store, args.batch, request)
                 rows = run_in_process(store, args.batch, ids, box, args.workers, request)
         except Interrupted as exc:
             console.print(result_table(exc.rows, f"batch {args.batch}"))
@@ -135,16 +135,17 @@ def run_pass(args: argparse.Namespace, request: PassRequest) -> int:
     return 0 if all(r.state in (wanted, MailboxState.COMPLETED) for r in rows) else 1
 
 
-def _queue(store: StateStore, batch_id: str) -> list[str]:
-    """The mailboxes the pass runs over (every one not completed), queued; one still
-    queued or running (a first pass going on) is left as it is, and its lock makes the
-    pass wait for it."""
+def _queue(store: StateStore, batch_id: str, request: PassRequest) -> list[str]:
+    """The mailboxes the pass runs over (every one not completed), queued for it (the
+    request kept on each row, for a requeue); one still queued or running (a first pass
+    going on) is left as it is, and its lock makes the pass wait for it."""
     if not store.batch_exists(batch_id):
         raise ConfigError(f"batch {batch_id} is not known to this Redis")
     ids: list[str] = []
     for row in store.mailboxes(batch_id):
         if row.state is MailboxState.COMPLETED:
             continue
+        store.set_pass_request(batch_id, row.job_id, request.to_json())
         if row.state.final:
             store.set_state(batch_id, row.job_id, MailboxState.QUEUED)
         ids.append(row.job_id)

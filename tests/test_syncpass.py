@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ews_server import EwsServer
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
 from servers.dovecot import (
@@ -24,6 +25,7 @@ from servers.dovecot import (
 from servers.mailgen import Fill
 from support import (
     default_map_target,
+    ews_target_options,
     imaps,
     individual_jobs,
     run_options,
@@ -33,6 +35,7 @@ from support import (
 )
 
 from migrator.cli import main
+from migrator.prepare import RunOptions
 from migrator.report import MailboxState
 from migrator.runner import execute_job
 from migrator.secrets import SecretBox, new_key
@@ -62,9 +65,9 @@ class Mailbox:
     """One source and target pair, its batch, and passes run over it."""
 
     def __init__(self, store: StateStore, dovecot: DovecotServer, ca: Path, source_url: str,
-                 source: str, target: str) -> None:  # fmt: skip
+                 source: str, target: str, options: RunOptions | None = None) -> None:  # fmt: skip
         self.store, self.box = store, SecretBox(new_key())
-        options = run_options(dovecot, ca)
+        options = options or run_options(dovecot, ca)
         jobs = individual_jobs(
             [source_row(source_url, source, PASSWORD, target)], options, self.box
         )
@@ -221,3 +224,51 @@ def test_sync_every_runs_passes_on_this_machine_and_status_shows_the_last_sync(
     assert passes == [("copy", 5), ("sync", 2), ("sync", 0)]
     with pytest.raises(SystemExit):
         main(["sync", "e1", "--every", "0s"])  # argparse: at least 1 s
+
+
+def test_an_ews_target_gets_the_new_mail_the_flags_and_the_deletions(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    make_ews_mailbox: MakeUser,
+    ews: EwsServer,
+    fill: Fill,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    source, target = make_user(PASSWORD), make_ews_mailbox()
+    fill(source, {"INBOX": 20}, PASSWORD)
+    options = ews_target_options(ews.url, tls_files.ca_cert)
+    box = Mailbox(StateStore.from_url(redis_url), dovecot, tls_files.ca_cert, imaps(dovecot),
+                  source, target, options)  # fmt: skip
+    box.run()
+    fill(source, {"INBOX": 3}, PASSWORD, seed=4)
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        c.login(source, PASSWORD)
+        c.select_folder("INBOX")
+        uids = sorted(c.search("ALL"))
+        flags = c.get_flags(uids[:8])
+        for uid in uids[:5]:
+            seen = b"\\Seen" in flags[uid]
+            (c.remove_flags if seen else c.add_flags)([uid], [b"\\Seen"])
+        for uid in uids[5:8]:
+            (c.remove_flags if b"\\Flagged" in flags[uid] else c.add_flags)([uid], [b"\\Flagged"])
+        c.delete_messages(uids[8:10])
+        c.expunge()
+        now = c.fetch(c.search("ALL"), ["BODY.PEEK[]", "FLAGS"])
+
+    moved = box.run(PassKind.SYNC, propagate_deletes=True)
+
+    assert (moved["new_messages"], moved["flag_changes"], moved["deleted_messages"]) == (3, 8, 2)
+    stored = ews.store.items_at(target, ("inbox",))
+    assert Counter(i.mime for i in stored) == Counter(d[b"BODY[]"] for d in now.values())
+    items = {i.mime: i for i in stored}
+    for data in now.values():
+        item, flags = items[data[b"BODY[]"]], data[b"FLAGS"]
+        assert item.is_read == (b"\\Seen" in flags)
+        prop = item.extended.get((("PropertyTag", hex(0x1090)),))
+        status = prop.findtext(f"{T}Value") if prop is not None else None
+        assert (status == "2") == (b"\\Flagged" in flags)
+
+
+T = "{http://schemas.microsoft.com/exchange/services/2006/types}"

@@ -41,6 +41,15 @@ class Passes:
             pipe.hset(_k("mbx", batch_id, job_id), "last_sync", str(now))
         pipe.execute()
 
+    def set_pass_request(self, batch_id: str, job_id: str, request_json: str) -> None:
+        """The pass the mailbox is queued for (syncstate.PassRequest), kept on its row so
+        that a task sent without one (a reaper's requeue, a resume) runs that pass."""
+        self._r.hset(_k("mbx", batch_id, job_id), "pass_request", request_json)
+
+    def pass_request(self, batch_id: str, job_id: str) -> str | None:
+        value = self._r.hget(_k("mbx", batch_id, job_id), "pass_request")
+        return str(value) if value else None
+
     def passes(self, batch_id: str, job_id: str) -> list[dict[str, Any]]:
         """Every pass recorded for the mailbox, oldest first."""
         rows = self._r.lrange(_k("ps", batch_id, job_id), 0, -1)

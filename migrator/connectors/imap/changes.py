@@ -15,6 +15,7 @@ from imapclient.response_parser import parse_fetch_response
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.connection import as_text, imap_errors
 from migrator.connectors.imap.uidsets import vanished_uids
+from migrator.errors import PermanentError
 from migrator.plan import MessageRef
 from migrator.syncstate import FolderChanges, FolderState
 
@@ -27,8 +28,11 @@ def enable_modseqs(client: IMAPClient, what: str) -> str | None:
     server offers them; which one is on (None: neither)."""
     for extension in ("QRESYNC", "CONDSTORE"):
         if client.has_capability(extension):
-            with imap_errors(what):
-                enabled = {as_text(e).upper() for e in client.enable(extension)}
+            try:
+                with imap_errors(what):
+                    enabled = {as_text(e).upper() for e in client.enable(extension)}
+            except PermanentError:
+                continue  # refused: incremental passes do without it
             if extension in enabled:
                 return extension
     return None
