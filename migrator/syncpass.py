@@ -218,9 +218,13 @@ def _renames(
             entries = progress.entries(old)
             at = {e.placement.folder for e in entries.values()}
             moved_to: str | None = None
+            # The target folder follows only where it holds this folder's copies alone
+            # (two source folders merged into one keep it as it is).
             if len(at) == 1 and isinstance(target, SyncTarget):
-                mapped = folder_map.map(folder.path, folder.special_use)
-                moved_to = target.rename_folder(at.pop(), mapped)
+                only = at.pop()
+                if progress.sources_of(only) <= {old}:
+                    mapped = folder_map.map(folder.path, folder.special_use)
+                    moved_to = target.rename_folder(only, mapped)
             progress.rename_folder(old, folder.name, moved_to)
             log.warning(
                 "source folder %r is %r renamed: its copies are kept%s",

@@ -164,6 +164,10 @@ class Ledger(Protocol):
         """The ledger of one source folder (every UIDVALIDITY it had)."""
         ...
 
+    def sources_of(self, target_folder: str) -> set[str]:
+        """The source folders with copies in `target_folder` (reads the whole ledger)."""
+        ...
+
     def entries_of(self, members: Sequence[Member]) -> dict[Member, LedgerEntry]:
         """The ledger entries of these messages (those it has)."""
         ...

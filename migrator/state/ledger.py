@@ -56,6 +56,14 @@ class LedgerMixin:
                 found[ident] = entry
         return found
 
+    def sources_of(self, target_folder: str) -> set[str]:
+        found: set[str] = set()
+        for member, text in self._r.hscan_iter(self._ledger, count=5000):
+            ident, entry = _parse(str(member)), LedgerEntry.from_text(str(text))
+            if ident is not None and entry is not None and entry.placement.folder == target_folder:
+                found.add(ident[0])
+        return found
+
     def entries_of(self, members: Sequence[Member]) -> dict[Member, LedgerEntry]:
         if not members:
             return {}

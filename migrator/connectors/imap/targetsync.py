@@ -22,6 +22,8 @@ from migrator.syncstate import Placement
 log = logging.getLogger(__name__)
 
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
+# RFC 6154 SPECIAL-USE attributes (lower-cased, as ImapTarget keeps them).
+_SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
 
 
 class ImapSyncHooks:
@@ -30,6 +32,7 @@ class ImapSyncHooks:
     _client: IMAPClient
     _what: str
     _existing: set[str]
+    _special: dict[str, str]  # RFC 6154 attribute -> the target's folder with it
 
     if TYPE_CHECKING:  # ImapTarget's own
 
@@ -87,6 +90,8 @@ class ImapSyncHooks:
             return name
         if name in self._existing or old not in self._existing or old.upper() == "INBOX":
             return None
+        if old in {name for flag, name in self._special.items() if flag in _SPECIAL_USE}:
+            return None  # the target's own Sent, Trash...: never renamed away
         what = f"{self._what}, folder {old!r}"
         try:
             with imap_errors(what):
