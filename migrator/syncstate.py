@@ -188,7 +188,8 @@ class Ledger(Protocol):
 
     def rename_folder(self, old: str, new: str, target_folder: str | None) -> int:
         """Move the checkpoints and ledger of source folder `old` to `new` (fenced), with
-        their copies now in `target_folder` where the target renamed its folder too."""
+        their copies now in `target_folder` where the target renamed its folder too, and
+        its folder state (without its mod-sequence)."""
         ...
 
     def target_marks(self) -> dict[str, str]: ...

@@ -109,6 +109,14 @@ class LedgerMixin:
                 (m, n, _moved(entries.get(_parse_strict(m)), target_folder)) for m, n, _ in moves
             ]
         self._fenced_write(moves, _RENAME)
+        # The folder's state follows, its mod-sequence dropped (a rename may restart them):
+        # a pass that fails after this finds the folder under its new name next time.
+        state = FolderState.from_text(str(self._r.hget(self._folders, old) or ""))
+        if state is not None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._folders, new, replace(state, modseq=None).to_text())
+            pipe.hdel(self._folders, old)
+            pipe.execute()
         return len(moves)
 
     def target_marks(self) -> dict[str, str]:
