@@ -106,13 +106,9 @@ def moved_text(record: Mapping[str, object]) -> str:
 
 
 def _last_passes(store: StateStore, batch_id: str, rows: Sequence[MailboxStatus]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for row in rows:
-        if row.last_sync:
-            passes = store.passes(batch_id, row.job_id)
-            if passes:
-                found[row.job_id] = passes[-1]
-    return found
+    synced = [row.job_id for row in rows if row.last_sync]
+    found = store.passes_of(batch_id, synced, last=True)
+    return {job_id: passes[-1] for job_id, passes in found.items() if passes}
 
 
 def status_table(store: StateStore, batch_id: str, title: str) -> Table:
@@ -129,6 +125,7 @@ def status_json(store: StateStore, batch_id: str) -> str:
     worker last beat (null for the others)."""
     rows = store.mailboxes(batch_id)
     ages = store.heartbeat_ages(batch_id)
+    passes = store.passes_of(batch_id, [r.job_id for r in rows])
     return json.dumps(
         {
             "batch_id": batch_id,
@@ -137,7 +134,7 @@ def status_json(store: StateStore, batch_id: str) -> str:
                 {
                     **r.as_dict(),
                     "heartbeat_age": ages.get(r.job_id),
-                    "passes": store.passes(batch_id, r.job_id),
+                    "passes": passes[r.job_id],
                 }
                 for r in rows
             ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -52,5 +53,16 @@ class Passes:
 
     def passes(self, batch_id: str, job_id: str) -> list[dict[str, Any]]:
         """Every pass recorded for the mailbox, oldest first."""
-        rows = self._r.lrange(_k("ps", batch_id, job_id), 0, -1)
-        return [json.loads(str(row)) for row in rows]
+        return self.passes_of(batch_id, [job_id])[job_id]
+
+    def passes_of(
+        self, batch_id: str, job_ids: Sequence[str], *, last: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every pass (or with `last`, the last one) of each mailbox, in one round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.lrange(_k("ps", batch_id, job_id), -1 if last else 0, -1)
+        return {
+            job_id: [json.loads(str(row)) for row in rows]
+            for job_id, rows in zip(job_ids, pipe.execute(), strict=True)
+        }
