@@ -79,20 +79,7 @@ def sync_pass(
         or any(f.is_all_mail for f in folders)
     ):
         listing = list_mailbox(source, target, folder_map, now)
-        result = copy_listed(
-            source,
-            target,
-            listing,
-            progress,
-            options,
-            now,
-            in_flight=in_flight,
-            slots=slots,
-            stop=stop,
-        )
-        if result.state is MailboxState.DONE:
-            remember_folders(source, target, listing, progress)
-        return result
+        return _whole(source, target, listing, progress, options, now, in_flight, slots, stop)
     read = _read_changes(source, source, target, folder_map, progress, folders, options.rewrite)
     index = _index_of(target, read, progress.target_marks())
     if in_flight is not None:
@@ -125,6 +112,26 @@ def sync_pass(
         renamed_folders=len(read.renamed),
         error=result.error or moved.note,
     )
+
+
+def _whole(
+    source: MailboxSource,
+    target: MailboxTarget,
+    listing: Listing,
+    progress: Progress,
+    options: CopyOptions,
+    now: datetime,
+    in_flight: InFlight | None,
+    slots: ConnectionSlots | None,
+    stop: threading.Event | None,
+) -> MailboxResult:
+    """A pass over the whole listing, as the first one (recognition keeps it single)."""
+    result = copy_listed(
+        source, target, listing, progress, options, now, in_flight=in_flight, slots=slots, stop=stop
+    )
+    if result.state is MailboxState.DONE:
+        remember_folders(source, target, listing, progress)
+    return result
 
 
 @dataclass
