@@ -186,6 +186,8 @@ def test_a_folder_new_at_the_source_is_copied_whole_and_the_rest_left_alone(
     assert (moved["new_folders"], moved["new_messages"]) == (1, 6)
     assert (final["new_folders"], final["new_messages"], final["flag_changes"]) == (0, 0, 0)
     assert box.state is MailboxState.COMPLETED
+    row = box.store.mailbox("s1", box.job_id)
+    assert row is not None and row.done_messages == row.total_messages == 16  # the mailbox's
     assert _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False) == _view(
         dovecot, source, PASSWORD, ssl_context, mapped=True
     )

@@ -35,12 +35,42 @@ class Passes:
             "new_folders": result.new_folders,
             "renamed_folders": result.renamed_folders,
         }
+        row = _k("mbx", batch_id, job_id)
         pipe = self._r.pipeline(transaction=True)
         pipe.rpush(_k("ps", batch_id, job_id), json.dumps(record))
         pipe.ltrim(_k("ps", batch_id, job_id), -KEPT_PASSES, -1)
         if result.state.copied:
-            pipe.hset(_k("mbx", batch_id, job_id), "last_sync", str(now))
+            pipe.hset(row, "last_sync", str(now))
         pipe.execute()
+        if result.state.copied:
+            self._keep_totals(row, kind, result)
+
+    def _keep_totals(self, row: str, kind: str, result: MailboxResult) -> None:
+        """The mailbox's own totals on its row: an incremental pass counts (and shows while
+        it runs) only its new messages, so after it the row's totals are the mailbox's again:
+        those of the first pass, plus what later passes brought, less what they removed."""
+        if kind == "copy":
+            mapping = {
+                "mailbox_messages": result.total_messages,
+                "mailbox_bytes": result.total_bytes,
+            }
+            self._r.hset(row, mapping=mapping)  # type: ignore[arg-type]
+            return
+        if not self._r.hexists(row, "mailbox_messages"):
+            return  # first copied by an earlier version: the pass's own figures stand
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hincrby(row, "mailbox_messages", result.copied_messages - result.deleted_messages)
+        pipe.hincrby(row, "mailbox_bytes", result.copied_bytes)
+        messages, size = pipe.execute()
+        self._r.hset(
+            row,
+            mapping={
+                "total_messages": messages,
+                "done_messages": messages,
+                "total_bytes": size,
+                "done_bytes": size,
+            },
+        )
 
     def set_pass_request(self, batch_id: str, job_id: str, request_json: str) -> None:
         """The pass the mailbox is queued for (syncstate.PassRequest), kept on its row so
