@@ -6,7 +6,9 @@ Keys (all under "migrator:"):
     batch:{bid}:jobs         list   job ids in CSV order
     job:{bid}:{jid}          string job payload JSON (secrets only as sealed tokens)
     mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error;
-                                    heartbeat (Redis time) and locks (JSON names) while running
+                                    heartbeat (Redis time) and locks (JSON names) while running;
+                                    last_sync, pass_request (the pass it is queued for) and
+                                    mailbox_messages/bytes (its totals across passes)
     tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
     ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
                                     the content key of its copy (migrator.recognition)
