@@ -68,6 +68,7 @@ class ImapTarget(ImapSyncHooks):
         self._special: dict[str, str] = {}
         self._keywords_ok: dict[str, bool] = {}
         self._placed: list[Placement | None] = []  # where the last append_batch put each item
+        self._marks: dict[str, str] = {}  # folder -> "UIDVALIDITY:UIDNEXT" its SELECT gave
         self._refresh_folders()
         self._multiappend = self._client.has_capability("MULTIAPPEND")
         self._literal_plus = self._client.has_capability("LITERAL+")
@@ -160,6 +161,9 @@ class ImapTarget(ImapSyncHooks):
             info: dict[bytes, Any] = self._client.select_folder(name)
         permanent = {as_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
         self._keywords_ok[name] = "\\*" in permanent
+        if b"UIDVALIDITY" in info and b"UIDNEXT" in info:
+            # The folder's mark as of now (targetsync.mark), until this connection appends.
+            self._marks[name] = f"{int(info[b'UIDVALIDITY'])}:{int(info[b'UIDNEXT'])}"
         return info
 
     def _keywords(self, name: str) -> bool:
@@ -200,6 +204,8 @@ class ImapTarget(ImapSyncHooks):
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
         self._placed = []
+        for item in items:
+            self._marks.pop(item.folder, None)
         outcomes: list[Outcome] = []
         start = 0
         while start < len(items):

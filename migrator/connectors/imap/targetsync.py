@@ -33,6 +33,7 @@ class ImapSyncHooks:
     _what: str
     _existing: set[str]
     _special: dict[str, str]  # RFC 6154 attribute -> the target's folder with it
+    _marks: dict[str, str]  # folder -> its mark as its last SELECT gave it
 
     if TYPE_CHECKING:  # ImapTarget's own
 
@@ -106,6 +107,8 @@ class ImapSyncHooks:
         return name
 
     def mark(self, name: str) -> str | None:
+        if name in self._marks:  # selected since this connection last appended to it
+            return self._marks[name]
         with imap_errors(f"{self._what}, folder {name!r}"):
             status = self._client.folder_status(name, ["UIDVALIDITY", "UIDNEXT"])
         return f"{int(status[b'UIDVALIDITY'])}:{int(status[b'UIDNEXT'])}"
