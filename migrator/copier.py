@@ -50,7 +50,7 @@ from migrator.sending import (
     Progress,
 )
 from migrator.sources.base import MailboxSource
-from migrator.syncpass import remember_folders, sync_pass
+from migrator.syncpass import remember_folders, sync_pass, with_moves
 from migrator.syncstate import PassKind, PassRequest
 from migrator.targets.base import MailboxTarget
 
@@ -92,15 +92,16 @@ def copy_pass(
     Once `stop` is set (the operator pressed Ctrl-C), no further batch is sent: the
     batches in flight finish and are checkpointed, and the result is `interrupted`.
     Where the source and the progress keep folder states (an IMAP source, Redis), a pass
-    that ends done records them, so the next `migrator sync` reads only what changed."""
+    that ends done gives the copies it knows their messages' flags now and records the
+    folder states, so the next `migrator sync` reads only what changed since."""
     now = now or datetime.now(UTC)
     listing = list_mailbox(source, target, folder_map, now)
     result = copy_listed(
         source, target, listing, progress, options, now, in_flight=in_flight, slots=slots, stop=stop
     )
-    if result.state is MailboxState.DONE:
-        remember_folders(source, target, listing, progress)
-    return result
+    if result.state is not MailboxState.DONE:
+        return result
+    return with_moves(result, remember_folders(source, target, listing, progress))
 
 
 def migrate_mailbox(

@@ -52,6 +52,7 @@ class Listing:
     target_of: dict[str, str] = field(default_factory=dict)  # source folder -> target name
     refused: dict[str, str] = field(default_factory=dict)  # source folder -> why not
     skipped: list[SkippedMessage] = field(default_factory=list)  # their messages
+    views: set[str] = field(default_factory=set)  # RFC 6154 \All views: a part listed only
 
 
 def list_mailbox(
@@ -74,6 +75,7 @@ def list_mailbox(
                 listing, target, folder, listed, folder_map.map(folder.path, folder.special_use)
             )
     for view in (f for f in folders if f.is_all_mail):
+        listing.views.add(view.name)
         listed = source.list_messages(view)
         no_id = [r for r in listed + held if not r.message_id]
         keys = {r.ident: content_key(d, complete=True) for r, d in source.heads(no_id)}

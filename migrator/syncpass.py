@@ -44,15 +44,42 @@ RENAME_EVIDENCE = 3
 
 
 def remember_folders(
-    source: MailboxSource, target: MailboxTarget, listing: Listing, progress: Progress
-) -> None:
-    """After a pass that ended done: each source folder's state as it was listed, and each
-    target folder's mark, for the next incremental pass."""
+    source: MailboxSource,
+    target: MailboxTarget,
+    listing: Listing,
+    progress: Progress,
+    request: PassRequest | None = None,
+) -> MailboxResult | None:
+    """After a whole pass that ended done: the copies the ledger knows given the flags the
+    listing shows, their messages no longer listed marked gone (and removed where
+    `request` says so), as an incremental pass does; then each source folder's state as
+    it was listed, and each target folder's mark, for the next incremental pass.  What
+    it moved, as a result holding only those counts (None where nothing is kept)."""
     if not isinstance(progress, Ledger) or not isinstance(source, IncrementalSource):
-        return
-    states = {n: s for n in listing.target_of if (s := source.listed_state(n)) is not None}
+        return None
+    states = {
+        n: s
+        for n in listing.target_of
+        if n not in listing.views and (s := source.listed_state(n)) is not None
+    }
+    listed: dict[str, dict[str, tuple[str, ...]]] = {n: {} for n in states}
+    for ref in listing.refs:
+        if ref.folder in listed and ref.uidvalidity == states[ref.folder].uidvalidity:
+            listed[ref.folder][ref.uid] = ref.flags
+    changes = {
+        n: FolderChanges(states[n], flags=f, all_flags=True, present=frozenset(f))
+        for n, f in listed.items()
+    }
+    moved = _apply_changes(target, progress, changes, request or PassRequest())
     progress.save_folder_states(states)
     _save_marks(target, set(listing.target_of.values()), progress)
+    return MailboxResult(
+        state=MailboxState.DONE,
+        flag_changes=moved.flags,
+        deleted_messages=moved.deleted,
+        vanished_messages=moved.vanished,
+        error=moved.note,
+    )
 
 
 def sync_pass(
@@ -79,7 +106,9 @@ def sync_pass(
         or any(f.is_all_mail for f in folders)
     ):
         listing = list_mailbox(source, target, folder_map, now)
-        return _whole(source, target, listing, progress, options, now, in_flight, slots, stop)
+        return _whole(
+            source, target, listing, progress, options, request, now, in_flight, slots, stop
+        )
     read = _read_changes(source, source, target, folder_map, progress, folders, options.rewrite)
     index = _index_of(target, read, progress.target_marks())
     if in_flight is not None:
@@ -120,6 +149,7 @@ def _whole(
     listing: Listing,
     progress: Progress,
     options: CopyOptions,
+    request: PassRequest,
     now: datetime,
     in_flight: InFlight | None,
     slots: ConnectionSlots | None,
@@ -129,9 +159,23 @@ def _whole(
     result = copy_listed(
         source, target, listing, progress, options, now, in_flight=in_flight, slots=slots, stop=stop
     )
-    if result.state is MailboxState.DONE:
-        remember_folders(source, target, listing, progress)
-    return result
+    if result.state is not MailboxState.DONE:
+        return result
+    moved = remember_folders(source, target, listing, progress, request)
+    return with_moves(result, moved)
+
+
+def with_moves(result: MailboxResult, moved: MailboxResult | None) -> MailboxResult:
+    """`result` with what remember_folders moved beside its new mail."""
+    if moved is None:
+        return result
+    return replace(
+        result,
+        flag_changes=moved.flag_changes,
+        deleted_messages=moved.deleted_messages,
+        vanished_messages=moved.vanished_messages,
+        error=result.error or moved.error,
+    )
 
 
 @dataclass

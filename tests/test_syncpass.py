@@ -66,22 +66,23 @@ class Mailbox:
     """One source and target pair, its batch, and passes run over it."""
 
     def __init__(self, store: StateStore, dovecot: DovecotServer, ca: Path, source_url: str,
-                 source: str, target: str, options: RunOptions | None = None) -> None:  # fmt: skip
-        self.store, self.box = store, SecretBox(new_key())
+                 source: str, target: str, options: RunOptions | None = None,
+                 batch: str = "s1") -> None:  # fmt: skip
+        self.store, self.box, self.batch = store, SecretBox(new_key()), batch
         options = options or run_options(dovecot, ca)
-        jobs = individual_jobs(
-            [source_row(source_url, source, PASSWORD, target)], options, self.box
-        )
-        store.create_batch("s1", {}, jobs)
+        row = source_row(source_url, source, PASSWORD, target)
+        jobs = individual_jobs([row], options, self.box)
+        store.create_batch(batch, {}, jobs)
         self.job_id = jobs[0].job_id
 
     def run(self, kind: PassKind = PassKind.COPY, **request: bool) -> dict[str, object]:
-        execute_job(self.store, "s1", self.job_id, self.box, request=PassRequest(kind, **request))
-        return self.store.passes("s1", self.job_id)[-1]
+        wanted = PassRequest(kind, **request)
+        execute_job(self.store, self.batch, self.job_id, self.box, request=wanted)
+        return self.store.passes(self.batch, self.job_id)[-1]
 
     @property
     def state(self) -> MailboxState:
-        row = self.store.mailbox("s1", self.job_id)
+        row = self.store.mailbox(self.batch, self.job_id)
         assert row is not None
         return row.state
 
@@ -193,8 +194,8 @@ def test_a_folder_new_at_the_source_is_copied_whole_and_the_rest_left_alone(
         dovecot, source, PASSWORD, ssl_context, mapped=True
     )
     # A completed mailbox is never run again.
-    execute_job(box.store, "s1", box.job_id, box.box, request=PassRequest(PassKind.SYNC))
-    assert len(box.store.passes("s1", box.job_id)) == 3
+    execute_job(box.store, box.batch, box.job_id, box.box, request=PassRequest(PassKind.SYNC))
+    assert len(box.store.passes(box.batch, box.job_id)) == 3
 
 
 def test_sync_every_runs_passes_on_this_machine_and_status_shows_the_last_sync(
@@ -305,3 +306,34 @@ def test_propagate_deletes_removes_only_the_copies_we_put_there(
     assert (moved["vanished_messages"], moved["deleted_messages"]) == (10, 8)
     left = _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False)
     assert sorted(k for k, _flags in left["INBOX"]) == sorted(digest(m.raw) for m in found)
+
+
+def test_a_whole_pass_over_a_copied_mailbox_brings_its_flag_changes_too(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> None:
+    """A second batch over the same mailboxes (a whole pass) gives the copies their flags
+    and moves the folder states on: the sync after it has nothing left to bring."""
+    source, target = make_user(PASSWORD), make_user()
+    fill(source, {"INBOX": 12}, PASSWORD)
+    store = StateStore.from_url(redis_url)
+    args = (store, dovecot, tls_files.ca_cert, imaps(dovecot), source, target)
+    Mailbox(*args).run()
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl=True, ssl_context=ssl_context) as c:
+        c.login(source, PASSWORD)
+        c.select_folder("INBOX")
+        c.add_flags(sorted(c.search("NOT FLAGGED"))[:4], [b"\\Flagged"])
+
+    second = Mailbox(*args, batch="s2")
+    moved = second.run()
+    after = second.run(PassKind.SYNC)
+
+    assert (moved["kind"], moved["new_messages"], moved["flag_changes"]) == ("copy", 0, 4)
+    assert (after["new_messages"], after["flag_changes"]) == (0, 0)
+    assert _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False) == _view(
+        dovecot, source, PASSWORD, ssl_context, mapped=True
+    )
