@@ -24,6 +24,7 @@ from servers.dovecot import (
 )
 from servers.mailgen import Fill
 from support import (
+    batch_job,
     default_map_target,
     digest,
     ews_target_options,
@@ -36,6 +37,8 @@ from support import (
 )
 
 from migrator.cli import main
+from migrator.connectors.imap.source import ImapSource
+from migrator.model import ConnectOptions
 from migrator.prepare import RunOptions
 from migrator.report import MailboxState
 from migrator.runner import execute_job
@@ -337,3 +340,40 @@ def test_a_whole_pass_over_a_copied_mailbox_brings_its_flag_changes_too(
     assert _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context, mapped=False) == _view(
         dovecot, source, PASSWORD, ssl_context, mapped=True
     )
+
+
+def test_folders_that_did_not_move_are_not_selected_again(
+    dovecot: DovecotServer, make_user: MakeUser, fill: Fill, tls_files: TlsFiles
+) -> None:
+    """RFC 5819 LIST-STATUS gives every folder's state in one command: a folder whose
+    UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ did not move is not selected (its changes are
+    its old state itself); the others are read, names with spaces and accents alike."""
+    source = make_user(PASSWORD)
+    fill(source, {"INBOX": 3, "Données/Été": 2, "Sent Messages": 2}, PASSWORD)
+    job = batch_job(source_row(imaps(dovecot), source, PASSWORD, "t@example.test"))
+    options = ConnectOptions(ca_file=str(tls_files.ca_cert))
+    first = ImapSource(job, options)
+    try:
+        folders = first.list_folders()
+        for folder in folders:
+            first.list_messages(folder)
+        states = {f.name: first.listed_state(f.name) for f in folders}
+    finally:
+        first.close()
+    fill(source, {"Sent Messages": 1, "Données/Été": 1}, PASSWORD, seed=2)
+
+    second = ImapSource(job, options)
+    try:
+        found = {}
+        for f in second.list_folders():
+            since = states[f.name]
+            assert since is not None
+            found[f.name] = (since, second.changes(f, since))
+    finally:
+        second.close()
+
+    for name, (since, change) in found.items():
+        assert change is not None
+        moved = name in ("Sent Messages", "Données/Été")
+        assert (change.state is since) is not moved, name
+        assert len(change.new) == (1 if moved else 0), name

@@ -10,7 +10,8 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from imapclient.response_parser import parse_fetch_response
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.response_parser import parse_fetch_response, parse_response
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.connection import as_text, imap_errors
@@ -36,6 +37,33 @@ def enable_modseqs(client: IMAPClient, what: str) -> str | None:
             if extension in enabled:
                 return extension
     return None
+
+
+def all_states(client: IMAPClient, what: str) -> dict[str, FolderState]:
+    """Every folder's state in one command (RFC 5819 LIST-STATUS, with HIGHESTMODSEQ), where
+    the server has it and mod-sequences are on; else nothing (each folder is selected)."""
+    if not client.has_capability("LIST-STATUS"):
+        return {}
+    with imap_errors(what):
+        typ, raw = imapwire.list_status(client, "UIDVALIDITY UIDNEXT HIGHESTMODSEQ")
+    if typ != "OK":
+        return {}
+    try:
+        parsed = parse_response([element for element in raw if element])
+    except (IMAPClientError, ValueError):
+        return {}
+    states: dict[str, FolderState] = {}
+    for name, items in zip(parsed[::2], parsed[1::2], strict=False):
+        values = (
+            dict(zip(items[::2], items[1::2], strict=False)) if isinstance(items, tuple) else {}
+        )
+        if not {b"UIDVALIDITY", b"UIDNEXT", b"HIGHESTMODSEQ"} <= set(values):
+            continue
+        folder = decode_utf7(name) if isinstance(name, bytes) else str(name)
+        states[folder] = FolderState(
+            int(values[b"UIDVALIDITY"]), int(values[b"UIDNEXT"]), int(values[b"HIGHESTMODSEQ"])
+        )
+    return states
 
 
 def folder_state(info: dict[bytes, Any]) -> FolderState:
@@ -69,7 +97,7 @@ def older_changes(
             client, older, "(UID FLAGS)", since.modseq, vanished=qresync
         )
         _check(typ, data)
-        flags = _flags(data)
+        flags = read_flags(data)
         if qresync:
             gone = vanished_uids(vanished, below=since.uidnext)
             return FolderChanges(state, new, flags, vanished=frozenset(map(str, gone)))
@@ -77,7 +105,7 @@ def older_changes(
         return FolderChanges(state, new, flags, present=present)
     typ, data = imapwire.uid_fetch(client, older, "(UID FLAGS)")
     _check(typ, data)
-    flags = _flags(data)
+    flags = read_flags(data)
     return FolderChanges(state, new, flags, all_flags=True, present=frozenset(flags))
 
 
@@ -86,7 +114,7 @@ def _check(typ: str, data: Any) -> None:
         raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
 
 
-def _flags(data: Any) -> dict[str, tuple[str, ...]]:
+def read_flags(data: Any) -> dict[str, tuple[str, ...]]:
     parsed = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
     return {
         str(uid): tuple(

@@ -9,7 +9,12 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from migrator.connectors.imap.changes import enable_modseqs, folder_state, older_changes
+from migrator.connectors.imap.changes import (
+    all_states,
+    enable_modseqs,
+    folder_state,
+    older_changes,
+)
 from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
 from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS, Listed
 from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
@@ -50,9 +55,11 @@ class ImapSource:
         self._selected: str | None = None
         self._delimiter = "/"
         self._listed: dict[str, FolderState] = {}
+        self._states: dict[str, FolderState] | None = None  # LIST-STATUS, read once
         # RFC 7162: with CONDSTORE (or QRESYNC) enabled, SELECT reports HIGHESTMODSEQ, which
         # the next pass asks for changes since.  A second session only fetches: none.
-        self._qresync = modseqs and enable_modseqs(self._client, self._what) == "QRESYNC"
+        enabled = enable_modseqs(self._client, self._what) if modseqs else None
+        self._modseqs, self._qresync = enabled is not None, enabled == "QRESYNC"
 
     # -- listing -----------------------------------------------------------------------
 
@@ -142,6 +149,11 @@ class ImapSource:
 
     def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
         what = f"{self._what}, folder {folder.name!r}"
+        if self._states is None:
+            # One LIST-STATUS for every folder: one that has not moved is not selected.
+            self._states = all_states(self._client, self._what) if self._modseqs else {}
+        if since.modseq is not None and self._states.get(folder.name) == since:
+            return FolderChanges(since)
         state = folder_state(self._select(folder.name))
         if state.uidvalidity != since.uidvalidity:
             return None

@@ -12,6 +12,8 @@ under it; nothing else in migrator touches a private attribute of either library
     uid_fetch_changed  IMAPClient._imap.uid and ._imap.untagged_responses: RFC 7162
                      CHANGEDSINCE and the VANISHED (EARLIER) answers, which imapclient
                      does not read
+    list_status      IMAPClient._imap._simple_command and ._imap.untagged_responses:
+                     RFC 5819 LIST ... RETURN (STATUS ...), which imapclient cannot send
 
 Private attributes promise nothing, so what these were checked against is written down
 here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
@@ -85,6 +87,18 @@ def uid_fetch_changed(
     typ, data = imap.uid("FETCH", uids, items, modifier)
     gone = [bytes(v) for v in imap.untagged_responses.pop("VANISHED", []) if v]
     return typ, data, gone
+
+
+def list_status(client: IMAPClient, items: str) -> tuple[str, list[bytes | tuple[bytes, bytes]]]:
+    """RFC 5819 `LIST "" "*" RETURN (STATUS (items))`: the tagged type and imaplib's raw
+    STATUS answers (b'INBOX (UIDNEXT 5 ...)', or a literal's (line, name) and the rest)."""
+    imap = client._imap
+    for name in ("STATUS", "LIST"):
+        imap.untagged_responses.pop(name, None)
+    typ, _ = imap._simple_command("LIST", '""', '"*"', f"RETURN (STATUS ({items}))")
+    statuses = list(imap.untagged_responses.pop("STATUS", []))
+    imap.untagged_responses.pop("LIST", None)
+    return str(typ), statuses
 
 
 def multiappend(
