@@ -1,7 +1,7 @@
 """`make bench`, incremental pass: the 3,000-message bench mailbox copied (the first pass),
-then 30 new messages and 100 flag changes at the source, and the incremental pass of
-`migrator sync` over it, both measured in the same run: wall time, CPU, and the bytes the
-source sent (TLS included), counted by a pass-through proxy in front of the source.
+then, three times, 30 new messages and 100 flag changes at the source and the incremental
+pass of `migrator sync` over them, all measured in the same run: wall time, CPU, and the
+bytes the source sent (TLS included), counted by a pass-through proxy in front of it.
 
     python -m bench.sync               the whole case (run by `make bench`)
     python -m bench.sync pass KIND SPEC one pass (copy or sync) in its own process
@@ -13,6 +13,7 @@ import json
 import os
 import random
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,10 @@ from bench.run import FOLDERS, PASSWORD, SEED, console, fill, warm  # noqa: E402
 NEW_MESSAGES = 30
 FLAG_CHANGES = 100
 LIMIT = 0.05  # the incremental pass costs at most this share of the first pass
+# Incremental passes measured, each after its own 30 new messages and 100 flag changes: the
+# median is set beside the first pass (one pass of ~0.15 s varies by a third on this
+# shared machine).
+ROUNDS = 3
 
 
 def run_pass(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -103,26 +108,25 @@ def measure(kind: str, spec: dict[str, Any], proxy: LatencyProxy) -> dict[str, A
     return result
 
 
-def change_the_source(server: DovecotServer, ctx: ssl.SSLContext, user: str) -> None:
-    """30 new messages in three folders; 100 old messages read (\\Seen taken off) or
-    flagged, across the folders."""
-    rng = random.Random(SEED + 99)
+def change_the_source(server: DovecotServer, ctx: ssl.SSLContext, user: str, round_: int) -> None:
+    """30 new messages in three folders; 100 old messages flagged or unflagged (\\Flagged
+    toggled, so each is a change), spread over the folders."""
+    rng = random.Random(SEED + 99 + round_)
     with IMAPClient("127.0.0.1", server.imaps_port, ssl_context=ctx, timeout=300) as client:
         client.login(user, PASSWORD)
-        for i in range(NEW_MESSAGES):
-            folder = FOLDERS[i % 3]
-            raw, date = make_message(10_000 + i, folder=folder, size_hint=4000, seed=SEED + 1)
-            client.append(folder, raw, (), date)
         chosen: list[tuple[str, int]] = []
         for folder in FOLDERS:
             client.select_folder(folder, readonly=True)
-            chosen += [(folder, uid) for uid in client.search("SEEN")]
-        for n, (folder, uid) in enumerate(sorted(rng.sample(chosen, FLAG_CHANGES))):
+            chosen += [(folder, uid) for uid in client.search("ALL")]
+        for i in range(NEW_MESSAGES):
+            folder = FOLDERS[(i + round_) % 3]
+            n = 10_000 + 100 * round_ + i
+            raw, date = make_message(n, folder=folder, size_hint=4000, seed=SEED + 1)
+            client.append(folder, raw, (), date)
+        for folder, uid in sorted(rng.sample(chosen, FLAG_CHANGES)):
             client.select_folder(folder)
-            if n % 2:
-                client.remove_flags([uid], [b"\\Seen"])
-            else:
-                client.add_flags([uid], [b"\\Flagged"])
+            flagged = b"\\Flagged" in client.get_flags([uid]).get(uid, ())
+            (client.remove_flags if flagged else client.add_flags)([uid], [b"\\Flagged"])
 
 
 def main() -> int:
@@ -153,16 +157,19 @@ def main() -> int:
                 "ca_file": str(tls.ca_cert),
             }
             first = measure("copy", spec, proxy)
-            change_the_source(server, ctx, source)
-            second = measure("sync", spec, proxy)
-    return report(first, second, size)
+            rounds = []
+            for round_ in range(ROUNDS):
+                change_the_source(server, ctx, source, round_)
+                rounds.append(measure("sync", spec, proxy))
+    return report(first, rounds, size)
 
 
-def report(first: dict[str, Any], second: dict[str, Any], size: int) -> int:
-    table = Table(title="make bench: incremental pass beside the first pass (3,000 messages)")
+def report(first: dict[str, Any], rounds: list[dict[str, Any]], size: int) -> int:
+    table = Table(title="make bench: incremental passes beside the first pass (3,000 messages)")
     for column in ("pass", "state", "moved", "seconds", "CPU s", "source MB"):
         table.add_column(column, justify="left" if column in ("pass", "moved") else "right")
-    for name, r in (("first pass", first), ("incremental pass", second)):
+    runs = [("first pass", first)] + [(f"incremental pass {n}", r) for n, r in enumerate(rounds, 1)]
+    for name, r in runs:
         moved = r["pass"]
         table.add_row(
             name,
@@ -173,18 +180,20 @@ def report(first: dict[str, Any], second: dict[str, Any], size: int) -> int:
             f"{r['source_bytes'] / 1e6:.2f}",
         )
     console.print(table)
-    time_share = second["wall"] / first["wall"]
-    bytes_share = second["source_bytes"] / first["source_bytes"]
-    moved = second["pass"]
-    exact = (moved["new_messages"], moved["flag_changes"]) == (NEW_MESSAGES, FLAG_CHANGES)
+    time_share = statistics.median(r["wall"] for r in rounds) / first["wall"]
+    bytes_share = max(r["source_bytes"] for r in rounds) / first["source_bytes"]
+    exact = all(
+        (r["pass"]["new_messages"], r["pass"]["flag_changes"]) == (NEW_MESSAGES, FLAG_CHANGES)
+        for r in rounds
+    )
     ok = exact and time_share <= LIMIT and bytes_share <= LIMIT
     console.print(
-        f"incremental pass: {time_share:.1%} of the first pass's time, {bytes_share:.2%} of "
-        f"its source bytes (limit {LIMIT:.0%} each; mailbox {size / 1e6:.0f} MB): "
-        + ("[green]within[/]" if ok else "[red]NOT within[/]")
+        f"incremental pass (median of {len(rounds)}): {time_share:.1%} of the first pass's "
+        f"time; at most {bytes_share:.2%} of its source bytes (limit {LIMIT:.0%} each; mailbox "
+        f"{size / 1e6:.0f} MB): " + ("[green]within[/]" if ok else "[red]NOT within[/]")
     )
     (REPO / "bench" / "sync_results.json").write_text(
-        json.dumps({"first": first, "incremental": second}, indent=2) + "\n"
+        json.dumps({"first": first, "incremental": rounds}, indent=2) + "\n"
     )
     return 0 if ok else 1
 

@@ -14,9 +14,11 @@ with it missing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from tenacity import (
@@ -186,15 +188,11 @@ def _one_pass(
     stop: threading.Event | None = None,
     request: PassRequest | None = None,
 ) -> MailboxResult:
+    incremental = request is not None and request.kind is not PassKind.COPY
+    source, target = _open_both(open_source, open_target, side_by_side=incremental)
     try:
-        target = open_target()
-    except PermanentError as exc:
-        # Like the migration consoles: a target we cannot open is "not ready to migrate".
-        raise MailboxNotReady(str(exc), code=exc.code) from exc
-    try:
-        source = open_source()
         try:
-            if request is not None and request.kind is not PassKind.COPY:
+            if request is not None and incremental:
                 return sync_pass(
                     source,
                     target,
@@ -220,3 +218,43 @@ def _one_pass(
             source.close()
     finally:
         target.close()
+
+
+def _open_both(
+    open_source: Callable[[], MailboxSource],
+    open_target: Callable[[], MailboxTarget],
+    *,
+    side_by_side: bool,
+) -> tuple[MailboxSource, MailboxTarget]:
+    """Both ends, the target first (a target that cannot be opened is `not_ready`, and the
+    source is then not logged in to); `side_by_side` logs in to both at once, for a pass
+    whose time is mostly round trips (an incremental one), each end closed again when
+    the other fails."""
+    if not side_by_side:
+        target = _open_target(open_target)
+        try:
+            return open_source(), target
+        except BaseException:
+            target.close()
+            raise
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-source") as pool:
+        opening = pool.submit(open_source)
+        try:
+            target = _open_target(open_target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                opening.result().close()
+            raise
+        try:
+            return opening.result(), target
+        except BaseException:
+            target.close()
+            raise
+
+
+def _open_target(open_target: Callable[[], MailboxTarget]) -> MailboxTarget:
+    try:
+        return open_target()
+    except PermanentError as exc:
+        # Like the migration consoles: a target we cannot open is "not ready to migrate".
+        raise MailboxNotReady(str(exc), code=exc.code) from exc
