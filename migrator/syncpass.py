@@ -341,11 +341,12 @@ def _apply_changes(
     source marked so in the ledger, and with `propagate_deletes` the copies we put there
     of every message gone (in this pass or an earlier one) removed."""
     moved = _Moved()
+    every = _WholeLedger()
     updates: list[tuple[Member, LedgerEntry]] = []
     removals: list[tuple[Member, LedgerEntry]] = []
     flagged = 0
     for name, change in changes.items():
-        current = _entries(ledger, name, change, request)
+        current = _entries(ledger, name, change, request, every)
         for uid, flags in change.flags.items():
             hit = current.get(uid)
             if hit is not None and not hit[1].gone and set(flags) != set(hit[1].flags):
@@ -382,18 +383,37 @@ def _apply_changes(
 
 
 def _entries(
-    ledger: Ledger, name: str, change: FolderChanges, request: PassRequest
+    ledger: Ledger,
+    name: str,
+    change: FolderChanges,
+    request: PassRequest,
+    every: _WholeLedger,
 ) -> dict[str, tuple[Member, LedgerEntry]]:
     """The ledger entries this folder's changes touch, by UID: with QRESYNC, those of the
     messages changed or gone only; for a UID diff, or to find the copies of messages that
-    went earlier (--propagate-deletes), all of the folder's."""
+    went earlier (--propagate-deletes), all of the folder's, from one reading of the whole
+    ledger (`every`, filled on first need) for all folders."""
     uidvalidity = change.state.uidvalidity
     if change.present is None and not request.propagate_deletes:
         uids = sorted(set(change.flags) | change.vanished)
         entries = ledger.entries_of([(name, uidvalidity, uid) for uid in uids])
     else:
-        entries = ledger.entries(name)
+        entries = every.of(ledger, name)
     return {m[2]: (m, e) for m, e in entries.items() if m[1] == uidvalidity}
+
+
+@dataclass
+class _WholeLedger:
+    """The whole ledger by source folder, read once per pass at its first need."""
+
+    by_folder: dict[str, dict[Member, LedgerEntry]] | None = None
+
+    def of(self, ledger: Ledger, name: str) -> dict[Member, LedgerEntry]:
+        if self.by_folder is None:
+            self.by_folder = {}
+            for member, entry in ledger.entries(None).items():
+                self.by_folder.setdefault(member[0], {})[member] = entry
+        return self.by_folder.get(name, {})
 
 
 def _save_marks(target: MailboxTarget, names: set[str], ledger: Ledger) -> None:

@@ -160,8 +160,8 @@ class Ledger(Protocol):
 
     def save_folder_states(self, states: Mapping[str, FolderState]) -> None: ...
 
-    def entries(self, folder: str) -> dict[Member, LedgerEntry]:
-        """The ledger of one source folder (every UIDVALIDITY it had)."""
+    def entries(self, folder: str | None) -> dict[Member, LedgerEntry]:
+        """The ledger of one source folder (every UIDVALIDITY it had); None: of all."""
         ...
 
     def sources_of(self, target_folder: str) -> set[str]:

@@ -45,14 +45,13 @@ class LedgerMixin:
                 self._folders, mapping=_fields({n: s.to_text() for n, s in states.items()})
             )
 
-    def entries(self, folder: str) -> dict[Member, LedgerEntry]:
+    def entries(self, folder: str | None) -> dict[Member, LedgerEntry]:
         found: dict[Member, LedgerEntry] = {}
-        for member, text in self._r.hscan_iter(
-            self._ledger, match=f"*:{_glob(folder)}", count=5000
-        ):
+        match = f"*:{_glob(folder)}" if folder is not None else None
+        for member, text in self._r.hscan_iter(self._ledger, match=match, count=5000):
             ident = _parse(str(member))
             entry = LedgerEntry.from_text(str(text))
-            if ident is not None and ident[0] == folder and entry is not None:
+            if ident is not None and entry is not None and folder in (None, ident[0]):
                 found[ident] = entry
         return found
 
