@@ -241,13 +241,13 @@ def logout(client: IMAPClient) -> None:
         client.shutdown()
 
 
-def fetch_all(client: IMAPClient, items: str, item: bytes) -> dict[int, Listed]:
+def fetch_all(client: IMAPClient, items: str, item: bytes, uids: str = "1:*") -> dict[int, Listed]:
     """UID FETCH 1:* of `items` (UID, INTERNALDATE, RFC822.SIZE, FLAGS and one header item,
     `item` as the server names it in the answer) in the selected folder, read with
     `listing.parse_listing` (an eighth of the CPU of imapclient's general parser), or
     with imapclient's parser where the answer holds anything that reader does not
     expect."""
-    typ, data = imapwire.uid_fetch(client, "1:*", items)
+    typ, data = imapwire.uid_fetch(client, uids, items)
     if typ != "OK":
         raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
     return read_listing(data, item)

@@ -9,14 +9,21 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap.changes import (
+    all_states,
+    enable_modseqs,
+    folder_state,
+    older_changes,
+)
 from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
-from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS
+from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS, Listed
 from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
+from migrator.syncstate import FolderChanges, FolderState
 
 # Flags that describe the session or the server's housekeeping, not the message.
 _DROPPED_FLAGS = {"\\recent", "\\deleted"}
@@ -30,7 +37,14 @@ HEADS_BATCH_COUNT = 500
 
 
 class ImapSource:
-    def __init__(self, job: MailboxJob, options: ConnectOptions, *, fetch_window: int = 0) -> None:
+    def __init__(
+        self,
+        job: MailboxJob,
+        options: ConnectOptions,
+        *,
+        fetch_window: int = 0,
+        modseqs: bool = True,
+    ) -> None:
         self._job = job
         self._options = options
         self._fetch_count = fetch_window or FETCH_BATCH_COUNT
@@ -40,6 +54,12 @@ class ImapSource:
         )
         self._selected: str | None = None
         self._delimiter = "/"
+        self._listed: dict[str, FolderState] = {}
+        self._states: dict[str, FolderState] | None = None  # LIST-STATUS, read once
+        # RFC 7162: with CONDSTORE (or QRESYNC) enabled, SELECT reports HIGHESTMODSEQ, which
+        # the next pass asks for changes since.  A second session only fetches: none.
+        enabled = enable_modseqs(self._client, self._what) if modseqs else None
+        self._modseqs, self._qresync = enabled is not None, enabled == "QRESYNC"
 
     # -- listing -----------------------------------------------------------------------
 
@@ -97,11 +117,17 @@ class ImapSource:
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         what = f"{self._what}, folder {folder.name!r}"
         info = self._select(folder.name)
-        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        state = folder_state(info)
+        self._listed[folder.name] = state
         if int(info.get(b"EXISTS", 0)) == 0:
             return []
         with imap_errors(what):
             listed = fetch_all(self._client, LISTING_ITEMS, FIELDS_ITEM)
+        return self._refs(folder, state.uidvalidity, listed, what)
+
+    def _refs(
+        self, folder: SourceFolder, uidvalidity: int, listed: dict[int, Listed], what: str
+    ) -> list[MessageRef]:
         now = datetime.now(UTC)
         absurd = [
             uid
@@ -137,6 +163,35 @@ class ImapSource:
             block = data.get(b"BODY[HEADER.FIELDS (RECEIVED)]") or b""
             dates[int(uid)] = received_date(first(read_fields(block, ("received",)), "received"))
         return dates
+
+    # -- incremental passes (RFC 7162) ---------------------------------------------------
+
+    def listed_state(self, name: str) -> FolderState | None:
+        return self._listed.get(name)
+
+    def folder_state(self, folder: SourceFolder) -> FolderState:
+        return folder_state(self._select(folder.name))
+
+    def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
+        what = f"{self._what}, folder {folder.name!r}"
+        if self._states is None:
+            # One LIST-STATUS for every folder: one that has not moved is not selected.
+            self._states = all_states(self._client, self._what) if self._modseqs else {}
+        if since.modseq is not None and self._states.get(folder.name) == since:
+            return FolderChanges(since)
+        state = folder_state(self._select(folder.name))
+        if state.uidvalidity != since.uidvalidity:
+            return None
+        new: list[MessageRef] = []
+        if state.uidnext > since.uidnext:
+            with imap_errors(what):
+                listed = fetch_all(
+                    self._client, LISTING_ITEMS, FIELDS_ITEM, uids=f"{since.uidnext}:*"
+                )
+            above = {uid: m for uid, m in listed.items() if uid >= since.uidnext}
+            new = self._refs(folder, state.uidvalidity, above, what)
+        with imap_errors(what):
+            return older_changes(self._client, state, since, new, qresync=self._qresync)
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -197,7 +252,7 @@ class ImapSource:
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
         # connection fetches what this one listed (and checks UIDVALIDITY as it goes).
-        other = ImapSource(self._job, self._options, fetch_window=self._fetch_count)
+        other = ImapSource(self._job, self._options, fetch_window=self._fetch_count, modseqs=False)
         other._delimiter = self._delimiter
         return other
 
