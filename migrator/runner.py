@@ -95,10 +95,7 @@ def execute_job(
         # mailbox was last queued for.
         request = request or PassRequest.from_json(store.pass_request(batch_id, job_id))
     except BadJob as exc:
-        result = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
-        store.record_result(batch_id, job_id, result)
-        note_outcome(store, batch_id, job_id, result)
-        return result
+        return _refused(store, batch_id, job_id, exc)
     if not _wanted(status.state, request):
         return None
     if status.state is MailboxState.PAUSED and (status.resume_at or 0.0) > time.time() + 1:
@@ -111,17 +108,23 @@ def execute_job(
         if job.target is None:
             raise BadJob("a migration job without a target")
     except BadJob as exc:
-        failed = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
-        store.record_result(batch_id, job_id, failed)
-        note_outcome(store, batch_id, job_id, failed)
+        failed = _refused(store, batch_id, job_id, exc)
         tell_ended(store, batch_id, job_id, box)
         return failed
-    result = _locked(store, batch_id, job_id, job, box, slot_wait, stop, request)
+    ended = _locked(store, batch_id, job_id, job, box, slot_wait, stop, request)
     # Told with the mailbox's locks let go: a slow relay holds nothing.  A paused mailbox
     # has not ended: it is told when it does.
-    if result is not None and result.state is not MailboxState.PAUSED:
+    if ended is not None and ended.state is not MailboxState.PAUSED:
         tell_ended(store, batch_id, job_id, box)
-    return result
+    return ended
+
+
+def _refused(store: StateStore, batch_id: str, job_id: str, exc: BadJob) -> MailboxResult:
+    """A payload (or pass request) this worker cannot read: the mailbox fails, saying why."""
+    failed = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
+    store.record_result(batch_id, job_id, failed)
+    note_outcome(store, batch_id, job_id, failed)
+    return failed
 
 
 def _wanted(state: MailboxState, request: PassRequest) -> bool:
