@@ -59,6 +59,7 @@ check: setup
 # RUNS: interleaved runs of each anchor comparison (the medians are reported).
 bench: setup bench-debs
 	RUNS=$(or $(RUNS),3) SIZE=$(SIZE) $(PY) -m bench.run
+	$(if $(SIZE),,$(PY) -m bench.sync)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

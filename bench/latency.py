@@ -1,6 +1,7 @@
 """A loopback TCP proxy that adds a fixed one-way delay, as a network between two sites
 would: every chunk is delivered `delay` seconds after it arrived, in order, without
-limiting throughput.  TLS passes through it as bytes."""
+limiting throughput.  TLS passes through it as bytes.  `received` counts the bytes the
+server sent through it (what a client read from that server, TLS included)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class LatencyProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._closing = threading.Event()
+        self.received = 0  # bytes from the server, all connections
+        self._count = threading.Lock()
 
     def __enter__(self) -> LatencyProxy:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -38,9 +41,9 @@ class LatencyProxy:
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._pipe(client, upstream)
-            self._pipe(upstream, client)
+            self._pipe(upstream, client, counted=True)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, counted: bool = False) -> None:
         """Read from `source` at once; write each chunk to `sink` after the delay."""
         queue: list[tuple[float, int, bytes]] = []
         ready = threading.Condition()
@@ -52,6 +55,9 @@ class LatencyProxy:
                     data = source.recv(262144)
                 except OSError:
                     data = b""
+                if counted:
+                    with self._count:
+                        self.received += len(data)
                 with ready:
                     counter[0] += 1
                     heapq.heappush(queue, (time.monotonic() + self._delay, counter[0], data))

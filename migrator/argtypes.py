@@ -80,6 +80,29 @@ class CountList(NumberType):
 
 HOUR = 3600.0
 
+
+@dataclass(frozen=True)
+class Duration(NumberType):
+    """A time span in seconds from "90s", "30m", "6h" or "1d" (a bare number: seconds),
+    at least `low` seconds, at most `high`."""
+
+    low: float = 1.0
+    high: float = 366 * 24 * HOUR
+
+    def __call__(self, text: str) -> float:
+        units = {"s": 1.0, "m": 60.0, "h": HOUR, "d": 24 * HOUR}
+        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
+        try:
+            value = float(number) * unit
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a time span like 6h or 30m: {text!r}") from None
+        if not math.isfinite(value) or value < self.low:
+            raise argparse.ArgumentTypeError(f"must be at least {self.low:g} s: {text!r}")
+        if value > self.high:
+            raise argparse.ArgumentTypeError(f"must be at most {self.high / HOUR:g} h: {text!r}")
+        return value
+
+
 PORT = Count(1, 65_535)
 # Connections and mailboxes at once (per server, per endpoint, per mailbox).
 CONNECTIONS = Count(1, 10_000)
@@ -91,3 +114,5 @@ TIMEOUT = Amount(high=HOUR)
 GRACE = Amount(high=HOUR, zero=True)
 # Seconds to wait for workers' answers.
 WAIT = Amount(high=24 * HOUR)
+
+INTERVAL = Duration()

@@ -1,5 +1,6 @@
 """The `migrator` command: mailboxes copied from old mail servers to new ones, on this
-machine (`run`) or by Celery workers (`enqueue`), and what operators look at."""
+machine (`run`) or by Celery workers (`enqueue`), kept in step until cutover (`sync`,
+`complete`), and what operators look at."""
 
 from __future__ import annotations
 
@@ -135,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     from migrator.checkcli import add_check_command
 
     add_check_command(sub)
+    from migrator.synccli import add_sync_commands
+
+    add_sync_commands(sub)
 
     keygen = sub.add_parser("keygen", help=f"print a new key for {SECRET_KEY_ENV}")
     keygen.set_defaults(func=lambda _a: print(new_key()) or 0)
@@ -313,7 +317,7 @@ def _pending(store: StateStore, batch_id: str) -> list[str]:
     store.reopen_batch(batch_id)
     pending = []
     for row in store.mailboxes(batch_id):
-        if row.state is MailboxState.DONE:
+        if row.state.copied:  # done, synced or completed
             continue
         if row.state.final:
             store.set_state(batch_id, row.job_id, MailboxState.QUEUED)

@@ -11,8 +11,11 @@ from migrator.errors import ConfigError
 
 
 class Dispatcher(Protocol):
-    def send_mailboxes(self, redis_url: str, batch_id: str, job_ids: Sequence[str]) -> None:
-        """Queue one task per mailbox of the batch."""
+    def send_mailboxes(
+        self, redis_url: str, batch_id: str, job_ids: Sequence[str], request: str | None = None
+    ) -> None:
+        """Queue one task per mailbox of the batch; `request`: the pass to run
+        (syncstate.PassRequest as JSON), the first one where None."""
         ...
 
     def send_forwarding(

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +20,8 @@ from migrator.totals import BatchTotals, batch_totals
 
 _STATE_STYLE = {
     "done": "green",
+    "synced": "green",
+    "completed": "bold green",
     "quota_stopped": "yellow",
     "failed": "red",
     "not_ready": "red",
@@ -44,18 +47,24 @@ def result_table(
     rows: Sequence[MailboxStatus],
     title: str,
     heartbeats: Mapping[str, float] | None = None,
+    last_passes: Mapping[str, Mapping[str, object]] | None = None,
     *,
     rate: Rate | None = None,
     batch_id: str = "",
 ) -> Table:
     """The batch's table and a totals row; with `heartbeats` (job id -> seconds since the
     last heartbeat of each running mailbox), a column shows how long ago each running
-    mailbox's worker beat; with `rate`, the caption says MB/s and the time left.  Notes
-    (errors) are wrapped, never cut."""
+    mailbox's worker beat; where any mailbox has synced, a column says how long ago, and
+    with `last_passes` (job id -> its last pass record) the note says what that pass
+    moved; with `rate`, the caption says MB/s and the time left.  Notes (errors) are
+    wrapped, never cut."""
     table = Table(title=title, show_footer=False)
     columns = ["Line", "Source", "Target", "State", "Messages", "MB", "Left", "Skipped"]
     if heartbeats is not None:
         columns.append("Heartbeat")
+    synced = any(r.last_sync for r in rows)
+    if synced:
+        columns.append("Synced")
     for column in columns:
         table.add_column(column, justify="right" if column in _NUMERIC else "left")
     table.add_column("Note", overflow="fold", min_width=20)
@@ -64,7 +73,14 @@ def result_table(
         if heartbeats is not None:
             age = heartbeats.get(row.job_id)
             cells.append(duration_text(age) if age is not None else "")
-        table.add_row(*cells, escape(_note(row)))
+        if synced:
+            since = time.time() - row.last_sync if row.last_sync else None
+            cells.append(f"{duration_text(since)} ago" if since is not None else "")
+        note = _note(row)
+        last = (last_passes or {}).get(row.job_id)
+        if not note and last is not None:
+            note = moved_text(last)
+        table.add_row(*cells, escape(note))
     totals = batch_totals(rows)
     table.add_section()
     cells = [
@@ -79,13 +95,15 @@ def result_table(
     ]
     if heartbeats is not None:
         cells.append("")
+    if synced:
+        cells.append("")
     table.add_row(*cells, escape(_summary(totals, rate)))
     if totals.skipped_messages and batch_id:
         table.caption = f"`migrator report {batch_id}` names every skipped message and why"
     return table
 
 
-_NUMERIC = ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat")
+_NUMERIC = ("Line", "Messages", "MB", "Left", "Skipped", "Heartbeat", "Synced")
 
 
 def _cells(row: MailboxStatus) -> list[str]:
@@ -124,14 +142,36 @@ def _summary(totals: BatchTotals, rate: Rate | None) -> str:
     )
 
 
+def moved_text(record: Mapping[str, object]) -> str:
+    """What one pass moved, in a few words ("sync: 50 new, 100 flags, 20 deleted")."""
+    words = [
+        (record.get("new_messages"), "new"),
+        (record.get("flag_changes"), "flags"),
+        (record.get("deleted_messages"), "deleted"),
+        (record.get("renamed_folders"), "folders renamed"),
+        (record.get("new_folders"), "new folders"),
+    ]
+    moved = ", ".join(f"{n} {w}" for n, w in words if n)
+    return f"{record.get('kind', 'pass')}: {moved or 'nothing new'}"
+
+
+def _last_passes(store: StateStore, batch_id: str, rows: Sequence[MailboxStatus]) -> dict[str, Any]:
+    synced = [row.job_id for row in rows if row.last_sync]
+    found = store.passes_of(batch_id, synced, last=True)
+    return {job_id: passes[-1] for job_id, passes in found.items() if passes}
+
+
 def status_table(store: StateStore, batch_id: str, title: str) -> Table:
-    """`migrator status`: the table, with the heartbeat age of each running mailbox, the
-    totals, the rate over the last minutes and the time left at it."""
+    """`migrator status`: the table, with the heartbeat age of each running mailbox, when
+    each mailbox last synced and what its last pass moved, the totals, the rate over the
+    last minutes and the time left at it."""
+    rows = store.mailboxes(batch_id)
     rate = recent_rate(store.throughput(batch_id), time.time())
     return result_table(
-        store.mailboxes(batch_id),
+        rows,
         title,
         store.heartbeat_ages(batch_id),
+        _last_passes(store, batch_id, rows),
         rate=rate,
         batch_id=batch_id,
     )
@@ -144,6 +184,7 @@ def status_json(store: StateStore, batch_id: str) -> str:
     ages = store.heartbeat_ages(batch_id)
     totals = batch_totals(rows)
     rate = recent_rate(store.throughput(batch_id), time.time())
+    passes = store.passes_of(batch_id, [r.job_id for r in rows])
     return json.dumps(
         {
             "batch_id": batch_id,
@@ -154,7 +195,14 @@ def status_json(store: StateStore, batch_id: str) -> str:
                 "bytes_per_second": rate.bytes_per_second,
                 "eta_seconds": totals.eta(rate),
             },
-            "mailboxes": [{**r.as_dict(), "heartbeat_age": ages.get(r.job_id)} for r in rows],
+            "mailboxes": [
+                {
+                    **r.as_dict(),
+                    "heartbeat_age": ages.get(r.job_id),
+                    "passes": passes[r.job_id],
+                }
+                for r in rows
+            ],
             "throughput": [
                 {"minute": m, "messages": n, "bytes": b} for m, n, b in store.throughput(batch_id)
             ],

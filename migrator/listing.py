@@ -5,7 +5,7 @@ recognised by content (migrator.recognition) rather than sent again."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,6 +19,7 @@ from migrator.plan import (
 )
 from migrator.recognition import (
     Candidate,
+    TargetCopy,
     content_key,
     epoch_seconds,
     match,
@@ -33,6 +34,7 @@ from migrator.sending import (
     Checkpoint,
 )
 from migrator.sources.base import MailboxSource, SourceFolder
+from migrator.syncstate import LedgerEntry, Placement
 from migrator.targets.base import MailboxTarget
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class Listing:
     target_of: dict[str, str] = field(default_factory=dict)  # source folder -> target name
     refused: dict[str, str] = field(default_factory=dict)  # source folder -> why not
     skipped: list[SkippedMessage] = field(default_factory=list)  # their messages
+    views: set[str] = field(default_factory=set)  # RFC 6154 \All views: a part listed only
 
 
 def list_mailbox(
@@ -63,15 +66,18 @@ def list_mailbox(
     folder holds (Gmail's archived mail) goes to the Archive folder."""
     listing = Listing()
     folders = source.list_folders()
-    views = any(f.is_all_mail for f in folders)
+    has_views = any(f.is_all_mail for f in folders)
     held: list[MessageRef] = []  # every message of the real folders, refused ones too
     for folder in folders:
         if not folder.is_all_mail:
             listed = source.list_messages(folder)
-            if views:  # only an \All view's mail is told apart from them
+            if has_views:  # only an \All view's mail is told apart from them
                 held += listed
-            _open(listing, target, folder, listed, folder_map.map(folder.path, folder.special_use))
+            add_folder(
+                listing, target, folder, listed, folder_map.map(folder.path, folder.special_use)
+            )
     for view in (f for f in folders if f.is_all_mail):
+        listing.views.add(view.name)
         listed = source.list_messages(view)
         no_id = [r for r in listed + held if not r.message_id]
         keys = {r.ident: content_key(d, complete=True) for r, d in source.heads(no_id)}
@@ -83,11 +89,11 @@ def list_mailbox(
                 view.name,
                 "/".join(ARCHIVE_PATH),
             )
-        _open(listing, target, view, only, folder_map.map(ARCHIVE_PATH))
+        add_folder(listing, target, view, only, folder_map.map(ARCHIVE_PATH))
     return listing
 
 
-def _open(
+def add_folder(
     listing: Listing,
     target: MailboxTarget,
     folder: SourceFolder,
@@ -122,19 +128,24 @@ def recognise(
     checkpoints: dict[Checkpoint, str | None],
     rewrite: RewriteMaps | None,
     now: datetime,
-) -> list[tuple[MessageRef, str | None]]:
+    *,
+    index: Callable[[str], list[TargetCopy]] | None = None,
+) -> list[tuple[MessageRef, str | None, str]]:
     """The messages of `refs` without a checkpoint that are at the target already, with
-    their content keys.  Only target folders where such a message is bound are indexed,
-    and only their messages without a known key are read (header blocks; the whole
-    message only where a key is shared, see migrator.recognition)."""
+    their content keys and their ledger entries (syncstate.LedgerEntry: found, not
+    ours).  Only target folders where such a message is bound are indexed (by `index`,
+    target.index unless told), and only their messages without a known key are read
+    (header blocks; the whole message only where a key is shared, see
+    migrator.recognition)."""
+    read_index = index or target.index
     bound: dict[str, list[MessageRef]] = {}
     for ref in refs:
         bound.setdefault(target_of[ref.placed], []).append(ref)
-    found: list[tuple[MessageRef, str | None]] = []
+    found: list[tuple[MessageRef, str | None, str]] = []
     for name, members in sorted(bound.items()):
         if all(ref.ident in checkpoints for ref in members):
             continue  # nothing to decide here
-        copies = target.index(name)
+        copies = read_index(name)
         if not copies:
             continue
         keys: dict[Checkpoint, str | None] = {
@@ -160,8 +171,17 @@ def recognise(
         }
         target_digests = target.digests(name, ask_target) if ask_target else {}
         matched = match(candidates, copies, source_digests, target_digests)
-        found += [(c.ref, c.key) for c in candidates if not c.checkpointed and c.ident in matched]
+        found += [
+            (c.ref, c.key, _found_at(name, matched[c.ident], c.ref))
+            for c in candidates
+            if not c.checkpointed and c.ident in matched
+        ]
     return found
+
+
+def _found_at(name: str, copy: TargetCopy, ref: MessageRef) -> str:
+    """The ledger entry of a copy found at the target (not ours to remove)."""
+    return LedgerEntry(Placement(name, 0, copy.id), ref.flags, ours=False).to_text()
 
 
 def _rewritten(data: bytes, rewrite: RewriteMaps | None) -> bytes:

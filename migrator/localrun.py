@@ -20,6 +20,7 @@ from migrator.secrets import (
     SecretBox,
 )
 from migrator.state import MailboxStatus, StateStore
+from migrator.syncstate import PassRequest
 from migrator.terminal import EXIT_INTERRUPTED, err_console
 
 
@@ -33,7 +34,12 @@ class Interrupted(Exception):
 
 
 def run_in_process(
-    store: StateStore, batch_id: str, job_ids: Sequence[str], box: SecretBox, workers: int
+    store: StateStore,
+    batch_id: str,
+    job_ids: Sequence[str],
+    box: SecretBox,
+    workers: int,
+    request: PassRequest | None = None,
 ) -> list[MailboxStatus]:
     """Copy these mailboxes with a pool of `workers` threads; their rows at the end.
 
@@ -46,7 +52,7 @@ def run_in_process(
     def one(job_id: str) -> None:
         while not stop.is_set():
             try:
-                execute_job(store, batch_id, job_id, box, stop=stop)
+                execute_job(store, batch_id, job_id, box, stop=stop, request=request)
             except MailboxBusy:
                 stop.wait(min(lock_ttl(), 5.0))
                 continue

@@ -11,7 +11,8 @@ class MailboxState(enum.StrEnum):
 
     queued -> running -> done | quota_stopped | failed | not_ready | interrupted | paused
     A resume re-queues every mailbox that is not done; a paused one (a daily cap reached)
-    goes on by itself at its `resume_at`.
+    goes on by itself at its `resume_at`.  Incremental passes (`migrator sync`) end a
+    mailbox `synced`, the final one (`migrator complete`) `completed`.
     """
 
     QUEUED = "queued"
@@ -22,6 +23,13 @@ class MailboxState(enum.StrEnum):
     NOT_READY = "not_ready"
     INTERRUPTED = "interrupted"  # the operator stopped the run (Ctrl-C); resume goes on
     PAUSED = "paused"  # a daily cap (Gmail's) reached: runs again by itself at resume_at
+    SYNCED = "synced"  # an incremental pass brought the changes in; waiting for cutover
+    COMPLETED = "completed"  # the final pass ran: the mailbox is migrated, never run again
+
+    @property
+    def copied(self) -> bool:
+        """The mail is in: the first pass, a sync or the final pass ended well."""
+        return self in (MailboxState.DONE, MailboxState.SYNCED, MailboxState.COMPLETED)
 
     @property
     def final(self) -> bool:
@@ -63,3 +71,9 @@ class MailboxResult:
     throttle_seconds: float = 0.0
     resume_at: float | None = None  # paused: when (epoch seconds) the mailbox goes on
     error_code: str = ""  # the ErrorCode of `error` (errors are grouped by it)
+    # What an incremental pass moved beside new mail (migrator.syncpass).
+    flag_changes: int = 0  # messages whose flags the target was given anew
+    deleted_messages: int = 0  # removed at the target (--propagate-deletes)
+    vanished_messages: int = 0  # deleted at the source since the last pass
+    new_folders: int = 0
+    renamed_folders: int = 0

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 from migrator import connectors, jobs, mailboxid, notify
 from migrator.connectors.base import SourceEnd, TargetEnd
@@ -31,6 +32,7 @@ from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import SecretBox
 from migrator.sending import InFlight
 from migrator.state import Lease, StateStore
+from migrator.syncstate import PassKind, PassRequest
 
 __all__ = ["MailboxBusy", "execute_job", "lock_ttl", "new_owner"]
 
@@ -66,8 +68,13 @@ def execute_job(
     *,
     slot_wait: float = 600.0,
     stop: threading.Event | None = None,
+    request: PassRequest | None = None,
 ) -> MailboxResult | None:
     """Run one mailbox of a batch to its end and record the result.
+
+    `request`: the pass to run (syncstate.PassRequest): the first (copy) pass by default;
+    an incremental one (`migrator sync`) ends a mailbox `synced`, the final one
+    (`migrator complete`) `completed`, and a completed mailbox is never run again.
 
     Returns None when there is nothing to do (already done, or the batch is gone);
     raises MailboxBusy when another worker holds the mailbox, so the caller retries
@@ -83,7 +90,13 @@ def execute_job(
     if raw is None or status is None:
         log.warning("batch %s job %s is not in Redis; nothing to do", batch_id, job_id)
         return None
-    if status.state is MailboxState.DONE:
+    try:
+        # A task sent without a request (a reaper's requeue, a resume) runs the pass the
+        # mailbox was last queued for.
+        request = request or PassRequest.from_json(store.pass_request(batch_id, job_id))
+    except BadJob as exc:
+        return _refused(store, batch_id, job_id, exc)
+    if not _wanted(status.state, request):
         return None
     if status.state is MailboxState.PAUSED and (status.resume_at or 0.0) > time.time() + 1:
         # A daily cap: its own task comes at resume_at; one early (`resume`, a broker's
@@ -95,17 +108,31 @@ def execute_job(
         if job.target is None:
             raise BadJob("a migration job without a target")
     except BadJob as exc:
-        failed = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
-        store.record_result(batch_id, job_id, failed)
-        note_outcome(store, batch_id, job_id, failed)
+        failed = _refused(store, batch_id, job_id, exc)
         tell_ended(store, batch_id, job_id, box)
         return failed
-    result = _locked(store, batch_id, job_id, job, box, slot_wait, stop)
+    ended = _locked(store, batch_id, job_id, job, box, slot_wait, stop, request)
     # Told with the mailbox's locks let go: a slow relay holds nothing.  A paused mailbox
     # has not ended: it is told when it does.
-    if result is not None and result.state is not MailboxState.PAUSED:
+    if ended is not None and ended.state is not MailboxState.PAUSED:
         tell_ended(store, batch_id, job_id, box)
-    return result
+    return ended
+
+
+def _refused(store: StateStore, batch_id: str, job_id: str, exc: BadJob) -> MailboxResult:
+    """A payload (or pass request) this worker cannot read: the mailbox fails, saying why."""
+    failed = MailboxResult(state=MailboxState.FAILED, error=str(exc), error_code=exc.code.value)
+    store.record_result(batch_id, job_id, failed)
+    note_outcome(store, batch_id, job_id, failed)
+    return failed
+
+
+def _wanted(state: MailboxState, request: PassRequest) -> bool:
+    """Whether a mailbox in `state` runs the requested pass: a first pass until it is
+    done; incremental passes until it is completed."""
+    if state is MailboxState.COMPLETED:
+        return False
+    return request.kind is not PassKind.COPY or not state.copied
 
 
 def _locked(
@@ -116,6 +143,7 @@ def _locked(
     box: SecretBox,
     slot_wait: float,
     stop: threading.Event | None,
+    request: PassRequest,
 ) -> MailboxResult | None:
     """execute_job under the target mailbox's locks and the source server's slot."""
     assert job.target is not None
@@ -136,13 +164,17 @@ def _locked(
             store.set_state(batch_id, job_id, MailboxState.RUNNING)
             store.note_event(batch_id, job_id, EventKind.START, f"started by {owner}")
             try:
-                result = _run(store, batch_id, job_id, job, box, lease, lost, extra, stop)
+                result = _run(store, batch_id, job_id, job, box, lease, lost, extra, stop, request)
             except LockLost:
                 log.warning("mailbox %s: another worker took it over", job.source.identity)
                 return None
+        result = _lifecycle(result, request)
         store.record_result(batch_id, job_id, result)
         note_outcome(store, batch_id, job_id, result)
+        store.record_pass(batch_id, job_id, request.kind.value, result)
         if result.state is MailboxState.DONE and job.options.forward_after_copy:
+            execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
+        if result.state is MailboxState.COMPLETED and request.forward_after:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
         log.info(
             "mailbox %s: %s (%d copied, %d already there, %d left)",
@@ -155,6 +187,15 @@ def _locked(
         return result
     finally:
         store.unlock(lease)
+
+
+def _lifecycle(result: MailboxResult, request: PassRequest) -> MailboxResult:
+    """An incremental pass that ended done leaves the mailbox synced; the final one,
+    completed."""
+    if result.state is not MailboxState.DONE or request.kind is PassKind.COPY:
+        return result
+    state = MailboxState.COMPLETED if request.kind is PassKind.FINAL else MailboxState.SYNCED
+    return replace(result, state=state)
 
 
 def _target_cap(job: jobs.Job) -> tuple[str, int] | None:
@@ -176,6 +217,7 @@ def _run(
     lost: threading.Event | None = None,
     slots: ExtraSlots | None = None,
     stop: threading.Event | None = None,
+    request: PassRequest | None = None,
 ) -> MailboxResult:
     assert job.target is not None
     share_tokens(store.token_shelf(), box)
@@ -199,6 +241,7 @@ def _run(
         stop,
         InFlight.inherited() if lease is not None and lease.inherited else None,
         store.event_sink(batch_id, job_id),
+        request,
     )
     return source_connector.after_copy(result, source, target, target_connector.kind)
 

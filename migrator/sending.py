@@ -29,7 +29,8 @@ from migrator.recognition import content_key
 from migrator.report import SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sources.base import MailboxSource
-from migrator.targets.base import AppendItem, MailboxTarget
+from migrator.syncstate import LedgerEntry, Placement
+from migrator.targets.base import AppendItem, MailboxTarget, PlacingTarget
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,18 @@ class Progress(Protocol):
         batch of appends, so a worker that was paused past its lock sends nothing more."""
         ...
 
-    def copied(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+    def copied(
+        self, copies: Sequence[tuple[MessageRef, str | None]], placed: Sequence[str] = ()
+    ) -> None:
         """`copies` (one batch: each message and its content key) are at the target:
         checkpoint and count them in one atomic step, refused (LockLost) when another
-        worker holds the mailbox now."""
+        worker holds the mailbox now.  `placed`: each one's ledger entry
+        (syncstate.LedgerEntry.to_text; "" where the target did not say), if known."""
         ...
 
-    def recognised(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+    def recognised(
+        self, copies: Sequence[tuple[MessageRef, str | None]], placed: Sequence[str] = ()
+    ) -> None:
         """`copies` were found at the target without a checkpoint: checkpoint them."""
         ...
 
@@ -349,8 +355,9 @@ class _Batch:
                 self.sending.in_flight.lost({item.folder for _, _, item in self.items})
             raise
         sent.target_seconds += time.perf_counter() - started
-        stored = self._stored(outcomes)
-        self.sending.progress.copied(stored)
+        placements = self.target.placed() if isinstance(self.target, PlacingTarget) else None
+        stored, placed = self._stored(outcomes, placements)
+        self.sending.progress.copied(stored, placed)
         sent.messages += len(stored)
         sent.bytes += sum(r.size for r, _ in stored)
         if sent.stopped_at is not None:
@@ -359,11 +366,18 @@ class _Batch:
         self.bytes = 0
         return True
 
-    def _stored(self, outcomes: Sequence[object]) -> list[tuple[MessageRef, str | None]]:
-        """The batch's messages the target stored, with their keys; a refused one is
-        skipped and named, a full target stops this and every later message."""
+    def _stored(
+        self, outcomes: Sequence[object], placements: Sequence[Placement | None] | None
+    ) -> tuple[list[tuple[MessageRef, str | None]], list[str]]:
+        """The batch's messages the target stored, with their keys and ledger entries;
+        a refused one is skipped and named, a full target stops this and every later
+        message."""
         stored: list[tuple[MessageRef, str | None]] = []
-        for (position, ref, item), outcome in zip(self.items, outcomes, strict=True):
+        placed: list[str] = []
+        count = len(self.items)
+        where = ([*placements] if placements is not None else [] + [None] * count)[:count]
+        where += [None] * (count - len(where))
+        for (position, ref, item), outcome, at in zip(self.items, outcomes, where, strict=True):
             if isinstance(outcome, QuotaExceeded):
                 # The server's own count is the authority (rounding, new mail arriving):
                 # this message and every later one are left.
@@ -378,4 +392,5 @@ class _Batch:
                 )
                 continue
             stored.append((ref, item.key))
-        return stored
+            placed.append(LedgerEntry(at, ref.flags, ours=True).to_text() if at else "")
+        return stored, placed

@@ -30,6 +30,8 @@ COUNT = ["0", "-1", "1.5", "nan", "inf", "", "x", "99999999999"]
 PORT = ["0", "-1", "65536", "nan", "143.5", "x"]
 SECONDS = ["0", "-1", "nan", "inf", "-inf", "1e400", "x", "1e9"]
 GRACE = ["-1", "-0.1", "nan", "inf", "x", "1e9"]
+SPAN = ["0", "0s", "-1h", "nan", "infh", "x", "6hours", "400d", "1e400"]
+SYNCS = [["sync", "b1"], ["complete", "b1"]]
 
 # (command prefixes, option, bad values, a good value and what it reads as)
 TABLE: list[tuple[list[list[str]], str, list[str], tuple[str, object]]] = [
@@ -41,6 +43,9 @@ TABLE: list[tuple[list[list[str]], str, list[str], tuple[str, object]]] = [
     (RUN_LIKE, "--sieve-port", PORT, ("4190", 4190)),
     (RUN_LIKE, "--target-max-connections", COUNT, ("5", 5)),
     ([["resume", "b1"]], "--workers", COUNT, ("2", 2)),
+    (SYNCS, "--workers", COUNT, ("2", 2)),
+    ([["sync", "b1"]], "--every", SPAN, ("6h", 21600.0)),
+    ([["sync", "b1"]], "--times", COUNT, ("3", 3)),
     ([["velocity", "run", *BATCH]], "--concurrency", [*COUNT, "1,0", "1,1", ","], ("1,4", [1, 4])),
     ([["velocity", "run", *BATCH]], "--repeat", COUNT, ("3", 3)),
     ([["velocity", "run", *BATCH]], "--slowest", COUNT, ("7", 7)),

@@ -156,11 +156,15 @@ class MemoryProgress:
         if self.fenced:
             raise LockLost("taken over")
 
-    def copied(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+    def copied(
+        self, copies: Sequence[tuple[MessageRef, str | None]], placed: Sequence[str] = ()
+    ) -> None:
         self.fence()
         self.done.update((r.ident, key) for r, key in copies)
 
-    def recognised(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+    def recognised(
+        self, copies: Sequence[tuple[MessageRef, str | None]], placed: Sequence[str] = ()
+    ) -> None:
         self.done.update((r.ident, key) for r, key in copies)
 
 

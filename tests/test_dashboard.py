@@ -19,7 +19,7 @@ from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
 from support import batch_password, eventually, imaps, individual_jobs, run_options, source_row
 
-from migrator.report import MailboxState
+from migrator.report import MailboxResult, MailboxState
 from migrator.runner import execute_job
 from migrator.secrets import SecretBox
 from migrator.state import StateStore
@@ -202,3 +202,36 @@ def test_the_page_follows_a_batch_through_a_celery_worker_by_itself(
     assert password not in log.read_text()
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     assert [r.state for r in store.mailboxes(batch_id)] == [MailboxState.DONE, MailboxState.FAILED]
+
+
+def test_a_paused_mailbox_shows_when_it_resumes(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    tls_files: TlsFiles,
+    celery_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
+    password = batch_password("paused")
+    rows = [source_row(imaps(dovecot), make_user(password), password, make_user())]
+    (job,) = individual_jobs(rows, run_options(dovecot, tls_files.ca_cert), SecretBox.from_env())
+    store.create_batch("paused", {}, [job])
+    resume_at = 1_900_000_000.0
+    store.record_result(
+        "paused",
+        job.job_id,
+        MailboxResult(MailboxState.PAUSED, error="Gmail's daily download cap", resume_at=resume_at),
+    )
+
+    with dashboard(celery_env, tmp_path / "dashboard.log") as base, chromium() as driver:
+        driver.get(base + "/#/batch/paused")
+
+        def note() -> str:
+            script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''"
+            return str(driver.execute_script(script, "tr[data-job] td.note"))
+
+        eventually(lambda: "resumes" in note(), what="the resume time on the page")
+        shown = driver.execute_script(
+            "return new Date(arguments[0] * 1000).toLocaleString()", resume_at
+        )
+        assert note() == f"resumes {shown}: Gmail's daily download cap"

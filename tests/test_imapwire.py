@@ -25,9 +25,11 @@ from packaging.version import Version
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 
 from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.changes import all_states, read_flags
 from migrator.connectors.imap.connection import read_listing
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
 from migrator.connectors.imap.target import internaldate_text
+from migrator.connectors.imap.uidsets import append_uids, vanished_uids
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -68,6 +70,7 @@ INTERNALS = [
     (imaplib.IMAP4, "_command_complete", "(self, name, tag)"),
     (imaplib.IMAP4, "send", "(self, data)"),
     (imaplib.IMAP4, "uid", "(self, command, *args)"),
+    (imaplib.IMAP4, "_simple_command", "(self, name, *args)"),
 ]
 
 
@@ -211,3 +214,47 @@ def test_login_literal_refused_is_no_with_the_servers_words_and_stays_unauthenti
         assert b"[AUTHENTICATIONFAILED]" in data[-1]
         with pytest.raises(imaplib.IMAP4.error, match="illegal in state NONAUTH"):
             session.select_folder("INBOX")
+
+
+def test_multiappend_answer_says_where_the_messages_went(client: IMAPClient) -> None:
+    messages = [((), None, _message(n)) for n in range(1, 4)]
+    typ, answer = imapwire.multiappend_answer(client, "INBOX", iter(messages))
+    assert typ == "OK"
+    said = append_uids(answer, 3)
+    assert said is not None
+    client.select_folder("INBOX")
+    assert said == (client.folder_status("INBOX", ["UIDVALIDITY"])[b"UIDVALIDITY"], [1, 2, 3])
+
+
+def test_uid_fetch_changed_gives_the_changed_flags_and_the_vanished_uids(
+    client: IMAPClient,
+) -> None:
+    assert b"QRESYNC" in client.enable("QRESYNC")
+    messages = [((), None, _message(n)) for n in range(1, 6)]
+    assert imapwire.multiappend(client, "INBOX", iter(messages)) == "OK"
+    modseq = client.select_folder("INBOX")[b"HIGHESTMODSEQ"]
+    client.add_flags([2], [b"\\Flagged"])
+    client.delete_messages([4])
+    client.expunge()
+    client.unselect_folder()
+    client.select_folder("INBOX", readonly=True)
+
+    typ, data, vanished = imapwire.uid_fetch_changed(
+        client, "1:5", "(UID FLAGS)", modseq, vanished=True
+    )
+
+    assert typ == "OK"
+    assert set(read_flags(data)) == {"2"}
+    assert vanished_uids(vanished, below=6) == frozenset({4})
+
+
+def test_list_status_gives_every_folders_state_in_one_command(client: IMAPClient) -> None:
+    client.create_folder("Données/Été")
+    assert b"CONDSTORE" in client.enable("CONDSTORE")
+
+    typ, raw = imapwire.list_status(client, "UIDVALIDITY UIDNEXT HIGHESTMODSEQ")
+
+    assert typ == "OK" and len(raw) >= 2
+    states = all_states(client, "test")
+    assert {"INBOX", "Données/Été"} <= set(states)
+    assert states["INBOX"].uidnext == client.folder_status("INBOX", ["UIDNEXT"])[b"UIDNEXT"]

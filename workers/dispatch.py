@@ -6,14 +6,16 @@ from collections.abc import Sequence
 
 
 class CeleryDispatcher:
-    def send_mailboxes(self, redis_url: str, batch_id: str, job_ids: Sequence[str]) -> None:
+    def send_mailboxes(
+        self, redis_url: str, batch_id: str, job_ids: Sequence[str], request: str | None = None
+    ) -> None:
         from workers.app import app  # Celery is imported only where a broker is used
         from workers.tasks import send_mailbox
 
         app.conf.update(broker_url=redis_url, result_backend=redis_url)
         sources = _sources(redis_url, batch_id)
         for job_id in job_ids:
-            send_mailbox(batch_id, job_id, sources.get(job_id, ""))
+            send_mailbox(batch_id, job_id, sources.get(job_id, ""), request)
 
     def send_mailbox_at(self, redis_url: str, batch_id: str, job_id: str, when: float) -> None:
         """Queue one mailbox's task to run at `when` (epoch seconds): a paused mailbox

@@ -15,6 +15,7 @@ from migrator.report import MailboxState
 from migrator.runner import MailboxBusy, execute_job, lock_ttl
 from migrator.secrets import SecretBox
 from migrator.state import StateStore
+from migrator.syncstate import PassRequest
 from workers.app import app, redis_url
 from workers.dispatch import CeleryDispatcher
 
@@ -45,29 +46,40 @@ def task_name(batch_id: str, job_id: str, source: str = "") -> str:
     return f"migrate {batch_id}/{job_id} {source}".rstrip()
 
 
-def send_mailbox(batch_id: str, job_id: str, source: str = "") -> None:
-    migrate_mailbox.apply_async(args=[batch_id, job_id], shadow=task_name(batch_id, job_id, source))
+def send_mailbox(batch_id: str, job_id: str, source: str = "", request: str | None = None) -> None:
+    """One mailbox's task: its first pass, or the pass `request` asks for (PassRequest)."""
+    args = [batch_id, job_id] if request is None else [batch_id, job_id, request]
+    migrate_mailbox.apply_async(args=args, shadow=task_name(batch_id, job_id, source))
 
 
 @app.task(  # type: ignore[untyped-decorator]
     bind=True, name="migrator.migrate_mailbox", max_retries=None, throws=(MailboxFailed,)
 )
-def migrate_mailbox(self: Any, batch_id: str, job_id: str) -> dict[str, Any]:
+def migrate_mailbox(
+    self: Any, batch_id: str, job_id: str, request_json: str | None = None
+) -> dict[str, Any]:
+    """One pass over one mailbox: the first (copy) pass, or the one `request_json` asks
+    for (syncstate.PassRequest: `migrator sync`, `migrator complete`)."""
     store = StateStore.from_url(redis_url())
+    try:
+        request = PassRequest.from_json(request_json)
+    except BadJob as exc:
+        store.set_state(batch_id, job_id, MailboxState.FAILED, error=str(exc), code=exc.code.value)
+        raise MailboxFailed(f"failed: {exc}") from None
     try:
         box = SecretBox.from_env()
     except ConfigError as exc:
         # Without a usable key no password opens: the mailbox fails and says why,
         # instead of staying `queued` while `migrator run` waits for it.
         status = store.mailbox(batch_id, job_id)
-        if status is not None and status.state is not MailboxState.DONE:
+        if status is not None and not status.state.copied:
             store.set_state(
                 batch_id, job_id, MailboxState.FAILED, error=str(exc), code=exc.code.value
             )
         log.error("batch %s job %s: %s", batch_id, job_id, exc)
         raise MailboxFailed(f"failed: {exc}") from None
     try:
-        result = execute_job(store, batch_id, job_id, box)
+        result = execute_job(store, batch_id, job_id, box, request=request)
     except MailboxBusy as exc:
         # Another worker has it, or a killed worker's lock has not expired yet.
         raise self.retry(exc=exc, countdown=lock_ttl()) from exc

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from migrator.plan import MessageRef
+from migrator.syncstate import FolderChanges, FolderState
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,23 @@ class MailboxSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class IncrementalSource(Protocol):
+    """A source that can say what changed in a folder since a pass read it (IMAP: RFC 7162
+    CONDSTORE/QRESYNC where offered, else UIDNEXT and a UID diff).  A source without it
+    is listed whole by every pass, and recognition keeps its copies single."""
+
+    def listed_state(self, name: str) -> FolderState | None:
+        """The state of folder `name` as `list_messages` last found it (None: not listed)."""
+        ...
+
+    def folder_state(self, folder: SourceFolder) -> FolderState:
+        """The folder's state now (a SELECT; no message is read)."""
+        ...
+
+    def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
+        """What changed since `since`; None when the folder's UIDVALIDITY changed (its
+        UIDs mean other messages now: the caller lists it whole and recognises)."""
+        ...

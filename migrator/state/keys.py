@@ -7,12 +7,22 @@ Keys (all under "migrator:"):
     batch:{bid}:jobs         list   job ids in CSV order
     job:{bid}:{jid}          string job payload JSON (secrets only as sealed tokens)
     mbx:{bid}:{jid}          hash   state, identity, counters, folder, times, last error;
-                                    heartbeat (Redis time) and locks (JSON names) while running
+                                    heartbeat (Redis time) and locks (JSON names) while running;
+                                    last_sync, pass_request (the pass it is queued for) and
+                                    mailbox_messages/bytes (its totals across passes)
     ev:{bid}:{jid}           list   the mailbox's event log, JSON events oldest first, the
                                     newest EVENTS_MAX kept (state/events.py)
     tp:{bid}                 hash   "{minute}:m" / "{minute}:b" -> messages / bytes copied
     ck:{mailbox_key}         hash   "{uidvalidity}:{uid}:{folder}" of every message copied ->
                                     the content key of its copy (migrator.recognition)
+    lg:{mailbox_key}         hash   the ledger: the same members -> where the copy is at the
+                                    target, the source flags it has, ours or found there
+                                    (syncstate.LedgerEntry; written with the checkpoint)
+    fs:{mailbox_key}         hash   source folder -> its UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ as
+                                    the last pass that ended done read it (syncstate)
+    tm:{mailbox_key}         hash   target folder -> its mark (IMAP "uidvalidity:uidnext")
+                                    after that pass: the next indexes only what came after
+    ps:{bid}:{jid}           list   one JSON record per pass: kind, time, what it moved
     ckpt:{legacy_key}        set    checkpoints of earlier versions (read, never written)
     lock:{name}              string owner of a target mailbox while a pass runs (with TTL);
                                     one per name of it (mailboxid.lock_names)

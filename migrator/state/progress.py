@@ -13,10 +13,11 @@ from migrator.errors import LockLost
 from migrator.plan import MessageRef
 from migrator.sending import Checkpoint
 from migrator.state.keys import _fields, _k
+from migrator.state.ledger import LedgerMixin
 from migrator.state.locks import _FENCE, _RENEW, Lease, _lock_args, _lock_keys
 
 
-class RedisProgress:
+class RedisProgress(LedgerMixin):
     """The copier's Progress, kept in Redis: each batch of stored messages is
     checkpointed and counted in one script, so a crash never leaves one without the
     other, and only while this worker holds the mailbox (the fence)."""
@@ -36,6 +37,9 @@ class RedisProgress:
         self._lost = lost
         self._mbx = _k("mbx", batch_id, job_id)
         self._ckpt = _k("ck", mailbox_key)
+        self._ledger = _k("lg", mailbox_key)
+        self._folders = _k("fs", mailbox_key)
+        self._marks = _k("tm", mailbox_key)
         self._legacy = _k("ckpt", legacy_key) if legacy_key else None
         self._tp = _k("tp", batch_id)
         self._folder: str | None = None
@@ -80,7 +84,9 @@ class RedisProgress:
         ):
             raise LockLost("another worker holds this mailbox now; stopping here")
 
-    def copied(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+    def copied(
+        self, copies: Sequence[tuple[MessageRef, str | None]], placed: Sequence[str] = ()
+    ) -> None:
         if self._lost is not None and self._lost.is_set():
             raise LockLost("another worker took this mailbox over; stopping here")
         if not copies:
@@ -96,18 +102,40 @@ class RedisProgress:
                 minute,
                 self._folder or "",
             ],
+            placed,
         )
 
-    def recognised(self, copies: Sequence[tuple[MessageRef, str | None]]) -> None:
+    def recognised(
+        self, copies: Sequence[tuple[MessageRef, str | None]], placed: Sequence[str] = ()
+    ) -> None:
         for start in range(0, len(copies), 1000):
-            self._write(copies[start : start + 1000], ["0", "0", "", "", ""])
+            self._write(
+                copies[start : start + 1000], ["0", "0", "", "", ""], placed[start : start + 1000]
+            )
 
-    def _write(self, copies: Sequence[tuple[MessageRef, str | None]], counts: list[str]) -> None:
+    def _write(
+        self,
+        copies: Sequence[tuple[MessageRef, str | None]],
+        counts: list[str],
+        placed: Sequence[str] = (),
+    ) -> None:
         """Checkpoint `copies` and add `counts` (messages, bytes, time, minute, folder;
-        no counting where messages is 0), fenced by the lease in the same script."""
+        no counting where messages is 0), and each copy's ledger entry (`placed`, where
+        not ""), fenced by the lease in the same script."""
         lease = self._lease
-        pairs = [part for ref, key in copies for part in (_member(ref), key or "")]
-        keys = [*(_lock_keys(lease) if lease else []), self._ckpt, self._mbx, self._tp]
+        entries = [*placed, *[""] * (len(copies) - len(placed))]
+        pairs = [
+            part
+            for (ref, key), entry in zip(copies, entries, strict=True)
+            for part in (_member(ref), key or "", entry)
+        ]
+        keys = [
+            *(_lock_keys(lease) if lease else []),
+            self._ckpt,
+            self._mbx,
+            self._tp,
+            self._ledger,
+        ]
         args = [*(_lock_args(lease) if lease else ["", "0", "0"]), *counts, *pairs]
         if not self._copied(keys=keys, args=args):
             raise LockLost("another worker holds this mailbox now; nothing recorded")
@@ -126,16 +154,17 @@ def _checkpoint(member: str) -> Checkpoint:
 
 
 # Checkpoints and counts of one batch, fenced (nothing is written unless fenced()).
-# Own KEYS: ck, mbx, tp.  Own ARGV: messages, bytes, time, minute, folder, then
-# member/key pairs.
+# Own KEYS: ck, mbx, tp, lg.  Own ARGV: messages, bytes, time, minute, folder, then
+# member/key/ledger-entry triples (no ledger entry where it is "").
 _COPIED = (
     _FENCE
     + """
 if not fenced() then return 0 end
 local k = 2 * n
 local a = 3 + n
-for i = a + 6, #ARGV, 2 do
+for i = a + 6, #ARGV, 3 do
   redis.call('hset', KEYS[k + 1], ARGV[i], ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then redis.call('hset', KEYS[k + 4], ARGV[i], ARGV[i + 2]) end
 end
 local messages = tonumber(ARGV[a + 1])
 if messages > 0 then

@@ -23,6 +23,7 @@ from migrator.state.dailycaps import RedisByteMeters
 from migrator.state.events import EventLog
 from migrator.state.keys import _fields, _k, _strs
 from migrator.state.locks import Lease, Locks
+from migrator.state.passes import Passes
 from migrator.state.progress import RedisProgress
 from migrator.state.slots import Slots
 from migrator.state.tokens import RedisTokenShelf
@@ -60,6 +61,7 @@ class MailboxStatus:
     copied_bytes: int = 0  # sent by this batch (done_bytes counts those there already)
     error_code: str = ""  # the ErrorCode of last_error, where one is known
     resume_at: float | None = None  # paused (a daily cap): when it goes on by itself
+    last_sync: float | None = None  # when a pass last ended with the mail in
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -77,10 +79,11 @@ class NewJob:
     payload: str  # JSON; secrets sealed
 
 
-class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads):
+class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads, Passes):
     """Everything migrator keeps in Redis (keys: migrator.state.keys); locks, connection
-    slots, heartbeats, event logs, the list of batches and upload budgets come from the
-    mixins of locks.py, slots.py, beats.py, events.py, catalog.py and uploads.py."""
+    slots, heartbeats, event logs, the list of batches, upload budgets and the passes of
+    incremental syncs come from the mixins of locks.py, slots.py, beats.py, events.py,
+    catalog.py, uploads.py and passes.py."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
@@ -290,9 +293,15 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads):
         ]
 
     def forget_checkpoints(self, mailbox_keys: Iterable[str]) -> int:
-        """Delete these mailboxes' checkpoints (a pilot copies again); how many existed."""
-        keys = [_k("ck", key) for key in mailbox_keys]
-        return int(self._r.delete(*keys)) if keys else 0
+        """Delete these mailboxes' checkpoints (a pilot copies again), and their ledgers
+        and folder states with them; how many had checkpoints."""
+        wanted = list(mailbox_keys)
+        keys = [_k("ck", key) for key in wanted]
+        if not keys:
+            return 0
+        counted = int(self._r.exists(*keys))
+        self._r.delete(*keys, *[_k(kind, key) for key in wanted for kind in ("lg", "fs", "tm")])
+        return counted
 
 
 def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
@@ -330,4 +339,5 @@ def _status(batch_id: str, job_id: str, d: Mapping[str, str]) -> MailboxStatus:
         copied_bytes=num("copied_bytes"),
         error_code=d.get("error_code", ""),
         resume_at=when("resume_at"),
+        last_sync=when("last_sync"),
     )

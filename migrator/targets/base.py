@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from migrator.errors import MessageRefused, QuotaExceeded
 from migrator.foldermap import TargetFolder
 from migrator.recognition import TargetCopy
+from migrator.syncstate import Placement
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,44 @@ class MailboxTarget(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PlacingTarget(Protocol):
+    """A target that says where each message of the last `append_batch` went (IMAP:
+    RFC 4315 APPENDUID), so the ledger can find the copy again."""
+
+    def placed(self) -> list[Placement | None]:
+        """One per item of the last append_batch: where it went, or None (not stored,
+        or the server did not say)."""
+        ...
+
+
+@runtime_checkable
+class SyncTarget(Protocol):
+    """The hooks incremental passes use at the target (connectors/base.py: a target
+    without them says so through `Connector.syncs_flags`)."""
+
+    def set_flags(self, changes: Sequence[tuple[Placement, tuple[str, ...]]]) -> int:
+        """Give each copy these flags (IMAP words, keywords too), replacing its own; how
+        many copies were found and changed."""
+        ...
+
+    def remove(self, placements: Sequence[Placement]) -> int:
+        """Delete these copies (none other); how many were there."""
+        ...
+
+    def rename_folder(self, old: str, new: TargetFolder) -> str | None:
+        """Rename target folder `old` to the target's name for `new`, where that does not
+        exist yet; the new name, or None where it cannot (the copies stay in `old`)."""
+        ...
+
+    def mark(self, name: str) -> str | None:
+        """A mark of what folder `name` holds now (IMAP: UIDVALIDITY and UIDNEXT), for
+        `index_since`; None where the target has none."""
+        ...
+
+    def index_since(self, name: str, mark: str) -> list[TargetCopy] | None:
+        """The index of the messages that came to folder `name` after `mark` was taken;
+        None where the mark no longer holds (the caller indexes the whole folder)."""
+        ...

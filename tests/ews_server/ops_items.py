@@ -1,4 +1,5 @@
-"""Item operations: CreateItem, FindItem, GetItem, ExportItems, UploadItems."""
+"""Item operations: CreateItem, FindItem, GetItem, UpdateItem (IsRead and extended
+properties), DeleteItem, ExportItems, UploadItems."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .itemxml import (
     ITEM_KINDS,
     Shape,
     export_blob,
+    extended_key,
     import_blob,
     item_element,
     item_from_element,
@@ -150,8 +152,82 @@ def upload_items(ctx: Context, req: etree._Element) -> etree._Element:
     return response("UploadItems", messages)
 
 
+# The item fields UpdateItem changes here (FieldURI), and how each is stored.
+_UPDATABLE = {"message:IsRead": "IsRead"}
+
+
+def update_item(ctx: Context, req: etree._Element) -> etree._Element:
+    """SetItemField and DeleteItemField of message:IsRead and of extended properties (the
+    flag status, our own properties), each change one response message; any other field
+    is refused, as a property this server does not keep."""
+    messages = []
+    for change in _elements(child(req, "ItemChanges")):
+        refs = [e for e in _elements(change) if local(e) == "ItemId"]
+        try:
+            if not refs:
+                raise OpError("ErrorInvalidRequest", "ItemChange needs an ItemId here.")
+            _, item = ctx.item(refs[0])
+            for update in _elements(change.find(f"{{{T}}}Updates")):
+                _update(item, update)
+            item.changekey = f"CK{int(item.changekey[2:] or 1) + 1}"
+        except OpError as exc:
+            msg = response_message("UpdateItem", exc.code, exc.text)
+            sub(msg, m("Items"))
+            messages.append(msg)
+            continue
+        msg = response_message("UpdateItem")
+        kind = CLASS_ELEMENTS.get(item.item_class, "Message")
+        sub(sub(msg, m("Items")), t(kind)).append(t("ItemId", Id=item.id, ChangeKey=item.changekey))
+        sub(msg, m("ConflictResults")).append(t("Count", "0"))
+        messages.append(msg)
+    return response("UpdateItem", messages)
+
+
+def _update(item: Item, update: etree._Element) -> None:
+    fields = [e for e in _elements(update) if local(e) in ("FieldURI", "ExtendedFieldURI")]
+    if len(fields) != 1:
+        raise OpError("ErrorInvalidRequest", "One field per update.")
+    uri, op = fields[0], local(update)
+    if local(uri) == "ExtendedFieldURI":
+        key = extended_key(uri)
+        if op == "DeleteItemField":
+            item.extended.pop(key, None)
+            return
+        holder = next((e for e in _elements(update) if e is not uri), None)
+        prop = holder.find(f"{{{T}}}ExtendedProperty") if holder is not None else None
+        if prop is None:
+            raise OpError("ErrorInvalidRequest", "SetItemField without the property.")
+        item.extended[key] = prop
+        return
+    name = _UPDATABLE.get(uri.get("FieldURI", ""))
+    if name is None or op == "AppendToItemField":
+        raise OpError(
+            "ErrorInvalidPropertyRequest", f"{uri.get('FieldURI')} cannot be updated here."
+        )
+    if op == "DeleteItemField":
+        item.is_read = False
+        return
+    value = update.findtext(f".//{{{T}}}{name}")
+    item.is_read = value in ("true", "1")  # xs:boolean
+
+
+def delete_item(ctx: Context, req: etree._Element) -> etree._Element:
+    messages = []
+    for ref in _elements(child(req, "ItemIds")):
+        try:
+            box, item = ctx.item(ref)
+        except OpError as exc:
+            messages.append(response_message("DeleteItem", exc.code, exc.text))
+            continue
+        del box.items[item.id]
+        messages.append(response_message("DeleteItem"))
+    return response("DeleteItem", messages)
+
+
 OPERATIONS = {
     "CreateItem": create_item,
+    "UpdateItem": update_item,
+    "DeleteItem": delete_item,
     "FindItem": find_item,
     "GetItem": get_item,
     "ExportItems": export_items,

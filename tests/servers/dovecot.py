@@ -118,6 +118,7 @@ class DovecotServer(ServerProcess):
         tls: TlsFiles | None = None,
         oauth_introspection_url: str | None = None,
         oauth_scopes: str = "",
+        imap_capability: str | None = None,
     ) -> None:
         self.master_user_separator = master_user_separator
         self._users: dict[str, UserSpec] = dict(users or {})
@@ -167,6 +168,7 @@ class DovecotServer(ServerProcess):
             sieve_port=self.sieve_port,
             identity=identity(),
             oauth2_args=self.dir / "dovecot-oauth2.conf.ext" if oauth_introspection_url else None,
+            imap_capability=imap_capability,
         )
         self._oauth = (oauth_introspection_url, oauth_scopes)
 

@@ -125,6 +125,9 @@ class DovecotConfig:
     # The oauth2 passdb's settings file (dovecot-oauth2.conf.ext): OAUTHBEARER and XOAUTH2
     # logins checked against the test OAuth server; None: passwords only.
     oauth2_args: Path | None = None
+    # The IMAP CAPABILITY list, instead of Dovecot's own (a server without some extension,
+    # such as RFC 7162 CONDSTORE and QRESYNC); None: Dovecot's.
+    imap_capability: str | None = None
 
 
 def render_config(c: DovecotConfig) -> str:
@@ -156,6 +159,9 @@ passdb {{
   args = {c.oauth2_args}
 }}"""
     password_mechanisms = "\n  mechanisms = plain login" if c.oauth2_args else ""
+    imap_capability = (
+        f"\n  imap_capability = {c.imap_capability}" if c.imap_capability is not None else ""
+    )
     lmtp_service = (
         "service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n}" if LMTP_AVAILABLE else ""
     )
@@ -220,7 +226,7 @@ userdb {{
 mail_plugins = $mail_plugins quota
 protocol imap {{
   mail_plugins = $mail_plugins imap_quota
-  mail_max_userip_connections = 1000
+  mail_max_userip_connections = 1000{imap_capability}
 }}
 protocol pop3 {{
   mail_max_userip_connections = 1000

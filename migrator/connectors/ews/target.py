@@ -28,11 +28,13 @@ from migrator.connectors.ews.props import (
     register_properties,
 )
 from migrator.connectors.ews.settings import EwsSettings
+from migrator.connectors.ews.targetsync import EwsSyncHooks
 from migrator.errors import ErrorCode, FolderRefused, MessageRefused, PermanentError, QuotaExceeded
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.gmail import keyword_label
 from migrator.model import Login
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
+from migrator.syncstate import Placement
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
 # SpecialFolder -> the exchangelib Account property of that distinguished folder.
@@ -65,7 +67,7 @@ class _UploadItems(UploadItems):  # type: ignore[misc]
     ERRORS_TO_CATCH_IN_RESPONSE = (*UploadItems.ERRORS_TO_CATCH_IN_RESPONSE, ErrorQuotaExceeded)
 
 
-class EwsTarget:
+class EwsTarget(EwsSyncHooks):
     batch_size = CREATE_BATCH
     throttled_seconds = 0.0  # waited out on ErrorServerBusy, as the server asked
 
@@ -77,6 +79,7 @@ class EwsTarget:
         self.throttled_seconds = 0.0
         self._account: Any = open_account(settings, identity, credentials, what=self._what)
         self._folders: dict[str, Any] = {}
+        self._placed: list[Placement | None] = []  # where the last append_batch put each item
         self._root: Any = self._call(self._what, lambda: self._account.msg_folder_root)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
@@ -186,7 +189,11 @@ class EwsTarget:
 
     # -- writing -----------------------------------------------------------------------
 
+    def placed(self) -> list[Placement | None]:
+        return list(self._placed)
+
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        self._placed = []
         outcomes: list[Outcome] = []
         start = 0
         while start < len(items):
@@ -222,7 +229,10 @@ class EwsTarget:
         for index, result in enumerate(results):
             if not isinstance(result, Exception):
                 outcomes.append(None)
+                ident = getattr(result, "id", None)
+                self._placed.append(Placement(run[0].folder, 0, ident) if ident else None)
                 continue
+            self._placed.append(None)
             error = translate(result, what)
             if isinstance(error, QuotaExceeded):
                 # The server's own count is the authority: this and every later item

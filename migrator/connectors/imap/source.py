@@ -9,6 +9,12 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap.changes import (
+    all_states,
+    enable_modseqs,
+    folder_state,
+    older_changes,
+)
 from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
 from migrator.connectors.imap.listing import BARE_ITEMS, FIELDS_ITEM, LISTING_ITEMS, Listed
 from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
@@ -17,6 +23,7 @@ from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
+from migrator.syncstate import FolderChanges, FolderState
 
 # Flags that describe the session or the server's housekeeping, not the message.
 _DROPPED_FLAGS = {"\\recent", "\\deleted"}
@@ -33,7 +40,14 @@ HEADS_BATCH_COUNT = 500
 
 
 class ImapSource:
-    def __init__(self, job: MailboxJob, options: ConnectOptions, *, fetch_window: int = 0) -> None:
+    def __init__(
+        self,
+        job: MailboxJob,
+        options: ConnectOptions,
+        *,
+        fetch_window: int = 0,
+        modseqs: bool = True,
+    ) -> None:
         self._job = job
         self._options = options
         self._fetch_count = fetch_window or FETCH_BATCH_COUNT
@@ -47,6 +61,12 @@ class ImapSource:
         # Message-IDs tell an \All view's own mail apart (migrator.listing): kept until
         # the folder list shows there is no such view.
         self._keep_message_ids = True
+        self._listed: dict[str, FolderState] = {}
+        self._states: dict[str, FolderState] | None = None  # LIST-STATUS, read once
+        # RFC 7162: with CONDSTORE (or QRESYNC) enabled, SELECT reports HIGHESTMODSEQ, which
+        # the next pass asks for changes since.  A second session only fetches: none.
+        enabled = enable_modseqs(self._client, self._what) if modseqs else None
+        self._modseqs, self._qresync = enabled is not None, enabled == "QRESYNC"
 
     # -- listing -----------------------------------------------------------------------
 
@@ -106,11 +126,12 @@ class ImapSource:
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         what = f"{self._what}, folder {folder.name!r}"
         info = self._select(folder.name)
-        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        state = folder_state(info)
+        self._listed[folder.name] = state
+        uidvalidity = state.uidvalidity
         exists = int(info.get(b"EXISTS", 0))
         if exists == 0:
             return []
-        now = datetime.now(UTC)
         flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
         refs: list[MessageRef] = []
         for low, high in listing_ranges(exists, int(info.get(b"UIDNEXT", 0)), LISTING_CHUNK):
@@ -121,18 +142,32 @@ class ImapSource:
                     if self._keep_message_ids
                     else fetch_all(self._client, BARE_ITEMS, None, uids)
                 )
-            absurd = [
-                uid
-                for uid, m in listed.items()
-                if m.internaldate is None or not is_sane(m.internaldate, now)
-            ]
-            dates = self._dates(absurd, what) if absurd else {}
-            for uid, message in listed.items():
-                if uid < low or (high and uid > high):
-                    continue  # "N:*" past the last UID names the last message: listed already
-                refs.append(self._ref(folder.name, uidvalidity, message, dates.get(uid), flag_sets))
+            # "N:*" past the last UID names the last message, listed already.
+            inside = {u: m for u, m in listed.items() if u >= low and (not high or u <= high)}
             del listed
+            refs += self._refs(folder, uidvalidity, inside, what, flag_sets)
         return refs
+
+    def _refs(
+        self,
+        folder: SourceFolder,
+        uidvalidity: int,
+        listed: dict[int, Listed],
+        what: str,
+        flag_sets: dict[tuple[str, ...], tuple[str, ...]] | None = None,
+    ) -> list[MessageRef]:
+        now = datetime.now(UTC)
+        shared = flag_sets if flag_sets is not None else {}
+        absurd = [
+            uid
+            for uid, m in listed.items()
+            if m.internaldate is None or not is_sane(m.internaldate, now)
+        ]
+        dates = self._dates(absurd, what) if absurd else {}
+        return [
+            self._ref(folder.name, uidvalidity, message, dates.get(uid), shared)
+            for uid, message in listed.items()
+        ]
 
     def _ref(
         self,
@@ -177,6 +212,35 @@ class ImapSource:
                 parse_date(first(found, "date")),
             )
         return dates
+
+    # -- incremental passes (RFC 7162) ---------------------------------------------------
+
+    def listed_state(self, name: str) -> FolderState | None:
+        return self._listed.get(name)
+
+    def folder_state(self, folder: SourceFolder) -> FolderState:
+        return folder_state(self._select(folder.name))
+
+    def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
+        what = f"{self._what}, folder {folder.name!r}"
+        if self._states is None:
+            # One LIST-STATUS for every folder: one that has not moved is not selected.
+            self._states = all_states(self._client, self._what) if self._modseqs else {}
+        if since.modseq is not None and self._states.get(folder.name) == since:
+            return FolderChanges(since)
+        state = folder_state(self._select(folder.name))
+        if state.uidvalidity != since.uidvalidity:
+            return None
+        new: list[MessageRef] = []
+        if state.uidnext > since.uidnext:
+            with imap_errors(what):
+                listed = fetch_all(
+                    self._client, LISTING_ITEMS, FIELDS_ITEM, uids=f"{since.uidnext}:*"
+                )
+            above = {uid: m for uid, m in listed.items() if uid >= since.uidnext}
+            new = self._refs(folder, state.uidvalidity, above, what)
+        with imap_errors(what):
+            return older_changes(self._client, state, since, new, qresync=self._qresync)
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -236,7 +300,7 @@ class ImapSource:
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
         # connection fetches what this one listed (and checks UIDVALIDITY as it goes).
-        other = ImapSource(self._job, self._options, fetch_window=self._fetch_count)
+        other = ImapSource(self._job, self._options, fetch_window=self._fetch_count, modseqs=False)
         other._delimiter = self._delimiter
         return other
 

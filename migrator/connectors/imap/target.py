@@ -12,7 +12,8 @@ from imapclient.datetime_util import datetime_to_INTERNALDATE
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
-from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
+from migrator.connectors.imap.targetsync import ImapSyncHooks, placements
 from migrator.errors import (
     ErrorCode,
     FolderRefused,
@@ -30,6 +31,7 @@ from migrator.recognition import (
     message_digest,
     system_flags,
 )
+from migrator.syncstate import Placement
 from migrator.targets.base import AppendItem, Outcome, QuotaInfo
 
 # RFC 6154: where a target server marks its own folders, default folders go there.
@@ -47,7 +49,7 @@ _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 MULTIAPPEND_BATCH = 25
 
 
-class ImapTarget:
+class ImapTarget(ImapSyncHooks):
     batch_size = 1
     throttled_seconds = 0.0  # IMAP servers do not ask for back-off
 
@@ -65,6 +67,8 @@ class ImapTarget:
         self._existing: set[str] = set()
         self._special: dict[str, str] = {}
         self._keywords_ok: dict[str, bool] = {}
+        self._placed: list[Placement | None] = []  # where the last append_batch put each item
+        self._marks: dict[str, str] = {}  # folder -> "UIDVALIDITY:UIDNEXT" its SELECT gave
         self._refresh_folders()
         self._multiappend = self._client.has_capability("MULTIAPPEND")
         self._literal_plus = self._client.has_capability("LITERAL+")
@@ -83,6 +87,14 @@ class ImapTarget:
                 self._special.setdefault(as_text(flag).lower(), name)
 
     def open_folder(self, folder: TargetFolder) -> str:
+        name = self._name_of(folder)
+        if name != "INBOX" and name not in self._existing:
+            self._create(name)
+        return name
+
+    def _name_of(self, folder: TargetFolder) -> str:
+        """The target's name for `folder` (SPECIAL-USE folders where the server marks
+        them), whether it exists or not."""
         if folder.special is SpecialFolder.INBOX:
             top = ["INBOX"]
         elif folder.special is not None:
@@ -94,11 +106,7 @@ class ImapTarget:
         if not parts:
             parts = ["INBOX"]
         name = self._delimiter.join(parts)
-        if name.upper() == "INBOX":
-            return "INBOX"
-        if name not in self._existing:
-            self._create(name)
-        return name
+        return "INBOX" if name.upper() == "INBOX" else name
 
     def _create(self, name: str) -> None:
         what = f"{self._what}, folder {name!r}"
@@ -120,6 +128,10 @@ class ImapTarget:
             return []
         with imap_errors(what):
             listed = fetch_all(self._client, INDEX_ITEMS, HEADER_ITEM)
+        return self._copies(listed, what)
+
+    def _copies(self, listed: dict[int, Listed], what: str) -> list[TargetCopy]:
+        """The index entries of `listed` (INDEX_ITEMS answers of the selected folder)."""
         keys = {uid: content_key(m.fields or b"", complete=False) for uid, m in listed.items()}
         # No empty line where the server ends the header: the key comes from the whole
         # message, so that both sides find the header block by the same rule.
@@ -149,6 +161,9 @@ class ImapTarget:
             info: dict[bytes, Any] = self._client.select_folder(name)
         permanent = {as_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
         self._keywords_ok[name] = "\\*" in permanent
+        if b"UIDVALIDITY" in info and b"UIDNEXT" in info:
+            # The folder's mark as of now (targetsync.mark), until this connection appends.
+            self._marks[name] = f"{int(info[b'UIDVALIDITY'])}:{int(info[b'UIDNEXT'])}"
         return info
 
     def _keywords(self, name: str) -> bool:
@@ -184,7 +199,13 @@ class ImapTarget:
         # still refuse a message, at a point nobody can tell in advance.
         return QuotaInfo(limit=None, usage=None, unlimited=not quotas)
 
+    def placed(self) -> list[Placement | None]:
+        return list(self._placed)
+
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        self._placed = []
+        for item in items:
+            self._marks.pop(item.folder, None)
         outcomes: list[Outcome] = []
         start = 0
         while start < len(items):
@@ -196,6 +217,7 @@ class ImapTarget:
             # Even one message goes as MULTIAPPEND: imapclient then sends a LITERAL+
             # (RFC 7888) literal, one round trip where imaplib's APPEND takes two.
             if not (self._multiappend and self._multiappend_run(run)):
+                self._placed = self._placed[:start]
                 run_outcomes = self._append_each(run)
                 outcomes.extend(run_outcomes)
                 if any(isinstance(o, QuotaExceeded) for o in run_outcomes):
@@ -213,7 +235,10 @@ class ImapTarget:
         keep_keywords = self._keywords(folder)
         if self._literal_plus:
             with imap_errors(f"{self._what}, folder {folder!r}"):
-                return _multiappend_uncopied(self._client, folder, run, keep_keywords) == "OK"
+                typ, answer = _multiappend_uncopied(self._client, folder, run, keep_keywords)
+            if typ == "OK":
+                self._placed += placements(folder, answer, len(run))
+            return typ == "OK"
         messages = []
         for item in run:
             entry: dict[str, Any] = {"msg": item.message, "flags": _kept(item.flags, keep_keywords)}
@@ -221,28 +246,35 @@ class ImapTarget:
                 entry["date"] = item.internaldate
             messages.append(entry)
         with imap_errors(f"{self._what}, folder {folder!r}"):
-            typ, _ = self._client.multiappend(folder, messages)
+            typ, data = self._client.multiappend(folder, messages)
+        if typ == "OK":
+            answer = data[0] if data and isinstance(data[0], bytes) else b""
+            self._placed += placements(folder, answer, len(run))
         return bool(typ == "OK")
 
     def _append_each(self, items: Sequence[AppendItem]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for index, item in enumerate(items):
             try:
-                self._append(item)
+                answer = self._append(item)
             except MessageRefused as exc:
                 outcomes.append(exc)
+                self._placed.append(None)
                 continue
             except QuotaExceeded as exc:
                 return outcomes + [exc] * (len(items) - index)
             outcomes.append(None)
+            self._placed += placements(item.folder, answer, 1)
         return outcomes
 
-    def _append(self, item: AppendItem) -> None:
+    def _append(self, item: AppendItem) -> bytes:
+        """The tagged answer's text (RFC 4315 APPENDUID, where the server says it)."""
         kept = _kept(item.flags, self._keywords(item.folder))
         what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):
-                self._client.append(item.folder, item.message, kept, item.internaldate)
+                answer = self._client.append(item.folder, item.message, kept, item.internaldate)
+            return answer if isinstance(answer, bytes) else b""
         except PermanentError as exc:
             # A plain NO to APPEND is about this message (size, content); quota and
             # login errors keep their own kind.
@@ -273,10 +305,11 @@ class ImapTarget:
 
 def _multiappend_uncopied(
     client: IMAPClient, folder: str, run: Sequence[AppendItem], keep_keywords: bool
-) -> str:
+) -> tuple[str, bytes]:
     """RFC 3502 MULTIAPPEND of `run`, each message written to the socket as it is (no
-    copy on the way: imapwire.multiappend); the tagged response's type ("OK" or "NO")."""
-    return imapwire.multiappend(
+    copy on the way: imapwire.multiappend); the tagged response's type ("OK" or "NO")
+    and text."""
+    return imapwire.multiappend_answer(
         client,
         folder,
         (

@@ -8,6 +8,12 @@ under it; nothing else in migrator touches a private attribute of either library
     uid_fetch        IMAPClient._imap.uid("FETCH", ...), the answer as imaplib reads it
     multiappend      IMAPClient._normalise_folder, IMAPClient._imap._new_tag,
                      ._imap.send and ._imap._command_complete: one APPEND written by hand
+                     (multiappend_answer: with the tagged answer's text, for APPENDUID)
+    uid_fetch_changed  IMAPClient._imap.uid and ._imap.untagged_responses: RFC 7162
+                     CHANGEDSINCE and the VANISHED (EARLIER) answers, which imapclient
+                     does not read
+    list_status      IMAPClient._imap._simple_command and ._imap.untagged_responses:
+                     RFC 5819 LIST ... RETURN (STATUS ...), which imapclient cannot send
 
 Private attributes promise nothing, so what these were checked against is written down
 here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
@@ -69,12 +75,46 @@ def uid_fetch(client: IMAPClient, uids: str, items: str) -> tuple[str, RawFetch]
     return typ, data
 
 
+def uid_fetch_changed(
+    client: IMAPClient, uids: str, items: str, modseq: int, *, vanished: bool
+) -> tuple[str, RawFetch, list[bytes]]:
+    """RFC 7162 UID FETCH `uids` `items` (CHANGEDSINCE `modseq`), with VANISHED where asked
+    (QRESYNC enabled): the tagged type, imaplib's FETCH data and the text of each VANISHED
+    answer (b"(EARLIER) 3:5,9")."""
+    imap = client._imap
+    imap.untagged_responses.pop("VANISHED", None)  # an expunge seen earlier: not ours
+    modifier = f"(CHANGEDSINCE {modseq}{' VANISHED' if vanished else ''})"
+    typ, data = imap.uid("FETCH", uids, items, modifier)
+    gone = [bytes(v) for v in imap.untagged_responses.pop("VANISHED", []) if v]
+    return typ, data, gone
+
+
+def list_status(client: IMAPClient, items: str) -> tuple[str, list[bytes | tuple[bytes, bytes]]]:
+    """RFC 5819 `LIST "" "*" RETURN (STATUS (items))`: the tagged type and imaplib's raw
+    STATUS answers (b'INBOX (UIDNEXT 5 ...)', or a literal's (line, name) and the rest)."""
+    imap = client._imap
+    for name in ("STATUS", "LIST"):
+        imap.untagged_responses.pop(name, None)
+    typ, _ = imap._simple_command("LIST", '""', '"*"', f"RETURN (STATUS ({items}))")
+    statuses = list(imap.untagged_responses.pop("STATUS", []))
+    imap.untagged_responses.pop("LIST", None)
+    return str(typ), statuses
+
+
 def multiappend(
     client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
 ) -> str:
+    """multiappend_answer's type alone."""
+    return multiappend_answer(client, folder, messages)[0]
+
+
+def multiappend_answer(
+    client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
+) -> tuple[str, bytes]:
     """RFC 3502 MULTIAPPEND into `folder` of each (flags, INTERNALDATE text or None,
     message), every message an RFC 7888 LITERAL+ literal written to the socket as it is;
-    the tagged response's type ("OK" or "NO").  The server must offer LITERAL+ (and
+    the tagged response's type ("OK" or "NO") and text (RFC 4315: "[APPENDUID v 5:9] ...").
+    The server must offer LITERAL+ (and
     MULTIAPPEND for more than one message); the answer to a BAD raises imaplib's error.
 
     imapclient's multiappend builds the same command but copies every message twice on the
@@ -90,5 +130,6 @@ def multiappend(
         imap.send(head.encode("ascii") + b" {%d+}\r\n" % len(message))
         imap.send(message)
     imap.send(b"\r\n")
-    typ, _ = imap._command_complete("APPEND", tag)
-    return str(typ)
+    typ, data = imap._command_complete("APPEND", tag)
+    text = data[0] if data and isinstance(data[0], bytes) else b""
+    return str(typ), text

@@ -160,7 +160,7 @@ function batchPage(b) {
       cell(`${mb(m.done_bytes)}/${mb(m.total_bytes)}`, "num"),
       cell(m.skipped_messages || "", "num"),
       cell(m.heartbeat_age === null ? "" : duration(m.heartbeat_age), "num"),
-      cell(m.error || (m.state === "running" ? m.folder : ""), "note"),
+      cell(note(m), "note"),
     ));
   return [
     el("h1", {}, `Batch ${b.batch_id}`),
@@ -260,3 +260,11 @@ window.addEventListener("DOMContentLoaded", async () => {
   try { interval = 1000 * (await getJSON("/api/settings")).interval; } catch (error) { /* the default */ }
   tick();
 });
+
+// What the Note column says of a mailbox: a paused one's resume time first, its error whole.
+function note(m) {
+  const text = m.error || (m.state === "running" ? m.folder : "");
+  if (m.state !== "paused" || !m.resume_at) return text;
+  const at = new Date(m.resume_at * 1000).toLocaleString();
+  return text ? `resumes ${at}: ${text}` : `resumes ${at}`;
+}

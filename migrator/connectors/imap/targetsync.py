@@ -1,0 +1,161 @@
+"""The IMAP target's hooks for incremental passes (targets.base.SyncTarget): flags given
+anew by UID STORE on the UID the ledger recorded, copies removed by UID EXPUNGE (RFC 4315
+UIDPLUS: only those UIDs, never another client's deleted mail), a folder renamed, and a
+mark (UIDVALIDITY and UIDNEXT) so the next pass indexes only what came after it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from imapclient import IMAPClient
+
+from migrator.connectors.imap.connection import fetch_all, imap_errors
+from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
+from migrator.connectors.imap.uidsets import append_uids
+from migrator.errors import ErrorCode, PermanentError
+from migrator.foldermap import TargetFolder
+from migrator.recognition import TargetCopy
+from migrator.syncstate import Placement
+
+log = logging.getLogger(__name__)
+
+_SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
+# RFC 6154 SPECIAL-USE attributes (lower-cased, as ImapTarget keeps them).
+_SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
+
+
+class ImapSyncHooks:
+    """Mixed into ImapTarget, whose connection and folder knowledge these use."""
+
+    _client: IMAPClient
+    _what: str
+    _existing: set[str]
+    _special: dict[str, str]  # RFC 6154 attribute -> the target's folder with it
+    _marks: dict[str, str]  # folder -> its mark as its last SELECT gave it
+
+    if TYPE_CHECKING:  # ImapTarget's own
+
+        def _select(self, name: str, what: str) -> dict[bytes, Any]: ...
+        def _keywords(self, name: str) -> bool: ...
+        def _name_of(self, folder: TargetFolder) -> str: ...
+        def _copies(self, listed: dict[int, Listed], what: str) -> list[TargetCopy]: ...
+
+    def set_flags(self, changes: Sequence[tuple[Placement, tuple[str, ...]]]) -> int:
+        changed = 0
+        for folder, members in _by_folder(changes).items():
+            what = f"{self._what}, folder {folder!r}"
+            valid = self._valid(folder, what, [p for p, _ in members])
+            keywords = self._keywords(folder)
+            by_flags: dict[tuple[str, ...], list[int]] = {}
+            for placement, flags in members:
+                if placement in valid:
+                    kept = tuple(
+                        sorted(
+                            f
+                            for f in flags
+                            if f.lower() in _SYSTEM_FLAGS or (keywords and not f.startswith("\\"))
+                        )
+                    )
+                    by_flags.setdefault(kept, []).append(int(placement.id))
+            for flags, uids in by_flags.items():
+                with imap_errors(what):
+                    self._client.set_flags(uids, list(flags), silent=True)
+                changed += len(uids)
+        return changed
+
+    def remove(self, placements: Sequence[Placement]) -> int:
+        if not self._client.has_capability("UIDPLUS"):
+            # Without UID EXPUNGE, EXPUNGE would also remove mail another client marked.
+            log.warning("%s: no UIDPLUS, so no copy is removed", self._what)
+            return 0
+        removed = 0
+        for folder, members in _by_folder([(p, ()) for p in placements]).items():
+            what = f"{self._what}, folder {folder!r}"
+            valid = self._valid(folder, what, [p for p, _ in members])
+            uids = sorted(int(p.id) for p in valid)
+            if not uids:
+                continue
+            with imap_errors(what):
+                present = self._client.search(["UID", ",".join(map(str, uids))])
+                if present:
+                    self._client.add_flags(present, ["\\Deleted"], silent=True)
+                    self._client.uid_expunge(present)
+            removed += len(present)
+        return removed
+
+    def rename_folder(self, old: str, new: TargetFolder) -> str | None:
+        name = self._name_of(new)
+        if name == old:
+            return name
+        if name in self._existing or old not in self._existing or old.upper() == "INBOX":
+            return None
+        if old in {name for flag, name in self._special.items() if flag in _SPECIAL_USE}:
+            return None  # the target's own Sent, Trash...: never renamed away
+        what = f"{self._what}, folder {old!r}"
+        try:
+            with imap_errors(what):
+                self._client.rename_folder(old, name)
+                self._client.subscribe_folder(name)
+        except PermanentError as exc:
+            if exc.code is ErrorCode.ALREADYEXISTS:
+                return None
+            raise
+        self._existing.discard(old)
+        self._existing.add(name)
+        return name
+
+    def mark(self, name: str) -> str | None:
+        if name in self._marks:  # selected since this connection last appended to it
+            return self._marks[name]
+        with imap_errors(f"{self._what}, folder {name!r}"):
+            status = self._client.folder_status(name, ["UIDVALIDITY", "UIDNEXT"])
+        return f"{int(status[b'UIDVALIDITY'])}:{int(status[b'UIDNEXT'])}"
+
+    def index_since(self, name: str, mark: str) -> list[TargetCopy] | None:
+        what = f"{self._what}, folder {name!r}"
+        uidvalidity, _, uidnext_text = mark.partition(":")
+        info = self._select(name, what)
+        if str(info.get(b"UIDVALIDITY", "")) != uidvalidity or not uidnext_text.isdigit():
+            return None
+        uidnext = int(uidnext_text)
+        if int(info.get(b"UIDNEXT", 0)) <= uidnext:
+            return []
+        with imap_errors(what):
+            listed = fetch_all(self._client, INDEX_ITEMS, HEADER_ITEM, uids=f"{uidnext}:*")
+        return self._copies({u: m for u, m in listed.items() if u >= uidnext}, what)
+
+    def _valid(self, folder: str, what: str, placements: list[Placement]) -> set[Placement]:
+        """The placements that still name a copy: the folder's UIDVALIDITY is the one
+        they were recorded under (0: found there, taken as it is)."""
+        if folder not in self._existing:
+            return set()
+        info = self._select(folder, what)
+        current = int(info.get(b"UIDVALIDITY", 0))
+        valid = {p for p in placements if p.uidvalidity in (0, current) and p.id.isdigit()}
+        if len(valid) < len(placements):
+            log.warning(
+                "%s: %d copies recorded under another UIDVALIDITY, left alone",
+                what,
+                len(placements) - len(valid),
+            )
+        return valid
+
+
+def _by_folder(
+    changes: Sequence[tuple[Placement, tuple[str, ...]]],
+) -> dict[str, list[tuple[Placement, tuple[str, ...]]]]:
+    grouped: dict[str, list[tuple[Placement, tuple[str, ...]]]] = {}
+    for placement, flags in changes:
+        grouped.setdefault(placement.folder, []).append((placement, flags))
+    return grouped
+
+
+def placements(folder: str, answer: bytes, count: int) -> list[Placement | None]:
+    """Where RFC 4315 APPENDUID says the `count` messages of one APPEND went."""
+    said = append_uids(answer, count)
+    if said is None:
+        return [None] * count
+    uidvalidity, uids = said
+    return [Placement(folder, uidvalidity, str(uid)) for uid in uids]
