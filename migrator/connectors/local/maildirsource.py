@@ -10,13 +10,13 @@ that is absurd).  Nothing is ever written.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from migrator.connectors.local import maildir
 from migrator.connectors.local.paths import checked
 from migrator.connectors.local.refs import (
     HEAD_BYTES,
+    FileReads,
     checkpoint_id,
     describe,
     folder_uidvalidity,
@@ -43,7 +43,7 @@ class _Listed:
         self.files: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, uid) -> (path, unique)
 
 
-class MaildirSource:
+class MaildirSource(FileReads):
     def __init__(self, job: MailboxJob, settings: LocalSettings) -> None:
         self._job, self._settings = job, settings
         self._what = describe(job)
@@ -110,24 +110,6 @@ class MaildirSource:
         return refs
 
     # -- fetching ------------------------------------------------------------------------
-
-    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        for ref in refs:
-            data = self._read(ref, None)
-            if data is not None:
-                yield ref, data
-
-    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        for ref in refs:
-            start = self._read(ref, HEAD_BYTES)
-            if start is None:
-                continue
-            head = header_block(start)
-            # No empty line in the start: the message is all header, or its header runs
-            # on past HEAD_BYTES; either way the whole message, as recognition expects.
-            data = head if head is not None else self._read(ref, None)
-            if data is not None:
-                yield ref, data
 
     def _read(self, ref: MessageRef, limit: int | None) -> bytes | None:
         """The message's bytes (the first `limit` of them), or None where it is gone:

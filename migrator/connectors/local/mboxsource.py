@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -25,11 +24,10 @@ from typing import BinaryIO
 from migrator.connectors.local import mbox, mboxtree
 from migrator.connectors.local.paths import checked
 from migrator.connectors.local.refs import (
-    HEAD_BYTES,
+    FileReads,
     checkpoint_id,
     describe,
     folder_uidvalidity,
-    header_block,
     message_ref,
     os_errors,
     unique_name,
@@ -59,7 +57,7 @@ def _stamp(status: os.stat_result) -> tuple[int, int, int]:
     return (status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-class MboxSource:
+class MboxSource(FileReads):
     def __init__(self, job: MailboxJob, settings: LocalSettings) -> None:
         self._job, self._settings = job, settings
         self._what = describe(job)
@@ -127,24 +125,6 @@ class MboxSource:
         return refs
 
     # -- fetching ------------------------------------------------------------------------
-
-    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        for ref in refs:
-            data = self._read(ref, None)
-            if data is not None:
-                yield ref, data
-
-    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        for ref in refs:
-            start = self._read(ref, HEAD_BYTES)
-            if start is None:
-                continue
-            head = header_block(start)
-            # No empty line in the start: the message is all header, or its header runs
-            # on past HEAD_BYTES; either way the whole message, as recognition expects.
-            data = head if head is not None else self._read(ref, None)
-            if data is not None:
-                yield ref, data
 
     def _read(self, ref: MessageRef, limit: int | None) -> bytes | None:
         """The message as read (escaping undone), or its start (about `limit` bytes)."""

@@ -1,5 +1,6 @@
 """What the Maildir and mbox sources share: stable checkpoint ids, arrival dates, the
-header block of a message read from a file, and the errors of the file system."""
+header block of a message read from a file, reading messages and their heads by ref
+(FileReads), and the errors of the file system."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import errno
 import hashlib
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 
 from migrator.errors import PermanentError, SourceNotFound, TransientError
@@ -85,6 +86,33 @@ def header_block(data: bytes) -> bytes | None:
     if end is None:
         return None
     return data[: end + (2 if data[end : end + 2] == b"\r\n" else 1)]
+
+
+class FileReads:
+    """fetch and heads of a source that reads each message from a file by its ref;
+    `_read(ref, limit)` gives the message's bytes (about its first `limit` of them), or
+    None where it is gone since the listing."""
+
+    def _read(self, ref: MessageRef, limit: int | None) -> bytes | None:
+        raise NotImplementedError
+
+    def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        for ref in refs:
+            data = self._read(ref, None)
+            if data is not None:
+                yield ref, data
+
+    def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
+        for ref in refs:
+            start = self._read(ref, HEAD_BYTES)
+            if start is None:
+                continue
+            head = header_block(start)
+            # No empty line in the start: the message is all header, or its header runs
+            # on past HEAD_BYTES; either way the whole message, as recognition expects.
+            data = head if head is not None else self._read(ref, None)
+            if data is not None:
+                yield ref, data
 
 
 def describe(job: MailboxJob) -> str:
