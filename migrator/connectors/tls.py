@@ -1,10 +1,13 @@
 """The TLS context every connector connects with: the system CAs, or the operator's
---ca-file, and no checks only where the operator said --insecure."""
+--ca-file, and no checks only where the operator said --insecure; and the errors of a
+connection that every connector's translation shares (an untrusted certificate, a
+connection refused or lost)."""
 
 from __future__ import annotations
 
 import ssl
 
+from migrator.errors import ErrorCode, PermanentError
 from migrator.model import ConnectOptions
 
 
@@ -14,3 +17,20 @@ def tls_context(options: ConnectOptions) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def untrusted(exc: ssl.SSLCertVerificationError, what: str) -> PermanentError:
+    """A server certificate this machine does not trust: retrying cannot make it trusted."""
+    return PermanentError(
+        f"{what}: TLS certificate not trusted: {exc.verify_message}; "
+        "give --ca-file, or --insecure to skip the check",
+        code=ErrorCode.CERTIFICATE,
+    )
+
+
+def lost_code(exc: BaseException) -> ErrorCode:
+    """The code of a connection that broke or never came: refused (no service there), or
+    lost (resets, timeouts, TLS alerts, closed streams)."""
+    return (
+        ErrorCode.CONNREFUSED if isinstance(exc, ConnectionRefusedError) else ErrorCode.CONNECTION
+    )

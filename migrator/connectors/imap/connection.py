@@ -17,7 +17,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
-from migrator.connectors.tls import tls_context
+from migrator.connectors.tls import lost_code, tls_context, untrusted
 from migrator.errors import (
     ErrorCode,
     LoginFailed,
@@ -76,18 +76,11 @@ def imap_error(exc: BaseException, what: str, *, login: str | None = None) -> Mi
     if isinstance(exc, MigrationError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        # Retrying cannot make an untrusted certificate trusted.
-        return PermanentError(
-            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
-            "give --ca-file, or --insecure to skip the check",
-            code=ErrorCode.CERTIFICATE,
-        )
+        return untrusted(exc, what)
     text = _server_text(exc)
     if isinstance(exc, imaplib.IMAP4.abort | OSError | EOFError):
         # abort = BYE or a broken connection; OSError covers resets, timeouts and TLS.
-        refused = isinstance(exc, ConnectionRefusedError)
-        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
-        return TransientError(f"{what}: connection lost: {text}", code=code)
+        return TransientError(f"{what}: connection lost: {text}", code=lost_code(exc))
     if not isinstance(exc, imaplib.IMAP4.error):
         raise exc  # not imaplib's: nothing to translate
     if EXCHANGE_NOT_CONNECTED.lower() in text.lower():

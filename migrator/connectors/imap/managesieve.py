@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeAlias
 
+from migrator.connectors.tls import lost_code, untrusted
 from migrator.errors import (
     ErrorCode,
     LoginFailed,
@@ -81,17 +82,10 @@ def sieve_error(
     if isinstance(cause, MigrationError):
         return cause
     if isinstance(cause, ssl.SSLCertVerificationError):
-        # Retrying cannot make an untrusted certificate trusted (wording as imapconn's).
-        return PermanentError(
-            f"{where}: TLS certificate not trusted: {cause.verify_message}; "
-            "give --ca-file, or --insecure to skip the check",
-            code=ErrorCode.CERTIFICATE,
-        )
+        return untrusted(cause, where)
     if isinstance(cause, OSError | EOFError):  # resets, timeouts, TLS alerts, closed streams
-        refused = isinstance(cause, ConnectionRefusedError)  # no ManageSieve service there
-        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
         return TransientError(
-            f"{where}: connection lost: {cause or type(cause).__name__}", code=code
+            f"{where}: connection lost: {cause or type(cause).__name__}", code=lost_code(cause)
         )
     if isinstance(cause, BaseException):
         raise cause  # not a socket's: nothing to translate

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from migrator.connectors.tls import tls_context
+from migrator.connectors.tls import lost_code, tls_context, untrusted
 from migrator.errors import ErrorCode, LoginFailed, MigrationError, PermanentError, TransientError
 from migrator.headers import message_fields, parse_date
 from migrator.model import ConnectOptions, MailboxJob, TlsMode, TokenLogin
@@ -319,16 +319,10 @@ def pop_error(exc: BaseException, what: str, *, login: str | None = None) -> Mig
     if isinstance(exc, MigrationError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermanentError(
-            f"{what}: TLS certificate not trusted: {exc.verify_message}; "
-            "give --ca-file, or --insecure to skip the check",
-            code=ErrorCode.CERTIFICATE,
-        )
+        return untrusted(exc, what)
     if isinstance(exc, OSError | EOFError):
-        refused = isinstance(exc, ConnectionRefusedError)
-        code = ErrorCode.CONNREFUSED if refused else ErrorCode.CONNECTION
         during = " during login" if login is not None else ""
-        return TransientError(f"{what}: connection lost{during}: {exc}", code=code)
+        return TransientError(f"{what}: connection lost{during}: {exc}", code=lost_code(exc))
     if not isinstance(exc, poplib.error_proto):
         raise exc  # not poplib's: nothing to translate
     text = _text(exc)
