@@ -239,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if interrupted:
         err_console.print(Interrupted(batch_id, rows), highlight=False, markup=False)
         return EXIT_INTERRUPTED
-    return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
+    return 0 if all(r.state.copied for r in rows) else 1
 
 
 def _forwarding_after_copy(
@@ -299,7 +299,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             err_console.print(exc, highlight=False, markup=False)
             return EXIT_INTERRUPTED
     console.print(result_table(rows, f"batch {args.batch}"))
-    return 0 if all(r.state is MailboxState.DONE for r in rows) else 1
+    return 0 if all(r.state.copied for r in rows) else 1
 
 
 def _pending(store: StateStore, batch_id: str) -> list[str]:

@@ -173,7 +173,7 @@ def email_body(payload: Mapping[str, Any]) -> str:
         f"{t['messages_left_by_quota']} left by quotas)",
         "",
     ]
-    bad = [m for m in payload["mailboxes"] if m["state"] != MailboxState.DONE.value]
+    bad = [m for m in payload["mailboxes"] if not MailboxState(m["state"]).copied]
     if bad:
         lines.append("Mailboxes not done:")
         lines += [f"  line {m['line']} {m['source']}: {m['state']}: {m['error']}" for m in bad]

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 class MailboxState(enum.StrEnum):
     """Where one mailbox of a batch stands.
 
-    queued -> running -> done | quota_stopped | failed | not_ready | interrupted | paused
-    A resume re-queues every mailbox that is not done; a paused one (a daily cap reached)
-    goes on by itself at its `resume_at`.  Incremental passes (`migrator sync`) end a
-    mailbox `synced`, the final one (`migrator complete`) `completed`.
+    queued -> running -> synced | quota_stopped | failed | not_ready | interrupted | paused
+    A pass that ends well leaves the mailbox `synced`, in step with its source and waiting
+    for cutover: the first pass (`migrator run`) as each incremental one (`migrator
+    sync`); the final pass (`migrator complete`) leaves it `completed`.  `done` is what a
+    copy pass itself returns (and what batches of earlier versions kept).  A resume
+    re-queues every mailbox whose mail is not in; a paused one (a daily cap reached) goes
+    on by itself at its `resume_at`.
     """
 
     QUEUED = "queued"

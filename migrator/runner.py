@@ -169,10 +169,10 @@ def _locked(
                 log.warning("mailbox %s: another worker took it over", job.source.identity)
                 return None
         result = _lifecycle(result, request)
-        store.record_result(batch_id, job_id, result)
+        store.record_result(batch_id, job_id, result, first_pass=request.kind is PassKind.COPY)
         note_outcome(store, batch_id, job_id, result)
         store.record_pass(batch_id, job_id, request.kind.value, result)
-        if result.state is MailboxState.DONE and job.options.forward_after_copy:
+        if request.kind is PassKind.COPY and result.state.copied and job.options.forward_after_copy:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
         if result.state is MailboxState.COMPLETED and request.forward_after:
             execute_forwarding(store, ForwardAction.SET, job, box, request=batch_id)
@@ -190,9 +190,9 @@ def _locked(
 
 
 def _lifecycle(result: MailboxResult, request: PassRequest) -> MailboxResult:
-    """An incremental pass that ended done leaves the mailbox synced; the final one,
-    completed."""
-    if result.state is not MailboxState.DONE or request.kind is PassKind.COPY:
+    """A pass that ended done leaves the mailbox synced (in step with its source, waiting
+    for cutover), the first pass as each incremental one; the final pass, completed."""
+    if result.state is not MailboxState.DONE:
         return result
     state = MailboxState.COMPLETED if request.kind is PassKind.FINAL else MailboxState.SYNCED
     return replace(result, state=state)

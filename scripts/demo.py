@@ -3,7 +3,7 @@
 Everything (certificates, both Dovecots, the state directory with `migrator run`'s private
 Redis) lives in one temporary directory, removed at the end. Exit 0 means alice and bob
 arrived whole and carol stopped at her quota, as planned; `migrator run` itself exits 1 then,
-since not every mailbox is done.
+since not every mailbox is synced.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ FOLDERS = {
     "Spam": 5,
     "Trash": 8,
 }
-EXPECTED = {"alice": "done", "bob": "done", "carol": "quota_stopped"}
+EXPECTED = {"alice": "synced", "bob": "synced", "carol": "quota_stopped"}
 BATCH_ID = "demo"
 BATCH_COLUMNS = (
     "SourceIdentity",
@@ -166,7 +166,10 @@ def run_demo(work: Path) -> int:
         started = time.monotonic()
         run = migrator(*args, env=env)
         elapsed = time.monotonic() - started
-        print(f"migrator run exited {run.returncode} after {elapsed:.1f} s (carol is not done)\n")
+        print(
+            f"migrator run exited {run.returncode} after {elapsed:.1f} s"
+            " (carol stopped at her quota)\n"
+        )
 
         status = migrator("status", BATCH_ID, "--json", env=env, capture=True)
         if status.returncode != 0:
@@ -180,7 +183,7 @@ def run_demo(work: Path) -> int:
     if got != EXPECTED:
         print(f"\nUNEXPECTED: states {got}, wanted {EXPECTED}", file=sys.stderr)
         return 1
-    print("\nAs expected: alice and bob done; carol quota_stopped within her quota.")
+    print("\nAs expected: alice and bob synced; carol quota_stopped within her quota.")
     return 0
 
 

@@ -58,13 +58,13 @@ def test_big_mailbox_through_a_celery_worker(
 
     (row,) = wait_for(store, batch_id, timeout=300)
 
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == 2000
     assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert main(["status", batch_id, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     (mailbox,) = status["mailboxes"]
-    assert (mailbox["state"], mailbox["done_messages"]) == ("done", 2000)
+    assert (mailbox["state"], mailbox["done_messages"]) == ("synced", 2000)
     assert sum(minute["messages"] for minute in status["throughput"]) == 2000
     # Nothing in Redis, its dump, or the worker's log holds the source password.
     dump = redis_server.dump_rdb()
@@ -117,7 +117,7 @@ def test_worker_killed_mid_mailbox_then_resume_copies_each_message_once(
     workers.start("worker2", concurrency=2)
     (row,) = wait_for(store, batch_id, timeout=300)
 
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == len(sent)
     assert_copied_exactly(
         dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context, flags=source_type == "imap"

@@ -69,7 +69,7 @@ def test_tasks_are_named_by_batch_and_mailbox_and_a_failed_mailbox_is_a_failed_t
     workers.start("worker1", options=["-E"])
 
     rows = wait_for(StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"]), batch_id)
-    assert [r.state for r in rows] == [MailboxState.DONE, MailboxState.FAILED]
+    assert [r.state for r in rows] == [MailboxState.SYNCED, MailboxState.FAILED]
 
     def kinds(kind: str) -> list[dict[str, Any]]:
         return [e for e in task_events if e["type"] == kind]

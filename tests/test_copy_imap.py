@@ -44,7 +44,7 @@ def test_copy_keeps_bytes_flags_dates_and_maps_folders(
     sent = fill(source, FOLDERS)
     status = copy_mailbox(source, target)
 
-    assert status is not None and status.state is MailboxState.DONE, status
+    assert status is not None and status.state is MailboxState.SYNCED, status
     assert status.done_messages == status.total_messages == len(sent)
     assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
 
@@ -63,7 +63,7 @@ def test_rerun_after_redis_is_lost_copies_nothing_twice(
     StateStore.from_url(redis_url).client.flushall()
     status = copy_mailbox(source, target)
 
-    assert status is not None and status.state is MailboxState.DONE
+    assert status is not None and status.state is MailboxState.SYNCED
     assert status.copied_messages == 0  # everything recognised at the target
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert sum(counts(view).values()) == len(sent)
@@ -157,7 +157,7 @@ def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_noth
 
     status = copy_mailbox(source, target, rewrite=maps)
 
-    assert status is not None and status.state is MailboxState.DONE
+    assert status is not None and status.state is MailboxState.SYNCED
     assert (status.rewritten_messages, status.rewritten_addresses) == (35, 35)
     view = snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     originals = {digest(m.raw): m.raw for m in sent}
@@ -167,7 +167,7 @@ def test_rewriting_changes_only_addresses_and_resume_after_redis_loss_sends_noth
     StateStore.from_url(redis_url).client.flushall()
     again = copy_mailbox(source, target, rewrite=maps)
 
-    assert again is not None and again.state is MailboxState.DONE
+    assert again is not None and again.state is MailboxState.SYNCED
     assert again.copied_messages == 0
     assert len(snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)["INBOX"]) == 35
     with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
@@ -202,7 +202,7 @@ def test_imaplib_formats_no_message_body_for_its_debug_log(
 
     status = copy_mailbox(source, target)
 
-    assert status is not None and status.state is MailboxState.DONE
+    assert status is not None and status.state is MailboxState.SYNCED
     assert status.copied_messages == 3
     assert any(r.name.startswith("imapclient") for r in caplog.records)  # DEBUG was on
     assert marker not in caplog.text
@@ -257,7 +257,7 @@ def test_a_mailbox_copied_over_several_connections_arrives_whole_and_once(
             grouping_window=30,  # twelve windows: enough for four
         )  # fmt: skip
 
-    assert status is not None and status.state is MailboxState.DONE, status
+    assert status is not None and status.state is MailboxState.SYNCED, status
     assert status.done_messages == status.copied_messages == len(sent)
     lanes = [r.getMessage() for r in caplog.records if "copying over" in r.getMessage()]
     assert lanes == ([f"copying over {used} connections"] if used > 1 else [])
@@ -279,6 +279,6 @@ def test_a_folder_listed_in_several_uid_ranges_arrives_whole_and_once(
     sent = fill(source, {"INBOX": 60, "Archive": 8})
     status = copy_mailbox(source, target)
 
-    assert status is not None and status.state is MailboxState.DONE, status
+    assert status is not None and status.state is MailboxState.SYNCED, status
     assert status.done_messages == status.copied_messages == len(sent)
     assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)

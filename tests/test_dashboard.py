@@ -87,7 +87,7 @@ def test_metrics_parse_and_their_counters_match_the_status_totals(
     assert got[("migrator_bytes_done", batch)] == totals["done_bytes"]
     assert got[("migrator_messages_skipped_total", batch)] == totals["skipped_messages"] == 1
     assert got[("migrator_bytes_copied_total", batch)] > 0
-    assert got[("migrator_mailboxes", (("batch", "m1"), ("state", "done")))] == 1
+    assert got[("migrator_mailboxes", (("batch", "m1"), ("state", "synced")))] == 1
     assert got[("migrator_mailboxes", (("batch", "m1"), ("state", "failed")))] == 1
     kind = (("batch", "m1"), ("kind", "AUTHENTICATIONFAILED"))
     assert got[("migrator_mailbox_errors", kind)] == 1
@@ -176,7 +176,7 @@ def test_the_page_follows_a_batch_through_a_celery_worker_by_itself(
             got = driver.execute_script(
                 "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", states
             )
-            return bool(got == ["done", "failed"])
+            return bool(got == ["synced", "failed"])
 
         eventually(ended, timeout=120, what="both mailboxes ending on the page")
         eventually(lambda: "AUTHENTICATIONFAILED" in text("#errors"), what="the error group")
@@ -201,7 +201,8 @@ def test_the_page_follows_a_batch_through_a_celery_worker_by_itself(
     assert (shot / "dashboard-batch.png").stat().st_size > 10_000
     assert password not in log.read_text()
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
-    assert [r.state for r in store.mailboxes(batch_id)] == [MailboxState.DONE, MailboxState.FAILED]
+    states = [r.state for r in store.mailboxes(batch_id)]
+    assert states == [MailboxState.SYNCED, MailboxState.FAILED]
 
 
 def test_a_paused_mailbox_shows_when_it_resumes(

@@ -27,8 +27,8 @@ def test_demo_copies_two_mailboxes_and_stops_one_at_its_quota() -> None:
     table = [line for line in demo.stdout.splitlines() if "@target.test" in line and "│" in line]
     states = {line.split("│")[3].strip(): line.split("│")[4].strip() for line in table}
     assert states == {
-        "alice@target.test": "done",
-        "bob@target.test": "done",
+        "alice@target.test": "synced",
+        "bob@target.test": "synced",
         "carol@target.test": "quota_stopped",
     }, output
     assert "As expected" in demo.stdout

@@ -53,7 +53,7 @@ def test_a_thousand_messages_from_imap_into_exchange_through_a_celery_worker(
         StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"]), batch_id, timeout=300
     )
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.done_messages == status.total_messages == len(sent)
     for folder, path in IMAP_TO_EWS_FOLDER.items():
         items = ews.store.items_at(target, path)
@@ -84,7 +84,7 @@ def test_exchange_to_exchange_with_a_meeting_and_a_contact_through_a_celery_work
         StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"]), batch_id, timeout=300
     )
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert (status.done_messages, status.copied_non_mail) == (len(seeded), 2)
     for folder, path in SEEDED_TO_EWS_FOLDER.items():
         items = ews.store.items_at(target, path)
@@ -124,6 +124,6 @@ def test_pop3_into_exchange_killed_mid_mailbox_then_resumed_copies_each_once(
     workers.start("worker2")
     (status,) = wait_for(store, batch_id, timeout=300)
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     inbox = Counter(item.mime for item in ews.store.messages(target, "inbox"))
     assert inbox == Counter(m.raw for m in sent)

@@ -72,7 +72,7 @@ def test_copy_to_ews_keeps_bytes_read_state_dates_flags_and_maps_folders(
 
     status = copy_mailbox(source, target, into=ews)
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.done_messages == status.total_messages == len(sent)
     for folder, path in IMAP_TO_EWS_FOLDER.items():
         items = ews.store.items_at(target, path)
@@ -106,7 +106,7 @@ def test_rerun_after_redis_is_lost_recognises_every_message_by_its_source_key(
 
     status = copy_mailbox(source, target, into=ews)
 
-    assert status.state is MailboxState.DONE
+    assert status.state is MailboxState.SYNCED
     assert status.copied_messages == 0 and status.done_messages == len(sent)
     assert all_mime(ews, target) == Counter(m.raw for m in sent)
 
@@ -124,7 +124,7 @@ def test_server_busy_every_fifth_call_loses_and_duplicates_nothing(
 
     status = copy_mailbox(source, target, into=ews)
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert ews.faults.injected["busy"] >= 3
     assert all_mime(ews, target) == Counter(m.raw for m in sent)
 
@@ -186,7 +186,7 @@ def test_a_message_over_the_size_limit_is_skipped_counted_and_named(
 
     status = copy_mailbox(source, target, into=ews)
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.skipped_messages == len(too_big) >= 1
     assert all_mime(ews, target) == Counter(m.raw for m in sent if m not in too_big)
     assert ews.calls[calls_before:].count("CreateItem") == 1  # one folder, 20 < batch size

@@ -134,7 +134,7 @@ def test_a_mailbox_pauses_before_its_download_cap_and_goes_on_with_nothing_lost(
         assert resume_at is not None
         eventually(lambda at=resume_at: time.time() >= at, timeout=20, what="resume time")
         states.append(copy().state)  # type: ignore[attr-defined]
-    assert states[-1] is MailboxState.DONE
+    assert states[-1] is MailboxState.SYNCED
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
 
 
@@ -164,7 +164,7 @@ def test_gmail_cutting_the_session_off_pauses_the_mailbox_not_fails_it(
         account.login, target, password=account.password, source_url=account.proxy.url,
         source_settings=settings, batch_id="b2",
     )  # fmt: skip
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)
 
 
@@ -213,7 +213,7 @@ def test_a_gmail_target_pauses_before_its_upload_cap_and_gets_everything_once(
             assert "upload cap" in status.last_error and status.resume_at is not None
             at = status.resume_at
             eventually(lambda at=at: time.time() >= at, timeout=20, what="resume time")
-    assert states[0] is MailboxState.PAUSED and states[-1] is MailboxState.DONE, states
+    assert states[0] is MailboxState.PAUSED and states[-1] is MailboxState.SYNCED, states
     assert_copied_exactly(dovecot, sent, target, DEFAULT_USER_PASSWORD, ssl_context)
 
 
@@ -274,5 +274,5 @@ def test_gmail_starving_the_session_pauses_the_mailbox_not_fails_it(
         account.login, target, password=account.password, source_url=account.proxy.url,
         source_settings=settings, batch_id="b2",
     )  # fmt: skip
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)

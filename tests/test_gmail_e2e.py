@@ -63,7 +63,7 @@ def test_thousand_message_gmail_mailbox_once_each_and_a_rerun_after_redis_loss_c
     (tmp_path / "first").mkdir()
     first = run("first")
 
-    assert first.state is MailboxState.DONE, first
+    assert first.state is MailboxState.SYNCED, first
     assert first.copied_messages == first.total_messages == copies
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
     archived = [m for m in account.messages if not m.labels]
@@ -77,7 +77,7 @@ def test_thousand_message_gmail_mailbox_once_each_and_a_rerun_after_redis_loss_c
     (tmp_path / "again").mkdir()
     again = run("again")
 
-    assert again.state is MailboxState.DONE, again
+    assert again.state is MailboxState.SYNCED, again
     assert again.copied_messages == 0
     assert again.done_messages == copies
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
@@ -126,6 +126,6 @@ def test_a_20_mb_cap_pauses_the_mailbox_and_the_worker_resumes_it_with_nothing_l
 
     (done,) = wait_for(store, batch_id, timeout=300)  # the worker's own ETA task
 
-    assert done.state is MailboxState.DONE, done
+    assert done.state is MailboxState.SYNCED, done
     assert done.done_messages == done.total_messages == messages
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted

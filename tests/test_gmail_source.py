@@ -54,7 +54,7 @@ def test_each_message_once_under_the_rule_with_starred_flagged_and_labels_as_key
         account.login, target, password=account.password, source_url=account.proxy.url
     )
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     wanted = expected(account.messages)
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
     assert status.copied_messages == sum(sum(c.values()) for c in wanted.values())
@@ -76,7 +76,7 @@ def test_each_message_once_under_the_rule_with_starred_flagged_and_labels_as_key
         account.login, target, password=account.password, source_url=account.proxy.url,
         batch_id="b2",
     )  # fmt: skip
-    assert again.state is MailboxState.DONE, again
+    assert again.state is MailboxState.SYNCED, again
     assert again.copied_messages == 0
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
 
@@ -99,7 +99,7 @@ def test_copies_puts_one_copy_in_each_labels_folder(
         source_settings=settings,
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     wanted = expected(account.messages, copies_folders)
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
     # One pass: a message two labels want is read once and sent twice, none left behind.
@@ -126,7 +126,7 @@ def test_spam_and_trash_only_when_asked_for(
         source_settings=GmailSettings(include_spam_trash=True),
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     wanted = expected(account.messages)
     for message in account.messages:
         folder = rule_folder(message, spam_trash=True)
@@ -152,7 +152,7 @@ def test_a_server_without_x_gm_ext_1_is_plain_imap_unless_told_it_is_gmail(
     assert forced.state is MailboxState.FAILED
     assert "X-GM-EXT-1" in forced.last_error
     plain = copy_mailbox(source, target)
-    assert plain.state is MailboxState.DONE and plain.copied_messages == 1
+    assert plain.state is MailboxState.SYNCED and plain.copied_messages == 1
 
 
 def test_on_an_exchange_target_the_other_labels_become_categories(
@@ -167,7 +167,7 @@ def test_on_an_exchange_target_the_other_labels_become_categories(
         into=ews,
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     by_digest = {digest(m.raw): m for m in account.messages}
     box = ews.store[target]
     seen = 0
@@ -211,7 +211,7 @@ def test_labels_changed_between_two_runs_send_nothing_again(
     first = copy_mailbox(
         account.login, target, password=account.password, source_url=account.proxy.url
     )
-    assert first.state is MailboxState.DONE, first
+    assert first.state is MailboxState.SYNCED, first
     wanted = expected(account.messages)
     # The user archives an Inbox message and labels an archived one, between two runs.
     inbox_only = next(m for m in account.messages if m.labels == (INBOX,))
@@ -230,7 +230,7 @@ def test_labels_changed_between_two_runs_send_nothing_again(
         batch_id="b2",
     )  # fmt: skip
 
-    assert again.state is MailboxState.DONE, again
+    assert again.state is MailboxState.SYNCED, again
     assert again.copied_messages == 0  # each went once, where the rule put it then
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
 
@@ -252,7 +252,7 @@ def test_on_a_graph_target_the_other_labels_become_categories(
         account.proxy.url, account.login, account.password, target,
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     by_digest = {digest(m.raw): m for m in account.messages}
     seen = 0
     for message in graph.store.all_messages(target):

@@ -59,7 +59,7 @@ def test_imap_to_graph_keeps_mime_flags_dates_and_folders_and_a_rerun_copies_not
 
     status = copy("g1")
 
-    assert status.state is MailboxState.DONE, status  # type: ignore[attr-defined]
+    assert status.state is MailboxState.SYNCED, status  # type: ignore[attr-defined]
     for folder, path in IMAP_TO_GRAPH_FOLDER.items():
         if folder not in SMALL_MAILBOX:
             continue
@@ -81,7 +81,7 @@ def test_imap_to_graph_keeps_mime_flags_dates_and_folders_and_a_rerun_copies_not
     imported = graph.imported
     again = copy("g2")
 
-    assert again.state is MailboxState.DONE, again  # type: ignore[attr-defined]
+    assert again.state is MailboxState.SYNCED, again  # type: ignore[attr-defined]
     assert graph.imported == imported  # every message recognised at the target
     assert len(graph.store.all_messages(target)) == len(sent) + 1
 
@@ -138,7 +138,7 @@ def test_an_oversized_message_and_one_graph_cannot_convert_are_skipped_and_named
         imaps(dovecot), source, password, target,
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.skipped_messages == 2
     skipped = json.loads(store.client.hget(f"migrator:mbx:g1:{status.job_id}", "skipped"))
     reasons = [s["reason"] for s in skipped]
@@ -210,7 +210,7 @@ def test_an_import_whose_answer_is_lost_is_recognised_not_sent_twice(
         imaps(dovecot), source, password, target,
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert graph.faults.injected["drop_after"] == 1 and graph.faults.injected["503"] == 1
     stored = graph.store.all_messages(target)
     assert Counter(m.mime for m in stored) == Counter(m.raw for m in sent)

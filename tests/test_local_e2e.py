@@ -178,7 +178,7 @@ def test_a_restored_mailbox_reaches_dovecot_whole_through_a_celery_worker(
     assert missing.state is MailboxState.FAILED, missing
     gone = root.resolve() / "nobody" / "Maildir"
     assert f"(line 3, {gone}): {gone} does not exist" in missing.last_error
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == len(messages)
     view = held(dovecot, target, ssl_context)
     got = Counter((name, *item) for name, items in view.items() for item in items)

@@ -45,7 +45,7 @@ def test_a_webhook_and_an_email_tell_that_the_batch_ended(
 
     (ended,) = hook.bodies("batch_ended")
     assert ended["batch_id"] == batch_id
-    assert ended["states"] == {"done": 1, "failed": 1}
+    assert ended["states"] == {"synced": 1, "failed": 1}
     assert ended["totals"]["messages_copied"] == 6
     failed = [m for m in ended["mailboxes"] if m["state"] == "failed"]
     assert failed[0]["source"] == bad and "AUTHENTICATIONFAILED" in failed[0]["error"]
@@ -56,7 +56,7 @@ def test_a_webhook_and_an_email_tell_that_the_batch_ended(
     assert smtp.envelopes == [
         ("migrator@example.test", ["ops@example.test", "helpdesk@example.test"])
     ]
-    assert message["Subject"] == f"migrator: batch {batch_id} ended: 1 done, 1 failed"
+    assert message["Subject"] == f"migrator: batch {batch_id} ended: 1 failed, 1 synced"
     body = message.get_content()
     assert f"{bad}: failed:" in body and f"migrator report {batch_id}" in body
     assert password not in body

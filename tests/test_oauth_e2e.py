@@ -162,7 +162,7 @@ def test_a_copy_outlives_its_tokens_through_a_celery_worker(
     row, kicker, client_id = site.copy(source, target, site.dovecot.imaps_port)
 
     assert not kicker.problems, kicker.problems
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == 1000
     assert_copied_exactly(site.dovecot, sent, target, DEFAULT_USER_PASSWORD, site.context)
     assert_renewed(site.oauth, client_id, kicker)
@@ -181,7 +181,7 @@ def test_a_pop3_source_outlives_its_tokens_through_a_celery_worker(
     row, kicker, client_id = site.copy(source, target, site.dovecot.pop3s_port, pop=True)
 
     assert not kicker.problems, kicker.problems
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == 1000
     # POP3 has no flags to carry.
     assert_copied_exactly(

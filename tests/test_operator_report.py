@@ -54,19 +54,19 @@ def test_report_names_each_skipped_message_and_tells_the_mailboxs_events(
     _, status, source, password = copy_with_one_refused(
         dovecot, limited_dovecot, make_user, fill, tls_files, redis_url, "rep1"
     )
-    assert status.state is MailboxState.DONE and status.skipped_messages == 1, status
+    assert status.state is MailboxState.SYNCED and status.skipped_messages == 1, status
 
     code, out = cli(["report", "rep1", "--format", "json"])
     assert code == 0
     (mailbox,) = json.loads(out)["mailboxes"]
-    assert mailbox["source"] == source and mailbox["state"] == "done"
+    assert mailbox["source"] == source and mailbox["state"] == "synced"
     assert mailbox["done_messages"] == 9 and mailbox["copied_messages"] == 9
     (skipped,) = mailbox["skipped"]
     assert skipped["folder"] == "INBOX" and "[LIMIT]" in skipped["reason"]
     kinds = [e["kind"] for e in mailbox["events"]]
     assert kinds[0] == "start" and kinds[1] == "pass" and kinds[-1] == "end", kinds
     assert "skip" in kinds
-    assert mailbox["events"][-1]["data"]["state"] == "done"
+    assert mailbox["events"][-1]["data"]["state"] == "synced"
 
     code, text = cli(["report", "rep1", source])
     assert code == 0
@@ -76,7 +76,7 @@ def test_report_names_each_skipped_message_and_tells_the_mailboxs_events(
     assert mailbox["folders"] == {"INBOX": 6, "Archive": 3}
     code, table = cli(["report", "rep1", "--format", "csv"])
     (row,) = list(csv.DictReader(io.StringIO(table)))
-    assert (row["source"], row["state"], row["skipped_messages"]) == (source, "done", "1")
+    assert (row["source"], row["state"], row["skipped_messages"]) == (source, "synced", "1")
     assert password not in out + text + table
 
     code, _ = cli(["report", "rep1", "nobody@example.test"])

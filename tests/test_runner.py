@@ -37,7 +37,7 @@ def _enqueue(
     return box, job
 
 
-def test_a_job_runs_through_its_connectors_to_done(
+def test_a_job_runs_through_its_connectors_to_synced(
     dovecot: DovecotServer,
     make_user: MakeUser,
     ssl_context: ssl.SSLContext,
@@ -52,13 +52,13 @@ def test_a_job_runs_through_its_connectors_to_done(
 
     result = execute_job(store, "b1", job.job_id, box)
 
-    assert result is not None and result.state is MailboxState.DONE, result
+    assert result is not None and result.state is MailboxState.SYNCED, result
     assert counts(snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)) == {
         "INBOX": 5,
         "Sent": 3,
     }
     status = store.mailbox("b1", job.job_id)
-    assert status is not None and status.state is MailboxState.DONE
+    assert status is not None and status.state is MailboxState.SYNCED
     # Done is done: running it again does nothing at all.
     assert execute_job(store, "b1", job.job_id, box) is None
 

@@ -87,7 +87,7 @@ def test_sync_brings_exactly_the_changes_and_complete_ends_the_wave(
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)], *sieve)
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (row,) = wait_for(store, batch_id)
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     before = _view(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert before == _mapped(_view(dovecot, source, password, ssl_context))
 

@@ -121,7 +121,7 @@ def test_concurrency_curve_recopies_the_whole_pilot_at_each_point(
         for source, _, sent in pairs:
             assert by_source[source]["messages"] == len(sent)
             assert by_source[source]["bytes"] == sum(m.size for m in sent)
-            assert by_source[source]["state"] == "done"
+            assert by_source[source]["state"] == "synced"
         assert sum(s["bytes"] for s in point["throughput"]) == size
     assert [c["concurrency"] for c in data["curve"]] == [1, 2]
     assert data["knee_concurrency"] in (1, None)  # a knee only below the largest tried

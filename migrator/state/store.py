@@ -194,7 +194,9 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads, Passes):
             fields["error_code"] = code
         self._r.hset(_k("mbx", batch_id, job_id), mapping=_fields(fields))
 
-    def record_result(self, batch_id: str, job_id: str, result: MailboxResult) -> None:
+    def record_result(
+        self, batch_id: str, job_id: str, result: MailboxResult, *, first_pass: bool = True
+    ) -> None:
         if result.state is MailboxState.PAUSED:
             # Not an outcome: the counters stay as the checkpoints left them.
             self._r.hset(
@@ -232,9 +234,10 @@ class StateStore(Locks, Slots, Heartbeats, EventLog, Catalog, Uploads, Passes):
         if result.total_messages or result.state is not MailboxState.FAILED:
             fields["total_messages"] = str(result.total_messages)
             fields["total_bytes"] = str(result.total_bytes)
-        if result.state in (MailboxState.DONE, MailboxState.QUOTA_STOPPED):
-            # The pass's own count is exact; the running counters may have lost a few
-            # increments to a Redis restart.
+        if first_pass and (result.state.copied or result.state is MailboxState.QUOTA_STOPPED):
+            # The first pass's own count is exact; the running counters may have lost a
+            # few increments to a Redis restart.  (An incremental pass counts only what
+            # it moved, so the counters stay.)
             fields["done_messages"] = str(result.already_messages + result.copied_messages)
             fields["done_bytes"] = str(result.already_bytes + result.copied_bytes)
         key = _k("mbx", batch_id, job_id)

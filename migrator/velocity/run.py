@@ -24,7 +24,6 @@ from migrator.batchprep import prepare, save_manifest, secret_box
 from migrator.errors import ConfigError
 from migrator.localredis import PrivateRedis, shared_url, state_dir
 from migrator.localrun import run_in_process
-from migrator.report import MailboxState
 from migrator.state import StateStore
 from migrator.velocity.page import ReportFiles, write_report
 from migrator.velocity.report import PointReport, VelocityReport, point_from_store
@@ -94,7 +93,7 @@ def run_velocity(
             save_manifest(point_id, meta, jobs)
             say(f"point {point_id}: {len(jobs)} mailboxes, {point.concurrency} at a time")
             rows = run_in_process(store, point_id, [j.job_id for j in jobs], box, point.concurrency)
-            all_done = all_done and all(r.state is MailboxState.DONE for r in rows)
+            all_done = all_done and all(r.state.copied for r in rows)
             measured = point_from_store(store, point_id, point.concurrency, point.repeat)
             reports.append(measured)
             total = measured.total

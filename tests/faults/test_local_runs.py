@@ -229,7 +229,7 @@ def test_two_runs_and_a_resume_of_one_batch_at_once_copy_each_message_once(
     assert any(int(str(m["done_messages"])) > 0 for m in live.values()), live
     assert _redis_servers(tmp_path / "state") == []
     rows = _status(local_env, "b1")
-    assert {str(m["state"]) for m in rows.values()} == {"done"}
+    assert {str(m["state"]) for m in rows.values()} == {"synced"}
     for pair in pairs:
         exactly_once.copied(*pair)
 
@@ -306,7 +306,7 @@ def test_ctrl_c_stops_after_the_batches_in_flight_then_resume_copies_each_messag
         commands.append(resume)
         assert resume.wait(300) == 0, resume.stderr()
 
-    assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"done"}
+    assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"synced"}
     for pair in pairs:
         exactly_once.copied(*pair)
 
@@ -348,6 +348,6 @@ def test_a_second_ctrl_c_exits_at_once_and_resume_still_copies_each_message_once
         assert resume.wait(300) == 0, resume.stderr()
         assert not _answers(port)
 
-    assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"done"}
+    assert {str(m["state"]) for m in _status(local_env, "b1").values()} == {"synced"}
     for pair in pairs:
         exactly_once.copied(*pair)

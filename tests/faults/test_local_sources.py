@@ -132,7 +132,7 @@ def test_quota_stop_keeps_the_newest_local_messages_and_a_rerun_adds_the_rest_on
 
     second = run_here(store, "second", kind, root, target, *where)
 
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert second.copied_messages == len(messages) - len(fits)
     exactly_once(  # type: ignore[operator]
         expected_at_target(messages), stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
@@ -172,7 +172,7 @@ def test_worker_killed_mid_local_mailbox_then_resume_copies_each_message_once(
     workers.start("worker2")
     (row,) = wait_for(store, batch_id)
 
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == len(messages)
     exactly_once(  # type: ignore[operator]
         expected_at_target(messages), stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)

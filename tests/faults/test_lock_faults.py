@@ -46,7 +46,7 @@ def test_the_same_mailbox_in_two_batches_spelled_two_ways_at_once_is_copied_once
     (one,) = wait_for(store, first, timeout=180)
     (other,) = wait_for(store, second, timeout=180)
 
-    assert one.state is other.state is MailboxState.DONE, (one, other)
+    assert one.state is other.state is MailboxState.SYNCED, (one, other)
     assert one.copied_messages + other.copied_messages == 700
     exactly_once.copied(source, password, target)
 
@@ -92,7 +92,7 @@ def test_a_worker_paused_past_its_lock_appends_nothing_once_woken(
             assert cli(["resume", batch_id, "--no-wait"])[0] == 0
             workers.start("other")
             (row,) = wait_for(store, batch_id, timeout=180)
-            assert row.state is MailboxState.DONE, row
+            assert row.state is MailboxState.SYNCED, row
             assert row.done_messages == 1200 and before < 1200
         finally:
             # Woken, with the source answering again: it reads the next window at once.

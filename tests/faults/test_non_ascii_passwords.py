@@ -98,7 +98,7 @@ def test_a_non_ascii_password_logs_in_and_the_mailbox_is_copied(
             [(pop3s(dovecot), source, target)], protocol="pop3",
         )[0]  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.done_messages == sum(folders.values())
     exactly_once.copied(source, password, target)
 
@@ -132,7 +132,7 @@ def test_an_admin_with_a_non_ascii_password_logs_in_for_every_mailbox_on_both_si
         [(imaps(dovecot), source, target) for source, _pw, target in pairs],
     )  # fmt: skip
 
-    assert [s.state for s in statuses] == [MailboxState.DONE] * 2, statuses
+    assert [s.state for s in statuses] == [MailboxState.SYNCED] * 2, statuses
     for pair in pairs:
         exactly_once.copied(*pair)
 
@@ -194,7 +194,7 @@ def test_a_non_ascii_password_logs_in_to_exchange_with_basic_auth(
         source, password, target,
     )  # fmt: skip
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     exactly_once(
         {"INBOX": Counter(digest(raw) for raw in sent)},
         stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context),

@@ -58,7 +58,7 @@ def test_two_messages_sharing_message_id_and_size_both_arrive_once_without_check
     assert len(older) == len(newer) and older != newer
     fill.append(source, "INBOX", [(older, (), JAN_2023)], password)
     first = copy_mailbox(source, target, password=password, batch_id="b1")
-    assert (first.state, first.copied_messages) == (MailboxState.DONE, 1)
+    assert (first.state, first.copied_messages) == (MailboxState.SYNCED, 1)
 
     # The resend arrives; then the checkpoints are gone: Redis emptied, or a new batch
     # whose CSV writes the same servers otherwise ("localhost" for "127.0.0.1").
@@ -70,7 +70,7 @@ def test_two_messages_sharing_message_id_and_size_both_arrive_once_without_check
         url = f"imaps://LocalHost:{dovecot.imaps_port}"
     second = copy_mailbox(source, target, password=password, batch_id="b2", source_url=url)
 
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert (second.copied_messages, second.done_messages) == (1, 2)
     exactly_once.copied(source, password, target)
 
@@ -100,7 +100,7 @@ def test_identical_twins_with_other_flags_and_dates_each_keep_their_own_after_a_
     fill.append(target, "INBOX", [(twin, ("\\Seen",), JAN_2023)])
     second = copy_mailbox(source, target, password=password, batch_id="b2")
 
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
 
     def shown(login: str, secret: str) -> Counter[tuple[str, frozenset[str], datetime]]:
         return Counter(
@@ -127,12 +127,12 @@ def test_a_source_whose_sizes_are_estimates_is_recognised_after_redis_loss(
     with SizeLyingImap(dovecot.imaps_port, tls_files) as lying:
         url = imaps(lying.port)
         first = copy_mailbox(source, target, password=password, batch_id="b1", source_url=url)
-        assert (first.state, first.copied_messages) == (MailboxState.DONE, len(sent))
+        assert (first.state, first.copied_messages) == (MailboxState.SYNCED, len(sent))
         assert lying.sizes_rewritten >= len(sent)
         StateStore.from_url(redis_url).client.flushall()
         second = copy_mailbox(source, target, password=password, batch_id="b2", source_url=url)
 
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert (second.copied_messages, second.done_messages) == (0, len(sent))
     exactly_once.copied(source, password, target)
 
@@ -186,11 +186,11 @@ def test_pop3_messages_with_odd_endings_and_headers_are_recognised_after_redis_l
         password,
     )  # fmt: skip
     first = copy_mailbox(source, target, password=password, batch_id="b1", source_kind="pop")
-    assert (first.state, first.copied_messages) == (MailboxState.DONE, len(messages))
+    assert (first.state, first.copied_messages) == (MailboxState.SYNCED, len(messages))
     StateStore.from_url(redis_url).client.flushall()
     second = copy_mailbox(source, target, password=password, batch_id="b2", source_kind="pop")
 
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert (second.copied_messages, second.done_messages) == (0, len(messages))
     expected = {
         "INBOX": Counter(digest(raw) for raw in _pop3_view(dovecot, source, password, ssl_context))

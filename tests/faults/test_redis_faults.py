@@ -75,11 +75,11 @@ def _finish(store: StateStore, batch_id: str, locks: list[str]) -> MailboxStatus
     """Resume the batch when its mailbox did not end done; wait for it to end."""
     _wait_until_let_go(store, batch_id, locks)
     rows = store.mailboxes(batch_id)
-    if not rows or rows[0].state is not MailboxState.DONE:
+    if not rows or not rows[0].state.copied:
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
         rows = wait_for(store, batch_id, timeout=120)
     (row,) = rows
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == sum(FOLDERS.values())
     return row
 
@@ -102,7 +102,7 @@ def test_redis_restarted_mid_batch_loses_no_mail_and_copies_nothing_twice(
 
     # Redis came back within the clients' retries: the worker finishes by itself.
     (row,) = wait_for(store, batch_id, timeout=120)
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == sum(FOLDERS.values())
     exactly_once.copied(*pair)
 
@@ -182,7 +182,7 @@ def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
         assert not store.batch_exists(batch_id)
         assert cli(["resume", batch_id, "--no-wait"])[0] == 0
     rows = wait_for(store, batch_id, timeout=120)
-    assert [r.state for r in rows] == [MailboxState.DONE] * 3, rows
+    assert [r.state for r in rows] == [MailboxState.SYNCED] * 3, rows
     assert all(r.done_messages == r.total_messages == sum(LARGE.values()) for r in rows)
     for pair in pairs:
         exactly_once.copied(*pair)
@@ -192,5 +192,5 @@ def test_redis_restarted_under_a_pool_of_four_costs_time_never_the_worker(
     (later,) = mailbox_pairs(f"pool-later-{keep_data}", LARGE, size_hint=12_000)
     next_batch = enqueue(tmp_path, url, url, tls_files.ca_cert, [later])
     (row,) = wait_for(store, next_batch, timeout=60)
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert worker.running

@@ -155,7 +155,7 @@ def test_a_rediss_url_with_ssl_cert_reqs_enqueues_and_a_worker_copies_over_tls(
     batch_id = out.strip().splitlines()[-1]
     store = StateStore.from_url(url)
     (row,) = wait_for(store, batch_id, timeout=120)
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert _migrator(["status", batch_id], env)[0] == 0
     exactly_once.copied(source, password, target)
 

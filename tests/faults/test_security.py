@@ -236,7 +236,7 @@ def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
 
     # With the CA that signed the certificate: copied, each message once.
     target, row = run("verified", "--ca-file", str(tls_files.ca_cert))
-    assert row["state"] == "done", row
+    assert row["state"] == "synced", row
     if side == "target":
         exactly_once(
             expected_at_target(stored(dovecot, source, password, ssl_context), exchange_folder),
@@ -250,7 +250,7 @@ def test_exchange_over_https_is_verified_by_default_and_skipped_only_when_asked(
 
     # --insecure: copied too, and every status table says the check was off.
     _, row = run("insecure", "--insecure")
-    assert row["state"] == "done", row
+    assert row["state"] == "synced", row
     code, text = cli(["status", "insecure"])
     assert code == 0
     assert "TLS NOT verified: --insecure" in " ".join(text.split())

@@ -74,7 +74,7 @@ def test_bye_mid_copy_costs_a_pass_not_a_message(
 
     assert kicked and kicked[0] < 350
     assert f"pass 1 ended: {side} mailbox" in caplog.text
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.done_messages == status.total_messages == 350
     exactly_once.copied(source, password, target)
 
@@ -144,7 +144,7 @@ def test_folder_rebuilt_with_a_new_uidvalidity_between_runs_is_replanned_not_cop
     assert old != new
 
     second = copy_mailbox(source, target, password=password, batch_id="second")
-    assert second.state is MailboxState.DONE, second
+    assert second.state is MailboxState.SYNCED, second
     assert second.done_messages == second.total_messages == len(sent)
     assert second.copied_messages == len(sent) - first.done_messages
     exactly_once.copied(source, password, target)
@@ -178,7 +178,7 @@ def test_target_refusing_one_message_skips_counts_and_names_it_and_the_rest_go_o
 
     status = run_in_process(store, "refused", options, source_url, source, password, target)
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.skipped_messages == 1
     assert status.done_messages == status.total_messages - 1 == 40
     skipped = store.client.hget("migrator:mbx:refused:00001", "skipped")

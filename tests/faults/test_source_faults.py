@@ -187,7 +187,7 @@ def test_archived_mail_only_all_mail_holds_is_copied_to_archive(
 
     status = copy_mailbox(source, target, password=password, batch_id="b")
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     assert status.copied_messages == 7
     got = stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)
     assert ALL_MAIL_FOLDER not in got and "[Gmail]" not in got
@@ -238,7 +238,7 @@ def test_pop3_lines_past_2048_octets_are_copied(
     )
     plain = RECEIVED_LINE + b"Message-ID: <plain@example.org>\r\n\r\nbody\r\n"
     status, target = copy_over_pop3("pop3-long", [long_lines, plain])
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     expected = {"INBOX": Counter(digest(r) for r in (long_lines, plain))}
     exactly_once(expected, stored(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context))
 
@@ -264,7 +264,7 @@ def test_pop3_copies_get_the_newest_received_date_even_behind_a_malformed_line(
     messages = [behind_stray, absurd_date, stray_then_date]
     status, target = copy_over_pop3("pop3-dates", messages)
 
-    assert status.state is MailboxState.DONE, status
+    assert status.state is MailboxState.SYNCED, status
     dates = {
         s.sha256: s.internaldate.astimezone(UTC)
         for s in snapshot(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context)["INBOX"]
