@@ -63,7 +63,7 @@ def test_an_ews_source_reads_only_what_changed_through_sync_folder_items(
     box = ews.store[smtp]
     old = sorted(listed)
     read, flagged, gone = old[:4], old[4:6], old[6:9]
-    with box.lock if hasattr(box, "lock") else ews.store.lock:
+    with ews.store.lock:
         for uid in read:
             box.items[uid].is_read = not box.items[uid].is_read
         for uid in gone:
