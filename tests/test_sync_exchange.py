@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from celerykit import cli, enqueue, wait_for
 from ews_server import EwsServer, ews_account
@@ -70,6 +71,12 @@ def _sync(store: StateStore, batch_id: str, *args: str) -> dict[str, object]:
     (row,) = store.mailboxes(batch_id)
     assert row.state in (MailboxState.SYNCED, MailboxState.COMPLETED), row
     return store.passes(batch_id, row.job_id)[-1]
+
+
+def _rename_projects(folders: list[Any]) -> None:
+    """The user renames Inbox/Projects to Inbox/Clients (the folder keeps its id)."""
+    (folder,) = folders
+    folder.name = "Clients"
 
 
 # -- EWS ---------------------------------------------------------------------------------
@@ -143,6 +150,9 @@ def test_an_ews_source_syncs_through_sync_folder_items_in_a_new_worker_process(
     assert _target(dovecot, target, ssl_context) == _expected(held)
 
     gone = _change_exchange(ews, source, held)
+    _rename_projects([f for f in ews.store[source].folders.values() if f.name == "Projects"])
+    for h in held + gone:
+        h.folder = h.folder.replace("INBOX/Projects", "INBOX/Clients")
     first.stop()
     second = workers.start("second", env=paged)  # knows nothing but what Redis kept
     before = len(ews.calls)
@@ -155,7 +165,7 @@ def test_an_ews_source_syncs_through_sync_folder_items_in_a_new_worker_process(
         8,
         4,
     )
-    assert (moved["deleted_messages"], moved["new_folders"]) == (0, 0)
+    assert (moved["deleted_messages"], moved["new_folders"], moved["renamed_folders"]) == (0, 0, 1)
     assert _target(dovecot, target, ssl_context) == _expected(held + gone)  # copies kept
 
     # Exchange forgets the SyncStates: each folder listed whole, recognised, one new copy.
@@ -244,6 +254,11 @@ def test_a_graph_source_syncs_from_the_saved_delta_link_in_a_new_worker_process(
     assert _target(dovecot, target, ssl_context) == _expected(held)
 
     gone = _change_graph(graph, source, held)
+    box = graph.store.get(source)
+    assert box is not None
+    _rename_projects([f for f in box.folders.values() if f.name == "Projects"])
+    for h in held + gone:
+        h.folder = h.folder.replace("INBOX/Projects", "INBOX/Clients")
     first.stop()
     second = workers.start("second")  # no delta link in its memory: only Redis's
     before = len(graph.calls)
@@ -257,11 +272,10 @@ def test_a_graph_source_syncs_from_the_saved_delta_link_in_a_new_worker_process(
         6,
         3,
     )
+    assert (moved["new_folders"], moved["renamed_folders"]) == (0, 1)
     assert _target(dovecot, target, ssl_context) == _expected(held + gone)
 
     # The server forgets its delta states: listed whole, recognised, one new copy.
-    box = graph.store.get(source)
-    assert box is not None
     with graph.store.lock:
         box.forget_delta_states()
         inbox = box.folder("inbox")
