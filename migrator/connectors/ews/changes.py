@@ -107,6 +107,9 @@ def folder_changes(
             )
         except ErrorInvalidSyncStateData:
             return None
+        failed = next((c for c in changes if isinstance(c, Exception)), None)
+        if failed is not None:
+            raise failed  # a response message in error, handed back as a value
         return changes, str(ews_folder.item_sync_state)
 
     answer = ews_call(what, read)
