@@ -67,20 +67,33 @@ class PassRequest:
 @dataclass(frozen=True)
 class FolderState:
     """A source folder as a pass read it: RFC 3501 UIDVALIDITY and UIDNEXT, and RFC 7162
-    HIGHESTMODSEQ where the server keeps mod-sequences (None where it does not)."""
+    HIGHESTMODSEQ where the server keeps mod-sequences (None where it does not).  A source
+    whose server keeps the state of a client's reading itself (EWS SyncFolderItems'
+    SyncState, Graph's messages/delta deltaLink) holds it in `sync`, opaque and possibly
+    long (kept out of reprs, hence out of log lines), with a stable number of the
+    folder's id as `uidvalidity` and no UIDNEXT."""
 
     uidvalidity: int
     uidnext: int
     modseq: int | None = None
+    sync: str | None = field(default=None, repr=False)
 
     def to_text(self) -> str:
-        return json.dumps([self.uidvalidity, self.uidnext, self.modseq])
+        fields: list[object] = [self.uidvalidity, self.uidnext, self.modseq]
+        if self.sync is not None:
+            fields.append(self.sync)  # a fourth field: three-field texts read as before
+        return json.dumps(fields)
 
     @classmethod
     def from_text(cls, text: str) -> FolderState | None:
         try:
-            uidvalidity, uidnext, modseq = json.loads(text)
-            return cls(int(uidvalidity), int(uidnext), None if modseq is None else int(modseq))
+            uidvalidity, uidnext, modseq, *rest = json.loads(text)
+            sync = rest[0] if rest else None
+            if len(rest) > 1 or not (sync is None or isinstance(sync, str)):
+                return None
+            return cls(
+                int(uidvalidity), int(uidnext), None if modseq is None else int(modseq), sync
+            )
         except (ValueError, TypeError):
             return None  # written by something else: the folder is listed whole
 

@@ -27,6 +27,7 @@ from exchangelib.errors import (
     ErrorAccessDenied,
     ErrorFolderExists,
     ErrorImpersonateUserDenied,
+    ErrorInvalidSyncStateData,
     ErrorMessageSizeExceeded,
     ErrorNameResolutionNoResults,
     ErrorNonExistentMailbox,
@@ -294,6 +295,38 @@ def test_sync_folder_hierarchy_lists_every_folder_once(server: EwsServer) -> Non
     names = [f.name for kind, f in changes if kind == "create"]
     assert "Migrated" in names and "Inbox" in names
     assert len(names) == len(set(names))
+
+
+def test_sync_folder_items_pages_changes_from_a_sync_state_and_refuses_a_forgotten_one(
+    server: EwsServer,
+) -> None:
+    account = ews_account(server, ALICE, password=PASSWORD)
+    inbox = account.inbox
+    account.bulk_create(inbox, [message(account, inbox, synthetic(n), n) for n in range(7)])
+    before = len(server.calls)
+    first = list(inbox.sync_items(only_fields=["message_id"], max_changes_returned=3))
+    assert server.calls[before:] == ["SyncFolderItems"] * 3  # 3 + 3 + 1, the last in range
+    assert sorted(i.message_id for kind, i in first if kind == "create") == sorted(
+        f"<m{n}@example.org>" for n in range(7)
+    )
+    state = inbox.item_sync_state
+    items = {i.message_id: i for i in inbox.all().only("message_id", "is_read")}
+    read, gone = items["<m1@example.org>"], items["<m2@example.org>"]
+    read.is_read = False  # created read
+    read.save(update_fields=["is_read"])
+    gone.delete()
+    account.bulk_create(inbox, [message(account, inbox, synthetic(9), 9)])
+
+    changes = list(inbox.sync_items(sync_state=state, only_fields=["message_id"]))
+
+    kinds = Counter(kind for kind, _ in changes)
+    assert kinds == Counter({"create": 1, "delete": 1, "read_flag_change": 1})
+    assert (read.id, False) in [(i[0].id, i[1]) for k, i in changes if k == "read_flag_change"]
+    assert inbox.item_sync_state != state
+    assert list(inbox.sync_items(sync_state=inbox.item_sync_state)) == []
+    server.store[ALICE].sync_states.clear()
+    with pytest.raises(ErrorInvalidSyncStateData):
+        list(inbox.sync_items(sync_state=state))
 
 
 def test_a_mailbox_that_does_not_exist_raises(server: EwsServer) -> None:

@@ -74,6 +74,17 @@ def test_folder_states_and_ledger_entries_read_back_and_odd_text_is_ignored() ->
     assert LedgerEntry.from_text("{}") is None
 
 
+def test_a_folder_state_keeps_a_server_sync_state_beside_the_imap_fields() -> None:
+    token = "H4sIAAAAAAAEAO29B2AcSZYlJi9tynt/" * 20  # EWS SyncStates run to kilobytes
+    state = FolderState(uidvalidity=88, uidnext=0, sync=token)
+    assert FolderState.from_text(state.to_text()) == state
+    assert token not in repr(state)  # opaque and long: never in a log line
+    # A three-field text (written before `sync` was kept) reads as before: no sync state.
+    assert FolderState.from_text("[88, 41, 7]") == FolderState(88, 41, 7)
+    for odd in ("[88, 0, null, 5]", '[88, 0, null, "a", "b"]', "[88, 0]", "7"):
+        assert FolderState.from_text(odd) is None
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("6h", 21600.0), ("30m", 1800.0), ("90s", 90.0), ("1d", 86400.0), ("45", 45.0)],

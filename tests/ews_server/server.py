@@ -16,7 +16,7 @@ from types import TracebackType
 
 from lxml import etree
 
-from . import ops_folders, ops_items, ops_rules
+from . import ops_folders, ops_items, ops_rules, ops_sync
 from .context import Context, OpError, SoapFault
 from .faults import Faults
 from .schema import EwsSchema, load_schema
@@ -28,6 +28,7 @@ OPERATIONS: dict[str, Operation] = {
     **ops_folders.OPERATIONS,
     **ops_items.OPERATIONS,
     **ops_rules.OPERATIONS,
+    **ops_sync.OPERATIONS,
 }
 
 # Exchange 2016 CU: a build exchangelib maps to API version "Exchange2016" without probing.

@@ -118,6 +118,9 @@ class Mailbox:
     folders: dict[str, Folder] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
+    # SyncFolderItems: SyncState -> the folder as that state saw it (ops_sync.Snapshot);
+    # cleared, every state is refused (ErrorInvalidSyncStateData) as Exchange's expire.
+    sync_states: dict[str, dict[str, tuple[bool, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for did, (parent, folder_class, name) in DISTINGUISHED.items():

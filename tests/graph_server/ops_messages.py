@@ -151,18 +151,24 @@ def delta(call: Call, folder: Folder, base: str) -> Reply:
     """messages/delta: every message changed since the token (all at first), and those
     removed; the last page carries @odata.deltaLink for the next round."""
     box = call.mailbox
-    since = int(call.query.get("$deltatoken", 0))
+    since, _, generation = call.query.get("$deltatoken", "0").partition(".")
+    if generation and int(generation) != box.delta_generation:
+        # A state the mailbox no longer keeps (Mailbox.forget_delta_states), as Exchange
+        # Online answers an expired or foreign delta token.
+        text = "The sync state generation is not found."
+        raise GraphError(410, "syncStateNotFound", text)
     changed = sorted(
-        (m for m in box.in_folder(folder.id) if m.change > since), key=lambda m: m.change
+        (m for m in box.in_folder(folder.id) if m.change > int(since)), key=lambda m: m.change
     )
     select = _select(call)
     value: list[dict[str, Any]] = [message_json(m, select, []) for m in changed]
     value += [
         {"id": mid, "@removed": {"reason": "deleted"}}
         for change, fid, mid in box.removed
-        if fid == folder.id and change > since
+        if fid == folder.id and change > int(since)
     ]
-    body = {"value": value, "@odata.deltaLink": f"{base}?$deltatoken={box.changes}"}
+    token = f"{box.changes}.{box.delta_generation}"
+    body = {"value": value, "@odata.deltaLink": f"{base}?$deltatoken={token}"}
     return Reply(200, body, type_name="message", collection=True)
 
 

@@ -81,6 +81,11 @@ class Mailbox:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     removed: list[tuple[int, str, str]] = field(default_factory=list)  # (change, folder, id)
     changes: int = 0
+    delta_generation: int = 0  # in every delta token: one of another generation is Gone
+
+    def forget_delta_states(self) -> None:
+        """Refuse every delta token given so far (410 syncStateNotFound)."""
+        self.delta_generation += 1
 
     def usage(self) -> int:
         return sum(m.size for m in self.messages.values())

@@ -1,5 +1,7 @@
 """EWS source adapter: the folder tree under the message folder root (FindFolder), every
-message of a folder without its body (FindItem), and MimeContent in batches (GetItem).
+message of a folder without its body (FindItem), and MimeContent in batches (GetItem);
+for incremental passes, what changed in a folder since the last (SyncFolderItems, see
+changes.py).
 
 Calendar, contact and task folders hold no MIME mail: they are listed apart
 (`non_mail_folders`), copied item for item by ExportItems/UploadItems when the target is
@@ -15,10 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrator.connectors.ews.account import ews_call, open_account
+from migrator.connectors.ews.changes import (
+    LISTED_FIELDS,
+    folder_changes,
+    initial_state,
+    message_ref,
+)
 from migrator.connectors.ews.props import (
     FINGERPRINT_FIELDS,
-    FLAG_STATUS_FLAGGED,
-    aware,
     fingerprint,
     register_properties,
     stable_int,
@@ -30,6 +36,7 @@ from migrator.model import MailboxJob
 from migrator.plan import MessageRef, fetch_windows
 from migrator.report import MailboxResult, MailboxState
 from migrator.sources.base import SourceFolder
+from migrator.syncstate import FolderChanges, FolderState
 
 # Distinguished folders -> the RFC 6154 flag the folder map understands.
 _SPECIAL_USE = {
@@ -49,15 +56,6 @@ NON_MAIL = {
 FETCH_BATCH_COUNT = 50
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
 LIST_PAGE = 1000
-_LISTED_FIELDS = (
-    "datetime_received",
-    "datetime_sent",
-    "size",
-    "message_id",
-    "is_read",
-    "is_draft",
-    "migrator_flag_status",
-)
 
 
 @dataclass(frozen=True)
@@ -80,6 +78,7 @@ class EwsSource:
         self._root: Any = ews_call(self._what, lambda: self._account.msg_folder_root)
         self._folders: dict[str, Any] = {}  # SourceFolder.name -> exchangelib folder
         self._non_mail: list[tuple[NonMailFolder, Any]] = []
+        self._listed: dict[str, FolderState] = {}  # as list_messages found each folder
 
     # -- listing -----------------------------------------------------------------------
 
@@ -139,36 +138,33 @@ class EwsSource:
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         what = f"{self._what}, folder {folder.name!r}"
         ews_folder = self._folders[folder.name]
-        uidvalidity = stable_int(ews_folder.id)
+        # The SyncState first: what changes while the folder is listed shows next pass.
+        state = initial_state(ews_folder, what)
+        self._listed[folder.name] = state
 
         def read() -> list[Any]:
-            query = ews_folder.all().only(*_LISTED_FIELDS).order_by("-datetime_received")
+            query = ews_folder.all().only(*LISTED_FIELDS).order_by("-datetime_received")
             query.page_size = LIST_PAGE
             return list(query)
 
-        refs = []
-        for item in ews_call(what, read):
-            if isinstance(item, Exception):
-                continue
-            size = int(item.size or 0)
-            flags = ["\\Seen"] if item.is_read else []
-            if getattr(item, "migrator_flag_status", None) == FLAG_STATUS_FLAGGED:
-                flags.append("\\Flagged")
-            if item.is_draft:
-                flags.append("\\Draft")
-            refs.append(
-                MessageRef(
-                    folder=folder.name,
-                    uidvalidity=uidvalidity,
-                    uid=str(item.id),  # the ItemId itself
-                    size=size,
-                    internaldate=aware(item.datetime_received),
-                    date_header=aware(item.datetime_sent),
-                    flags=tuple(flags),
-                    message_id=str(item.message_id).strip() if item.message_id else None,
-                )
-            )
-        return refs
+        return [
+            message_ref(folder.name, state.uidvalidity, item)
+            for item in ews_call(what, read)
+            if not isinstance(item, Exception)
+        ]
+
+    # -- incremental passes (SyncFolderItems) --------------------------------------------
+
+    def listed_state(self, name: str) -> FolderState | None:
+        return self._listed.get(name)
+
+    def folder_state(self, folder: SourceFolder) -> FolderState:
+        """The folder's id as its UIDVALIDITY (a rename keeps it); no request."""
+        return FolderState(stable_int(self._folders[folder.name].id), 0)
+
+    def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
+        what = f"{self._what}, folder {folder.name!r}"
+        return folder_changes(self._account, self._folders[folder.name], folder.name, since, what)
 
     # -- fetching ----------------------------------------------------------------------
 

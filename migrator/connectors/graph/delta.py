@@ -1,6 +1,9 @@
 """Incremental listing of a Graph source folder: the first pass lists the folder whole
 and takes a delta link (`messages/delta`); each later pass in the same worker process
-asks that link what changed, and reads again only the messages it names."""
+asks that link what changed, and reads again only the messages it names.  The link is
+also the folder's `FolderState.sync` (GraphSource.listed_state), so an incremental pass
+in any process asks it what changed (`since`); one the server refuses (410 Gone,
+syncStateNotFound: it forgot the state) is None, and the folder is listed whole."""
 
 from __future__ import annotations
 
@@ -10,10 +13,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.connectors.graph.client import MAX_BATCH, GraphClient
+from migrator.connectors.graph.client import MAX_BATCH, GraphClient, graph_error
 from migrator.plan import MessageRef
 
 KEEP = 64  # folders whose listing a process keeps (the least recently listed go first)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One round of a delta link: the messages created or changed (as listed), the ids
+    removed, and the link for the next round."""
+
+    refs: list[MessageRef]
+    removed: frozenset[str]
+    link: str = field(repr=False)
 
 
 @dataclass
@@ -65,6 +78,29 @@ class DeltaLister:
                 _kept.popitem(last=False)
         return list(kept.refs.values())
 
+    def kept_link(self, folder_id: str) -> str | None:
+        """The delta link this process holds for the folder (its last listing's)."""
+        key = (self._client.settings.url, self._client.mailbox.lower(), folder_id)
+        with _lock:
+            kept = _kept.get(key)
+        return kept.link if kept is not None else None
+
+    def since(
+        self, link: str, to_ref: Callable[[dict[str, Any]], MessageRef], what: str
+    ) -> Delta | None:
+        """What changed since `link` (a link saved by another pass, maybe in another
+        process): the messages created or changed, read again, and the ids removed; None
+        where the server no longer knows the link."""
+        answer = self._client.request("GET", "", url=link, what=what)
+        if answer.status == 410:
+            return None  # Gone: syncStateNotFound (or resyncRequired)
+        if not answer.ok:
+            raise graph_error(answer, what)
+        changed, removed, link = self._round(answer.body, what)
+        refs = [to_ref(item) for item in self._read_all(changed, what)]
+        self.delta_rounds += 1
+        return Delta(refs, frozenset(removed), link)
+
     def _link(self, folder_id: str, what: str) -> str:
         body = self._client.call(
             "GET", f"/mailFolders/{folder_id}/messages/delta?$select=id", what=what
@@ -76,21 +112,27 @@ class DeltaLister:
     def _apply(
         self, kept: _Listing, to_ref: Callable[[dict[str, Any]], MessageRef], what: str
     ) -> None:
-        changed: list[str] = []
         body = self._client.call("GET", "", url=kept.link, what=what)
-        while True:
-            for item in body.get("value", []):
-                if "@removed" in item:
-                    kept.refs.pop(str(item["id"]), None)
-                else:
-                    changed.append(str(item["id"]))
-            if "@odata.nextLink" not in body:
-                break
-            body = self._client.call("GET", "", url=str(body["@odata.nextLink"]), what=what)
-        kept.link = str(body["@odata.deltaLink"])
+        changed, removed, kept.link = self._round(body, what)
+        for ident in removed:
+            kept.refs.pop(ident, None)
         for item in self._read_all(changed, what):
             ref = to_ref(item)
             kept.refs[ref.uid] = ref
+
+    def _round(self, body: dict[str, Any], what: str) -> tuple[list[str], list[str], str]:
+        """The ids changed and removed in one round of delta pages from its first page's
+        `body`, and the round's @odata.deltaLink."""
+        changed: list[str] = []
+        removed: list[str] = []
+        while True:
+            for item in body.get("value", []):
+                (removed if "@removed" in item else changed).append(str(item["id"]))
+            if "@odata.nextLink" not in body:
+                break
+            body = self._client.call("GET", "", url=str(body["@odata.nextLink"]), what=what)
+        gone = set(removed)
+        return [i for i in changed if i not in gone], removed, str(body["@odata.deltaLink"])
 
     def _read_all(self, ids: Sequence[str], what: str) -> list[dict[str, Any]]:
         found = []
