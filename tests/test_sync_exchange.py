@@ -146,7 +146,7 @@ def test_an_ews_source_syncs_through_sync_folder_items_in_a_new_worker_process(
     )  # fmt: skip
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (row,) = wait_for(store, batch_id)
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert _target(dovecot, target, ssl_context) == _expected(held)
 
     gone = _change_exchange(ews, source, held)
@@ -250,7 +250,7 @@ def test_a_graph_source_syncs_from_the_saved_delta_link_in_a_new_worker_process(
     )  # fmt: skip
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
     (row,) = wait_for(store, batch_id)
-    assert row.state is MailboxState.DONE, row
+    assert row.state is MailboxState.SYNCED, row
     assert _target(dovecot, target, ssl_context) == _expected(held)
 
     gone = _change_graph(graph, source, held)
