@@ -1,6 +1,7 @@
 """`migrator report`: what a helpdesk needs of each mailbox of a batch, like imapsync's
 end-of-run figures and Exchange's -IncludeReport: counts, sizes, times and rates, every
-skipped message with why, the error, and the event log; as text, JSON or CSV."""
+skipped message with why, the error, when it last synced and what each pass moved, and the
+event log; as text, JSON or CSV."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from migrator.display import moved_text
 from migrator.errors import ConfigError
 from migrator.rates import duration_text
 from migrator.state import MailboxStatus, StateStore
@@ -23,6 +25,7 @@ CSV_COLUMNS = (
     "done_messages", "done_bytes", "copied_messages", "copied_bytes", "left_messages", "left_bytes",
     "skipped_messages", "started", "updated", "seconds", "mb_per_second",
     "source_seconds", "target_seconds", "throttle_seconds", "error",
+    "last_sync", "pass_count", "last_pass",
 )  # fmt: skip
 
 
@@ -58,6 +61,11 @@ def mailbox_report(
         "throttle_seconds": float(extra.get("throttle_seconds") or 0),
         "error": row.last_error,
         "error_code": row.error_code,
+        "last_sync": _iso(row.last_sync),
+        "passes": [
+            {**p, "finished": _iso(p.get("finished")), "moved": moved_text(p)}
+            for p in store.passes(row.batch_id, row.job_id)
+        ],
         "folders": store.folder_counts(row.batch_id, row.job_id) if with_folders else {},
         "skipped": [s.__dict__ for s in store.skipped(row.batch_id, row.job_id)],
         "events": [
@@ -93,7 +101,9 @@ def render(batch_id: str, reports: Sequence[dict[str, Any]], fmt: str) -> str:
         writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for report in reports:
-            writer.writerow(report)
+            passes = report["passes"]
+            last = passes[-1]["moved"] if passes else ""
+            writer.writerow({**report, "pass_count": len(passes), "last_pass": last})
         return out.getvalue()
     return "\n".join(_text(batch_id, r) for r in reports)
 
@@ -119,6 +129,10 @@ def _text(batch_id: str, r: dict[str, Any]) -> str:
     ]
     if r["error"]:
         lines.append(f"error             {r['error']}")
+    if r["passes"]:
+        lines.append(f"last sync         {r['last_sync'] or '-'}")
+        lines.append("passes (oldest first):")
+        lines += [f"  {p['finished']}  {p['state']:<10}  {p['moved']}" for p in r["passes"]]
     if r["folders"]:
         lines.append("folders (messages at the target, by source folder):")
         lines += [f"  {count:>8}  {name}" for name, count in sorted(r["folders"].items())]

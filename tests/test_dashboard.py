@@ -182,6 +182,11 @@ def test_the_page_follows_a_batch_through_a_celery_worker_by_itself(
         eventually(lambda: "AUTHENTICATIONFAILED" in text("#errors"), what="the error group")
         assert bad in text("#errors") and "authentication failed" in text("#errors").lower()
         assert "ended" in text(".cards")
+        synced_at = driver.execute_script(
+            "return [...document.querySelectorAll('tr[data-job] td.last-sync')]"
+            ".map(e => e.innerText)"
+        )
+        assert synced_at[0].endswith(" ago") and synced_at[1] == "", synced_at
         driver.save_screenshot(str(shot / "dashboard-batch.png"))
 
         click("tr[data-job] a")
@@ -191,6 +196,7 @@ def test_the_page_follows_a_batch_through_a_celery_worker_by_itself(
         assert "INBOX" in text("#folders")
         eventually(lambda: "end" in text("#events"), what="the event log")
         assert "start" in text("#events") and "skip" in text("#events")
+        assert "copy" in text("#passes") and "synced" in text("#passes")
         driver.save_screenshot(str(shot / "dashboard-mailbox.png"))
         assert driver.execute_script("return window.notReloaded") is True
         ticks = int(

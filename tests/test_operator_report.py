@@ -67,16 +67,26 @@ def test_report_names_each_skipped_message_and_tells_the_mailboxs_events(
     assert kinds[0] == "start" and kinds[1] == "pass" and kinds[-1] == "end", kinds
     assert "skip" in kinds
     assert mailbox["events"][-1]["data"]["state"] == "synced"
+    (first,) = mailbox["passes"]  # when it last synced, and what each pass moved
+    assert (first["kind"], first["state"], first["moved"]) == ("copy", "synced", "copy: 9 new")
+    assert mailbox["last_sync"] == first["finished"] is not None
 
     code, text = cli(["report", "rep1", source])
     assert code == 0
     assert f"skipped uid {skipped['uid']} in 'INBOX'" in text and "[LIMIT]" in text
     assert "messages          9 of 10 at the target" in text
     assert "       6  INBOX" in text and "       3  Archive" in text
+    assert f"last sync         {first['finished']}" in text
+    assert f"  {first['finished']}  synced      copy: 9 new" in text
     assert mailbox["folders"] == {"INBOX": 6, "Archive": 3}
     code, table = cli(["report", "rep1", "--format", "csv"])
     (row,) = list(csv.DictReader(io.StringIO(table)))
     assert (row["source"], row["state"], row["skipped_messages"]) == (source, "synced", "1")
+    assert (row["last_sync"], row["pass_count"], row["last_pass"]) == (
+        first["finished"],
+        "1",
+        "copy: 9 new",
+    )
     assert password not in out + text + table
 
     code, _ = cli(["report", "rep1", "nobody@example.test"])

@@ -137,4 +137,5 @@ def _row(row: MailboxStatus, heartbeat_age: float | None) -> dict[str, Any]:
         "error_code": row.error_code,
         "heartbeat_age": heartbeat_age,
         "resume_at": row.resume_at,  # paused (a daily cap): when it goes on by itself
+        "last_sync": row.last_sync,  # when its last pass ended well (epoch seconds)
     }

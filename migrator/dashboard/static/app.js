@@ -160,6 +160,7 @@ function batchPage(b) {
       cell(`${mb(m.done_bytes)}/${mb(m.total_bytes)}`, "num"),
       cell(m.skipped_messages || "", "num"),
       cell(m.heartbeat_age === null ? "" : duration(m.heartbeat_age), "num"),
+      cell(m.last_sync ? `${duration(Math.max(0, b.now - m.last_sync))} ago` : "", "num last-sync"),
       cell(note(m), "note"),
     ));
   return [
@@ -177,7 +178,7 @@ function batchPage(b) {
     el("h2", {}, "Throughput"), chart(b.throughput, b.now),
     el("h2", {}, "Errors by reason"), errorGroups(b.errors),
     el("h2", {}, "Mailboxes"),
-    table(["Line", "Source", "Target", "State", "Progress", "Messages", "MB", "Skipped", "Heartbeat", "Note"], rows),
+    table(["Line", "Source", "Target", "State", "Progress", "Messages", "MB", "Skipped", "Heartbeat", "Last sync", "Note"], rows),
   ];
 }
 
@@ -200,6 +201,8 @@ function mailboxPage(m, folders) {
   crumbs(["batches", "#/"], [m.batch_id, `#/batch/${encodeURIComponent(m.batch_id)}`], [m.source, null]);
   const skipped = m.skipped.map((s) =>
     el("tr", { class: "skipped" }, cell(s.folder), cell(s.uid, "num"), cell(s.size, "num"), cell(s.reason, "note")));
+  const passes = m.passes.slice().reverse().map((p) =>
+    el("tr", { class: `pass pass-${p.kind}` }, cell(p.finished), cell(p.kind), cell(state(p.state)), cell(p.moved, "note")));
   const events = m.events.slice().reverse().map((e) =>
     el("tr", { class: `event event-${e.kind}` }, cell(e.time), cell(e.kind), cell(e.text, "note")));
   return [
@@ -218,6 +221,9 @@ function mailboxPage(m, folders) {
     folders.length ? el("div", { id: "folders" }, table(["Source folder", "At the target", "Skipped"],
       folders.map((f) => el("tr", {}, cell(f.folder), cell(f.copied, "num"), cell(f.skipped || "", "num")))))
       : el("p", { class: "muted", id: "folders" }, "Nothing copied yet."),
+    el("h2", {}, "Passes (newest first)"),
+    passes.length ? el("div", { id: "passes" }, table(["Ended", "Pass", "State", "What it moved"], passes))
+      : el("p", { class: "muted", id: "passes" }, "No pass ended yet."),
     el("h2", {}, "Skipped messages"),
     skipped.length ? el("div", { id: "skipped" }, table(["Folder", "UID", "Bytes", "Why"], skipped))
       : el("p", { class: "muted", id: "skipped" }, "None."),
