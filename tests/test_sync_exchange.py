@@ -32,6 +32,7 @@ from support import EWS_PASSWORD, digest, imaps, snapshot
 
 from migrator.connectors.ews.changes import SYNC_PAGE_ENV
 from migrator.connectors.ews.props import register_properties
+from migrator.gmail import label_keyword
 from migrator.report import MailboxState
 from migrator.state import StateStore
 
@@ -46,6 +47,10 @@ class Held:
     raw: bytes
     seen: bool
     flagged: bool
+
+
+# Categories given at the Exchange source between passes: keywords at the IMAP target.
+CATEGORIES = ["Projekt Ö", "Client_A"]
 
 
 def _expected(held: list[Held]) -> View:
@@ -63,6 +68,18 @@ def _target(dovecot: DovecotServer, login: str, context: ssl.SSLContext) -> View
                 (s.sha256, "\\Seen" in s.flags, "\\Flagged" in s.flags) for s in items
             )
     return view
+
+
+def _keywords(
+    dovecot: DovecotServer, login: str, context: ssl.SSLContext, raw: list[bytes]
+) -> list[set[str]]:
+    """The keywords of the copies of `raw`, each message's in turn."""
+    found = {
+        s.sha256: {f for f in s.flags if not f.startswith("\\")}
+        for items in snapshot(dovecot, login, DEFAULT_USER_PASSWORD, context).values()
+        for s in items
+    }
+    return [found[digest(r)] for r in raw]
 
 
 def _sync(store: StateStore, batch_id: str, *args: str) -> dict[str, object]:
@@ -85,7 +102,8 @@ EWS_FOLDER = {"inbox": "INBOX", "sentitems": "Sent", "Projects": "INBOX/Projects
 
 
 def _change_exchange(ews: EwsServer, smtp: str, held: list[Held]) -> list[Held]:
-    """Ten new messages (Inbox and Projects), eight flag changes, four deletions, made
+    """Ten new messages (Inbox and Projects), eight flag changes, two messages given
+    categories, four deletions, made
     through exchangelib as a mail client would; the messages deleted."""
     register_properties()
     account = ews_account(ews, smtp, password=EWS_PASSWORD)
@@ -117,6 +135,10 @@ def _change_exchange(ews: EwsServer, smtp: str, held: list[Held]) -> list[Held]:
         (item,) = account.fetch(ids=[(id_of[h.raw], None)])
         item.migrator_flag_status, h.flagged = 2, True
         item.save(update_fields=["migrator_flag_status"])
+    for h in by_folder["INBOX"][3:5]:
+        (item,) = account.fetch(ids=[(id_of[h.raw], None)])
+        item.categories = CATEGORIES
+        item.save(update_fields=["categories"])
     for h in gone:
         (item,) = account.fetch(ids=[(id_of[h.raw], None)])
         item.delete()
@@ -162,9 +184,12 @@ def test_an_ews_source_syncs_through_sync_folder_items_in_a_new_worker_process(
     assert calls["FindItem"] == 0 and calls["SyncFolderItems"] > 7  # 7 mail folders, paged
     assert (moved["new_messages"], moved["flag_changes"], moved["vanished_messages"]) == (
         10,
-        8,
+        10,
         4,
     )
+    tagged = [h.raw for h in held if h.folder == "INBOX"][3:5]
+    wanted = {label_keyword(c) for c in CATEGORIES}  # Projekt&ANY- Client_5FA
+    assert _keywords(dovecot, target, ssl_context, tagged) == [wanted, wanted]
     assert (moved["deleted_messages"], moved["new_folders"], moved["renamed_folders"]) == (0, 0, 1)
     assert _target(dovecot, target, ssl_context) == _expected(held + gone)  # copies kept
 

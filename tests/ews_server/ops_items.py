@@ -3,6 +3,8 @@ properties), DeleteItem, ExportItems, UploadItems."""
 
 from __future__ import annotations
 
+import copy
+
 from lxml import etree
 
 from .context import Context, OpError
@@ -157,9 +159,9 @@ _UPDATABLE = {"message:IsRead": "IsRead"}
 
 
 def update_item(ctx: Context, req: etree._Element) -> etree._Element:
-    """SetItemField and DeleteItemField of message:IsRead and of extended properties (the
-    flag status, our own properties), each change one response message; any other field
-    is refused, as a property this server does not keep."""
+    """SetItemField and DeleteItemField of message:IsRead, item:Categories and of extended
+    properties (the flag status, our own properties), each change one response message;
+    any other field is refused, as a property this server does not keep."""
     messages = []
     for change in _elements(child(req, "ItemChanges")):
         refs = [e for e in _elements(change) if local(e) == "ItemId"]
@@ -198,6 +200,13 @@ def _update(item: Item, update: etree._Element) -> None:
         if prop is None:
             raise OpError("ErrorInvalidRequest", "SetItemField without the property.")
         item.extended[key] = prop
+        return
+    if uri.get("FieldURI") == "item:Categories" and op != "AppendToItemField":
+        categories = update.find(f".//{{{T}}}Categories")
+        if op == "DeleteItemField" or categories is None:
+            item.props.pop("Categories", None)
+        else:
+            item.props["Categories"] = copy.deepcopy(categories)
         return
     name = _UPDATABLE.get(uri.get("FieldURI", ""))
     if name is None or op == "AppendToItemField":

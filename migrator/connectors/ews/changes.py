@@ -19,6 +19,7 @@ from exchangelib.errors import ErrorInvalidSyncStateData
 
 from migrator.connectors.ews.account import ews_call
 from migrator.connectors.ews.props import FLAG_STATUS_FLAGGED, aware, stable_int
+from migrator.gmail import label_keyword
 from migrator.plan import MessageRef
 from migrator.syncstate import FolderChanges, FolderState
 
@@ -36,8 +37,9 @@ LISTED_FIELDS = (
     "is_read",
     "is_draft",
     "migrator_flag_status",
+    "categories",
 )
-_FLAG_FIELDS = ("is_read", "is_draft", "migrator_flag_status")
+_FLAG_FIELDS = ("is_read", "is_draft", "migrator_flag_status", "categories")
 
 
 def sync_page() -> int:
@@ -48,12 +50,15 @@ def sync_page() -> int:
 
 
 def item_flags(item: Any) -> tuple[str, ...]:
-    """IsRead, the flag status and IsDraft as IMAP flags."""
+    """IsRead, the flag status and IsDraft as IMAP flags, and each category as a keyword
+    (gmail.label_keyword: an Exchange target makes it the category again)."""
     flags = ["\\Seen"] if item.is_read else []
     if getattr(item, "migrator_flag_status", None) == FLAG_STATUS_FLAGGED:
         flags.append("\\Flagged")
     if item.is_draft:
         flags.append("\\Draft")
+    categories = getattr(item, "categories", None) or ()
+    flags += sorted({label_keyword(c) for c in categories if c and c.strip()})
     return tuple(flags)
 
 
