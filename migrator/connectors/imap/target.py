@@ -69,6 +69,8 @@ class ImapTarget(ImapSyncHooks):
         self._keywords_ok: dict[str, bool] = {}
         self._placed: list[Placement | None] = []  # where the last append_batch put each item
         self._marks: dict[str, str] = {}  # folder -> "UIDVALIDITY:UIDNEXT" its SELECT gave
+        self._listed_marks: dict[str, str] | None = None  # every folder's (targetsync.mark)
+        self._created: set[str] = set()  # made by this connection, not appended to since
         self._refresh_folders()
         self._multiappend = self._client.has_capability("MULTIAPPEND")
         self._literal_plus = self._client.has_capability("LITERAL+")
@@ -113,6 +115,7 @@ class ImapTarget(ImapSyncHooks):
         try:
             with imap_errors(what):
                 self._client.create_folder(name)
+            self._created.add(name)
         except PermanentError as exc:
             # RFC 5530 [ALREADYEXISTS]: made by an earlier pass or a parallel one.
             if exc.code is not ErrorCode.ALREADYEXISTS:
@@ -122,6 +125,10 @@ class ImapTarget(ImapSyncHooks):
         self._existing.add(name)
 
     def index(self, name: str) -> list[TargetCopy]:
+        if name in self._created:
+            # Made by this connection and not appended to since: none of our copies can
+            # be there (an earlier pass's would have made it exist), so no SELECT.
+            return []
         what = f"{self._what}, folder {name!r}"
         info = self._select(name, what)
         if int(info.get(b"EXISTS", 0)) == 0:
@@ -206,6 +213,8 @@ class ImapTarget(ImapSyncHooks):
         self._placed = []
         for item in items:
             self._marks.pop(item.folder, None)
+            self._created.discard(item.folder)
+        self._listed_marks = None
         outcomes: list[Outcome] = []
         start = 0
         while start < len(items):
@@ -232,7 +241,8 @@ class ImapTarget(ImapSyncHooks):
         (RFC 3502 is all or nothing), and the caller finds the culprit one by one, so a
         quota stop still lands exactly at the first message that does not fit."""
         folder = run[0].folder
-        keep_keywords = self._keywords(folder)
+        # PERMANENTFLAGS (a SELECT) only asked where a message has a keyword to keep.
+        keep_keywords = _has_keywords(run) and self._keywords(folder)
         if self._literal_plus:
             with imap_errors(f"{self._what}, folder {folder!r}"):
                 typ, answer = _multiappend_uncopied(self._client, folder, run, keep_keywords)
@@ -269,7 +279,7 @@ class ImapTarget(ImapSyncHooks):
 
     def _append(self, item: AppendItem) -> bytes:
         """The tagged answer's text (RFC 4315 APPENDUID, where the server says it)."""
-        kept = _kept(item.flags, self._keywords(item.folder))
+        kept = _kept(item.flags, _has_keywords([item]) and self._keywords(item.folder))
         what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):
@@ -341,6 +351,12 @@ def internaldate_text(when: datetime) -> str:
         f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
         f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{hours:02d}{minutes:02d}"
     )
+
+
+def _has_keywords(items: Sequence[AppendItem]) -> bool:
+    """Whether any of `items` has a keyword (a flag without a backslash), which only a
+    folder with \\* in its PERMANENTFLAGS keeps: _kept drops none of the others by it."""
+    return any(not f.startswith("\\") for item in items for f in item.flags)
 
 
 def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:
