@@ -9,9 +9,17 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.exceptions import IMAPClientError
 
 from migrator.connectors.imap import wire as imapwire
-from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.connection import (
+    as_text,
+    connect,
+    fetch_all,
+    imap_error,
+    imap_errors,
+    logout,
+)
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
 from migrator.connectors.imap.targetsync import ImapSyncHooks, placements
 from migrator.errors import (
@@ -112,16 +120,20 @@ class ImapTarget(ImapSyncHooks):
 
     def _create(self, name: str) -> None:
         what = f"{self._what}, folder {name!r}"
-        try:
-            with imap_errors(what):
-                self._client.create_folder(name)
+        with imap_errors(what):
+            created, subscribed = imapwire.create_subscribe(self._client, name)
+        if created[0] == "OK":
             self._created.add(name)
-        except PermanentError as exc:
+        else:
+            # As imapclient's create_folder would have raised it.
+            exc = imap_error(IMAPClientError(f"create failed: {as_text(created[1])}"), what)
             # RFC 5530 [ALREADYEXISTS]: made by an earlier pass or a parallel one.
+            if not isinstance(exc, PermanentError):
+                raise exc
             if exc.code is not ErrorCode.ALREADYEXISTS:
                 raise FolderRefused(f"{what}: cannot create: {exc}", code=exc.code) from exc
-        with imap_errors(what):
-            self._client.subscribe_folder(name)
+        if subscribed[0] != "OK":
+            raise imap_error(IMAPClientError(f"subscribe failed: {as_text(subscribed[1])}"), what)
         self._existing.add(name)
 
     def index(self, name: str) -> list[TargetCopy]:
