@@ -16,18 +16,26 @@ from migrator.model import ConnectOptions
 def tls_context(options: ConnectOptions) -> ssl.SSLContext:
     """One context for every connection with these options: loading the system's CA store
     takes 10 to 20 ms, which a mailbox's eight connections would pay eight times.  A
-    --ca-file that changes (its modification time) gets a new one."""
+    --ca-file that changes (its modification time), or SSL_CERT_FILE or SSL_CERT_DIR set
+    otherwise, gets a new one."""
     stamp = None
     if options.ca_file:
         try:
             stamp = os.stat(options.ca_file).st_mtime_ns
         except OSError:
             stamp = None  # create_default_context says what is wrong with it
-    return _context(options.ca_file, stamp, options.insecure)
+    # The system's trust, as OpenSSL finds it: where these point when the context is made.
+    trust = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    return _context(options.ca_file, stamp, trust, options.insecure)
 
 
 @functools.lru_cache(maxsize=16)
-def _context(ca_file: str | None, _stamp: int | None, insecure: bool) -> ssl.SSLContext:
+def _context(
+    ca_file: str | None,
+    _stamp: int | None,
+    _trust: tuple[str | None, str | None],
+    insecure: bool,
+) -> ssl.SSLContext:
     # Shared across threads: OpenSSL's contexts are, and nobody changes one once made.
     context = ssl.create_default_context(cafile=ca_file)
     if insecure:
