@@ -97,10 +97,15 @@ def migrator(spec: dict[str, Any]) -> None:
             "MIGRATOR_STATE_DIR": tmp,
         }
         env.pop("MIGRATOR_REDIS_URL", None)
-        # As installed: Python's compiled modules kept, not compiled again at every start.
+        # As installed: Python's compiled modules kept, not compiled again at every start
+        # (bench.empty measures it both ways).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if spec.get("dont_write_bytecode"):
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         _run(
-            [str(Path(sys.executable).parent / "migrator"), "run", str(batch),
+            # spec["prefix"]: a profiler's command line before ours (py-spy record -o ... --)
+            [*spec.get("prefix", []),
+             str(Path(sys.executable).parent / "migrator"), "run", str(batch),
              "--method", "individual", "--target-server", f"imaps://127.0.0.1:{spec['port']}",
              "--target-method", "proxyauth", "--target-admin", spec["admin"],
              "--ca-file", spec["ca_file"], "--connections-per-mailbox", str(spec["connections"]),

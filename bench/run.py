@@ -35,6 +35,7 @@ from servers.redis import RedisServer  # noqa: E402
 
 from bench.check import digests  # noqa: E402
 from bench.compare import compare, median_run, ratio_lines  # noqa: E402
+from bench.empty import empty_lines, empty_runs  # noqa: E402
 from bench.ews import ews_line, ews_to_imap  # noqa: E402
 from bench.latency import LatencyProxy  # noqa: E402
 from bench.scale import scale, scale_lines  # noqa: E402
@@ -231,6 +232,10 @@ def main() -> int:
                 )
             }
             print_anchored(anchored, rounds)  # as it stands: a later failure keeps this
+            # The fixed cost: an empty mailbox, migrator beside dsync (bench.empty).
+            empty = empty_runs(max(rounds, 5), server.imaps_port, measure, spec, add_user)
+            for line in empty_lines(empty):
+                console.print(line)
             # The same over a network with a round trip of 2 x LATENCY_MS, where fewer
             # round trips and overlapping reads and writes matter most.
             with LatencyProxy(server.imaps_port, LATENCY_MS / 1000) as proxy:
@@ -280,6 +285,8 @@ def main() -> int:
         f"peak memory with a 50 MB message: {near['one 50 MB message: migrator']['peak_mb']:.0f} MB"
     )
     print_anchored(anchored, rounds)
+    for line in empty_lines(empty):
+        console.print(line)
     ews = median_run(ews_runs)
     console.print(ews_line(ews))
     (REPO / "bench" / "results.json").write_text(
@@ -287,6 +294,7 @@ def main() -> int:
             {
                 "runs": [{"run": name, **r} for name, r in rows],
                 "anchored": anchored,
+                "empty_mailbox": empty,
                 "ews_to_imap": ews,
             },
             indent=2,

@@ -100,12 +100,25 @@ def copy_pass(
     folder states, so the next `migrator sync` reads only what changed since."""
     now = now or datetime.now(UTC)
     listing = list_mailbox(source, target, folder_map, now)
+    # Read here rather than in copy_listed (only this worker writes them: the lock), to know
+    # whether this is the mailbox's first pass.
+    checkpoints = progress.checkpoints()
     result = copy_listed(
-        source, target, listing, progress, options, now, in_flight=in_flight, slots=slots, stop=stop
+        source,
+        target,
+        listing,
+        progress,
+        options,
+        now,
+        in_flight=in_flight,
+        slots=slots,
+        stop=stop,
+        checkpoints=checkpoints,
     )
     if result.state is not MailboxState.DONE:
         return result
-    return with_moves(result, remember_folders(source, target, listing, progress))
+    moves = remember_folders(source, target, listing, progress, first=not checkpoints)
+    return with_moves(result, moves)
 
 
 def migrate_mailbox(

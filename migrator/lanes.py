@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from migrator.errors import LockLost, MigrationError, TransientError
 from migrator.plan import MessageRef, lane_split
@@ -60,9 +61,7 @@ def _send_lanes(
             log.info("copying over %d connections", len(split.lanes))
         results = _run_lanes(split.lanes, [(source, target), *pairs], sending)
     finally:
-        for pair in pairs:
-            for end in pair:
-                _close_quietly(end)
+        _close_pairs(pairs)
         if slots is not None:
             slots.give_back()
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -119,28 +118,57 @@ def _run_lanes(
 def _open_sessions(
     source: MailboxSource, target: MailboxTarget, count: int
 ) -> list[tuple[MailboxSource, MailboxTarget]]:
-    """Up to `count` more (source, target) connections; fewer where an adapter allows
-    no more, or a server refuses one (a per-user connection limit): the copy goes on
-    over those it has."""
-    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
-    for _ in range(count):
-        try:
-            more_source = source.session()
-            if more_source is None:
-                break
-            try:
-                more_target = target.session()
-            except MigrationError:
-                _close_quietly(more_source)
-                raise
-            if more_target is None:
-                _close_quietly(more_source)
-                break
-        except MigrationError as exc:
-            log.info("no further connection for this mailbox: %s", exc)
-            break
-        pairs.append((more_source, more_target))
+    """Up to `count` more (source, target) connections, opened side by side (each is a
+    TLS handshake and a login on both ends: round trips that one after another cost a
+    copy between two sites a third of a second); fewer where an adapter allows no more,
+    or a server refuses one (a per-user connection limit): the copy goes on over those
+    it has."""
+    if count <= 0:
+        return []
+    if count == 1:
+        pair = _open_pair(source, target)
+        return [] if pair is None else [pair]
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="open-lane") as pool:
+        futures = [pool.submit(_open_pair, source, target) for _ in range(count)]
+    pairs = [pair for f in futures if f.exception() is None and (pair := f.result()) is not None]
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is not None:  # not the server's refusal (that is None): nothing is kept
+        _close_pairs(pairs)
+        raise failed
     return pairs
+
+
+def _open_pair(
+    source: MailboxSource, target: MailboxTarget
+) -> tuple[MailboxSource, MailboxTarget] | None:
+    """One more (source, target) pair, or None (logged) where it cannot be had."""
+    try:
+        more_source = source.session()
+        if more_source is None:
+            return None
+        try:
+            more_target = target.session()
+        except MigrationError:
+            _close_quietly(more_source)
+            raise
+        if more_target is None:
+            _close_quietly(more_source)
+            return None
+    except MigrationError as exc:
+        log.info("no further connection for this mailbox: %s", exc)
+        return None
+    return more_source, more_target
+
+
+def _close_pairs(pairs: list[tuple[MailboxSource, MailboxTarget]]) -> None:
+    """Log out of every end of `pairs`, side by side (a LOGOUT waits for its answer)."""
+    ends = [end for pair in pairs for end in pair]
+    if len(ends) <= 1:
+        for end in ends:
+            _close_quietly(end)
+        return
+    with ThreadPoolExecutor(max_workers=len(ends), thread_name_prefix="close-lane") as pool:
+        list(pool.map(_close_quietly, ends))
 
 
 def _close_quietly(end: MailboxSource | MailboxTarget) -> None:

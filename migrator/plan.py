@@ -276,6 +276,9 @@ class LaneSplit:
 # A connection costs its own login, listing and TLS handshake: a lane is worth that only
 # with this many windows of mail to carry, so a small mailbox keeps one connection.
 LANE_MIN_WINDOWS = 3
+# What a message costs a lane beside its bytes, in bytes: its share of the round trips,
+# the checkpoint and the copier's CPU (about 0.5 ms a message, as long as 20 KB take).
+LANE_MESSAGE_COST = 20_000
 
 
 def lane_split(
@@ -286,26 +289,33 @@ def lane_split(
     max_bytes: int,
     min_windows: int = LANE_MIN_WINDOWS,
 ) -> LaneSplit:
-    """Deal the windows of `order` (as `fetch_windows` cuts them) to `lanes` connections in
-    turn, so that together they still go roughly newest first; each lane keeps the order
+    """Deal the windows of `order` (as `fetch_windows` cuts them) to `lanes` connections,
+    each window in turn to the lane with the least work dealt so far (its bytes, and
+    LANE_MESSAGE_COST for each message), so that together they still go roughly newest
+    first and end together (windows in turn alone left one lane carrying the large
+    attachments, 15% of the copy's time after the others ended); each lane keeps the order
     it was dealt.  Lanes run at their own pace, so only the head of `order` that certainly
     fits at the target (`room` bytes, see `reorderable_bytes`) is dealt: the rest is the
     tail, sent afterwards in exact order, so a quota stop still leaves exactly the newest
     mail.  Each lane gets at least `min_windows` windows: with too few, there is one lane,
     and it carries everything."""
-    windows: list[Sequence[MessageRef]] = []
+    windows: list[tuple[Sequence[MessageRef], int]] = []
     head = 0
     size = 0
     for window in fetch_windows(order, max_count, max_bytes):
-        size += sum(r.size for r in window)
+        window_size = sum(r.size for r in window)
+        size += window_size
         if room is not None and size > room:
             break
-        windows.append(window)
+        windows.append((window, window_size + len(window) * LANE_MESSAGE_COST))
         head += len(window)
     count = min(lanes, len(windows) // max(1, min_windows))
     if count < 2:
         return LaneSplit(lanes=(tuple(order),))
     dealt: list[list[MessageRef]] = [[] for _ in range(count)]
-    for index, window in enumerate(windows):
-        dealt[index % count].extend(window)
+    work = [0] * count
+    for window, cost in windows:
+        lane = min(range(count), key=work.__getitem__)  # the first of the least loaded
+        dealt[lane].extend(window)
+        work[lane] += cost
     return LaneSplit(lanes=tuple(tuple(lane) for lane in dealt), tail=tuple(order[head:]))

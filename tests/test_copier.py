@@ -499,11 +499,14 @@ def test_near_a_known_limit_only_what_certainly_fits_goes_side_by_side() -> None
 
 
 def test_a_server_that_refuses_one_more_connection_gets_the_copy_over_those_it_took() -> None:
+    opening = threading.Lock()  # the extra connections are opened side by side
+
     class Limited(SharedTarget):
         def session(self) -> SharedTarget:
-            if len(self.connections) >= 2:  # as Dovecot's mail_max_userip_connections
-                raise TransientError("Maximum number of connections from user+IP exceeded")
-            return super().session()
+            with opening:
+                if len(self.connections) >= 2:  # as Dovecot's mail_max_userip_connections
+                    raise TransientError("Maximum number of connections from user+IP exceeded")
+                return super().session()
 
     source = SharedSource(1200)
     target = Limited(batch_size=25, quota=QuotaInfo(None, None, unlimited=True))
@@ -511,4 +514,6 @@ def test_a_server_that_refuses_one_more_connection_gets_the_copy_over_those_it_t
     assert (result.state, result.copied_messages) == (MailboxState.DONE, 1200)
     assert sorted(_uids(target.stored)) == list(range(1, 1201))
     assert len(target.connections) == 2
-    assert len(source.opened) == 3  # one more source connection was opened, then let go
+    # The three extra source connections were opened side by side; the two whose target
+    # connection the server refused were let go.
+    assert len(source.opened) == 4

@@ -25,6 +25,8 @@ from support import (
 
 from migrator.connectors.imap import source as imap_source
 from migrator.connectors.imap.target import ImapTarget
+from migrator.errors import ErrorCode, FolderRefused
+from migrator.foldermap import TargetFolder
 from migrator.report import MailboxState
 from migrator.rewrite import RewriteMaps
 from migrator.state import StateStore
@@ -223,6 +225,36 @@ def test_the_target_tells_no_quota_from_a_quota(
         target.close()
     assert quotas[free] == QuotaInfo(limit=None, usage=None, unlimited=True)
     assert quotas[limited] == QuotaInfo(limit=10 * 1024 * 1024, usage=0)
+
+
+def test_the_target_makes_a_folder_once_and_names_one_it_refuses(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles
+) -> None:
+    """CREATE and SUBSCRIBE go together; a folder made already is taken as it is, one the
+    server refuses is a FolderRefused with the server's code."""
+    options = run_options(dovecot, tls_files.ca_cert)
+    user = make_user()
+    target = ImapTarget(
+        options.target.server, options.target.credentials(user), user, options.connect
+    )
+    try:
+        assert target.open_folder(TargetFolder(None, ("Données", "Été"))) == "Données/Été"
+        assert target.index("Données/Été") == []
+    finally:
+        target.close()
+    again = ImapTarget(
+        options.target.server, options.target.credentials(user), user, options.connect
+    )
+    try:
+        again._existing.discard("Données/Été")  # as if another pass made it meanwhile
+        assert again.open_folder(TargetFolder(None, ("Données", "Été"))) == "Données/Été"
+        with pytest.raises(FolderRefused) as refused:
+            again.open_folder(TargetFolder(None, ("dbox-Mails",)))
+        assert refused.value.code is ErrorCode.REFUSED  # [CANNOT]: no code of ours
+        assert "reserved name" in str(refused.value)
+        assert "Données/Été" in [n for _, _, n in again._client.list_sub_folders()]
+    finally:
+        again.close()
 
 
 LARGER = {"INBOX": 180, "Sent Messages": 90, "Archive/2023": 60, "Données": 30}

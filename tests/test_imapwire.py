@@ -258,3 +258,18 @@ def test_list_status_gives_every_folders_state_in_one_command(client: IMAPClient
     states = all_states(client, "test")
     assert {"INBOX", "Données/Été"} <= set(states)
     assert states["INBOX"].uidnext == client.folder_status("INBOX", ["UIDNEXT"])[b"UIDNEXT"]
+
+
+def test_create_subscribe_makes_and_subscribes_a_folder_and_stays_in_step(
+    client: IMAPClient,
+) -> None:
+    created, subscribed = imapwire.create_subscribe(client, "Données/Été")
+
+    assert (created[0], subscribed[0]) == ("OK", "OK")
+    assert "Données/Été" in [name for _, _, name in client.list_sub_folders()]
+    # Again: CREATE is refused with RFC 5530's code, SUBSCRIBE is answered on its own, and
+    # the next command's answer is its own.
+    created, subscribed = imapwire.create_subscribe(client, "Données/Été")
+    assert created[0] == "NO" and b"[ALREADYEXISTS]" in created[1]
+    assert subscribed[0] == "OK"
+    assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0

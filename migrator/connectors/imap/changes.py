@@ -42,28 +42,39 @@ def enable_modseqs(client: IMAPClient, what: str) -> str | None:
 def all_states(client: IMAPClient, what: str) -> dict[str, FolderState]:
     """Every folder's state in one command (RFC 5819 LIST-STATUS, with HIGHESTMODSEQ), where
     the server has it and mod-sequences are on; else nothing (each folder is selected)."""
+    return {
+        folder: FolderState(values[b"UIDVALIDITY"], values[b"UIDNEXT"], values[b"HIGHESTMODSEQ"])
+        for folder, values in listed_statuses(
+            client, what, (b"UIDVALIDITY", b"UIDNEXT", b"HIGHESTMODSEQ")
+        ).items()
+    }
+
+
+def listed_statuses(
+    client: IMAPClient, what: str, items: tuple[bytes, ...]
+) -> dict[str, dict[bytes, int]]:
+    """`items` of every folder in one command (RFC 5819 LIST-STATUS), where the server has
+    it; the folders whose answer lacks one of them left out (nothing: no LIST-STATUS)."""
     if not client.has_capability("LIST-STATUS"):
         return {}
     with imap_errors(what):
-        typ, raw = imapwire.list_status(client, "UIDVALIDITY UIDNEXT HIGHESTMODSEQ")
+        typ, raw = imapwire.list_status(client, " ".join(i.decode() for i in items))
     if typ != "OK":
         return {}
     try:
         parsed = parse_response([element for element in raw if element])
     except (IMAPClientError, ValueError):
         return {}
-    states: dict[str, FolderState] = {}
-    for name, items in zip(parsed[::2], parsed[1::2], strict=False):
+    statuses: dict[str, dict[bytes, int]] = {}
+    for name, answer in zip(parsed[::2], parsed[1::2], strict=False):
         values = (
-            dict(zip(items[::2], items[1::2], strict=False)) if isinstance(items, tuple) else {}
+            dict(zip(answer[::2], answer[1::2], strict=False)) if isinstance(answer, tuple) else {}
         )
-        if not {b"UIDVALIDITY", b"UIDNEXT", b"HIGHESTMODSEQ"} <= set(values):
+        if not set(items) <= set(values):
             continue
         folder = decode_utf7(name) if isinstance(name, bytes) else str(name)
-        states[folder] = FolderState(
-            int(values[b"UIDVALIDITY"]), int(values[b"UIDNEXT"]), int(values[b"HIGHESTMODSEQ"])
-        )
-    return states
+        statuses[folder] = {item: int(values[item]) for item in items}
+    return statuses
 
 
 def folder_state(info: dict[bytes, Any]) -> FolderState:

@@ -9,9 +9,17 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.exceptions import IMAPClientError
 
 from migrator.connectors.imap import wire as imapwire
-from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.connection import (
+    as_text,
+    connect,
+    fetch_all,
+    imap_error,
+    imap_errors,
+    logout,
+)
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
 from migrator.connectors.imap.targetsync import ImapSyncHooks, placements
 from migrator.errors import (
@@ -69,6 +77,8 @@ class ImapTarget(ImapSyncHooks):
         self._keywords_ok: dict[str, bool] = {}
         self._placed: list[Placement | None] = []  # where the last append_batch put each item
         self._marks: dict[str, str] = {}  # folder -> "UIDVALIDITY:UIDNEXT" its SELECT gave
+        self._listed_marks: dict[str, str] | None = None  # every folder's (targetsync.mark)
+        self._created: set[str] = set()  # made by this connection, not appended to since
         self._refresh_folders()
         self._multiappend = self._client.has_capability("MULTIAPPEND")
         self._literal_plus = self._client.has_capability("LITERAL+")
@@ -110,18 +120,27 @@ class ImapTarget(ImapSyncHooks):
 
     def _create(self, name: str) -> None:
         what = f"{self._what}, folder {name!r}"
-        try:
-            with imap_errors(what):
-                self._client.create_folder(name)
-        except PermanentError as exc:
+        with imap_errors(what):
+            created, subscribed = imapwire.create_subscribe(self._client, name)
+        if created[0] == "OK":
+            self._created.add(name)
+        else:
+            # As imapclient's create_folder would have raised it.
+            exc = imap_error(IMAPClientError(f"create failed: {as_text(created[1])}"), what)
             # RFC 5530 [ALREADYEXISTS]: made by an earlier pass or a parallel one.
+            if not isinstance(exc, PermanentError):
+                raise exc
             if exc.code is not ErrorCode.ALREADYEXISTS:
                 raise FolderRefused(f"{what}: cannot create: {exc}", code=exc.code) from exc
-        with imap_errors(what):
-            self._client.subscribe_folder(name)
+        if subscribed[0] != "OK":
+            raise imap_error(IMAPClientError(f"subscribe failed: {as_text(subscribed[1])}"), what)
         self._existing.add(name)
 
     def index(self, name: str) -> list[TargetCopy]:
+        if name in self._created:
+            # Made by this connection and not appended to since: none of our copies can
+            # be there (an earlier pass's would have made it exist), so no SELECT.
+            return []
         what = f"{self._what}, folder {name!r}"
         info = self._select(name, what)
         if int(info.get(b"EXISTS", 0)) == 0:
@@ -206,6 +225,8 @@ class ImapTarget(ImapSyncHooks):
         self._placed = []
         for item in items:
             self._marks.pop(item.folder, None)
+            self._created.discard(item.folder)
+        self._listed_marks = None
         outcomes: list[Outcome] = []
         start = 0
         while start < len(items):
@@ -232,7 +253,8 @@ class ImapTarget(ImapSyncHooks):
         (RFC 3502 is all or nothing), and the caller finds the culprit one by one, so a
         quota stop still lands exactly at the first message that does not fit."""
         folder = run[0].folder
-        keep_keywords = self._keywords(folder)
+        # PERMANENTFLAGS (a SELECT) only asked where a message has a keyword to keep.
+        keep_keywords = _has_keywords(run) and self._keywords(folder)
         if self._literal_plus:
             with imap_errors(f"{self._what}, folder {folder!r}"):
                 typ, answer = _multiappend_uncopied(self._client, folder, run, keep_keywords)
@@ -269,7 +291,7 @@ class ImapTarget(ImapSyncHooks):
 
     def _append(self, item: AppendItem) -> bytes:
         """The tagged answer's text (RFC 4315 APPENDUID, where the server says it)."""
-        kept = _kept(item.flags, self._keywords(item.folder))
+        kept = _kept(item.flags, _has_keywords([item]) and self._keywords(item.folder))
         what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):
@@ -341,6 +363,12 @@ def internaldate_text(when: datetime) -> str:
         f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
         f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{hours:02d}{minutes:02d}"
     )
+
+
+def _has_keywords(items: Sequence[AppendItem]) -> bool:
+    """Whether any of `items` has a keyword (a flag without a backslash), which only a
+    folder with \\* in its PERMANENTFLAGS keeps: _kept drops none of the others by it."""
+    return any(not f.startswith("\\") for item in items for f in item.flags)
 
 
 def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:

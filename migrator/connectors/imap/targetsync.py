@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap.changes import listed_statuses
 from migrator.connectors.imap.connection import fetch_all, imap_errors
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
 from migrator.connectors.imap.uidsets import append_uids
@@ -34,6 +35,7 @@ class ImapSyncHooks:
     _existing: set[str]
     _special: dict[str, str]  # RFC 6154 attribute -> the target's folder with it
     _marks: dict[str, str]  # folder -> its mark as its last SELECT gave it
+    _listed_marks: dict[str, str] | None  # every folder's, by LIST-STATUS (None: not read)
 
     if TYPE_CHECKING:  # ImapTarget's own
 
@@ -109,6 +111,18 @@ class ImapSyncHooks:
     def mark(self, name: str) -> str | None:
         if name in self._marks:  # selected since this connection last appended to it
             return self._marks[name]
+        if self._listed_marks is None:
+            # Every folder's in one round trip (RFC 5819), not a STATUS each: a mark read
+            # before other connections appended is lower than the truth, never higher,
+            # and a lower one only makes the next pass read more of the folder.
+            self._listed_marks = {
+                folder: f"{values[b'UIDVALIDITY']}:{values[b'UIDNEXT']}"
+                for folder, values in listed_statuses(
+                    self._client, self._what, (b"UIDVALIDITY", b"UIDNEXT")
+                ).items()
+            }
+        if name in self._listed_marks:
+            return self._listed_marks[name]
         with imap_errors(f"{self._what}, folder {name!r}"):
             status = self._client.folder_status(name, ["UIDVALIDITY", "UIDNEXT"])
         return f"{int(status[b'UIDVALIDITY'])}:{int(status[b'UIDNEXT'])}"

@@ -1,6 +1,6 @@
 """The imapclient and imaplib internals the fast IMAP path needs, behind one small module.
 
-imapclient's public API cannot do four things the copier needs, so these functions reach
+imapclient's public API cannot do these things the copier needs, so these functions reach
 under it; nothing else in migrator touches a private attribute of either library:
 
     quiet            IMAPClient._imap.debug = 0 (imapclient sets 5, which costs CPU)
@@ -14,6 +14,8 @@ under it; nothing else in migrator touches a private attribute of either library
                      does not read
     list_status      IMAPClient._imap._simple_command and ._imap.untagged_responses:
                      RFC 5819 LIST ... RETURN (STATUS ...), which imapclient cannot send
+    create_subscribe IMAPClient._normalise_folder, ._imap._new_tag, .send and
+                     ._command_complete: CREATE and SUBSCRIBE pipelined, one round trip
 
 Private attributes promise nothing, so what these were checked against is written down
 here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
@@ -99,6 +101,27 @@ def list_status(client: IMAPClient, items: str) -> tuple[str, list[bytes | tuple
     statuses = list(imap.untagged_responses.pop("STATUS", []))
     imap.untagged_responses.pop("LIST", None)
     return str(typ), statuses
+
+
+def create_subscribe(
+    client: IMAPClient, folder: str
+) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """CREATE `folder`, and SUBSCRIBE it sent before CREATE's answer (RFC 3501 section 5.5:
+    a client may send a command before the last one's answer; the server answers in
+    order): one round trip where imapclient's create_folder and subscribe_folder take two.
+    Each tagged answer's type and text; a BAD raises imaplib's error."""
+    imap = client._imap
+    name = to_bytes(client._normalise_folder(folder))
+    tags: list[bytes] = []
+    for command in (b"CREATE", b"SUBSCRIBE"):
+        tag: bytes = imap._new_tag()
+        imap.send(tag + b" " + command + b" " + name + b"\r\n")
+        tags.append(tag)
+    answers: list[tuple[str, bytes]] = []
+    for command_name, tag in zip(("CREATE", "SUBSCRIBE"), tags, strict=True):
+        typ, data = imap._command_complete(command_name, tag)
+        answers.append((str(typ), data[0] if data and isinstance(data[0], bytes) else b""))
+    return answers[0], answers[1]
 
 
 def multiappend(
