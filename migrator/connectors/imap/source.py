@@ -183,7 +183,10 @@ class ImapSource:
         view needs it, flag tuples shared."""
         message_id = message_fields(message.fields)[0] if message.fields else None
         received, date_header = dates or (None, None)
-        flags = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
+        flags = flag_sets.get(message.flags)
+        if flags is None:  # this spelling's first message: the flags kept, shared
+            kept = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
+            flags = flag_sets[message.flags] = flag_sets.setdefault(kept, kept)
         return MessageRef(
             folder=folder,
             uidvalidity=uidvalidity,
@@ -191,7 +194,7 @@ class ImapSource:
             size=message.size,
             internaldate=message.internaldate,
             date_header=date_header,
-            flags=flag_sets.setdefault(flags, flags),
+            flags=flags,
             message_id=message_id,
             received=received,
         )
