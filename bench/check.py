@@ -23,8 +23,8 @@ def digests(port: int, ctx: ssl.SSLContext, login: str, password: str) -> Counte
                 continue
             exists = int(client.select_folder(name, readonly=True)[b"EXISTS"])
             for start in range(1, exists + 1, 200):
-                last = min(exists, start + 199)
-                fetched = client.fetch(f"{start}:{last}", ["BODY.PEEK[]"])
+                numbers = list(range(start, min(exists, start + 199) + 1))
+                fetched = client.fetch(numbers, ["BODY.PEEK[]"])
                 for data in fetched.values():
                     found[hashlib.sha256(data[b"BODY[]"]).hexdigest()] += 1
     return found
