@@ -14,15 +14,17 @@ from imapclient import IMAPClient
 def digests(port: int, ctx: ssl.SSLContext, login: str, password: str) -> Counter[str]:
     """The SHA-256 of every message body in the mailbox `login` opens."""
     found: Counter[str] = Counter()
-    with IMAPClient("127.0.0.1", port, ssl_context=ctx, timeout=300) as client:
+    # By message sequence numbers, in ranges: a SEARCH ALL of a folder of 700,000 messages
+    # answers in one line longer than imaplib takes (1,000,000 bytes).
+    with IMAPClient("127.0.0.1", port, ssl_context=ctx, timeout=300, use_uid=False) as client:
         client.login(login, password)
         for flags, _delimiter, name in client.list_folders():
             if b"\\Noselect" in flags or b"\\NonExistent" in flags:
                 continue
-            client.select_folder(name, readonly=True)
-            uids = client.search("ALL")
-            for start in range(0, len(uids), 200):
-                fetched = client.fetch(uids[start : start + 200], ["BODY.PEEK[]"])
+            exists = int(client.select_folder(name, readonly=True)[b"EXISTS"])
+            for start in range(1, exists + 1, 200):
+                numbers = list(range(start, min(exists, start + 199) + 1))
+                fetched = client.fetch(numbers, ["BODY.PEEK[]"])
                 for data in fetched.values():
                     found[hashlib.sha256(data[b"BODY[]"]).hexdigest()] += 1
     return found

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from migrator.foldermap import FolderMap
+from migrator.ledgerchanges import Moved, apply_changes
 from migrator.listing import Listing, add_folder, list_mailbox
 from migrator.passcopy import CopyOptions, copy_listed
 from migrator.plan import MessageRef
@@ -34,7 +35,7 @@ from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sending import ConnectionSlots, InFlight, Progress
 from migrator.sources.base import IncrementalSource, MailboxSource, SourceFolder
-from migrator.syncstate import FolderChanges, FolderState, Ledger, LedgerEntry, Member, PassRequest
+from migrator.syncstate import FolderChanges, FolderState, Ledger, Member, PassRequest
 from migrator.targets.base import MailboxTarget, SyncTarget
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,13 @@ def remember_folders(
     for ref in listing.refs:
         if ref.folder in listed and ref.uidvalidity == states[ref.folder].uidvalidity:
             listed[ref.folder][ref.uid] = ref.flags
+    # `present`: the UIDs' dict's own keys, rather than a second set of them all.
     changes = {
-        n: FolderChanges(states[n], flags=f, all_flags=True, present=frozenset(f))
+        n: FolderChanges(states[n], flags=f, all_flags=True, present=f.keys())
         for n, f in listed.items()
     }
     moved = (
-        _Moved() if first else _apply_changes(target, progress, changes, request or PassRequest())
+        Moved() if first else apply_changes(target, progress, changes, request or PassRequest())
     )
     progress.save_folder_states(states)
     _save_marks(target, set(listing.target_of.values()), progress)
@@ -137,7 +139,7 @@ def sync_pass(
     )
     if result.state is not MailboxState.DONE:
         return result
-    moved = _apply_changes(target, progress, read.changes, request)
+    moved = apply_changes(target, progress, read.changes, request)
     progress.save_folder_states(read.states)
     _save_marks(target, set(read.listing.target_of.values()), progress)
     return replace(
@@ -329,99 +331,6 @@ def _ref(folder: SourceFolder, ident: Member) -> MessageRef:
     return MessageRef(
         folder=folder.name, uidvalidity=ident[1], uid=ident[2], size=0, internaldate=None
     )
-
-
-@dataclass
-class _Moved:
-    flags: int = 0
-    deleted: int = 0
-    vanished: int = 0
-    note: str | None = None
-
-
-def _apply_changes(
-    target: MailboxTarget,
-    ledger: Ledger,
-    changes: Mapping[str, FolderChanges],
-    request: PassRequest,
-) -> _Moved:
-    """Flags changed at the source onto the copies the ledger knows; messages gone at the
-    source marked so in the ledger, and with `propagate_deletes` the copies we put there
-    of every message gone (in this pass or an earlier one) removed."""
-    moved = _Moved()
-    every = _WholeLedger()
-    updates: list[tuple[Member, LedgerEntry]] = []
-    removals: list[tuple[Member, LedgerEntry]] = []
-    flagged = 0
-    for name, change in changes.items():
-        current = _entries(ledger, name, change, request, every)
-        for uid, flags in change.flags.items():
-            hit = current.get(uid)
-            if hit is not None and not hit[1].gone and set(flags) != set(hit[1].flags):
-                updates.append((hit[0], replace(hit[1], flags=flags)))
-                flagged += 1
-        gone = set(change.vanished)
-        if change.present is not None:  # the UIDs below the old UIDNEXT still there
-            gone |= set(current) - change.present - {r.uid for r in change.new}
-        gone = {uid for uid in gone & set(current) if not current[uid][1].gone}
-        moved.vanished += len(gone)
-        updates += [(current[uid][0], replace(current[uid][1], gone=True)) for uid in sorted(gone)]
-        if request.propagate_deletes:
-            removals += [
-                (m, e)
-                for uid, (m, e) in sorted(current.items())
-                if e.ours and (e.gone or uid in gone)
-            ]
-    if not (flagged or removals):
-        ledger.update(updates)
-        return moved
-    if not isinstance(target, SyncTarget):
-        moved.note = "the target cannot change flags or remove copies: source changes not applied"
-        log.warning("%s (%d flag changes)", moved.note, flagged)
-        return moved
-    ledger.fence()
-    changed = [(e.placement, e.flags) for _, e in updates if not e.gone]
-    moved.flags = target.set_flags(changed) if changed else 0
-    ledger.update(updates)
-    if removals:
-        ledger.fence()
-        moved.deleted = target.remove([e.placement for _, e in removals])
-        ledger.forget([m for m, _ in removals])
-    return moved
-
-
-def _entries(
-    ledger: Ledger,
-    name: str,
-    change: FolderChanges,
-    request: PassRequest,
-    every: _WholeLedger,
-) -> dict[str, tuple[Member, LedgerEntry]]:
-    """The ledger entries this folder's changes touch, by UID: with QRESYNC, those of the
-    messages changed or gone only; for a UID diff, or to find the copies of messages that
-    went earlier (--propagate-deletes), all of the folder's, from one reading of the whole
-    ledger (`every`, filled on first need) for all folders."""
-    uidvalidity = change.state.uidvalidity
-    if change.present is None and not request.propagate_deletes:
-        uids = sorted(set(change.flags) | change.vanished)
-        entries = ledger.entries_of([(name, uidvalidity, uid) for uid in uids])
-    else:
-        entries = every.of(ledger, name)
-    return {m[2]: (m, e) for m, e in entries.items() if m[1] == uidvalidity}
-
-
-@dataclass
-class _WholeLedger:
-    """The whole ledger by source folder, read once per pass at its first need."""
-
-    by_folder: dict[str, dict[Member, LedgerEntry]] | None = None
-
-    def of(self, ledger: Ledger, name: str) -> dict[Member, LedgerEntry]:
-        if self.by_folder is None:
-            self.by_folder = {}
-            for member, entry in ledger.entries(None).items():
-                self.by_folder.setdefault(member[0], {})[member] = entry
-        return self.by_folder.get(name, {})
 
 
 def _save_marks(target: MailboxTarget, names: set[str], ledger: Ledger) -> None:

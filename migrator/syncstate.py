@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -111,7 +112,7 @@ class FolderChanges:
     flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # uid -> flags
     all_flags: bool = False
     vanished: frozenset[str] = frozenset()  # RFC 7162 VANISHED (EARLIER)
-    present: frozenset[str] | None = None
+    present: AbstractSet[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,11 @@ class Ledger(Protocol):
 
     def entries(self, folder: str | None) -> dict[Member, LedgerEntry]:
         """The ledger of one source folder (every UIDVALIDITY it had); None: of all."""
+        ...
+
+    def each_entry(self) -> Iterator[tuple[Member, LedgerEntry]]:
+        """The whole ledger one entry at a time, none of it held: a first pass over a
+        million messages leaves a million entries."""
         ...
 
     def sources_of(self, target_folder: str) -> set[str]:

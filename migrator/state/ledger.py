@@ -5,7 +5,7 @@ state as the last pass read it (`fs:`), and each target folder's mark (`tm:`).""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 import redis
@@ -46,14 +46,18 @@ class LedgerMixin:
             )
 
     def entries(self, folder: str | None) -> dict[Member, LedgerEntry]:
-        found: dict[Member, LedgerEntry] = {}
         match = f"*:{_glob(folder)}" if folder is not None else None
+        return {ident: entry for ident, entry in self._scan(match) if folder in (None, ident[0])}
+
+    def each_entry(self) -> Iterator[tuple[Member, LedgerEntry]]:
+        return self._scan(None)
+
+    def _scan(self, match: str | None) -> Iterator[tuple[Member, LedgerEntry]]:
         for member, text in self._r.hscan_iter(self._ledger, match=match, count=5000):
             ident = _parse(str(member))
             entry = LedgerEntry.from_text(str(text))
-            if ident is not None and entry is not None and folder in (None, ident[0]):
-                found[ident] = entry
-        return found
+            if ident is not None and entry is not None:
+                yield ident, entry
 
     def sources_of(self, target_folder: str) -> set[str]:
         found: set[str] = set()

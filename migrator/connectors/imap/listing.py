@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple
 
 # RFC 3501 FETCH items of the listing, as sent.
 LISTING_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)])"
@@ -34,8 +34,9 @@ RawFetch = Sequence[bytes | tuple[bytes, bytes] | None]
 literal), the line after a literal coming as the next element."""
 
 
-@dataclass(frozen=True)
-class Listed:
+class Listed(NamedTuple):
+    """One message of a listing (a tuple: a listing makes one for each message)."""
+
     uid: int
     size: int
     internaldate: datetime | None
@@ -117,7 +118,7 @@ def _usual(data: RawFetch, usual: re.Pattern[bytes]) -> dict[int, Listed] | None
             uid=uid,
             size=int(size),
             internaldate=_internaldate(("s", date)),
-            flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
+            flags=_flags(flags),
             fields=element[1],
         )
     return found
@@ -149,7 +150,7 @@ def _bare(data: RawFetch) -> dict[int, Listed] | None:
             uid=uid,
             size=int(size),
             internaldate=_internaldate(("s", date)),
-            flags=tuple(f.decode("utf-8", "replace") for f in flags.split()),
+            flags=_flags(flags),
             fields=None,
         )
     return found
@@ -293,6 +294,12 @@ def _internaldate(value: object) -> datetime | None:
         )  # fmt: skip
     except ValueError:
         raise _Unexpected from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _flags(raw: bytes) -> tuple[str, ...]:
+    """A FLAGS list's flags, one tuple for each spelling (most messages share a few)."""
+    return tuple(f.decode("utf-8", "replace") for f in raw.split())
 
 
 @functools.cache

@@ -183,7 +183,10 @@ class ImapSource:
         view needs it, flag tuples shared."""
         message_id = message_fields(message.fields)[0] if message.fields else None
         received, date_header = dates or (None, None)
-        flags = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
+        flags = flag_sets.get(message.flags)
+        if flags is None:  # this spelling's first message: the flags kept, shared
+            kept = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
+            flags = flag_sets[message.flags] = flag_sets.setdefault(kept, kept)
         return MessageRef(
             folder=folder,
             uidvalidity=uidvalidity,
@@ -191,7 +194,7 @@ class ImapSource:
             size=message.size,
             internaldate=message.internaldate,
             date_header=date_header,
-            flags=flag_sets.setdefault(flags, flags),
+            flags=flags,
             message_id=message_id,
             received=received,
         )
@@ -251,7 +254,10 @@ class ImapSource:
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
             bodies: dict[tuple[str, str], bytes] = {}
-            for folder, members in by_folder.items():
+            # The folder selected already first: a SELECT of a large folder costs the
+            # server more than a FETCH of a window.  The messages still go in window order.
+            groups = sorted(by_folder.items(), key=lambda group: group[0] != self._selected)
+            for folder, members in groups:
                 what = f"{self._what}, folder {folder!r}"
                 if self._examined(folder) != members[0].uidvalidity:
                     # The folder was rebuilt since it was listed: its UIDs mean other

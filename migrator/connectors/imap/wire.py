@@ -124,6 +124,10 @@ def create_subscribe(
     return answers[0], answers[1]
 
 
+# Bytes of small messages (and the command around them) gathered into one write.
+COALESCE_BYTES = 64 * 1024
+
+
 def multiappend(
     client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
 ) -> str:
@@ -135,7 +139,8 @@ def multiappend_answer(
     client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
 ) -> tuple[str, bytes]:
     """RFC 3502 MULTIAPPEND into `folder` of each (flags, INTERNALDATE text or None,
-    message), every message an RFC 7888 LITERAL+ literal written to the socket as it is;
+    message), every message an RFC 7888 LITERAL+ literal, never copied but to gather
+    small ones into one write;
     the tagged response's type ("OK" or "NO") and text (RFC 4315: "[APPENDUID v 5:9] ...").
     The server must offer LITERAL+ (and
     MULTIAPPEND for more than one message); the answer to a BAD raises imaplib's error.
@@ -145,14 +150,26 @@ def multiappend_answer(
     These are the imaplib calls imapclient's own `_raw_command` makes."""
     imap = client._imap
     tag: bytes = imap._new_tag()
-    imap.send(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
+    # Small messages are gathered into one write of up to COALESCE_BYTES (two writes a
+    # message cost both ends a TLS record and a system call each: more than copying a
+    # small message once); a larger one is written as it is, never copied.
+    out = bytearray(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
     for flags, internaldate, message in messages:
         head = " (" + " ".join(flags) + ")"
         if internaldate is not None:
             head += ' "' + internaldate + '"'
-        imap.send(head.encode("ascii") + b" {%d+}\r\n" % len(message))
-        imap.send(message)
-    imap.send(b"\r\n")
+        out += head.encode("ascii") + b" {%d+}\r\n" % len(message)
+        if len(message) >= COALESCE_BYTES:
+            imap.send(bytes(out))
+            out.clear()
+            imap.send(message)
+            continue
+        out += message
+        if len(out) >= COALESCE_BYTES:
+            imap.send(bytes(out))
+            out.clear()
+    out += b"\r\n"
+    imap.send(bytes(out))
     typ, data = imap._command_complete("APPEND", tag)
     text = data[0] if data and isinstance(data[0], bytes) else b""
     return str(typ), text
