@@ -78,9 +78,7 @@ def remember_folders(
         n: FolderChanges(states[n], flags=f, all_flags=True, present=f.keys())
         for n, f in listed.items()
     }
-    moved = (
-        Moved() if first else apply_changes(target, progress, changes, request or PassRequest())
-    )
+    moved = Moved() if first else apply_changes(target, progress, changes, request or PassRequest())
     progress.save_folder_states(states)
     _save_marks(target, set(listing.target_of.values()), progress)
     return MailboxResult(
