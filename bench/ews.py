@@ -80,6 +80,7 @@ def ews_line(run: dict[str, Any]) -> str:
         f"EWS to IMAP (test EWS server, loopback): {run['messages']} messages, "
         f"{run['bytes'] / 1e6:.1f} MB in {run['median_wall']:.1f} s "
         f"(runs {' '.join(f'{w:.1f}' for w in run['walls'])}): "
-        f"{run['bytes'] / 1e6 / run['median_wall']:.1f} MB/s, CPU {run['cpu']:.1f} s, "
-        f"peak {run['peak_mb']:.0f} MB"
+        f"{run['bytes'] / 1e6 / run['median_wall']:.1f} MB/s, CPU {run['cpu']:.1f} s "
+        f"({run['cpu'] / max(run['bytes'] / 1e6, 1e-9):.3f} CPU s per MB: migrator's whole "
+        f"process, reading EWS and writing IMAP), peak {run['peak_mb']:.0f} MB"
     )

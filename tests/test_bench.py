@@ -68,4 +68,4 @@ def test_the_bench_copies_an_ews_mailbox_into_imap_checked_at_the_target(
     (run,) = runs
     assert run["messages"] == 12 and run["bytes"] > 12 * 1000 and run["wall"] > 0
     line = ews_line(median_run(runs))
-    assert line.startswith("EWS to IMAP") and "MB/s" in line
+    assert line.startswith("EWS to IMAP") and "MB/s" in line and "CPU s per MB" in line
