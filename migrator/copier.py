@@ -100,8 +100,13 @@ def copy_pass(
     folder states, so the next `migrator sync` reads only what changed since."""
     now = now or datetime.now(UTC)
     listing = list_mailbox(source, target, folder_map, now)
-    # Read here rather than in copy_listed (only this worker writes them: the lock), to know
-    # whether this is the mailbox's first pass.
+    # As syncpass does: the grace of a failed attempt's appends first, then the checkpoints.
+    # The order is not what keeps a message single (only this worker writes checkpoints,
+    # and after its tagged OK; a late commit is found by the index read after the grace),
+    # but one order in both passes is one thing to reason about.  Read here rather than in
+    # copy_listed to know whether this is the mailbox's first pass.
+    if in_flight is not None:
+        in_flight.settle(options.late_commit_grace)
     checkpoints = progress.checkpoints()
     result = copy_listed(
         source,
