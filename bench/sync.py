@@ -48,6 +48,7 @@ def run_pass(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One pass in this process, as a worker runs it: the first (copy) or an incremental one."""
     # What a worker process has imported by its second mailbox: the pass is measured,
     # not Python importing the connectors the first time one is opened.
+    import migrator.connectors.imap.gmailoptions
     import migrator.connectors.imap.source
     import migrator.connectors.imap.target
     import migrator.syncpass  # noqa: F401
