@@ -1,7 +1,8 @@
 """What changed in an EWS source folder since a pass read it: SyncFolderItems
 (exchangelib's `Folder.sync_items`), from the SyncState the last pass kept in the
-folder's `FolderState.sync`.  The first pass takes a SyncState before it lists a folder
-(IdOnly, paged to the end), so what changes while the folder is listed shows next time.
+folder's `FolderState.sync`.  The first pass lists a folder with SyncFolderItems too
+(from no state, paged to the end): one enumeration gives its messages and the SyncState
+they were listed at, so what changes meanwhile shows next time.
 
 Create is a new message, Update one whose flags (or anything else) changed,
 ReadFlagChange one read or unread (its other flags read again with GetItem), Delete one
@@ -76,16 +77,27 @@ def message_ref(folder: str, uidvalidity: int, item: Any) -> MessageRef:
     )
 
 
-def initial_state(ews_folder: Any, what: str) -> FolderState:
-    """A SyncState of the folder as it is now (every item enumerated, ids only)."""
+def initial_listing(ews_folder: Any, name: str, what: str) -> tuple[list[MessageRef], FolderState]:
+    """Folder `name`'s messages and its SyncState as listed, in one enumeration:
+    SyncFolderItems from no state gives every item as a Create, with the listed fields,
+    paged to the end; what changes meanwhile shows in the next pass."""
+    uidvalidity = stable_int(ews_folder.id)
 
-    def enumerate_all() -> str:
+    def enumerate_all() -> tuple[list[MessageRef], str]:
         ews_folder.item_sync_state = None  # else sync_items starts from the one it holds
-        for _ in ews_folder.sync_items(only_fields=[], max_changes_returned=sync_page()):
-            pass
-        return str(ews_folder.item_sync_state)
+        refs: list[MessageRef] = []
+        for change in ews_folder.sync_items(
+            only_fields=list(LISTED_FIELDS), max_changes_returned=sync_page()
+        ):
+            if isinstance(change, Exception):
+                raise change  # a response message in error, handed back as a value
+            kind, item = change
+            if kind == "create" and not isinstance(item, Exception):
+                refs.append(message_ref(name, uidvalidity, item))
+        return refs, str(ews_folder.item_sync_state)
 
-    return FolderState(stable_int(ews_folder.id), 0, None, ews_call(what, enumerate_all))
+    refs, sync = ews_call(what, enumerate_all)
+    return refs, FolderState(uidvalidity, 0, None, sync)
 
 
 def folder_changes(

@@ -1,7 +1,7 @@
 """EWS source adapter: the folder tree under the message folder root (FindFolder), every
-message of a folder without its body (FindItem), and MimeContent in batches (GetItem);
-for incremental passes, what changed in a folder since the last (SyncFolderItems, see
-changes.py).
+message of a folder without its body and the SyncState it was listed at (SyncFolderItems
+from no state), and MimeContent in batches (GetItem); for incremental passes, what
+changed in a folder since the last (SyncFolderItems, see changes.py).
 
 Calendar, contact and task folders hold no MIME mail: they are listed apart
 (`non_mail_folders`), copied item for item by ExportItems/UploadItems when the target is
@@ -18,10 +18,8 @@ from typing import Any
 
 from migrator.connectors.ews.account import ews_call, open_account
 from migrator.connectors.ews.changes import (
-    LISTED_FIELDS,
     folder_changes,
-    initial_state,
-    message_ref,
+    initial_listing,
 )
 from migrator.connectors.ews.props import (
     FINGERPRINT_FIELDS,
@@ -55,7 +53,6 @@ NON_MAIL = {
 }
 FETCH_BATCH_COUNT = 50
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
-LIST_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -137,21 +134,9 @@ class EwsSource:
 
     def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
         what = f"{self._what}, folder {folder.name!r}"
-        ews_folder = self._folders[folder.name]
-        # The SyncState first: what changes while the folder is listed shows next pass.
-        state = initial_state(ews_folder, what)
+        refs, state = initial_listing(self._folders[folder.name], folder.name, what)
         self._listed[folder.name] = state
-
-        def read() -> list[Any]:
-            query = ews_folder.all().only(*LISTED_FIELDS).order_by("-datetime_received")
-            query.page_size = LIST_PAGE
-            return list(query)
-
-        return [
-            message_ref(folder.name, state.uidvalidity, item)
-            for item in ews_call(what, read)
-            if not isinstance(item, Exception)
-        ]
+        return refs
 
     # -- incremental passes (SyncFolderItems) --------------------------------------------
 
