@@ -152,34 +152,45 @@ def test_graph_sources_get_a_redirect_rule_and_remove_deletes_only_ours(
     assert forwarding("status")[1][0]["state"] == "not_set"
 
 
+@pytest.mark.parametrize("page", [None, 4])
 def test_a_later_pass_lists_a_folder_through_messages_delta(
+    page: int | None,
     graph: GraphServer,
     oauth_server: OAuthServer,
     graph_app: GraphApp,
     make_graph_mailbox: object,
     tls_files: TlsFiles,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Graph pages a delta round by 10 unless asked more: migrator asks 1000 (one page
+    # here), or what MIGRATOR_GRAPH_DELTA_PAGE says (4: a round of several pages).
+    if page is not None:
+        monkeypatch.setenv("MIGRATOR_GRAPH_DELTA_PAGE", str(page))
     address = make_graph_mailbox()  # type: ignore[operator]
-    seeded = seed_graph(graph, address, count=12)
+    seeded = seed_graph(graph, address, count=45)
+    in_inbox = sum(1 for s in seeded if s.folder == "INBOX")
+    assert in_inbox > 10
     share_tokens(None)  # no runner here: no Redis of an earlier test's to share tokens in
     job = MailboxJob(1, address, parse_server(graph.url, protocol="graph"),
                      Credentials(address, Secret("")), None, "someone@example.net")  # fmt: skip
     settings = graph_settings(graph, oauth_server, graph_app, tls_files.ca_cert)
 
-    def listing() -> tuple[dict[str, MessageRef], int, int]:
+    def listing() -> tuple[dict[str, MessageRef], int, int, int]:
         source = GraphSource(job, settings)
         try:
             inbox = next(f for f in source.list_folders() if f.path == ("INBOX",))
             before = len(graph.calls)
             refs = {r.uid: r for r in source.list_messages(inbox)}
             full = sum(1 for c in graph.calls[before:] if c.endswith("/messages"))
-            return refs, full, source.lister.delta_rounds
+            pages = sum(1 for c in graph.calls[before:] if c.endswith("/messages/delta"))
+            return refs, full, source.lister.delta_rounds, pages
         finally:
             source.close()
 
-    first, full_reads, rounds = listing()
+    first, full_reads, rounds, pages = listing()
     assert (full_reads, rounds) == (1, 0)
-    assert len(first) == sum(1 for s in seeded if s.folder == "INBOX")
+    assert len(first) == in_inbox
+    assert pages == (1 if page is None else -(-in_inbox // page))  # the link's round
     box = graph.store.get(address)
     assert box is not None
     gone, changed = sorted(first)[:2]
@@ -188,7 +199,7 @@ def test_a_later_pass_lists_a_folder_through_messages_delta(
         box.messages[changed].is_read = not box.messages[changed].is_read
         box.touch(box.messages[changed])
 
-    second, full_reads, rounds = listing()
+    second, full_reads, rounds, _ = listing()
 
     assert (full_reads, rounds) == (0, 1)  # only what changed was read again
     assert set(second) == set(first) - {gone}

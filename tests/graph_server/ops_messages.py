@@ -149,7 +149,11 @@ def list_messages(call: Call, folder: Folder, base: str) -> Reply:
 
 def delta(call: Call, folder: Folder, base: str) -> Reply:
     """messages/delta: every message changed since the token (all at first), and those
-    removed; the last page carries @odata.deltaLink for the next round."""
+    removed, in pages of 10 unless `Prefer: odata.maxpagesize` asks more (up to 1000);
+    each page but the last carries @odata.nextLink, the last @odata.deltaLink for the
+    next round.  A page goes on from the last change it sent (not an offset), up to the
+    mailbox's change counter when the round began: a message changed meanwhile is in the
+    next round, never skipped."""
     box = call.mailbox
     since, _, generation = call.query.get("$deltatoken", "0").partition(".")
     if generation and int(generation) != box.delta_generation:
@@ -157,19 +161,38 @@ def delta(call: Call, folder: Folder, base: str) -> Reply:
         # Online answers an expired or foreign delta token.
         text = "The sync state generation is not found."
         raise GraphError(410, "syncStateNotFound", text)
-    changed = sorted(
-        (m for m in box.in_folder(folder.id) if m.change > int(since)), key=lambda m: m.change
-    )
+    upto, _, after = call.query.get("$skiptoken", f"{box.changes}.{since}").partition(".")
+    low, high = int(after), int(upto)
     select = _select(call)
-    value: list[dict[str, Any]] = [message_json(m, select, []) for m in changed]
-    value += [
-        {"id": mid, "@removed": {"reason": "deleted"}}
-        for change, fid, mid in box.removed
-        if fid == folder.id and change > int(since)
+    entries: list[tuple[int, dict[str, Any]]] = [
+        (m.change, message_json(m, select, []))
+        for m in box.in_folder(folder.id)
+        if low < m.change <= high
     ]
-    token = f"{box.changes}.{box.delta_generation}"
-    body = {"value": value, "@odata.deltaLink": f"{base}?$deltatoken={token}"}
+    entries += [
+        (change, {"id": mid, "@removed": {"reason": "deleted"}})
+        for change, fid, mid in box.removed
+        if fid == folder.id and low < change <= high
+    ]
+    entries.sort(key=lambda e: e[0])
+    page = entries[: _max_page_size(call)]
+    body: dict[str, Any] = {"value": [entry for _, entry in page]}
+    token = f"{since}.{box.delta_generation}"
+    if len(page) < len(entries):
+        skip = f"{high}.{page[-1][0]}"
+        body["@odata.nextLink"] = f"{base}?$deltatoken={token}&$skiptoken={skip}"
+    else:
+        body["@odata.deltaLink"] = f"{base}?$deltatoken={high}.{box.delta_generation}"
     return Reply(200, body, type_name="message", collection=True)
+
+
+def _max_page_size(call: Call) -> int:
+    """Prefer: odata.maxpagesize=N (RFC 7240 preferences, comma separated), else 10."""
+    for preference in call.headers.get("prefer", "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+            return max(1, min(int(value), MAX_TOP))
+    return PAGE
 
 
 def mime_value(call: Call, message: Message) -> Reply:
