@@ -22,7 +22,7 @@ from support import assert_copied_exactly, run_in_process, run_options, write_ba
 
 from migrator.batch import parse_server
 from migrator.cli import main
-from migrator.connectors.graph.source import GraphSource
+from migrator.connectors.graph.source import READ_AHEAD, GraphSource
 from migrator.model import Credentials, MailboxJob
 from migrator.oauth.tokens import share_tokens
 from migrator.plan import MessageRef
@@ -207,6 +207,43 @@ def test_a_later_pass_lists_a_folder_through_messages_delta(
     assert [r.internaldate for r in second.values()] == sorted(
         (r.internaldate for r in second.values()), reverse=True
     )
+
+
+def test_a_window_is_read_a_few_messages_ahead_not_all_at_once(
+    graph: GraphServer,
+    oauth_server: OAuthServer,
+    graph_app: GraphApp,
+    make_graph_mailbox: object,
+    tls_files: TlsFiles,
+) -> None:
+    # However large the window the copier hands over, only a few bodies are asked for
+    # (and held) ahead of the one it takes; a reader that lets go asks for no more.
+    address = make_graph_mailbox()  # type: ignore[operator]
+    seeded = seed_graph(graph, address, count=40)
+    share_tokens(None)
+    job = MailboxJob(1, address, parse_server(graph.url, protocol="graph"),
+                     Credentials(address, Secret("")), None, "someone@example.net")  # fmt: skip
+    settings = graph_settings(graph, oauth_server, graph_app, tls_files.ca_cert)
+    source = GraphSource(job, settings)
+    try:
+        refs = [r for f in source.list_folders() for r in source.list_messages(f)]
+        assert len(refs) == len(seeded)
+        before = len(graph.calls)
+        reader = source.fetch(refs)
+        taken = [next(reader) for _ in range(3)]
+        reader.close()  # type: ignore[attr-defined]  # a generator's
+        source.close()  # waits for the requests already started
+        asked = sum(1 for c in graph.calls[before:] if c.endswith("/$value"))
+        assert [ref for ref, _ in taken] == refs[:3]
+        assert 3 <= asked <= 3 + READ_AHEAD
+        again = GraphSource(job, settings)
+        try:
+            everything = list(again.fetch(refs))
+        finally:
+            again.close()
+        assert [ref.uid for ref, _ in everything] == [ref.uid for ref in refs]
+    finally:
+        source.close()
 
 
 def test_a_graph_source_mailbox_that_does_not_exist_fails_saying_so(

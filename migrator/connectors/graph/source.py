@@ -5,11 +5,12 @@ what changed in a folder since the delta link the last pass saved (delta.py)."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,9 @@ SPECIAL_USE = {
     "archive": "\\Archive",
 }
 LIST_PAGE = 1000  # Graph's largest $top for messages
+# Messages asked for ahead of the one the copier takes (the pool runs four at once).
+READ_AHEAD = 2 * MAX_IN_FLIGHT
+READ_AHEAD_BYTES = 32 * 1024 * 1024
 FOLDER_PAGE = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LISTED = "receivedDateTime,sentDateTime,isRead,isDraft,flag,categories,internetMessageId"
@@ -175,12 +179,30 @@ class GraphSource:
     # -- fetching ------------------------------------------------------------------------
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        """Each message's MIME, four requests at once, in the order given."""
-        futures = [self._pool.submit(self._mime, ref) for ref in refs]
-        for ref, future in zip(refs, futures, strict=True):
-            mime = future.result()
-            if mime is not None:
-                yield ref, mime
+        """Each message's MIME, four requests at once, in the order given; at most
+        READ_AHEAD messages (READ_AHEAD_BYTES, by their listed sizes) asked ahead of the
+        one handed on, whatever the window, and none asked once the reader lets go."""
+        pending: collections.deque[tuple[MessageRef, Future[bytes | None]]] = collections.deque()
+        waiting = iter(refs)
+        ahead = 0
+        try:
+            while True:
+                while len(pending) < READ_AHEAD and (not pending or ahead < READ_AHEAD_BYTES):
+                    ref = next(waiting, None)
+                    if ref is None:
+                        break
+                    pending.append((ref, self._pool.submit(self._mime, ref)))
+                    ahead += ref.size
+                if not pending:
+                    return
+                ref, future = pending.popleft()
+                ahead -= ref.size
+                mime = future.result()
+                if mime is not None:
+                    yield ref, mime
+        finally:
+            for _, future in pending:
+                future.cancel()
 
     def _mime(self, ref: MessageRef) -> bytes | None:
         what = f"{self._what}, message in {ref.folder!r}"
