@@ -36,6 +36,11 @@ DAY = 86400.0
 # After a cut-off (BYE, a stall) the mailbox waits this share of the window: Gmail does
 # not say how long it holds a client off.
 CUTOFF_SHARE = 1 / 24
+# A lost connection is retried as any other; the second within this many seconds is
+# Gmail's cut-off (its BYE often arrives inside a literal, so the client sees only EOF:
+# one loss cannot tell Gmail's limit from a network reset).  Longer than every wait
+# between a mailbox's passes (migrator.copier: 1, 2, 4, ... seconds).
+CUTOFF_STRIKES_WITHIN = 600.0
 
 # System labels (X-GM-LABELS) and the RFC 6154 flag of the folder that shows each.
 INBOX = "\\Inbox"
@@ -131,6 +136,11 @@ class ByteMeter(Protocol):
 
     def reached(self, until: float) -> None:
         """The server cut the mailbox off: count the cap as reached until `until`."""
+        ...
+
+    def lost(self, within: float) -> bool:
+        """A connection to the mailbox was lost: True where another was lost less than
+        `within` seconds before (by any worker), False for the first (noted)."""
         ...
 
 

@@ -138,6 +138,30 @@ def test_a_mailbox_pauses_before_its_download_cap_and_goes_on_with_nothing_lost(
     assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == wanted
 
 
+def test_one_lost_gmail_connection_is_retried_at_once_not_paused_for(
+    gmail_account: GmailAccountMaker,
+    make_user: MakeUser,
+    copy_mailbox: CopyMailbox,
+    dovecot: DovecotServer,
+    ssl_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A reset looks the same as Gmail's cut-off to the client (EOF): one alone is retried.
+    account = gmail_account(gmail_messages(60, size_hint=20_000, seed=5))
+    target = make_user()
+    account.proxy.cut_off(after_bytes=600_000)
+
+    result = copy_mailbox(
+        account.login, target, password=account.password, source_url=account.proxy.url,
+        source_settings=GmailSettings(), fetch_window=10,
+    )  # fmt: skip
+
+    assert account.proxy.cut_offs == 1
+    assert result.state is MailboxState.SYNCED, result
+    assert "connection lost; retried" in caplog.text
+    assert held(dovecot, target, DEFAULT_USER_PASSWORD, ssl_context) == expected(account.messages)
+
+
 def test_gmail_cutting_the_session_off_pauses_the_mailbox_not_fails_it(
     gmail_account: GmailAccountMaker,
     make_user: MakeUser,
@@ -148,14 +172,14 @@ def test_gmail_cutting_the_session_off_pauses_the_mailbox_not_fails_it(
     account = gmail_account(gmail_messages(60, size_hint=20_000, seed=4))
     target = make_user()
     settings = GmailSettings(cap_window=24.0)  # a cut-off waits 1/24 of it: 1 s
-    account.proxy.cut_off(after_bytes=600_000)
+    account.proxy.cut_off(after_bytes=300_000, times=2)  # the retry is cut off too
 
     first = copy_mailbox(
         account.login, target, password=account.password, source_url=account.proxy.url,
         source_settings=settings, fetch_window=10,
     )  # fmt: skip
 
-    assert account.proxy.cut_offs == 1
+    assert account.proxy.cut_offs == 2
     assert first.state is MailboxState.PAUSED, first
     assert "cut the session off" in first.last_error
     assert first.resume_at is not None
@@ -253,11 +277,17 @@ def test_gmail_starving_the_session_pauses_the_mailbox_not_fails_it(
     copy_mailbox: CopyMailbox,
     dovecot: DovecotServer,
     ssl_context: ssl.SSLContext,
+    store: StateStore,
 ) -> None:
     account = gmail_account(gmail_messages(60, size_hint=20_000, seed=7))
     target = make_user()
     settings = GmailSettings(cap_window=24.0)  # a cut-off waits 1/24 of it: 1 s
     with TcpProxy(account.proxy.port) as slow:
+        # A connection to this mailbox was lost a moment ago (by another worker, say).
+        meter = store.byte_meters().meter(
+            Direction.DOWNLOAD, _source_mailbox(account.login, slow.port), 10**9, 24.0
+        )
+        assert meter.lost(600.0) is False
         # Bytes slowed to nothing past 600 kB: the session times out waiting.
         slow.stall(30, after_bytes=600_000, then="drop")
         first = copy_mailbox(

@@ -3,7 +3,8 @@ mailbox in a rolling window, shared by every worker, counted in one script each 
 
 `cap:{direction}:{mailbox}` is a sorted set of what was counted, `{token}:{bytes}` scored
 by when; members older than the window are dropped as it is read.  `capblock:...` holds
-until when a server's cut-off counts as the cap reached.
+until when a server's cut-off counts as the cap reached, `capstrike:...` that a
+connection was lost lately (the second loss is the cut-off).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RedisByteMeter:
         self._meters = meters
         self._key = _k("cap", direction.value, mailbox)
         self._block = _k("capblock", direction.value, mailbox)
+        self._strike = _k("capstrike", direction.value, mailbox)
         self._cap = cap
         self._window = window
 
@@ -59,6 +61,11 @@ class RedisByteMeter:
     def reached(self, until: float) -> None:
         milliseconds = max(1, int((until - time.time()) * 1000))
         self._meters._r.set(self._block, repr(until), px=milliseconds)
+
+    def lost(self, within: float) -> bool:
+        first = self._meters._r.set(self._strike, repr(time.time()), nx=True,
+                                    px=max(1, int(within * 1000)))  # fmt: skip
+        return not first
 
 
 # KEYS: the counted set, the cut-off block.  ARGV: now, window, cap, whole (1/0), a token,

@@ -42,6 +42,8 @@ Keys (all under "migrator:"):
                                     when; members past the window dropped (state/dailycaps.py)
     capblock:{direction}:{mailbox} string until when a server's cut-off counts as the cap
                                     reached (expires then)
+    capstrike:{direction}:{mailbox} string when a connection to it was last lost; a second
+                                    loss before it expires (10 min) is the cut-off
     token:{digest}           string an OAuth token shared by worker processes: sealed, with
                                     its times (JSON), kept until it expires (state/tokens.py)
 """

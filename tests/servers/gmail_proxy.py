@@ -101,6 +101,8 @@ class GmailProxy:
         self._threads: list[threading.Thread] = []
         self._sockets: set[socket.socket] = set()
         self._cut_after: int | None = None
+        self._cut_every = 0
+        self._cuts_left = 0
         # For tests: how many sessions, FETCHes answered with X-GM items, bytes sent down.
         self.connections = 0
         self.gmail_fetches = 0
@@ -113,11 +115,13 @@ class GmailProxy:
 
     # -- controls -------------------------------------------------------------------------
 
-    def cut_off(self, after_bytes: int) -> None:
+    def cut_off(self, after_bytes: int, times: int = 1) -> None:
         """Gmail past its limit: after `after_bytes` more bytes down (on any session), say
-        BYE and close that session; fires once."""
+        BYE and close that session; `times` times, each `after_bytes` after the last."""
         with self._lock:
             self._cut_after = after_bytes
+            self._cut_every = after_bytes
+            self._cuts_left = times
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -273,7 +277,8 @@ class GmailProxy:
             cut = self._cut_after
             if cut is not None:
                 if len(data) >= cut:
-                    self._cut_after = None
+                    self._cuts_left -= 1
+                    self._cut_after = self._cut_every if self._cuts_left > 0 else None
                     self.cut_offs += 1
                 else:
                     self._cut_after = cut - len(data)

@@ -236,11 +236,17 @@ class GmailSource:
     @contextlib.contextmanager
     def _cut_off(self) -> Iterator[None]:
         """Gmail ends a session past its limits (BYE) or lets it starve (a stall): a
-        connection lost here counts as the cap reached, not as a failure."""
+        connection lost here for the second time in a row (gmail.CUTOFF_STRIKES_WITHIN)
+        counts as the cap reached, not as a failure; the first is retried as any other
+        lost connection (a network reset looks the same)."""
         try:
             yield
         except TransientError as exc:
             if exc.code is not ErrorCode.CONNECTION:
+                raise
+            if self._meter is not None and not self._meter.lost(gmail.CUTOFF_STRIKES_WITHIN):
+                log.warning("%s: connection lost; retried (a second loss soon counts as "
+                            "Gmail cutting the session off)", self._imap.what)  # fmt: skip
                 raise
             until = time.time() + self._settings.cutoff_pause
             if self._meter is not None:
