@@ -34,7 +34,12 @@ from migrator.recognition import TargetCopy, content_key
 from migrator.report import MailboxResult, MailboxState
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sending import ConnectionSlots, InFlight, Progress
-from migrator.sources.base import IncrementalSource, MailboxSource, SourceFolder
+from migrator.sources.base import (
+    ChangesTogether,
+    IncrementalSource,
+    MailboxSource,
+    SourceFolder,
+)
 from migrator.syncstate import FolderChanges, FolderState, Ledger, Member, PassRequest
 from migrator.targets.base import MailboxTarget, SyncTarget
 
@@ -212,10 +217,16 @@ def _read_changes(
         # A rename may start the folder's mod-sequences afresh (Dovecot's does): its flags
         # are compared whole with the ledger this once.
         known[new] = replace(known.pop(old), modseq=None)
+    asked = [(folder, known[folder.name]) for folder in folders if folder.name in known]
+    together = (
+        dict(zip((f.name for f, _ in asked), inc.changes_of(asked), strict=True))
+        if isinstance(inc, ChangesTogether)
+        else {f.name: inc.changes(f, since) for f, since in asked}
+    )
     for folder in folders:
         mapped = folder_map.map(folder.path, folder.special_use)
         since = known.get(folder.name)
-        changes = inc.changes(folder, since) if since is not None else None
+        changes = together.get(folder.name)
         if changes is None:
             read.new_folders += since is None
             listed = source.list_messages(folder)

@@ -66,6 +66,7 @@ def test_pyproject_pins_imapclient_to_the_versions_imapwire_was_checked_against(
 INTERNALS = [
     (IMAPClient, "_raw_command", "(self, command, args, uid=True)"),
     (IMAPClient, "_normalise_folder", "(self, folder_name)"),
+    (IMAPClient, "_process_select_response", "(self, resp)"),
     (imaplib.IMAP4, "_new_tag", "(self)"),
     (imaplib.IMAP4, "_command_complete", "(self, name, tag)"),
     (imaplib.IMAP4, "send", "(self, data)"),
@@ -273,3 +274,41 @@ def test_create_subscribe_makes_and_subscribes_a_folder_and_stays_in_step(
     assert created[0] == "NO" and b"[ALREADYEXISTS]" in created[1]
     assert subscribed[0] == "OK"
     assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+
+
+def test_pipelined_reads_each_commands_answers_apart_and_stays_in_step(
+    client: IMAPClient,
+) -> None:
+    client.create_folder("Données/Été")
+    assert b"QRESYNC" in client.enable("QRESYNC")
+    messages = [((), None, _message(n)) for n in range(1, 4)]
+    assert imapwire.multiappend(client, "Données/Été", iter(messages)) == "OK"
+    folder = imapwire.folder_arg(client, "Données/Été")
+
+    answers = imapwire.pipelined(
+        client,
+        [
+            ("EXAMINE", b"EXAMINE " + folder),
+            ("FETCH", b"UID FETCH 2:* (UID FLAGS)"),
+            ("SEARCH", b"UID SEARCH UID 1:2"),
+            ("EXAMINE", b"EXAMINE " + imapwire.folder_arg(client, "Nowhere")),
+            ("FETCH", b"UID FETCH 1:* (UID FLAGS)"),  # no folder selected: BAD
+            ("EXAMINE", b"EXAMINE INBOX"),
+        ],
+    )
+
+    examined, fetched, searched, refused, unselected, inbox = answers
+    info = imapwire.select_info(client, examined)
+    assert examined.typ == "OK" and info[b"EXISTS"] == 3 and b"HIGHESTMODSEQ" in info
+    assert fetched.typ == "OK" and set(
+        read_flags(fetched.untagged.get("FETCH", []) + searched.untagged.get("FETCH", []))
+    ) == {"2", "3"}
+    # Dovecot runs a folder's FETCH and SEARCH side by side (RFC 3501 5.5 allows it): their
+    # untagged answers belong to the folder's commands together, not to each one.
+    pool = {name: v for answer in (fetched, searched) for name, v in answer.untagged.items()}
+    assert searched.typ == "OK" and pool["SEARCH"] == [b"1 2"]
+    assert refused.typ == "NO" and unselected.typ == "BAD"
+    assert inbox.typ == "OK" and imapwire.select_info(client, inbox)[b"EXISTS"] == 0
+    # The session goes on in step, INBOX selected.
+    assert client.search(["ALL"]) == []
+    assert client.folder_status("Données/Été", ["MESSAGES"])[b"MESSAGES"] == 3

@@ -70,3 +70,16 @@ class IncrementalSource(Protocol):
         """What changed since `since`; None when the folder's UIDVALIDITY changed (its
         UIDs mean other messages now: the caller lists it whole and recognises)."""
         ...
+
+
+@runtime_checkable
+class ChangesTogether(Protocol):
+    """An IncrementalSource that reads many folders' changes at once (IMAP: every
+    folder's commands written before any answer is read, where one by one they cost a
+    round trip each)."""
+
+    def changes_of(
+        self, asked: Sequence[tuple[SourceFolder, FolderState]]
+    ) -> list[FolderChanges | None]:
+        """`changes` of each (folder, since), in the order asked."""
+        ...

@@ -4,6 +4,7 @@ fetches message bytes, newest-first batches grouped by folder."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from imapclient import IMAPClient
 
 from migrator.connectors.imap.changes import (
     all_states,
+    changes_together,
     enable_modseqs,
     folder_state,
     older_changes,
@@ -163,7 +165,7 @@ class ImapSource:
             for uid, m in listed.items()
             if m.internaldate is None or not is_sane(m.internaldate, now)
         ]
-        dates = self._dates(absurd, what) if absurd else {}
+        dates = self._dates(folder.name, absurd, what) if absurd else {}
         return [
             self._ref(folder.name, uidvalidity, message, dates.get(uid), shared)
             for uid, message in listed.items()
@@ -200,10 +202,11 @@ class ImapSource:
         )
 
     def _dates(
-        self, uids: list[int], what: str
+        self, folder: str, uids: list[int], what: str
     ) -> dict[int, tuple[datetime | None, datetime | None]]:
         """The newest Received date and the Date header of messages whose INTERNALDATE is
         missing or absurd (a restored backup dated 1970): their order falls back to them."""
+        self._examined(folder)
         with imap_errors(what):
             fetched = self._client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (RECEIVED DATE)]"])
         dates: dict[int, tuple[datetime | None, datetime | None]] = {}
@@ -226,10 +229,7 @@ class ImapSource:
 
     def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
         what = f"{self._what}, folder {folder.name!r}"
-        if self._states is None:
-            # One LIST-STATUS for every folder: one that has not moved is not selected.
-            self._states = all_states(self._client, self._what) if self._modseqs else {}
-        if since.modseq is not None and self._states.get(folder.name) == since:
+        if self._unmoved(since, folder.name):
             return FolderChanges(since)
         state = folder_state(self._select(folder.name))
         if state.uidvalidity != since.uidvalidity:
@@ -244,6 +244,35 @@ class ImapSource:
             new = self._refs(folder, state.uidvalidity, above, what)
         with imap_errors(what):
             return older_changes(self._client, state, since, new, qresync=self._qresync)
+
+    def changes_of(
+        self, asked: Sequence[tuple[SourceFolder, FolderState]]
+    ) -> list[FolderChanges | None]:
+        """changes() of each (folder, since), those of the folders that moved read together:
+        their commands written before any answer is read (changes.changes_together)."""
+        moved = [(f, since) for f, since in asked if not self._unmoved(since, f.name)]
+        read = changes_together(
+            self._client, [(f.name, s) for f, s in moved], qresync=self._qresync, what=self._what
+        )
+        if moved:
+            self._selected = None  # whichever it is: the next read selects its folder
+        found: dict[str, FolderChanges | None] = {}
+        for (folder, since), got in zip(moved, read, strict=True):
+            if got.alone:
+                found[folder.name] = self.changes(folder, since)
+            elif got.changes is not None:
+                what = f"{self._what}, folder {folder.name!r}"
+                new = self._refs(folder, got.changes.state.uidvalidity, got.listed, what)
+                found[folder.name] = replace(got.changes, new=new)
+            else:
+                found[folder.name] = None
+        return [found.get(f.name, FolderChanges(since)) for f, since in asked]
+
+    def _unmoved(self, since: FolderState, name: str) -> bool:
+        """Whether one LIST-STATUS for every folder says `name` has not moved since."""
+        if self._states is None:
+            self._states = all_states(self._client, self._what) if self._modseqs else {}
+        return since.modseq is not None and self._states.get(name) == since
 
     # -- fetching ----------------------------------------------------------------------
 

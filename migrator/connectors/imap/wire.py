@@ -16,6 +16,11 @@ under it; nothing else in migrator touches a private attribute of either library
                      RFC 5819 LIST ... RETURN (STATUS ...), which imapclient cannot send
     create_subscribe IMAPClient._normalise_folder, ._imap._new_tag, .send and
                      ._command_complete: CREATE and SUBSCRIBE pipelined, one round trip
+    pipelined        IMAPClient._normalise_folder (folder_arg), ._process_select_response
+                     (select_info), and ._imap._new_tag, .send, ._command_complete,
+                     .untagged_responses and .state: any commands written at once, their
+                     answers read in order (an incremental pass's EXAMINE and FETCHes
+                     of every folder that moved: one round trip)
 
 Private attributes promise nothing, so what these were checked against is written down
 here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
@@ -26,7 +31,9 @@ and runs each function against a real Dovecot: an upgrade that breaks one fails 
 
 from __future__ import annotations
 
+import imaplib
 from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from imapclient import IMAPClient
 from imapclient.util import to_bytes
@@ -173,3 +180,59 @@ def multiappend_answer(
     typ, data = imap._command_complete("APPEND", tag)
     text = data[0] if data and isinstance(data[0], bytes) else b""
     return str(typ), text
+
+
+class Answered(NamedTuple):
+    """One pipelined command's answer: the tagged type ("OK", "NO"; "BAD" where imaplib
+    raised it) and text, and the untagged answers the command drew, by imaplib's names
+    ("FETCH", "VANISHED", "SEARCH", an EXAMINE's "EXISTS", "UIDVALIDITY" ...)."""
+
+    typ: str
+    text: str
+    untagged: dict[str, list[Any]]
+
+
+def folder_arg(client: IMAPClient, folder: str) -> bytes:
+    """A folder name as a command's argument (modified UTF-7, quoted where needed)."""
+    name: bytes = to_bytes(client._normalise_folder(folder))
+    return name
+
+
+def select_info(client: IMAPClient, answered: Answered) -> dict[bytes, Any]:
+    """An EXAMINE's or SELECT's answer as imapclient's select_folder gives it."""
+    info: dict[bytes, Any] = client._process_select_response(answered.untagged)
+    return info
+
+
+def pipelined(client: IMAPClient, commands: Sequence[tuple[str, bytes]]) -> list[Answered]:
+    """Each command (its name, and its text after the tag) written before any answer is
+    read (RFC 3501 section 5.5; the server answers in order): one round trip for all of
+    them.  Every answer is read; a NO or BAD stays in its Answered rather than raising
+    (only a lost connection does).  Where they EXAMINE or SELECT, imaplib is told whether
+    a folder is selected after the last one (a refused one leaves none selected)."""
+    imap = client._imap
+    imap.untagged_responses = {}  # what came before: not these commands' answers
+    sent: list[tuple[str, bytes]] = []
+    out = bytearray()
+    for name, text in commands:
+        tag: bytes = imap._new_tag()
+        out += tag + b" " + text + b"\r\n"
+        sent.append((name, tag))
+    imap.send(bytes(out))
+    answers: list[Answered] = []
+    for name, tag in sent:
+        try:
+            typ, data = imap._command_complete(name, tag)
+            text = data[0] if data and isinstance(data[0], bytes) else b""
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            typ, text = "BAD", str(exc).encode("utf-8", "replace")
+        answers.append(Answered(str(typ), text.decode("utf-8", "replace"), imap.untagged_responses))
+        imap.untagged_responses = {}
+    opened = [
+        a for (name, _), a in zip(commands, answers, strict=True) if name in ("EXAMINE", "SELECT")
+    ]
+    if opened:
+        imap.state = "SELECTED" if opened[-1].typ == "OK" else "AUTH"
+    return answers
