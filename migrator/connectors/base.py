@@ -103,6 +103,9 @@ class Connector(Protocol):
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
     needs_login: bool  # whether a source row needs SourceLoginID (files, Graph: no)
     receives_mail: bool  # whether forwarding from it means anything (files: no)
+    # Whether open_source waits in logingate.hold_login() right before its login: its
+    # connection is then made while the target is opened (copier._open_both).
+    gated_login: bool
 
     def parse_address(self, text: str) -> ServerAddress | None:
         """A SourceServer cell that is not `scheme://host:port` (a path below a root), or
@@ -183,6 +186,7 @@ class BaseConnector:
     surveys = False
     needs_login = True
     receives_mail = True
+    gated_login = False
 
     def parse_address(self, text: str) -> ServerAddress | None:
         return None

@@ -28,6 +28,7 @@ class ImapConnector(BaseConnector):
         "imaps": (TlsMode.IMPLICIT, 993),
     }
     surveys = True
+    gated_login = True  # connection.connect() holds the login
 
     def __init__(self, kind: str = "imap") -> None:
         self.kind = kind
