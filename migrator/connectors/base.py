@@ -13,7 +13,7 @@ import argparse
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from migrator.errors import ConfigError
 from migrator.foldermap import FolderMap
@@ -31,7 +31,9 @@ from migrator.report import MailboxResult
 from migrator.secrets import Secret
 from migrator.sources.base import MailboxSource
 from migrator.targets.base import MailboxTarget
-from migrator.velocity.plan import InventoryRow
+
+if TYPE_CHECKING:  # velocity's own, imported by velocity commands only
+    from migrator.velocity.plan import InventoryRow
 
 
 class Role(str, enum.Enum):  # noqa: UP042
