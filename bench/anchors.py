@@ -103,9 +103,10 @@ def migrator(spec: dict[str, Any]) -> None:
         if spec.get("dont_write_bytecode"):
             env["PYTHONDONTWRITEBYTECODE"] = "1"
         _run(
-            # spec["prefix"]: a profiler's command line before ours (py-spy record -o ... --)
+            # spec["prefix"]: a profiler's command line before ours (py-spy record -o ... --);
+            # spec["migrator"]: another build's command (bench.empty --against)
             [*spec.get("prefix", []),
-             str(Path(sys.executable).parent / "migrator"), "run", str(batch),
+             spec.get("migrator", str(Path(sys.executable).parent / "migrator")), "run", str(batch),
              "--method", "individual", "--target-server", f"imaps://127.0.0.1:{spec['port']}",
              "--target-method", "proxyauth", "--target-admin", spec["admin"],
              "--ca-file", spec["ca_file"], "--connections-per-mailbox", str(spec["connections"]),

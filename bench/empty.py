@@ -6,7 +6,11 @@ tools interleaved round by round, medians reported. `migrator` runs twice over: 
 machine's environment sets it (still reading the __pycache__ that `make setup` compiled, but
 compiling again whatever is missing from it).
 
-    python -m bench.empty [ROUNDS]     # its own Dovecot; `make bench` runs empty_runs()
+    python -m bench.empty [ROUNDS] [--against MIGRATOR]
+
+runs its own Dovecot (`make bench` runs empty_runs()).  --against names another build's
+`migrator` command (another worktree's .venv/bin/migrator): it runs in the same rounds,
+interleaved with this one's, for an A/B that the machine's other load touches alike.
 """
 
 from __future__ import annotations
@@ -32,14 +36,14 @@ TOOLS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def help_time(dont_write: bool) -> float:
+def help_time(dont_write: bool, migrator: str = MIGRATOR) -> float:
     """Wall seconds of `migrator --help`."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if dont_write:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     started = time.perf_counter()
-    subprocess.run([MIGRATOR, "--help"], capture_output=True, check=True, env=env)
+    subprocess.run([migrator, "--help"], capture_output=True, check=True, env=env)
     return time.perf_counter() - started
 
 
@@ -49,22 +53,28 @@ def empty_runs(
     measure: Callable[[str, dict[str, Any]], dict[str, Any]],
     spec: Callable[..., dict[str, Any]],
     add_user: Callable[[str], None],
+    against: str | None = None,
 ) -> dict[str, list[float]]:
     """{label: wall seconds of each round}: an empty source mailbox copied by each tool into
-    a fresh target account, and `migrator --help`."""
+    a fresh target account, and `migrator --help`; with `against` (another build's
+    `migrator`), its runs too, labelled "(against)"."""
     add_user("empty-src@bench.test")
-    walls: dict[str, list[float]] = {label: [] for label, _, _ in TOOLS}
-    walls["migrator --help"] = []
-    walls["migrator --help, PYTHONDONTWRITEBYTECODE=1"] = []
+    builds = [("", MIGRATOR)] + ([(" (against)", against)] if against else [])
+    walls: dict[str, list[float]] = {}
     for r in range(rounds):
         for label, mode, dont_write in TOOLS:
-            side = f"{mode}{'b' if dont_write else ''}{r}"
-            add_user(f"empty-{side}@bench.test")
-            run = spec(["empty"], side, port=port)
-            run["dont_write_bytecode"] = dont_write
-            walls[label].append(float(measure(mode, run)["wall"]))
-        walls["migrator --help"].append(help_time(False))
-        walls["migrator --help, PYTHONDONTWRITEBYTECODE=1"].append(help_time(True))
+            for suffix, migrator in builds if mode == "migrator" else [("", MIGRATOR)]:
+                side = f"{mode}{'b' if dont_write else ''}{'a' if suffix else ''}{r}"
+                add_user(f"empty-{side}@bench.test")
+                run = spec(["empty"], side, port=port)
+                run["dont_write_bytecode"] = dont_write
+                if suffix:
+                    run["migrator"] = migrator
+                walls.setdefault(label + suffix, []).append(float(measure(mode, run)["wall"]))
+        for suffix, migrator in builds:
+            for dont_write in (False, True):
+                label = "migrator --help" + (", PYTHONDONTWRITEBYTECODE=1" if dont_write else "")
+                walls.setdefault(label + suffix, []).append(help_time(dont_write, migrator))
     return walls
 
 
@@ -85,7 +95,13 @@ def main() -> int:
 
     from bench.run import PASSWORD, measure, spec_maker
 
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    words = sys.argv[1:]
+    against = None
+    if "--against" in words:
+        at = words.index("--against")
+        against = str(Path(words[at + 1]).absolute())
+        del words[at : at + 2]
+    rounds = int(words[0]) if words else 5
     with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
         os.chmod(tmp, 0o755)  # noqa: S103 -- Dovecot's unprivileged users must reach it
         tls = make_tls_files(Path(tmp) / "tls")
@@ -100,6 +116,7 @@ def main() -> int:
                 measure,
                 spec_maker(server, tls, redis_server.url),
                 lambda name: server.add_user(name, PASSWORD),
+                against,
             )
     for line in empty_lines(walls):
         print(line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +62,15 @@ from migrator.terminal import (
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    private = _private_redis_early(words)
+    try:
+        return _main(words, private)
+    finally:
+        if private is not None:
+            private.stop()  # nothing once `run` has left it; a server started for nothing
+
+
+def _main(words: list[str], private: PrivateRedis | None) -> int:
     parser = _parser(_command_word(words))
     try:
         read_config(parser, words)
@@ -68,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print("[red]error:[/]", escape(str(exc)), highlight=False)
         return EXIT_BAD_INPUT
     args = parser.parse_args(words)
+    args.private_redis = private
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -87,6 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _private_redis_early(words: Sequence[str]) -> PrivateRedis | None:
+    """`migrator run` without MIGRATOR_REDIS_URL: its private redis-server, starting (in a
+    thread: it takes some 0.02 s, mostly waiting for the server) while the command line
+    and the batch file are read.  None for any other command, for --help, and where the
+    state directory cannot be made (the command says so where it always did)."""
+    if _command_word(words) != "run" or os.environ.get(REDIS_URL_ENV):
+        return None
+    if any(w in ("-h", "--help") for w in words):
+        return None
+    try:
+        return PrivateRedis(state_dir()).begin()
+    except OSError:
+        return None
 
 
 # -- argument parsing -----------------------------------------------------------------
@@ -250,7 +276,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if url:
             store = StateStore.from_url(url)
         else:  # one per state directory: joined if another command runs it already
-            store = StateStore.from_url(stack.enter_context(PrivateRedis(state_dir())).url)
+            private = getattr(args, "private_redis", None) or PrivateRedis(state_dir())
+            store = StateStore.from_url(stack.enter_context(private).url)
         _create_batch(store, args, batch_id, meta, jobs)
         err_console.print(f"batch {batch_id}: {len(jobs)} mailboxes", highlight=False)
         if args.insecure:

@@ -9,7 +9,6 @@ given on the command line overrides them.
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ def config_path(argv: Sequence[str]) -> Path | None:
 def apply_config(parser: argparse.ArgumentParser, path: Path) -> None:
     """Make the file's values `parser`'s defaults (a required option given there is no
     longer required on the command line); ConfigError naming the key otherwise."""
+    import tomllib  # only a command given --config reads TOML
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

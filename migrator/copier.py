@@ -38,6 +38,7 @@ from migrator.errors import (
 from migrator.events import EventKind, EventSink, NoEvents
 from migrator.foldermap import FolderMap
 from migrator.listing import list_mailbox
+from migrator.logingate import LoginGate, gated
 from migrator.passcopy import (
     LATE_COMMIT_GRACE,
     UNDELIVERED,
@@ -137,12 +138,15 @@ def migrate_mailbox(
     in_flight: InFlight | None = None,
     events: EventSink | None = None,
     request: PassRequest | None = None,
+    gated_source: bool = False,
 ) -> MailboxResult:
     """Copy one mailbox to the end: passes until done, quota-stopped, or failed, or
     until `stop` is set (then `interrupted`, with what was sent checkpointed).
     `in_flight`: appends another worker may have left in flight (InFlight.inherited).
     `events`: told of each pass, each reconnect and each throttling wait.
     `request`: an incremental pass (syncpass.sync_pass) rather than a whole one.
+    `gated_source`: `open_source` holds its login in logingate.hold_login() (its
+    connector's `gated_login`), so it is connected while the target is opened.
 
     Never raises for a mailbox-level failure: the result carries the state and the
     error message (which never holds a password)."""
@@ -173,7 +177,7 @@ def migrate_mailbox(
                     attempt.retry_state.attempt_number,
                     lambda: _one_pass(
                         open_source, open_target, folder_map, progress, options, in_flight,
-                        slots, stop, request,
+                        slots, stop, request, gated_source,
                     ),
                 )  # fmt: skip
     except LockLost:
@@ -242,9 +246,12 @@ def _one_pass(
     slots: ConnectionSlots | None,
     stop: threading.Event | None = None,
     request: PassRequest | None = None,
+    gated_source: bool = False,
 ) -> MailboxResult:
     incremental = request is not None and request.kind is not PassKind.COPY
-    source, target = _open_both(open_source, open_target, side_by_side=incremental)
+    source, target = _open_both(
+        open_source, open_target, side_by_side=incremental, gated=gated_source
+    )
     try:
         try:
             if request is not None and incremental:
@@ -280,31 +287,48 @@ def _open_both(
     open_target: Callable[[], MailboxTarget],
     *,
     side_by_side: bool,
+    gated: bool = False,
 ) -> tuple[MailboxSource, MailboxTarget]:
     """Both ends, the target first (a target that cannot be opened is `not_ready`, and the
     source is then not logged in to); `side_by_side` logs in to both at once, for a pass
     whose time is mostly round trips (an incremental one), each end closed again when
-    the other fails."""
-    if not side_by_side:
+    the other fails.  `gated` (a source that holds its login in logingate.hold_login):
+    the source's connection is made while the target is opened, its login sent once the
+    target is open, and never if it could not be."""
+    if not side_by_side and not gated:
         target = _open_target(open_target)
         try:
             return open_source(), target
         except BaseException:
             target.close()
             raise
+    gate = None if side_by_side else LoginGate()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-source") as pool:
-        opening = pool.submit(open_source)
+        opening = pool.submit(_opened_behind, gate, open_source)
         try:
             target = _open_target(open_target)
         except BaseException:
+            if gate is not None:
+                gate.close()  # the source stops before its login, and raises
             with contextlib.suppress(Exception):
                 opening.result().close()
             raise
+        if gate is not None:
+            gate.open()
         try:
             return opening.result(), target
         except BaseException:
             target.close()
             raise
+
+
+def _opened_behind(
+    gate: LoginGate | None, open_source: Callable[[], MailboxSource]
+) -> MailboxSource:
+    if gate is None:
+        return open_source()
+    with gated(gate):
+        return open_source()
 
 
 def _open_target(open_target: Callable[[], MailboxTarget]) -> MailboxTarget:

@@ -242,6 +242,7 @@ def _run(
         InFlight.inherited() if lease is not None and lease.inherited else None,
         store.event_sink(batch_id, job_id),
         request,
+        gated_source=source_connector.gated_login,
     )
     return source_connector.after_copy(result, source, target, target_connector.kind)
 

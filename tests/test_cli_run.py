@@ -107,3 +107,19 @@ def test_a_target_without_an_admin_login_is_reached_with_each_rows_own(
         "INBOX": 4,
         "Sent": 2,
     }
+
+
+def test_a_run_whose_batch_file_cannot_be_read_leaves_no_redis_server_running(
+    local_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `run` starts its private Redis while it reads its command line and batch file.
+    monkeypatch.setenv("MIGRATOR_TARGET_ADMIN_PASSWORD", MASTER_PASSWORD)
+    code = main(
+        ["run", str(tmp_path / "missing.csv"), "--method", "individual",
+         "--target-server", "imaps://127.0.0.1:1", "--target-admin", MASTER_USER]
+    )  # fmt: skip
+
+    assert code != 0
+    assert (local_state / "redis" / "redis.log").exists()  # it was started ...
+    assert not (local_state / "redis" / "server.json").exists()  # ... and stopped
+    assert "ready to exit" in (local_state / "redis" / "redis.log").read_text()

@@ -13,14 +13,17 @@ from typing import Any
 
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
 from migrator.errors import (
+    ErrorCode,
     FolderRefused,
     LockLost,
     MessageRefused,
+    PermanentError,
     QuotaExceeded,
     TransientError,
 )
 from migrator.events import EventKind
 from migrator.foldermap import TargetFolder, default_folder_map
+from migrator.logingate import hold_login
 from migrator.plan import MessageRef
 from migrator.recognition import (
     TargetCopy,
@@ -517,3 +520,53 @@ def test_a_server_that_refuses_one_more_connection_gets_the_copy_over_those_it_t
     # The three extra source connections were opened side by side; the two whose target
     # connection the server refused were let go.
     assert len(source.opened) == 4
+
+
+def test_a_gated_source_is_connected_while_the_target_opens_and_logs_in_after_it() -> None:
+    # The source connects (here: reaches the gate) while the target is being opened; the
+    # target waits for that, so the test ends only if both really go side by side.
+    source_at_gate, steps = threading.Event(), list[str]()
+    source, target = MemorySource(3), MemoryTarget()
+
+    def open_source() -> MemorySource:
+        source_at_gate.set()
+        hold_login()
+        steps.append("source login")
+        return source
+
+    def open_target() -> MemoryTarget:
+        assert source_at_gate.wait(timeout=30), "the source was not connected meanwhile"
+        steps.append("target open")
+        return target
+
+    result = migrate_mailbox(
+        open_source, open_target, default_folder_map(), MemoryProgress(), CopyOptions(),
+        gated_source=True,
+    )  # fmt: skip
+    assert result.state is MailboxState.DONE
+    assert steps == ["target open", "source login"]
+    assert sorted(_uids(target.stored)) == [1, 2, 3]
+
+
+def test_a_gated_source_whose_target_cannot_be_opened_never_logs_in() -> None:
+    logged_in = threading.Event()
+
+    def open_source() -> MemorySource:
+        hold_login()
+        logged_in.set()
+        return MemorySource(3)
+
+    def open_target() -> MemoryTarget:
+        raise PermanentError("target mailbox x: login refused", code=ErrorCode.AUTHENTICATIONFAILED)
+
+    result = migrate_mailbox(
+        open_source, open_target, default_folder_map(), MemoryProgress(), CopyOptions(),
+        gated_source=True,
+    )  # fmt: skip
+    assert result.state is MailboxState.NOT_READY
+    assert result.error == "target mailbox x: login refused"
+    assert not logged_in.is_set()
+
+
+def test_a_login_held_outside_a_gated_opening_goes_at_once() -> None:
+    hold_login()  # another thread's gate, or none: nothing to wait for

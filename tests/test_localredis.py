@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from migrator.errors import ConfigError
 from migrator.localredis import PrivateRedis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 _USER = """
 import sys
 from pathlib import Path
+from migrator.errors import ConfigError
 from migrator.localredis import PrivateRedis
 private = PrivateRedis(Path(sys.argv[1])).start()
 print(private.port, flush=True)
@@ -171,3 +173,29 @@ def test_files_left_0644_by_earlier_versions_are_made_private(state: Path) -> No
     for path in paths:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode)}"
+
+
+def test_a_server_begun_in_the_background_is_the_one_the_command_then_enters(
+    state: Path,
+) -> None:
+    private = PrivateRedis(state).begin()  # what `migrator run` does before reading its batch
+    with private:
+        assert _answers(private.port)
+        pid = int(_server(state)["pid"])
+    assert not _answers(private.port)
+    assert _gone(pid)
+
+
+def test_a_server_begun_for_a_command_that_then_fails_is_stopped(state: Path) -> None:
+    private = PrivateRedis(state).begin()
+    private.stop()  # the command failed before entering it: a bad batch file, say
+    assert not (state / "redis" / "server.json").exists()
+
+
+def test_a_server_that_cannot_start_in_the_background_says_so_when_entered(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(state))  # no redis-server to be found
+    private = PrivateRedis(state).begin()
+    with pytest.raises(ConfigError, match="redis-server is not installed"), private:
+        pass

@@ -114,3 +114,20 @@ def test_a_job_whose_batch_is_gone_is_nothing_to_do(redis_url: str) -> None:
     store = StateStore.from_url(redis_url)
 
     assert execute_job(store, "no-such-batch", "00001", SecretBox(new_key())) is None
+
+
+def test_a_target_that_cannot_be_opened_leaves_its_source_without_a_login(
+    dovecot: DovecotServer, make_user: MakeUser, tls_files: TlsFiles, redis_url: str
+) -> None:
+    # The source's connection is made while the target is opened (logingate): its login
+    # waits for the target, which here refuses, so the source never logs in.
+    source = make_user()
+    store = StateStore.from_url(redis_url)
+    box, job = _enqueue(store, dovecot, tls_files, source, "nobody-here@example.test")
+
+    result = execute_job(store, "b1", job.job_id, box)
+
+    assert result is not None and result.state is MailboxState.NOT_READY, result
+    log = dovecot.log_path.read_text(errors="replace")
+    assert "nobody-here@example.test" in log  # the target was tried ...
+    assert f"Login: user=<{source}>" not in log  # ... and the source never logged in to

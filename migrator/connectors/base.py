@@ -13,7 +13,7 @@ import argparse
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from migrator.errors import ConfigError
 from migrator.foldermap import FolderMap
@@ -31,7 +31,9 @@ from migrator.report import MailboxResult
 from migrator.secrets import Secret
 from migrator.sources.base import MailboxSource
 from migrator.targets.base import MailboxTarget
-from migrator.velocity.plan import InventoryRow
+
+if TYPE_CHECKING:  # velocity's own, imported by velocity commands only
+    from migrator.velocity.plan import InventoryRow
 
 
 class Role(str, enum.Enum):  # noqa: UP042
@@ -103,6 +105,9 @@ class Connector(Protocol):
     surveys: bool  # whether `survey` can measure its sources (velocity inventory)
     needs_login: bool  # whether a source row needs SourceLoginID (files, Graph: no)
     receives_mail: bool  # whether forwarding from it means anything (files: no)
+    # Whether open_source waits in logingate.hold_login() right before its login: its
+    # connection is then made while the target is opened (copier._open_both).
+    gated_login: bool
 
     def parse_address(self, text: str) -> ServerAddress | None:
         """A SourceServer cell that is not `scheme://host:port` (a path below a root), or
@@ -183,6 +188,7 @@ class BaseConnector:
     surveys = False
     needs_login = True
     receives_mail = True
+    gated_login = False
 
     def parse_address(self, text: str) -> ServerAddress | None:
         return None

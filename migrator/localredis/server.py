@@ -35,6 +35,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +140,8 @@ class PrivateRedis:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.port = 0
         self._users: int | None = None  # users.lock, held shared while we use the server
+        self._starter: threading.Thread | None = None  # begin()'s
+        self._start_error: BaseException | None = None
 
     @property
     def url(self) -> str:
@@ -161,8 +164,43 @@ class PrivateRedis:
             self._users = users
         return self
 
+    def begin(self) -> PrivateRedis:
+        """start() in a thread of its own, for a command that has other things to do
+        meanwhile (its arguments, its batch file); entering the context waits for it, and
+        raises what start() raised.  Whatever happens meanwhile, call stop() (or leave the
+        context) in the end: a server started for nothing is stopped again."""
+        if self._starter is None:
+            # What starting imports on first use (redis-py reads its version's metadata,
+            # the socket encodes the host name), imported here, so that no module is
+            # imported by two threads at once while the command goes on with its own.
+            import email.parser  # noqa: F401
+            import encodings.idna  # noqa: F401
+
+            def starting() -> None:
+                try:
+                    self.start()
+                except BaseException as exc:  # for __enter__ to raise in the command's thread
+                    self._start_error = exc
+
+            self._starter = threading.Thread(target=starting, name="private-redis")
+            self._starter.start()
+        return self
+
+    def _started(self) -> PrivateRedis:
+        """begin()'s start, once it is done (ConfigError and the like, as start() raises)."""
+        starter, self._starter = self._starter, None
+        if starter is not None:
+            starter.join()
+        error, self._start_error = self._start_error, None
+        if error is not None:
+            raise error
+        return self
+
     def stop(self) -> None:
         """Leave; the last command to leave shuts the server down (its data on disk)."""
+        if self._starter is not None:
+            with contextlib.suppress(Exception):
+                self._started()
         users, self._users = self._users, None
         if users is None:
             return
@@ -317,6 +355,8 @@ class PrivateRedis:
             return None
 
     def __enter__(self) -> PrivateRedis:
+        if self._starter is not None:
+            return self._started()
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from migrator.connectors.base import BaseConnector, Role, Settings, SourceEnd, TargetEnd
 from migrator.foldermap import FolderMap
@@ -14,7 +14,9 @@ from migrator.gmail import GmailSettings
 from migrator.model import ConnectOptions, MailboxJob, TlsMode
 from migrator.sources.base import MailboxSource
 from migrator.targets.base import MailboxTarget
-from migrator.velocity.plan import InventoryRow
+
+if TYPE_CHECKING:  # velocity's own, imported by velocity commands only
+    from migrator.velocity.plan import InventoryRow
 
 
 class ImapConnector(BaseConnector):
@@ -28,6 +30,7 @@ class ImapConnector(BaseConnector):
         "imaps": (TlsMode.IMPLICIT, 993),
     }
     surveys = True
+    gated_login = True  # connection.connect() holds the login
 
     def __init__(self, kind: str = "imap") -> None:
         self.kind = kind

@@ -27,6 +27,7 @@ from migrator.errors import (
     TokenRefused,
     TransientError,
 )
+from migrator.logingate import hold_login
 from migrator.model import ConnectOptions, Credentials, Login, ServerAddress, TlsMode, TokenLogin
 from migrator.oauth.login import bearer_login
 from migrator.oauth.sasl import (
@@ -156,6 +157,7 @@ def connect(
                         "use imaps:// or allow plaintext explicitly",
                         code=ErrorCode.NOTLS,
                     )
+            hold_login()  # a source opened beside its target: until the target is open
             if isinstance(credentials, TokenLogin):
                 _token_login(client, credentials, server, f"{what} ({server})")
             else:
