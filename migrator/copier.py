@@ -28,7 +28,6 @@ from tenacity import (
     wait_exponential,
 )
 
-from migrator import heap
 from migrator.errors import (
     CapReached,
     LockLost,
@@ -101,7 +100,6 @@ def copy_pass(
     folder states, so the next `migrator sync` reads only what changed since."""
     now = now or datetime.now(UTC)
     listing = list_mailbox(source, target, folder_map, now)
-    heap.settle()  # the listing lives as long as the pass: no collection need walk it
     # Read here rather than in copy_listed (only this worker writes them: the lock), to know
     # whether this is the mailbox's first pass.
     checkpoints = progress.checkpoints()
@@ -241,25 +239,6 @@ def _one_pass(
     request: PassRequest | None = None,
 ) -> MailboxResult:
     incremental = request is not None and request.kind is not PassKind.COPY
-    with heap.held():
-        return _pass_between(
-            open_source, open_target, folder_map, progress, options, in_flight, slots, stop,
-            request, incremental,
-        )  # fmt: skip
-
-
-def _pass_between(
-    open_source: Callable[[], MailboxSource],
-    open_target: Callable[[], MailboxTarget],
-    folder_map: FolderMap,
-    progress: Progress,
-    options: CopyOptions,
-    in_flight: InFlight,
-    slots: ConnectionSlots | None,
-    stop: threading.Event | None,
-    request: PassRequest | None,
-    incremental: bool,
-) -> MailboxResult:
     source, target = _open_both(open_source, open_target, side_by_side=incremental)
     try:
         try:
