@@ -8,7 +8,7 @@ import imaplib
 import re
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from imapclient import IMAPClient
@@ -16,6 +16,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.bodies import BODY_ITEM, BODY_ITEMS, parse_bodies
 from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
 from migrator.connectors.tls import lost_code, tls_context, untrusted
 from migrator.errors import (
@@ -248,6 +249,21 @@ def fetch_all(
     if typ != "OK":
         raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
     return read_listing(data, item)
+
+
+def fetch_bodies(client: IMAPClient, uids: Sequence[int]) -> dict[int, bytes]:
+    """UID FETCH (BODY.PEEK[]) of `uids` in the selected folder: each message's bytes by
+    UID (one the server did not answer for is absent), read with `bodies.parse_bodies`, or
+    with imapclient's parser (as its fetch() would) where the answer is not in the usual
+    form."""
+    typ, data = imapwire.uid_fetch(client, ",".join(str(uid) for uid in uids), BODY_ITEMS)
+    if typ != "OK":
+        raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
+    bodies = parse_bodies(data)
+    if bodies is not None:
+        return bodies
+    parsed = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
+    return {int(uid): d[BODY_ITEM] for uid, d in parsed.items() if d.get(BODY_ITEM) is not None}
 
 
 def read_listing(data: RawFetch, item: bytes | None = FIELDS_ITEM) -> dict[int, Listed]:

@@ -17,7 +17,14 @@ from migrator.connectors.imap.changes import (
     folder_state,
     older_changes,
 )
-from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
+from migrator.connectors.imap.connection import (
+    as_text,
+    connect,
+    fetch_all,
+    fetch_bodies,
+    imap_errors,
+    logout,
+)
 from migrator.connectors.imap.listing import BARE_ITEMS, FIELDS_ITEM, LISTING_ITEMS, Listed
 from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
@@ -293,11 +300,9 @@ class ImapSource:
                     # messages now.  Re-plan rather than copy the wrong mail.
                     raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
                 with imap_errors(what):
-                    fetched = self._client.fetch([int(r.uid) for r in members], ["BODY.PEEK[]"])
-                for uid, data in fetched.items():
-                    body = data.get(b"BODY[]")
-                    if body is not None:
-                        bodies[(folder, str(uid))] = body
+                    fetched = fetch_bodies(self._client, [int(r.uid) for r in members])
+                for uid, message in fetched.items():
+                    bodies[(folder, str(uid))] = message
                 del fetched
             for ref in window:
                 body = bodies.pop((ref.folder, ref.uid), None)

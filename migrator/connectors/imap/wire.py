@@ -159,7 +159,8 @@ def multiappend_answer(
     tag: bytes = imap._new_tag()
     # Small messages are gathered into one write of up to COALESCE_BYTES (two writes a
     # message cost both ends a TLS record and a system call each: more than copying a
-    # small message once); a larger one is written as it is, never copied.
+    # small message once); a larger one is written as it is, never copied.  The gathered
+    # bytearray is written as it is too (sendall takes any buffer), not copied to bytes.
     out = bytearray(tag + b" APPEND " + to_bytes(client._normalise_folder(folder)))
     for flags, internaldate, message in messages:
         head = " (" + " ".join(flags) + ")"
@@ -167,16 +168,16 @@ def multiappend_answer(
             head += ' "' + internaldate + '"'
         out += head.encode("ascii") + b" {%d+}\r\n" % len(message)
         if len(message) >= COALESCE_BYTES:
-            imap.send(bytes(out))
+            imap.send(out)
             out.clear()
             imap.send(message)
             continue
         out += message
         if len(out) >= COALESCE_BYTES:
-            imap.send(bytes(out))
+            imap.send(out)
             out.clear()
     out += b"\r\n"
-    imap.send(bytes(out))
+    imap.send(out)
     typ, data = imap._command_complete("APPEND", tag)
     text = data[0] if data and isinstance(data[0], bytes) else b""
     return str(typ), text
