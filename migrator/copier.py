@@ -37,6 +37,7 @@ from migrator.errors import (
 )
 from migrator.events import EventKind, EventSink, NoEvents
 from migrator.foldermap import FolderMap
+from migrator.lanes import Opening
 from migrator.listing import list_mailbox
 from migrator.passcopy import (
     LATE_COMMIT_GRACE,
@@ -53,7 +54,7 @@ from migrator.sending import (
     InFlight,
     Progress,
 )
-from migrator.sources.base import MailboxSource
+from migrator.sources.base import EarlySessionSource, MailboxSource
 from migrator.syncpass import remember_folders, sync_pass, with_moves
 from migrator.syncstate import PassKind, PassRequest
 from migrator.targets.base import MailboxTarget
@@ -99,26 +100,44 @@ def copy_pass(
     that ends done gives the copies it knows their messages' flags now and records the
     folder states, so the next `migrator sync` reads only what changed since."""
     now = now or datetime.now(UTC)
-    listing = list_mailbox(source, target, folder_map, now)
-    # Read here rather than in copy_listed (only this worker writes them: the lock), to know
-    # whether this is the mailbox's first pass.
-    checkpoints = progress.checkpoints()
-    result = copy_listed(
-        source,
-        target,
-        listing,
-        progress,
-        options,
-        now,
-        in_flight=in_flight,
-        slots=slots,
-        stop=stop,
-        checkpoints=checkpoints,
-    )
+    opening = _open_early(source, target, options.connections, slots)
+    try:
+        listing = list_mailbox(source, target, folder_map, now)
+        # Read here rather than in copy_listed (only this worker writes them: the lock), to
+        # know whether this is the mailbox's first pass.
+        checkpoints = progress.checkpoints()
+        result = copy_listed(
+            source,
+            target,
+            listing,
+            progress,
+            options,
+            now,
+            in_flight=in_flight,
+            slots=slots,
+            stop=stop,
+            checkpoints=checkpoints,
+            opening=opening,
+        )
+    finally:
+        if opening is not None:
+            opening.close()
     if result.state is not MailboxState.DONE:
         return result
     moves = remember_folders(source, target, listing, progress, first=not checkpoints)
     return with_moves(result, moves)
+
+
+def _open_early(
+    source: MailboxSource, target: MailboxTarget, connections: int, slots: ConnectionSlots | None
+) -> Opening | None:
+    """The extra pairs of a copy over several connections, opened while the pass lists and
+    plans, where the source allows (EarlySessionSource); None: opened when sending."""
+    if connections <= 1 or not isinstance(source, EarlySessionSource):
+        return None
+    if not source.sessions_before_listing():
+        return None
+    return Opening(source, target, connections - 1, slots)
 
 
 def migrate_mailbox(

@@ -70,3 +70,26 @@ class IncrementalSource(Protocol):
         """What changed since `since`; None when the folder's UIDVALIDITY changed (its
         UIDs mean other messages now: the caller lists it whole and recognises)."""
         ...
+
+
+@runtime_checkable
+class ListingManySource(Protocol):
+    """A source that lists many folders in fewer round trips than one folder after another
+    (IMAP: the commands of several folders sent before their answers are read)."""
+
+    def list_many(
+        self, folders: Sequence[SourceFolder]
+    ) -> Iterator[tuple[SourceFolder, list[MessageRef]]]:
+        """`list_messages` of each of `folders`, in order, as each is read; an error is
+        raised at its folder's turn, as `list_messages` would raise it."""
+        ...
+
+
+@runtime_checkable
+class EarlySessionSource(Protocol):
+    """A source whose `session` carries nothing of its listing (IMAP: the UIDs are the
+    server's), so that more connections can be opened while it lists."""
+
+    def sessions_before_listing(self) -> bool:
+        """True: `session` may be called before and while this source lists."""
+        ...

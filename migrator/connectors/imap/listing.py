@@ -310,3 +310,30 @@ def _zone(sign: bytes, hours: bytes, minutes: bytes) -> timezone:
     if not offset:
         return UTC
     return timezone(-offset if sign == b"-" else offset)
+
+
+def listing_groups(
+    counts: Sequence[int | None], chunk: int, most: int
+) -> list[tuple[list[int], bool]]:
+    """The folders of a listing (their message counts, None where unknown) in groups of
+    consecutive indices, in order: (indices, True) for folders asked for together, at most
+    `most` of them and `chunk` messages in all; ([i], False) for a folder listed alone (its
+    count unknown, or above `chunk`: it is listed in ranges of about `chunk`)."""
+    groups: list[tuple[list[int], bool]] = []
+    together: list[int] = []
+    messages = 0
+    for index, count in enumerate(counts):
+        if count is None or count > chunk:
+            if together:
+                groups.append((together, True))
+                together, messages = [], 0
+            groups.append(([index], False))
+            continue
+        if together and (len(together) >= most or messages + count > chunk):
+            groups.append((together, True))
+            together, messages = [], 0
+        together.append(index)
+        messages += count
+    if together:
+        groups.append((together, True))
+    return groups

@@ -8,15 +8,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
+from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.changes import (
     all_states,
     enable_modseqs,
     folder_state,
+    listed_statuses,
     older_changes,
 )
-from migrator.connectors.imap.connection import as_text, connect, fetch_all, imap_errors, logout
-from migrator.connectors.imap.listing import BARE_ITEMS, FIELDS_ITEM, LISTING_ITEMS, Listed
+from migrator.connectors.imap.connection import (
+    as_text,
+    connect,
+    fetch_all,
+    imap_error,
+    imap_errors,
+    logout,
+    read_listing,
+)
+from migrator.connectors.imap.listing import (
+    BARE_ITEMS,
+    FIELDS_ITEM,
+    LISTING_ITEMS,
+    Listed,
+    listing_groups,
+)
 from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
 from migrator.model import ConnectOptions, MailboxJob
@@ -32,9 +49,14 @@ _DROPPED_FLAGS = {"\\recent", "\\deleted"}
 # hide latency, small enough that memory stays flat.
 FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
+# The first window of a fetch: about one batch of appends (MULTIAPPEND_BATCH), so the
+# first append goes out after a short read rather than a whole window's.
+FIRST_WINDOW = 25
 # Messages a listing FETCH asks for at once, about: the answers of a whole folder of a
 # million messages would be held at once otherwise.
 LISTING_CHUNK = 20_000
+# Folders whose listings are asked for in one round trip, at most (wire.examine_fetch).
+LISTING_FOLDERS = 64
 # Header blocks asked for in one round trip, for recognition.
 HEADS_BATCH_COUNT = 500
 
@@ -148,6 +170,64 @@ class ImapSource:
             refs += self._refs(folder, uidvalidity, inside, what, flag_sets)
         return refs
 
+    def list_many(
+        self, folders: Sequence[SourceFolder]
+    ) -> Iterator[tuple[SourceFolder, list[MessageRef]]]:
+        """list_messages of each of `folders`, in order, with a round trip per group of
+        folders rather than two per folder: the folders LIST-STATUS counts at most
+        LISTING_CHUNK messages in are asked for together (wire.examine_fetch), a larger
+        one (or every one, without LIST-STATUS) alone, in ranges."""
+        counts = listed_statuses(self._client, self._what, (b"MESSAGES",))
+        sizes = [counts.get(f.name, {}).get(b"MESSAGES") for f in folders]
+        for indices, together in listing_groups(sizes, LISTING_CHUNK, LISTING_FOLDERS):
+            group = [folders[i] for i in indices]
+            if together:
+                yield from self._list_together(group)
+            else:
+                yield group[0], self.list_messages(group[0])
+
+    def _list_together(
+        self, folders: list[SourceFolder]
+    ) -> Iterator[tuple[SourceFolder, list[MessageRef]]]:
+        """The folders' listings, all asked for at once; the answers are all read before
+        any is looked at (a message with an absurd date needs a FETCH of its own)."""
+        items, item = (LISTING_ITEMS, FIELDS_ITEM) if self._keep_message_ids else (BARE_ITEMS, None)
+        answers: list[tuple[SourceFolder, Any, dict[int, Listed] | Exception]] = []
+        self._selected = None
+        with imap_errors(self._what):
+            names = [f.name for f in folders]
+            for folder, answer in zip(
+                folders, imapwire.examine_fetch(self._client, names, items), strict=True
+            ):
+                if answer.refused is not None:
+                    error = imap_error(
+                        IMAPClientError(f"select failed: {answer.refused}"),
+                        self._what + f", folder {folder.name!r}",
+                    )
+                    answers.append((folder, None, error))
+                    self._selected = None
+                    continue
+                self._selected = folder.name
+                self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
+                answers.append((folder, answer.info, read_listing(answer.fetched, item)))
+        flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        for folder, info, listed in answers:
+            if isinstance(listed, Exception):
+                if type(listed) is PermanentError:
+                    raise FolderRefused(str(listed), code=listed.code)
+                raise listed
+            state = folder_state(info)
+            self._listed[folder.name] = state
+            what = f"{self._what}, folder {folder.name!r}"
+            if any(
+                m.internaldate is None or not is_sane(m.internaldate, datetime.now(UTC))
+                for m in listed.values()
+            ):
+                self._select(folder.name)  # _dates fetches in the selected folder
+                if self._uidvalidity != state.uidvalidity:
+                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
+            yield folder, self._refs(folder, state.uidvalidity, listed, what, flag_sets)
+
     def _refs(
         self,
         folder: SourceFolder,
@@ -249,7 +329,7 @@ class ImapSource:
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         """Message bytes in the order given; one round trip per folder per window."""
-        for window in fetch_windows(refs, self._fetch_count, FETCH_BATCH_BYTES):
+        for window in self._windows(refs):
             by_folder: dict[str, list[MessageRef]] = {}
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
@@ -277,6 +357,13 @@ class ImapSource:
                     continue
                 yield ref, body
 
+    def _windows(self, refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
+        """fetch_windows of `refs`, the first of FIRST_WINDOW messages at most: the target
+        waits for the first messages, and at a distance a full window takes long."""
+        head = min(FIRST_WINDOW, self._fetch_count)
+        yield from fetch_windows(refs[:head], head, FETCH_BATCH_BYTES)
+        yield from fetch_windows(refs[head:], self._fetch_count, FETCH_BATCH_BYTES)
+
     def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         by_folder: dict[str, list[MessageRef]] = {}
         for ref in refs:
@@ -302,6 +389,9 @@ class ImapSource:
                     yield ref, header
                 if whole:
                     yield from self.fetch(whole)
+
+    def sessions_before_listing(self) -> bool:
+        return True
 
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second

@@ -16,6 +16,9 @@ under it; nothing else in migrator touches a private attribute of either library
                      RFC 5819 LIST ... RETURN (STATUS ...), which imapclient cannot send
     create_subscribe IMAPClient._normalise_folder, ._imap._new_tag, .send and
                      ._command_complete: CREATE and SUBSCRIBE pipelined, one round trip
+    examine_fetch    IMAPClient._normalise_folder, ._process_select_response, and
+                     ._imap._new_tag, .send, ._command_complete, .untagged_responses and
+                     .state: EXAMINE and UID FETCH of many folders pipelined, one round trip
 
 Private attributes promise nothing, so what these were checked against is written down
 here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
@@ -26,7 +29,10 @@ and runs each function against a real Dovecot: an upgrade that breaks one fails 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import imaplib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 from imapclient import IMAPClient
 from imapclient.util import to_bytes
@@ -122,6 +128,69 @@ def create_subscribe(
         typ, data = imap._command_complete(command_name, tag)
         answers.append((str(typ), data[0] if data and isinstance(data[0], bytes) else b""))
     return answers[0], answers[1]
+
+
+class Examined(NamedTuple):
+    """One folder's answers in examine_fetch: its EXAMINE's (as imapclient's select_folder
+    gives it), and its UID FETCH's; `refused` is the tagged text of a NO to the EXAMINE
+    (then `info` and `fetched` are empty)."""
+
+    folder: str
+    info: dict[bytes, Any]
+    fetched: RawFetch
+    refused: str | None = None
+
+
+def examine_fetch(client: IMAPClient, folders: Sequence[str], items: str) -> Iterator[Examined]:
+    """EXAMINE each of `folders` and UID FETCH 1:* `items` in it, every command sent before
+    any answer is read (RFC 3501 section 5.5; the server answers in order, and a failed
+    EXAMINE leaves no folder selected, so the FETCH after it is refused, not run in the
+    folder before): one round trip for all of them.  The answers are read folder by folder
+    as the caller takes them (memory: one folder's at a time); a caller that stops early
+    has the rest read and dropped.  A NO to a FETCH or any BAD raises imaplib's error."""
+    imap = client._imap
+    pending: list[bytes] = []  # tags sent whose tagged answer is not read yet, in order
+    out = bytearray()
+    for folder in folders:
+        name = to_bytes(client._normalise_folder(folder))
+        for command in (b"EXAMINE " + name, b"UID FETCH 1:* " + items.encode("ascii")):
+            tag: bytes = imap._new_tag()
+            out += tag + b" " + command + b"\r\n"
+            pending.append(tag)
+    imap.send(bytes(out))  # one write: every command in one TLS record or a few
+
+    def answer(name: str) -> tuple[str, str]:
+        typ, data = imap._command_complete(name, pending.pop(0))
+        return str(typ), as_str(data[0] if data and data[0] is not None else b"")
+
+    try:
+        for folder in folders:
+            imap.untagged_responses = {}  # as imaplib's select() flushes them
+            typ, text = answer("EXAMINE")
+            if typ != "OK":
+                imap.state = "AUTH"
+                with contextlib.suppress(imaplib.IMAP4.error):
+                    answer("FETCH")  # BAD: no folder selected
+                imap.untagged_responses = {}
+                yield Examined(folder, {}, [], text)
+                continue
+            imap.state = "SELECTED"
+            info: dict[bytes, Any] = client._process_select_response(imap.untagged_responses)
+            imap.untagged_responses = {}
+            typ, text = answer("FETCH")
+            if typ != "OK":
+                raise imap.error(f"fetch failed: {text}")
+            fetched: RawFetch = imap.untagged_responses.pop("FETCH", [])
+            yield Examined(folder, info, fetched)
+    finally:
+        with contextlib.suppress(imaplib.IMAP4.error, OSError):
+            while pending:  # the answers nobody will read: read and dropped
+                answer("DROPPED")
+        imap.untagged_responses = {}
+
+
+def as_str(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 # Bytes of small messages (and the command around them) gathered into one write.
