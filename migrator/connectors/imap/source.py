@@ -9,6 +9,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.changes import (
@@ -34,7 +35,13 @@ from migrator.connectors.imap.listing import (
     Listed,
     listing_groups,
 )
-from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
+from migrator.errors import (
+    ErrorCode,
+    FolderRefused,
+    MigrationError,
+    PermanentError,
+    TransientError,
+)
 from migrator.headers import first, message_fields, parse_date, read_fields, received_date
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
@@ -195,16 +202,13 @@ class ImapSource:
         answers: list[tuple[SourceFolder, Any, dict[int, Listed] | Exception]] = []
         self._selected = None
         with imap_errors(self._what):
-            names = [f.name for f in folders]
+            steps = [imapwire.Step(f.name, True, "1:*") for f in folders]
             for folder, answer in zip(
-                folders, imapwire.examine_fetch(self._client, names, items), strict=True
+                folders, imapwire.examine_fetch(self._client, steps, items), strict=True
             ):
                 if answer.refused is not None:
-                    error = imap_error(
-                        IMAPClientError(f"select failed: {answer.refused}"),
-                        self._what + f", folder {folder.name!r}",
-                    )
-                    answers.append((folder, None, error))
+                    what = f"{self._what}, folder {folder.name!r}"
+                    answers.append((folder, None, self._refusal(answer.refused, what)))
                     self._selected = None
                     continue
                 self._selected = folder.name
@@ -213,8 +217,6 @@ class ImapSource:
         flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
         for folder, info, listed in answers:
             if isinstance(listed, Exception):
-                if type(listed) is PermanentError:
-                    raise FolderRefused(str(listed), code=listed.code)
                 raise listed
             state = folder_state(info)
             self._listed[folder.name] = state
@@ -328,34 +330,65 @@ class ImapSource:
     # -- fetching ----------------------------------------------------------------------
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        """Message bytes in the order given; one round trip per folder per window."""
+        """Message bytes in the order given; one round trip per window: the FETCH of each
+        folder of the window, and the EXAMINE before it where another folder is selected,
+        all sent before the answers are read (wire.examine_fetch)."""
         for window in self._windows(refs):
             by_folder: dict[str, list[MessageRef]] = {}
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
-            bodies: dict[tuple[str, str], bytes] = {}
             # The folder selected already first: a SELECT of a large folder costs the
             # server more than a FETCH of a window.  The messages still go in window order.
             groups = sorted(by_folder.items(), key=lambda group: group[0] != self._selected)
+            steps: list[imapwire.Step] = []
+            selected = self._selected
             for folder, members in groups:
-                what = f"{self._what}, folder {folder!r}"
-                if self._examined(folder) != members[0].uidvalidity:
-                    # The folder was rebuilt since it was listed: its UIDs mean other
-                    # messages now.  Re-plan rather than copy the wrong mail.
-                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
-                with imap_errors(what):
-                    fetched = self._client.fetch([int(r.uid) for r in members], ["BODY.PEEK[]"])
-                for uid, data in fetched.items():
-                    body = data.get(b"BODY[]")
-                    if body is not None:
-                        bodies[(folder, str(uid))] = body
-                del fetched
+                uids = ",".join(r.uid for r in members)
+                steps.append(imapwire.Step(folder, folder != selected, uids))
+                selected = folder
+            bodies = self._bodies(steps, by_folder)
             for ref in window:
                 body = bodies.pop((ref.folder, ref.uid), None)
                 if body is None:
                     # Expunged since listing: nothing to copy, and nothing lost.
                     continue
                 yield ref, body
+
+    def _bodies(
+        self, steps: list[imapwire.Step], by_folder: dict[str, list[MessageRef]]
+    ) -> dict[tuple[str, str], bytes]:
+        """The bodies the steps fetch, by (folder, UID).  A folder rebuilt since it was
+        listed (another UIDVALIDITY: its UIDs mean other messages now) is re-planned
+        rather than the wrong mail copied."""
+        bodies: dict[tuple[str, str], bytes] = {}
+        with imap_errors(self._what):
+            for step, answer in zip(
+                steps, imapwire.examine_fetch(self._client, steps, "(BODY.PEEK[])"), strict=True
+            ):
+                what = f"{self._what}, folder {step.folder!r}"
+                if answer.refused is not None:
+                    self._selected = None
+                    raise self._refusal(answer.refused, what)
+                if step.examine:
+                    self._selected = step.folder
+                    self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
+                if self._uidvalidity != by_folder[step.folder][0].uidvalidity:
+                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
+                parsed = parse_fetch_response(list(answer.fetched), True, True)
+                for uid, data in parsed.items():
+                    body = data.get(b"BODY[]")
+                    if body is not None:
+                        bodies[(step.folder, str(uid))] = body
+                del parsed
+        return bodies
+
+    @staticmethod
+    def _refusal(text: str, what: str) -> MigrationError:
+        """The error of a NO to SELECT or EXAMINE, as _select raises it."""
+        error = imap_error(IMAPClientError(f"select failed: {text}"), what)
+        if type(error) is PermanentError:
+            return FolderRefused(str(error), code=error.code)
+        return error
 
     def _windows(self, refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
         """fetch_windows of `refs`, the first of FIRST_WINDOW messages at most: the target
@@ -417,15 +450,6 @@ class ImapSource:
         self._selected = name
         self._uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         return info
-
-    def _examined(self, name: str) -> int:
-        """Select `name` unless it is selected already (a SELECT costs the server more
-        than a FETCH of a few messages); its UIDVALIDITY.  A folder rebuilt while
-        selected ends the session (RFC 3501 7.1: the server must not change UIDVALIDITY
-        under a selected mailbox), so the one read at SELECT still holds."""
-        if self._selected != name:
-            self._select(name)
-        return self._uidvalidity
 
 
 # RFC 6154 SPECIAL-USE attributes the folder map understands, and \All, which the

@@ -131,9 +131,9 @@ def create_subscribe(
 
 
 class Examined(NamedTuple):
-    """One folder's answers in examine_fetch: its EXAMINE's (as imapclient's select_folder
-    gives it), and its UID FETCH's; `refused` is the tagged text of a NO to the EXAMINE
-    (then `info` and `fetched` are empty)."""
+    """One step's answers in examine_fetch: its EXAMINE's (as imapclient's select_folder
+    gives it; empty where the step selected nothing) and its UID FETCH's; `refused` is the
+    tagged text of a NO to the EXAMINE (then `info` and `fetched` are empty)."""
 
     folder: str
     info: dict[bytes, Any]
@@ -141,22 +141,34 @@ class Examined(NamedTuple):
     refused: str | None = None
 
 
-def examine_fetch(client: IMAPClient, folders: Sequence[str], items: str) -> Iterator[Examined]:
-    """EXAMINE each of `folders` and UID FETCH 1:* `items` in it, every command sent before
+class Step(NamedTuple):
+    """One step of examine_fetch: EXAMINE `folder` first (or not: it is selected already),
+    then UID FETCH `uids` in it."""
+
+    folder: str
+    examine: bool
+    uids: str
+
+
+def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iterator[Examined]:
+    """Each step's EXAMINE (where asked) and UID FETCH `items`, every command sent before
     any answer is read (RFC 3501 section 5.5; the server answers in order, and a failed
     EXAMINE leaves no folder selected, so the FETCH after it is refused, not run in the
-    folder before): one round trip for all of them.  The answers are read folder by folder
-    as the caller takes them (memory: one folder's at a time); a caller that stops early
+    folder before): one round trip for all of them.  The answers are read step by step
+    as the caller takes them (memory: one step's at a time); a caller that stops early
     has the rest read and dropped.  A NO to a FETCH or any BAD raises imaplib's error."""
     imap = client._imap
     pending: list[bytes] = []  # tags sent whose tagged answer is not read yet, in order
     out = bytearray()
-    for folder in folders:
-        name = to_bytes(client._normalise_folder(folder))
-        for command in (b"EXAMINE " + name, b"UID FETCH 1:* " + items.encode("ascii")):
+    fetch = items.encode("ascii") + b"\r\n"
+    for step in steps:
+        if step.examine:
             tag: bytes = imap._new_tag()
-            out += tag + b" " + command + b"\r\n"
+            out += tag + b" EXAMINE " + to_bytes(client._normalise_folder(step.folder)) + b"\r\n"
             pending.append(tag)
+        tag = imap._new_tag()
+        out += tag + b" UID FETCH " + step.uids.encode("ascii") + b" " + fetch
+        pending.append(tag)
     imap.send(bytes(out))  # one write: every command in one TLS record or a few
 
     def answer(name: str) -> tuple[str, str]:
@@ -164,24 +176,26 @@ def examine_fetch(client: IMAPClient, folders: Sequence[str], items: str) -> Ite
         return str(typ), as_str(data[0] if data and data[0] is not None else b"")
 
     try:
-        for folder in folders:
-            imap.untagged_responses = {}  # as imaplib's select() flushes them
-            typ, text = answer("EXAMINE")
-            if typ != "OK":
-                imap.state = "AUTH"
-                with contextlib.suppress(imaplib.IMAP4.error):
-                    answer("FETCH")  # BAD: no folder selected
-                imap.untagged_responses = {}
-                yield Examined(folder, {}, [], text)
-                continue
-            imap.state = "SELECTED"
-            info: dict[bytes, Any] = client._process_select_response(imap.untagged_responses)
+        for step in steps:
+            info: dict[bytes, Any] = {}
+            if step.examine:
+                imap.untagged_responses = {}  # as imaplib's select() flushes them
+                typ, text = answer("EXAMINE")
+                if typ != "OK":
+                    imap.state = "AUTH"
+                    with contextlib.suppress(imaplib.IMAP4.error):
+                        answer("FETCH")  # BAD: no folder selected
+                    imap.untagged_responses = {}
+                    yield Examined(step.folder, {}, [], text)
+                    continue
+                imap.state = "SELECTED"
+                info = client._process_select_response(imap.untagged_responses)
             imap.untagged_responses = {}
             typ, text = answer("FETCH")
             if typ != "OK":
                 raise imap.error(f"fetch failed: {text}")
             fetched: RawFetch = imap.untagged_responses.pop("FETCH", [])
-            yield Examined(folder, info, fetched)
+            yield Examined(step.folder, info, fetched)
     finally:
         with contextlib.suppress(imaplib.IMAP4.error, OSError):
             while pending:  # the answers nobody will read: read and dropped
