@@ -74,7 +74,7 @@ def send(
     wanted = len(split.lanes)
     if wanted > 1:
         return _send_lanes(source, target, order, room, wanted, slots, sending, opening)
-    sent = send_one(source, target, order, sending)
+    sent = send_one(source, target, order, sending, within_room=room is None)
     return sent, list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
 
 
@@ -102,7 +102,9 @@ def _send_lanes(
         )
         if len(split.lanes) > 1:
             log.info("copying over %d connections", len(split.lanes))
-        results = _run_lanes(split.lanes, [(source, target), *pairs], sending)
+        # Lanes hold only what the quota certainly has room for; one lane, the whole order.
+        within_room = len(split.lanes) > 1 or room is None
+        results = _run_lanes(split.lanes, [(source, target), *pairs], sending, within_room)
     finally:
         opening.close()
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -129,6 +131,7 @@ def _run_lanes(
     lanes: tuple[tuple[MessageRef, ...], ...],
     ends: list[tuple[MailboxSource, MailboxTarget]],
     sending: Sending,
+    within_room: bool,
 ) -> list[Sent | BaseException | None]:
     """Each lane on its pair of connections (the first in this thread), side by side: a
     lane that fails or meets the quota halts the others before their next batch."""
@@ -138,7 +141,13 @@ def _run_lanes(
     def run(index: int, lane_source: MailboxSource, lane_target: MailboxTarget) -> None:
         try:
             results[index] = send_one(
-                lane_source, lane_target, lanes[index], sending, halt=halt, share=len(lanes)
+                lane_source,
+                lane_target,
+                lanes[index],
+                sending,
+                halt=halt,
+                share=len(lanes),
+                within_room=within_room,
             )
         except BaseException as exc:  # raised by the caller, once every lane has stopped
             results[index] = exc

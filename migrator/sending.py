@@ -30,7 +30,7 @@ from migrator.report import SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sources.base import MailboxSource
 from migrator.syncstate import LedgerEntry, Placement
-from migrator.targets.base import AppendItem, MailboxTarget, PlacingTarget
+from migrator.targets.base import AppendItem, MailboxTarget, PlacingTarget, TogetherTarget
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +258,18 @@ def send_one(
     *,
     halt: threading.Event | None = None,
     share: int = 1,
+    within_room: bool = False,
 ) -> Sent:
     """Fetch and append in plan order, `target.batch_size` messages at a time.
 
     On one of `share` connections copying side by side: its batches and read-ahead get
     that share of the memory bounds, and it stops before its next batch once `halt` is
     set (another connection failed, or met the quota) or the operator's `stop` is,
-    `stopped_at` then marking where."""
+    `stopped_at` then marking where.  `within_room`: the quota certainly has room for
+    all of `fits` (plan.reorderable_bytes), so a batch of several folders may go in one
+    round trip (TogetherTarget)."""
     batch = _Batch(target, sending, halt, max(1, sending.batch_bytes // share))
+    batch.together = within_room and isinstance(target, TogetherTarget)
     ahead = max(1, sending.prefetch_bytes // share)
     reading = prefetched(_timed(source.fetch(fits), batch.sent), ahead)
     expected = 0  # position of the next message the source should send
@@ -330,6 +334,7 @@ class _Batch:
         # Each with its place in `fits`, for `stopped_at`.
         self.items: list[tuple[int, MessageRef, AppendItem]] = []
         self.bytes = 0
+        self.together = False  # sent with TogetherTarget.append_together
 
     def add(self, position: int, ref: MessageRef, item: AppendItem) -> None:
         self.items.append((position, ref, item))
@@ -348,7 +353,11 @@ class _Batch:
         self.sending.progress.fence()
         started = time.perf_counter()
         try:
-            outcomes = self.target.append_batch([item for _, _, item in self.items])
+            items = [item for _, _, item in self.items]
+            if self.together and isinstance(self.target, TogetherTarget):
+                outcomes = self.target.append_together(items)
+            else:
+                outcomes = self.target.append_batch(items)
         except TransientError:
             # The connection broke with the batch sent: any of it may still be committed.
             if self.sending.in_flight is not None:

@@ -82,6 +82,17 @@ class PlacingTarget(Protocol):
 
 
 @runtime_checkable
+class TogetherTarget(Protocol):
+    """A target that can take a batch of several folders in one round trip (IMAP: each
+    folder's MULTIAPPEND written before the answers are read), where the quota certainly
+    has room for it: a quota stop inside it may leave a later message stored."""
+
+    def append_together(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        """As append_batch, but sent at once; for a batch within the quota's room only."""
+        ...
+
+
+@runtime_checkable
 class SyncTarget(Protocol):
     """The hooks incremental passes use at the target (connectors/base.py: a target
     without them says so through `Connector.syncs_flags`)."""

@@ -248,6 +248,47 @@ class ImapTarget(ImapSyncHooks):
             start = end
         return outcomes
 
+    def append_together(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        """append_batch with the MULTIAPPEND of every run of one folder written before any
+        answer is read (wire.multiappend_runs): one round trip for the batch, not one per
+        folder in it.  For a batch the quota certainly has room for (the caller knows):
+        a run refused is sent again one by one once every answer is in, so a message
+        refused for itself is named as in append_batch; a quota the plan misjudged may
+        then stop it after a later run was stored (not checkpointed with this batch; the
+        next pass recognises it at the target)."""
+        if not (self._multiappend and self._literal_plus):
+            return self.append_batch(items)
+        self._placed = []
+        for item in items:
+            self._marks.pop(item.folder, None)
+            self._created.discard(item.folder)
+        self._listed_marks = None
+        runs = _runs(items)
+        # PERMANENTFLAGS (a SELECT) asked before the appends go out, where a keyword needs it.
+        keep = [_has_keywords(run) and self._keywords(run[0].folder) for run in runs]
+        with imap_errors(self._what):
+            answers = imapwire.multiappend_runs(
+                self._client,
+                [
+                    (run[0].folder, _wire_items(run, kept))
+                    for run, kept in zip(runs, keep, strict=True)
+                ],
+            )
+        outcomes: list[Outcome] = []
+        full: QuotaExceeded | None = None  # once met, no run is sent again
+        for run, (typ, answer) in zip(runs, answers, strict=True):
+            if typ == "OK":
+                self._placed += placements(run[0].folder, answer, len(run))
+                outcomes.extend([None] * len(run))
+                continue
+            run_outcomes: list[Outcome] = (
+                [full] * len(run) if full is not None else self._append_each(run)
+            )
+            outcomes.extend(run_outcomes)
+            full = full or next((o for o in run_outcomes if isinstance(o, QuotaExceeded)), None)
+            self._placed += [None] * (len(outcomes) - len(self._placed))
+        return outcomes
+
     def _multiappend_run(self, run: Sequence[AppendItem]) -> bool:
         """True when the server stored the whole run.  On NO it stored none of them
         (RFC 3502 is all or nothing), and the caller finds the culprit one by one, so a
@@ -331,18 +372,29 @@ def _multiappend_uncopied(
     """RFC 3502 MULTIAPPEND of `run`, each message written to the socket as it is (no
     copy on the way: imapwire.multiappend); the tagged response's type ("OK" or "NO")
     and text."""
-    return imapwire.multiappend_answer(
-        client,
-        folder,
-        (
-            (
-                _kept(item.flags, keep_keywords),
-                None if item.internaldate is None else internaldate_text(item.internaldate),
-                item.message,
-            )
-            for item in run
-        ),
-    )
+    return imapwire.multiappend_answer(client, folder, _wire_items(run, keep_keywords))
+
+
+def _wire_items(
+    run: Sequence[AppendItem], keep_keywords: bool
+) -> Iterator[tuple[tuple[str, ...], str | None, bytes]]:
+    """Each item of `run` as imapwire writes it: kept flags, INTERNALDATE text, bytes."""
+    for item in run:
+        date = None if item.internaldate is None else internaldate_text(item.internaldate)
+        yield _kept(item.flags, keep_keywords), date, item.message
+
+
+def _runs(items: Sequence[AppendItem]) -> list[Sequence[AppendItem]]:
+    """`items` cut into runs of one folder (MULTIAPPEND takes one mailbox), in order."""
+    runs: list[Sequence[AppendItem]] = []
+    start = 0
+    while start < len(items):
+        end = start + 1
+        while end < len(items) and items[end].folder == items[start].folder:
+            end += 1
+        runs.append(items[start:end])
+        start = end
+    return runs
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -8,7 +8,8 @@ under it; nothing else in migrator touches a private attribute of either library
     uid_fetch        IMAPClient._imap.uid("FETCH", ...), the answer as imaplib reads it
     multiappend      IMAPClient._normalise_folder, IMAPClient._imap._new_tag,
                      ._imap.send and ._imap._command_complete: one APPEND written by hand
-                     (multiappend_answer: with the tagged answer's text, for APPENDUID)
+                     (multiappend_answer: with the tagged answer's text, for APPENDUID;
+                     multiappend_runs: several, pipelined, one round trip)
     uid_fetch_changed  IMAPClient._imap.uid and ._imap.untagged_responses: RFC 7162
                      CHANGEDSINCE and the VANISHED (EARLIER) answers, which imapclient
                      does not read
@@ -231,6 +232,43 @@ def multiappend_answer(
     imapclient's multiappend builds the same command but copies every message twice on the
     way (into a `_literal`, then onto its `{n+}` prefix): a tenth of the copier's CPU.
     These are the imaplib calls imapclient's own `_raw_command` makes."""
+    tag = _send_multiappend(client, folder, messages)
+    typ, data = client._imap._command_complete("APPEND", tag)
+    text = data[0] if data and isinstance(data[0], bytes) else b""
+    return str(typ), text
+
+
+Run = tuple[str, Iterable[tuple[Sequence[str], str | None, bytes]]]
+
+
+def multiappend_runs(client: IMAPClient, runs: Sequence[Run]) -> list[tuple[str, bytes]]:
+    """multiappend_answer of each (folder, messages) of `runs`, every APPEND written before
+    any answer is read (RFC 3501 section 5.5: the server answers in order): one round trip
+    for all of them.  Each run stands alone (RFC 3502: a NO stores none of its messages,
+    and the runs after it still go).  The answers are all read, even after a BAD, which
+    then raises imaplib's error."""
+    imap = client._imap
+    pending = [_send_multiappend(client, folder, messages) for folder, messages in runs]
+    answers: list[tuple[str, bytes]] = []
+    failure: Exception | None = None
+    for tag in pending:
+        try:
+            typ, data = imap._command_complete("APPEND", tag)
+        except imaplib.IMAP4.abort:
+            raise  # the connection is gone: nothing more to read
+        except imaplib.IMAP4.error as exc:
+            failure = failure or exc
+            continue
+        answers.append((str(typ), data[0] if data and isinstance(data[0], bytes) else b""))
+    if failure is not None:
+        raise failure
+    return answers
+
+
+def _send_multiappend(
+    client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
+) -> bytes:
+    """Write one MULTIAPPEND (multiappend_answer's command); its tag."""
     imap = client._imap
     tag: bytes = imap._new_tag()
     # Small messages are gathered into one write of up to COALESCE_BYTES (two writes a
@@ -253,6 +291,4 @@ def multiappend_answer(
             out.clear()
     out += b"\r\n"
     imap.send(bytes(out))
-    typ, data = imap._command_complete("APPEND", tag)
-    text = data[0] if data and isinstance(data[0], bytes) else b""
-    return str(typ), text
+    return tag
