@@ -46,9 +46,11 @@ from migrator.passcopy import (
     SourceIncomplete,
     copy_listed,
 )
+from migrator.plan import LANE_MIN_WINDOWS
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import exception_text
 from migrator.sending import (
+    GROUPING_WINDOW,
     Checkpoint,
     ConnectionSlots,
     InFlight,
@@ -132,10 +134,12 @@ def _open_early(
     source: MailboxSource, target: MailboxTarget, connections: int, slots: ConnectionSlots | None
 ) -> Opening | None:
     """The extra pairs of a copy over several connections, opened while the pass lists and
-    plans, where the source allows (EarlySessionSource); None: opened when sending."""
+    plans, where the source allows (EarlySessionSource) and holds enough mail for two
+    lanes at least (plan.lane_split); None: opened when sending, if wanted then."""
     if connections <= 1 or not isinstance(source, EarlySessionSource):
         return None
-    if not source.sessions_before_listing():
+    held = source.messages_held()
+    if held is None or held < 2 * LANE_MIN_WINDOWS * GROUPING_WINDOW:
         return None
     return Opening(source, target, connections - 1, slots)
 

@@ -82,7 +82,7 @@ def list_mailbox(
         finally:
             opening.cancel()  # the pool's exit waits for a thread already running
     held: list[MessageRef] = []  # every message of the real folders, refused ones too
-    for folder, listed, place in zip(real, listed_real, opened, strict=True):
+    for folder, listed, place in zip(real, listed_real, opened[: len(real)], strict=True):
         if views:  # only an \\All view's mail is told apart from them
             held += listed
         add_opened(listing, folder, listed, place)

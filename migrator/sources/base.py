@@ -88,8 +88,10 @@ class ListingManySource(Protocol):
 @runtime_checkable
 class EarlySessionSource(Protocol):
     """A source whose `session` carries nothing of its listing (IMAP: the UIDs are the
-    server's), so that more connections can be opened while it lists."""
+    server's), so that more connections can be opened while it lists, and that can say
+    beforehand about how many messages it holds (whether more connections would help)."""
 
-    def sessions_before_listing(self) -> bool:
-        """True: `session` may be called before and while this source lists."""
+    def messages_held(self) -> int | None:
+        """About how many messages the mailbox holds, without listing it (None: unknown);
+        `session` may be called before and while this source lists."""
         ...

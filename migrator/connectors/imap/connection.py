@@ -20,6 +20,7 @@ from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, pars
 from migrator.connectors.tls import lost_code, tls_context, untrusted
 from migrator.errors import (
     ErrorCode,
+    FolderRefused,
     LoginFailed,
     MigrationError,
     PermanentError,
@@ -268,3 +269,12 @@ def read_listing(data: RawFetch, item: bytes | None = FIELDS_ITEM) -> dict[int, 
 
 def _aware(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
+
+
+def select_refusal(text: str, what: str) -> MigrationError:
+    """The error of a NO (its text) to SELECT or EXAMINE: FolderRefused where it is about
+    the folder, as ImapSource's select raises it."""
+    error = imap_error(IMAPClientError(f"select failed: {text}"), what)
+    if type(error) is PermanentError:
+        return FolderRefused(str(error), code=error.code)
+    return error

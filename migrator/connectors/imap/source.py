@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap import wire as imapwire
@@ -23,10 +22,10 @@ from migrator.connectors.imap.connection import (
     as_text,
     connect,
     fetch_all,
-    imap_error,
     imap_errors,
     logout,
     read_listing,
+    select_refusal,
 )
 from migrator.connectors.imap.listing import (
     BARE_ITEMS,
@@ -34,23 +33,22 @@ from migrator.connectors.imap.listing import (
     LISTING_ITEMS,
     Listed,
     listing_groups,
+    listing_ranges,
+    message_ref,
+    relative_path,
 )
 from migrator.errors import (
     ErrorCode,
     FolderRefused,
-    MigrationError,
     PermanentError,
     TransientError,
 )
-from migrator.headers import first, message_fields, parse_date, read_fields, received_date
+from migrator.headers import first, parse_date, read_fields, received_date
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
 from migrator.syncstate import FolderChanges, FolderState
-
-# Flags that describe the session or the server's housekeeping, not the message.
-_DROPPED_FLAGS = {"\\recent", "\\deleted"}
 
 # A fetch round trip carries at most this many messages or bytes: big enough to
 # hide latency, small enough that memory stays flat.
@@ -92,6 +90,7 @@ class ImapSource:
         self._keep_message_ids = True
         self._listed: dict[str, FolderState] = {}
         self._states: dict[str, FolderState] | None = None  # LIST-STATUS, read once
+        self._statuses: dict[str, dict[bytes, int]] | None = None  # MESSAGES, read once
         # RFC 7162: with CONDSTORE (or QRESYNC) enabled, SELECT reports HIGHESTMODSEQ, which
         # the next pass asks for changes since.  A second session only fetches: none.
         enabled = enable_modseqs(self._client, self._what) if modseqs else None
@@ -120,7 +119,7 @@ class ImapSource:
             delim = as_text(delimiter) if delimiter else ""
             if delim:
                 self._delimiter = delim
-            path = _relative_path(name, delim, root)
+            path = relative_path(name, delim, root)
             if path is None:
                 continue
             special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
@@ -184,7 +183,7 @@ class ImapSource:
         folders rather than two per folder: the folders LIST-STATUS counts at most
         LISTING_CHUNK messages in are asked for together (wire.examine_fetch), a larger
         one (or every one, without LIST-STATUS) alone, in ranges."""
-        counts = listed_statuses(self._client, self._what, (b"MESSAGES",))
+        counts = self._counts()
         sizes = [counts.get(f.name, {}).get(b"MESSAGES") for f in folders]
         for indices, together in listing_groups(sizes, LISTING_CHUNK, LISTING_FOLDERS):
             group = [folders[i] for i in indices]
@@ -208,22 +207,21 @@ class ImapSource:
             ):
                 if answer.refused is not None:
                     what = f"{self._what}, folder {folder.name!r}"
-                    answers.append((folder, None, self._refusal(answer.refused, what)))
-                    self._selected = None
+                    answers.append((folder, None, select_refusal(answer.refused, what)))
+                    self._selected = None  # a failed EXAMINE leaves none selected
                     continue
                 self._selected = folder.name
                 self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
                 answers.append((folder, answer.info, read_listing(answer.fetched, item)))
         flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        now = datetime.now(UTC)
         for folder, info, listed in answers:
             if isinstance(listed, Exception):
                 raise listed
-            state = folder_state(info)
-            self._listed[folder.name] = state
+            state = self._listed[folder.name] = folder_state(info)
             what = f"{self._what}, folder {folder.name!r}"
             if any(
-                m.internaldate is None or not is_sane(m.internaldate, datetime.now(UTC))
-                for m in listed.values()
+                m.internaldate is None or not is_sane(m.internaldate, now) for m in listed.values()
             ):
                 self._select(folder.name)  # _dates fetches in the selected folder
                 if self._uidvalidity != state.uidvalidity:
@@ -247,39 +245,9 @@ class ImapSource:
         ]
         dates = self._dates(absurd, what) if absurd else {}
         return [
-            self._ref(folder.name, uidvalidity, message, dates.get(uid), shared)
+            message_ref(folder.name, uidvalidity, message, dates.get(uid), shared)
             for uid, message in listed.items()
         ]
-
-    def _ref(
-        self,
-        folder: str,
-        uidvalidity: int,
-        message: Listed,
-        dates: tuple[datetime | None, datetime | None] | None,
-        flag_sets: dict[tuple[str, ...], tuple[str, ...]],
-    ) -> MessageRef:
-        """One listed message, kept small: a million of them are held at once.  The Date
-        header and the newest Received date (`dates`) only where the INTERNALDATE is
-        missing or absurd (nothing else reads them), the Message-ID only where an \\All
-        view needs it, flag tuples shared."""
-        message_id = message_fields(message.fields)[0] if message.fields else None
-        received, date_header = dates or (None, None)
-        flags = flag_sets.get(message.flags)
-        if flags is None:  # this spelling's first message: the flags kept, shared
-            kept = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
-            flags = flag_sets[message.flags] = flag_sets.setdefault(kept, kept)
-        return MessageRef(
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=str(message.uid),
-            size=message.size,
-            internaldate=message.internaldate,
-            date_header=date_header,
-            flags=flags,
-            message_id=message_id,
-            received=received,
-        )
 
     def _dates(
         self, uids: list[int], what: str
@@ -368,7 +336,7 @@ class ImapSource:
                 what = f"{self._what}, folder {step.folder!r}"
                 if answer.refused is not None:
                     self._selected = None
-                    raise self._refusal(answer.refused, what)
+                    raise select_refusal(answer.refused, what)
                 if step.examine:
                     self._selected = step.folder
                     self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
@@ -381,14 +349,6 @@ class ImapSource:
                         bodies[(step.folder, str(uid))] = body
                 del parsed
         return bodies
-
-    @staticmethod
-    def _refusal(text: str, what: str) -> MigrationError:
-        """The error of a NO to SELECT or EXAMINE, as _select raises it."""
-        error = imap_error(IMAPClientError(f"select failed: {text}"), what)
-        if type(error) is PermanentError:
-            return FolderRefused(str(error), code=error.code)
-        return error
 
     def _windows(self, refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
         """fetch_windows of `refs`, the first of FIRST_WINDOW messages at most: the target
@@ -423,8 +383,16 @@ class ImapSource:
                 if whole:
                     yield from self.fetch(whole)
 
-    def sessions_before_listing(self) -> bool:
-        return True
+    def messages_held(self) -> int | None:
+        counts = self._counts()
+        return sum(c[b"MESSAGES"] for c in counts.values()) if counts else None
+
+    def _counts(self) -> dict[str, dict[bytes, int]]:
+        """Each folder's MESSAGES (RFC 5819 LIST-STATUS), read once: what list_many
+        groups folders by (nothing without LIST-STATUS)."""
+        if self._statuses is None:
+            self._statuses = listed_statuses(self._client, self._what, (b"MESSAGES",))
+        return self._statuses
 
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
@@ -459,28 +427,3 @@ _SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive", "\\all"}
 # view \Flagged (Gmail's Starred), whose mail is also in a real folder or in \All.
 _NOT_SELECTABLE = {"\\noselect", "\\nonexistent"}
 _NOT_COPIED = {*_NOT_SELECTABLE, "\\flagged"}
-
-
-def listing_ranges(exists: int, uidnext: int, chunk: int) -> list[tuple[int, int]]:
-    """UID ranges (low, high) of a folder's listing, about `chunk` messages each if the
-    UIDs below UIDNEXT are spread evenly; the last ends at "*" (high 0), so mail that came
-    after SELECT is listed too.  Without UIDNEXT: the whole folder at once."""
-    if uidnext <= 1 or exists <= chunk:
-        return [(1, 0)]
-    count = -(-exists // chunk)
-    step = -(-(uidnext - 1) // count)
-    ranges = [(low, low + step - 1) for low in range(1, uidnext - 1, step)]
-    return [*ranges[:-1], (ranges[-1][0], 0)]
-
-
-def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | None:
-    """Path of `name` relative to `root` (None when outside it); the root folder
-    itself stands for the Inbox of the migrated mailbox."""
-    parts = tuple(name.split(delimiter)) if delimiter else (name,)
-    if not root:
-        return parts
-    root_parts = tuple(p for p in (root.split(delimiter) if delimiter else (root,)) if p)
-    if parts[: len(root_parts)] != root_parts:
-        return None
-    rest = parts[len(root_parts) :]
-    return rest if rest else ("INBOX",)

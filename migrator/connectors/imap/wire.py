@@ -157,7 +157,13 @@ def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iter
     EXAMINE leaves no folder selected, so the FETCH after it is refused, not run in the
     folder before): one round trip for all of them.  The answers are read step by step
     as the caller takes them (memory: one step's at a time); a caller that stops early
-    has the rest read and dropped.  A NO to a FETCH or any BAD raises imaplib's error."""
+    has the rest read and dropped.  A NO to a FETCH or any BAD raises imaplib's error.
+
+    Only the first step may go without an EXAMINE: a server may run two FETCHes sent
+    together side by side and mix their answers (RFC 3501 section 5.5; Dovecot does),
+    where an EXAMINE waits for the commands before it to end."""
+    if any(not step.examine for step in steps[1:]):
+        raise ValueError("only the first step may go without an EXAMINE")
     imap = client._imap
     pending: list[bytes] = []  # tags sent whose tagged answer is not read yet, in order
     out = bytearray()
@@ -243,15 +249,26 @@ Run = tuple[str, Iterable[tuple[Sequence[str], str | None, bytes]]]
 
 def multiappend_runs(client: IMAPClient, runs: Sequence[Run]) -> list[tuple[str, bytes]]:
     """multiappend_answer of each (folder, messages) of `runs`, every APPEND written before
-    any answer is read (RFC 3501 section 5.5: the server answers in order): one round trip
-    for all of them.  Each run stands alone (RFC 3502: a NO stores none of its messages,
-    and the runs after it still go).  The answers are all read, even after a BAD, which
-    then raises imaplib's error."""
+    any answer is read: runs_answers(send_runs(...))."""
+    return runs_answers(client, send_runs(client, runs))
+
+
+def send_runs(client: IMAPClient, runs: Sequence[Run]) -> list[bytes]:
+    """Write the MULTIAPPEND of each (folder, messages) of `runs` and read no answer
+    (RFC 3501 section 5.5: a client may send a command before the last one's answer; the
+    server answers in order): their tags, for runs_answers.  Each run stands alone
+    (RFC 3502: a NO stores none of its messages, and the runs after it still go)."""
+    return [_send_multiappend(client, folder, messages) for folder, messages in runs]
+
+
+def runs_answers(client: IMAPClient, tags: Sequence[bytes]) -> list[tuple[str, bytes]]:
+    """The tagged answers (type and text) of the APPENDs `send_runs` wrote, in order; every
+    one is read, even after a BAD, which then raises imaplib's error.  Commands sent after
+    them may be in flight: their answers wait for their own readers."""
     imap = client._imap
-    pending = [_send_multiappend(client, folder, messages) for folder, messages in runs]
     answers: list[tuple[str, bytes]] = []
     failure: Exception | None = None
-    for tag in pending:
+    for tag in tags:
         try:
             typ, data = imap._command_complete("APPEND", tag)
         except imaplib.IMAP4.abort:
