@@ -37,6 +37,7 @@ from migrator.errors import (
 )
 from migrator.events import EventKind, EventSink, NoEvents
 from migrator.foldermap import FolderMap
+from migrator.lanes import Opening
 from migrator.listing import list_mailbox
 from migrator.logingate import LoginGate, gated
 from migrator.passcopy import (
@@ -46,15 +47,17 @@ from migrator.passcopy import (
     SourceIncomplete,
     copy_listed,
 )
+from migrator.plan import LANE_MIN_WINDOWS
 from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import exception_text
 from migrator.sending import (
+    GROUPING_WINDOW,
     Checkpoint,
     ConnectionSlots,
     InFlight,
     Progress,
 )
-from migrator.sources.base import MailboxSource
+from migrator.sources.base import EarlySessionSource, MailboxSource
 from migrator.syncpass import remember_folders, sync_pass, with_moves
 from migrator.syncstate import PassKind, PassRequest
 from migrator.targets.base import MailboxTarget
@@ -100,31 +103,52 @@ def copy_pass(
     that ends done gives the copies it knows their messages' flags now and records the
     folder states, so the next `migrator sync` reads only what changed since."""
     now = now or datetime.now(UTC)
-    listing = list_mailbox(source, target, folder_map, now)
-    # As syncpass does: the grace of a failed attempt's appends first, then the checkpoints.
-    # The order is not what keeps a message single (only this worker writes checkpoints,
-    # and after its tagged OK; a late commit is found by the index read after the grace),
-    # but one order in both passes is one thing to reason about.  Read here rather than in
-    # copy_listed to know whether this is the mailbox's first pass.
-    if in_flight is not None:
-        in_flight.settle(options.late_commit_grace)
-    checkpoints = progress.checkpoints()
-    result = copy_listed(
-        source,
-        target,
-        listing,
-        progress,
-        options,
-        now,
-        in_flight=in_flight,
-        slots=slots,
-        stop=stop,
-        checkpoints=checkpoints,
-    )
+    opening = _open_early(source, target, options.connections, slots)
+    try:
+        listing = list_mailbox(source, target, folder_map, now)
+        # As syncpass does: the grace of a failed attempt's appends first, then the
+        # checkpoints.  The order is not what keeps a message single (only this worker
+        # writes checkpoints, and after its tagged OK; a late commit is found by the index
+        # read after the grace), but one order in both passes is one thing to reason
+        # about.  Read here rather than in copy_listed to know whether this is the
+        # mailbox's first pass.
+        if in_flight is not None:
+            in_flight.settle(options.late_commit_grace)
+        checkpoints = progress.checkpoints()
+        result = copy_listed(
+            source,
+            target,
+            listing,
+            progress,
+            options,
+            now,
+            in_flight=in_flight,
+            slots=slots,
+            stop=stop,
+            checkpoints=checkpoints,
+            opening=opening,
+        )
+    finally:
+        if opening is not None:
+            opening.close()
     if result.state is not MailboxState.DONE:
         return result
     moves = remember_folders(source, target, listing, progress, first=not checkpoints)
     return with_moves(result, moves)
+
+
+def _open_early(
+    source: MailboxSource, target: MailboxTarget, connections: int, slots: ConnectionSlots | None
+) -> Opening | None:
+    """The extra pairs of a copy over several connections, opened while the pass lists and
+    plans, where the source allows (EarlySessionSource) and holds enough mail for two
+    lanes at least (plan.lane_split); None: opened when sending, if wanted then."""
+    if connections <= 1 or not isinstance(source, EarlySessionSource):
+        return None
+    held = source.messages_held()
+    if held is None or held < 2 * LANE_MIN_WINDOWS * GROUPING_WINDOW:
+        return None
+    return Opening(source, target, connections - 1, slots)
 
 
 def migrate_mailbox(

@@ -17,6 +17,45 @@ from migrator.targets.base import MailboxTarget
 log = logging.getLogger(__name__)
 
 
+Pair = tuple[MailboxSource, MailboxTarget]
+
+
+class Opening:
+    """Up to `count` more pairs of connections opened in a thread from the start of a pass,
+    while it lists and plans (at a distance, a TLS handshake and two logins cost a few
+    round trips the copy would otherwise wait for); `pairs` waits for them.  Whoever made
+    it calls `close` at the end: it logs out of every pair and gives the slots back."""
+
+    def __init__(
+        self,
+        source: MailboxSource,
+        target: MailboxTarget,
+        count: int,
+        slots: ConnectionSlots | None,
+    ) -> None:
+        self._slots = slots
+        granted = count if slots is None else slots.take(count)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-early")
+        self._opening = self._pool.submit(_open_sessions, source, target, granted)
+        self._closed = False
+
+    def pairs(self) -> list[Pair]:
+        """The pairs opened (fewer where a server refused more); raises what failed."""
+        return self._opening.result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._opening.exception() is None:
+                _close_pairs(self._opening.result())
+        finally:
+            self._pool.shutdown()
+            if self._slots is not None:
+                self._slots.give_back()
+
+
 def send(
     source: MailboxSource,
     target: MailboxTarget,
@@ -25,15 +64,17 @@ def send(
     connections: int,
     slots: ConnectionSlots | None,
     sending: Sending,
+    opening: Opening | None = None,
 ) -> tuple[Sent, list[MessageRef]]:
     """Send `order` (see plan.send_order), over up to `connections` pairs of connections
     where `room` (plan.reorderable_bytes) lets lanes go side by side: what was sent, and
-    what was not (the quota, or the operator, stopped it)."""
+    what was not (the quota, or the operator, stopped it).  `opening`: the extra pairs,
+    opened already (else they are opened here, as `slots` allow)."""
     split = lane_split(order, room, connections, sending.grouping_window, sending.batch_bytes)
     wanted = len(split.lanes)
     if wanted > 1:
-        return _send_lanes(source, target, order, room, wanted, slots, sending)
-    sent = send_one(source, target, order, sending)
+        return _send_lanes(source, target, order, room, wanted, slots, sending, opening)
+    sent = send_one(source, target, order, sending, within_room=room is None)
     return sent, list(order[sent.stopped_at :]) if sent.stopped_at is not None else []
 
 
@@ -45,25 +86,27 @@ def _send_lanes(
     wanted: int,
     slots: ConnectionSlots | None,
     sending: Sending,
+    opening: Opening | None = None,
 ) -> tuple[Sent, list[MessageRef]]:
     """Send `order` over up to `wanted` pairs of connections side by side (the first pair
     `source`/`target`), dealt by `lane_split`, then its tail on the first pair; what was
     sent, and what was not (a quota stop).  Extra connections are opened only as far as
     the adapters and the servers' connection slots allow; with none, one lane it is."""
-    granted = wanted - 1 if slots is None else slots.take(wanted - 1)
-    pairs: list[tuple[MailboxSource, MailboxTarget]] = []
+    if opening is None:
+        opening = Opening(source, target, wanted - 1, slots)
+    pairs: list[Pair] = []
     try:
-        pairs = _open_sessions(source, target, granted)
+        pairs = opening.pairs()[: wanted - 1]
         split = lane_split(
             order, room, len(pairs) + 1, sending.grouping_window, sending.batch_bytes
         )
         if len(split.lanes) > 1:
             log.info("copying over %d connections", len(split.lanes))
-        results = _run_lanes(split.lanes, [(source, target), *pairs], sending)
+        # Lanes hold only what the quota certainly has room for; one lane, the whole order.
+        within_room = len(split.lanes) > 1 or room is None
+        results = _run_lanes(split.lanes, [(source, target), *pairs], sending, within_room)
     finally:
-        _close_pairs(pairs)
-        if slots is not None:
-            slots.give_back()
+        opening.close()
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise _gravest(failures)
@@ -88,6 +131,7 @@ def _run_lanes(
     lanes: tuple[tuple[MessageRef, ...], ...],
     ends: list[tuple[MailboxSource, MailboxTarget]],
     sending: Sending,
+    within_room: bool,
 ) -> list[Sent | BaseException | None]:
     """Each lane on its pair of connections (the first in this thread), side by side: a
     lane that fails or meets the quota halts the others before their next batch."""
@@ -97,7 +141,13 @@ def _run_lanes(
     def run(index: int, lane_source: MailboxSource, lane_target: MailboxTarget) -> None:
         try:
             results[index] = send_one(
-                lane_source, lane_target, lanes[index], sending, halt=halt, share=len(lanes)
+                lane_source,
+                lane_target,
+                lanes[index],
+                sending,
+                halt=halt,
+                share=len(lanes),
+                within_room=within_room,
             )
         except BaseException as exc:  # raised by the caller, once every lane has stopped
             results[index] = exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,7 +34,7 @@ from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sending import (
     Checkpoint,
 )
-from migrator.sources.base import MailboxSource, SourceFolder
+from migrator.sources.base import ListingManySource, MailboxSource, SourceFolder
 from migrator.syncstate import LedgerEntry, Placement
 from migrator.targets.base import MailboxTarget
 
@@ -63,20 +64,29 @@ def list_mailbox(
 ) -> Listing:
     """Every folder and message of the source, each folder opened at the target.  An
     RFC 6154 \\All view (Gmail's All Mail) is read last: of its mail, what no other
-    folder holds (Gmail's archived mail) goes to the Archive folder."""
+    folder holds (Gmail's archived mail) goes to the Archive folder.  The target's folders
+    are opened in a thread while the source is listed (each end its own connection, and
+    at a distance each a round trip or two per folder)."""
     listing = Listing()
     folders = source.list_folders()
-    has_views = any(f.is_all_mail for f in folders)
+    real = [f for f in folders if not f.is_all_mail]
+    views = [f for f in folders if f.is_all_mail]
+    mapped = [folder_map.map(f.path, f.special_use) for f in real]
+    mapped += [folder_map.map(ARCHIVE_PATH) for _ in views]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-folders") as pool:
+        opening = pool.submit(_open_folders, target, mapped)
+        try:
+            lists = list_each(source, real)
+            listed_real = [listed for _, listed in lists]
+            opened = opening.result()
+        finally:
+            opening.cancel()  # the pool's exit waits for a thread already running
     held: list[MessageRef] = []  # every message of the real folders, refused ones too
-    for folder in folders:
-        if not folder.is_all_mail:
-            listed = source.list_messages(folder)
-            if has_views:  # only an \All view's mail is told apart from them
-                held += listed
-            add_folder(
-                listing, target, folder, listed, folder_map.map(folder.path, folder.special_use)
-            )
-    for view in (f for f in folders if f.is_all_mail):
+    for folder, listed, place in zip(real, listed_real, opened[: len(real)], strict=True):
+        if views:  # only an \\All view's mail is told apart from them
+            held += listed
+        add_opened(listing, folder, listed, place)
+    for view, place in zip(views, opened[len(real) :], strict=True):
         listing.views.add(view.name)
         listed = source.list_messages(view)
         no_id = [r for r in listed + held if not r.message_id]
@@ -89,8 +99,30 @@ def list_mailbox(
                 view.name,
                 "/".join(ARCHIVE_PATH),
             )
-        add_folder(listing, target, view, only, folder_map.map(ARCHIVE_PATH))
+        add_opened(listing, view, only, place)
     return listing
+
+
+def list_each(
+    source: MailboxSource, folders: Sequence[SourceFolder]
+) -> list[tuple[SourceFolder, list[MessageRef]]]:
+    """Each folder's messages, in fewer round trips where the source can (ListingManySource)."""
+    if isinstance(source, ListingManySource):
+        return list(source.list_many(folders))
+    return [(folder, source.list_messages(folder)) for folder in folders]
+
+
+def _open_folders(
+    target: MailboxTarget, mapped: Sequence[TargetFolder]
+) -> list[str | FolderRefused]:
+    """Each mapped folder opened at the target, in order: its name there, or the refusal."""
+    opened: list[str | FolderRefused] = []
+    for folder in mapped:
+        try:
+            opened.append(target.open_folder(folder))
+        except FolderRefused as exc:
+            opened.append(exc)
+    return opened
 
 
 def add_folder(
@@ -100,15 +132,29 @@ def add_folder(
     listed: list[MessageRef],
     mapped: TargetFolder,
 ) -> None:
-    """Open `folder`'s place at the target and add its messages; a folder the target
-    refuses fails alone: its messages are named as skipped, the other folders go on."""
+    """Open `folder`'s place at the target and add its messages (add_opened)."""
     try:
-        listing.target_of[folder.name] = target.open_folder(mapped)
+        place: str | FolderRefused = target.open_folder(mapped)
     except FolderRefused as exc:
-        log.warning("skipped folder %r: %s", folder.name, exc)
-        listing.refused[folder.name] = str(exc)
-        listing.skipped += [SkippedMessage(r.folder, r.uid, r.size, str(exc)) for r in listed]
+        place = exc
+    add_opened(listing, folder, listed, place)
+
+
+def add_opened(
+    listing: Listing,
+    folder: SourceFolder,
+    listed: list[MessageRef],
+    place: str | FolderRefused,
+) -> None:
+    """Add `folder`'s messages, at `place` (its name at the target, opened there); a
+    folder the target refused fails alone: its messages are named as skipped, the other
+    folders go on."""
+    if isinstance(place, FolderRefused):
+        log.warning("skipped folder %r: %s", folder.name, place)
+        listing.refused[folder.name] = str(place)
+        listing.skipped += [SkippedMessage(r.folder, r.uid, r.size, str(place)) for r in listed]
     else:
+        listing.target_of[folder.name] = place
         listing.refs.extend(listed)
 
 

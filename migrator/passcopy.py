@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from migrator.errors import TransientError
-from migrator.lanes import send
+from migrator.lanes import Opening, send
 from migrator.listing import Listing, recognise, refused_note
 from migrator.plan import (
     BudgetSplit,
@@ -94,11 +94,13 @@ def copy_listed(
     stop: threading.Event | None = None,
     index: Callable[[str], list[TargetCopy]] | None = None,
     checkpoints: dict[Checkpoint, str | None] | None = None,
+    opening: Opening | None = None,
 ) -> MailboxResult:
     """Recognise, plan and send what `listing` holds; raises TransientError for the
     caller to retry (SourceIncomplete where the source did not send what it listed).
     `index`: how to read a target folder's index (target.index unless told);
-    `checkpoints`: those of the listed messages, where the caller read them (else all)."""
+    `checkpoints`: those of the listed messages, where the caller read them (else all);
+    `opening`: the extra connections, being opened already (lanes.Opening)."""
     rewrite = options.rewrite if options.rewrite and not options.rewrite.is_empty() else None
     if in_flight is not None:
         in_flight.settle(options.late_commit_grace)
@@ -126,7 +128,7 @@ def copy_listed(
         grouping_window=options.grouping_window,
     )
     sent, unsent = send(
-        source, target, planned.order, planned.room, options.connections, slots, sending
+        source, target, planned.order, planned.room, options.connections, slots, sending, opening
     )
     left = tuple(unsent) + planned.split.left
     interrupted = stop is not None and stop.is_set() and bool(unsent)

@@ -9,11 +9,10 @@ Before each batch it checks that this worker still holds the mailbox (the fence)
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,13 +23,15 @@ from migrator.errors import (
     QuotaExceeded,
     TransientError,
 )
+from migrator.inflight import InFlight as InFlight  # re-exported: it was defined here
 from migrator.plan import MessageRef
+from migrator.readahead import prefetched
 from migrator.recognition import content_key
 from migrator.report import SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sources.base import MailboxSource
 from migrator.syncstate import LedgerEntry, Placement
-from migrator.targets.base import AppendItem, MailboxTarget, PlacingTarget
+from migrator.targets.base import AppendItem, MailboxTarget, PlacingTarget, TogetherTarget
 
 log = logging.getLogger(__name__)
 
@@ -85,49 +86,6 @@ class ConnectionSlots(Protocol):
         ...
 
 
-@dataclass
-class InFlight:
-    """Appends whose outcome a failed pass never learnt: the target may still commit them.
-
-    Kept across the passes of one mailbox; the next pass waits out the grace before it
-    indexes the target, so messages committed late count as copied, not as to send.
-    A worker that takes a mailbox over from one that died with it (or froze past its
-    lock) starts with `inherited()`: that one's appends may be in flight too."""
-
-    folders: set[str] = field(default_factory=set)  # target folders of the batch
-    given_up: float | None = None  # time.monotonic() when the pass gave up on them
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @classmethod
-    def inherited(cls) -> InFlight:
-        return cls(given_up=time.monotonic())
-
-    def lost(self, folders: set[str]) -> None:
-        with self._lock:  # connections of one pass fail side by side
-            self.folders |= folders
-            self.given_up = time.monotonic()
-
-    def settle(self, grace: float, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Wait for what is left of `grace` since the appends were given up, then forget them."""
-        if self.given_up is None:
-            return
-        left = self.given_up + grace - time.monotonic()
-        if left > 0:
-            log.warning(
-                "appends %s may still be in flight: waiting %.1f s for a late commit "
-                "before indexing the target",
-                (
-                    "to " + ", ".join(repr(f) for f in sorted(self.folders))
-                    if self.folders
-                    else "of the worker that held this mailbox before"
-                ),
-                left,
-            )
-            sleep(left)
-        self.folders.clear()
-        self.given_up = None
-
-
 # A batch of appends holds at most this many bytes of message in memory, and the
 # reader runs at most this far ahead of the writer.
 BATCH_BYTES = 16 * 1024 * 1024
@@ -150,60 +108,6 @@ def _timed(
         finally:
             sent.source_seconds += time.perf_counter() - started
         yield item
-
-
-def prefetched(
-    messages: Iterator[tuple[MessageRef, bytes]], max_bytes: int
-) -> Iterator[tuple[MessageRef, bytes]]:
-    """Read ahead in a thread so source reads and target writes overlap.
-
-    At most `max_bytes` wait in between (always at least one message, however big),
-    so memory stays flat.  An error in the reader reaches the consumer in order."""
-    lock = threading.Condition()
-    waiting: collections.deque[tuple[MessageRef, bytes]] = collections.deque()
-    state: dict[str, Any] = {"bytes": 0, "done": False, "error": None, "stop": False}
-
-    def read() -> None:
-        try:
-            for ref, body in messages:
-                with lock:
-                    while state["bytes"] >= max_bytes and waiting and not state["stop"]:
-                        lock.wait()
-                    if state["stop"]:
-                        return
-                    waiting.append((ref, body))
-                    state["bytes"] += len(body)
-                    lock.notify_all()
-        except BaseException as exc:  # handed to the consumer, raised there
-            with lock:
-                state["error"] = exc
-        finally:
-            with lock:
-                state["done"] = True
-                lock.notify_all()
-
-    reader = threading.Thread(target=read, name="prefetch", daemon=True)
-    reader.start()
-    try:
-        while True:
-            with lock:
-                while not waiting and not state["done"]:
-                    lock.wait()
-                if waiting:
-                    ref, body = waiting.popleft()
-                    state["bytes"] -= len(body)
-                    lock.notify_all()
-                elif state["error"] is not None:
-                    raise state["error"]
-                else:
-                    return
-            yield ref, body
-            del body
-    finally:
-        with lock:
-            state["stop"] = True
-            lock.notify_all()
-        reader.join()
 
 
 @dataclass
@@ -258,16 +162,36 @@ def send_one(
     *,
     halt: threading.Event | None = None,
     share: int = 1,
+    within_room: bool = False,
 ) -> Sent:
     """Fetch and append in plan order, `target.batch_size` messages at a time.
 
     On one of `share` connections copying side by side: its batches and read-ahead get
     that share of the memory bounds, and it stops before its next batch once `halt` is
     set (another connection failed, or met the quota) or the operator's `stop` is,
-    `stopped_at` then marking where."""
+    `stopped_at` then marking where.  `within_room`: the quota certainly has room for
+    all of `fits` (plan.reorderable_bytes), so a batch of several folders may go in one
+    round trip (TogetherTarget)."""
     batch = _Batch(target, sending, halt, max(1, sending.batch_bytes // share))
+    batch.together = within_room and isinstance(target, TogetherTarget)
     ahead = max(1, sending.prefetch_bytes // share)
     reading = prefetched(_timed(source.fetch(fits), batch.sent), ahead)
+    try:
+        _copy_each(reading, fits, batch, sending)
+    except BaseException:
+        batch.abandon()  # the batch still in flight: landed if it can be, else left in flight
+        raise
+    batch.land()
+    return batch.sent
+
+
+def _copy_each(
+    reading: Iterator[tuple[MessageRef, bytes]],
+    fits: tuple[MessageRef, ...],
+    batch: _Batch,
+    sending: Sending,
+) -> None:
+    """send_one's loop: each message read added to the batch, each full batch flushed."""
     expected = 0  # position of the next message the source should send
     current_folder = ""
     try:
@@ -285,15 +209,15 @@ def send_one(
             batch.add(here, ref, _item(ref, body, sending, batch.sent))
             del body
             if batch.full() and not batch.flush():
-                return batch.sent
+                return
     except CapReached:
         if batch.items:  # read within the source's cap: sent before the mailbox pauses
             batch.flush()
+        batch.land()
         raise
     batch.sent.undelivered += fits[expected:]  # the source's answers ended early
     if batch.items:
         batch.flush()
-    return batch.sent
 
 
 def _item(ref: MessageRef, body: bytes, sending: Sending, sent: Sent) -> AppendItem:
@@ -316,7 +240,10 @@ def _item(ref: MessageRef, body: bytes, sending: Sending, sent: Sent) -> AppendI
 
 
 class _Batch:
-    """The appends one connection has gathered, sent and checkpointed together."""
+    """The appends one connection has gathered, sent and checkpointed together.  With a
+    TogetherTarget within the quota's room (`together`), a batch is written before the
+    last one's answers are in: two batches in flight, each fenced before it is written
+    and checkpointed only once its answers are in, in order."""
 
     def __init__(
         self,
@@ -330,6 +257,10 @@ class _Batch:
         # Each with its place in `fits`, for `stopped_at`.
         self.items: list[tuple[int, MessageRef, AppendItem]] = []
         self.bytes = 0
+        self.together = False  # written with TogetherTarget.send_together
+        # The batch written whose answers are not read yet: its items, the target's
+        # handle, and when it was written.
+        self.pending: tuple[list[tuple[int, MessageRef, AppendItem]], Any, float] | None = None
 
     def add(self, position: int, ref: MessageRef, item: AppendItem) -> None:
         self.items.append((position, ref, item))
@@ -343,45 +274,121 @@ class _Batch:
         connection stops: halted, stopped by the operator, or the target is full."""
         sent, stop = self.sent, self.sending.stop
         if (self.halt is not None and self.halt.is_set()) or (stop is not None and stop.is_set()):
-            sent.stopped_at = self.items[0][0]
+            if self.land():
+                sent.stopped_at = self.items[0][0]
             return False
         self.sending.progress.fence()
+        items, self.items, self.bytes = self.items, [], 0
+        if self.together and isinstance(self.target, TogetherTarget):
+            return self._write(items, self.target)
         started = time.perf_counter()
         try:
-            outcomes = self.target.append_batch([item for _, _, item in self.items])
+            outcomes = self.target.append_batch([item for _, _, item in items])
         except TransientError:
-            # The connection broke with the batch sent: any of it may still be committed.
-            if self.sending.in_flight is not None:
-                self.sending.in_flight.lost({item.folder for _, _, item in self.items})
+            self._lost(items)
             raise
         sent.target_seconds += time.perf_counter() - started
+        return self._checkpoint(items, outcomes)
+
+    def _write(
+        self, items: list[tuple[int, MessageRef, AppendItem]], target: TogetherTarget
+    ) -> bool:
+        """Write `items` with the last batch's answers still out; then land that one."""
+        started = time.perf_counter()
+        try:
+            handle = target.send_together([item for _, _, item in items])
+        except TransientError:
+            self._lost(items)
+            raise
+        self.sent.target_seconds += time.perf_counter() - started
+        previous, self.pending = self.pending, (items, handle, started)
+        if previous is None:
+            return True
+        if not self._land(previous, target):
+            self.land()  # the batch just written: its answers read, what it stored counted
+            return False
+        return True
+
+    def land(self) -> bool:
+        """Read the answers of the batch in flight, if any, and checkpoint what landed;
+        False once this connection stops (the target is full)."""
+        if self.pending is None or not isinstance(self.target, TogetherTarget):
+            return self.sent.stopped_at is None
+        pending, self.pending = self.pending, None
+        return self._land(pending, self.target)
+
+    def _land(
+        self,
+        pending: tuple[list[tuple[int, MessageRef, AppendItem]], Any, float],
+        target: TogetherTarget,
+    ) -> bool:
+        items, handle, _ = pending
+        started = time.perf_counter()
+        try:
+            outcomes = target.land_together(handle)
+        except TransientError:
+            self._lost(items)
+            raise
+        self.sent.target_seconds += time.perf_counter() - started
+        stopped = self.sent.stopped_at is not None
+        going = self._checkpoint(items, outcomes)
+        return going and not stopped
+
+    def abandon(self) -> None:
+        """The pass is ending on an error: land the batch in flight if its answers can
+        still be read, else leave it to the next pass as in flight (InFlight)."""
+        if self.pending is None:
+            return
+        items = self.pending[0]
+        try:
+            self.land()
+        except Exception as exc:  # the error that ends the pass is raised by the caller
+            log.info("a batch in flight was not confirmed: %s", exc)
+            self._lost(items)
+
+    def _lost(self, items: list[tuple[int, MessageRef, AppendItem]]) -> None:
+        """The connection broke with `items` (and the batch in flight) written: any of
+        them may still be committed."""
+        if self.sending.in_flight is None:
+            return
+        folders = {item.folder for _, _, item in items}
+        if self.pending is not None:
+            folders |= {item.folder for _, _, item in self.pending[0]}
+        self.sending.in_flight.lost(folders)
+
+    def _checkpoint(
+        self, items: list[tuple[int, MessageRef, AppendItem]], outcomes: Sequence[object]
+    ) -> bool:
+        """Checkpoint what of `items` the target stored; False once it is full."""
+        sent = self.sent
         placements = self.target.placed() if isinstance(self.target, PlacingTarget) else None
-        stored, placed = self._stored(outcomes, placements)
+        stored, placed = self._stored(items, outcomes, placements)
         self.sending.progress.copied(stored, placed)
         sent.messages += len(stored)
         sent.bytes += sum(r.size for r, _ in stored)
-        if sent.stopped_at is not None:
-            return False
-        self.items.clear()
-        self.bytes = 0
-        return True
+        return sent.stopped_at is None
 
     def _stored(
-        self, outcomes: Sequence[object], placements: Sequence[Placement | None] | None
+        self,
+        items: list[tuple[int, MessageRef, AppendItem]],
+        outcomes: Sequence[object],
+        placements: Sequence[Placement | None] | None,
     ) -> tuple[list[tuple[MessageRef, str | None]], list[str]]:
         """The batch's messages the target stored, with their keys and ledger entries;
         a refused one is skipped and named, a full target stops this and every later
         message."""
         stored: list[tuple[MessageRef, str | None]] = []
         placed: list[str] = []
-        count = len(self.items)
+        count = len(items)
         where = ([*placements] if placements is not None else [] + [None] * count)[:count]
         where += [None] * (count - len(where))
-        for (position, ref, item), outcome, at in zip(self.items, outcomes, where, strict=True):
+        for (position, ref, item), outcome, at in zip(items, outcomes, where, strict=True):
             if isinstance(outcome, QuotaExceeded):
                 # The server's own count is the authority (rounding, new mail arriving):
-                # this message and every later one are left.
-                self.sent.stopped_at = position
+                # this message and every later one are left (the earliest such stop, where
+                # two batches were in flight).
+                if self.sent.stopped_at is None or position < self.sent.stopped_at:
+                    self.sent.stopped_at = position
                 if self.halt is not None:
                     self.halt.set()
                 break

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 
-from migrator.connectors.imap.target import internaldate_text
+from migrator.connectors.imap.appending import internaldate_text
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,10 @@ from packaging.version import Version
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 
 from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.appending import internaldate_text
 from migrator.connectors.imap.changes import all_states, read_flags
 from migrator.connectors.imap.connection import read_listing
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
-from migrator.connectors.imap.target import internaldate_text
 from migrator.connectors.imap.uidsets import append_uids, vanished_uids
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -72,6 +72,7 @@ INTERNALS = [
     (imaplib.IMAP4, "send", "(self, data)"),
     (imaplib.IMAP4, "uid", "(self, command, *args)"),
     (imaplib.IMAP4, "_simple_command", "(self, name, *args)"),
+    (IMAPClient, "_process_select_response", "(self, resp)"),
 ]
 
 
@@ -312,3 +313,66 @@ def test_pipelined_reads_each_commands_answers_apart_and_stays_in_step(
     # The session goes on in step, INBOX selected.
     assert client.search(["ALL"]) == []
     assert client.folder_status("Données/Été", ["MESSAGES"])[b"MESSAGES"] == 3
+
+
+def test_examine_fetch_lists_many_folders_in_one_go_and_a_missing_one_alone(
+    client: IMAPClient,
+) -> None:
+    client.create_folder("Données/Été")
+    for folder, count in (("INBOX", 3), ("Données/Été", 2)):
+        messages = [((), None, _message(n)) for n in range(1, count + 1)]
+        assert imapwire.multiappend(client, folder, iter(messages)) == "OK"
+    client.select_folder("Données/Été", readonly=True)
+    steps = [
+        imapwire.Step("Données/Été", False, "2"),  # selected already: no EXAMINE
+        imapwire.Step("INBOX", True, "1:*"),
+        imapwire.Step("Gone", True, "1:*"),  # refused: the FETCH after it runs in no folder
+        imapwire.Step("Données/Été", True, "1:*"),
+    ]
+
+    answers = list(imapwire.examine_fetch(client, steps, INDEX_ITEMS))
+
+    assert [a.folder for a in answers] == [s.folder for s in steps]
+    assert [len(read_listing(a.fetched, HEADER_ITEM)) for a in answers] == [1, 3, 0, 2]
+    assert answers[2].refused is not None and answers[1].refused is None
+    assert answers[1].info[b"EXISTS"] == 3 and b"UIDVALIDITY" in answers[3].info
+    assert answers[0].info == {}
+    # In step: the next command's answer is its own, in the folder selected last.
+    assert client.search("ALL") == [1, 2]
+
+
+def test_examine_fetch_takes_a_step_without_examine_first_only(client: IMAPClient) -> None:
+    # Two FETCHes with no EXAMINE between may be run side by side (RFC 3501 section 5.5;
+    # Dovecot does): their answers would mix.
+    steps = [imapwire.Step("INBOX", True, "1:*"), imapwire.Step("INBOX", False, "1")]
+    with pytest.raises(ValueError, match="first"):
+        list(imapwire.examine_fetch(client, steps, INDEX_ITEMS))
+
+
+def test_examine_fetch_left_early_reads_the_rest_and_stays_in_step(client: IMAPClient) -> None:
+    client.create_folder("Other")
+    steps = [imapwire.Step(f, True, "1:*") for f in ("INBOX", "Other", "INBOX")]
+    answers = imapwire.examine_fetch(client, steps, INDEX_ITEMS)
+    assert next(answers).folder == "INBOX"
+    answers.close()  # the caller stopped: the other answers are read and dropped
+    assert client.folder_status("Other", ["MESSAGES"])[b"MESSAGES"] == 0
+    assert client.noop()[0].startswith(b"NOOP")
+
+
+def test_send_runs_writes_many_appends_before_their_answers_are_read(client: IMAPClient) -> None:
+    client.create_folder("Later")
+    first = imapwire.send_runs(
+        client,
+        [
+            ("INBOX", iter([((), None, _message(1))])),
+            ("No such folder", iter([((), None, _message(2))])),
+        ],
+    )
+    second = imapwire.send_runs(client, [("Later", iter([((), None, _message(3))] * 2))])
+
+    # A run refused stands alone (RFC 3502); each batch's answers are its own, in order.
+    assert [typ for typ, _ in imapwire.runs_answers(client, first)] == ["OK", "NO"]
+    ((typ, text),) = imapwire.runs_answers(client, second)
+    assert typ == "OK" and b"APPENDUID" in text
+    assert client.folder_status("Later", ["MESSAGES"])[b"MESSAGES"] == 2
+    assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 1

@@ -9,8 +9,14 @@ import pytest
 from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap.connection import read_listing
-from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
-from migrator.connectors.imap.source import listing_ranges
+from migrator.connectors.imap.listing import (
+    FIELDS_ITEM,
+    Listed,
+    RawFetch,
+    listing_groups,
+    listing_ranges,
+    parse_listing,
+)
 
 FIELDS = b"Date: Tue, 25 Aug 2020 10:17:38 +0000\r\nMessage-ID: <a@x>\r\n\r\n"
 DOVECOT: RawFetch = [
@@ -140,3 +146,18 @@ def test_a_large_folder_is_listed_in_uid_ranges_the_last_open_ended(
     exists: int, uidnext: int, chunk: int, expected: list[tuple[int, int]]
 ) -> None:
     assert listing_ranges(exists, uidnext, chunk) == expected
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ([3, 0, 5], [([0, 1, 2], True)]),
+        ([3, None, 5], [([0], True), ([1], False), ([2], True)]),  # no LIST-STATUS count
+        ([8, 4, 9], [([0], True), ([1], True), ([2], False)]),  # 8 at most a group; 9 alone
+        ([6, 6, 1, 1, 1], [([0], True), ([1, 2, 3], True), ([4], True)]),  # three folders at most
+    ],
+)  # fmt: skip
+def test_listing_groups_asks_for_small_folders_together_and_a_large_one_alone(
+    counts: list[int | None], expected: list[tuple[list[int], bool]]
+) -> None:
+    assert listing_groups(counts, chunk=8, most=3) == expected

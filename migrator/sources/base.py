@@ -83,3 +83,28 @@ class ChangesTogether(Protocol):
     ) -> list[FolderChanges | None]:
         """`changes` of each (folder, since), in the order asked."""
         ...
+
+
+@runtime_checkable
+class ListingManySource(Protocol):
+    """A source that lists many folders in fewer round trips than one folder after another
+    (IMAP: the commands of several folders sent before their answers are read)."""
+
+    def list_many(
+        self, folders: Sequence[SourceFolder]
+    ) -> Iterator[tuple[SourceFolder, list[MessageRef]]]:
+        """`list_messages` of each of `folders`, in order, as each is read; an error is
+        raised at its folder's turn, as `list_messages` would raise it."""
+        ...
+
+
+@runtime_checkable
+class EarlySessionSource(Protocol):
+    """A source whose `session` carries nothing of its listing (IMAP: the UIDs are the
+    server's), so that more connections can be opened while it lists, and that can say
+    beforehand about how many messages it holds (whether more connections would help)."""
+
+    def messages_held(self) -> int | None:
+        """About how many messages the mailbox holds, without listing it (None: unknown);
+        `session` may be called before and while this source lists."""
+        ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from migrator.errors import MessageRefused, QuotaExceeded
 from migrator.foldermap import TargetFolder
@@ -78,6 +78,23 @@ class PlacingTarget(Protocol):
     def placed(self) -> list[Placement | None]:
         """One per item of the last append_batch: where it went, or None (not stored,
         or the server did not say)."""
+        ...
+
+
+@runtime_checkable
+class TogetherTarget(Protocol):
+    """A target that writes a batch of several folders in one round trip (IMAP: each
+    folder's MULTIAPPEND written before the answers are read) and can write the next
+    batch before this one's answers are in; for batches the quota certainly has room
+    for: a quota stop inside one may leave a later message stored."""
+
+    def send_together(self, items: Sequence[AppendItem]) -> Any:
+        """Write the batch without waiting for its answers; what land_together takes."""
+        ...
+
+    def land_together(self, sent: Any) -> list[Outcome]:
+        """The outcomes of a batch send_together wrote (as append_batch's), batches in
+        the order they were sent."""
         ...
 
 

@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from celerykit import cli, wait_for
 from faultkit import ExactlyOnce, enqueue, run_options
@@ -149,7 +150,76 @@ class StoresThenFails:
         return outcomes
 
     def __getattr__(self, name: str) -> object:
+        if name in ("send_together", "land_together"):  # batches go through append_batch
+            raise AttributeError(name)
         return getattr(self._inner, name)
+
+
+class LandsThenFails:
+    """The same where batches are written together (TogetherTarget), a batch written
+    before the last one's answers are in: the `fail_on`-th batch is stored, its answers
+    read, and the copier is told the connection broke instead, with the next batch
+    already written."""
+
+    def __init__(self, inner: ImapTarget, calls: list[int], fail_on: int) -> None:
+        self._inner = inner
+        self._calls = calls
+        self._fail_on = fail_on
+        self.batch_size = inner.batch_size
+
+    def land_together(self, sent: Any) -> list[Outcome]:
+        outcomes = self._inner.land_together(sent)
+        self._calls.append(len(outcomes))
+        if len(self._calls) == self._fail_on:
+            raise TransientError("target connection lost after the server stored the batch")
+        return outcomes
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_batches_in_flight_stored_but_never_checkpointed_are_recognised_not_sent_again(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    tls_files: TlsFiles,
+    redis_url: str,
+    exactly_once: ExactlyOnce,
+) -> None:
+    password = batch_password("inflight-not-ckpt")
+    source, target = make_user(password), make_user()
+    sent = fill(source, {"INBOX": 90, "Archive": 60}, password)
+    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+    box = SecretBox(new_key())
+    row = source_row(source_url, source, password, target)
+    (job,) = individual_jobs([row], options, box)
+    store = StateStore.from_url(redis_url)
+    store.create_batch("inflight", {}, [job])
+    mailbox = batch_job(row)
+    calls: list[int] = []
+
+    def open_target() -> MailboxTarget:
+        creds = options.target.credentials(target)
+        inner = ImapTarget(options.target.server, creds, target, options.connect)
+        return LandsThenFails(inner, calls, fail_on=3)
+
+    progress = store.progress("inflight", job.job_id, job.mailbox_key)
+    result = migrate_mailbox(
+        lambda: connector("imap").open_source(SourceEnd(mailbox, options.connect)),
+        open_target,
+        default_folder_map(),
+        progress,
+        CopyOptions(max_wait=1, late_commit_grace=0),  # stored before it failed: nothing late
+    )
+
+    assert result.state is MailboxState.DONE, result
+    assert calls[2] > 1  # a whole batch was stored without its checkpoints
+    # The second pass found at the target what the first stored and did not checkpoint
+    # (the third batch, and the fourth if it was not landed) and sent only the rest.
+    assert result.already_messages >= sum(calls[:3])
+    assert result.already_messages + result.copied_messages == len(sent)
+    assert len(progress.checkpoints()) == len(sent)
+    exactly_once.copied(source, password, target)
 
 
 def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(

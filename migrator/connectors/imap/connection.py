@@ -8,7 +8,7 @@ import imaplib
 import re
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 
 from imapclient import IMAPClient
@@ -16,11 +16,12 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from migrator.connectors.imap import wire as imapwire
-from migrator.connectors.imap.bodies import BODY_ITEM, BODY_ITEMS, parse_bodies
+from migrator.connectors.imap.bodies import BODY_ITEM, parse_bodies
 from migrator.connectors.imap.listing import FIELDS_ITEM, Listed, RawFetch, parse_listing
 from migrator.connectors.tls import lost_code, tls_context, untrusted
 from migrator.errors import (
     ErrorCode,
+    FolderRefused,
     LoginFailed,
     MigrationError,
     PermanentError,
@@ -251,14 +252,11 @@ def fetch_all(
     return read_listing(data, item)
 
 
-def fetch_bodies(client: IMAPClient, uids: Sequence[int]) -> dict[int, bytes]:
-    """UID FETCH (BODY.PEEK[]) of `uids` in the selected folder: each message's bytes by
-    UID (one the server did not answer for is absent), read with `bodies.parse_bodies`, or
-    with imapclient's parser (as its fetch() would) where the answer is not in the usual
-    form."""
-    typ, data = imapwire.uid_fetch(client, ",".join(str(uid) for uid in uids), BODY_ITEMS)
-    if typ != "OK":
-        raise IMAPClientError(f"fetch failed: {as_text(data[0] if data else '')}")
+def read_bodies(data: RawFetch) -> dict[int, bytes]:
+    """A BODY_ITEMS FETCH's answers: each message's bytes by UID (one the server did not
+    answer for is absent), read with `bodies.parse_bodies`, or with imapclient's parser
+    (as its fetch() would) where the answer is not in the usual form (another session's
+    flag change in the middle of it, say)."""
     bodies = parse_bodies(data)
     if bodies is not None:
         return bodies
@@ -286,3 +284,12 @@ def read_listing(data: RawFetch, item: bytes | None = FIELDS_ITEM) -> dict[int, 
 
 def _aware(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
+
+
+def select_refusal(text: str, what: str) -> MigrationError:
+    """The error of a NO (its text) to SELECT or EXAMINE: FolderRefused where it is about
+    the folder, as ImapSource's select raises it."""
+    error = imap_error(IMAPClientError(f"select failed: {text}"), what)
+    if type(error) is PermanentError:
+        return FolderRefused(str(error), code=error.code)
+    return error

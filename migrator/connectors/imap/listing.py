@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import NamedTuple
 
+from migrator.headers import message_fields
+from migrator.plan import MessageRef
+
 # RFC 3501 FETCH items of the listing, as sent.
 LISTING_ITEMS = "(UID INTERNALDATE RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)])"
 FIELDS_ITEM = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE)]"
@@ -310,3 +313,89 @@ def _zone(sign: bytes, hours: bytes, minutes: bytes) -> timezone:
     if not offset:
         return UTC
     return timezone(-offset if sign == b"-" else offset)
+
+
+def listing_groups(
+    counts: Sequence[int | None], chunk: int, most: int
+) -> list[tuple[list[int], bool]]:
+    """The folders of a listing (their message counts, None where unknown) in groups of
+    consecutive indices, in order: (indices, True) for folders asked for together, at most
+    `most` of them and `chunk` messages in all; ([i], False) for a folder listed alone (its
+    count unknown, or above `chunk`: it is listed in ranges of about `chunk`)."""
+    groups: list[tuple[list[int], bool]] = []
+    together: list[int] = []
+    messages = 0
+    for index, count in enumerate(counts):
+        if count is None or count > chunk:
+            if together:
+                groups.append((together, True))
+                together, messages = [], 0
+            groups.append(([index], False))
+            continue
+        if together and (len(together) >= most or messages + count > chunk):
+            groups.append((together, True))
+            together, messages = [], 0
+        together.append(index)
+        messages += count
+    if together:
+        groups.append((together, True))
+    return groups
+
+
+# Flags that describe the session or the server's housekeeping, not the message.
+_DROPPED_FLAGS = {"\\recent", "\\deleted"}
+
+
+def message_ref(
+    folder: str,
+    uidvalidity: int,
+    message: Listed,
+    dates: tuple[datetime | None, datetime | None] | None,
+    flag_sets: dict[tuple[str, ...], tuple[str, ...]],
+) -> MessageRef:
+    """One listed message, kept small: a million of them are held at once.  The Date
+    header and the newest Received date (`dates`) only where the INTERNALDATE is
+    missing or absurd (nothing else reads them), the Message-ID only where an \\All
+    view needs it, flag tuples shared."""
+    message_id = message_fields(message.fields)[0] if message.fields else None
+    received, date_header = dates or (None, None)
+    flags = flag_sets.get(message.flags)
+    if flags is None:  # this spelling's first message: the flags kept, shared
+        kept = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
+        flags = flag_sets[message.flags] = flag_sets.setdefault(kept, kept)
+    return MessageRef(
+        folder=folder,
+        uidvalidity=uidvalidity,
+        uid=str(message.uid),
+        size=message.size,
+        internaldate=message.internaldate,
+        date_header=date_header,
+        flags=flags,
+        message_id=message_id,
+        received=received,
+    )
+
+
+def listing_ranges(exists: int, uidnext: int, chunk: int) -> list[tuple[int, int]]:
+    """UID ranges (low, high) of a folder's listing, about `chunk` messages each if the
+    UIDs below UIDNEXT are spread evenly; the last ends at "*" (high 0), so mail that came
+    after SELECT is listed too.  Without UIDNEXT: the whole folder at once."""
+    if uidnext <= 1 or exists <= chunk:
+        return [(1, 0)]
+    count = -(-exists // chunk)
+    step = -(-(uidnext - 1) // count)
+    ranges = [(low, low + step - 1) for low in range(1, uidnext - 1, step)]
+    return [*ranges[:-1], (ranges[-1][0], 0)]
+
+
+def relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | None:
+    """Path of `name` relative to `root` (None when outside it); the root folder
+    itself stands for the Inbox of the migrated mailbox."""
+    parts = tuple(name.split(delimiter)) if delimiter else (name,)
+    if not root:
+        return parts
+    root_parts = tuple(p for p in (root.split(delimiter) if delimiter else (root,)) if p)
+    if parts[: len(root_parts)] != root_parts:
+        return None
+    rest = parts[len(root_parts) :]
+    return rest if rest else ("INBOX",)

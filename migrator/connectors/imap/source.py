@@ -10,40 +10,60 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.changes import (
     all_states,
     changes_together,
     enable_modseqs,
     folder_state,
+    listed_statuses,
     older_changes,
 )
 from migrator.connectors.imap.connection import (
     as_text,
     connect,
     fetch_all,
-    fetch_bodies,
     imap_errors,
     logout,
+    read_bodies,
+    read_listing,
+    select_refusal,
 )
-from migrator.connectors.imap.listing import BARE_ITEMS, FIELDS_ITEM, LISTING_ITEMS, Listed
-from migrator.errors import ErrorCode, FolderRefused, PermanentError, TransientError
-from migrator.headers import first, message_fields, parse_date, read_fields, received_date
+from migrator.connectors.imap.listing import (
+    BARE_ITEMS,
+    FIELDS_ITEM,
+    LISTING_ITEMS,
+    Listed,
+    listing_groups,
+    listing_ranges,
+    message_ref,
+    relative_path,
+)
+from migrator.errors import (
+    ErrorCode,
+    FolderRefused,
+    PermanentError,
+    TransientError,
+)
+from migrator.headers import first, parse_date, read_fields, received_date
 from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
 from migrator.syncstate import FolderChanges, FolderState
 
-# Flags that describe the session or the server's housekeeping, not the message.
-_DROPPED_FLAGS = {"\\recent", "\\deleted"}
-
 # A fetch round trip carries at most this many messages or bytes: big enough to
 # hide latency, small enough that memory stays flat.
 FETCH_BATCH_COUNT = 100
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
+# The first window of a fetch: about one batch of appends (MULTIAPPEND_BATCH), so the
+# first append goes out after a short read rather than a whole window's.
+FIRST_WINDOW = 25
 # Messages a listing FETCH asks for at once, about: the answers of a whole folder of a
 # million messages would be held at once otherwise.
 LISTING_CHUNK = 20_000
+# Folders whose listings are asked for in one round trip, at most (wire.examine_fetch).
+LISTING_FOLDERS = 64
 # Header blocks asked for in one round trip, for recognition.
 HEADS_BATCH_COUNT = 500
 
@@ -72,6 +92,7 @@ class ImapSource:
         self._keep_message_ids = True
         self._listed: dict[str, FolderState] = {}
         self._states: dict[str, FolderState] | None = None  # LIST-STATUS, read once
+        self._statuses: dict[str, dict[bytes, int]] | None = None  # MESSAGES, read once
         # RFC 7162: with CONDSTORE (or QRESYNC) enabled, SELECT reports HIGHESTMODSEQ, which
         # the next pass asks for changes since.  A second session only fetches: none.
         enabled = enable_modseqs(self._client, self._what) if modseqs else None
@@ -100,7 +121,7 @@ class ImapSource:
             delim = as_text(delimiter) if delimiter else ""
             if delim:
                 self._delimiter = delim
-            path = _relative_path(name, delim, root)
+            path = relative_path(name, delim, root)
             if path is None:
                 continue
             special = frozenset(f for f in flag_names if f.lower() in _SPECIAL_USE)
@@ -157,6 +178,58 @@ class ImapSource:
             refs += self._refs(folder, uidvalidity, inside, what, flag_sets)
         return refs
 
+    def list_many(
+        self, folders: Sequence[SourceFolder]
+    ) -> Iterator[tuple[SourceFolder, list[MessageRef]]]:
+        """list_messages of each of `folders`, in order, with a round trip per group of
+        folders rather than two per folder: the folders LIST-STATUS counts at most
+        LISTING_CHUNK messages in are asked for together (wire.examine_fetch), a larger
+        one (or every one, without LIST-STATUS) alone, in ranges."""
+        counts = self._counts()
+        sizes = [counts.get(f.name, {}).get(b"MESSAGES") for f in folders]
+        for indices, together in listing_groups(sizes, LISTING_CHUNK, LISTING_FOLDERS):
+            group = [folders[i] for i in indices]
+            if together:
+                yield from self._list_together(group)
+            else:
+                yield group[0], self.list_messages(group[0])
+
+    def _list_together(
+        self, folders: list[SourceFolder]
+    ) -> Iterator[tuple[SourceFolder, list[MessageRef]]]:
+        """The folders' listings, all asked for at once; the answers are all read before
+        any is looked at (a message with an absurd date needs a FETCH of its own)."""
+        items, item = (LISTING_ITEMS, FIELDS_ITEM) if self._keep_message_ids else (BARE_ITEMS, None)
+        answers: list[tuple[SourceFolder, Any, dict[int, Listed] | Exception]] = []
+        self._selected = None
+        with imap_errors(self._what):
+            steps = [imapwire.Step(f.name, True, "1:*") for f in folders]
+            for folder, answer in zip(
+                folders, imapwire.examine_fetch(self._client, steps, items), strict=True
+            ):
+                if answer.refused is not None:
+                    what = f"{self._what}, folder {folder.name!r}"
+                    answers.append((folder, None, select_refusal(answer.refused, what)))
+                    self._selected = None  # a failed EXAMINE leaves none selected
+                    continue
+                self._selected = folder.name
+                self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
+                answers.append((folder, answer.info, read_listing(answer.fetched, item)))
+        flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        now = datetime.now(UTC)
+        for folder, info, listed in answers:
+            if isinstance(listed, Exception):
+                raise listed
+            state = self._listed[folder.name] = folder_state(info)
+            what = f"{self._what}, folder {folder.name!r}"
+            if any(
+                m.internaldate is None or not is_sane(m.internaldate, now) for m in listed.values()
+            ):
+                self._select(folder.name)  # _dates fetches in the selected folder
+                if self._uidvalidity != state.uidvalidity:
+                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
+            yield folder, self._refs(folder, state.uidvalidity, listed, what, flag_sets)
+
     def _refs(
         self,
         folder: SourceFolder,
@@ -174,46 +247,17 @@ class ImapSource:
         ]
         dates = self._dates(folder.name, absurd, what) if absurd else {}
         return [
-            self._ref(folder.name, uidvalidity, message, dates.get(uid), shared)
+            message_ref(folder.name, uidvalidity, message, dates.get(uid), shared)
             for uid, message in listed.items()
         ]
-
-    def _ref(
-        self,
-        folder: str,
-        uidvalidity: int,
-        message: Listed,
-        dates: tuple[datetime | None, datetime | None] | None,
-        flag_sets: dict[tuple[str, ...], tuple[str, ...]],
-    ) -> MessageRef:
-        """One listed message, kept small: a million of them are held at once.  The Date
-        header and the newest Received date (`dates`) only where the INTERNALDATE is
-        missing or absurd (nothing else reads them), the Message-ID only where an \\All
-        view needs it, flag tuples shared."""
-        message_id = message_fields(message.fields)[0] if message.fields else None
-        received, date_header = dates or (None, None)
-        flags = flag_sets.get(message.flags)
-        if flags is None:  # this spelling's first message: the flags kept, shared
-            kept = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
-            flags = flag_sets[message.flags] = flag_sets.setdefault(kept, kept)
-        return MessageRef(
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=str(message.uid),
-            size=message.size,
-            internaldate=message.internaldate,
-            date_header=date_header,
-            flags=flags,
-            message_id=message_id,
-            received=received,
-        )
 
     def _dates(
         self, folder: str, uids: list[int], what: str
     ) -> dict[int, tuple[datetime | None, datetime | None]]:
         """The newest Received date and the Date header of messages whose INTERNALDATE is
         missing or absurd (a restored backup dated 1970): their order falls back to them."""
-        self._examined(folder)
+        if self._selected != folder:
+            self._select(folder)
         with imap_errors(what):
             fetched = self._client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (RECEIVED DATE)]"])
         dates: dict[int, tuple[datetime | None, datetime | None]] = {}
@@ -284,32 +328,60 @@ class ImapSource:
     # -- fetching ----------------------------------------------------------------------
 
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
-        """Message bytes in the order given; one round trip per folder per window."""
-        for window in fetch_windows(refs, self._fetch_count, FETCH_BATCH_BYTES):
+        """Message bytes in the order given; one round trip per window: the FETCH of each
+        folder of the window, and the EXAMINE before it where another folder is selected,
+        all sent before the answers are read (wire.examine_fetch)."""
+        for window in self._windows(refs):
             by_folder: dict[str, list[MessageRef]] = {}
             for ref in window:
                 by_folder.setdefault(ref.folder, []).append(ref)
-            bodies: dict[tuple[str, str], bytes] = {}
             # The folder selected already first: a SELECT of a large folder costs the
             # server more than a FETCH of a window.  The messages still go in window order.
             groups = sorted(by_folder.items(), key=lambda group: group[0] != self._selected)
+            steps: list[imapwire.Step] = []
+            selected = self._selected
             for folder, members in groups:
-                what = f"{self._what}, folder {folder!r}"
-                if self._examined(folder) != members[0].uidvalidity:
-                    # The folder was rebuilt since it was listed: its UIDs mean other
-                    # messages now.  Re-plan rather than copy the wrong mail.
-                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
-                with imap_errors(what):
-                    fetched = fetch_bodies(self._client, [int(r.uid) for r in members])
-                for uid, message in fetched.items():
-                    bodies[(folder, str(uid))] = message
-                del fetched
+                uids = ",".join(r.uid for r in members)
+                steps.append(imapwire.Step(folder, folder != selected, uids))
+                selected = folder
+            bodies = self._bodies(steps, by_folder)
             for ref in window:
                 body = bodies.pop((ref.folder, ref.uid), None)
                 if body is None:
                     # Expunged since listing: nothing to copy, and nothing lost.
                     continue
                 yield ref, body
+
+    def _bodies(
+        self, steps: list[imapwire.Step], by_folder: dict[str, list[MessageRef]]
+    ) -> dict[tuple[str, str], bytes]:
+        """The bodies the steps fetch, by (folder, UID).  A folder rebuilt since it was
+        listed (another UIDVALIDITY: its UIDs mean other messages now) is re-planned
+        rather than the wrong mail copied."""
+        bodies: dict[tuple[str, str], bytes] = {}
+        with imap_errors(self._what):
+            for step, answer in zip(
+                steps, imapwire.examine_fetch(self._client, steps, "(BODY.PEEK[])"), strict=True
+            ):
+                what = f"{self._what}, folder {step.folder!r}"
+                if answer.refused is not None:
+                    self._selected = None
+                    raise select_refusal(answer.refused, what)
+                if step.examine:
+                    self._selected = step.folder
+                    self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
+                if self._uidvalidity != by_folder[step.folder][0].uidvalidity:
+                    raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
+                for uid, body in read_bodies(answer.fetched).items():
+                    bodies[(step.folder, str(uid))] = body
+        return bodies
+
+    def _windows(self, refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
+        """fetch_windows of `refs`, the first of FIRST_WINDOW messages at most: the target
+        waits for the first messages, and at a distance a full window takes long."""
+        head = min(FIRST_WINDOW, self._fetch_count)
+        yield from fetch_windows(refs[:head], head, FETCH_BATCH_BYTES)
+        yield from fetch_windows(refs[head:], self._fetch_count, FETCH_BATCH_BYTES)
 
     def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         by_folder: dict[str, list[MessageRef]] = {}
@@ -337,6 +409,17 @@ class ImapSource:
                 if whole:
                     yield from self.fetch(whole)
 
+    def messages_held(self) -> int | None:
+        counts = self._counts()
+        return sum(c[b"MESSAGES"] for c in counts.values()) if counts else None
+
+    def _counts(self) -> dict[str, dict[bytes, int]]:
+        """Each folder's MESSAGES (RFC 5819 LIST-STATUS), read once: what list_many
+        groups folders by (nothing without LIST-STATUS)."""
+        if self._statuses is None:
+            self._statuses = listed_statuses(self._client, self._what, (b"MESSAGES",))
+        return self._statuses
+
     def session(self) -> ImapSource:
         # UIDs and UIDVALIDITY are the folder's, not the connection's: a second
         # connection fetches what this one listed (and checks UIDVALIDITY as it goes).
@@ -362,15 +445,6 @@ class ImapSource:
         self._uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         return info
 
-    def _examined(self, name: str) -> int:
-        """Select `name` unless it is selected already (a SELECT costs the server more
-        than a FETCH of a few messages); its UIDVALIDITY.  A folder rebuilt while
-        selected ends the session (RFC 3501 7.1: the server must not change UIDVALIDITY
-        under a selected mailbox), so the one read at SELECT still holds."""
-        if self._selected != name:
-            self._select(name)
-        return self._uidvalidity
-
 
 # RFC 6154 SPECIAL-USE attributes the folder map understands, and \All, which the
 # copier reads last for the mail no other folder holds (Gmail's archived mail).
@@ -379,28 +453,3 @@ _SPECIAL_USE = {"\\sent", "\\junk", "\\trash", "\\drafts", "\\archive", "\\all"}
 # view \Flagged (Gmail's Starred), whose mail is also in a real folder or in \All.
 _NOT_SELECTABLE = {"\\noselect", "\\nonexistent"}
 _NOT_COPIED = {*_NOT_SELECTABLE, "\\flagged"}
-
-
-def listing_ranges(exists: int, uidnext: int, chunk: int) -> list[tuple[int, int]]:
-    """UID ranges (low, high) of a folder's listing, about `chunk` messages each if the
-    UIDs below UIDNEXT are spread evenly; the last ends at "*" (high 0), so mail that came
-    after SELECT is listed too.  Without UIDNEXT: the whole folder at once."""
-    if uidnext <= 1 or exists <= chunk:
-        return [(1, 0)]
-    count = -(-exists // chunk)
-    step = -(-(uidnext - 1) // count)
-    ranges = [(low, low + step - 1) for low in range(1, uidnext - 1, step)]
-    return [*ranges[:-1], (ranges[-1][0], 0)]
-
-
-def _relative_path(name: str, delimiter: str, root: str) -> tuple[str, ...] | None:
-    """Path of `name` relative to `root` (None when outside it); the root folder
-    itself stands for the Inbox of the migrated mailbox."""
-    parts = tuple(name.split(delimiter)) if delimiter else (name,)
-    if not root:
-        return parts
-    root_parts = tuple(p for p in (root.split(delimiter) if delimiter else (root,)) if p)
-    if parts[: len(root_parts)] != root_parts:
-        return None
-    rest = parts[len(root_parts) :]
-    return rest if rest else ("INBOX",)

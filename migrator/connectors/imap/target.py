@@ -4,14 +4,20 @@ indexes what a folder already holds, and APPENDs with flags and INTERNALDATE."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientError
 
 from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.appending import (
+    Together,
+    has_keywords,
+    kept_flags,
+    multiappend_uncopied,
+    runs_of,
+    wire_items,
+)
 from migrator.connectors.imap.connection import (
     as_text,
     connect,
@@ -49,8 +55,6 @@ _SPECIAL_USE_OF = {
     SpecialFolder.DELETED_ITEMS: "\\trash",
     SpecialFolder.DRAFTS: "\\drafts",
 }
-
-_SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 
 
 # RFC 3502 MULTIAPPEND: this many messages in one APPEND command, one round trip.
@@ -248,22 +252,76 @@ class ImapTarget(ImapSyncHooks):
             start = end
         return outcomes
 
+    def append_together(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        return self.land_together(self.send_together(items))
+
+    def send_together(self, items: Sequence[AppendItem]) -> Together:
+        """Write the MULTIAPPEND of every run of one folder in `items` and read no answer
+        (wire.send_runs): one round trip for the batch, and the next batch may be written
+        before this one's answers are in (land_together reads them)."""
+        if not (self._multiappend and self._literal_plus):
+            return Together(items, [], self.append_batch(items), self.placed())
+        for item in items:
+            self._marks.pop(item.folder, None)
+            self._created.discard(item.folder)
+        self._listed_marks = None
+        runs = runs_of(items)
+        # PERMANENTFLAGS (a SELECT) asked before the appends go out, where a keyword needs it.
+        keep = [has_keywords(run) and self._keywords(run[0].folder) for run in runs]
+        with imap_errors(self._what):
+            tags = imapwire.send_runs(
+                self._client,
+                [(run[0].folder, wire_items(run, k)) for run, k in zip(runs, keep, strict=True)],
+            )
+        return Together(items, list(zip(runs, tags, strict=True)))
+
+    def land_together(self, sent: Together) -> list[Outcome]:
+        """The outcomes of a batch send_together wrote (placed() then says where each
+        went).  A run refused is sent again one by one once every answer is in, so a
+        message refused for itself is named as in append_batch.  For a batch the quota
+        certainly has room for (the caller knows): a quota the plan misjudged may stop it
+        after a later run was stored (not checkpointed with this batch; the next pass
+        recognises it at the target)."""
+        if sent.outcomes is not None:
+            self._placed = list(sent.placed)
+            return sent.outcomes
+        with imap_errors(self._what):
+            answers = imapwire.runs_answers(self._client, [tag for _, tag in sent.runs])
+        self._placed = []
+        outcomes: list[Outcome] = []
+        full: QuotaExceeded | None = None  # once met, no run is sent again
+        for (run, _), (typ, answer) in zip(sent.runs, answers, strict=True):
+            if typ == "OK":
+                self._placed += placements(run[0].folder, answer, len(run))
+                outcomes.extend([None] * len(run))
+                continue
+            run_outcomes: list[Outcome] = (
+                [full] * len(run) if full is not None else self._append_each(run)
+            )
+            outcomes.extend(run_outcomes)
+            full = full or next((o for o in run_outcomes if isinstance(o, QuotaExceeded)), None)
+            self._placed += [None] * (len(outcomes) - len(self._placed))
+        return outcomes
+
     def _multiappend_run(self, run: Sequence[AppendItem]) -> bool:
         """True when the server stored the whole run.  On NO it stored none of them
         (RFC 3502 is all or nothing), and the caller finds the culprit one by one, so a
         quota stop still lands exactly at the first message that does not fit."""
         folder = run[0].folder
         # PERMANENTFLAGS (a SELECT) only asked where a message has a keyword to keep.
-        keep_keywords = _has_keywords(run) and self._keywords(folder)
+        keep_keywords = has_keywords(run) and self._keywords(folder)
         if self._literal_plus:
             with imap_errors(f"{self._what}, folder {folder!r}"):
-                typ, answer = _multiappend_uncopied(self._client, folder, run, keep_keywords)
+                typ, answer = multiappend_uncopied(self._client, folder, run, keep_keywords)
             if typ == "OK":
                 self._placed += placements(folder, answer, len(run))
             return typ == "OK"
         messages = []
         for item in run:
-            entry: dict[str, Any] = {"msg": item.message, "flags": _kept(item.flags, keep_keywords)}
+            entry: dict[str, Any] = {
+                "msg": item.message,
+                "flags": kept_flags(item.flags, keep_keywords),
+            }
             if item.internaldate is not None:
                 entry["date"] = item.internaldate
             messages.append(entry)
@@ -291,7 +349,7 @@ class ImapTarget(ImapSyncHooks):
 
     def _append(self, item: AppendItem) -> bytes:
         """The tagged answer's text (RFC 4315 APPENDUID, where the server says it)."""
-        kept = _kept(item.flags, _has_keywords([item]) and self._keywords(item.folder))
+        kept = kept_flags(item.flags, has_keywords([item]) and self._keywords(item.folder))
         what = f"{self._what}, folder {item.folder!r}"
         try:
             with imap_errors(what):
@@ -323,56 +381,3 @@ class ImapTarget(ImapSyncHooks):
 
     def close(self) -> None:
         logout(self._client)
-
-
-def _multiappend_uncopied(
-    client: IMAPClient, folder: str, run: Sequence[AppendItem], keep_keywords: bool
-) -> tuple[str, bytes]:
-    """RFC 3502 MULTIAPPEND of `run`, each message written to the socket as it is (no
-    copy on the way: imapwire.multiappend); the tagged response's type ("OK" or "NO")
-    and text."""
-    return imapwire.multiappend_answer(
-        client,
-        folder,
-        (
-            (
-                _kept(item.flags, keep_keywords),
-                None if item.internaldate is None else internaldate_text(item.internaldate),
-                item.message,
-            )
-            for item in run
-        ),
-    )
-
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def internaldate_text(when: datetime) -> str:
-    """RFC 3501 date-time ("17-Jul-1996 02:44:25 -0700") in `when`'s own offset, as
-    imapclient's datetime_to_INTERNALDATE writes it (but always with four year digits),
-    without strftime's cost on every message; a naive `when` goes to imapclient, which
-    gives it the system's zone."""
-    offset = when.utcoffset()
-    if offset is None or offset.seconds % 60 or offset.microseconds:
-        return str(datetime_to_INTERNALDATE(when))
-    minutes = offset.days * 1440 + offset.seconds // 60
-    sign = "-" if minutes < 0 else "+"
-    hours, minutes = divmod(abs(minutes), 60)
-    return (
-        f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
-        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{hours:02d}{minutes:02d}"
-    )
-
-
-def _has_keywords(items: Sequence[AppendItem]) -> bool:
-    """Whether any of `items` has a keyword (a flag without a backslash), which only a
-    folder with \\* in its PERMANENTFLAGS keeps: _kept drops none of the others by it."""
-    return any(not f.startswith("\\") for item in items for f in item.flags)
-
-
-def _kept(flags: tuple[str, ...], keywords: bool) -> tuple[str, ...]:
-    """System flags always; keywords where the folder's PERMANENTFLAGS has \\*."""
-    return tuple(
-        f for f in flags if f.lower() in _SYSTEM_FLAGS or (keywords and not f.startswith("\\"))
-    )

@@ -8,7 +8,8 @@ under it; nothing else in migrator touches a private attribute of either library
     uid_fetch        IMAPClient._imap.uid("FETCH", ...), the answer as imaplib reads it
     multiappend      IMAPClient._normalise_folder, IMAPClient._imap._new_tag,
                      ._imap.send and ._imap._command_complete: one APPEND written by hand
-                     (multiappend_answer: with the tagged answer's text, for APPENDUID)
+                     (multiappend_answer: with the tagged answer's text, for APPENDUID;
+                     multiappend_runs: several, pipelined, one round trip)
     uid_fetch_changed  IMAPClient._imap.uid and ._imap.untagged_responses: RFC 7162
                      CHANGEDSINCE and the VANISHED (EARLIER) answers, which imapclient
                      does not read
@@ -16,6 +17,9 @@ under it; nothing else in migrator touches a private attribute of either library
                      RFC 5819 LIST ... RETURN (STATUS ...), which imapclient cannot send
     create_subscribe IMAPClient._normalise_folder, ._imap._new_tag, .send and
                      ._command_complete: CREATE and SUBSCRIBE pipelined, one round trip
+    examine_fetch    IMAPClient._normalise_folder, ._process_select_response, and
+                     ._imap._new_tag, .send, ._command_complete, .untagged_responses and
+                     .state: EXAMINE and UID FETCH of many folders pipelined, one round trip
     pipelined        IMAPClient._normalise_folder (folder_arg), ._process_select_response
                      (select_info), and ._imap._new_tag, .send, ._command_complete,
                      .untagged_responses and .state: any commands written at once, their
@@ -31,8 +35,9 @@ and runs each function against a real Dovecot: an upgrade that breaks one fails 
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from imapclient import IMAPClient
@@ -131,6 +136,89 @@ def create_subscribe(
     return answers[0], answers[1]
 
 
+class Examined(NamedTuple):
+    """One step's answers in examine_fetch: its EXAMINE's (as imapclient's select_folder
+    gives it; empty where the step selected nothing) and its UID FETCH's; `refused` is the
+    tagged text of a NO to the EXAMINE (then `info` and `fetched` are empty)."""
+
+    folder: str
+    info: dict[bytes, Any]
+    fetched: RawFetch
+    refused: str | None = None
+
+
+class Step(NamedTuple):
+    """One step of examine_fetch: EXAMINE `folder` first (or not: it is selected already),
+    then UID FETCH `uids` in it."""
+
+    folder: str
+    examine: bool
+    uids: str
+
+
+def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iterator[Examined]:
+    """Each step's EXAMINE (where asked) and UID FETCH `items`, every command sent before
+    any answer is read (RFC 3501 section 5.5; the server answers in order, and a failed
+    EXAMINE leaves no folder selected, so the FETCH after it is refused, not run in the
+    folder before): one round trip for all of them.  The answers are read step by step
+    as the caller takes them (memory: one step's at a time); a caller that stops early
+    has the rest read and dropped.  A NO to a FETCH or any BAD raises imaplib's error.
+
+    Only the first step may go without an EXAMINE: a server may run two FETCHes sent
+    together side by side and mix their answers (RFC 3501 section 5.5; Dovecot does),
+    where an EXAMINE waits for the commands before it to end."""
+    if any(not step.examine for step in steps[1:]):
+        raise ValueError("only the first step may go without an EXAMINE")
+    imap = client._imap
+    pending: list[bytes] = []  # tags sent whose tagged answer is not read yet, in order
+    out = bytearray()
+    fetch = items.encode("ascii") + b"\r\n"
+    for step in steps:
+        if step.examine:
+            tag: bytes = imap._new_tag()
+            out += tag + b" EXAMINE " + to_bytes(client._normalise_folder(step.folder)) + b"\r\n"
+            pending.append(tag)
+        tag = imap._new_tag()
+        out += tag + b" UID FETCH " + step.uids.encode("ascii") + b" " + fetch
+        pending.append(tag)
+    imap.send(bytes(out))  # one write: every command in one TLS record or a few
+
+    def answer(name: str) -> tuple[str, str]:
+        typ, data = imap._command_complete(name, pending.pop(0))
+        return str(typ), as_str(data[0] if data and data[0] is not None else b"")
+
+    try:
+        for step in steps:
+            info: dict[bytes, Any] = {}
+            if step.examine:
+                imap.untagged_responses = {}  # as imaplib's select() flushes them
+                typ, text = answer("EXAMINE")
+                if typ != "OK":
+                    imap.state = "AUTH"
+                    with contextlib.suppress(imaplib.IMAP4.error):
+                        answer("FETCH")  # BAD: no folder selected
+                    imap.untagged_responses = {}
+                    yield Examined(step.folder, {}, [], text)
+                    continue
+                imap.state = "SELECTED"
+                info = client._process_select_response(imap.untagged_responses)
+            imap.untagged_responses = {}
+            typ, text = answer("FETCH")
+            if typ != "OK":
+                raise imap.error(f"fetch failed: {text}")
+            fetched: RawFetch = imap.untagged_responses.pop("FETCH", [])
+            yield Examined(step.folder, info, fetched)
+    finally:
+        with contextlib.suppress(imaplib.IMAP4.error, OSError):
+            while pending:  # the answers nobody will read: read and dropped
+                answer("DROPPED")
+        imap.untagged_responses = {}
+
+
+def as_str(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 # Bytes of small messages (and the command around them) gathered into one write.
 COALESCE_BYTES = 64 * 1024
 
@@ -155,6 +243,54 @@ def multiappend_answer(
     imapclient's multiappend builds the same command but copies every message twice on the
     way (into a `_literal`, then onto its `{n+}` prefix): a tenth of the copier's CPU.
     These are the imaplib calls imapclient's own `_raw_command` makes."""
+    tag = _send_multiappend(client, folder, messages)
+    typ, data = client._imap._command_complete("APPEND", tag)
+    text = data[0] if data and isinstance(data[0], bytes) else b""
+    return str(typ), text
+
+
+Run = tuple[str, Iterable[tuple[Sequence[str], str | None, bytes]]]
+
+
+def multiappend_runs(client: IMAPClient, runs: Sequence[Run]) -> list[tuple[str, bytes]]:
+    """multiappend_answer of each (folder, messages) of `runs`, every APPEND written before
+    any answer is read: runs_answers(send_runs(...))."""
+    return runs_answers(client, send_runs(client, runs))
+
+
+def send_runs(client: IMAPClient, runs: Sequence[Run]) -> list[bytes]:
+    """Write the MULTIAPPEND of each (folder, messages) of `runs` and read no answer
+    (RFC 3501 section 5.5: a client may send a command before the last one's answer; the
+    server answers in order): their tags, for runs_answers.  Each run stands alone
+    (RFC 3502: a NO stores none of its messages, and the runs after it still go)."""
+    return [_send_multiappend(client, folder, messages) for folder, messages in runs]
+
+
+def runs_answers(client: IMAPClient, tags: Sequence[bytes]) -> list[tuple[str, bytes]]:
+    """The tagged answers (type and text) of the APPENDs `send_runs` wrote, in order; every
+    one is read, even after a BAD, which then raises imaplib's error.  Commands sent after
+    them may be in flight: their answers wait for their own readers."""
+    imap = client._imap
+    answers: list[tuple[str, bytes]] = []
+    failure: Exception | None = None
+    for tag in tags:
+        try:
+            typ, data = imap._command_complete("APPEND", tag)
+        except imaplib.IMAP4.abort:
+            raise  # the connection is gone: nothing more to read
+        except imaplib.IMAP4.error as exc:
+            failure = failure or exc
+            continue
+        answers.append((str(typ), data[0] if data and isinstance(data[0], bytes) else b""))
+    if failure is not None:
+        raise failure
+    return answers
+
+
+def _send_multiappend(
+    client: IMAPClient, folder: str, messages: Iterable[tuple[Sequence[str], str | None, bytes]]
+) -> bytes:
+    """Write one MULTIAPPEND (multiappend_answer's command); its tag."""
     imap = client._imap
     tag: bytes = imap._new_tag()
     # Small messages are gathered into one write of up to COALESCE_BYTES (two writes a
@@ -178,9 +314,7 @@ def multiappend_answer(
             out.clear()
     out += b"\r\n"
     imap.send(out)
-    typ, data = imap._command_complete("APPEND", tag)
-    text = data[0] if data and isinstance(data[0], bytes) else b""
-    return str(typ), text
+    return tag
 
 
 class Answered(NamedTuple):
