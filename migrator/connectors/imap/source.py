@@ -4,7 +4,6 @@ fetches message bytes, newest-first batches grouped by folder."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,12 +11,9 @@ from imapclient import IMAPClient
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.changes import (
-    all_states,
-    changes_together,
     enable_modseqs,
     folder_state,
     listed_statuses,
-    older_changes,
 )
 from migrator.connectors.imap.connection import (
     as_text,
@@ -39,6 +35,7 @@ from migrator.connectors.imap.listing import (
     message_ref,
     relative_path,
 )
+from migrator.connectors.imap.sourcesync import ImapSourceSync
 from migrator.errors import (
     ErrorCode,
     FolderRefused,
@@ -50,7 +47,7 @@ from migrator.model import ConnectOptions, MailboxJob
 from migrator.plan import MessageRef, fetch_windows, is_sane
 from migrator.recognition import header_end
 from migrator.sources.base import SourceFolder
-from migrator.syncstate import FolderChanges, FolderState
+from migrator.syncstate import FolderState
 
 # A fetch round trip carries at most this many messages or bytes: big enough to
 # hide latency, small enough that memory stays flat.
@@ -68,7 +65,7 @@ LISTING_FOLDERS = 64
 HEADS_BATCH_COUNT = 500
 
 
-class ImapSource:
+class ImapSource(ImapSourceSync):
     def __init__(
         self,
         job: MailboxJob,
@@ -269,61 +266,6 @@ class ImapSource:
                 parse_date(first(found, "date")),
             )
         return dates
-
-    # -- incremental passes (RFC 7162) ---------------------------------------------------
-
-    def listed_state(self, name: str) -> FolderState | None:
-        return self._listed.get(name)
-
-    def folder_state(self, folder: SourceFolder) -> FolderState:
-        return folder_state(self._select(folder.name))
-
-    def changes(self, folder: SourceFolder, since: FolderState) -> FolderChanges | None:
-        what = f"{self._what}, folder {folder.name!r}"
-        if self._unmoved(since, folder.name):
-            return FolderChanges(since)
-        state = folder_state(self._select(folder.name))
-        if state.uidvalidity != since.uidvalidity:
-            return None
-        new: list[MessageRef] = []
-        if state.uidnext > since.uidnext:
-            with imap_errors(what):
-                listed = fetch_all(
-                    self._client, LISTING_ITEMS, FIELDS_ITEM, uids=f"{since.uidnext}:*"
-                )
-            above = {uid: m for uid, m in listed.items() if uid >= since.uidnext}
-            new = self._refs(folder, state.uidvalidity, above, what)
-        with imap_errors(what):
-            return older_changes(self._client, state, since, new, qresync=self._qresync)
-
-    def changes_of(
-        self, asked: Sequence[tuple[SourceFolder, FolderState]]
-    ) -> list[FolderChanges | None]:
-        """changes() of each (folder, since), those of the folders that moved read together:
-        their commands written before any answer is read (changes.changes_together)."""
-        moved = [(f, since) for f, since in asked if not self._unmoved(since, f.name)]
-        read = changes_together(
-            self._client, [(f.name, s) for f, s in moved], qresync=self._qresync, what=self._what
-        )
-        if moved:
-            self._selected = None  # whichever it is: the next read selects its folder
-        found: dict[str, FolderChanges | None] = {}
-        for (folder, since), got in zip(moved, read, strict=True):
-            if got.alone:
-                found[folder.name] = self.changes(folder, since)
-            elif got.changes is not None:
-                what = f"{self._what}, folder {folder.name!r}"
-                new = self._refs(folder, got.changes.state.uidvalidity, got.listed, what)
-                found[folder.name] = replace(got.changes, new=new)
-            else:
-                found[folder.name] = None
-        return [found.get(f.name, FolderChanges(since)) for f, since in asked]
-
-    def _unmoved(self, since: FolderState, name: str) -> bool:
-        """Whether one LIST-STATUS for every folder says `name` has not moved since."""
-        if self._states is None:
-            self._states = all_states(self._client, self._what) if self._modseqs else {}
-        return since.modseq is not None and self._states.get(name) == since
 
     # -- fetching ----------------------------------------------------------------------
 
