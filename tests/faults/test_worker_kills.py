@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from celerykit import cli, wait_for
 from faultkit import ExactlyOnce, enqueue, run_options
@@ -22,9 +22,9 @@ from migrator.connectors.imap.target import ImapTarget
 from migrator.copier import CopyOptions, migrate_mailbox
 from migrator.errors import TransientError
 from migrator.foldermap import default_folder_map
-from migrator.report import MailboxState
+from migrator.report import MailboxResult, MailboxState
 from migrator.secrets import SecretBox, new_key
-from migrator.state import StateStore
+from migrator.state import RedisProgress, StateStore
 from migrator.targets.base import AppendItem, MailboxTarget, Outcome
 
 KILL_SEED = 20_240_611
@@ -178,6 +178,55 @@ class LandsThenFails:
         return getattr(self._inner, name)
 
 
+class _FailedCopy(NamedTuple):
+    result: MailboxResult
+    progress: RedisProgress
+    sent: Any  # what fill() put at the source
+    calls: list[int]  # each append batch's size, as the wrapper saw it
+    source: str
+    password: str
+    target: str
+
+
+def _copy_failing_on_the_third_batch(
+    wrapper: Callable[[MailboxTarget, list[int]], MailboxTarget],
+    batch_id: str,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    tls_files: TlsFiles,
+    redis_url: str,
+) -> _FailedCopy:
+    """A mailbox copied in process through a target `wrapper` that fails its third batch
+    (after storing it), so the copy takes a second pass."""
+    password = batch_password(batch_id)
+    source, target = make_user(password), make_user()
+    sent = fill(source, {"INBOX": 90, "Archive": 60}, password)
+    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
+    box = SecretBox(new_key())
+    row = source_row(source_url, source, password, target)
+    (job,) = individual_jobs([row], options, box)
+    store = StateStore.from_url(redis_url)
+    store.create_batch(batch_id, {}, [job])
+    mailbox = batch_job(row)
+    calls: list[int] = []
+
+    def open_target() -> MailboxTarget:
+        creds = options.target.credentials(target)
+        inner = ImapTarget(options.target.server, creds, target, options.connect)
+        return wrapper(inner, calls)
+
+    progress = store.progress(batch_id, job.job_id, job.mailbox_key)
+    result = migrate_mailbox(
+        lambda: connector("imap").open_source(SourceEnd(mailbox, options.connect)),
+        open_target,
+        default_folder_map(),
+        progress,
+        CopyOptions(max_wait=1, late_commit_grace=0),  # stored before it failed: nothing late
+    )
+    return _FailedCopy(result, progress, sent, calls, source, password, target)
+
+
 def test_batches_in_flight_stored_but_never_checkpointed_are_recognised_not_sent_again(
     dovecot: DovecotServer,
     make_user: MakeUser,
@@ -186,40 +235,20 @@ def test_batches_in_flight_stored_but_never_checkpointed_are_recognised_not_sent
     redis_url: str,
     exactly_once: ExactlyOnce,
 ) -> None:
-    password = batch_password("inflight-not-ckpt")
-    source, target = make_user(password), make_user()
-    sent = fill(source, {"INBOX": 90, "Archive": 60}, password)
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    box = SecretBox(new_key())
-    row = source_row(source_url, source, password, target)
-    (job,) = individual_jobs([row], options, box)
-    store = StateStore.from_url(redis_url)
-    store.create_batch("inflight", {}, [job])
-    mailbox = batch_job(row)
-    calls: list[int] = []
-
-    def open_target() -> MailboxTarget:
-        creds = options.target.credentials(target)
-        inner = ImapTarget(options.target.server, creds, target, options.connect)
-        return LandsThenFails(inner, calls, fail_on=3)
-
-    progress = store.progress("inflight", job.job_id, job.mailbox_key)
-    result = migrate_mailbox(
-        lambda: connector("imap").open_source(SourceEnd(mailbox, options.connect)),
-        open_target,
-        default_folder_map(),
-        progress,
-        CopyOptions(max_wait=1, late_commit_grace=0),  # stored before it failed: nothing late
-    )
+    copy = _copy_failing_on_the_third_batch(
+        lambda inner, calls: LandsThenFails(inner, calls, fail_on=3),
+        "inflight", dovecot, make_user, fill, tls_files, redis_url,
+    )  # fmt: skip
+    result, calls = copy.result, copy.calls
 
     assert result.state is MailboxState.DONE, result
     assert calls[2] > 1  # a whole batch was stored without its checkpoints
     # The second pass found at the target what the first stored and did not checkpoint
     # (the third batch, and the fourth if it was not landed) and sent only the rest.
     assert result.already_messages >= sum(calls[:3])
-    assert result.already_messages + result.copied_messages == len(sent)
-    assert len(progress.checkpoints()) == len(sent)
-    exactly_once.copied(source, password, target)
+    assert result.already_messages + result.copied_messages == len(copy.sent)
+    assert len(copy.progress.checkpoints()) == len(copy.sent)
+    exactly_once.copied(copy.source, copy.password, copy.target)
 
 
 def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
@@ -230,37 +259,17 @@ def test_batch_stored_but_never_checkpointed_is_recognised_not_sent_again(
     redis_url: str,
     exactly_once: ExactlyOnce,
 ) -> None:
-    password = batch_password("stored-not-ckpt")
-    source, target = make_user(password), make_user()
-    sent = fill(source, {"INBOX": 90, "Archive": 60}, password)
-    options, source_url = run_options(dovecot.imaps_port, dovecot.imaps_port, tls_files.ca_cert)
-    box = SecretBox(new_key())
-    row = source_row(source_url, source, password, target)
-    (job,) = individual_jobs([row], options, box)
-    store = StateStore.from_url(redis_url)
-    store.create_batch("stored", {}, [job])
-    mailbox = batch_job(row)
-    calls: list[int] = []
-
-    def open_target() -> MailboxTarget:
-        creds = options.target.credentials(target)
-        inner = ImapTarget(options.target.server, creds, target, options.connect)
-        return StoresThenFails(inner, calls, fail_on=3)
-
-    progress = store.progress("stored", job.job_id, job.mailbox_key)
-    result = migrate_mailbox(
-        lambda: connector("imap").open_source(SourceEnd(mailbox, options.connect)),
-        open_target,
-        default_folder_map(),
-        progress,
-        CopyOptions(max_wait=1, late_commit_grace=0),  # stored before it failed: nothing late
-    )
+    copy = _copy_failing_on_the_third_batch(
+        lambda inner, calls: StoresThenFails(inner, calls, fail_on=3),
+        "stored", dovecot, make_user, fill, tls_files, redis_url,
+    )  # fmt: skip
+    result, calls = copy.result, copy.calls
 
     assert result.state is MailboxState.DONE, result
     lost_batch = calls[2]
     assert lost_batch > 1  # a whole MULTIAPPEND batch was stored without its checkpoints
     # The second pass found the unacknowledged batch at the target and sent the rest.
     assert result.already_messages == sum(calls[:3])
-    assert result.copied_messages == len(sent) - sum(calls[:3])
-    assert len(progress.checkpoints()) == len(sent)
-    exactly_once.copied(source, password, target)
+    assert result.copied_messages == len(copy.sent) - sum(calls[:3])
+    assert len(copy.progress.checkpoints()) == len(copy.sent)
+    exactly_once.copied(copy.source, copy.password, copy.target)

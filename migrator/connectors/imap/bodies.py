@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from migrator.connectors.imap.listing import RawFetch
+from migrator.connectors.imap.listing import RawFetch, literal_answers
 
 # RFC 3501 FETCH items of a copy window, as sent; the item as the server names it.
 BODY_ITEMS = "(BODY.PEEK[])"
@@ -27,14 +27,10 @@ def parse_bodies(data: RawFetch) -> dict[int, bytes] | None:
     """The bodies of a BODY_ITEMS FETCH by UID where every answer has the usual form
     (`* n FETCH (UID u BODY[] {size}`, the literal, then `)`), else None."""
     found: dict[int, bytes] = {}
-    elements = [e for e in data if e is not None]
-    if len(elements) % 2:
+    answers = literal_answers(data)
+    if answers is None:
         return None
-    for index in range(0, len(elements), 2):
-        element, trailer = elements[index], elements[index + 1]
-        if not isinstance(element, tuple) or trailer != b")":
-            return None
-        line, body = element
+    for line, body in answers:
         match = _USUAL.fullmatch(line)
         if match is None or int(match[2]) != len(body):
             return None

@@ -100,16 +100,28 @@ def _usual_pattern(item: bytes) -> re.Pattern[bytes]:
     )
 
 
-def _usual(data: RawFetch, usual: re.Pattern[bytes]) -> dict[int, Listed] | None:
-    """The listing where every answer has the usual form, else None."""
-    found: dict[int, Listed] = {}
+def literal_answers(data: RawFetch) -> list[tuple[bytes, bytes]] | None:
+    """Each answer's line and literal where every answer is one line ending in a literal
+    and then `)` (the usual form of a FETCH of one literal item), else None."""
     elements = [e for e in data if e is not None]
     if len(elements) % 2:
         return None
+    answers: list[tuple[bytes, bytes]] = []
     for index in range(0, len(elements), 2):
         element, trailer = elements[index], elements[index + 1]
         if not isinstance(element, tuple) or trailer != b")":
             return None
+        answers.append(element)
+    return answers
+
+
+def _usual(data: RawFetch, usual: re.Pattern[bytes]) -> dict[int, Listed] | None:
+    """The listing where every answer has the usual form, else None."""
+    found: dict[int, Listed] = {}
+    answers = literal_answers(data)
+    if answers is None:
+        return None
+    for element in answers:
         match = usual.fullmatch(element[0])
         if match is None:
             return None
