@@ -10,6 +10,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from migrator.connectors.imap import wire as imapwire
+from migrator.connectors.imap.bodies import BODY_ITEMS
 from migrator.connectors.imap.changes import (
     enable_modseqs,
     folder_state,
@@ -303,7 +304,7 @@ class ImapSource(ImapSourceSync):
         bodies: dict[tuple[str, str], bytes] = {}
         with imap_errors(self._what):
             for step, answer in zip(
-                steps, imapwire.examine_fetch(self._client, steps, "(BODY.PEEK[])"), strict=True
+                steps, imapwire.examine_fetch(self._client, steps, BODY_ITEMS), strict=True
             ):
                 what = f"{self._what}, folder {step.folder!r}"
                 if answer.refused is not None:
