@@ -44,11 +44,13 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     rng = random.Random(KILL_SEED)
     password = batch_password("kills")
     source, target = make_user(password), make_user()
-    # Big enough that ten kills, each after a few dozen more messages, land before the
-    # end even at loopback speed (some 1,000 messages a second of this size).
-    folders = {"INBOX": 600, "Sent Messages": 300, "Projects/2024": 300}
+    # Big enough that ten kills land before the end even at loopback speed: four
+    # connections with two batches of 25 in flight each copy some 2,000 messages of this
+    # size a second, so a kill lands some 100 messages after its goal, and ten of them
+    # reach about 1,100 of the 2,400.
+    folders = {"INBOX": 1200, "Sent Messages": 600, "Projects/2024": 600}
     sent = fill(source, folders, password, size_hint=12_000)
-    assert len(sent) == 1200
+    assert len(sent) == 2400
     url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
     workers.start("worker0", loglevel="DEBUG")
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
