@@ -31,7 +31,13 @@ from migrator.report import SkippedMessage
 from migrator.rewrite import RewriteMaps, rewrite_message
 from migrator.sources.base import MailboxSource
 from migrator.syncstate import LedgerEntry, Placement
-from migrator.targets.base import AppendItem, MailboxTarget, PlacingTarget, TogetherTarget
+from migrator.targets.base import (
+    AppendItem,
+    GrowingBatchTarget,
+    MailboxTarget,
+    PlacingTarget,
+    TogetherTarget,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +260,11 @@ class _Batch:
     ) -> None:
         self.target, self.sending, self.halt, self.max_bytes = target, sending, halt, max_bytes
         self.sent = Sent()
+        # A batch of target.batch_size small messages takes more (GrowingBatchTarget).
+        self.most, self.small_bytes = target.batch_size, 0
+        if isinstance(target, GrowingBatchTarget):
+            self.most = max(target.batch_size, target.small_batch_size)
+            self.small_bytes = target.small_batch_bytes
         # Each with its place in `fits`, for `stopped_at`.
         self.items: list[tuple[int, MessageRef, AppendItem]] = []
         self.bytes = 0
@@ -267,7 +278,10 @@ class _Batch:
         self.bytes += ref.size
 
     def full(self) -> bool:
-        return len(self.items) >= self.target.batch_size or self.bytes >= self.max_bytes
+        count = len(self.items)
+        if count >= self.most or self.bytes >= self.max_bytes:
+            return True
+        return count >= self.target.batch_size and self.bytes >= self.small_bytes
 
     def flush(self) -> bool:
         """Append the batch (fenced first) and checkpoint what landed; False once this
@@ -293,7 +307,14 @@ class _Batch:
     def _write(
         self, items: list[tuple[int, MessageRef, AppendItem]], target: TogetherTarget
     ) -> bool:
-        """Write `items` with the last batch's answers still out; then land that one."""
+        """Write `items` with the last batch's answers still out; then land that one.
+        Within the quota's room their order is free: each folder's messages go together
+        (in their order), one APPEND, one transaction at the target, per folder."""
+        firsts: dict[str, int] = {}
+        for _, _, item in items:
+            firsts.setdefault(item.folder, len(firsts))
+        if len(firsts) > 1:
+            items.sort(key=lambda entry: firsts[entry[2].folder])
         started = time.perf_counter()
         try:
             handle = target.send_together([item for _, _, item in items])

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
 from migrator.errors import (
     ErrorCode,
@@ -312,6 +314,68 @@ def test_a_target_without_limit_gets_each_folder_together() -> None:
     # runs of one message.  Grouped: one run per folder, each newest first.
     assert _uids(target.stored) == [12, 9, 6, 3, 11, 8, 5, 2, 10, 7, 4, 1]
     assert _runs(target.stored) == 3
+
+
+class GrowingTarget(MemoryTarget):
+    """A target whose batches of small messages may grow (GrowingBatchTarget), and which
+    writes a batch before the last one's answers are read (TogetherTarget); it keeps
+    each batch it was given."""
+
+    small_batch_size = 10
+    small_batch_bytes = 1000
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.batches: list[list[AppendItem]] = []
+
+    def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        self.batches.append(list(items))
+        return super().append_batch(items)
+
+    def send_together(self, items: Sequence[AppendItem]) -> list[Outcome]:
+        return self.append_batch(items)
+
+    def land_together(self, sent: list[Outcome]) -> list[Outcome]:
+        return sent
+
+
+@pytest.mark.parametrize(
+    ("size", "quota", "batches"),
+    [
+        # 100-byte messages: three hold 300 bytes, so a batch grows to ten (1,000 bytes).
+        (100, QuotaInfo(None, None, unlimited=True), [10, 10, 4]),
+        (100, QuotaInfo(None, None), [10, 10, 4]),
+        # 400-byte messages: three hold 1,200 bytes, so a batch stays at three.
+        (400, QuotaInfo(None, None, unlimited=True), [3] * 8),
+    ],
+)
+def test_a_target_whose_commands_cost_more_than_messages_gets_small_ones_in_larger_batches(
+    size: int, quota: QuotaInfo, batches: list[int]
+) -> None:
+    target = GrowingTarget(batch_size=3, quota=quota)
+    result = copy_pass(
+        MemorySource(24, size=size, folders=FOLDERS), target, default_folder_map(),
+        MemoryProgress(), CopyOptions(grouping_window=4),
+    )  # fmt: skip
+
+    assert (result.state, result.copied_messages) == (MailboxState.DONE, 24)
+    assert [len(batch) for batch in target.batches] == batches
+    assert sorted(_uids(target.stored)) == list(range(1, 25))
+
+
+def test_within_the_quotas_room_a_batch_goes_one_folder_after_another() -> None:
+    target = GrowingTarget(batch_size=3, quota=QuotaInfo(None, None, unlimited=True))
+    copy_pass(
+        MemorySource(24, folders=FOLDERS), target, default_folder_map(), MemoryProgress(),
+        CopyOptions(grouping_window=4),
+    )  # fmt: skip
+
+    # Windows of four, each grouped by folder, still leave a batch of ten with runs of
+    # one or two messages; the batch is written one folder after another, each folder's
+    # messages newest first, the folders in the order of their newest message.
+    first = target.batches[0]
+    assert _runs(first) == 3
+    assert _uids(first) == [24, 21, 18, 23, 20, 17, 22, 19, 16, 13]
 
 
 def test_a_target_that_cannot_tell_its_quota_gets_the_exact_newest_first_order() -> None:

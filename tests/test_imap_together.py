@@ -17,7 +17,7 @@ from migrator.connectors.imap.target import ImapTarget
 from migrator.errors import MessageRefused
 from migrator.foldermap import TargetFolder
 from migrator.report import MailboxState
-from migrator.targets.base import AppendItem, TogetherTarget
+from migrator.targets.base import AppendItem, GrowingBatchTarget, TogetherTarget
 
 
 def _item(folder: str, n: int, flags: tuple[str, ...] = ("\\Seen",)) -> AppendItem:
@@ -35,6 +35,9 @@ def test_two_batches_in_flight_land_in_order_with_a_refused_run_named_alone(
     )
     try:
         assert isinstance(target, TogetherTarget)
+        # Dovecot offers MULTIAPPEND: batches of 25, and of small messages up to 500.
+        assert isinstance(target, GrowingBatchTarget)
+        assert (target.batch_size, target.small_batch_size) == (25, 500)
         folder = target.open_folder(TargetFolder(None, ("Projects",)))
         first = [_item("INBOX", 1), _item("INBOX", 2), _item("Gone", 3), _item(folder, 4)]
         second = [_item(folder, 5), _item("INBOX", 6, ("\\Flagged",))]

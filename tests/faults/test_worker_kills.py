@@ -142,7 +142,8 @@ class StoresThenFails:
         self._inner = inner
         self._calls = calls
         self._fail_on = fail_on
-        self.batch_size = inner.batch_size
+        # Batches of 25 however small the messages (GrowingBatchTarget), so there is a third.
+        self.batch_size = self.small_batch_size = inner.batch_size
 
     def append_batch(self, items: Sequence[AppendItem]) -> list[Outcome]:
         outcomes = self._inner.append_batch(items)
@@ -167,7 +168,8 @@ class LandsThenFails:
         self._inner = inner
         self._calls = calls
         self._fail_on = fail_on
-        self.batch_size = inner.batch_size
+        # Batches of 25 however small the messages (GrowingBatchTarget), so there is a third.
+        self.batch_size = self.small_batch_size = inner.batch_size
 
     def land_together(self, sent: Any) -> list[Outcome]:
         outcomes = self._inner.land_together(sent)

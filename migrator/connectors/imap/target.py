@@ -57,12 +57,21 @@ _SPECIAL_USE_OF = {
 }
 
 
-# RFC 3502 MULTIAPPEND: this many messages in one APPEND command, one round trip.
+# RFC 3502 MULTIAPPEND: this many messages in one APPEND command, one round trip; and
+# while they hold less than MULTIAPPEND_SMALL_BYTES, more, up to MULTIAPPEND_SMALL_BATCH
+# (targets.base.GrowingBatchTarget).  An APPEND is a transaction whose cost grows with
+# the folder: appending 2.6 KB messages to a folder of 700,000 over four connections,
+# Dovecot stores 1,800 a second in APPENDs of 25, 7,300 in APPENDs of 250 and 8,500 in
+# APPENDs of 500 (in a folder of ten thousand: 12,100 and 15,200 a second).
 MULTIAPPEND_BATCH = 25
+MULTIAPPEND_SMALL_BATCH = 500
+MULTIAPPEND_SMALL_BYTES = 1024 * 1024
 
 
 class ImapTarget(ImapSyncHooks):
     batch_size = 1
+    small_batch_size = 1  # GrowingBatchTarget: MULTIAPPEND_SMALL_BATCH with MULTIAPPEND
+    small_batch_bytes = MULTIAPPEND_SMALL_BYTES
     throttled_seconds = 0.0  # IMAP servers do not ask for back-off
 
     def __init__(
@@ -88,6 +97,7 @@ class ImapTarget(ImapSyncHooks):
         self._literal_plus = self._client.has_capability("LITERAL+")
         if self._multiappend:
             self.batch_size = MULTIAPPEND_BATCH
+            self.small_batch_size = MULTIAPPEND_SMALL_BATCH
 
     def _refresh_folders(self) -> None:
         with imap_errors(self._what):
