@@ -199,14 +199,24 @@ def take_within_budget(ordered: Sequence[MessageRef], budget: int | None) -> Bud
 
 
 def fetch_windows(
-    refs: Sequence[MessageRef], max_count: int, max_bytes: int
+    refs: Sequence[MessageRef],
+    max_count: int,
+    max_bytes: int,
+    *,
+    small_count: int = 0,
+    small_bytes: int = 0,
 ) -> Iterator[Sequence[MessageRef]]:
     """Consecutive slices of `refs` for one round trip each: at most `max_count`
-    messages and `max_bytes` bytes, but always at least one message, however big."""
+    messages and `max_bytes` bytes, but always at least one message, however big.  A
+    window of `max_count` messages holding less than `small_bytes` takes more, up to
+    `small_count` (none by default)."""
     start = 0
+    most = max(max_count, small_count)
     while start < len(refs):
         end, size = start, 0
-        while end < len(refs) and end - start < max_count:
+        while end < len(refs) and end - start < most:
+            if end - start >= max_count and size >= small_bytes:
+                break
             if end > start and size + refs[end].size > max_bytes:
                 break
             size += refs[end].size

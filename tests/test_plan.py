@@ -192,6 +192,25 @@ def test_fetch_windows_cap_count_and_bytes(
     assert [r for w in got for r in w] == refs
 
 
+@pytest.mark.parametrize(
+    ("sizes", "windows"),
+    [
+        ([10] * 12, [5, 5, 2]),  # two hold 20 bytes: a window grows until it holds 50
+        ([30] * 7, [2, 2, 2, 1]),  # two hold 60 bytes: no window grows
+        ([10, 10, 10, 60, 10, 10], [4, 2]),
+        ([5] * 14, [6, 6, 2]),  # and to six messages at most
+        ([10, 10, 10, 10, 75], [4, 1]),  # never past the byte cap
+    ],
+)
+def test_a_fetch_window_of_small_messages_grows_within_its_bounds(
+    sizes: list[int], windows: list[int]
+) -> None:
+    refs = [ref("INBOX", i, "2020-01-01", size) for i, size in enumerate(sizes, start=1)]
+    got = list(fetch_windows(refs, 2, 100, small_count=6, small_bytes=50))
+    assert [len(w) for w in got] == windows
+    assert [r for w in got for r in w] == refs
+
+
 MiB = 1024 * 1024
 
 
