@@ -100,6 +100,11 @@ PREFETCH_BYTES = 16 * 1024 * 1024
 # within windows of this many messages (plan.send_order), so that a batch of appends
 # holds a few long runs of one folder rather than many runs of one message.
 GROUPING_WINDOW = 100
+# A batch of small messages grows (GrowingBatchTarget) only with what is at hand: once it
+# holds the target's batch_size and has waited this long (seconds) for the source, it
+# goes.  Where the target is the bottleneck the read-ahead holds the next messages and a
+# batch grows at once; a slow source (POP3 far away) gains nothing from waiting.
+GATHER_SECONDS = 0.2
 
 
 def _timed(
@@ -268,12 +273,15 @@ class _Batch:
         # Each with its place in `fits`, for `stopped_at`.
         self.items: list[tuple[int, MessageRef, AppendItem]] = []
         self.bytes = 0
+        self.since = 0.0  # when the batch's first message was added (time.monotonic)
         self.together = False  # written with TogetherTarget.send_together
         # The batch written whose answers are not read yet: its items, the target's
         # handle, and when it was written.
         self.pending: tuple[list[tuple[int, MessageRef, AppendItem]], Any, float] | None = None
 
     def add(self, position: int, ref: MessageRef, item: AppendItem) -> None:
+        if not self.items:
+            self.since = time.monotonic()
         self.items.append((position, ref, item))
         self.bytes += ref.size
 
@@ -281,7 +289,9 @@ class _Batch:
         count = len(self.items)
         if count >= self.most or self.bytes >= self.max_bytes:
             return True
-        return count >= self.target.batch_size and self.bytes >= self.small_bytes
+        if count < self.target.batch_size:
+            return False
+        return self.bytes >= self.small_bytes or time.monotonic() - self.since >= GATHER_SECONDS
 
     def flush(self) -> bool:
         """Append the batch (fenced first) and checkpoint what landed; False once this

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from migrator import sending
 from migrator.copier import Checkpoint, CopyOptions, InFlight, copy_pass, migrate_mailbox
 from migrator.errors import (
     ErrorCode,
@@ -361,6 +362,18 @@ def test_a_target_whose_commands_cost_more_than_messages_gets_small_ones_in_larg
     assert (result.state, result.copied_messages) == (MailboxState.DONE, 24)
     assert [len(batch) for batch in target.batches] == batches
     assert sorted(_uids(target.stored)) == list(range(1, 25))
+
+
+def test_a_batch_does_not_wait_for_a_slow_source_to_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every message comes later than the batch waits for the next (GATHER_SECONDS).
+    monkeypatch.setattr(sending, "GATHER_SECONDS", 0.0)
+    target = GrowingTarget(batch_size=3, quota=QuotaInfo(None, None, unlimited=True))
+    copy_pass(
+        MemorySource(24, folders=FOLDERS), target, default_folder_map(), MemoryProgress(),
+        CopyOptions(grouping_window=4),
+    )  # fmt: skip
+
+    assert [len(batch) for batch in target.batches] == [3] * 8
 
 
 def test_within_the_quotas_room_a_batch_goes_one_folder_after_another() -> None:
