@@ -198,25 +198,31 @@ def take_within_budget(ordered: Sequence[MessageRef], budget: int | None) -> Bud
     return BudgetSplit(tuple(ordered), ())
 
 
+def window_full(count: int, size: int, *, most: int, small_most: int = 0, small: int = 0) -> bool:
+    """Whether a window (or batch) of `count` messages and `size` bytes takes no more
+    messages: it holds `most`, unless they are small (less than `small` bytes in all),
+    which then grow it up to `small_most` (none by default).  Byte limits are the
+    caller's: a window checks the next message's size, a batch what it holds."""
+    return count >= max(most, small_most) or (count >= most and size >= small)
+
+
 def fetch_windows(
     refs: Sequence[MessageRef],
     max_count: int,
     max_bytes: int,
     *,
+    start: int = 0,
     small_count: int = 0,
     small_bytes: int = 0,
 ) -> Iterator[Sequence[MessageRef]]:
-    """Consecutive slices of `refs` for one round trip each: at most `max_count`
-    messages and `max_bytes` bytes, but always at least one message, however big.  A
-    window of `max_count` messages holding less than `small_bytes` takes more, up to
-    `small_count` (none by default)."""
-    start = 0
-    most = max(max_count, small_count)
+    """Consecutive slices of `refs[start:]` (not copied whole) for one round trip each:
+    at most `max_count` messages and `max_bytes` bytes, but always at least one message,
+    however big; small messages grow a window up to `small_count` (`window_full`)."""
     while start < len(refs):
         end, size = start, 0
-        while end < len(refs) and end - start < most:
-            if end - start >= max_count and size >= small_bytes:
-                break
+        while end < len(refs) and not window_full(
+            end - start, size, most=max_count, small_most=small_count, small=small_bytes
+        ):
             if end > start and size + refs[end].size > max_bytes:
                 break
             size += refs[end].size

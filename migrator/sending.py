@@ -24,7 +24,7 @@ from migrator.errors import (
     TransientError,
 )
 from migrator.inflight import InFlight as InFlight  # re-exported: it was defined here
-from migrator.plan import MessageRef
+from migrator.plan import MessageRef, window_full
 from migrator.readahead import prefetched
 from migrator.recognition import content_key
 from migrator.report import SkippedMessage
@@ -266,10 +266,9 @@ class _Batch:
         self.target, self.sending, self.halt, self.max_bytes = target, sending, halt, max_bytes
         self.sent = Sent()
         # A batch of target.batch_size small messages takes more (GrowingBatchTarget).
-        self.most, self.small_bytes = target.batch_size, 0
+        self.small_most, self.small_bytes = 0, 0
         if isinstance(target, GrowingBatchTarget):
-            self.most = max(target.batch_size, target.small_batch_size)
-            self.small_bytes = target.small_batch_bytes
+            self.small_most, self.small_bytes = target.small_batch_size, target.small_batch_bytes
         # Each with its place in `fits`, for `stopped_at`.
         self.items: list[tuple[int, MessageRef, AppendItem]] = []
         self.bytes = 0
@@ -286,12 +285,12 @@ class _Batch:
         self.bytes += ref.size
 
     def full(self) -> bool:
-        count = len(self.items)
-        if count >= self.most or self.bytes >= self.max_bytes:
+        count, most = len(self.items), self.target.batch_size
+        if self.bytes >= self.max_bytes or window_full(
+            count, self.bytes, most=most, small_most=self.small_most, small=self.small_bytes
+        ):
             return True
-        if count < self.target.batch_size:
-            return False
-        return self.bytes >= self.small_bytes or time.monotonic() - self.since >= GATHER_SECONDS
+        return count >= most and time.monotonic() - self.since >= GATHER_SECONDS
 
     def flush(self) -> bool:
         """Append the batch (fenced first) and checkpoint what landed; False once this

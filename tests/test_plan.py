@@ -17,6 +17,7 @@ from migrator.plan import (
     reorderable_bytes,
     send_order,
     take_within_budget,
+    window_full,
     within_range,
 )
 
@@ -209,6 +210,29 @@ def test_a_fetch_window_of_small_messages_grows_within_its_bounds(
     got = list(fetch_windows(refs, 2, 100, small_count=6, small_bytes=50))
     assert [len(w) for w in got] == windows
     assert [r for w in got for r in w] == refs
+
+
+def test_fetch_windows_start_where_told() -> None:
+    refs = [ref("INBOX", i, "2020-01-01", 10) for i in range(1, 8)]
+    assert [list(w) for w in fetch_windows(refs, 3, 100, start=2)] == [refs[2:5], refs[5:7]]
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "full"),
+    [
+        (1, 10, False),
+        (2, 60, True),  # two messages, not small: full at two
+        (2, 20, False),  # two small ones: grows
+        (4, 49, False),
+        (4, 50, True),  # grown to the small bytes
+        (6, 12, True),  # grown to six messages at most
+    ],
+)
+def test_a_window_is_full_at_its_count_unless_its_messages_are_small(
+    count: int, size: int, full: bool
+) -> None:
+    assert window_full(count, size, most=2, small_most=6, small=50) is full
+    assert window_full(count, size, most=2) is (count >= 2)
 
 
 MiB = 1024 * 1024

@@ -331,10 +331,11 @@ class ImapSource(ImapSourceSync):
         head = min(FIRST_WINDOW, self._fetch_count)
         yield from fetch_windows(refs[:head], head, FETCH_BATCH_BYTES)
         # A window size told (tests) is kept exactly; the default grows for small messages.
-        small = (0, 0) if self._fetch_window else (FETCH_SMALL_COUNT, FETCH_SMALL_BYTES)
+        grown = not self._fetch_window
         yield from fetch_windows(
-            refs[head:], self._fetch_count, FETCH_BATCH_BYTES,
-            small_count=small[0], small_bytes=small[1],
+            refs, self._fetch_count, FETCH_BATCH_BYTES, start=head,
+            small_count=FETCH_SMALL_COUNT if grown else 0,
+            small_bytes=FETCH_SMALL_BYTES if grown else 0,
         )  # fmt: skip
 
     def heads(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
