@@ -10,6 +10,7 @@ import inspect
 import logging
 import ssl
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
 
+from migrator.connectors.imap import connection
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.appending import internaldate_text
 from migrator.connectors.imap.changes import all_states, read_flags
@@ -376,3 +378,25 @@ def test_send_runs_writes_many_appends_before_their_answers_are_read(client: IMA
     assert typ == "OK" and b"APPENDUID" in text
     assert client.folder_status("Later", ["MESSAGES"])[b"MESSAGES"] == 2
     assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 1
+
+
+def test_logout_of_a_session_cut_off_inside_a_literal_returns_at_once(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    ssl_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An APPEND that failed after its literal began leaves the server reading the
+    literal: it takes LOGOUT for message bytes and never answers.  The failed mailbox
+    then waited the connection's whole timeout on every such end (120 s each, measured
+    on a million-message copy), holding its lock."""
+    monkeypatch.setattr(connection, "LOGOUT_SECONDS", 0.5)
+    session = _connect(dovecot, ssl_context)
+    session.login(make_user(), DEFAULT_USER_PASSWORD)
+    session.socket().settimeout(600)
+    session._imap.send(b"A900 APPEND INBOX {100000+}\r\nFrom: cut@example.test\r\n")
+    ended = threading.Event()
+    closer = threading.Thread(target=lambda: (connection.logout(session), ended.set()), daemon=True)
+    closer.start()
+    assert ended.wait(30), "logout waited on a session that cannot answer"
+    closer.join()

@@ -231,7 +231,18 @@ def _no_delay(client: IMAPClient) -> None:
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+# A LOGOUT waits this long (seconds) for its answer, not the connection's timeout: a
+# session that failed inside a command (an APPEND cut off within its literal, a server
+# paused) never answers it, and the mailbox's failure would wait on every such end.
+LOGOUT_SECONDS = 5.0
+
+
 def logout(client: IMAPClient) -> None:
+    """End the session politely where it still answers, and close it in any case."""
+    with contextlib.suppress(Exception):
+        sock = client.socket()
+        told = sock.gettimeout()
+        sock.settimeout(LOGOUT_SECONDS if told is None else min(told, LOGOUT_SECONDS))
     with contextlib.suppress(Exception):
         client.logout()
     with contextlib.suppress(Exception):
