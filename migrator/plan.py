@@ -9,8 +9,9 @@ the most recent mail.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 # Dates outside this window are "absurd" (a clock reset to 1970, a year 2099 typo):
 # ordering then falls back to the Date header.
@@ -19,25 +20,119 @@ _FUTURE_SLACK = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+_REF_FIELDS = (
+    "folder", "uidvalidity", "uid", "size", "internaldate", "date_header", "flags",
+    "message_id", "received", "place",
+)  # fmt: skip
+
+
 class MessageRef:
-    """One source message, as listed before copying (no body).  A mailbox of a million
-    messages holds a million of these at once: slots, and no field filled that nothing
-    reads (see the IMAP source)."""
+    """One source message, as listed before copying (no body): a value, compared and
+    hashed by its fields, and immutable.
+
+    A mailbox of a million messages holds a million of these at once, so each is kept
+    small (about 180 bytes with its values, against 265 as a plain slotted dataclass): a
+    numeric UID kept as the int the listing read (`uid` gives its text), and the four
+    fields most messages leave empty held together in one slot."""
+
+    __slots__ = ("_more", "_uid", "flags", "folder", "internaldate", "size", "uidvalidity")
 
     folder: str  # source folder name, as the source adapter names it
     uidvalidity: int
-    uid: str  # opaque: an IMAP UID, a POP3 checkpoint id, an Exchange ItemId, a file name
     size: int  # the source's claim: for budgets and windows, never for recognition
     internaldate: datetime | None
-    date_header: datetime | None = None
-    flags: tuple[str, ...] = ()
-    message_id: str | None = None  # as the source lists it: only for telling folders apart
-    received: datetime | None = None  # the newest Received field's date, where read
-    # The source folder (of the listing) whose place at the target its copy takes, where
-    # that is not `folder`, which then only keys its checkpoint (Gmail: one key per
-    # message, whichever label folder it goes to).
-    place: str | None = None
+    flags: tuple[str, ...]
+    _uid: str | int
+    # (date_header, message_id, received, place), or None when all four are None.
+    _more: tuple[datetime | None, str | None, datetime | None, str | None] | None
+
+    def __init__(
+        self,
+        folder: str,
+        uidvalidity: int,
+        uid: str | int,
+        size: int,
+        internaldate: datetime | None,
+        date_header: datetime | None = None,
+        flags: tuple[str, ...] = (),
+        message_id: str | None = None,  # as the source lists it: only for telling folders apart
+        received: datetime | None = None,  # the newest Received field's date, where read
+        # The source folder (of the listing) whose place at the target its copy takes,
+        # where that is not `folder`, which then only keys its checkpoint (Gmail: one key
+        # per message, whichever label folder it goes to).
+        place: str | None = None,
+    ) -> None:
+        more = (date_header, message_id, received, place)
+        put = object.__setattr__
+        put(self, "folder", folder)
+        put(self, "uidvalidity", uidvalidity)
+        # An int (an IMAP UID as listed) is kept as it is; text is kept as text.
+        put(self, "_uid", uid if isinstance(uid, str) else int(uid))
+        put(self, "size", size)
+        put(self, "internaldate", internaldate)
+        put(self, "flags", flags)
+        put(self, "_more", None if more == (None, None, None, None) else more)
+
+    @property
+    def uid(self) -> str:
+        """Opaque text: an IMAP UID, a POP3 checkpoint id, an Exchange ItemId, a file name."""
+        uid = self._uid
+        return uid if isinstance(uid, str) else str(uid)
+
+    @property
+    def date_header(self) -> datetime | None:
+        return self._more[0] if self._more is not None else None
+
+    @property
+    def message_id(self) -> str | None:
+        return self._more[1] if self._more is not None else None
+
+    @property
+    def received(self) -> datetime | None:
+        return self._more[2] if self._more is not None else None
+
+    @property
+    def place(self) -> str | None:
+        return self._more[3] if self._more is not None else None
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.folder, self.uidvalidity, self.uid, self.size, self.internaldate,
+            self.flags, self._more,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MessageRef):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageRef(folder={self.folder!r}, uidvalidity={self.uidvalidity!r}, "
+            f"uid={self.uid!r}, size={self.size!r}, internaldate={self.internaldate!r}, "
+            f"date_header={self.date_header!r}, flags={self.flags!r}, "
+            f"message_id={self.message_id!r}, received={self.received!r}, "
+            f"place={self.place!r})"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def replace(self, **changes: Any) -> MessageRef:
+        """A copy with `changes` (field names as the constructor takes them), as
+        dataclasses.replace gives."""
+        unknown = set(changes) - set(_REF_FIELDS)
+        if unknown:
+            raise TypeError(f"MessageRef has no field {sorted(unknown)[0]!r}")
+        values = {name: getattr(self, name) for name in _REF_FIELDS}
+        values.update(changes)
+        return MessageRef(**values)
 
     @property
     def placed(self) -> str:

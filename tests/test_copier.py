@@ -4,7 +4,6 @@ Progress (never of a library): refusals, quota refusals mid-batch, broken passes
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
@@ -190,7 +189,7 @@ def test_a_folder_the_target_refuses_is_skipped_named_and_the_other_folders_go_o
     class TwoFolders(MemorySource):
         def __init__(self) -> None:
             super().__init__(6)
-            self.refs = [dataclasses.replace(r, folder="dbox-Mails" if int(r.uid) % 2 else "INBOX")
+            self.refs = [r.replace(folder="dbox-Mails" if int(r.uid) % 2 else "INBOX")
                          for r in self.refs]  # fmt: skip
 
         def list_folders(self) -> list[SourceFolder]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 
 import pytest
@@ -35,6 +36,39 @@ def ref(folder: str, uid: int, day: str | None, size: int = 100, **kw: object) -
         message_id=f"<{folder}.{uid}@x>",
         **kw,  # type: ignore[arg-type]
     )
+
+
+def test_a_ref_listed_with_a_numeric_uid_is_the_same_value_as_one_with_its_text() -> None:
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    listed = MessageRef("INBOX", 7, 4242, 100, when)  # as the IMAP listing makes it
+    told = MessageRef("INBOX", 7, "4242", 100, when)
+    assert listed.uid == "4242"
+    assert listed.ident == ("INBOX", 7, "4242")
+    assert listed == told and hash(listed) == hash(told)
+    assert listed != MessageRef("INBOX", 7, "04242", 100, when)  # text stays text
+    assert listed != told.replace(size=101)
+
+
+def test_a_ref_keeps_the_fields_most_messages_leave_empty() -> None:
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    bare = MessageRef("INBOX", 7, "1", 100, None)
+    assert (bare.date_header, bare.message_id, bare.received, bare.place) == (None,) * 4
+    full = bare.replace(date_header=when, message_id="<m@x>", received=when, place="Sent")
+    assert (full.date_header, full.message_id, full.received, full.place) == (
+        when, "<m@x>", when, "Sent",
+    )  # fmt: skip
+    assert full.placed == "Sent" and bare.placed == "INBOX"
+    assert full != bare
+    assert "message_id='<m@x>'" in repr(full)
+
+
+def test_a_ref_is_immutable_and_replace_names_only_its_fields() -> None:
+    ref = MessageRef("INBOX", 7, "1", 100, None)
+    with pytest.raises(FrozenInstanceError):
+        ref.size = 5  # type: ignore[misc]
+    with pytest.raises(TypeError, match="colour"):
+        ref.replace(colour="red")
+    assert ref.replace(folder="Sent").ident == ("Sent", 7, "1")
 
 
 def test_newest_first_interleaves_folders_by_date() -> None:

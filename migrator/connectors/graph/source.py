@@ -133,7 +133,7 @@ class GraphSource:
 
         refs = [
             # Kept from an earlier pass: the folder may have been renamed since.
-            r if r.folder == folder.name else dataclasses.replace(r, folder=folder.name)
+            r if r.folder == folder.name else r.replace(folder=folder.name)
             for r in self.lister.listing(folder_id, full, to_ref, what)
         ]
         link = self.lister.kept_link(folder_id)

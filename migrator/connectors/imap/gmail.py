@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -189,12 +189,12 @@ class GmailSource:
             flags.append("\\Flagged")
         if self._settings.labels is LabelMode.COPIES:
             # One copy per label: each its own checkpoint, under its label's folder.
-            return replace(message.ref, folder=place, uidvalidity=MSGID_VALIDITY,
-                           uid=message.msgid, flags=tuple(flags))  # fmt: skip
+            return message.ref.replace(
+                folder=place, uidvalidity=MSGID_VALIDITY, uid=message.msgid, flags=tuple(flags)
+            )
         # One copy: its checkpoint under All Mail whatever folder the rule picks now, so a
         # label changed between two runs does not send it again.
-        return replace(
-            message.ref,
+        return message.ref.replace(
             folder=folders.archive,
             place=None if place == folders.archive else place,
             uidvalidity=MSGID_VALIDITY,

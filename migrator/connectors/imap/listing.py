@@ -356,6 +356,20 @@ def listing_groups(
 
 # Flags that describe the session or the server's housekeeping, not the message.
 _DROPPED_FLAGS = {"\\recent", "\\deleted"}
+# Sizes below this are held as one int object each, however many messages share them
+# (most mail is small: a listing of a million 2-4 KB messages holds a few thousand).
+SHARED_SIZES = 64 * 1024
+
+
+class Shared:
+    """Values many listed messages hold alike, each kept as one object (a listing may
+    hold a million messages): their flag tuples, and their sizes below SHARED_SIZES."""
+
+    __slots__ = ("flags", "sizes")
+
+    def __init__(self) -> None:
+        self.flags: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.sizes: dict[int, int] = {}
 
 
 def message_ref(
@@ -363,23 +377,26 @@ def message_ref(
     uidvalidity: int,
     message: Listed,
     dates: tuple[datetime | None, datetime | None] | None,
-    flag_sets: dict[tuple[str, ...], tuple[str, ...]],
+    shared: Shared,
 ) -> MessageRef:
     """One listed message, kept small: a million of them are held at once.  The Date
     header and the newest Received date (`dates`) only where the INTERNALDATE is
     missing or absurd (nothing else reads them), the Message-ID only where an \\All
-    view needs it, flag tuples shared."""
+    view needs it, the UID as the int read, flag tuples and small sizes shared."""
     message_id = message_fields(message.fields)[0] if message.fields else None
     received, date_header = dates or (None, None)
-    flags = flag_sets.get(message.flags)
+    flags = shared.flags.get(message.flags)
     if flags is None:  # this spelling's first message: the flags kept, shared
         kept = tuple(f for f in message.flags if f.lower() not in _DROPPED_FLAGS)
-        flags = flag_sets[message.flags] = flag_sets.setdefault(kept, kept)
+        flags = shared.flags[message.flags] = shared.flags.setdefault(kept, kept)
+    size = message.size
+    if size < SHARED_SIZES:
+        size = shared.sizes.setdefault(size, size)
     return MessageRef(
         folder=folder,
         uidvalidity=uidvalidity,
-        uid=str(message.uid),
-        size=message.size,
+        uid=message.uid,
+        size=size,
         internaldate=message.internaldate,
         date_header=date_header,
         flags=flags,

@@ -31,6 +31,7 @@ from migrator.connectors.imap.listing import (
     FIELDS_ITEM,
     LISTING_ITEMS,
     Listed,
+    Shared,
     listing_groups,
     listing_ranges,
     message_ref,
@@ -166,7 +167,7 @@ class ImapSource(ImapSourceSync):
         exists = int(info.get(b"EXISTS", 0))
         if exists == 0:
             return []
-        flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        shared = Shared()
         refs: list[MessageRef] = []
         for low, high in listing_ranges(exists, int(info.get(b"UIDNEXT", 0)), LISTING_CHUNK):
             uids = f"{low}:{high if high else '*'}"
@@ -179,7 +180,7 @@ class ImapSource(ImapSourceSync):
             # "N:*" past the last UID names the last message, listed already.
             inside = {u: m for u, m in listed.items() if u >= low and (not high or u <= high)}
             del listed
-            refs += self._refs(folder, uidvalidity, inside, what, flag_sets)
+            refs += self._refs(folder, uidvalidity, inside, what, shared)
         return refs
 
     def list_many(
@@ -219,7 +220,7 @@ class ImapSource(ImapSourceSync):
                 self._selected = folder.name
                 self._uidvalidity = int(answer.info.get(b"UIDVALIDITY", 0))
                 answers.append((folder, answer.info, read_listing(answer.fetched, item)))
-        flag_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        shared = Shared()
         now = datetime.now(UTC)
         for folder, info, listed in answers:
             if isinstance(listed, Exception):
@@ -232,7 +233,7 @@ class ImapSource(ImapSourceSync):
                 self._select(folder.name)  # _dates fetches in the selected folder
                 if self._uidvalidity != state.uidvalidity:
                     raise TransientError(f"{what}: UIDVALIDITY changed; re-planning")
-            yield folder, self._refs(folder, state.uidvalidity, listed, what, flag_sets)
+            yield folder, self._refs(folder, state.uidvalidity, listed, what, shared)
 
     def _refs(
         self,
@@ -240,10 +241,10 @@ class ImapSource(ImapSourceSync):
         uidvalidity: int,
         listed: dict[int, Listed],
         what: str,
-        flag_sets: dict[tuple[str, ...], tuple[str, ...]] | None = None,
+        shared: Shared | None = None,
     ) -> list[MessageRef]:
         now = datetime.now(UTC)
-        shared = flag_sets if flag_sets is not None else {}
+        shared = shared if shared is not None else Shared()
         absurd = [
             uid
             for uid, m in listed.items()
