@@ -74,16 +74,18 @@ def remember_folders(
         for n in listing.target_of
         if n not in listing.views and (s := source.listed_state(n)) is not None
     }
-    listed: dict[str, dict[str, tuple[str, ...]]] = {n: {} for n in states}
-    for ref in listing.refs:
-        if ref.folder in listed and ref.uidvalidity == states[ref.folder].uidvalidity:
-            listed[ref.folder][ref.uid] = ref.flags
-    # `present`: the UIDs' dict's own keys, rather than a second set of them all.
-    changes = {
-        n: FolderChanges(states[n], flags=f, all_flags=True, present=f.keys())
-        for n, f in listed.items()
-    }
-    moved = Moved() if first else apply_changes(target, progress, changes, request or PassRequest())
+    moved = Moved()
+    if not first:  # (a million messages' flags by UID: not built for nothing)
+        listed: dict[str, dict[str, tuple[str, ...]]] = {n: {} for n in states}
+        for ref in listing.refs:
+            if ref.folder in listed and ref.uidvalidity == states[ref.folder].uidvalidity:
+                listed[ref.folder][ref.uid] = ref.flags
+        # `present`: the UIDs' dict's own keys, rather than a second set of them all.
+        changes = {
+            n: FolderChanges(states[n], flags=f, all_flags=True, present=f.keys())
+            for n, f in listed.items()
+        }
+        moved = apply_changes(target, progress, changes, request or PassRequest())
     progress.save_folder_states(states)
     _save_marks(target, set(listing.target_of.values()), progress)
     return MailboxResult(
