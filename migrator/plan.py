@@ -315,9 +315,12 @@ def fetch_windows(
     however big; small messages grow a window up to `small_count` (`window_full`)."""
     while start < len(refs):
         end, size = start, 0
-        while end < len(refs) and not window_full(
-            end - start, size, most=max_count, small_most=small_count, small=small_bytes
-        ):
+        while end < len(refs):
+            count = end - start  # (window_full is never true below max_count: not asked)
+            if count >= max_count and window_full(
+                count, size, most=max_count, small_most=small_count, small=small_bytes
+            ):
+                break
             if end > start and size + refs[end].size > max_bytes:
                 break
             size += refs[end].size
