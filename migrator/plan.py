@@ -118,6 +118,10 @@ class MessageRef:
             f"place={self.place!r})"
         )
 
+    def __reduce__(self) -> tuple[type[MessageRef], tuple[object, ...]]:
+        """Copied and pickled through the constructor (the slots refuse setattr)."""
+        return (MessageRef, tuple(getattr(self, name) for name in _REF_FIELDS))
+
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 
@@ -69,6 +71,12 @@ def test_a_ref_is_immutable_and_replace_names_only_its_fields() -> None:
     with pytest.raises(TypeError, match="colour"):
         ref.replace(colour="red")
     assert ref.replace(folder="Sent").ident == ("Sent", 7, "1")
+
+
+def test_a_ref_copies_and_pickles_as_the_same_value() -> None:
+    listed = MessageRef("INBOX", 7, 42, 100, None, message_id="<m@x>", place="Sent")
+    for twin in (copy.copy(listed), copy.deepcopy(listed), pickle.loads(pickle.dumps(listed))):  # noqa: S301
+        assert twin == listed and twin.uid == "42" and twin.place == "Sent"
 
 
 def test_newest_first_interleaves_folders_by_date() -> None:
