@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 from celerykit import cli, wait_for
 from faultkit import ExactlyOnce, enqueue, run_options
 from servers.celery_worker import Workers
 from servers.certs import TlsFiles
 from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
+from servers.proxy import TcpProxy
 from support import batch_job, batch_password, individual_jobs, source_row
 
 from migrator.connectors import connector
@@ -29,6 +31,8 @@ from migrator.targets.base import AppendItem, MailboxTarget, Outcome
 
 KILL_SEED = 20_240_611
 KILLS = 10
+# Bytes a second, each way on each connection, of the link the ten kills' worker copies over.
+SLOW_LINK = 1_000_000
 
 
 def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
@@ -40,18 +44,23 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
     workers: Workers,
     tmp_path: Path,
     exactly_once: ExactlyOnce,
+    request: pytest.FixtureRequest,
 ) -> None:
     rng = random.Random(KILL_SEED)
     password = batch_password("kills")
     source, target = make_user(password), make_user()
-    # Big enough that ten kills land before the end even at loopback speed: four
-    # connections with two batches of 25 in flight each copy some 2,000 messages of this
-    # size a second, so a kill lands some 100 messages after its goal, and ten of them
-    # reach about 1,100 of the 2,400.
+    # The worker reaches Dovecot over a link of SLOW_LINK bytes a second each way on each
+    # connection, so that ten kills land before the end however fast the machine: on
+    # loopback four connections with two grown batches in flight each ran some hundreds
+    # of messages past a kill's goal, and finished before the tenth kill.  Over this link
+    # a batch lands every few tenths of a second, and a kill some 50 to 100 messages past
+    # its goal: ten reach about 1,000 of the 2,400.
     folders = {"INBOX": 1200, "Sent Messages": 600, "Projects/2024": 600}
     sent = fill(source, folders, password, size_hint=12_000)
     assert len(sent) == 2400
-    url = f"imaps://127.0.0.1:{dovecot.imaps_port}"
+    link = TcpProxy(dovecot.imaps_port, bandwidth=SLOW_LINK).start()
+    request.addfinalizer(link.close)
+    url = f"imaps://127.0.0.1:{link.port}"
     workers.start("worker0", loglevel="DEBUG")
     batch_id = enqueue(tmp_path, url, url, tls_files.ca_cert, [(source, password, target)])
     store = StateStore.from_url(celery_env["MIGRATOR_REDIS_URL"])
@@ -73,7 +82,7 @@ def test_ten_sigkills_at_random_points_then_resume_copy_each_message_once(
         workers.start(f"worker{kill + 1}", loglevel="DEBUG")
 
     (row,) = wait_for(store, batch_id, timeout=180)
-    assert len(killed_at) == KILLS and killed_at[-1] < len(sent)
+    assert len(killed_at) == KILLS and killed_at[-1] < len(sent), killed_at
     assert row.state is MailboxState.SYNCED, row
     assert row.done_messages == row.total_messages == len(sent)
     exactly_once.copied(source, password, target)
