@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -240,6 +241,39 @@ def test_a_pass_broken_mid_batch_is_resumed_without_duplicates() -> None:
     # The broken batch stored one message whose checkpoint never came: recognised.
     assert sorted(_uids(target.stored)) == list(range(1, 11))
     assert len(progress.done) == 10
+
+
+class Refs(list[MessageRef]):
+    """A listing that can be watched (a plain list takes no weak reference)."""
+
+
+class WatchedSource(MemorySource):
+    """Each listing a new Refs, watched: `alive` says how many passes' are still held."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.listings: list[weakref.ref[Refs]] = []
+        self.alive_at_relisting: list[int] = []
+
+    def list_messages(self, folder: SourceFolder) -> list[MessageRef]:
+        self.alive_at_relisting.append(sum(1 for r in self.listings if r() is not None))
+        listed = Refs(super().list_messages(folder))
+        self.listings.append(weakref.ref(listed))
+        return listed
+
+
+def test_a_failed_pass_lets_its_listing_go_before_the_next_lists_again() -> None:
+    """Two listings of a million messages do not fit in what one pass may take."""
+    source, target = WatchedSource(10), MemoryTarget(break_after=4)
+    result = migrate_mailbox(
+        lambda: source,
+        lambda: target,
+        default_folder_map(),
+        MemoryProgress(),
+        CopyOptions(max_wait=0.01, late_commit_grace=0),
+    )
+    assert result.state is MailboxState.DONE
+    assert source.alive_at_relisting == [0, 0]
 
 
 def test_each_pass_and_each_reconnect_is_told_to_the_event_log() -> None:
