@@ -4,7 +4,7 @@ tool's peak memory, the time to its first append and its wall time.
 The mailbox is made fast: a Maildir written from tests.servers.mailgen (a fixed seed,
 about 2.6 KB a message, 70% in INBOX), then `doveadm import` into the source account,
 so a million messages take minutes rather than hours of IMAP APPEND.  Each run copies into
-a fresh target account, interleaved (RUNS rounds, medians), and is checked message by
+a fresh target account, interleaved (RUNS rounds, each in the other order, medians), and is checked message by
 message at the target (bench.check); a checked target is removed, so a large SIZE needs
 disk for the source and one copy at a time.  Before each run the disk settles (DISK_SETTLE):
 ext4 gives no new file an inode freed in the last minute (five, while its inode table block
@@ -165,7 +165,11 @@ def scale(
         raise SystemExit(f"the source holds {sum(source.values()):,} messages, not {count:,}")
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in SCALE_TOOLS}
     for r in range(rounds):
-        for label, mode, connections in SCALE_TOOLS:
+        # Each round in the other order: a tool ran slower on a source another tool had
+        # just read through (Dovecot's caches grow with what a reader fetches), so the
+        # tool run first in every round would be favoured (bench/RESULTS.md, 2026-12-05).
+        order = SCALE_TOOLS if r % 2 == 0 else tuple(reversed(SCALE_TOOLS))
+        for label, mode, connections in order:
             side = f"{mode}{connections or ''}-{r}"
             target = f"{name}-{side}@bench.test"
             server.add_user(target, password)
