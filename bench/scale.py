@@ -4,9 +4,10 @@ tool's peak memory, the time to its first append and its wall time.
 The mailbox is made fast: a Maildir written from tests.servers.mailgen (a fixed seed,
 about 2.6 KB a message, 70% in INBOX), then `doveadm import` into the source account,
 so a million messages take minutes rather than hours of IMAP APPEND.  Each run copies into
-a fresh target account, interleaved (RUNS rounds, each in the other order, medians), and is checked message by
-message at the target (bench.check); a checked target is removed, so a large SIZE needs
-disk for the source and one copy at a time.  Before each run the disk settles (DISK_SETTLE):
+a fresh target account, interleaved (RUNS rounds, each in the other order, medians), and
+is checked message by message at the target (bench.check); a checked target is removed,
+so a large SIZE needs disk for the source and one copy at a time.  Before each run the
+disk settles (DISK_SETTLE):
 ext4 gives no new file an inode freed in the last minute (five, while its inode table block
 is not written back), and scans past every such inode for each file it creates; right after
 a million files were removed, that made the next tool's target Dovecot spend 90% of its
