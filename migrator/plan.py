@@ -110,13 +110,8 @@ class MessageRef:
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        return (
-            f"MessageRef(folder={self.folder!r}, uidvalidity={self.uidvalidity!r}, "
-            f"uid={self.uid!r}, size={self.size!r}, internaldate={self.internaldate!r}, "
-            f"date_header={self.date_header!r}, flags={self.flags!r}, "
-            f"message_id={self.message_id!r}, received={self.received!r}, "
-            f"place={self.place!r})"
-        )
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _REF_FIELDS)
+        return f"MessageRef({fields})"
 
     def __reduce__(self) -> tuple[type[MessageRef], tuple[object, ...]]:
         """Copied and pickled through the constructor (the slots refuse setattr)."""

@@ -248,7 +248,8 @@ class Refs(list[MessageRef]):
 
 
 class WatchedSource(MemorySource):
-    """Each listing a new Refs, watched: `alive` says how many passes' are still held."""
+    """Each listing a new Refs, watched: `alive_at_relisting` says, at each listing, how
+    many earlier listings were still held."""
 
     def __init__(self, count: int) -> None:
         super().__init__(count)
