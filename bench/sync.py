@@ -84,6 +84,7 @@ def run_pass(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         execute_job(store, batch, jobs[0].job_id, box)
     else:
         (job_id,) = store.job_ids(batch)
+        started, cpu = time.perf_counter(), time.process_time()  # the pass alone, as above
         execute_job(store, batch, job_id, box, request=PassRequest(PassKind.SYNC))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     (row,) = store.mailboxes(batch)

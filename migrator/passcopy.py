@@ -40,7 +40,7 @@ from migrator.sending import (
     Sent,
 )
 from migrator.sources.base import MailboxSource
-from migrator.targets.base import MailboxTarget
+from migrator.targets.base import MailboxTarget, QuotaInfo
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def _plan_pass(
     the quota budget (the target's own room and the activation quota), grouped by folder
     where the quota leaves room to."""
     plan = make_plan(refs, now=now, since=options.since, until=options.until, done=done)
-    quota = target.quota()
+    # Nothing to send (an incremental pass with no new mail): no round trip for the quota.
+    quota = target.quota() if plan.to_copy else QuotaInfo(limit=None, usage=None)
     already_bytes = sum(r.size for r in plan.already_done)
     usage = quota.usage if quota.usage is not None else already_bytes
     budget = quota_budget(

@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from migrator.argtypes import INTERVAL
-from migrator.connectors.imap.uidsets import append_uids, uid_set, vanished_uids
+from migrator.connectors.imap.uidsets import append_uids, uid_set, uid_sets, vanished_uids
 from migrator.errors import BadJob
 from migrator.syncstate import FolderState, LedgerEntry, PassKind, PassRequest, Placement
 
@@ -27,6 +27,16 @@ from migrator.syncstate import FolderState, LedgerEntry, PassKind, PassRequest, 
 )
 def test_uid_sets_are_read_within_the_limit(text: bytes, limit: int, uids: list[int]) -> None:
     assert uid_set(text, limit=limit) == uids
+
+
+def test_uids_are_written_as_ranges_in_sets_a_command_line_can_hold() -> None:
+    assert uid_sets([9, 3, 5, 4, 12, 11, 1, 13, 4], most=100) == [b"1,3:5,9,11:13"]
+    odd = list(range(1, 40, 2))
+    sets = uid_sets(odd, most=16)
+    assert all(len(s) <= 16 for s in sets)
+    assert [u for s in sets for u in uid_set(s, limit=100)] == odd
+    assert uid_sets([], most=16) == []
+    assert uid_sets([1234567], most=3) == [b"1234567"]  # one UID is never cut
 
 
 @pytest.mark.parametrize(

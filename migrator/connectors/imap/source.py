@@ -328,8 +328,12 @@ class ImapSource(ImapSourceSync):
 
     def _windows(self, refs: Sequence[MessageRef]) -> Iterator[Sequence[MessageRef]]:
         """fetch_windows of `refs`, the first of FIRST_WINDOW messages at most: the target
-        waits for the first messages, and at a distance a full window takes long."""
+        waits for the first messages, and at a distance a full window takes long.  A few
+        more than that (an incremental pass's new mail) go in one window: a tail shorter
+        than the head is not worth a round trip of its own."""
         head = min(FIRST_WINDOW, self._fetch_count)
+        if len(refs) < 2 * head and len(refs) <= self._fetch_count:
+            head = len(refs)
         yield from fetch_windows(refs[:head], head, FETCH_BATCH_BYTES)
         # A window size told (tests) is kept exactly; the default grows for small messages.
         grown = not self._fetch_window

@@ -192,12 +192,17 @@ class ImapTarget(ImapSyncHooks):
         with imap_errors(what):
             # SELECT, not EXAMINE: a read-only folder reports no PERMANENTFLAGS (RFC 3501).
             info: dict[bytes, Any] = self._client.select_folder(name)
+        self._selected_now(name, info)
+        return info
+
+    def _selected_now(self, name: str, info: dict[bytes, Any]) -> None:
+        """What folder `name`'s SELECT answer `info` tells: whether it keeps keywords, and
+        its mark."""
         permanent = {as_text(f).lower() for f in info.get(b"PERMANENTFLAGS", ())}
         self._keywords_ok[name] = "\\*" in permanent
         if b"UIDVALIDITY" in info and b"UIDNEXT" in info:
             # The folder's mark as of now (targetsync.mark), until this connection appends.
             self._marks[name] = f"{int(info[b'UIDVALIDITY'])}:{int(info[b'UIDNEXT'])}"
-        return info
 
     def _keywords(self, name: str) -> bool:
         """May folder `name` keep keywords (PERMANENTFLAGS has \\*)?  Learnt by SELECT,

@@ -5,16 +5,18 @@ mark (UIDVALIDITY and UIDNEXT) so the next pass indexes only what came after it.
 
 from __future__ import annotations
 
+import imaplib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
 
+from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.changes import listed_statuses
 from migrator.connectors.imap.connection import fetch_all, imap_errors
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
-from migrator.connectors.imap.uidsets import append_uids
+from migrator.connectors.imap.uidsets import append_uids, uid_sets
 from migrator.errors import ErrorCode, PermanentError
 from migrator.foldermap import TargetFolder
 from migrator.recognition import TargetCopy
@@ -22,6 +24,8 @@ from migrator.syncstate import Placement
 
 log = logging.getLogger(__name__)
 
+# The longest UID set one UID STORE names (Dovecot takes command lines of 64 KB).
+STORE_SET_BYTES = 8192
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 # RFC 6154 SPECIAL-USE attributes (lower-cased, as ImapTarget keeps them).
 _SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -40,32 +44,72 @@ class ImapSyncHooks:
     if TYPE_CHECKING:  # ImapTarget's own
 
         def _select(self, name: str, what: str) -> dict[bytes, Any]: ...
+        def _selected_now(self, name: str, info: dict[bytes, Any]) -> None: ...
         def _keywords(self, name: str) -> bool: ...
         def _name_of(self, folder: TargetFolder) -> str: ...
         def _copies(self, listed: dict[int, Listed], what: str) -> list[TargetCopy]: ...
 
     def set_flags(self, changes: Sequence[tuple[Placement, tuple[str, ...]]]) -> int:
+        """UID STORE FLAGS of each change, a round trip per folder rather than one per
+        command: each folder's SELECT goes with the STOREs of the folder before it, and a
+        folder's STOREs are written only once its SELECT has answered with the UIDVALIDITY
+        its placements were recorded under (never into a folder rebuilt since)."""
+        folders = [(f, m) for f, m in _by_folder(changes).items() if f in self._existing]
         changed = 0
-        for folder, members in _by_folder(changes).items():
-            what = f"{self._what}, folder {folder!r}"
-            valid = self._valid(folder, what, [p for p, _ in members])
-            keywords = self._keywords(folder)
-            by_flags: dict[tuple[str, ...], list[int]] = {}
-            for placement, flags in members:
-                if placement in valid:
-                    kept = tuple(
-                        sorted(
-                            f
-                            for f in flags
-                            if f.lower() in _SYSTEM_FLAGS or (keywords and not f.startswith("\\"))
-                        )
-                    )
-                    by_flags.setdefault(kept, []).append(int(placement.id))
-            for flags, uids in by_flags.items():
-                with imap_errors(what):
-                    self._client.set_flags(uids, list(flags), silent=True)
-                changed += len(uids)
+        stores: list[tuple[str, bytes]] = []  # the STOREs of the folder selected last
+        storing, count = self._what, 0  # that folder's `what`, the messages they change
+        for at in range(len(folders) + 1):
+            commands = list(stores)
+            if at < len(folders):
+                name = imapwire.folder_arg(self._client, folders[at][0])
+                commands.append(("SELECT", b"SELECT " + name))
+            if not commands:
+                break
+            with imap_errors(storing):
+                answers = imapwire.pipelined(self._client, commands)
+                for answer in answers[: len(stores)]:
+                    if answer.typ != "OK":
+                        raise imaplib.IMAP4.error(f"store failed: {answer.text}")
+            changed += count
+            if at == len(folders):
+                break
+            folder, members = folders[at]
+            storing = f"{self._what}, folder {folder!r}"
+            with imap_errors(storing):
+                if answers[-1].typ != "OK":
+                    raise imaplib.IMAP4.error(f"select failed: {answers[-1].text}")
+                info = imapwire.select_info(self._client, answers[-1])
+            self._selected_now(folder, info)
+            valid = self._valid_under(info, storing, [p for p, _ in members])
+            stores = self._stores(folder, members, valid)
+            count = sum(1 for p, _ in members if p in valid)
         return changed
+
+    def _stores(
+        self,
+        folder: str,
+        members: list[tuple[Placement, tuple[str, ...]]],
+        valid: set[Placement],
+    ) -> list[tuple[str, bytes]]:
+        """The UID STOREs giving the valid members of `folder` (selected) their flags:
+        one per set of flags, the flags this folder can keep."""
+        keywords = self._keywords(folder)
+        by_flags: dict[tuple[str, ...], list[int]] = {}
+        for placement, flags in members:
+            if placement in valid:
+                kept = tuple(
+                    sorted(
+                        f
+                        for f in flags
+                        if f.lower() in _SYSTEM_FLAGS or (keywords and not f.startswith("\\"))
+                    )
+                )
+                by_flags.setdefault(kept, []).append(int(placement.id))
+        return [
+            ("STORE", b"UID STORE %s FLAGS.SILENT (%s)" % (uids, " ".join(flags).encode()))
+            for flags, chosen in by_flags.items()
+            for uids in uid_sets(chosen, most=STORE_SET_BYTES)
+        ]
 
     def remove(self, placements: Sequence[Placement]) -> int:
         if not self._client.has_capability("UIDPLUS"):
@@ -145,7 +189,12 @@ class ImapSyncHooks:
         they were recorded under (0: found there, taken as it is)."""
         if folder not in self._existing:
             return set()
-        info = self._select(folder, what)
+        return self._valid_under(self._select(folder, what), what, placements)
+
+    def _valid_under(
+        self, info: dict[bytes, Any], what: str, placements: list[Placement]
+    ) -> set[Placement]:
+        """The placements that name a copy in the folder whose SELECT answered `info`."""
         current = int(info.get(b"UIDVALIDITY", 0))
         valid = {p for p in placements if p.uidvalidity in (0, current) and p.id.isdigit()}
         if len(valid) < len(placements):

@@ -47,3 +47,28 @@ def vanished_uids(answers: list[bytes], *, below: int) -> frozenset[int]:
             continue
         gone.update(uid_set(found.group(1), limit=below - 1))
     return frozenset(gone)
+
+
+def uid_sets(uids: list[int], *, most: int) -> list[bytes]:
+    """`uids` written as sequence sets ("3:5,9"), runs of consecutive UIDs as ranges, each
+    set at most `most` bytes long (a server limits its command lines: Dovecot to 64 KB),
+    save a lone UID longer than that."""
+    sets: list[bytes] = []
+    parts: list[bytes] = []
+    length = 0
+    ordered = sorted(set(uids))
+    at = 0
+    while at < len(ordered):
+        end = at
+        while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
+            end += 1
+        part = b"%d" % ordered[at] if end == at else b"%d:%d" % (ordered[at], ordered[end])
+        if parts and length + 1 + len(part) > most:
+            sets.append(b",".join(parts))
+            parts, length = [], 0
+        length += len(part) + (1 if parts else 0)
+        parts.append(part)
+        at = end + 1
+    if parts:
+        sets.append(b",".join(parts))
+    return sets
