@@ -5,9 +5,12 @@ The mailbox is made fast: a Maildir written from tests.servers.mailgen (a fixed 
 about 2.6 KB a message, 70% in INBOX), then `doveadm import` into the source account,
 so a million messages take minutes rather than hours of IMAP APPEND.  Each run copies into
 a fresh target account, interleaved (RUNS rounds, each in the other order, medians), and
-is checked message by message at the target (bench.check); a checked target is removed,
-so a large SIZE needs disk for the source and one copy at a time.  Before each run the
-disk settles (DISK_SETTLE):
+is checked message by message at the target (bench.check).  The checked targets are
+removed only once every run has ended, so a large SIZE needs disk for the source and a copy
+per run (10 GB for a million messages and RUNS=2): a run right after a million-file target
+was removed took 220-251 s where one with nothing removed before it took 138-166 s, the
+settle below notwithstanding (bench/RESULTS.md, stop 27).  Before each run the disk
+settles (DISK_SETTLE), past the generator's removed Maildir slices:
 ext4 gives no new file an inode freed in the last minute (five, while its inode table block
 is not written back), and scans past every such inode for each file it creates; right after
 a million files were removed, that made the next tool's target Dovecot spend 90% of its
@@ -165,6 +168,7 @@ def scale(
     if sum(source.values()) != count:
         raise SystemExit(f"the source holds {sum(source.values()):,} messages, not {count:,}")
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in SCALE_TOOLS}
+    made: list[Path] = []  # the checked targets, removed once every run has ended
     for r in range(rounds):
         # Each round in the other order: a tool ran slower on a source another tool had
         # just read through (Dovecot's caches grow with what a reader fetches), so the
@@ -187,7 +191,9 @@ def scale(
                 f"  {label}: {run['wall']:.1f} s, first append "
                 f"{_seconds(run['first_append'])}, peak {run['peak_mb']:.0f} MB"
             )
-            shutil.rmtree(server.home(target), ignore_errors=True)
+            made.append(server.home(target))
+    for home in made:  # after every run (see the docstring)
+        shutil.rmtree(home, ignore_errors=True)
     return {label: median_run(found) for label, found in runs.items()}
 
 
