@@ -170,9 +170,10 @@ def scale(
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in SCALE_TOOLS}
     made: list[Path] = []  # the checked targets, removed once every run has ended
     for r in range(rounds):
-        # Each round in the other order: a tool ran slower on a source another tool had
-        # just read through (Dovecot's caches grow with what a reader fetches), so the
-        # tool run first in every round would be favoured (bench/RESULTS.md, 2026-12-05).
+        # Each round in the other order, so that no tool is always the one to run on
+        # what the other left (the source's caches, the disk's state): a later run was
+        # slower in the past, first put down to the source's caches, then found to be the
+        # removal of the target before it (bench/RESULTS.md, stop 27).
         order = SCALE_TOOLS if r % 2 == 0 else tuple(reversed(SCALE_TOOLS))
         for label, mode, connections in order:
             side = f"{mode}{connections or ''}-{r}"
