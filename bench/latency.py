@@ -10,6 +10,7 @@ import heapq
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 
 class LatencyProxy:
@@ -49,29 +50,23 @@ class LatencyProxy:
             # No delay (a counter only): each chunk written by the thread that read it.
             # Handing it to a writer thread cost each round trip two thread switches, some
             # milliseconds on a busy machine: ten a TLS handshake, a short pass's fifth.
-            threading.Thread(
-                target=self._forward, args=(source, sink, counted), daemon=True
-            ).start()
+            def forward() -> None:
+                for data in self._chunks(source, counted):
+                    if not _deliver(sink, data):
+                        return
+
+            threading.Thread(target=forward, daemon=True).start()
             return
         queue: list[tuple[float, int, bytes]] = []
         ready = threading.Condition()
         counter = [0]
 
         def read() -> None:
-            while True:
-                try:
-                    data = source.recv(262144)
-                except OSError:
-                    data = b""
-                if counted:
-                    with self._count:
-                        self.received += len(data)
+            for data in self._chunks(source, counted):
                 with ready:
                     counter[0] += 1
                     heapq.heappush(queue, (time.monotonic() + self._delay, counter[0], data))
                     ready.notify()
-                if not data:
-                    return
 
         def write() -> None:
             while True:
@@ -84,19 +79,14 @@ class LatencyProxy:
                         ready.wait(wait)
                         continue
                     heapq.heappop(queue)
-                if not data:
-                    with contextlib.suppress(OSError):
-                        sink.shutdown(socket.SHUT_WR)
-                    return
-                try:
-                    sink.sendall(data)
-                except OSError:
+                if not _deliver(sink, data):
                     return
 
         threading.Thread(target=read, daemon=True).start()
         threading.Thread(target=write, daemon=True).start()
 
-    def _forward(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
+    def _chunks(self, source: socket.socket, counted: bool) -> Iterator[bytes]:
+        """What `source` sends, chunk by chunk, counted where told; b"" last (its end)."""
         while True:
             try:
                 data = source.recv(262144)
@@ -105,11 +95,19 @@ class LatencyProxy:
             if counted:
                 with self._count:
                     self.received += len(data)
+            yield data
             if not data:
-                with contextlib.suppress(OSError):
-                    sink.shutdown(socket.SHUT_WR)
                 return
-            try:
-                sink.sendall(data)
-            except OSError:
-                return
+
+
+def _deliver(sink: socket.socket, data: bytes) -> bool:
+    """Write `data` to `sink`, or end its writing on b""; False once there is no more to do."""
+    if not data:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+        return False
+    try:
+        sink.sendall(data)
+    except OSError:
+        return False
+    return True
