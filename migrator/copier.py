@@ -277,33 +277,42 @@ def _one_pass(
         open_source, open_target, side_by_side=incremental, gated=gated_source
     )
     try:
-        try:
-            if request is not None and incremental:
-                return sync_pass(
-                    source,
-                    target,
-                    folder_map,
-                    progress,
-                    options,
-                    request,
-                    in_flight=in_flight,
-                    slots=slots,
-                    stop=stop,
-                )
-            return copy_pass(
+        if request is not None and incremental:
+            return sync_pass(
                 source,
                 target,
                 folder_map,
                 progress,
                 options,
+                request,
                 in_flight=in_flight,
                 slots=slots,
                 stop=stop,
             )
-        finally:
-            source.close()
+        return copy_pass(
+            source,
+            target,
+            folder_map,
+            progress,
+            options,
+            in_flight=in_flight,
+            slots=slots,
+            stop=stop,
+        )
     finally:
-        target.close()
+        _close_both(source, target)
+
+
+def _close_both(source: MailboxSource, target: MailboxTarget) -> None:
+    """End both sessions at once: the source's on a thread of its own while the target's
+    ends (one round trip for the two, not one each); each is closed whatever the other
+    raises."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="close-source") as pool:
+        closing = pool.submit(source.close)
+        try:
+            target.close()
+        finally:
+            closing.result()
 
 
 def _open_both(

@@ -112,13 +112,14 @@ def _touched(
     whole = {
         name for name, f in folders.items() if f.change.present is not None or propagate_deletes
     }
-    for name, folder in folders.items():
-        if name in whole:
-            continue
-        change = folder.change
-        uids = sorted(set(change.flags) | change.vanished)
-        members = [(name, change.state.uidvalidity, uid) for uid in uids]
-        yield from ledger.entries_of(members).items()
+    # Every such folder's entries in one reading (a round trip, not one a folder).
+    members = [
+        (name, folder.change.state.uidvalidity, uid)
+        for name, folder in folders.items()
+        if name not in whole
+        for uid in sorted(set(folder.change.flags) | folder.change.vanished)
+    ]
+    yield from ledger.entries_of(members).items()
     if whole:
         yield from ((m, e) for m, e in ledger.each_entry() if m[0] in whole)
 

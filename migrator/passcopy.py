@@ -40,7 +40,7 @@ from migrator.sending import (
     Sent,
 )
 from migrator.sources.base import MailboxSource
-from migrator.targets.base import MailboxTarget, QuotaInfo
+from migrator.targets.base import UNKNOWN_QUOTA, MailboxTarget
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _plan_pass(
     where the quota leaves room to."""
     plan = make_plan(refs, now=now, since=options.since, until=options.until, done=done)
     # Nothing to send (an incremental pass with no new mail): no round trip for the quota.
-    quota = target.quota() if plan.to_copy else QuotaInfo(limit=None, usage=None)
+    quota = target.quota() if plan.to_copy else UNKNOWN_QUOTA
     already_bytes = sum(r.size for r in plan.already_done)
     usage = quota.usage if quota.usage is not None else already_bytes
     budget = quota_budget(

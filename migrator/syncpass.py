@@ -41,7 +41,7 @@ from migrator.sources.base import (
     SourceFolder,
 )
 from migrator.syncstate import FolderChanges, FolderState, Ledger, Member, PassRequest
-from migrator.targets.base import MailboxTarget, SyncTarget
+from migrator.targets.base import IndexesTogether, MailboxTarget, SyncTarget
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,11 @@ def sync_pass(
             source, target, listing, progress, options, request, now, in_flight, slots, stop
         )
     read = _read_changes(source, source, target, folder_map, progress, folders, options.rewrite)
-    index = _index_of(target, read, progress.target_marks())
+    marks = progress.target_marks()
     if in_flight is not None:
         in_flight.settle(options.late_commit_grace)  # before the checkpoints are read
     checkpoints = progress.checkpoints_of([r.ident for r in read.listing.refs])
+    index = _index_of(target, read, marks, checkpoints)
     result = copy_listed(
         source,
         target,
@@ -245,17 +246,30 @@ def _read_changes(
 
 
 def _index_of(
-    target: MailboxTarget, read: _Read, marks: Mapping[str, str]
+    target: MailboxTarget,
+    read: _Read,
+    marks: Mapping[str, str],
+    checkpoints: Mapping[Member, str | None],
 ) -> Callable[[str], list[TargetCopy]]:
     """How this pass reads a target folder's index: where every source folder bound for
     it was read incrementally and the target kept a mark, only what came after the mark
-    (the copies before it were all indexed, or recorded, by an earlier pass)."""
-    whole = {read.listing.target_of[n] for n in read.whole if n in read.listing.target_of}
+    (the copies before it were all indexed, or recorded, by an earlier pass).  A target
+    that reads many at once (IndexesTogether) reads those of every folder a message
+    without a checkpoint is bound for (as recognition will ask) together, now."""
+    target_of = read.listing.target_of
+    whole = {target_of[n] for n in read.whole if n in target_of}
+    since = {
+        name: mark
+        for ref in read.listing.refs
+        if ref.ident not in checkpoints and ref.placed in target_of
+        if (name := target_of[ref.placed]) not in whole and (mark := marks.get(name)) is not None
+    }
+    early = target.indexes_since(since) if since and isinstance(target, IndexesTogether) else {}
 
     def index(name: str) -> list[TargetCopy]:
         mark = marks.get(name)
         if mark is not None and name not in whole and isinstance(target, SyncTarget):
-            copies = target.index_since(name, mark)
+            copies = early.pop(name) if name in early else target.index_since(name, mark)
             if copies is not None:
                 return copies
         return target.index(name)

@@ -23,7 +23,13 @@ from imapclient.util import to_bytes
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.dovecot import (
+    DEFAULT_USER_PASSWORD,
+    MASTER_PASSWORD,
+    MASTER_USER,
+    DovecotServer,
+    MakeUser,
+)
 
 from migrator.connectors.imap import connection
 from migrator.connectors.imap import wire as imapwire
@@ -89,7 +95,7 @@ def test_each_internal_imapwire_calls_still_takes_what_it_passes(
 
 def test_imaplib_lets_the_state_login_literal_sets_run_the_commands_that_follow() -> None:
     # imaplib refuses a command whose state list lacks the session's state; "AUTH" is what
-    # its own login() sets, and what imapwire.login_literal sets by hand.
+    # its own login() sets, and what imapwire.login_literal and authenticate_ir set by hand.
     for command in ("SELECT", "EXAMINE", "LIST", "CREATE", "APPEND", "GETQUOTAROOT"):
         assert "AUTH" in imaplib.Commands[command], command
 
@@ -214,6 +220,38 @@ def test_login_literal_refused_is_no_with_the_servers_words_and_stays_unauthenti
     user = make_user('Pä"ss\\wörd')
     with _connect(dovecot, ssl_context) as session:
         typ, data = imapwire.login_literal(session, user, "wrong-€")
+        assert typ == "NO"
+        assert b"[AUTHENTICATIONFAILED]" in data[-1]
+        with pytest.raises(imaplib.IMAP4.error, match="illegal in state NONAUTH"):
+            session.select_folder("INBOX")
+
+
+def test_authenticate_ir_logs_in_as_the_user_with_the_first_response_in_the_command(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> None:
+    user = make_user()
+    with _connect(dovecot, ssl_context) as session:
+        session.login(user, DEFAULT_USER_PASSWORD)
+        session.create_folder("Only hers")
+    password = 'Pä"ss\\wörd-€-日本'
+    other = make_user(password)
+    with _connect(dovecot, ssl_context) as session:
+        assert session.has_capability("SASL-IR")
+        # The master user, acting as `user` (RFC 4616 authorization identity), in UTF-8.
+        message = f"{user}\0{MASTER_USER}\0{MASTER_PASSWORD}".encode()
+        assert imapwire.authenticate_ir(session, "PLAIN", message)[0] == "OK"
+        assert session.folder_exists("Only hers")  # imaplib's state is AUTH: commands run
+    with _connect(dovecot, ssl_context) as session:
+        typ, _ = imapwire.authenticate_ir(session, "PLAIN", f"\0{other}\0{password}".encode())
+        assert typ == "OK" and not session.folder_exists("Only hers")
+
+
+def test_authenticate_ir_refused_is_no_with_the_servers_words_and_stays_unauthenticated(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> None:
+    user = make_user()
+    with _connect(dovecot, ssl_context) as session:
+        typ, data = imapwire.authenticate_ir(session, "PLAIN", f"\0{user}\0wrong-€".encode())
         assert typ == "NO"
         assert b"[AUTHENTICATIONFAILED]" in data[-1]
         with pytest.raises(imaplib.IMAP4.error, match="illegal in state NONAUTH"):

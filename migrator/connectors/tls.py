@@ -8,9 +8,12 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import threading
 
 from migrator.errors import ErrorCode, PermanentError
 from migrator.model import ConnectOptions
+
+_making = threading.Lock()  # tls_context's: one maker at a time
 
 
 def tls_context(options: ConnectOptions) -> ssl.SSLContext:
@@ -26,7 +29,10 @@ def tls_context(options: ConnectOptions) -> ssl.SSLContext:
             stamp = None  # create_default_context says what is wrong with it
     # The system's trust, as OpenSSL finds it: where these point when the context is made.
     trust = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-    return _context(options.ca_file, stamp, trust, options.insecure)
+    # A mailbox opens its source and target (and its lanes) at once: on a cold cache each
+    # would load the CA store itself.
+    with _making:
+        return _context(options.ca_file, stamp, trust, options.insecure)
 
 
 @functools.lru_cache(maxsize=16)

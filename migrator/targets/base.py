@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +18,10 @@ class QuotaInfo:
     limit: int | None  # bytes; None when the server sets no limit or cannot say
     usage: int | None  # bytes in use; None when the server cannot say
     unlimited: bool = False  # the server says no limit applies (not merely that it cannot say)
+
+
+UNKNOWN_QUOTA = QuotaInfo(limit=None, usage=None)
+"""A target that cannot say its quota (or was not asked: a pass with nothing to send)."""
 
 
 @dataclass(frozen=True)
@@ -136,4 +140,15 @@ class SyncTarget(Protocol):
     def index_since(self, name: str, mark: str) -> list[TargetCopy] | None:
         """The index of the messages that came to folder `name` after `mark` was taken;
         None where the mark no longer holds (the caller indexes the whole folder)."""
+        ...
+
+
+@runtime_checkable
+class IndexesTogether(Protocol):
+    """A SyncTarget that reads many folders' `index_since` at once (IMAP: every folder's
+    SELECT and FETCH written before any answer is read, where one by one they cost a
+    round trip or two each)."""
+
+    def indexes_since(self, marks: Mapping[str, str]) -> dict[str, list[TargetCopy] | None]:
+        """`index_since` of each folder (name -> its mark)."""
         ...

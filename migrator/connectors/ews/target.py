@@ -35,7 +35,7 @@ from migrator.gmail import keyword_label
 from migrator.model import Login
 from migrator.recognition import TargetCopy, epoch_seconds, message_digest
 from migrator.syncstate import Placement
-from migrator.targets.base import AppendItem, Outcome, QuotaInfo
+from migrator.targets.base import UNKNOWN_QUOTA, AppendItem, Outcome, QuotaInfo
 
 # SpecialFolder -> the exchangelib Account property of that distinguished folder.
 _DISTINGUISHED = {
@@ -185,7 +185,7 @@ class EwsTarget(EwsSyncHooks):
 
     def quota(self) -> QuotaInfo:
         # EWS does not say a mailbox's quota: ErrorQuotaExceeded (or the activation CSV) stops.
-        return QuotaInfo(limit=None, usage=None)
+        return UNKNOWN_QUOTA
 
     # -- writing -----------------------------------------------------------------------
 

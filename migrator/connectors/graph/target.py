@@ -42,7 +42,7 @@ from migrator.errors import (
 from migrator.foldermap import SpecialFolder, TargetFolder
 from migrator.gmail import keyword_label
 from migrator.recognition import TargetCopy, content_key, epoch_seconds, message_digest
-from migrator.targets.base import AppendItem, Outcome, QuotaInfo
+from migrator.targets.base import UNKNOWN_QUOTA, AppendItem, Outcome, QuotaInfo
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class GraphTarget:
 
     def quota(self) -> QuotaInfo:
         # Graph does not say a mailbox's quota: ErrorQuotaExceeded (or the CSV's) stops.
-        return QuotaInfo(limit=None, usage=None)
+        return UNKNOWN_QUOTA
 
     # -- writing -------------------------------------------------------------------------
 

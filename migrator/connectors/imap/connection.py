@@ -184,7 +184,12 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
             # RFC 4616 SASL PLAIN, in UTF-8: with an authorization identity, authenticate
             # as the admin and act as the user.
             message = f"{authzid or ''}\0{login}\0{password}".encode()
-            client.sasl_login("PLAIN", lambda _challenge: message)
+            if client.has_capability("SASL-IR"):
+                typ, data = imapwire.authenticate_ir(client, "PLAIN", message)
+                if typ != "OK":  # worded as imapclient's sasl_login() words it
+                    raise LoginError(f"authenticate failed: {_said(data)}")
+            else:
+                client.sasl_login("PLAIN", lambda _challenge: message)
         elif ascii_only:
             client.login(login, password)
         else:
@@ -220,7 +225,12 @@ def _login_with_literals(client: IMAPClient, login: str, password: str) -> None:
     in UTF-8 (imapwire.login_literal)."""
     typ, data = imapwire.login_literal(client, login, password)
     if typ != "OK":
-        raise LoginError(as_text(data[-1] if data else b"no reason given"))
+        raise LoginError(_said(data))
+
+
+def _said(data: list[bytes]) -> str:
+    """The text of a refused login's tagged answer."""
+    return as_text(data[-1] if data else b"no reason given")
 
 
 def _no_delay(client: IMAPClient) -> None:

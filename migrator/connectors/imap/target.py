@@ -46,7 +46,7 @@ from migrator.recognition import (
     system_flags,
 )
 from migrator.syncstate import Placement
-from migrator.targets.base import AppendItem, Outcome, QuotaInfo
+from migrator.targets.base import UNKNOWN_QUOTA, AppendItem, Outcome, QuotaInfo
 
 # RFC 6154: where a target server marks its own folders, default folders go there.
 _SPECIAL_USE_OF = {
@@ -163,12 +163,18 @@ class ImapTarget(ImapSyncHooks):
             listed = fetch_all(self._client, INDEX_ITEMS, HEADER_ITEM)
         return self._copies(listed, what)
 
-    def _copies(self, listed: dict[int, Listed], what: str) -> list[TargetCopy]:
-        """The index entries of `listed` (INDEX_ITEMS answers of the selected folder)."""
+    def _copies(
+        self, listed: dict[int, Listed], what: str, *, folder: str | None = None
+    ) -> list[TargetCopy]:
+        """The index entries of `listed` (INDEX_ITEMS answers of the selected folder, or
+        of `folder`, selected again where a message must be read whole)."""
         keys = {uid: content_key(m.fields or b"", complete=False) for uid, m in listed.items()}
         # No empty line where the server ends the header: the key comes from the whole
         # message, so that both sides find the header block by the same rule.
-        for uid, body in self._bodies([uid for uid, key in keys.items() if key is None], what):
+        whole = [uid for uid, key in keys.items() if key is None]
+        if whole and folder is not None:
+            self._select(folder, what)
+        for uid, body in self._bodies(whole, what):
             keys[uid] = content_key(body, complete=True)
         return [
             TargetCopy(
@@ -222,7 +228,7 @@ class ImapTarget(ImapSyncHooks):
 
     def quota(self) -> QuotaInfo:
         if not self._client.has_capability("QUOTA"):
-            return QuotaInfo(limit=None, usage=None)
+            return UNKNOWN_QUOTA
         with imap_errors(self._what):
             try:
                 _, quotas = self._client.get_quota_root("INBOX")

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import imaplib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.changes import listed_statuses
-from migrator.connectors.imap.connection import fetch_all, imap_errors
+from migrator.connectors.imap.connection import (
+    fetch_all,
+    imap_error,
+    imap_errors,
+    read_listing,
+)
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS, Listed
 from migrator.connectors.imap.uidsets import append_uids, uid_sets
 from migrator.errors import ErrorCode, PermanentError
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # The longest UID set one UID STORE names (Dovecot takes command lines of 64 KB).
 STORE_SET_BYTES = 8192
+MAX_UID = 4294967295  # RFC 3501's nz-number: a UID is at most this
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\draft"}
 # RFC 6154 SPECIAL-USE attributes (lower-cased, as ImapTarget keeps them).
 _SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -47,7 +54,9 @@ class ImapSyncHooks:
         def _selected_now(self, name: str, info: dict[bytes, Any]) -> None: ...
         def _keywords(self, name: str) -> bool: ...
         def _name_of(self, folder: TargetFolder) -> str: ...
-        def _copies(self, listed: dict[int, Listed], what: str) -> list[TargetCopy]: ...
+        def _copies(
+            self, listed: dict[int, Listed], what: str, *, folder: str | None = None
+        ) -> list[TargetCopy]: ...
 
     def set_flags(self, changes: Sequence[tuple[Placement, tuple[str, ...]]]) -> int:
         """UID STORE FLAGS of each change, a round trip per folder rather than one per
@@ -183,6 +192,37 @@ class ImapSyncHooks:
         with imap_errors(what):
             listed = fetch_all(self._client, INDEX_ITEMS, HEADER_ITEM, uids=f"{uidnext}:*")
         return self._copies({u: m for u, m in listed.items() if u >= uidnext}, what)
+
+    def indexes_since(self, marks: Mapping[str, str]) -> dict[str, list[TargetCopy] | None]:
+        """index_since of each folder, every folder's SELECT and UID FETCH of what came
+        after its mark written before any answer is read: one round trip for them all."""
+        found: dict[str, list[TargetCopy] | None] = {}
+        after: dict[str, tuple[str, int]] = {}
+        for name, mark in marks.items():
+            uidvalidity, _, uidnext = mark.partition(":")
+            if uidnext.isdigit():
+                after[name] = (uidvalidity, int(uidnext))
+            else:
+                found[name] = None
+        # Up to the highest UID there can be, not "*": n:* names the folder's last message
+        # where none is at n or above (RFC 3501 section 9), which would be read for nothing.
+        steps = [imapwire.Step(n, True, f"{first}:{MAX_UID}") for n, (_, first) in after.items()]
+        with imap_errors(self._what):
+            answered = list(imapwire.examine_fetch(self._client, steps, INDEX_ITEMS, verb="SELECT"))
+        for got in answered:
+            what = f"{self._what}, folder {got.folder!r}"
+            if got.refused is not None:  # as index_since's SELECT raises it
+                raise imap_error(IMAPClientError(f"select failed: {got.refused}"), what)
+            self._selected_now(got.folder, got.info)
+            under, first = after[got.folder]
+            if str(got.info.get(b"UIDVALIDITY", "")) != under:
+                found[got.folder] = None
+                continue
+            with imap_errors(what):
+                listed = read_listing(got.fetched, HEADER_ITEM)
+            new = {u: m for u, m in listed.items() if u >= first}
+            found[got.folder] = self._copies(new, what, folder=got.folder)
+        return found
 
     def _valid(self, folder: str, what: str, placements: list[Placement]) -> set[Placement]:
         """The placements that still name a copy: the folder's UIDVALIDITY is the one

@@ -5,6 +5,8 @@ under it; nothing else in migrator touches a private attribute of either library
 
     quiet            IMAPClient._imap.debug = 0 (imapclient sets 5, which costs CPU)
     login_literal    IMAPClient._raw_command(b"LOGIN", ...), then IMAPClient._imap.state
+    authenticate_ir  IMAPClient._imap._simple_command("AUTHENTICATE", ...), then ._imap.state:
+                     RFC 4959 SASL-IR, the first response in the command (one round trip)
     uid_fetch        IMAPClient._imap.uid("FETCH", ...), the answer as imaplib reads it
     multiappend      IMAPClient._normalise_folder, IMAPClient._imap._new_tag,
                      ._imap.send and ._imap._command_complete: one APPEND written by hand
@@ -35,6 +37,7 @@ and runs each function against a real Dovecot: an upgrade that breaks one fails 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,6 +73,20 @@ def login_literal(client: IMAPClient, login: str, password: str) -> tuple[str, l
     if typ == "OK":
         # imaplib checks each command against its state; its login() sets this itself.
         client._imap.state = "AUTH"
+    return str(typ), list(data)
+
+
+def authenticate_ir(client: IMAPClient, mechanism: str, response: bytes) -> tuple[str, list[bytes]]:
+    """RFC 4959 SASL-IR: AUTHENTICATE with the client's first response on the command line,
+    one round trip, where imaplib's authenticate() first waits for the server's empty
+    challenge.  Only for a server that lists SASL-IR.  On OK the session is authenticated,
+    as after imaplib's own authenticate().  The tagged response's (type, data); a NO
+    raises nothing (a BAD raises imaplib's error, which quotes the server, not the
+    command)."""
+    initial = base64.b64encode(response).decode("ascii") or "="  # "=": an empty response
+    typ, data = client._imap._simple_command("AUTHENTICATE", mechanism, initial)
+    if typ == "OK":
+        client._imap.state = "AUTH"  # as imaplib's authenticate() sets it
     return str(typ), list(data)
 
 
@@ -156,8 +173,11 @@ class Step(NamedTuple):
     uids: str
 
 
-def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iterator[Examined]:
-    """Each step's EXAMINE (where asked) and UID FETCH `items`, every command sent before
+def examine_fetch(
+    client: IMAPClient, steps: Sequence[Step], items: str, *, verb: str = "EXAMINE"
+) -> Iterator[Examined]:
+    """Each step's EXAMINE (where asked; `verb` SELECT: a target's folder, whose answer
+    names its PERMANENTFLAGS) and UID FETCH `items`, every command sent before
     any answer is read (RFC 3501 section 5.5; the server answers in order, and a failed
     EXAMINE leaves no folder selected, so the FETCH after it is refused, not run in the
     folder before): one round trip for all of them.  The answers are read step by step
@@ -169,6 +189,9 @@ def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iter
     where an EXAMINE waits for the commands before it to end."""
     if any(not step.examine for step in steps[1:]):
         raise ValueError("only the first step may go without an EXAMINE")
+    if verb not in ("EXAMINE", "SELECT"):
+        raise ValueError(f"a folder is opened by EXAMINE or SELECT, not {verb}")
+    opening = b" " + verb.encode("ascii") + b" "
     imap = client._imap
     pending: list[bytes] = []  # tags sent whose tagged answer is not read yet, in order
     out = bytearray()
@@ -176,7 +199,7 @@ def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iter
     for step in steps:
         if step.examine:
             tag: bytes = imap._new_tag()
-            out += tag + b" EXAMINE " + to_bytes(client._normalise_folder(step.folder)) + b"\r\n"
+            out += tag + opening + to_bytes(client._normalise_folder(step.folder)) + b"\r\n"
             pending.append(tag)
         tag = imap._new_tag()
         out += tag + b" UID FETCH " + step.uids.encode("ascii") + b" " + fetch
@@ -192,7 +215,7 @@ def examine_fetch(client: IMAPClient, steps: Sequence[Step], items: str) -> Iter
             info: dict[bytes, Any] = {}
             if step.examine:
                 imap.untagged_responses = {}  # as imaplib's select() flushes them
-                typ, text = answer("EXAMINE")
+                typ, text = answer(verb)
                 if typ != "OK":
                     imap.state = "AUTH"
                     with contextlib.suppress(imaplib.IMAP4.error):

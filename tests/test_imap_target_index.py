@@ -1,0 +1,77 @@
+"""The IMAP target's index of what came after each folder's mark, many folders at once
+(ImapTarget.indexes_since, one round trip), against the test Dovecot: exactly what
+index_since finds folder by folder, whatever the folders hold."""
+
+from __future__ import annotations
+
+import ssl
+
+from imapclient import IMAPClient
+from servers.certs import TlsFiles
+from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.mailgen import Fill
+from support import run_options
+
+from migrator.connectors.imap.target import ImapTarget
+
+# In the order asked: "All header" (a message with no empty line, read whole, so its
+# folder is selected again after the others were) comes before the folders after it.
+FOLDERS = ("INBOX", "All header", "Données/Été", "Nothing new", "Empty", "Rebuilt")
+ALL_HEADER = b"From: a@example.test\r\nSubject: no empty line, no body\r\nX-End: here"
+
+
+def _target(dovecot: DovecotServer, tls_files: TlsFiles, user: str) -> ImapTarget:
+    options = run_options(dovecot, tls_files.ca_cert)
+    credentials = options.target.credentials(user)
+    return ImapTarget(options.target.server, credentials, user, options.connect)
+
+
+def test_indexes_since_reads_every_folder_as_index_since_does(
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    ssl_context: ssl.SSLContext,
+    tls_files: TlsFiles,
+) -> None:
+    user = make_user()
+    fill(user, {"INBOX": 3, "All header": 2, "Données/Été": 2, "Nothing new": 4, "Rebuilt": 2})
+    fill(user, {"Marked badly": 1}, seed=2)
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(user, DEFAULT_USER_PASSWORD)
+        client.create_folder("Empty")
+    target = _target(dovecot, tls_files, user)
+    try:
+        marks = {name: target.mark(name) for name in FOLDERS}
+    finally:
+        target.close()
+
+    # After the marks: new mail in three folders, one folder rebuilt under a new UIDVALIDITY.
+    fill(user, {"INBOX": 2, "Données/Été": 1}, seed=3)
+    fill(user, {"Trash": 1}, seed=5)  # (a folder between: the rebuilt one's UIDVALIDITY is new)
+    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
+        client.login(user, DEFAULT_USER_PASSWORD)
+        client.append("All header", ALL_HEADER)
+        client.delete_folder("Rebuilt")
+    fill(user, {"Rebuilt": 3}, seed=7)
+
+    asked = {name: mark for name, mark in marks.items() if mark is not None}
+    asked["Marked badly"] = "not a mark"
+    target = _target(dovecot, tls_files, user)
+    try:
+        together = target.indexes_since(asked)
+        one_by_one = {name: target.index_since(name, mark) for name, mark in asked.items()}
+    finally:
+        target.close()
+
+    assert together == one_by_one
+    assert {name: None if got is None else len(got) for name, got in together.items()} == {
+        "INBOX": 2,
+        "All header": 1,
+        "Données/Été": 1,
+        "Nothing new": 0,
+        "Empty": 0,
+        "Rebuilt": None,  # its UIDs name other messages now: the caller indexes it whole
+        "Marked badly": None,
+    }
+    (whole,) = together["All header"]
+    assert whole.key is not None  # read whole, in its own folder
