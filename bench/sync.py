@@ -46,16 +46,18 @@ ROUNDS = 3
 
 def run_pass(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One pass in this process, as a worker runs it: the first (copy) or an incremental one."""
-    # What a worker process has by its second mailbox, its connectors imported and its TLS
-    # context made: the pass is measured, not Python importing the connectors the first
-    # time one is opened, nor OpenSSL loading the CA file (connectors.tls keeps one
-    # context a process; with the system's CAs, 10 to 20 ms).
+    # What a worker process has by its second mailbox, its connectors imported, its TLS
+    # context made and the default folder map read: the pass is measured, not Python
+    # importing the connectors the first time one is opened, nor what the process keeps
+    # once made (connectors.tls keeps one context a process, loading the system's CAs
+    # takes 10 to 20 ms; foldermap reads config/foldermap.xml once).
     import migrator.connectors.imap.gmailoptions
     import migrator.connectors.imap.source
     import migrator.connectors.imap.target
     import migrator.syncpass  # noqa: F401
     from migrator.batch import AccessMethod, parse_batch, parse_server
     from migrator.connectors.tls import tls_context
+    from migrator.foldermap import default_folder_map
     from migrator.model import AdminLogin, ConnectOptions
     from migrator.prepare import RunOptions, TargetSpec, build_jobs
     from migrator.runner import execute_job
@@ -65,6 +67,7 @@ def run_pass(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     connect = ConnectOptions(timeout=120, ca_file=spec["ca_file"])
     tls_context(connect)
+    default_folder_map()
     box = SecretBox(spec["key"])
     store = StateStore.from_url(spec["redis_url"])
     batch = spec["batch_id"]
