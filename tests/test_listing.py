@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
+from migrator.connectors.imap.changes import read_flags
 from migrator.connectors.imap.connection import read_listing
 from migrator.connectors.imap.listing import (
     FIELDS_ITEM,
@@ -15,6 +16,7 @@ from migrator.connectors.imap.listing import (
     RawFetch,
     listing_groups,
     listing_ranges,
+    parse_flags,
     parse_listing,
 )
 
@@ -103,6 +105,51 @@ def test_what_the_fast_reading_leaves_imapclient_reads(
 ) -> None:
     assert parse_listing(data) is None
     assert read_listing(data) == expected
+
+
+CHANGED_FLAGS: RawFetch = [
+    b"1 (UID 7 FLAGS (\\Seen \\Flagged) MODSEQ (41))",
+    b"4 (UID 12 FLAGS () MODSEQ (44))",
+    b"5 (UID 13 FLAGS ($Forwarded \\Recent \\Deleted))",
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (CHANGED_FLAGS, {7: ("\\Seen", "\\Flagged"), 12: (),
+                         13: ("$Forwarded", "\\Recent", "\\Deleted")}),
+        ([None], {}),
+        # Left to imapclient: another session's change without a UID, items in another
+        # order, a keyword in a literal, one message answered twice.
+        ([*CHANGED_FLAGS, b"9 (FLAGS (\\Seen))"], None),
+        ([b"1 (FLAGS (\\Seen) UID 7)"], None),
+        ([(b"1 (UID 7 FLAGS ({3}", b"odd"), b"))"], None),
+        ([CHANGED_FLAGS[0], b"1 (UID 7 FLAGS (\\Answered))"], None),
+    ],
+)  # fmt: skip
+def test_parse_flags(data: RawFetch, expected: dict[int, tuple[str, ...]] | None) -> None:
+    assert parse_flags(data) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        CHANGED_FLAGS,
+        [*CHANGED_FLAGS, b"9 (FLAGS (\\Seen))"],
+        [b"1 (FLAGS (\\Seen $Label1) UID 7)"],
+        [CHANGED_FLAGS[0], b"1 (UID 7 FLAGS (\\Answered))"],
+    ],
+)
+def test_read_flags_fast_or_not_gives_what_imapclient_reads(data: RawFetch) -> None:
+    general = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
+    assert read_flags(data) == {
+        str(uid): tuple(
+            f.decode() for f in d[b"FLAGS"] if f.lower() not in (b"\\recent", b"\\deleted")
+        )
+        for uid, d in general.items()
+        if b"FLAGS" in d
+    }
 
 
 BARE: RawFetch = [

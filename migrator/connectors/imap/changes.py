@@ -17,7 +17,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.connection import as_text, imap_errors, read_listing
-from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS, Listed
+from migrator.connectors.imap.listing import FIELDS_ITEM, LISTING_ITEMS, Listed, parse_flags
 from migrator.connectors.imap.uidsets import vanished_uids
 from migrator.errors import FolderRefused, PermanentError
 from migrator.plan import MessageRef
@@ -129,6 +129,13 @@ def _check(typ: str, data: Any) -> None:
 
 
 def read_flags(data: Any) -> dict[str, tuple[str, ...]]:
+    """A `(UID FLAGS)` FETCH's flags by UID (as text), those of no interest dropped."""
+    usual = parse_flags(data)
+    if usual is not None:
+        return {
+            str(uid): tuple(f for f in flags if f.lower() not in _DROPPED_FLAGS)
+            for uid, flags in usual.items()
+        }
     parsed = parse_fetch_response(list(data), normalise_times=False, uid_is_key=True)
     return {
         str(uid): tuple(

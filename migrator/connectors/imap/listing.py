@@ -171,6 +171,34 @@ def _bare(data: RawFetch) -> dict[int, Listed] | None:
     return found
 
 
+# A flags FETCH's usual answer: UID and FLAGS as asked, and the MODSEQ that CHANGEDSINCE
+# adds (RFC 7162).
+_FLAGS_ONLY = re.compile(
+    rb"[0-9]+ \(UID ([0-9]+) FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\)(?: MODSEQ \([0-9]+\))?\)"
+)
+
+
+def parse_flags(data: RawFetch) -> dict[int, tuple[str, ...]] | None:
+    """The flags of a `(UID FLAGS)` FETCH by UID where every answer has the usual form
+    (one line each: an incremental pass's changes, or a folder's every flag), else None
+    (the caller then uses a general parser): imapclient's reads a hundred changed
+    flags in several milliseconds of CPU."""
+    found: dict[int, tuple[str, ...]] = {}
+    for element in data:
+        if element is None:
+            continue
+        if not isinstance(element, bytes):
+            return None
+        match = _FLAGS_ONLY.fullmatch(element)
+        if match is None:
+            return None
+        uid = int(match[1])
+        if uid in found:
+            return None  # two answers for one message: the general reading merges them
+        found[uid] = _flags(match[2])
+    return found
+
+
 def _tokens(data: RawFetch) -> list[object]:
     tokens: list[object] = []
     for element in data:
