@@ -4,6 +4,7 @@ compare source with target, and waiting on a condition with a deadline (eventual
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -31,6 +32,7 @@ from servers.mailgen import PopulatedMessage
 from migrator.batch import AccessMethod, parse_batch, parse_server
 from migrator.connectors import connector
 from migrator.connectors.ews.settings import EwsAccess, EwsSettings, endpoint_address
+from migrator.connectors.imap.target import ImapTarget
 from migrator.foldermap import default_folder_map
 from migrator.model import AdminLogin, ConnectOptions, MailboxJob
 from migrator.prepare import RunOptions, TargetSpec, build_jobs
@@ -154,6 +156,22 @@ def run_options(
         connect=ConnectOptions(timeout=timeout, ca_file=str(ca_file)),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def imap_target(server: DovecotServer, ca_file: Path, user: str) -> ImapTarget:
+    """`user`'s mailbox on the test Dovecot as a migration target, opened as run_options
+    opens it (the master user acting for the user)."""
+    options = run_options(server, ca_file)
+    credentials = options.target.credentials(user)
+    return ImapTarget(options.target.server, credentials, user, options.connect)
+
+
+@contextlib.contextmanager
+def user_session(server: DovecotServer, user: str, context: ssl.SSLContext) -> Iterator[IMAPClient]:
+    """A session of `user` (the default password) on the test Dovecot's IMAPS port."""
+    with IMAPClient("127.0.0.1", server.imaps_port, ssl_context=context) as client:
+        client.login(user, DEFAULT_USER_PASSWORD)
+        yield client
 
 
 def batch_job(

@@ -8,11 +8,10 @@ import ssl
 
 from imapclient import IMAPClient
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
-from support import run_options
+from support import imap_target, user_session
 
-from migrator.connectors.imap.target import ImapTarget
 from migrator.syncstate import Placement
 
 FOLDERS = ("INBOX", "Données/Été", "Sent Messages", "Rebuilt")
@@ -35,8 +34,7 @@ def test_flags_are_set_in_every_folder_but_one_rebuilt_since(
 ) -> None:
     user = make_user()
     fill(user, dict.fromkeys(FOLDERS, 6))
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(user, DEFAULT_USER_PASSWORD)
+    with user_session(dovecot, user, ssl_context) as client:
         validity = {
             f: int(client.folder_status(f, ["UIDVALIDITY"])[b"UIDVALIDITY"]) for f in FOLDERS
         }
@@ -54,30 +52,24 @@ def test_flags_are_set_in_every_folder_but_one_rebuilt_since(
     ]
     # "Rebuilt" is deleted and made again: its UIDs 1 to 6 are other messages now.
     fill(user, {"Trash": 1}, seed=5)  # (a folder between, so the new one gets a new UIDVALIDITY)
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(user, DEFAULT_USER_PASSWORD)
+    with user_session(dovecot, user, ssl_context) as client:
         client.delete_folder("Rebuilt")
     fill(user, {"Rebuilt": 6}, seed=7)
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(user, DEFAULT_USER_PASSWORD)
+    with user_session(dovecot, user, ssl_context) as client:
         rebuilt = _flags(client, "Rebuilt")
         assert (
             int(client.folder_status("Rebuilt", ["UIDVALIDITY"])[b"UIDVALIDITY"])
             != (validity["Rebuilt"])
         )
 
-    options = run_options(dovecot, tls_files.ca_cert)
-    target = ImapTarget(
-        options.target.server, options.target.credentials(user), user, options.connect
-    )
+    target = imap_target(dovecot, tls_files.ca_cert, user)
     try:
         changed = target.set_flags(changes)
     finally:
         target.close()
 
     assert changed == 2 + 1 + 2 + 6  # none in the rebuilt folder
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(user, DEFAULT_USER_PASSWORD)
+    with user_session(dovecot, user, ssl_context) as client:
         after = {f: _flags(client, f) for f in FOLDERS}
     for folder in ("INBOX", "Données/Été", "Sent Messages"):
         expected = {

@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import ssl
 
-from imapclient import IMAPClient
 from servers.certs import TlsFiles
-from servers.dovecot import DEFAULT_USER_PASSWORD, DovecotServer, MakeUser
+from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
-from support import run_options
-
-from migrator.connectors.imap.target import ImapTarget
+from support import imap_target, user_session
 
 # In the order asked: "All header" (a message with no empty line, read whole, so its
 # folder is selected again after the others were) comes before the folders after it.
 FOLDERS = ("INBOX", "All header", "Données/Été", "Nothing new", "Empty", "Rebuilt")
 ALL_HEADER = b"From: a@example.test\r\nSubject: no empty line, no body\r\nX-End: here"
-
-
-def _target(dovecot: DovecotServer, tls_files: TlsFiles, user: str) -> ImapTarget:
-    options = run_options(dovecot, tls_files.ca_cert)
-    credentials = options.target.credentials(user)
-    return ImapTarget(options.target.server, credentials, user, options.connect)
 
 
 def test_indexes_since_reads_every_folder_as_index_since_does(
@@ -36,10 +27,9 @@ def test_indexes_since_reads_every_folder_as_index_since_does(
     user = make_user()
     fill(user, {"INBOX": 3, "All header": 2, "Données/Été": 2, "Nothing new": 4, "Rebuilt": 2})
     fill(user, {"Marked badly": 1}, seed=2)
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(user, DEFAULT_USER_PASSWORD)
+    with user_session(dovecot, user, ssl_context) as client:
         client.create_folder("Empty")
-    target = _target(dovecot, tls_files, user)
+    target = imap_target(dovecot, tls_files.ca_cert, user)
     try:
         marks = {name: target.mark(name) for name in FOLDERS}
     finally:
@@ -48,15 +38,14 @@ def test_indexes_since_reads_every_folder_as_index_since_does(
     # After the marks: new mail in three folders, one folder rebuilt under a new UIDVALIDITY.
     fill(user, {"INBOX": 2, "Données/Été": 1}, seed=3)
     fill(user, {"Trash": 1}, seed=5)  # (a folder between: the rebuilt one's UIDVALIDITY is new)
-    with IMAPClient("127.0.0.1", dovecot.imaps_port, ssl_context=ssl_context) as client:
-        client.login(user, DEFAULT_USER_PASSWORD)
+    with user_session(dovecot, user, ssl_context) as client:
         client.append("All header", ALL_HEADER)
         client.delete_folder("Rebuilt")
     fill(user, {"Rebuilt": 3}, seed=7)
 
     asked = {name: mark for name, mark in marks.items() if mark is not None}
     asked["Marked badly"] = "not a mark"
-    target = _target(dovecot, tls_files, user)
+    target = imap_target(dovecot, tls_files.ca_cert, user)
     try:
         together = target.indexes_since(asked)
         one_by_one = {name: target.index_since(name, mark) for name, mark in asked.items()}

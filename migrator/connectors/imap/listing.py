@@ -145,18 +145,30 @@ _BARE = re.compile(
 )
 
 
-def _bare(data: RawFetch) -> dict[int, Listed] | None:
-    """A BARE_ITEMS listing where every answer has the usual form (one line each, the
-    items in the order asked), else None."""
-    found: dict[int, Listed] = {}
+def _lines_matching(data: RawFetch, pattern: re.Pattern[bytes]) -> list[re.Match[bytes]] | None:
+    """Each answer's match of `pattern` where every answer is one line that matches it
+    whole, else None."""
+    matches: list[re.Match[bytes]] = []
     for element in data:
         if element is None:
             continue
         if not isinstance(element, bytes):
             return None
-        match = _BARE.fullmatch(element)
+        match = pattern.fullmatch(element)
         if match is None:
             return None
+        matches.append(match)
+    return matches
+
+
+def _bare(data: RawFetch) -> dict[int, Listed] | None:
+    """A BARE_ITEMS listing where every answer has the usual form (one line each, the
+    items in the order asked), else None."""
+    matches = _lines_matching(data, _BARE)
+    if matches is None:
+        return None
+    found: dict[int, Listed] = {}
+    for match in matches:
         uid_text, date, size, flags = match.groups()
         uid = int(uid_text)
         if uid in found:
@@ -183,15 +195,11 @@ def parse_flags(data: RawFetch) -> dict[int, tuple[str, ...]] | None:
     (one line each: an incremental pass's changes, or a folder's every flag), else None
     (the caller then uses a general parser): imapclient's reads a hundred changed
     flags in several milliseconds of CPU."""
+    matches = _lines_matching(data, _FLAGS_ONLY)
+    if matches is None:
+        return None
     found: dict[int, tuple[str, ...]] = {}
-    for element in data:
-        if element is None:
-            continue
-        if not isinstance(element, bytes):
-            return None
-        match = _FLAGS_ONLY.fullmatch(element)
-        if match is None:
-            return None
+    for match in matches:
         uid = int(match[1])
         if uid in found:
             return None  # two answers for one message: the general reading merges them
