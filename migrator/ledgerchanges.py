@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 Change = tuple[Member, LedgerEntry]
 
+# Ledger entries read in one command, at most.
+ENTRIES_READ = 10_000
+
 
 @dataclass
 class Moved:
@@ -112,13 +115,18 @@ def _touched(
     whole = {
         name for name, f in folders.items() if f.change.present is not None or propagate_deletes
     }
-    # Every such folder's entries in one reading (a round trip, not one a folder).
-    members = [
-        (name, folder.change.state.uidvalidity, uid)
-        for name, folder in folders.items()
-        if name not in whole
-        for uid in sorted(set(folder.change.flags) | folder.change.vanished)
-    ]
+    # The folders' entries read together, ENTRIES_READ at a time: a round trip for many
+    # folders' few changes, not one a folder, and memory bounded for a million.
+    members: list[Member] = []
+    for name, folder in folders.items():
+        if name in whole:
+            continue
+        change = folder.change
+        for uid in sorted(set(change.flags) | change.vanished):
+            members.append((name, change.state.uidvalidity, uid))
+            if len(members) == ENTRIES_READ:
+                yield from ledger.entries_of(members).items()
+                members = []
     yield from ledger.entries_of(members).items()
     if whole:
         yield from ((m, e) for m, e in ledger.each_entry() if m[0] in whole)

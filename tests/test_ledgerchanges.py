@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import pytest
+
+from migrator import ledgerchanges
 from migrator.ledgerchanges import apply_changes
 from migrator.syncstate import (
     FolderChanges,
@@ -46,6 +49,17 @@ class WholeLedger:
 
     def fence(self) -> None:
         pass
+
+
+class CountingLedger(WholeLedger):
+    def __init__(self, entries: dict[Member, LedgerEntry]) -> None:
+        super().__init__(entries)
+        self.asked: list[list[Member]] = []
+
+    def entries_of(self, members: Sequence[Member]) -> dict[Member, LedgerEntry]:
+        if members:
+            self.asked.append(list(members))
+        return super().entries_of(members)
 
 
 class FlagTarget:
@@ -131,3 +145,21 @@ def test_qresync_changes_read_only_the_entries_they_name() -> None:
     assert ledger.scans == 0
     assert (moved.flags, moved.vanished) == (1, 1)
     assert target.flagged == [(Placement("INBOX", 1, "t2"), ("\\Flagged",))]
+
+
+def test_many_folders_changes_read_their_entries_together_a_bounded_number_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round trip for many folders' few changes, not one a folder; and never more than
+    ENTRIES_READ entries asked for at once (a million changed flags stay bounded)."""
+    monkeypatch.setattr(ledgerchanges, "ENTRIES_READ", 3)
+    names = ("INBOX", "Sent", "Archive/2024")
+    held = {(n, UV, str(uid)): _entry(str(uid), ()) for n in names for uid in range(1, 4)}
+    ledger, target = CountingLedger(held), FlagTarget()
+    changes = {
+        n: FolderChanges(FolderState(UV, 10, 99), flags={"1": ("\\Seen",), "3": ("\\Seen",)})
+        for n in names
+    }
+    moved = apply_changes(target, ledger, changes, PassRequest())  # type: ignore[arg-type]
+    assert moved.flags == 6
+    assert [len(asked) for asked in ledger.asked] == [3, 3]  # six members, three at a time
