@@ -49,6 +49,7 @@ def test_indexes_since_reads_every_folder_as_index_since_does(
     try:
         together = target.indexes_since(asked)
         one_by_one = {name: target.index_since(name, mark) for name, mark in asked.items()}
+        assert target.indexes_since({"INBOX": "not a mark"}) == {"INBOX": None}  # nothing sent
     finally:
         target.close()
 

@@ -207,6 +207,8 @@ class ImapSyncHooks:
         # Up to the highest UID there can be, not "*": n:* names the folder's last message
         # where none is at n or above (RFC 3501 section 9), which would be read for nothing.
         steps = [imapwire.Step(n, True, f"{first}:{MAX_UID}") for n, (_, first) in after.items()]
+        if not steps:
+            return found
         with imap_errors(self._what):
             answered = list(imapwire.examine_fetch(self._client, steps, INDEX_ITEMS, verb="SELECT"))
         for got in answered:
