@@ -39,6 +39,7 @@ from migrator.sources.base import (
     IncrementalSource,
     MailboxSource,
     SourceFolder,
+    StatesWithFolders,
 )
 from migrator.syncstate import FolderChanges, FolderState, Ledger, Member, PassRequest
 from migrator.targets.base import IndexesTogether, MailboxTarget, SyncTarget
@@ -114,7 +115,11 @@ def sync_pass(
     that cannot say what changed, or one with an RFC 6154 \\All view (whose archived
     mail is found only against every other folder), is listed whole."""
     now = now or datetime.now(UTC)
-    folders = source.list_folders()
+    folders = (
+        source.list_folders_with_states()
+        if isinstance(source, StatesWithFolders)
+        else source.list_folders()
+    )
     if (
         not isinstance(progress, Ledger)
         or not isinstance(source, IncrementalSource)

@@ -34,7 +34,7 @@ from servers.dovecot import (
 from migrator.connectors.imap import connection
 from migrator.connectors.imap import wire as imapwire
 from migrator.connectors.imap.appending import internaldate_text
-from migrator.connectors.imap.changes import all_states, read_flags
+from migrator.connectors.imap.changes import all_states, list_with_states, read_flags
 from migrator.connectors.imap.connection import read_listing
 from migrator.connectors.imap.listing import HEADER_ITEM, INDEX_ITEMS
 from migrator.connectors.imap.uidsets import append_uids, vanished_uids
@@ -81,6 +81,7 @@ INTERNALS = [
     (imaplib.IMAP4, "uid", "(self, command, *args)"),
     (imaplib.IMAP4, "_simple_command", "(self, name, *args)"),
     (IMAPClient, "_process_select_response", "(self, resp)"),
+    (IMAPClient, "_proc_folder_list", "(self, folder_data)"),
 ]
 
 
@@ -300,6 +301,33 @@ def test_list_status_gives_every_folders_state_in_one_command(client: IMAPClient
     states = all_states(client, "test")
     assert {"INBOX", "Données/Été"} <= set(states)
     assert states["INBOX"].uidnext == client.folder_status("INBOX", ["UIDNEXT"])[b"UIDNEXT"]
+
+
+def _listed(folders: list[tuple[tuple[bytes, ...], bytes, str]]) -> dict[str, object]:
+    volatile = {b"\\marked", b"\\unmarked"}
+    return {
+        name: (delimiter, {f for f in flags if f.lower() not in volatile})
+        for flags, delimiter, name in folders
+    }
+
+
+def test_list_with_states_gives_the_folder_list_and_every_state_in_one_round_trip(
+    client: IMAPClient,
+) -> None:
+    client.create_folder("Données/Été")  # (a parent "Données", \\Noselect or not, listed)
+    client.create_folder('Quote "and" backslash \\')
+    client.append("Données/Été", _message(1))
+    assert b"CONDSTORE" in client.enable("CONDSTORE")
+
+    folders, states = list_with_states(client, "test")
+
+    # As imapclient lists them: names, delimiters and flags (in Dovecot's order of the
+    # moment, and but for RFC 3348's \Marked and \UnMarked, which a listing moves).
+    assert _listed(folders) == _listed(client.list_folders())
+    assert states == all_states(client, "test")
+    assert {"INBOX", "Données/Été", 'Quote "and" backslash \\'} <= set(states)
+    assert states["Données/Été"].uidnext == 2
+    client.select_folder("INBOX")  # the session goes on in step
 
 
 def test_create_subscribe_makes_and_subscribes_a_folder_and_stays_in_step(

@@ -73,6 +73,16 @@ class IncrementalSource(Protocol):
 
 
 @runtime_checkable
+class StatesWithFolders(Protocol):
+    """An IncrementalSource that reads every folder's state in the round trip that lists
+    the folders (IMAP: LIST and LIST-STATUS written together), for an incremental pass."""
+
+    def list_folders_with_states(self) -> list[SourceFolder]:
+        """`list_folders`, every folder's state read with it for `changes`."""
+        ...
+
+
+@runtime_checkable
 class ChangesTogether(Protocol):
     """An IncrementalSource that reads many folders' changes at once (IMAP: every
     folder's commands written before any answer is read, where one by one they cost a

@@ -42,14 +42,39 @@ def enable_modseqs(client: IMAPClient, what: str) -> str | None:
     return None
 
 
+# A folder's state as LIST-STATUS gives it (RFC 5819; HIGHESTMODSEQ: RFC 7162).
+STATE_ITEMS = (b"UIDVALIDITY", b"UIDNEXT", b"HIGHESTMODSEQ")
+
+
 def all_states(client: IMAPClient, what: str) -> dict[str, FolderState]:
     """Every folder's state in one command (RFC 5819 LIST-STATUS, with HIGHESTMODSEQ), where
     the server has it and mod-sequences are on; else nothing (each folder is selected)."""
+    return _states(listed_statuses(client, what, STATE_ITEMS))
+
+
+def list_with_states(client: IMAPClient, what: str) -> tuple[list[Any], dict[str, FolderState]]:
+    """The folder list, as imapclient's list_folders gives it, and every folder's state
+    (all_states), their LIST and LIST-STATUS written together: one round trip for the two.
+    For a server with LIST-STATUS."""
+    with imap_errors(what):
+        listed, statused = imapwire.pipelined(
+            client,
+            [
+                ("LIST", b'LIST "" "*"'),
+                ("LIST", b'LIST "" "*" RETURN (STATUS (' + b" ".join(STATE_ITEMS) + b"))"),
+            ],
+        )
+        if listed.typ != "OK":  # worded as imapclient's list_folders() words it
+            raise IMAPClientError(f"list failed: {listed.text}")
+        folders = imapwire.folder_list(client, listed.untagged.get("LIST", []))
+    raw = statused.untagged.get("STATUS", []) if statused.typ == "OK" else []
+    return folders, _states(parsed_statuses(raw, STATE_ITEMS))
+
+
+def _states(statuses: dict[str, dict[bytes, int]]) -> dict[str, FolderState]:
     return {
         folder: FolderState(values[b"UIDVALIDITY"], values[b"UIDNEXT"], values[b"HIGHESTMODSEQ"])
-        for folder, values in listed_statuses(
-            client, what, (b"UIDVALIDITY", b"UIDNEXT", b"HIGHESTMODSEQ")
-        ).items()
+        for folder, values in statuses.items()
     }
 
 
@@ -64,6 +89,14 @@ def listed_statuses(
         typ, raw = imapwire.list_status(client, " ".join(i.decode() for i in items))
     if typ != "OK":
         return {}
+    return parsed_statuses(raw, items)
+
+
+def parsed_statuses(
+    raw: list[bytes | tuple[bytes, bytes]], items: tuple[bytes, ...]
+) -> dict[str, dict[bytes, int]]:
+    """LIST-STATUS's STATUS answers as imaplib keeps them, read: `items` of each folder (the
+    folders whose answer lacks one of them left out; nothing where they cannot be read)."""
     try:
         parsed = parse_response([element for element in raw if element])
     except (IMAPClientError, ValueError):

@@ -105,17 +105,20 @@ class ImapSource(ImapSourceSync):
 
     # -- listing -----------------------------------------------------------------------
 
-    def list_folders(self) -> list[SourceFolder]:
-        folders = [folder for folder, flags in self.listed_folders() if not flags & _NOT_COPIED]
+    def list_folders(self, *, with_states: bool = False) -> list[SourceFolder]:
+        """`with_states`: every folder's state read in the same round trip, where the
+        server can (ImapSourceSync.list_folders_with_states)."""
+        listed = self.listed_folders(with_states=with_states)
+        folders = [folder for folder, flags in listed if not flags & _NOT_COPIED]
         self._keep_message_ids = any(f.is_all_mail for f in folders)
         return folders
 
-    def listed_folders(self) -> list[tuple[SourceFolder, set[str]]]:
+    def listed_folders(self, *, with_states: bool = False) -> list[tuple[SourceFolder, set[str]]]:
         """Every folder under the root with its LIST flags, lower-cased (\\Noselect ones
         left out); RFC 6154 flags the folder map reads are in its `special_use`."""
         root = (self._job.source_root_folder or "").strip()
         with imap_errors(self._what):
-            listed = self._client.list_folders()
+            listed = self._list(with_states)
         folders: list[tuple[SourceFolder, set[str]]] = []
         for flags, delimiter, name in listed:
             flag_names = {as_text(f) for f in flags}

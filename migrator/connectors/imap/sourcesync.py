@@ -14,6 +14,7 @@ from migrator.connectors.imap.changes import (
     all_states,
     changes_together,
     folder_state,
+    list_with_states,
     older_changes,
 )
 from migrator.connectors.imap.connection import fetch_all, imap_errors
@@ -37,6 +38,7 @@ class ImapSourceSync:
     if TYPE_CHECKING:  # ImapSource's own
 
         def _select(self, name: str) -> dict[bytes, Any]: ...
+        def list_folders(self, *, with_states: bool = False) -> list[SourceFolder]: ...
         def _refs(
             self, folder: SourceFolder, uidvalidity: int, listed: dict[int, Listed], what: str
         ) -> list[MessageRef]: ...
@@ -87,6 +89,21 @@ class ImapSourceSync:
             else:
                 found[folder.name] = None
         return [found.get(f.name, FolderChanges(since)) for f, since in asked]
+
+    def list_folders_with_states(self) -> list[SourceFolder]:
+        """list_folders, every folder's state (for `changes_of`) read in the same round
+        trip where mod-sequences are on and the server has LIST-STATUS."""
+        return self.list_folders(with_states=True)
+
+    def _list(self, with_states: bool) -> list[Any]:
+        """LIST, as imapclient's list_folders gives it; `with_states`, where it can, with
+        LIST-STATUS written beside it, the states kept for `_unmoved`."""
+        read_states = with_states and self._states is None and self._modseqs
+        if read_states and self._client.has_capability("LIST-STATUS"):
+            listed, self._states = list_with_states(self._client, self._what)
+            return listed
+        folders: list[Any] = self._client.list_folders()
+        return folders
 
     def _unmoved(self, since: FolderState, name: str) -> bool:
         """Whether one LIST-STATUS for every folder says `name` has not moved since."""

@@ -23,10 +23,11 @@ under it; nothing else in migrator touches a private attribute of either library
                      ._imap._new_tag, .send, ._command_complete, .untagged_responses and
                      .state: EXAMINE and UID FETCH of many folders pipelined, one round trip
     pipelined        IMAPClient._normalise_folder (folder_arg), ._process_select_response
-                     (select_info), and ._imap._new_tag, .send, ._command_complete,
-                     .untagged_responses and .state: any commands written at once, their
-                     answers read in order (an incremental pass's EXAMINE and FETCHes
-                     of every folder that moved: one round trip)
+                     (select_info), ._proc_folder_list (folder_list), and ._imap._new_tag,
+                     .send, ._command_complete, .untagged_responses and .state: any
+                     commands written at once, their answers read in order (an
+                     incremental pass's EXAMINE and FETCHes of every folder that moved,
+                     or its LIST and LIST-STATUS: one round trip)
 
 Private attributes promise nothing, so what these were checked against is written down
 here: imapclient within IMAPCLIENT_VERIFIED (pyproject.toml pins the same upper bound) and
@@ -354,6 +355,13 @@ def folder_arg(client: IMAPClient, folder: str) -> bytes:
     """A folder name as a command's argument (modified UTF-7, quoted where needed)."""
     name: bytes = to_bytes(client._normalise_folder(folder))
     return name
+
+
+def folder_list(client: IMAPClient, raw: list[Any]) -> list[Any]:
+    """A LIST's untagged answers (as imaplib keeps them) as imapclient's list_folders gives
+    them: (flags, delimiter, name) each."""
+    folders: list[Any] = client._proc_folder_list(raw)
+    return folders
 
 
 def select_info(client: IMAPClient, answered: Answered) -> dict[bytes, Any]:
