@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from imapclient import IMAPClient
+from imapclient import IMAPClient, imap4, tls
 from imapclient.util import to_bytes
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -82,6 +82,19 @@ INTERNALS = [
     (imaplib.IMAP4, "_simple_command", "(self, name, *args)"),
     (IMAPClient, "_process_select_response", "(self, resp)"),
     (IMAPClient, "_proc_folder_list", "(self, folder_data)"),
+    (IMAPClient, "_create_IMAP4", "(self)"),
+    (imaplib.IMAP4, "_get_capabilities", "(self)"),
+    (
+        tls.IMAP4_TLS,
+        "__init__",
+        "(self, host: str, port: int = 993, ssl_context: Optional[ssl.SSLContext] = None, "
+        "timeout: Optional[float] = None)",
+    ),
+    (
+        imap4.IMAP4WithTimeout,
+        "__init__",
+        "(self, address: str, port: int, timeout: Optional[float]) -> None",
+    ),
 ]
 
 
@@ -139,6 +152,23 @@ def test_imapclient_keeps_its_imaplib_session_as__imap_in_the_state_login_sets(
     # sets by hand the state imaplib's own login() leaves it in.
     assert isinstance(client._imap, imaplib.IMAP4)
     assert client._imap.state == "AUTH"
+
+
+@pytest.mark.parametrize("implicit_tls", [True, False], ids=["imaps", "imap"])
+def test_a_greeted_client_takes_the_greetings_capabilities_and_sends_no_command_for_them(
+    implicit_tls: bool, dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext
+) -> None:
+    port = dovecot.imaps_port if implicit_tls else dovecot.imap_port
+    with imapwire.GreetedClient(
+        "127.0.0.1", port, ssl=implicit_tls, ssl_context=ssl_context, timeout=30
+    ) as greeted:
+        assert greeted._imap.tagnum == 0  # no command yet: imaplib numbers each one it sends
+        assert greeted._imap.welcome.startswith(b"* OK [CAPABILITY ")
+        told = set(greeted.capabilities())
+        asked = {bytes(c).upper() for c in greeted._imap.capability()[1][-1].split()}
+        assert told == asked and b"IMAP4REV1" in told
+        greeted.login(make_user(), DEFAULT_USER_PASSWORD)
+        assert greeted.folder_exists("INBOX")
 
 
 def test_quiet_stops_imaplib_logging_each_line(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import socket
 import ssl
 import threading
@@ -344,10 +345,17 @@ UMLAUT_PASSWORD = "Pässwörd-ü-€-日本"
 class _LoginOnlyServer:
     """The test Dovecot's plaintext IMAP port as a server that offers neither STARTTLS nor
     AUTH=PLAIN (only LOGIN), or whatever else `cut` names: each is cut from every line it
-    sends. What the client sends is kept in `sent`."""
+    sends; `bare_greeting`: its greeting without the capabilities in it, as some servers
+    greet. What the client sends is kept in `sent`."""
 
-    def __init__(self, port: int, cut: tuple[bytes, ...] = (b" STARTTLS", b" AUTH=PLAIN")) -> None:
-        self._port, self._cut = port, cut
+    def __init__(
+        self,
+        port: int,
+        cut: tuple[bytes, ...] = (b" STARTTLS", b" AUTH=PLAIN"),
+        *,
+        bare_greeting: bool = False,
+    ) -> None:
+        self._port, self._cut, self._bare_greeting = port, cut, bare_greeting
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.sent = bytearray()
@@ -371,7 +379,9 @@ class _LoginOnlyServer:
 
     def _down(self, server: socket.socket, client: socket.socket) -> None:
         with contextlib.suppress(OSError), server.makefile("rb") as lines:
-            for line in lines:
+            for n, line in enumerate(lines):
+                if n == 0 and self._bare_greeting:
+                    line = re.sub(rb"\[CAPABILITY [^]]*\] ", b"", line)
                 for word in self._cut:
                     line = line.replace(word, b"")
                 client.sendall(line)
@@ -417,6 +427,30 @@ def test_proxyauth_sends_its_first_response_in_the_command_where_the_server_take
         assert b" AUTHENTICATE PLAIN " + response + b"\r\n" in sent
     else:
         assert b" AUTHENTICATE PLAIN\r\n" + response + b"\r\n" in sent
+
+
+@pytest.mark.parametrize("bare_greeting", [False, True], ids=["capabilities", "bare"])
+def test_a_session_asks_for_capabilities_only_where_the_greeting_did_not_give_them(
+    bare_greeting: bool,
+    dovecot: DovecotServer,
+    make_user: MakeUser,
+    fill: Fill,
+    tls_files: TlsFiles,
+) -> None:
+    """RFC 3501 section 7.1: a greeting's CAPABILITY response code spares the command (one
+    round trip a connection); a server that greets without one is asked."""
+    user = make_user()
+    fill(user, {"INBOX": 2})
+    server = _LoginOnlyServer(dovecot.imap_port, (b" STARTTLS",), bare_greeting=bare_greeting)
+    try:
+        url = f"imap://127.0.0.1:{server.port}"
+        job = batch_job(_row(url, user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
+        with _source(job, _options(tls_files, allow_plaintext=True)) as source:
+            assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 2}
+    finally:
+        server.close()
+    asked = re.findall(rb"^\w+ CAPABILITY\r\n", bytes(server.sent), re.MULTILINE)
+    assert len(asked) == (1 if bare_greeting else 0)
 
 
 @pytest.mark.parametrize("scheme", ["imap", "imaps"], ids=["starttls", "implicit-tls"])

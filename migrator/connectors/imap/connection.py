@@ -139,7 +139,7 @@ def connect(
     """A logged-in client, over TLS unless the operator allowed plaintext."""
     context = tls_context(options)
     with imap_errors(f"{what} ({server})"):
-        client = IMAPClient(
+        client = imapwire.GreetedClient(
             server.host,
             port=server.port,
             ssl=server.tls is TlsMode.IMPLICIT,

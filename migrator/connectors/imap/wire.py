@@ -3,6 +3,10 @@
 imapclient's public API cannot do these things the copier needs, so these functions reach
 under it; nothing else in migrator touches a private attribute of either library:
 
+    GreetedClient    IMAPClient._create_IMAP4 (overridden to make the sessions below),
+                     imapclient's tls.IMAP4_TLS and imap4.IMAP4WithTimeout (subclassed),
+                     IMAP4._get_capabilities (overridden) and .untagged_responses: the
+                     capabilities the greeting carried, without a CAPABILITY command
     quiet            IMAPClient._imap.debug = 0 (imapclient sets 5, which costs CPU)
     login_literal    IMAPClient._raw_command(b"LOGIN", ...), then IMAPClient._imap.state
     authenticate_ir  IMAPClient._imap._simple_command("AUTHENTICATE", ...), then ._imap.state:
@@ -44,7 +48,7 @@ import imaplib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from imapclient import IMAPClient
+from imapclient import IMAPClient, imap4, tls
 from imapclient.util import to_bytes
 
 from migrator.connectors.imap.listing import RawFetch
@@ -56,6 +60,46 @@ IMAPCLIENT_VERIFIED = ("3.0.1", "4.2")
 # Python: the first and last minor version whose imaplib was checked.  3.11 runs the tests;
 # the source of every IMAP4 method used here is the same in 3.12.1 and 3.13.0.
 PYTHON_VERIFIED = ((3, 11), (3, 13))
+
+
+class _Greeted(imaplib.IMAP4):
+    """An imaplib session that takes its capabilities from the greeting where the server
+    put them there (RFC 3501 section 7.1: the CAPABILITY response code in the initial OK
+    or PREAUTH, "so that a client need not send a separate CAPABILITY command"), rather
+    than asking for them again: one round trip less for every connection.  Only the
+    greeting's: any later reading (imaplib's own after STARTTLS) asks the server."""
+
+    _greeted = False
+
+    def _get_capabilities(self) -> None:
+        said = None if self._greeted else self.untagged_responses.pop("CAPABILITY", None)
+        self._greeted = True
+        if not said or not isinstance(said[-1], bytes) or not said[-1].strip():
+            super()._get_capabilities()  # type: ignore[misc]
+            return
+        self.capabilities = tuple(str(said[-1], "ascii", "replace").upper().split())
+
+
+class _GreetedTLS(_Greeted, tls.IMAP4_TLS):  # type: ignore[misc]
+    pass
+
+
+class _GreetedPlain(_Greeted, imap4.IMAP4WithTimeout):  # type: ignore[misc]
+    pass
+
+
+class GreetedClient(IMAPClient):  # type: ignore[misc]
+    """IMAPClient whose session reads its capabilities from the server's greeting where it
+    can (_Greeted): imapclient's own sessions but for that."""
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:
+        if self.stream:
+            return super()._create_IMAP4()  # type: ignore[no-any-return]
+        timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            # (imapclient's IMAP4_TLS takes the context; mypy sees imaplib's __init__)
+            return _GreetedTLS(self.host, self.port, self.ssl_context, timeout)  # type: ignore[call-arg]
+        return _GreetedPlain(self.host, self.port, timeout)
 
 
 def quiet(client: IMAPClient) -> None:
