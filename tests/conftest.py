@@ -41,7 +41,7 @@ from servers.gmail_proxy import GmailProxy
 from servers.mailgen import Fill
 from servers.oauth_server import MAIL_SCOPE, OAuthServer
 from servers.redis import RedisServer
-from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox, batch_password
+from support import EWS_ADMIN, EWS_PASSWORD, CopyMailbox, TargetUser, batch_password
 
 from migrator import dispatch
 from migrator.oauth import share_tokens
@@ -227,6 +227,15 @@ def make_user(dovecot: DovecotServer) -> MakeUser:
         return name
 
     return make
+
+
+@pytest.fixture
+def target_user(
+    dovecot: DovecotServer, make_user: MakeUser, ssl_context: ssl.SSLContext, tls_files: TlsFiles
+) -> TargetUser:
+    """A fresh user: `.name`, `.session()` (their own IMAPS session) and `.target()` (their
+    mailbox as a migration target, the master user acting for them)."""
+    return TargetUser(dovecot, ssl_context, tls_files.ca_cert, make_user())
 
 
 @pytest.fixture

@@ -174,6 +174,23 @@ def user_session(server: DovecotServer, user: str, context: ssl.SSLContext) -> I
         yield client
 
 
+@dataclass(frozen=True)
+class TargetUser:
+    """A fresh user of the test Dovecot (the `target_user` fixture): their own session,
+    and their mailbox opened as a migration target."""
+
+    server: DovecotServer
+    context: ssl.SSLContext
+    ca_file: Path
+    name: str
+
+    def session(self) -> contextlib.AbstractContextManager[IMAPClient]:
+        return user_session(self.server, self.name, self.context)
+
+    def target(self) -> ImapTarget:
+        return imap_target(self.server, self.ca_file, self.name)
+
+
 def batch_job(
     row: dict[str, str], method: AccessMethod = AccessMethod.INDIVIDUAL, **kw: Any
 ) -> MailboxJob:

@@ -4,13 +4,9 @@ a folder rebuilt since its copies were placed (their UIDs name other messages no
 
 from __future__ import annotations
 
-import ssl
-
 from imapclient import IMAPClient
-from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
-from support import imap_target, user_session
+from support import TargetUser
 
 from migrator.syncstate import Placement
 
@@ -26,15 +22,11 @@ def _flags(client: IMAPClient, folder: str) -> dict[int, set[str]]:
 
 
 def test_flags_are_set_in_every_folder_but_one_rebuilt_since(
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    fill: Fill,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
+    target_user: TargetUser, fill: Fill
 ) -> None:
-    user = make_user()
+    user = target_user.name
     fill(user, dict.fromkeys(FOLDERS, 6))
-    with user_session(dovecot, user, ssl_context) as client:
+    with target_user.session() as client:
         validity = {
             f: int(client.folder_status(f, ["UIDVALIDITY"])[b"UIDVALIDITY"]) for f in FOLDERS
         }
@@ -52,24 +44,24 @@ def test_flags_are_set_in_every_folder_but_one_rebuilt_since(
     ]
     # "Rebuilt" is deleted and made again: its UIDs 1 to 6 are other messages now.
     fill(user, {"Trash": 1}, seed=5)  # (a folder between, so the new one gets a new UIDVALIDITY)
-    with user_session(dovecot, user, ssl_context) as client:
+    with target_user.session() as client:
         client.delete_folder("Rebuilt")
     fill(user, {"Rebuilt": 6}, seed=7)
-    with user_session(dovecot, user, ssl_context) as client:
+    with target_user.session() as client:
         rebuilt = _flags(client, "Rebuilt")
         assert (
             int(client.folder_status("Rebuilt", ["UIDVALIDITY"])[b"UIDVALIDITY"])
             != (validity["Rebuilt"])
         )
 
-    target = imap_target(dovecot, tls_files.ca_cert, user)
+    target = target_user.target()
     try:
         changed = target.set_flags(changes)
     finally:
         target.close()
 
     assert changed == 2 + 1 + 2 + 6  # none in the rebuilt folder
-    with user_session(dovecot, user, ssl_context) as client:
+    with target_user.session() as client:
         after = {f: _flags(client, f) for f in FOLDERS}
     for folder in ("INBOX", "Données/Été", "Sent Messages"):
         expected = {

@@ -4,12 +4,8 @@ index_since finds folder by folder, whatever the folders hold."""
 
 from __future__ import annotations
 
-import ssl
-
-from servers.certs import TlsFiles
-from servers.dovecot import DovecotServer, MakeUser
 from servers.mailgen import Fill
-from support import imap_target, user_session
+from support import TargetUser
 
 # In the order asked: "All header" (a message with no empty line, read whole, so its
 # folder is selected again after the others were) comes before the folders after it.
@@ -18,18 +14,14 @@ ALL_HEADER = b"From: a@example.test\r\nSubject: no empty line, no body\r\nX-End:
 
 
 def test_indexes_since_reads_every_folder_as_index_since_does(
-    dovecot: DovecotServer,
-    make_user: MakeUser,
-    fill: Fill,
-    ssl_context: ssl.SSLContext,
-    tls_files: TlsFiles,
+    target_user: TargetUser, fill: Fill
 ) -> None:
-    user = make_user()
+    user = target_user.name
     fill(user, {"INBOX": 3, "All header": 2, "Données/Été": 2, "Nothing new": 4, "Rebuilt": 2})
     fill(user, {"Marked badly": 1}, seed=2)
-    with user_session(dovecot, user, ssl_context) as client:
+    with target_user.session() as client:
         client.create_folder("Empty")
-    target = imap_target(dovecot, tls_files.ca_cert, user)
+    target = target_user.target()
     try:
         marks = {name: target.mark(name) for name in FOLDERS}
     finally:
@@ -38,14 +30,14 @@ def test_indexes_since_reads_every_folder_as_index_since_does(
     # After the marks: new mail in three folders, one folder rebuilt under a new UIDVALIDITY.
     fill(user, {"INBOX": 2, "Données/Été": 1}, seed=3)
     fill(user, {"Trash": 1}, seed=5)  # (a folder between: the rebuilt one's UIDVALIDITY is new)
-    with user_session(dovecot, user, ssl_context) as client:
+    with target_user.session() as client:
         client.append("All header", ALL_HEADER)
         client.delete_folder("Rebuilt")
     fill(user, {"Rebuilt": 3}, seed=7)
 
     asked = {name: mark for name, mark in marks.items() if mark is not None}
     asked["Marked badly"] = "not a mark"
-    target = imap_target(dovecot, tls_files.ca_cert, user)
+    target = target_user.target()
     try:
         together = target.indexes_since(asked)
         one_by_one = {name: target.index_since(name, mark) for name, mark in asked.items()}
