@@ -16,6 +16,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers.certs import TlsFiles
@@ -345,8 +346,10 @@ UMLAUT_PASSWORD = "Pässwörd-ü-€-日本"
 class _LoginOnlyServer:
     """The test Dovecot's plaintext IMAP port as a server that offers neither STARTTLS nor
     AUTH=PLAIN (only LOGIN), or whatever else `cut` names: each is cut from every line it
-    sends; `bare_greeting`: its greeting without the capabilities in it, as some servers
-    greet. What the client sends is kept in `sent`."""
+    sends. With no `cut`, what follows the greeting passes as it is (TLS after STARTTLS
+    included), and the greeting changes: `bare_greeting`, without the capabilities in it,
+    as some servers greet; `greeting_cut`, words cut from it. What the client sends is
+    kept in `sent`."""
 
     def __init__(
         self,
@@ -354,8 +357,10 @@ class _LoginOnlyServer:
         cut: tuple[bytes, ...] = (b" STARTTLS", b" AUTH=PLAIN"),
         *,
         bare_greeting: bool = False,
+        greeting_cut: tuple[bytes, ...] = (),
     ) -> None:
         self._port, self._cut, self._bare_greeting = port, cut, bare_greeting
+        self._greeting_cut = greeting_cut
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.sent = bytearray()
@@ -379,9 +384,17 @@ class _LoginOnlyServer:
 
     def _down(self, server: socket.socket, client: socket.socket) -> None:
         with contextlib.suppress(OSError), server.makefile("rb") as lines:
-            for n, line in enumerate(lines):
-                if n == 0 and self._bare_greeting:
-                    line = re.sub(rb"\[CAPABILITY [^]]*\] ", b"", line)
+            if not self._cut:  # the greeting alone changed; then bytes as they come
+                greeting = lines.readline()
+                if self._bare_greeting:
+                    greeting = re.sub(rb"\[CAPABILITY [^]]*\] ", b"", greeting)
+                for word in self._greeting_cut:
+                    greeting = greeting.replace(word, b"")
+                client.sendall(greeting)
+                while data := lines.read1(65536):
+                    client.sendall(data)
+                return
+            for line in lines:
                 for word in self._cut:
                     line = line.replace(word, b"")
                 client.sendall(line)
@@ -429,28 +442,37 @@ def test_proxyauth_sends_its_first_response_in_the_command_where_the_server_take
         assert b" AUTHENTICATE PLAIN\r\n" + response + b"\r\n" in sent
 
 
-@pytest.mark.parametrize("bare_greeting", [False, True], ids=["capabilities", "bare"])
+@pytest.mark.parametrize(
+    ("greeting", "asked"),
+    [({}, 0), ({"bare_greeting": True}, 1), ({"greeting_cut": (b" STARTTLS",)}, 1)],
+    ids=["capabilities", "bare", "starttls-unlisted"],
+)
 def test_a_session_asks_for_capabilities_only_where_the_greeting_did_not_give_them(
-    bare_greeting: bool,
+    greeting: dict[str, Any],
+    asked: int,
     dovecot: DovecotServer,
     make_user: MakeUser,
     fill: Fill,
     tls_files: TlsFiles,
 ) -> None:
     """RFC 3501 section 7.1: a greeting's CAPABILITY response code spares the command (one
-    round trip a connection); a server that greets without one is asked."""
+    round trip a connection). A server that greets without one is asked; so is one whose
+    greeting lists fewer than it has, before STARTTLS missing there is refused."""
     user = make_user()
     fill(user, {"INBOX": 2})
-    server = _LoginOnlyServer(dovecot.imap_port, (b" STARTTLS",), bare_greeting=bare_greeting)
+    server = _LoginOnlyServer(dovecot.imap_port, (), **greeting)
     try:
         url = f"imap://127.0.0.1:{server.port}"
         job = batch_job(_row(url, user, DEFAULT_USER_PASSWORD), AccessMethod.INDIVIDUAL)
-        with _source(job, _options(tls_files, allow_plaintext=True)) as source:
+        with _source(job, _options(tls_files)) as source:
             assert _view(source) == {**EMPTY_SPECIAL_USE, "INBOX": 2}
     finally:
         server.close()
-    asked = re.findall(rb"^\w+ CAPABILITY\r\n", bytes(server.sent), re.MULTILINE)
-    assert len(asked) == (1 if bare_greeting else 0)
+    # What was sent before STARTTLS (after it, TLS, which asks again as RFC 2595 says).
+    sent = bytes(server.sent)
+    assert len(re.findall(rb"^\w+ CAPABILITY\r\n", sent, re.MULTILINE)) == asked
+    assert re.search(rb"^\w+ STARTTLS\r\n", sent, re.MULTILINE)
+    assert DEFAULT_USER_PASSWORD.encode() not in sent  # the login went over TLS
 
 
 @pytest.mark.parametrize("scheme", ["imap", "imaps"], ids=["starttls", "implicit-tls"])

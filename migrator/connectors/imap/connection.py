@@ -151,7 +151,7 @@ def connect(
             _no_delay(client)
             imapwire.quiet(client)  # imaplib's debug strings: a quarter of the CPU
             if server.tls is TlsMode.STARTTLS:
-                if client.has_capability("STARTTLS"):
+                if imapwire.offers(client, "STARTTLS"):
                     client.starttls(context)
                 elif not options.allow_plaintext:
                     raise PermanentError(
@@ -198,7 +198,7 @@ def _login(client: IMAPClient, credentials: Credentials, where: str) -> None:
 
 def _token_login(client: IMAPClient, login: TokenLogin, server: ServerAddress, where: str) -> None:
     """AUTHENTICATE OAUTHBEARER (RFC 7628), or XOAUTH2 where that is all the server has."""
-    offered = [m for m in ("OAUTHBEARER", "XOAUTH2") if client.has_capability(f"AUTH={m}")]
+    offered = [m for m in ("OAUTHBEARER", "XOAUTH2") if imapwire.offers(client, f"AUTH={m}")]
     mechanism = choose_mechanism(offered)
     if mechanism is None:
         raise LoginFailed(

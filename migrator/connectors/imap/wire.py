@@ -5,8 +5,9 @@ under it; nothing else in migrator touches a private attribute of either library
 
     GreetedClient    IMAPClient._create_IMAP4 (overridden to make the sessions below),
                      imapclient's tls.IMAP4_TLS and imap4.IMAP4WithTimeout (subclassed),
-                     IMAP4._get_capabilities (overridden) and .untagged_responses: the
-                     capabilities the greeting carried, without a CAPABILITY command
+                     IMAP4._get_capabilities (overridden), .untagged_responses and
+                     .state: the capabilities the greeting carried, without a CAPABILITY
+                     command (offers: asked again where a refusal would follow)
     quiet            IMAPClient._imap.debug = 0 (imapclient sets 5, which costs CPU)
     login_literal    IMAPClient._raw_command(b"LOGIN", ...), then IMAPClient._imap.state
     authenticate_ir  IMAPClient._imap._simple_command("AUTHENTICATE", ...), then ._imap.state:
@@ -70,14 +71,17 @@ class _Greeted(imaplib.IMAP4):
     greeting's: any later reading (imaplib's own after STARTTLS) asks the server."""
 
     _greeted = False
+    from_greeting = False  # the capabilities are the greeting's list (see offers)
 
     def _get_capabilities(self) -> None:
         said = None if self._greeted else self.untagged_responses.pop("CAPABILITY", None)
         self._greeted = True
         if not said or not isinstance(said[-1], bytes) or not said[-1].strip():
+            self.from_greeting = False
             super()._get_capabilities()  # type: ignore[misc]
             return
         self.capabilities = tuple(str(said[-1], "ascii", "replace").upper().split())
+        self.from_greeting = True
 
 
 class _GreetedTLS(_Greeted, tls.IMAP4_TLS):  # type: ignore[misc]
@@ -100,6 +104,21 @@ class GreetedClient(IMAPClient):  # type: ignore[misc]
             # (imapclient's IMAP4_TLS takes the context; mypy sees imaplib's __init__)
             return _GreetedTLS(self.host, self.port, self.ssl_context, timeout)  # type: ignore[call-arg]
         return _GreetedPlain(self.host, self.port, timeout)
+
+
+def offers(client: IMAPClient, capability: str) -> bool:
+    """Whether the server lists `capability`, for a decision that refuses without it
+    (STARTTLS, an OAuth mechanism): where the list is the greeting's and lacks it, the
+    server is asked once more (a CAPABILITY command) before the answer is no.  RFC 3501
+    has the greeting carry the whole list; a server that shortens it costs a round trip,
+    not a refusal."""
+    if client.has_capability(capability):
+        return True
+    imap = client._imap
+    if not isinstance(imap, _Greeted) or not imap.from_greeting or imap.state != "NONAUTH":
+        return False
+    imap._get_capabilities()  # asks the server: the greeting's list was read once already
+    return bool(client.has_capability(capability))
 
 
 def quiet(client: IMAPClient) -> None:
