@@ -169,7 +169,7 @@ class ImapSyncHooks:
             # before other connections appended is lower than the truth, never higher,
             # and a lower one only makes the next pass read more of the folder.
             self._listed_marks = {
-                folder: f"{values[b'UIDVALIDITY']}:{values[b'UIDNEXT']}"
+                folder: _mark(values[b"UIDVALIDITY"], values[b"UIDNEXT"])
                 for folder, values in listed_statuses(
                     self._client, self._what, (b"UIDVALIDITY", b"UIDNEXT")
                 ).items()
@@ -178,15 +178,14 @@ class ImapSyncHooks:
             return self._listed_marks[name]
         with imap_errors(f"{self._what}, folder {name!r}"):
             status = self._client.folder_status(name, ["UIDVALIDITY", "UIDNEXT"])
-        return f"{int(status[b'UIDVALIDITY'])}:{int(status[b'UIDNEXT'])}"
+        return _mark(int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"]))
 
     def index_since(self, name: str, mark: str) -> list[TargetCopy] | None:
         what = f"{self._what}, folder {name!r}"
-        uidvalidity, _, uidnext_text = mark.partition(":")
+        uidvalidity, uidnext = _read_mark(mark)
         info = self._select(name, what)
-        if str(info.get(b"UIDVALIDITY", "")) != uidvalidity or not uidnext_text.isdigit():
+        if str(info.get(b"UIDVALIDITY", "")) != uidvalidity or uidnext is None:
             return None
-        uidnext = int(uidnext_text)
         if int(info.get(b"UIDNEXT", 0)) <= uidnext:
             return []
         with imap_errors(what):
@@ -199,9 +198,9 @@ class ImapSyncHooks:
         found: dict[str, list[TargetCopy] | None] = {}
         after: dict[str, tuple[str, int]] = {}
         for name, mark in marks.items():
-            uidvalidity, _, uidnext = mark.partition(":")
-            if uidnext.isdigit():
-                after[name] = (uidvalidity, int(uidnext))
+            uidvalidity, uidnext = _read_mark(mark)
+            if uidnext is not None:
+                after[name] = (uidvalidity, uidnext)
             else:
                 found[name] = None
         # Up to the highest UID there can be, not "*": n:* names the folder's last message
@@ -246,6 +245,18 @@ class ImapSyncHooks:
                 len(placements) - len(valid),
             )
         return valid
+
+
+def _mark(uidvalidity: int, uidnext: int) -> str:
+    """A target folder's mark: its UIDVALIDITY and UIDNEXT when taken, "validity:next"."""
+    return f"{uidvalidity}:{uidnext}"
+
+
+def _read_mark(mark: str) -> tuple[str, int | None]:
+    """A mark's UIDVALIDITY (as text, compared with a SELECT's) and UIDNEXT (None: not
+    a mark this reads)."""
+    uidvalidity, _, uidnext = mark.partition(":")
+    return uidvalidity, int(uidnext) if uidnext.isdigit() else None
 
 
 def _by_folder(
